@@ -1,0 +1,229 @@
+//! A bounds-checked cursor over the unconsumed input, used to parse one atomic unit at a time.
+
+use crate::error::ErrorKind;
+
+/// Why a parse attempt stopped.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The unit is not all there yet; nothing was consumed.
+    More,
+    /// The input is malformed at this position (relative to the cursor's start).
+    Bad(ErrorKind, usize),
+}
+
+pub(crate) type P<T> = Result<T, Stop>;
+
+/// A string as found in the input, before it is turned into bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SRef {
+    /// Raw bytes at `start..end` of the unit.
+    Raw(usize, usize),
+    /// Integer-encoded string.
+    Int(i64),
+    /// LZF-compressed bytes at `start..end`, `ulen` bytes when decompressed.
+    Lzf(usize, usize, u64),
+}
+
+/// A length field: a length, or one of the special string encodings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Len {
+    Len(u64),
+    Special(u8),
+}
+
+pub(crate) struct Cur<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) p: usize,
+    pub(crate) max_string: u64,
+}
+
+impl<'a> Cur<'a> {
+    pub(crate) fn new(b: &'a [u8], max_string: u64) -> Self {
+        Self {
+            b,
+            p: 0,
+            max_string,
+        }
+    }
+
+    pub(crate) fn bad<T>(&self, kind: ErrorKind, at: usize) -> P<T> {
+        Err(Stop::Bad(kind, at))
+    }
+
+    pub(crate) fn u8(&mut self) -> P<u8> {
+        let x = *self.b.get(self.p).ok_or(Stop::More)?;
+        self.p += 1;
+        Ok(x)
+    }
+
+    pub(crate) fn take(&mut self, n: u64) -> P<(usize, usize)> {
+        let avail = (self.b.len() - self.p) as u64;
+        if n > avail {
+            return Err(Stop::More);
+        }
+        let start = self.p;
+        self.p += n as usize;
+        Ok((start, self.p))
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> P<[u8; N]> {
+        let (s, e) = self.take(N as u64)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.b[s..e]);
+        Ok(out)
+    }
+
+    pub(crate) fn u64_le(&mut self) -> P<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn raw_len(&mut self) -> P<Len> {
+        let first = self.u8()?;
+        Ok(match first >> 6 {
+            0 => Len::Len(u64::from(first & 0x3F)),
+            1 => Len::Len((u64::from(first & 0x3F) << 8) | u64::from(self.u8()?)),
+            2 => match first {
+                0x80 => Len::Len(u64::from(u32::from_be_bytes(self.array()?))),
+                0x81 => Len::Len(u64::from_be_bytes(self.array()?)),
+                _ => {
+                    return self.bad(
+                        ErrorKind::Corrupt {
+                            what: "length",
+                            why: format!("unknown length encoding byte {first:#x}"),
+                        },
+                        self.p - 1,
+                    );
+                }
+            },
+            _ => Len::Special(first & 0x3F),
+        })
+    }
+
+    /// A plain length (no string special encoding allowed).
+    pub(crate) fn len(&mut self) -> P<u64> {
+        let at = self.p;
+        match self.raw_len()? {
+            Len::Len(n) => Ok(n),
+            Len::Special(s) => self.bad(
+                ErrorKind::Corrupt {
+                    what: "length",
+                    why: format!("special encoding {s} where a length was expected"),
+                },
+                at,
+            ),
+        }
+    }
+
+    fn check_len(&self, len: u64, at: usize) -> P<()> {
+        if len > self.max_string {
+            return self.bad(
+                ErrorKind::TooLarge {
+                    len,
+                    max: self.max_string,
+                },
+                at,
+            );
+        }
+        Ok(())
+    }
+
+    /// The header of a string: its encoding and, for raw strings, the length still to read.
+    pub(crate) fn string_header(&mut self) -> P<StrHead> {
+        let at = self.p;
+        match self.raw_len()? {
+            Len::Len(n) => Ok(StrHead::Raw(n)),
+            Len::Special(0) => Ok(StrHead::Int(i64::from(self.u8()? as i8))),
+            Len::Special(1) => Ok(StrHead::Int(i64::from(i16::from_le_bytes(self.array()?)))),
+            Len::Special(2) => Ok(StrHead::Int(i64::from(i32::from_le_bytes(self.array()?)))),
+            Len::Special(3) => {
+                let clen = self.len()?;
+                let ulen = self.len()?;
+                self.check_len(ulen, at)?;
+                // LZF never expands a back-reference of 3 bytes into more than 264 bytes, so
+                // a stated length far beyond that ratio is a lie: refuse it before allocating.
+                if ulen > clen.saturating_mul(100).saturating_add(64) {
+                    return self.bad(
+                        ErrorKind::Corrupt {
+                            what: "LZF string",
+                            why: format!("{clen} compressed bytes cannot hold {ulen} bytes"),
+                        },
+                        at,
+                    );
+                }
+                Ok(StrHead::Lzf(clen, ulen))
+            }
+            Len::Special(s) => self.bad(
+                ErrorKind::Corrupt {
+                    what: "string",
+                    why: format!("unknown string encoding {s}"),
+                },
+                at,
+            ),
+        }
+    }
+
+    pub(crate) fn string(&mut self) -> P<SRef> {
+        let at = self.p;
+        match self.string_header()? {
+            StrHead::Raw(n) => {
+                self.check_len(n, at)?;
+                let (s, e) = self.take(n)?;
+                Ok(SRef::Raw(s, e))
+            }
+            StrHead::Int(i) => Ok(SRef::Int(i)),
+            StrHead::Lzf(clen, ulen) => {
+                self.check_len(clen, at)?;
+                let (s, e) = self.take(clen)?;
+                Ok(SRef::Lzf(s, e, ulen))
+            }
+        }
+    }
+
+    /// A string that must be raw (a blob such as a listpack, or a stream ID).
+    pub(crate) fn text_double(&mut self) -> P<f64> {
+        let at = self.p;
+        let n = self.u8()?;
+        match n {
+            253 => Ok(f64::NAN),
+            254 => Ok(f64::INFINITY),
+            255 => Ok(f64::NEG_INFINITY),
+            _ => {
+                let (s, e) = self.take(u64::from(n))?;
+                let parsed = std::str::from_utf8(&self.b[s..e])
+                    .ok()
+                    .and_then(|t| parse_double(t));
+                match parsed {
+                    Some(d) => Ok(d),
+                    None => self.bad(
+                        ErrorKind::Corrupt {
+                            what: "double",
+                            why: "not a number".into(),
+                        },
+                        at,
+                    ),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn bin_double(&mut self) -> P<f64> {
+        Ok(f64::from_le_bytes(self.array()?))
+    }
+}
+
+/// Parses a double as Redis writes it as text (`inf`, `-inf`, `nan` included).
+pub(crate) fn parse_double(t: &str) -> Option<f64> {
+    match t {
+        "inf" | "+inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        _ => t.parse().ok(),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StrHead {
+    Raw(u64),
+    Int(i64),
+    Lzf(u64, u64),
+}

@@ -1,0 +1,1611 @@
+//! The sans-IO RDB decoder: fed bytes, returns items, never does I/O.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cursor::{Cur, P, SRef, Stop, StrHead};
+use crate::encodings::{self, BlobError};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::value::*;
+
+/// What to do when a value is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// Stop at the first error (default).
+    #[default]
+    Abort,
+    /// Skip a key whose value is damaged when the format still tells where the next item
+    /// starts (a corrupt ziplist/listpack/intset inside a well-framed string); report it as
+    /// [`Item::Skipped`] and go on.
+    Skip,
+    /// Stop at the first error, but let the collecting helpers return what was decoded so far
+    /// together with the error ([`crate::decode_partial`]).
+    Partial,
+}
+
+/// Limits checked before anything is allocated or waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest string (key, element, blob, compressed or decompressed) accepted, in bytes.
+    /// Raw string *values* above [`Config::string_piece`] are streamed in pieces instead and are
+    /// not limited by this. Default 512 MiB, like Redis' `proto-max-bulk-len`.
+    pub max_string: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_string: 512 << 20,
+        }
+    }
+}
+
+/// Decoder settings.
+///
+/// ```
+/// let mut config = rdb_format::Config::default();
+/// config.chunk_threshold(10_000).string_piece(1 << 20).verify_checksum(true);
+/// let decoder = rdb_format::Decoder::with_config(config);
+/// # let _ = decoder;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub(crate) limits: Limits,
+    pub(crate) chunk_threshold: usize,
+    pub(crate) chunk_size: usize,
+    pub(crate) string_piece: u64,
+    pub(crate) recovery: Recovery,
+    pub(crate) verify_checksum: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            chunk_threshold: 8192,
+            chunk_size: 4096,
+            string_piece: 1 << 20,
+            recovery: Recovery::Abort,
+            verify_checksum: true,
+        }
+    }
+}
+
+impl Config {
+    /// Collections with more elements than this come out as [`Item::KeyStart`], chunks and
+    /// [`Item::KeyEnd`] instead of one [`Item::Key`].
+    pub fn chunk_threshold(&mut self, n: usize) -> &mut Self {
+        self.chunk_threshold = n.max(1);
+        self
+    }
+
+    /// Number of elements per chunk of a big collection.
+    pub fn chunk_size(&mut self, n: usize) -> &mut Self {
+        self.chunk_size = n.max(1);
+        self
+    }
+
+    /// Raw string values longer than this come out in pieces of at most this many bytes.
+    pub fn string_piece(&mut self, n: u64) -> &mut Self {
+        self.string_piece = n.max(1);
+        self
+    }
+
+    /// Limits on lengths read from the input.
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The recovery policy.
+    pub fn recovery(&mut self, r: Recovery) -> &mut Self {
+        self.recovery = r;
+        self
+    }
+
+    /// Verify the CRC-64 at the end of the file (default on).
+    pub fn verify_checksum(&mut self, on: bool) -> &mut Self {
+        self.verify_checksum = on;
+        self
+    }
+}
+
+/// Input the decoder can consume from without copying: `BytesMut` (streaming) or `Bytes`
+/// (a whole file or an mmap).
+pub trait Source {
+    /// The bytes not yet consumed.
+    fn bytes(&self) -> &[u8];
+    /// Removes the first `n` bytes and returns them as `Bytes` sharing the same memory.
+    fn split(&mut self, n: usize) -> Bytes;
+}
+
+impl Source for BytesMut {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn split(&mut self, n: usize) -> Bytes {
+        self.split_to(n).freeze()
+    }
+}
+
+impl Source for Bytes {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn split(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
+    }
+}
+
+static CRC: crc::Crc<u64, crc::Table<16>> =
+    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
+
+/// CRC-64/Jones as Redis computes it, over `data`.
+///
+/// ```
+/// assert_eq!(rdb_format::crc64(b"123456789"), 0xe9c6d914c4b8d9ca);
+/// ```
+pub fn crc64(data: &[u8]) -> u64 {
+    CRC.checksum(data)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeqKind {
+    List,
+    Set,
+    Zset1,
+    Zset2,
+    Hash,
+    /// Hash with field TTLs stored as len-encoded values: relative to `min` (+1) for type 24,
+    /// absolute for the 7.4 RC type 22.
+    HashTtl(Option<u64>),
+    /// Valkey 9 `HASH_2`.
+    ValkeyHash2,
+    Quicklist1,
+    Quicklist2,
+    StreamNodes(u8),
+}
+
+#[derive(Debug)]
+enum Acc {
+    List(Vec<Elem>),
+    Set(Vec<Elem>),
+    Zset(Vec<(Elem, f64)>),
+    Hash(Vec<HashField>),
+    Stream(Vec<StreamEntry>),
+}
+
+impl Acc {
+    fn len(&self) -> usize {
+        match self {
+            Self::List(v) | Self::Set(v) => v.len(),
+            Self::Zset(v) => v.len(),
+            Self::Hash(v) => v.len(),
+            Self::Stream(v) => v.len(),
+        }
+    }
+
+    fn take(&mut self) -> Chunk {
+        match self {
+            Self::List(v) => Chunk::List(std::mem::take(v)),
+            Self::Set(v) => Chunk::Set(std::mem::take(v)),
+            Self::Zset(v) => Chunk::SortedSet(std::mem::take(v)),
+            Self::Hash(v) => Chunk::Hash(std::mem::take(v)),
+            Self::Stream(v) => Chunk::StreamEntries(std::mem::take(v)),
+        }
+    }
+
+    fn into_value(self, meta: Option<StreamMeta>) -> Value {
+        match self {
+            Self::List(v) => Value::List(v),
+            Self::Set(v) => Value::Set(v),
+            Self::Zset(v) => Value::SortedSet(v),
+            Self::Hash(v) => Value::Hash(v),
+            Self::Stream(entries) => Value::Stream(Box::new(Stream {
+                entries,
+                meta: meta.unwrap_or_default(),
+            })),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SeqState {
+    head: KeyHead,
+    kind: SeqKind,
+    remaining: u64,
+    acc: Acc,
+    started: bool,
+    damaged: Option<Error>,
+}
+
+#[derive(Debug)]
+enum State {
+    Magic,
+    Top,
+    Value(Box<KeyHead>),
+    Seq(Box<SeqState>),
+    StreamTail(Box<SeqState>),
+    BigString { remaining: u64 },
+    Done,
+    Failed(Error),
+}
+
+/// Metadata opcodes seen before a key's type byte.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    start: Option<u64>,
+    expire_ms: Option<u64>,
+    idle_s: Option<u64>,
+    freq: Option<u8>,
+}
+
+/// A raw element parsed from the input, turned into values once its bytes are consumed.
+enum RawEl {
+    One(SRef),
+    Two(SRef, SRef),
+    Scored(SRef, f64),
+    Ttl(u64, SRef, SRef),
+    Node(u64, SRef),
+    Stream(SRef, SRef),
+}
+
+/// The sans-IO decoder.
+///
+/// Feed it bytes with [`Decoder::decode`]; it returns the next [`Item`], or `Ok(None)` when it
+/// needs more input. It never reads or allocates on the word of a length field alone.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use rdb_format::{Decoder, Item};
+///
+/// // An empty RDB 9 file with checksums disabled.
+/// let file = b"REDIS0009\xff\0\0\0\0\0\0\0\0";
+/// let mut dec = Decoder::new();
+/// let mut buf = BytesMut::new();
+/// let mut items = Vec::new();
+/// for &b in file.iter() {
+///     buf.extend_from_slice(&[b]); // one byte at a time: the decoder resumes where it stopped
+///     while let Some(item) = dec.decode(&mut buf).unwrap() {
+///         items.push(item);
+///     }
+/// }
+/// assert!(dec.is_done());
+/// assert!(matches!(items[1], Item::Eof { checksum: Some(0) }));
+/// ```
+pub struct Decoder {
+    config: Config,
+    state: State,
+    /// Absolute offset of the first unconsumed byte.
+    pos: u64,
+    crc: crc::Digest<'static, u64, crc::Table<16>>,
+    version: u32,
+    flavor: Flavor,
+    db: u64,
+    pending: Pending,
+    out: VecDeque<Item>,
+    ctx: Context,
+    expect: &'static str,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("version", &self.version)
+            .field("flavor", &self.flavor)
+            .field("offset", &self.pos)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const MODULE_CHARSET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The 9-character module type name and encoding version packed into a module ID.
+pub fn module_name(id: u64) -> (String, u64) {
+    let mut name = String::with_capacity(9);
+    for i in 0..9 {
+        let c = (id >> (64 - 6 * (i + 1))) & 63;
+        name.push(char::from(MODULE_CHARSET[c as usize]));
+    }
+    (name, id & 1023)
+}
+
+impl Decoder {
+    /// A decoder with the default [`Config`].
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    /// A decoder with the given settings.
+    pub fn with_config(config: Config) -> Self {
+        Self {
+            config,
+            state: State::Magic,
+            pos: 0,
+            crc: CRC.digest(),
+            version: 0,
+            flavor: Flavor::Redis,
+            db: 0,
+            pending: Pending::default(),
+            out: VecDeque::new(),
+            ctx: Context::default(),
+            expect: "header",
+        }
+    }
+
+    /// The RDB version from the header (0 before it was read).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The server family from the magic.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// Bytes consumed so far: the offset in the input of the next byte to decode.
+    pub fn offset(&self) -> u64 {
+        self.pos
+    }
+
+    /// True once the EOF item has been decoded.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done) && self.out.is_empty()
+    }
+
+    /// The error to report when the input ends before the file does.
+    pub fn truncated(&self) -> Error {
+        if let State::Failed(e) = &self.state {
+            return e.clone();
+        }
+        Error::new(ErrorKind::Truncated { what: self.expect }, self.pos).with_context(&self.ctx)
+    }
+
+    /// Decodes the next item from `src`, consuming its bytes. `Ok(None)`: more input needed
+    /// (or, once [`is_done`](Self::is_done), the file has ended). After an error the decoder
+    /// keeps returning it.
+    pub fn decode<S: Source>(&mut self, src: &mut S) -> Result<Option<Item>> {
+        loop {
+            if let Some(item) = self.out.pop_front() {
+                return Ok(Some(item));
+            }
+            let progressed = match self.step(src) {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = e.with_context(&self.ctx);
+                    self.state = State::Failed(e.clone());
+                    return Err(e);
+                }
+            };
+            if !progressed {
+                if let State::Failed(e) = &self.state {
+                    return Err(e.clone());
+                }
+                return Ok(self.out.pop_front());
+            }
+        }
+    }
+
+    fn err(&self, kind: ErrorKind, rel: usize) -> Error {
+        Error::new(kind, self.pos + rel as u64)
+    }
+
+    fn stop_err(&self, stop: Stop) -> Result<bool> {
+        match stop {
+            Stop::More => Ok(false),
+            Stop::Bad(kind, at) => Err(self.err(kind, at)),
+        }
+    }
+
+    /// Consumes `n` bytes (updating the checksum) and returns them.
+    fn consume<S: Source>(&mut self, src: &mut S, n: usize) -> Bytes {
+        let b = src.split(n);
+        self.crc.update(&b);
+        self.pos += n as u64;
+        b
+    }
+
+    fn mat(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<Elem> {
+        Ok(match r {
+            SRef::Raw(s, e) => Elem::Bytes(chunk.slice(s..e)),
+            SRef::Int(i) => Elem::Int(i),
+            SRef::Lzf(s, e, ulen) => {
+                let data = lzf::decompress(&chunk[s..e], ulen as usize)
+                    .ok()
+                    .filter(|d| d.len() as u64 == ulen)
+                    .ok_or_else(|| {
+                        Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64)
+                    })?;
+                Elem::Bytes(Bytes::from(data))
+            }
+        })
+    }
+
+    fn mat_bytes(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<Bytes> {
+        Ok(self.mat(chunk, base, r)?.to_bytes())
+    }
+
+    fn step<S: Source>(&mut self, src: &mut S) -> Result<bool> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Magic => {
+                self.state = State::Magic;
+                self.step_magic(src)
+            }
+            State::Top => {
+                self.state = State::Top;
+                self.step_top(src)
+            }
+            State::Value(head) => self.step_value(src, head),
+            State::Seq(seq) => self.step_seq(src, seq),
+            State::StreamTail(seq) => self.step_stream_tail(src, seq),
+            State::BigString { remaining } => self.step_big_string(src, remaining),
+            State::Done => Ok(false),
+            State::Failed(e) => {
+                self.state = State::Failed(e);
+                Ok(false)
+            }
+        }
+    }
+
+    fn step_magic<S: Source>(&mut self, src: &mut S) -> Result<bool> {
+        let b = src.bytes();
+        let (flavor, n) = if b.starts_with(b"VALKEY") || (b.len() < 6 && b"VALKEY".starts_with(b)) {
+            (Flavor::Valkey, 9)
+        } else {
+            (Flavor::Redis, 9)
+        };
+        let magic = if flavor == Flavor::Valkey {
+            &b"VALKEY"[..]
+        } else {
+            &b"REDIS"[..]
+        };
+        let m = magic.len().min(b.len());
+        if b[..m] != magic[..m] {
+            return Err(self.err(
+                ErrorKind::BadMagic {
+                    found: b[..b.len().min(9)].to_vec(),
+                },
+                0,
+            ));
+        }
+        if b.len() < n {
+            return Ok(false);
+        }
+        let digits = &b[magic.len()..n];
+        let version = std::str::from_utf8(digits)
+            .ok()
+            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse::<u32>().ok())
+            .ok_or_else(|| {
+                self.err(
+                    ErrorKind::BadMagic {
+                        found: b[..n].to_vec(),
+                    },
+                    0,
+                )
+            })?;
+        let ok = match flavor {
+            Flavor::Redis => (1..=14).contains(&version),
+            Flavor::Valkey => (80..=81).contains(&version),
+        };
+        if !ok {
+            return Err(self.err(ErrorKind::UnsupportedVersion(version), magic.len()));
+        }
+        self.consume(src, n);
+        self.version = version;
+        self.flavor = flavor;
+        self.state = State::Top;
+        self.out.push_back(Item::Header { flavor, version });
+        Ok(true)
+    }
+
+    fn ms_time(&self, c: &mut Cur<'_>) -> P<u64> {
+        c.u64_le()
+    }
+
+    fn step_top<S: Source>(&mut self, src: &mut S) -> Result<bool> {
+        let start = self.pos;
+        let b = src.bytes();
+        let mut c = Cur::new(b, self.config.limits.max_string);
+        let op = match c.u8() {
+            Ok(op) => op,
+            Err(s) => {
+                self.expect = "opcode";
+                return self.stop_err(s);
+            }
+        };
+        self.ctx = Context {
+            opcode: Some(op),
+            doing: None,
+            key: None,
+        };
+        macro_rules! p {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(s) => return self.stop_err(s),
+                }
+            };
+        }
+        match op {
+            0xFF => {
+                self.expect = "checksum";
+                self.ctx.doing = Some("checksum");
+                if self.version >= 5 {
+                    let stored = p!(c.u64_le());
+                    self.consume(src, 1);
+                    let actual = self.crc.clone().finalize();
+                    src.split(8);
+                    self.pos += 8;
+                    if self.config.verify_checksum && stored != 0 && stored != actual {
+                        return Err(Error::new(
+                            ErrorKind::Checksum {
+                                expected: stored,
+                                actual,
+                            },
+                            self.pos - 8,
+                        ));
+                    }
+                    self.out.push_back(Item::Eof {
+                        checksum: Some(stored),
+                    });
+                } else {
+                    self.consume(src, 1);
+                    self.out.push_back(Item::Eof { checksum: None });
+                }
+                self.state = State::Done;
+                return Ok(true);
+            }
+            0xFE => {
+                self.expect = "SELECTDB";
+                let db = p!(c.len());
+                self.consume(src, c.p);
+                self.db = db;
+                self.out.push_back(Item::SelectDb(db));
+            }
+            0xFD => {
+                self.expect = "EXPIRETIME";
+                let secs = u32::from_le_bytes(p!(c.array()));
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+                self.pending.expire_ms = Some(u64::from(secs) * 1000);
+            }
+            0xFC => {
+                self.expect = "EXPIRETIME_MS";
+                let ms = p!(self.ms_time(&mut c));
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+                self.pending.expire_ms = Some(ms);
+            }
+            0xFB => {
+                self.expect = "RESIZEDB";
+                let db_size = p!(c.len());
+                let expires_size = p!(c.len());
+                self.consume(src, c.p);
+                self.out.push_back(Item::ResizeDb {
+                    db_size,
+                    expires_size,
+                });
+            }
+            0xFA => {
+                self.expect = "AUX field";
+                self.ctx.doing = Some("aux");
+                let k = p!(c.string());
+                let v = p!(c.string());
+                let chunk = self.consume(src, c.p);
+                let key = self.mat_bytes(&chunk, start, k)?;
+                let value = self.mat_bytes(&chunk, start, v)?;
+                self.out.push_back(Item::Aux { key, value });
+            }
+            0xF9 => {
+                self.expect = "FREQ";
+                let f = p!(c.u8());
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+                self.pending.freq = Some(f);
+            }
+            0xF8 => {
+                self.expect = "IDLE";
+                let idle = p!(c.len());
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+                self.pending.idle_s = Some(idle);
+            }
+            0xF7 => {
+                self.expect = "MODULE_AUX";
+                self.ctx.doing = Some("module-aux");
+                let id = p!(c.len());
+                let when_op = p!(c.len());
+                if when_op != 2 {
+                    return Err(self.err(
+                        ErrorKind::Corrupt {
+                            what: "module aux",
+                            why: format!("'when' opcode is {when_op}, expected 2 (UINT)"),
+                        },
+                        c.p,
+                    ));
+                }
+                let when = p!(c.len());
+                let body = c.p;
+                p!(skip_module_body(&mut c));
+                let chunk = self.consume(src, c.p);
+                let (name, encver) = module_name(id);
+                self.out.push_back(Item::ModuleAux {
+                    name,
+                    encver,
+                    when,
+                    raw: chunk.slice(body..),
+                });
+            }
+            0xF6 => {
+                self.expect = "FUNCTION_PRE_GA";
+                self.ctx.doing = Some("function");
+                let name = p!(c.string());
+                let engine = p!(c.string());
+                let has_desc = p!(c.len());
+                let desc = if has_desc != 0 {
+                    Some(p!(c.string()))
+                } else {
+                    None
+                };
+                let code = p!(c.string());
+                let chunk = self.consume(src, c.p);
+                let description = match desc {
+                    Some(d) => Some(self.mat_bytes(&chunk, start, d)?),
+                    None => None,
+                };
+                self.out.push_back(Item::Function(Function {
+                    code: self.mat_bytes(&chunk, start, code)?,
+                    name: Some(self.mat_bytes(&chunk, start, name)?),
+                    engine: Some(self.mat_bytes(&chunk, start, engine)?),
+                    description,
+                }));
+            }
+            0xF5 => {
+                self.expect = "FUNCTION2";
+                self.ctx.doing = Some("function");
+                let code = p!(c.string());
+                let chunk = self.consume(src, c.p);
+                self.out.push_back(Item::Function(Function {
+                    code: self.mat_bytes(&chunk, start, code)?,
+                    name: None,
+                    engine: None,
+                    description: None,
+                }));
+            }
+            0xF4 if self.version >= 12 || self.flavor == Flavor::Valkey => {
+                self.expect = "SLOT_INFO";
+                let slot = p!(c.len());
+                let size = p!(c.len());
+                let expires_size = p!(c.len());
+                self.consume(src, c.p);
+                self.out.push_back(Item::SlotInfo {
+                    slot,
+                    size,
+                    expires_size,
+                });
+            }
+            107 if self.flavor == Flavor::Redis => {
+                // Redis Enterprise's RAM_LRU hint before a key: one length, nothing we use.
+                self.expect = "RAM_LRU";
+                p!(c.len());
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+            }
+            0xF3 if self.flavor == Flavor::Valkey => {
+                return Err(self.err(
+                    ErrorKind::Unsupported {
+                        ty: op,
+                        why: "Valkey SLOT_IMPORT records are not decoded (layout not published)",
+                    },
+                    0,
+                ));
+            }
+            0xF3 if self.version >= 13 => {
+                return Err(self.err(
+                    ErrorKind::Unsupported {
+                        ty: op,
+                        why: "Redis 8.6 KEY_META records are not decoded (layout not published)",
+                    },
+                    0,
+                ));
+            }
+            ty => {
+                self.expect = "key";
+                self.check_type(ty)?;
+                let k = p!(c.string());
+                let chunk = self.consume(src, c.p);
+                let key = self.mat_bytes(&chunk, start, k)?;
+                let (value_type, encoding) = type_info(ty, self.flavor);
+                let pending = std::mem::take(&mut self.pending);
+                self.ctx.key = Some(key.clone());
+                self.ctx.doing = Some(type_name(ty, self.flavor));
+                self.state = State::Value(Box::new(KeyHead {
+                    db: self.db,
+                    key,
+                    value_type,
+                    encoding,
+                    type_byte: ty,
+                    expire_ms: pending.expire_ms,
+                    idle_s: pending.idle_s,
+                    freq: pending.freq,
+                    offset: pending.start.unwrap_or(start),
+                }));
+            }
+        }
+        Ok(true)
+    }
+
+    fn check_type(&self, ty: u8) -> Result<()> {
+        let known = match ty {
+            0..=5 | 7 | 9..=21 => true,
+            6 => {
+                return Err(self.err(
+                    ErrorKind::Unsupported {
+                        ty,
+                        why: "module values of the 4.0 release candidates (type 6) carry no \
+                              framing and need the module's own decoder",
+                    },
+                    0,
+                ));
+            }
+            22 | 23 if self.flavor == Flavor::Valkey => true,
+            22..=25 => self.version >= 12 && self.flavor == Flavor::Redis,
+            26..=28 if self.flavor == Flavor::Redis && self.version >= 13 => {
+                return Err(self.err(
+                    ErrorKind::Unsupported {
+                        ty,
+                        why: "Redis 8.6/8.8 stream v4/v5 and array layouts are not published yet",
+                    },
+                    0,
+                ));
+            }
+            _ => false,
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(self.err(ErrorKind::UnknownType(ty), 0))
+        }
+    }
+
+    fn step_value<S: Source>(&mut self, src: &mut S, head: Box<KeyHead>) -> Result<bool> {
+        let start = self.pos;
+        let ty = head.type_byte;
+        self.expect = type_name(ty, self.flavor);
+        let b = src.bytes();
+        let mut c = Cur::new(b, self.config.limits.max_string);
+        macro_rules! p {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(s) => {
+                        self.state = State::Value(head);
+                        return self.stop_err(s);
+                    }
+                }
+            };
+        }
+        let seq = |kind: SeqKind, remaining: u64, head: Box<KeyHead>| {
+            let cap = remaining.min(1024) as usize;
+            let acc = match kind {
+                SeqKind::List | SeqKind::Quicklist1 | SeqKind::Quicklist2 => {
+                    Acc::List(Vec::with_capacity(cap))
+                }
+                SeqKind::Set => Acc::Set(Vec::with_capacity(cap)),
+                SeqKind::Zset1 | SeqKind::Zset2 => Acc::Zset(Vec::with_capacity(cap)),
+                SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2 => {
+                    Acc::Hash(Vec::with_capacity(cap))
+                }
+                SeqKind::StreamNodes(_) => Acc::Stream(Vec::new()),
+            };
+            State::Seq(Box::new(SeqState {
+                head: *head,
+                kind,
+                remaining,
+                acc,
+                started: false,
+                damaged: None,
+            }))
+        };
+        match ty {
+            0 => {
+                let hdr = p!(c.string_header());
+                match hdr {
+                    StrHead::Raw(n) if n > self.config.string_piece => {
+                        self.consume(src, c.p);
+                        let mut head = head;
+                        head.encoding = Encoding::Raw;
+                        self.out.push_back(Item::KeyStart(*head));
+                        self.state = State::BigString { remaining: n };
+                        return Ok(true);
+                    }
+                    _ => {
+                        let mut c = Cur::new(b, self.config.limits.max_string);
+                        let s = p!(c.string());
+                        let chunk = self.consume(src, c.p);
+                        let mut head = head;
+                        head.encoding = match s {
+                            SRef::Int(_) => Encoding::Int,
+                            SRef::Lzf(..) => Encoding::Lzf,
+                            SRef::Raw(..) => Encoding::Raw,
+                        };
+                        let v = self.mat_bytes(&chunk, start, s)?;
+                        self.emit_whole(*head, Value::String(v));
+                    }
+                }
+            }
+            1 | 2 | 3 | 4 | 5 | 14 | 18 | 15 | 19 | 21 => {
+                let n = p!(c.len());
+                self.consume(src, c.p);
+                let kind = match ty {
+                    1 => SeqKind::List,
+                    2 => SeqKind::Set,
+                    3 => SeqKind::Zset1,
+                    4 => SeqKind::Hash,
+                    5 => SeqKind::Zset2,
+                    14 => SeqKind::Quicklist1,
+                    18 => SeqKind::Quicklist2,
+                    _ => SeqKind::StreamNodes(ty),
+                };
+                self.state = seq(kind, n, head);
+            }
+            22 if self.flavor == Flavor::Valkey => {
+                let n = p!(c.len());
+                self.consume(src, c.p);
+                self.state = seq(SeqKind::ValkeyHash2, n, head);
+            }
+            22 | 24 => {
+                let min = if ty == 24 {
+                    Some(p!(self.ms_time(&mut c)))
+                } else {
+                    None
+                };
+                let n = p!(c.len());
+                self.consume(src, c.p);
+                self.state = seq(SeqKind::HashTtl(min), n, head);
+            }
+            23 if self.flavor == Flavor::Valkey => {
+                return Err(self.err(
+                    ErrorKind::Unsupported {
+                        ty,
+                        why: "Valkey 9.2 PATH_HASH values are not decoded (layout not published)",
+                    },
+                    0,
+                ));
+            }
+            7 => {
+                let body = c.p;
+                let id = p!(c.len());
+                p!(skip_module_body(&mut c));
+                let chunk = self.consume(src, c.p);
+                let (name, encver) = module_name(id);
+                self.emit_whole(
+                    *head,
+                    Value::Module(ModuleValue {
+                        name,
+                        encver,
+                        raw: chunk.slice(body..),
+                    }),
+                );
+            }
+            _ => {
+                // One blob: 9 zipmap, 10 ziplist, 11 intset, 12 zset ziplist, 13 hash ziplist,
+                // 16 hash listpack, 17 zset listpack, 20 set listpack, 23/25 hash listpack + TTL.
+                if ty == 25 {
+                    p!(self.ms_time(&mut c));
+                }
+                let s = p!(c.string());
+                let chunk = self.consume(src, c.p);
+                let blob_at = start
+                    + match s {
+                        SRef::Raw(a, _) | SRef::Lzf(a, _, _) => a as u64,
+                        SRef::Int(_) => 0,
+                    };
+                let blob = self.mat_bytes(&chunk, start, s)?;
+                match decode_blob(ty, &blob) {
+                    Ok(v) => self.emit_whole(*head, v),
+                    Err(e) => {
+                        let err = Error::new(
+                            ErrorKind::Corrupt {
+                                what: e.what,
+                                why: e.why,
+                            },
+                            blob_at + e.pos as u64,
+                        )
+                        .with_context(&self.ctx);
+                        if self.config.recovery == Recovery::Skip {
+                            self.out.push_back(Item::Skipped {
+                                key: head.key.clone(),
+                                error: err,
+                            });
+                            self.state = State::Top;
+                        } else {
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn emit_whole(&mut self, head: KeyHead, value: Value) {
+        self.out.push_back(Item::Key(KeyRecord { head, value }));
+        self.state = State::Top;
+        self.ctx = Context::default();
+    }
+
+    fn step_big_string<S: Source>(&mut self, src: &mut S, remaining: u64) -> Result<bool> {
+        self.expect = "string value";
+        if remaining == 0 {
+            self.out.push_back(Item::KeyEnd);
+            self.state = State::Top;
+            return Ok(true);
+        }
+        let want = remaining.min(self.config.string_piece);
+        let avail = src.bytes().len() as u64;
+        if avail < want {
+            self.state = State::BigString { remaining };
+            return Ok(false);
+        }
+        let piece = self.consume(src, want as usize);
+        self.out.push_back(Item::Chunk(Chunk::String(piece)));
+        self.state = State::BigString {
+            remaining: remaining - want,
+        };
+        Ok(true)
+    }
+
+    fn step_seq<S: Source>(&mut self, src: &mut S, mut seq: Box<SeqState>) -> Result<bool> {
+        self.expect = type_name(seq.head.type_byte, self.flavor);
+        let start = self.pos;
+        let b = src.bytes();
+        let mut c = Cur::new(b, self.config.limits.max_string);
+        let mut raws: Vec<RawEl> = Vec::new();
+        let mut done_at = 0;
+        let room = if seq.started {
+            self.config.chunk_size
+        } else {
+            self.config.chunk_threshold + 1
+        };
+        // Parse as many whole elements as the input holds (up to a chunk's worth), then
+        // consume them at once.
+        let mut budget = room.saturating_sub(seq.acc.len()).max(1);
+        while (raws.len() as u64) < seq.remaining && budget > 0 {
+            let r = match seq.kind {
+                SeqKind::List | SeqKind::Set => c.string().map(RawEl::One),
+                SeqKind::Zset1 => c
+                    .string()
+                    .and_then(|m| Ok(RawEl::Scored(m, c.text_double()?))),
+                SeqKind::Zset2 => c
+                    .string()
+                    .and_then(|m| Ok(RawEl::Scored(m, c.bin_double()?))),
+                SeqKind::Hash => c.string().and_then(|f| Ok(RawEl::Two(f, c.string()?))),
+                SeqKind::HashTtl(_) => c
+                    .len()
+                    .and_then(|ttl| Ok(RawEl::Ttl(ttl, c.string()?, c.string()?))),
+                SeqKind::ValkeyHash2 => valkey_hash2_field(&mut c),
+                SeqKind::Quicklist1 => c.string().map(|s| RawEl::Node(2, s)),
+                SeqKind::Quicklist2 => c.len().and_then(|k| Ok(RawEl::Node(k, c.string()?))),
+                SeqKind::StreamNodes(_) => {
+                    c.string().and_then(|id| Ok(RawEl::Stream(id, c.string()?)))
+                }
+            };
+            match r {
+                Ok(r) => {
+                    raws.push(r);
+                    done_at = c.p;
+                    budget = budget.saturating_sub(match seq.kind {
+                        SeqKind::Quicklist1 | SeqKind::Quicklist2 | SeqKind::StreamNodes(_) => {
+                            // a node holds many elements: count it as a chunk's share
+                            budget.min(64)
+                        }
+                        _ => 1,
+                    });
+                }
+                Err(Stop::More) => break,
+                Err(Stop::Bad(kind, at)) => {
+                    let e = self.err(kind, at);
+                    return Err(e);
+                }
+            }
+        }
+        if raws.is_empty() && seq.remaining > 0 {
+            self.state = State::Seq(seq);
+            return Ok(false);
+        }
+        let chunk = self.consume(src, done_at);
+        seq.remaining -= raws.len() as u64;
+        for r in raws {
+            if let Err(e) = self.push_raw(&mut seq, &chunk, start, r) {
+                let e = e.with_context(&self.ctx);
+                if self.config.recovery == Recovery::Skip && seq.damaged.is_none() {
+                    seq.damaged = Some(e);
+                } else if seq.damaged.is_none() {
+                    return Err(e);
+                }
+            }
+        }
+        if seq.damaged.is_some() {
+            seq.acc.take();
+        }
+        if !seq.started && seq.acc.len() > self.config.chunk_threshold && seq.damaged.is_none() {
+            seq.started = true;
+            self.out.push_back(Item::KeyStart(seq.head.clone()));
+        }
+        if seq.started {
+            while seq.acc.len() >= self.config.chunk_size {
+                let all = seq.acc.take();
+                self.push_chunks(all);
+            }
+        }
+        if seq.remaining == 0 {
+            if let SeqKind::StreamNodes(_) = seq.kind {
+                self.state = State::StreamTail(seq);
+                return Ok(true);
+            }
+            self.finish_seq(seq, None);
+        } else {
+            self.state = State::Seq(seq);
+        }
+        Ok(true)
+    }
+
+    /// Splits an oversized chunk into chunks of `chunk_size` elements.
+    fn push_chunks(&mut self, chunk: Chunk) {
+        let n = self.config.chunk_size;
+        macro_rules! split {
+            ($v:expr, $ctor:path) => {{
+                let mut v = $v;
+                while v.len() > n {
+                    let rest = v.split_off(n);
+                    self.out.push_back(Item::Chunk($ctor(v)));
+                    v = rest;
+                }
+                if !v.is_empty() {
+                    self.out.push_back(Item::Chunk($ctor(v)));
+                }
+            }};
+        }
+        match chunk {
+            Chunk::List(v) => split!(v, Chunk::List),
+            Chunk::Set(v) => split!(v, Chunk::Set),
+            Chunk::SortedSet(v) => split!(v, Chunk::SortedSet),
+            Chunk::Hash(v) => split!(v, Chunk::Hash),
+            Chunk::StreamEntries(v) => split!(v, Chunk::StreamEntries),
+            other => self.out.push_back(Item::Chunk(other)),
+        }
+    }
+
+    fn finish_seq(&mut self, mut seq: Box<SeqState>, meta: Option<StreamMeta>) {
+        if let Some(error) = seq.damaged.take() {
+            self.out.push_back(Item::Skipped {
+                key: seq.head.key.clone(),
+                error,
+            });
+        } else if seq.started {
+            let rest = seq.acc.take();
+            if !rest.is_empty() {
+                self.push_chunks(rest);
+            }
+            if let Some(meta) = meta {
+                self.out
+                    .push_back(Item::Chunk(Chunk::StreamMeta(Box::new(meta))));
+            }
+            self.out.push_back(Item::KeyEnd);
+        } else {
+            let seq = *seq;
+            self.out.push_back(Item::Key(KeyRecord {
+                head: seq.head,
+                value: seq.acc.into_value(meta),
+            }));
+        }
+        self.state = State::Top;
+        self.ctx = Context::default();
+    }
+
+    fn push_raw(&self, seq: &mut SeqState, chunk: &Bytes, base: u64, r: RawEl) -> Result<()> {
+        let blob_err = |e: BlobError, at: usize| {
+            Error::new(
+                ErrorKind::Corrupt {
+                    what: e.what,
+                    why: e.why,
+                },
+                base + (at + e.pos) as u64,
+            )
+        };
+        let at_of = |s: SRef| match s {
+            SRef::Raw(a, _) | SRef::Lzf(a, _, _) => a,
+            SRef::Int(_) => 0,
+        };
+        match (&mut seq.acc, r) {
+            (Acc::List(v) | Acc::Set(v), RawEl::One(s)) => v.push(self.mat(chunk, base, s)?),
+            (Acc::Zset(v), RawEl::Scored(m, score)) => v.push((self.mat(chunk, base, m)?, score)),
+            (Acc::Hash(v), RawEl::Two(f, val)) => v.push(HashField {
+                field: self.mat(chunk, base, f)?,
+                value: self.mat(chunk, base, val)?,
+                expire_ms: None,
+            }),
+            (Acc::Hash(v), RawEl::Ttl(ttl, f, val)) => {
+                let expire_ms = match seq.kind {
+                    SeqKind::HashTtl(Some(min)) => (ttl != 0).then(|| ttl.saturating_add(min) - 1),
+                    SeqKind::HashTtl(None) => (ttl != 0).then_some(ttl),
+                    // Valkey HASH_2: the TTL is carried as an absolute time, u64::MAX = none
+                    _ => (ttl != u64::MAX).then_some(ttl),
+                };
+                v.push(HashField {
+                    field: self.mat(chunk, base, f)?,
+                    value: self.mat(chunk, base, val)?,
+                    expire_ms,
+                });
+            }
+            (Acc::List(v), RawEl::Node(container, s)) => {
+                let at = at_of(s);
+                let blob = self.mat_bytes(chunk, base, s)?;
+                match (seq.kind, container) {
+                    (SeqKind::Quicklist2, 1) => v.push(Elem::Bytes(blob)),
+                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, |e| {
+                        v.push(e);
+                        Ok(())
+                    })
+                    .map_err(|e| blob_err(e, at))?,
+                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, |e| {
+                        v.push(e);
+                        Ok(())
+                    })
+                    .map_err(|e| blob_err(e, at))?,
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::Corrupt {
+                                what: "quicklist node",
+                                why: format!("unknown container type {container}"),
+                            },
+                            base + at as u64,
+                        ));
+                    }
+                }
+            }
+            (Acc::Stream(v), RawEl::Stream(id, lp)) => {
+                let at = at_of(lp);
+                let id = self.mat_bytes(chunk, base, id)?;
+                let lp = self.mat_bytes(chunk, base, lp)?;
+                stream_node(&id, &lp, v).map_err(|e| blob_err(e, at))?;
+            }
+            _ => unreachable!("raw element kind always matches the accumulator"),
+        }
+        Ok(())
+    }
+
+    fn step_stream_tail<S: Source>(&mut self, src: &mut S, seq: Box<SeqState>) -> Result<bool> {
+        self.expect = "stream metadata";
+        let SeqKind::StreamNodes(ty) = seq.kind else {
+            unreachable!("only streams have a tail")
+        };
+        let start = self.pos;
+        let b = src.bytes();
+        let mut c = Cur::new(b, self.config.limits.max_string);
+        match stream_tail(&mut c, ty) {
+            Ok(raw) => {
+                let chunk = self.consume(src, c.p);
+                let meta = raw.materialize(self, &chunk, start)?;
+                self.finish_seq(seq, Some(meta));
+                Ok(true)
+            }
+            Err(s) => {
+                self.state = State::StreamTail(seq);
+                self.stop_err(s)
+            }
+        }
+    }
+}
+
+fn valkey_hash2_field(c: &mut Cur<'_>) -> P<RawEl> {
+    // Valkey 9 HASH_2: field, value, then the field's absolute expiry in ms as 8 bytes LE,
+    // -1 for none (seen in files Valkey 9.0 and 9.1 write; see docs/format-notes.md).
+    let f = c.string()?;
+    let v = c.string()?;
+    let ttl = c.u64_le()?;
+    Ok(RawEl::Ttl(ttl, f, v))
+}
+
+fn skip_module_body(c: &mut Cur<'_>) -> P<()> {
+    loop {
+        let at = c.p;
+        match c.len()? {
+            0 => return Ok(()),
+            1 | 2 => {
+                c.len()?;
+            }
+            3 => {
+                c.take(4)?;
+            }
+            4 => {
+                c.take(8)?;
+            }
+            5 => {
+                c.string()?;
+            }
+            op => {
+                return c.bad(
+                    ErrorKind::Corrupt {
+                        what: "module value",
+                        why: format!("unknown module opcode {op}"),
+                    },
+                    at,
+                );
+            }
+        }
+    }
+}
+
+fn type_info(ty: u8, flavor: Flavor) -> (ValueType, Encoding) {
+    use Encoding as E;
+    use ValueType as T;
+    match ty {
+        0 => (T::String, E::Raw),
+        1 => (T::List, E::LinkedList),
+        2 => (T::Set, E::Hashtable),
+        3 | 5 => (T::SortedSet, E::Skiplist),
+        4 => (T::Hash, E::Hashtable),
+        6 | 7 => (T::Module, E::Module),
+        9 => (T::Hash, E::Zipmap),
+        10 => (T::List, E::Ziplist),
+        11 => (T::Set, E::Intset),
+        12 => (T::SortedSet, E::Ziplist),
+        13 => (T::Hash, E::Ziplist),
+        14 | 18 => (T::List, E::Quicklist),
+        15 | 19 | 21 | 26 | 27 => (T::Stream, E::Listpacks),
+        16 => (T::Hash, E::Listpack),
+        17 => (T::SortedSet, E::Listpack),
+        20 => (T::Set, E::Listpack),
+        22 if flavor == Flavor::Valkey => (T::Hash, E::Hashtable),
+        22 | 24 => (T::Hash, E::Hashtable),
+        23 | 25 => (T::Hash, E::Listpack),
+        _ => (T::String, E::Raw),
+    }
+}
+
+/// A human name for a type byte, for error messages.
+pub fn type_name(ty: u8, flavor: Flavor) -> &'static str {
+    match ty {
+        0 => "string",
+        1 => "list (linked list)",
+        2 => "set (hashtable)",
+        3 => "zset (text scores)",
+        4 => "hash (hashtable)",
+        5 => "zset (binary scores)",
+        6 => "module (pre-GA)",
+        7 => "module",
+        9 => "hash (zipmap)",
+        10 => "list (ziplist)",
+        11 => "set (intset)",
+        12 => "zset (ziplist)",
+        13 => "hash (ziplist)",
+        14 => "list (quicklist)",
+        15 => "stream (v1)",
+        16 => "hash (listpack)",
+        17 => "zset (listpack)",
+        18 => "list (quicklist v2)",
+        19 => "stream (v2)",
+        20 => "set (listpack)",
+        21 => "stream (v3)",
+        22 if flavor == Flavor::Valkey => "hash (Valkey HASH_2)",
+        22 => "hash with field TTLs (7.4 RC)",
+        23 if flavor == Flavor::Valkey => "hash (Valkey PATH_HASH)",
+        23 => "hash listpack with field TTLs (7.4 RC)",
+        24 => "hash with field TTLs",
+        25 => "hash listpack with field TTLs",
+        26 => "stream (v4)",
+        27 => "stream (v5)",
+        28 => "array",
+        _ => "unknown type",
+    }
+}
+
+fn decode_blob(ty: u8, blob: &Bytes) -> Result<Value, BlobError> {
+    let mut elems = Vec::new();
+    let push = |e: Elem| {
+        elems.push(e);
+        Ok(())
+    };
+    match ty {
+        9 => {
+            let mut fields = Vec::new();
+            encodings::zipmap(blob, |f, v| {
+                fields.push(HashField {
+                    field: f,
+                    value: v,
+                    expire_ms: None,
+                });
+                Ok(())
+            })?;
+            return Ok(Value::Hash(fields));
+        }
+        10 | 12 | 13 => encodings::ziplist(blob, push)?,
+        11 => encodings::intset(blob, push)?,
+        _ => encodings::listpack(blob, push)?,
+    }
+    let bad = |why: &str| BlobError {
+        what: "element list",
+        why: why.into(),
+        pos: 0,
+    };
+    Ok(match ty {
+        10 => Value::List(elems),
+        11 | 20 => Value::Set(elems),
+        12 | 17 => {
+            if elems.len() % 2 != 0 {
+                return Err(bad("odd number of sorted set elements"));
+            }
+            let mut out = Vec::with_capacity(elems.len() / 2);
+            let mut it = elems.into_iter();
+            while let (Some(m), Some(s)) = (it.next(), it.next()) {
+                let score = match &s {
+                    Elem::Int(i) => *i as f64,
+                    Elem::Bytes(b) => std::str::from_utf8(b)
+                        .ok()
+                        .and_then(crate::cursor::parse_double)
+                        .ok_or_else(|| bad("score is not a number"))?,
+                };
+                out.push((m, score));
+            }
+            Value::SortedSet(out)
+        }
+        13 | 16 => {
+            if elems.len() % 2 != 0 {
+                return Err(bad("odd number of hash elements"));
+            }
+            let mut out = Vec::with_capacity(elems.len() / 2);
+            let mut it = elems.into_iter();
+            while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                out.push(HashField {
+                    field: f,
+                    value: v,
+                    expire_ms: None,
+                });
+            }
+            Value::Hash(out)
+        }
+        23 | 25 => {
+            if elems.len() % 3 != 0 {
+                return Err(bad("hash listpack with TTLs is not made of triples"));
+            }
+            let mut out = Vec::with_capacity(elems.len() / 3);
+            let mut it = elems.into_iter();
+            while let (Some(f), Some(v), Some(t)) = (it.next(), it.next(), it.next()) {
+                let ttl = t
+                    .as_int()
+                    .ok_or_else(|| bad("field TTL is not an integer"))?;
+                out.push(HashField {
+                    field: f,
+                    value: v,
+                    expire_ms: (ttl != 0).then_some(ttl as u64),
+                });
+            }
+            Value::Hash(out)
+        }
+        _ => unreachable!("decode_blob is only called for blob types"),
+    })
+}
+
+fn stream_id(b: &[u8]) -> Result<StreamId, BlobError> {
+    if b.len() != 16 {
+        return Err(BlobError {
+            what: "stream node",
+            why: format!("master ID is {} bytes, expected 16", b.len()),
+            pos: 0,
+        });
+    }
+    let ms = u64::from_be_bytes(b[..8].try_into().unwrap_or_default());
+    let seq = u64::from_be_bytes(b[8..].try_into().unwrap_or_default());
+    Ok(StreamId { ms, seq })
+}
+
+/// Decodes one stream listpack node into its live entries.
+fn stream_node(id: &[u8], lp: &Bytes, out: &mut Vec<StreamEntry>) -> Result<(), BlobError> {
+    let master = stream_id(id)?;
+    let mut elems = Vec::new();
+    encodings::listpack(lp, |e| {
+        elems.push(e);
+        Ok(())
+    })?;
+    let bad = |why: String| BlobError {
+        what: "stream node",
+        why,
+        pos: 0,
+    };
+    let mut it = elems.into_iter();
+    let int = |it: &mut std::vec::IntoIter<Elem>, what: &str| -> Result<i64, BlobError> {
+        it.next()
+            .and_then(|e| e.as_int())
+            .ok_or_else(|| bad(format!("missing or non-integer {what}")))
+    };
+    let _count = int(&mut it, "entry count")?;
+    let _deleted = int(&mut it, "deleted count")?;
+    let nfields = int(&mut it, "master field count")?;
+    if nfields < 0 || nfields as usize > lp.len() {
+        return Err(bad(format!("bad master field count {nfields}")));
+    }
+    let mut master_fields = Vec::with_capacity(nfields as usize);
+    for _ in 0..nfields {
+        master_fields.push(
+            it.next()
+                .ok_or_else(|| bad("missing master field".into()))?,
+        );
+    }
+    if int(&mut it, "master terminator")? != 0 {
+        return Err(bad("master entry is not terminated by 0".into()));
+    }
+    while it.len() > 0 {
+        let flags = int(&mut it, "entry flags")?;
+        let ms = int(&mut it, "entry ID ms")? as u64;
+        let seq = int(&mut it, "entry ID seq")? as u64;
+        let id = StreamId {
+            ms: master.ms.wrapping_add(ms),
+            seq: master.seq.wrapping_add(seq),
+        };
+        let mut fields = Vec::new();
+        if flags & 2 != 0 {
+            for f in &master_fields {
+                let v = it.next().ok_or_else(|| bad("missing value".into()))?;
+                fields.push((f.clone(), v));
+            }
+        } else {
+            let n = int(&mut it, "field count")?;
+            if n < 0 || n as usize > lp.len() {
+                return Err(bad(format!("bad field count {n}")));
+            }
+            for _ in 0..n {
+                let f = it.next().ok_or_else(|| bad("missing field".into()))?;
+                let v = it.next().ok_or_else(|| bad("missing value".into()))?;
+                fields.push((f, v));
+            }
+        }
+        int(&mut it, "entry lp-count")?;
+        if flags & 1 == 0 {
+            out.push(StreamEntry { id, fields });
+        }
+    }
+    Ok(())
+}
+
+struct RawGroup {
+    name: SRef,
+    last_id: StreamId,
+    entries_read: Option<u64>,
+    pel: Vec<(StreamId, u64, u64)>,
+    consumers: Vec<RawConsumer>,
+}
+
+struct RawConsumer {
+    name: SRef,
+    seen: u64,
+    active: Option<u64>,
+    pel: Vec<StreamId>,
+}
+
+struct RawTail {
+    meta: StreamMeta,
+    groups: Vec<RawGroup>,
+}
+
+fn raw_id(c: &mut Cur<'_>) -> P<StreamId> {
+    let b: [u8; 16] = c.array()?;
+    Ok(StreamId {
+        ms: u64::from_be_bytes(b[..8].try_into().unwrap_or_default()),
+        seq: u64::from_be_bytes(b[8..].try_into().unwrap_or_default()),
+    })
+}
+
+fn len_id(c: &mut Cur<'_>) -> P<StreamId> {
+    Ok(StreamId {
+        ms: c.len()?,
+        seq: c.len()?,
+    })
+}
+
+fn stream_tail(c: &mut Cur<'_>, ty: u8) -> P<RawTail> {
+    let mut meta = StreamMeta {
+        length: c.len()?,
+        last_id: len_id(c)?,
+        ..StreamMeta::default()
+    };
+    if ty >= 19 {
+        meta.first_id = Some(len_id(c)?);
+        meta.max_deleted_id = Some(len_id(c)?);
+        meta.entries_added = Some(c.len()?);
+    }
+    let ngroups = c.len()?;
+    let mut groups = Vec::with_capacity(ngroups.min(64) as usize);
+    for _ in 0..ngroups {
+        let name = c.string()?;
+        let last_id = len_id(c)?;
+        let entries_read = if ty >= 19 { Some(c.len()?) } else { None };
+        let npel = c.len()?;
+        let mut pel = Vec::with_capacity(npel.min(1024) as usize);
+        for _ in 0..npel {
+            let id = raw_id(c)?;
+            let time = c.u64_le()?;
+            let count = c.len()?;
+            pel.push((id, time, count));
+        }
+        let ncons = c.len()?;
+        let mut consumers = Vec::with_capacity(ncons.min(64) as usize);
+        for _ in 0..ncons {
+            let name = c.string()?;
+            let seen = c.u64_le()?;
+            let active = if ty >= 21 { Some(c.u64_le()?) } else { None };
+            let n = c.len()?;
+            let mut ids = Vec::with_capacity(n.min(1024) as usize);
+            for _ in 0..n {
+                ids.push(raw_id(c)?);
+            }
+            consumers.push(RawConsumer {
+                name,
+                seen,
+                active,
+                pel: ids,
+            });
+        }
+        groups.push(RawGroup {
+            name,
+            last_id,
+            entries_read,
+            pel,
+            consumers,
+        });
+    }
+    Ok(RawTail { meta, groups })
+}
+
+impl RawTail {
+    fn materialize(self, dec: &Decoder, chunk: &Bytes, base: u64) -> Result<StreamMeta> {
+        let mut meta = self.meta;
+        for g in self.groups {
+            let mut consumers = Vec::with_capacity(g.consumers.len());
+            let mut owner = std::collections::HashMap::new();
+            for c in g.consumers {
+                let name = dec.mat_bytes(chunk, base, c.name)?;
+                for id in &c.pel {
+                    owner.insert(*id, name.clone());
+                }
+                consumers.push(Consumer {
+                    name,
+                    seen_time_ms: c.seen,
+                    active_time_ms: c.active,
+                    pending: c.pel,
+                });
+            }
+            let pending = g
+                .pel
+                .into_iter()
+                .map(|(id, t, n)| PendingEntry {
+                    id,
+                    consumer: owner.get(&id).cloned(),
+                    delivery_time_ms: t,
+                    delivery_count: n,
+                })
+                .collect();
+            meta.groups.push(ConsumerGroup {
+                name: dec.mat_bytes(chunk, base, g.name)?,
+                last_id: g.last_id,
+                entries_read: g.entries_read,
+                pending,
+                consumers,
+            });
+        }
+        Ok(meta)
+    }
+}

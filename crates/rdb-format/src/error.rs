@@ -1,0 +1,209 @@
+//! Typed errors with the byte offset where decoding failed.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// A decoding error: what went wrong, where (byte offset in the input) and what was being decoded.
+///
+/// ```
+/// let err = rdb_format::decode_all(b"NOTANRDB0").unwrap_err();
+/// assert_eq!(err.offset(), 0);
+/// assert!(matches!(err.kind(), rdb_format::ErrorKind::BadMagic { .. }));
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    offset: u64,
+    context: Context,
+}
+
+/// What the decoder was doing when an error happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Context {
+    /// The opcode or value type byte being decoded, when known.
+    pub opcode: Option<u8>,
+    /// The name of the value type (`"hash"`, `"quicklist"`, …) or item being decoded.
+    pub doing: Option<&'static str>,
+    /// The key whose value was being decoded, when known.
+    pub key: Option<Bytes>,
+}
+
+/// Why decoding failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file does not start with `REDIS` or `VALKEY` and a version number.
+    #[error("bad magic {found:?}: not an RDB file")]
+    BadMagic {
+        /// The first bytes found.
+        found: Vec<u8>,
+    },
+    /// The RDB version is newer than this decoder knows, or not one Redis or Valkey writes.
+    #[error("unsupported RDB version {0}")]
+    UnsupportedVersion(u32),
+    /// The input ended in the middle of an item.
+    #[error("input ended while reading {what}")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+    },
+    /// An opcode byte that this RDB version does not define.
+    #[error("unknown opcode or value type {0} for this RDB version")]
+    UnknownType(u8),
+    /// A value type that is known but cannot be decoded (e.g. pre-GA module values).
+    #[error("value type {ty} cannot be decoded: {why}")]
+    Unsupported {
+        /// The type byte.
+        ty: u8,
+        /// Why.
+        why: &'static str,
+    },
+    /// A length field larger than the configured limit.
+    #[error("length {len} exceeds the limit {max}")]
+    TooLarge {
+        /// The length found in the input.
+        len: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// The CRC-64 at the end of the file does not match the bytes read.
+    #[error("checksum mismatch: file says {expected:016x}, computed {actual:016x}")]
+    Checksum {
+        /// The checksum stored in the file.
+        expected: u64,
+        /// The checksum computed over the bytes read.
+        actual: u64,
+    },
+    /// A structure inside a value (ziplist, listpack, intset, zipmap, stream…) is malformed.
+    #[error("corrupt {what}: {why}")]
+    Corrupt {
+        /// The structure.
+        what: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// LZF decompression failed.
+    #[error("LZF data does not decompress to the stated {expected} bytes")]
+    Lzf {
+        /// The stated uncompressed length.
+        expected: u64,
+    },
+    /// Bytes follow the end of the RDB file where none were expected.
+    #[error("{0} bytes of trailing data after EOF")]
+    TrailingData(u64),
+    /// An I/O error from the driver's reader.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, offset: u64) -> Self {
+        Self {
+            inner: Box::new(Inner {
+                kind,
+                offset,
+                context: Context::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn with_context(mut self, ctx: &Context) -> Self {
+        let c = &mut self.inner.context;
+        if c.opcode.is_none() {
+            c.opcode = ctx.opcode;
+        }
+        if c.doing.is_none() {
+            c.doing = ctx.doing;
+        }
+        if c.key.is_none() {
+            c.key.clone_from(&ctx.key);
+        }
+        self
+    }
+
+    pub(crate) fn io(err: &std::io::Error, offset: u64) -> Self {
+        Self::new(ErrorKind::Io(err.to_string()), offset)
+    }
+
+    /// Why decoding failed.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.inner.kind
+    }
+
+    /// Byte offset in the input where the failing item or field starts.
+    pub fn offset(&self) -> u64 {
+        self.inner.offset
+    }
+
+    /// What was being decoded.
+    pub fn context(&self) -> &Context {
+        &self.inner.context
+    }
+
+    /// True when the input simply ended too early (a truncated file).
+    pub fn is_truncated(&self) -> bool {
+        matches!(self.inner.kind, ErrorKind::Truncated { .. })
+    }
+}
+
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Box::new(Inner {
+                kind: self.inner.kind.clone(),
+                offset: self.inner.offset,
+                context: self.inner.context.clone(),
+            }),
+        }
+    }
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.kind == other.inner.kind
+            && self.inner.offset == other.inner.offset
+            && self.inner.context == other.inner.context
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.inner.kind)
+            .field("offset", &self.inner.offset)
+            .field("context", &self.inner.context)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at offset {}: {}", self.inner.offset, self.inner.kind)?;
+        let c = &self.inner.context;
+        if let Some(doing) = c.doing {
+            write!(f, " (while reading {doing}")?;
+            if let Some(op) = c.opcode {
+                write!(f, ", type/opcode {op}")?;
+            }
+            if let Some(key) = &c.key {
+                write!(f, ", key {:?}", String::from_utf8_lossy(key))?;
+            }
+            write!(f, ")")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.inner.kind)
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod cursor;
+mod decoder;
+mod encodings;
+mod error;
+mod reader;
+mod value;
+
+pub use decoder::{Config, Decoder, Limits, Recovery, Source, crc64, module_name, type_name};
+pub use error::{Context, Error, ErrorKind, Result};
+#[cfg(feature = "tokio")]
+pub use reader::AsyncReader;
+#[cfg(feature = "mmap")]
+pub use reader::mmap_file;
+pub use reader::{BytesReader, Reader, decode_all, decode_partial};
+pub use value::*;

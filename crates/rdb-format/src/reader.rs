@@ -1,0 +1,300 @@
+//! Thin drivers over the [`Decoder`]: blocking `Read`, whole `Bytes` (zero-copy), mmap, async.
+
+use std::io::Read;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::decoder::{Config, Decoder, Recovery};
+use crate::error::{Error, Result};
+use crate::value::Item;
+
+const MIN_READ: usize = 64 * 1024;
+
+/// Blocking driver: decodes items from any [`Read`] in bounded memory.
+///
+/// ```
+/// let file: &[u8] = b"REDIS0009\xfa\x03ver\x055.0.0\xff\0\0\0\0\0\0\0\0";
+/// let items: Result<Vec<_>, _> = rdb_format::Reader::new(file).collect();
+/// assert_eq!(items.unwrap().len(), 3); // header, aux, eof
+/// ```
+#[derive(Debug)]
+pub struct Reader<R> {
+    inner: R,
+    buf: BytesMut,
+    dec: Decoder,
+    eof: bool,
+    failed: bool,
+}
+
+impl<R: Read> Reader<R> {
+    /// A reader with the default [`Config`].
+    pub fn new(inner: R) -> Self {
+        Self::with_config(inner, Config::default())
+    }
+
+    /// A reader with the given settings.
+    pub fn with_config(inner: R, config: Config) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::new(),
+            dec: Decoder::with_config(config),
+            eof: false,
+            failed: false,
+        }
+    }
+
+    /// The decoder (version, offset, flavor).
+    pub fn decoder(&self) -> &Decoder {
+        &self.dec
+    }
+
+    /// Bytes read from the input but not consumed by the decoder (what follows the RDB, as in
+    /// an AOF with an RDB preamble), and the inner reader.
+    pub fn into_parts(self) -> (BytesMut, R) {
+        (self.buf, self.inner)
+    }
+
+    /// The next item, `Ok(None)` at the end of the file.
+    pub fn next_item(&mut self) -> Result<Option<Item>> {
+        if self.failed {
+            return Ok(None);
+        }
+        loop {
+            match self.dec.decode(&mut self.buf) {
+                Ok(Some(item)) => return Ok(Some(item)),
+                Ok(None) if self.dec.is_done() => return Ok(None),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+            if self.eof {
+                self.failed = true;
+                return Err(self.dec.truncated());
+            }
+            // Read at least as much again as is buffered, so a unit that straddles many reads
+            // is rescanned a logarithmic number of times, not once per read.
+            let want = MIN_READ.max(self.buf.len());
+            let old = self.buf.len();
+            self.buf.resize(old + want, 0);
+            let n = loop {
+                match self.inner.read(&mut self.buf[old..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.buf.truncate(old);
+                        self.failed = true;
+                        return Err(Error::io(&e, self.dec.offset() + old as u64));
+                    }
+                }
+            };
+            self.buf.truncate(old + n);
+            if n == 0 {
+                self.eof = true;
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for Reader<R> {
+    type Item = Result<Item>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item().transpose()
+    }
+}
+
+/// Zero-copy driver over a whole file in memory (`Bytes`, or an mmap turned into `Bytes`):
+/// every string is a slice of the input.
+///
+/// ```
+/// use bytes::Bytes;
+/// let file = Bytes::from_static(b"REDIS0009\x00\x01k\x01v\xff\0\0\0\0\0\0\0\0");
+/// let mut reader = rdb_format::BytesReader::new(file.clone());
+/// let mut keys = Vec::new();
+/// while let Some(item) = reader.next_item().unwrap() {
+///     if let rdb_format::Item::Key(k) = item {
+///         keys.push(k.head.key);
+///     }
+/// }
+/// assert_eq!(keys, vec![Bytes::from_static(b"k")]);
+/// ```
+#[derive(Debug)]
+pub struct BytesReader {
+    buf: Bytes,
+    dec: Decoder,
+    failed: bool,
+}
+
+impl BytesReader {
+    /// A reader with the default [`Config`].
+    pub fn new(input: Bytes) -> Self {
+        Self::with_config(input, Config::default())
+    }
+
+    /// A reader with the given settings.
+    pub fn with_config(input: Bytes, config: Config) -> Self {
+        Self {
+            buf: input,
+            dec: Decoder::with_config(config),
+            failed: false,
+        }
+    }
+
+    /// The decoder (version, offset, flavor).
+    pub fn decoder(&self) -> &Decoder {
+        &self.dec
+    }
+
+    /// What follows the RDB data (trailing bytes, or an AOF tail after an RDB preamble).
+    pub fn remaining(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// The next item, `Ok(None)` at the end of the file.
+    pub fn next_item(&mut self) -> Result<Option<Item>> {
+        if self.failed {
+            return Ok(None);
+        }
+        match self.dec.decode(&mut self.buf) {
+            Ok(Some(item)) => Ok(Some(item)),
+            Ok(None) if self.dec.is_done() => Ok(None),
+            Ok(None) => {
+                self.failed = true;
+                Err(self.dec.truncated())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Iterator for BytesReader {
+    type Item = Result<Item>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item().transpose()
+    }
+}
+
+/// Maps a file and returns it as `Bytes` without copying (feature `mmap`).
+///
+/// The file must not be changed by anyone while the mapping is alive.
+#[cfg(feature = "mmap")]
+pub fn mmap_file(path: impl AsRef<std::path::Path>) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    #[allow(unsafe_code)]
+    // SAFETY: the mapping is read-only; like every tool that maps its input we rely on the
+    // file not being truncated while it is read, which the docs of this function require.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Bytes::from_owner(map))
+}
+
+/// Decodes a whole file held in memory into items.
+///
+/// ```
+/// let items = rdb_format::decode_all(b"REDIS0009\xff\0\0\0\0\0\0\0\0").unwrap();
+/// assert_eq!(items.len(), 2);
+/// ```
+pub fn decode_all(input: &[u8]) -> Result<Vec<Item>> {
+    BytesReader::new(Bytes::copy_from_slice(input)).collect()
+}
+
+/// Decodes what it can: the items before the first error, and that error
+/// ([`Recovery::Partial`]). With `config`'s recovery set to [`Recovery::Skip`], damaged keys
+/// are skipped instead.
+pub fn decode_partial(input: Bytes, config: Config) -> (Vec<Item>, Option<Error>) {
+    let mut reader = BytesReader::with_config(input, config);
+    let mut items = Vec::new();
+    loop {
+        match reader.next_item() {
+            Ok(Some(item)) => items.push(item),
+            Ok(None) => return (items, None),
+            Err(e) => return (items, Some(e)),
+        }
+    }
+}
+
+impl Recovery {
+    /// True when errors end decoding.
+    pub fn aborts(self) -> bool {
+        !matches!(self, Self::Skip)
+    }
+}
+
+/// Async driver over `tokio::io::AsyncRead` (feature `tokio`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let file: &[u8] = b"REDIS0009\xff\0\0\0\0\0\0\0\0";
+/// let mut reader = rdb_format::AsyncReader::new(file);
+/// let mut n = 0;
+/// while let Some(_item) = reader.next_item().await.unwrap() {
+///     n += 1;
+/// }
+/// assert_eq!(n, 2);
+/// # }
+/// ```
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub struct AsyncReader<R> {
+    inner: R,
+    buf: BytesMut,
+    dec: Decoder,
+    eof: bool,
+    failed: bool,
+}
+
+#[cfg(feature = "tokio")]
+impl<R: tokio::io::AsyncRead + Unpin> AsyncReader<R> {
+    /// A reader with the default [`Config`].
+    pub fn new(inner: R) -> Self {
+        Self::with_config(inner, Config::default())
+    }
+
+    /// A reader with the given settings.
+    pub fn with_config(inner: R, config: Config) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::new(),
+            dec: Decoder::with_config(config),
+            eof: false,
+            failed: false,
+        }
+    }
+
+    /// The next item, `Ok(None)` at the end of the file.
+    pub async fn next_item(&mut self) -> Result<Option<Item>> {
+        use tokio::io::AsyncReadExt;
+        if self.failed {
+            return Ok(None);
+        }
+        loop {
+            match self.dec.decode(&mut self.buf) {
+                Ok(Some(item)) => return Ok(Some(item)),
+                Ok(None) if self.dec.is_done() => return Ok(None),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+            if self.eof {
+                self.failed = true;
+                return Err(self.dec.truncated());
+            }
+            self.buf.reserve(MIN_READ.max(self.buf.len()));
+            let n = self.inner.read_buf(&mut self.buf).await.map_err(|e| {
+                self.failed = true;
+                Error::io(&e, self.dec.offset())
+            })?;
+            if n == 0 {
+                self.eof = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The data model: values as Redis sees them, independent of their on-disk encoding.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// One string element: raw bytes, or an integer as stored in an intset, ziplist or listpack.
+///
+/// Integers stay integers until someone asks for text, which saves formatting work for
+/// consumers that only count or check.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Elem {
+    /// Bytes (usually a zero-copy slice of the input).
+    Bytes(Bytes),
+    /// An integer-encoded element.
+    Int(i64),
+}
+
+impl Elem {
+    /// The element as bytes (integers formatted as decimal text).
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Self::Bytes(b) => b.clone(),
+            Self::Int(i) => Bytes::from(i.to_string()),
+        }
+    }
+
+    /// Calls `f` with the element's bytes without allocating for integers.
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            Self::Bytes(b) => f(b),
+            Self::Int(i) => f(itoa::Buffer::new().format(*i).as_bytes()),
+        }
+    }
+
+    /// Length of the element's text form in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Bytes(b) => b.len(),
+            Self::Int(i) => itoa::Buffer::new().format(*i).len(),
+        }
+    }
+
+    /// True for an empty byte string.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Bytes(b) if b.is_empty())
+    }
+
+    /// Parses the element as a signed 64-bit integer, as Redis' `string2ll` does.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Self::Int(i) => Some(*i),
+            Self::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        }
+    }
+}
+
+impl fmt::Debug for Elem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bytes(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
+            Self::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+impl From<&'static str> for Elem {
+    fn from(s: &'static str) -> Self {
+        Self::Bytes(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<Bytes> for Elem {
+    fn from(b: Bytes) -> Self {
+        Self::Bytes(b)
+    }
+}
+
+impl From<i64> for Elem {
+    fn from(i: i64) -> Self {
+        Self::Int(i)
+    }
+}
+
+/// A hash field with its value and optional absolute expiry (unix ms, hash field TTLs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashField {
+    /// The field name.
+    pub field: Elem,
+    /// The value.
+    pub value: Elem,
+    /// Absolute expiry in unix milliseconds, when the field has one (RDB 12, Valkey 9).
+    pub expire_ms: Option<u64>,
+}
+
+/// A stream entry ID (`ms-seq`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// One stream entry: its ID and field/value pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEntry {
+    /// The entry ID.
+    pub id: StreamId,
+    /// Field/value pairs in order.
+    pub fields: Vec<(Elem, Elem)>,
+}
+
+/// A pending entry of a consumer group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEntry {
+    /// The entry ID.
+    pub id: StreamId,
+    /// The consumer owning it (found through the consumers' own PEL lists).
+    pub consumer: Option<Bytes>,
+    /// Last delivery time, unix ms.
+    pub delivery_time_ms: u64,
+    /// Number of deliveries.
+    pub delivery_count: u64,
+}
+
+/// A consumer of a consumer group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumer {
+    /// Consumer name.
+    pub name: Bytes,
+    /// Last time it was seen, unix ms.
+    pub seen_time_ms: u64,
+    /// Last time it was active (RDB 11 streams and newer).
+    pub active_time_ms: Option<u64>,
+    /// IDs of the entries pending for this consumer.
+    pub pending: Vec<StreamId>,
+}
+
+/// A consumer group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerGroup {
+    /// Group name.
+    pub name: Bytes,
+    /// Last delivered ID.
+    pub last_id: StreamId,
+    /// Logical read counter (RDB 10 streams and newer).
+    pub entries_read: Option<u64>,
+    /// The group's pending entries list.
+    pub pending: Vec<PendingEntry>,
+    /// Consumers.
+    pub consumers: Vec<Consumer>,
+}
+
+/// Stream metadata that follows the entries in the file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StreamMeta {
+    /// Number of (live) entries.
+    pub length: u64,
+    /// Last generated ID.
+    pub last_id: StreamId,
+    /// First entry ID (RDB 10 streams and newer).
+    pub first_id: Option<StreamId>,
+    /// Largest deleted ID (RDB 10 streams and newer).
+    pub max_deleted_id: Option<StreamId>,
+    /// Count of all entries ever added (RDB 10 streams and newer).
+    pub entries_added: Option<u64>,
+    /// Consumer groups.
+    pub groups: Vec<ConsumerGroup>,
+}
+
+/// A whole stream value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stream {
+    /// Live entries in ID order (entries marked deleted are left out).
+    pub entries: Vec<StreamEntry>,
+    /// Metadata and consumer groups.
+    pub meta: StreamMeta,
+}
+
+/// A module value (type 7), kept raw so it can be restored into a server with the module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleValue {
+    /// The module type name (9 characters), decoded from the module ID.
+    pub name: String,
+    /// The module's encoding version.
+    pub encver: u64,
+    /// The serialized value as in the file: module ID, then the module's opcodes up to and
+    /// including the EOF opcode. This is what follows the type byte in a `DUMP` payload.
+    pub raw: Bytes,
+}
+
+/// A Redis value.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// A string.
+    String(Bytes),
+    /// A list, head to tail.
+    List(Vec<Elem>),
+    /// A set, in file order.
+    Set(Vec<Elem>),
+    /// A sorted set as (member, score) pairs, in file order.
+    SortedSet(Vec<(Elem, f64)>),
+    /// A hash, in file order.
+    Hash(Vec<HashField>),
+    /// A stream.
+    Stream(Box<Stream>),
+    /// A module value.
+    Module(ModuleValue),
+}
+
+/// The kind of a value, without its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ValueType {
+    /// String.
+    String,
+    /// List.
+    List,
+    /// Set.
+    Set,
+    /// Sorted set.
+    SortedSet,
+    /// Hash.
+    Hash,
+    /// Stream.
+    Stream,
+    /// Module value.
+    Module,
+}
+
+impl ValueType {
+    /// The name used by `TYPE` and in the JSON Lines output (`zset` for sorted sets).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::List => "list",
+            Self::Set => "set",
+            Self::SortedSet => "zset",
+            Self::Hash => "hash",
+            Self::Stream => "stream",
+            Self::Module => "module",
+        }
+    }
+
+    /// Parses a name as `TYPE` prints it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "string" => Self::String,
+            "list" => Self::List,
+            "set" => Self::Set,
+            "zset" => Self::SortedSet,
+            "hash" => Self::Hash,
+            "stream" => Self::Stream,
+            "module" => Self::Module,
+            _ => return None,
+        })
+    }
+}
+
+impl Value {
+    /// The value's type.
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Self::String(_) => ValueType::String,
+            Self::List(_) => ValueType::List,
+            Self::Set(_) => ValueType::Set,
+            Self::SortedSet(_) => ValueType::SortedSet,
+            Self::Hash(_) => ValueType::Hash,
+            Self::Stream(_) => ValueType::Stream,
+            Self::Module(_) => ValueType::Module,
+        }
+    }
+}
+
+/// The on-disk encoding of a value, reported as metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// Plain string or a len-prefixed collection of strings (hashtable, skiplist, linked list).
+    Raw,
+    /// Integer-encoded string.
+    Int,
+    /// LZF-compressed string.
+    Lzf,
+    /// Linked list (RDB type 1).
+    LinkedList,
+    /// Hashtable (sets and hashes).
+    Hashtable,
+    /// Skiplist (sorted sets).
+    Skiplist,
+    /// Zipmap (old hashes).
+    Zipmap,
+    /// Ziplist.
+    Ziplist,
+    /// Intset.
+    Intset,
+    /// Listpack.
+    Listpack,
+    /// Quicklist of ziplists or listpacks.
+    Quicklist,
+    /// Stream of listpacks.
+    Listpacks,
+    /// Module value.
+    Module,
+}
+
+impl Encoding {
+    /// The name `OBJECT ENCODING` would use, as written in the JSON Lines `encoding` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Int => "int",
+            Self::Lzf => "raw",
+            Self::LinkedList => "linkedlist",
+            Self::Hashtable => "hashtable",
+            Self::Skiplist => "skiplist",
+            Self::Zipmap => "zipmap",
+            Self::Ziplist => "ziplist",
+            Self::Intset => "intset",
+            Self::Listpack => "listpack",
+            Self::Quicklist => "quicklist",
+            Self::Listpacks => "stream",
+            Self::Module => "module",
+        }
+    }
+}
+
+/// Everything known about a key before its value: where it lives and its metadata.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct KeyHead {
+    /// Database number.
+    pub db: u64,
+    /// The key.
+    pub key: Bytes,
+    /// The value type.
+    pub value_type: ValueType,
+    /// The on-disk encoding.
+    pub encoding: Encoding,
+    /// The RDB type byte.
+    pub type_byte: u8,
+    /// Absolute expiry, unix ms.
+    pub expire_ms: Option<u64>,
+    /// LRU idle seconds (RDB 9 `IDLE`).
+    pub idle_s: Option<u64>,
+    /// LFU counter (RDB 9 `FREQ`).
+    pub freq: Option<u8>,
+    /// Byte offset of the record's first byte (its first metadata opcode or its type byte).
+    pub offset: u64,
+}
+
+/// A whole key record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// Key and metadata.
+    pub head: KeyHead,
+    /// The value.
+    pub value: Value,
+}
+
+/// A piece of a value too big to be delivered whole.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Chunk {
+    /// The next bytes of a big string.
+    String(Bytes),
+    /// The next list elements.
+    List(Vec<Elem>),
+    /// The next set members.
+    Set(Vec<Elem>),
+    /// The next sorted set members.
+    SortedSet(Vec<(Elem, f64)>),
+    /// The next hash fields.
+    Hash(Vec<HashField>),
+    /// The next stream entries.
+    StreamEntries(Vec<StreamEntry>),
+    /// The stream metadata and groups that follow the entries (last chunk of a stream).
+    StreamMeta(Box<StreamMeta>),
+}
+
+impl Chunk {
+    /// Number of elements (bytes for strings) in the chunk.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::String(b) => b.len(),
+            Self::List(v) | Self::Set(v) => v.len(),
+            Self::SortedSet(v) => v.len(),
+            Self::Hash(v) => v.len(),
+            Self::StreamEntries(v) => v.len(),
+            Self::StreamMeta(_) => 0,
+        }
+    }
+
+    /// True when the chunk holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A function library (`FUNCTION2`, or the 7.0 release-candidate form).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    /// Library code (for `FUNCTION2`, the whole `#!lua name=...` payload).
+    pub code: Bytes,
+    /// Library name (pre-GA form only).
+    pub name: Option<Bytes>,
+    /// Engine name (pre-GA form only).
+    pub engine: Option<Bytes>,
+    /// Description (pre-GA form only).
+    pub description: Option<Bytes>,
+}
+
+/// Which server family wrote the file (decides the meaning of types 22, 23 and opcode 243).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// `REDIS` magic.
+    Redis,
+    /// `VALKEY` magic (Valkey 9 and newer).
+    Valkey,
+}
+
+/// One item of an RDB file.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Item {
+    /// The file header.
+    Header {
+        /// Server family from the magic.
+        flavor: Flavor,
+        /// RDB version number.
+        version: u32,
+    },
+    /// An `AUX` field.
+    Aux {
+        /// Field name.
+        key: Bytes,
+        /// Field value.
+        value: Bytes,
+    },
+    /// `SELECTDB`.
+    SelectDb(u64),
+    /// `RESIZEDB` hint.
+    ResizeDb {
+        /// Keys in the db.
+        db_size: u64,
+        /// Keys with an expiry.
+        expires_size: u64,
+    },
+    /// `SLOT_INFO` (Redis 7.4 cluster mode).
+    SlotInfo {
+        /// Slot number.
+        slot: u64,
+        /// Keys in the slot.
+        size: u64,
+        /// Keys with an expiry in the slot.
+        expires_size: u64,
+    },
+    /// `MODULE_AUX` data, kept raw.
+    ModuleAux {
+        /// Module type name.
+        name: String,
+        /// Encoding version.
+        encver: u64,
+        /// When the aux data was saved (before/after keys).
+        when: u64,
+        /// The module's opcodes up to and including the EOF opcode.
+        raw: Bytes,
+    },
+    /// A function library.
+    Function(Function),
+    /// A whole key.
+    Key(KeyRecord),
+    /// Start of a key delivered in chunks.
+    KeyStart(KeyHead),
+    /// A chunk of the key started by the last [`Item::KeyStart`].
+    Chunk(Chunk),
+    /// End of a chunked key.
+    KeyEnd,
+    /// A key skipped because its value was damaged (only with [`Recovery::Skip`](crate::Recovery::Skip)).
+    Skipped {
+        /// The key.
+        key: Bytes,
+        /// Why it was skipped.
+        error: crate::Error,
+    },
+    /// End of file.
+    Eof {
+        /// The checksum stored in the file: `None` before RDB 5, `Some(0)` when the writer
+        /// disabled checksums (nothing was checked).
+        checksum: Option<u64>,
+    },
+}

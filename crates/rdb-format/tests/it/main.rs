@@ -1,0 +1,4 @@
+//! Integration tests for the RDB decoder.
+
+mod corpus;
+mod robustness;
