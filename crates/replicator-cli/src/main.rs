@@ -1,1 +1,436 @@
-fn main() {}
+//! `replicator`: dump and check RDB files.
+
+mod output;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use rdb_format::{BytesReader, Config, Item, KeyHead, Reader, Value, ValueType};
+
+use output::{JsonSink, KeysSink, RespSink, Sink, value_chunks};
+
+#[derive(Parser)]
+#[command(
+    name = "replicator",
+    version,
+    about = "Decode, check and convert Redis/Valkey RDB files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Decode an RDB file and write its keys.
+    Dump(DumpArgs),
+    /// Decode everything and verify the checksum; exit 0 when the file is sound.
+    Check(CheckArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// JSON Lines, one object per key (shared/spec/jsonl.md).
+    Jsonl,
+    /// One JSON array of the same objects.
+    Json,
+    /// Redis commands that rebuild the keys (pipe into `redis-cli --pipe`).
+    Resp,
+    /// Key names, one per line.
+    Keys,
+    /// The number of keys that pass the filters.
+    Count,
+}
+
+#[derive(clap::Args)]
+struct DumpArgs {
+    /// The RDB file (`-` for standard input).
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value = "jsonl")]
+    format: Format,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Only keys of this database (repeatable).
+    #[arg(long)]
+    db: Vec<u64>,
+    /// Only keys matching this regular expression (on the key's bytes).
+    #[arg(long)]
+    key: Option<String>,
+    /// Only keys of this type: string, list, set, zset, hash, stream, module (repeatable).
+    #[arg(long = "type", value_parser = parse_type)]
+    types: Vec<ValueType>,
+    /// Also write non-key items (aux fields, functions, module aux, RESIZEDB, EOF).
+    #[arg(long)]
+    all: bool,
+    /// Largest number of elements per command in `--format resp`.
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
+    /// Do not verify the checksum.
+    #[arg(long)]
+    no_checksum: bool,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The RDB file (`-` for standard input).
+    file: PathBuf,
+}
+
+fn parse_type(s: &str) -> Result<ValueType, String> {
+    ValueType::from_name(s).ok_or_else(|| {
+        format!("unknown type {s:?}: expected string, list, set, zset, hash, stream or module")
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Dump(args) => dump(args),
+        Cmd::Check(args) => check(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed pipe (`| head`) is not an error worth a message.
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                if io.kind() == io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("replicator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Items from a file (mapped, zero-copy) or standard input (streamed).
+enum Input {
+    Mapped(BytesReader),
+    Stream(Reader<Box<dyn Read>>),
+}
+
+impl Input {
+    fn open(path: &PathBuf, config: Config) -> anyhow::Result<(Self, u64)> {
+        if path.as_os_str() == "-" {
+            let stdin: Box<dyn Read> = Box::new(io::stdin().lock());
+            return Ok((Self::Stream(Reader::with_config(stdin, config)), 0));
+        }
+        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        if meta.is_file() {
+            let bytes: Bytes = rdb_format::mmap_file(path)
+                .with_context(|| format!("cannot map {}", path.display()))?;
+            Ok((
+                Self::Mapped(BytesReader::with_config(bytes, config)),
+                meta.len(),
+            ))
+        } else {
+            let f: Box<dyn Read> = Box::new(
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+            );
+            Ok((Self::Stream(Reader::with_config(f, config)), 0))
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<Item>, rdb_format::Error> {
+        match self {
+            Self::Mapped(r) => r.next_item(),
+            Self::Stream(r) => r.next_item(),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        match self {
+            Self::Mapped(r) => r.decoder().offset(),
+            Self::Stream(r) => r.decoder().offset(),
+        }
+    }
+
+    fn version(&self) -> u32 {
+        match self {
+            Self::Mapped(r) => r.decoder().version(),
+            Self::Stream(r) => r.decoder().version(),
+        }
+    }
+}
+
+/// A progress bar on stderr for big files when stderr is a terminal; nothing otherwise.
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new(len: u64) -> Self {
+        if len < 8 << 20 || !io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Self(Some(bar))
+    }
+
+    fn set(&self, pos: u64) {
+        if let Some(b) = &self.0 {
+            b.set_position(pos);
+        }
+    }
+
+    fn done(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+struct Filter {
+    dbs: Vec<u64>,
+    key: Option<regex::bytes::Regex>,
+    types: Vec<ValueType>,
+}
+
+impl Filter {
+    fn is_empty(&self) -> bool {
+        self.dbs.is_empty() && self.key.is_none() && self.types.is_empty()
+    }
+
+    fn pass(&self, head: &KeyHead) -> bool {
+        (self.dbs.is_empty() || self.dbs.contains(&head.db))
+            && (self.types.is_empty() || self.types.contains(&head.value_type))
+            && self.key.as_ref().is_none_or(|re| re.is_match(&head.key))
+    }
+}
+
+fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
+    let filter = Filter {
+        dbs: args.db.clone(),
+        key: args
+            .key
+            .as_deref()
+            .map(regex::bytes::Regex::new)
+            .transpose()
+            .context("bad --key regular expression")?,
+        types: args.types.clone(),
+    };
+    let mut config = Config::default();
+    config.verify_checksum(!args.no_checksum);
+    let (mut input, len) = Input::open(&args.file, config)?;
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+        }
+        None => Box::new(io::stdout().lock()),
+    };
+    let out = BufWriter::with_capacity(1 << 16, out);
+    let progress = Progress::new(len);
+    let mut count = 0u64;
+    let mut sink: Box<dyn Sink> = match args.format {
+        Format::Jsonl => Box::new(JsonSink::new(out, false)),
+        Format::Json => Box::new(JsonSink::new(out, true)),
+        Format::Resp => Box::new(RespSink::new(out, args.batch)),
+        Format::Keys => Box::new(KeysSink { w: out }),
+        Format::Count => {
+            let r = run(&mut input, &filter, &progress, |_, _| Ok(()), &mut count);
+            progress.done();
+            r?;
+            let mut out = out;
+            writeln!(out, "{count}")?;
+            out.flush()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let resp = args.format == Format::Resp;
+    let all = args.all;
+    let filtered = !filter.is_empty();
+    let result = run(
+        &mut input,
+        &filter,
+        &progress,
+        |ev, _version| match ev {
+            Ev::Start(h) => sink.start(h),
+            Ev::Chunk(h, c) => sink.chunk(h, c),
+            Ev::End(h) => sink.end(h),
+            Ev::Module(h, name, encver, raw) => sink.module(h, name, encver, raw),
+            Ev::Other(item) => {
+                if all || matches!(item, Item::Header { .. }) || (resp && !filtered) {
+                    sink.other(item)
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        &mut count,
+    );
+    progress.done();
+    sink.finish()?;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+enum Ev<'a> {
+    Start(&'a KeyHead),
+    Chunk(&'a KeyHead, &'a rdb_format::Chunk),
+    End(&'a KeyHead),
+    Module(&'a KeyHead, &'a str, u64, &'a Bytes),
+    Other(&'a Item),
+}
+
+/// Drives the decoder, applies the filter and turns items into sink events.
+fn run(
+    input: &mut Input,
+    filter: &Filter,
+    progress: &Progress,
+    mut f: impl FnMut(Ev<'_>, Option<u32>) -> io::Result<()>,
+    count: &mut u64,
+) -> anyhow::Result<()> {
+    let mut current: Option<KeyHead> = None;
+    let mut n = 0u64;
+    loop {
+        let item = input.next().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(item) = item else { break };
+        n += 1;
+        if n % 4096 == 0 {
+            progress.set(input.offset());
+        }
+        let version = Some(input.version());
+        match item {
+            Item::Key(rec) => {
+                if !filter.pass(&rec.head) {
+                    continue;
+                }
+                *count += 1;
+                let head = rec.head;
+                match rec.value {
+                    Value::Module(m) => f(Ev::Module(&head, &m.name, m.encver, &m.raw), version)?,
+                    value => {
+                        f(Ev::Start(&head), version)?;
+                        for c in value_chunks(value) {
+                            f(Ev::Chunk(&head, &c), version)?;
+                        }
+                        f(Ev::End(&head), version)?;
+                    }
+                }
+            }
+            Item::KeyStart(head) => {
+                if filter.pass(&head) {
+                    *count += 1;
+                    f(Ev::Start(&head), version)?;
+                    current = Some(head);
+                } else {
+                    current = None;
+                }
+            }
+            Item::Chunk(c) => {
+                if let Some(h) = &current {
+                    f(Ev::Chunk(h, &c), version)?;
+                }
+            }
+            Item::KeyEnd => {
+                if let Some(h) = current.take() {
+                    f(Ev::End(&h), version)?;
+                }
+            }
+            other => f(Ev::Other(&other), version)?,
+        }
+    }
+    Ok(())
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (mut input, len) = Input::open(&args.file, Config::default())?;
+    let progress = Progress::new(len);
+    let mut per_db: BTreeMap<u64, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    let mut checksum = None;
+    let mut header = None;
+    let mut aux = 0u64;
+    let mut functions = 0u64;
+    let mut n = 0u64;
+    let mut last_key: Option<Bytes> = None;
+    let result = loop {
+        match input.next() {
+            Ok(Some(item)) => {
+                n += 1;
+                if n % 4096 == 0 {
+                    progress.set(input.offset());
+                }
+                match item {
+                    Item::Header { flavor, version } => header = Some((flavor, version)),
+                    Item::Key(rec) => {
+                        *per_db
+                            .entry(rec.head.db)
+                            .or_default()
+                            .entry(rec.head.value_type.name())
+                            .or_default() += 1;
+                        last_key = Some(rec.head.key);
+                    }
+                    Item::KeyStart(head) => {
+                        *per_db
+                            .entry(head.db)
+                            .or_default()
+                            .entry(head.value_type.name())
+                            .or_default() += 1;
+                        last_key = Some(head.key);
+                    }
+                    Item::Aux { .. } => aux += 1,
+                    Item::Function(_) => functions += 1,
+                    Item::Eof { checksum: c } => checksum = Some(c),
+                    _ => {}
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    progress.done();
+    let mut out = io::stdout().lock();
+    if let Some((flavor, version)) = header {
+        writeln!(out, "RDB version {version} ({flavor:?})")?;
+    }
+    writeln!(out, "aux fields: {aux}, functions: {functions}")?;
+    let total: u64 = per_db.values().flat_map(|m| m.values()).sum();
+    for (db, types) in &per_db {
+        let keys: u64 = types.values().sum();
+        let detail: Vec<String> = types.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        writeln!(out, "db {db}: {keys} keys ({})", detail.join(", "))?;
+    }
+    writeln!(out, "keys: {total}")?;
+    match result {
+        Ok(()) => {
+            match checksum {
+                Some(Some(0)) => writeln!(out, "checksum: disabled in file (0), not checked")?,
+                Some(Some(c)) => writeln!(out, "checksum: {c:016x} OK")?,
+                Some(None) => writeln!(out, "checksum: none (RDB version < 5)")?,
+                None => {}
+            }
+            writeln!(out, "RDB looks OK")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            out.flush()?;
+            eprintln!("--- RDB ERROR DETECTED ---");
+            eprintln!("[offset {}] {}", e.offset(), e.kind());
+            if let Some(doing) = e.context().doing {
+                eprintln!("While reading: {doing}");
+            }
+            if let Some(k) = e.context().key.as_ref().or(last_key.as_ref()) {
+                let which = if e.context().key.is_some() {
+                    "Key"
+                } else {
+                    "Last key read"
+                };
+                eprintln!("{which}: {}", String::from_utf8_lossy(k));
+            }
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,806 @@
+//! Output sinks: JSON Lines / JSON, RESP commands, key names.
+//!
+//! Every key reaches a sink as `start`, one or more `chunk`s and `end`, whether the decoder
+//! delivered it whole or in chunks, so big keys are written in bounded memory.
+
+use std::io::{self, Write};
+
+use base64::Engine;
+use bytes::Bytes;
+use rdb_format::{
+    Chunk, Elem, Function, HashField, Item, KeyHead, StreamEntry, StreamId, StreamMeta, Value,
+    ValueType,
+};
+
+/// Something that writes keys and other RDB items.
+pub(crate) trait Sink {
+    fn start(&mut self, head: &KeyHead) -> io::Result<()>;
+    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> io::Result<()>;
+    fn end(&mut self, head: &KeyHead) -> io::Result<()>;
+    /// A whole module value (never chunked).
+    fn module(&mut self, head: &KeyHead, name: &str, encver: u64, raw: &Bytes) -> io::Result<()>;
+    /// A non-key item (aux, function, …).
+    fn other(&mut self, item: &Item) -> io::Result<()>;
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// Splits a whole value into the chunk form sinks take.
+pub(crate) fn value_chunks(value: Value) -> Vec<Chunk> {
+    match value {
+        Value::String(s) => vec![Chunk::String(s)],
+        Value::List(v) => vec![Chunk::List(v)],
+        Value::Set(v) => vec![Chunk::Set(v)],
+        Value::SortedSet(v) => vec![Chunk::SortedSet(v)],
+        Value::Hash(v) => vec![Chunk::Hash(v)],
+        Value::Stream(s) => {
+            let s = *s;
+            vec![
+                Chunk::StreamEntries(s.entries),
+                Chunk::StreamMeta(Box::new(s.meta)),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------- JSON
+
+/// Writes a byte string as the spec says: a JSON string when UTF-8, else `{"base64": …}`.
+fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => json_str(out, s),
+        Err(_) => {
+            out.extend_from_slice(b"{\"base64\":\"");
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(b)
+                    .as_bytes(),
+            );
+            out.extend_from_slice(b"\"}");
+        }
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1F => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(format!("\\u{c:04x}").as_bytes());
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn json_elem(out: &mut Vec<u8>, e: &Elem) {
+    match e {
+        Elem::Bytes(b) => json_bytes(out, b),
+        Elem::Int(i) => {
+            out.push(b'"');
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+            out.push(b'"');
+        }
+    }
+}
+
+/// An object key: hash field names that are not UTF-8 become `"base64:<b64>"`.
+fn json_field_name(out: &mut Vec<u8>, e: &Elem) {
+    match e {
+        Elem::Bytes(b) if std::str::from_utf8(b).is_err() => {
+            let s = format!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            );
+            json_str(out, &s);
+        }
+        _ => json_elem(out, e),
+    }
+}
+
+pub(crate) fn json_score(out: &mut Vec<u8>, d: f64) {
+    if d.is_nan() {
+        out.extend_from_slice(b"\"nan\"");
+    } else if d.is_infinite() {
+        out.extend_from_slice(if d > 0.0 { b"\"inf\"" } else { b"\"-inf\"" });
+    } else if d == d.trunc() && d.abs() < 1e15 {
+        // integral scores print as integers (shortest text that reads back the same)
+        out.extend_from_slice(itoa::Buffer::new().format(d as i64).as_bytes());
+        if d == 0.0 && d.is_sign_negative() {
+            out.truncate(out.len() - 1);
+            out.extend_from_slice(b"-0.0");
+        }
+    } else {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(d).as_bytes());
+    }
+}
+
+fn json_id(out: &mut Vec<u8>, id: StreamId) {
+    out.push(b'"');
+    out.extend_from_slice(itoa::Buffer::new().format(id.ms).as_bytes());
+    out.push(b'-');
+    out.extend_from_slice(itoa::Buffer::new().format(id.seq).as_bytes());
+    out.push(b'"');
+}
+
+fn json_u64(out: &mut Vec<u8>, name: &str, v: u64) {
+    out.push(b',');
+    json_str(out, name);
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// JSON Lines (`array = false`) or one JSON array (`array = true`).
+pub(crate) struct JsonSink<W: Write> {
+    w: W,
+    buf: Vec<u8>,
+    array: bool,
+    first_record: bool,
+    first_elem: bool,
+    /// Field TTLs of the hash being written, written after its value.
+    field_ttls: Vec<(Elem, u64)>,
+    /// A big string being collected (JSON needs to know if the whole is UTF-8).
+    big_string: Vec<u8>,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub(crate) fn new(w: W, array: bool) -> Self {
+        Self {
+            w,
+            buf: Vec::with_capacity(1 << 16),
+            array,
+            first_record: true,
+            first_elem: true,
+            field_ttls: Vec::new(),
+            big_string: Vec::new(),
+        }
+    }
+
+    fn begin_record(&mut self) {
+        if self.array {
+            self.buf
+                .extend_from_slice(if self.first_record { b"[\n" } else { b",\n" });
+        }
+        self.first_record = false;
+    }
+
+    fn end_record(&mut self) -> io::Result<()> {
+        if !self.array {
+            self.buf.push(b'\n');
+        }
+        self.flush_if_big()
+    }
+
+    fn flush_if_big(&mut self) -> io::Result<()> {
+        if self.buf.len() >= 1 << 16 {
+            self.w.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn sep(&mut self) {
+        if !self.first_elem {
+            self.buf.push(b',');
+        }
+        self.first_elem = false;
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn start(&mut self, head: &KeyHead) -> io::Result<()> {
+        self.begin_record();
+        let b = &mut self.buf;
+        b.extend_from_slice(b"{\"db\":");
+        b.extend_from_slice(itoa::Buffer::new().format(head.db).as_bytes());
+        b.extend_from_slice(b",\"key\":");
+        json_bytes(b, &head.key);
+        b.extend_from_slice(b",\"type\":");
+        json_str(b, head.value_type.name());
+        if let Some(ms) = head.expire_ms {
+            json_u64(b, "expire_ms", ms);
+        }
+        if let Some(idle) = head.idle_s {
+            json_u64(b, "idle_s", idle);
+        }
+        if let Some(freq) = head.freq {
+            json_u64(b, "freq", u64::from(freq));
+        }
+        b.extend_from_slice(b",\"encoding\":");
+        json_str(b, head.encoding.name());
+        b.extend_from_slice(b",\"value\":");
+        match head.value_type {
+            ValueType::String => {}
+            ValueType::Hash => b.push(b'{'),
+            ValueType::Stream => b.extend_from_slice(b"{\"entries\":["),
+            _ => b.push(b'['),
+        }
+        self.first_elem = true;
+        self.field_ttls.clear();
+        self.big_string.clear();
+        Ok(())
+    }
+
+    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> io::Result<()> {
+        match chunk {
+            Chunk::String(s) => {
+                if head.value_type == ValueType::String && self.first_elem {
+                    self.big_string.clear();
+                }
+                self.first_elem = false;
+                self.big_string.extend_from_slice(s);
+            }
+            Chunk::List(v) | Chunk::Set(v) => {
+                for e in v {
+                    self.sep();
+                    json_elem(&mut self.buf, e);
+                }
+            }
+            Chunk::SortedSet(v) => {
+                for (m, s) in v {
+                    self.sep();
+                    self.buf.push(b'[');
+                    json_elem(&mut self.buf, m);
+                    self.buf.push(b',');
+                    json_score(&mut self.buf, *s);
+                    self.buf.push(b']');
+                }
+            }
+            Chunk::Hash(v) => {
+                for HashField {
+                    field,
+                    value,
+                    expire_ms,
+                } in v
+                {
+                    self.sep();
+                    json_field_name(&mut self.buf, field);
+                    self.buf.push(b':');
+                    json_elem(&mut self.buf, value);
+                    if let Some(ms) = expire_ms {
+                        self.field_ttls.push((field.clone(), *ms));
+                    }
+                }
+            }
+            Chunk::StreamEntries(v) => {
+                for StreamEntry { id, fields } in v {
+                    self.sep();
+                    self.buf.push(b'[');
+                    json_id(&mut self.buf, *id);
+                    self.buf.extend_from_slice(b",{");
+                    for (i, (f, val)) in fields.iter().enumerate() {
+                        if i > 0 {
+                            self.buf.push(b',');
+                        }
+                        json_field_name(&mut self.buf, f);
+                        self.buf.push(b':');
+                        json_elem(&mut self.buf, val);
+                    }
+                    self.buf.extend_from_slice(b"}]");
+                }
+            }
+            Chunk::StreamMeta(meta) => {
+                self.buf.push(b']');
+                write_stream_meta(&mut self.buf, meta);
+                // the closing brace is written by `end`
+                self.first_elem = true;
+            }
+            _ => {}
+        }
+        self.flush_if_big()
+    }
+
+    fn end(&mut self, head: &KeyHead) -> io::Result<()> {
+        match head.value_type {
+            ValueType::String => {
+                let s = std::mem::take(&mut self.big_string);
+                json_bytes(&mut self.buf, &s);
+            }
+            ValueType::Hash => self.buf.push(b'}'),
+            ValueType::Stream => self.buf.push(b'}'),
+            _ => self.buf.push(b']'),
+        }
+        if !self.field_ttls.is_empty() {
+            self.buf.extend_from_slice(b",\"field_expire_ms\":{");
+            for (i, (f, ms)) in std::mem::take(&mut self.field_ttls).iter().enumerate() {
+                if i > 0 {
+                    self.buf.push(b',');
+                }
+                json_field_name(&mut self.buf, f);
+                self.buf.push(b':');
+                self.buf
+                    .extend_from_slice(itoa::Buffer::new().format(*ms).as_bytes());
+            }
+            self.buf.push(b'}');
+        }
+        self.buf.push(b'}');
+        self.end_record()
+    }
+
+    fn module(&mut self, head: &KeyHead, name: &str, encver: u64, raw: &Bytes) -> io::Result<()> {
+        self.start(head)?;
+        let b = &mut self.buf;
+        b.extend_from_slice(b"{\"module\":");
+        json_str(b, name);
+        json_u64(b, "encver", encver);
+        b.extend_from_slice(b",\"raw\":{\"base64\":\"");
+        b.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(raw)
+                .as_bytes(),
+        );
+        b.extend_from_slice(b"\"}}}");
+        self.end_record()
+    }
+
+    fn other(&mut self, item: &Item) -> io::Result<()> {
+        let mut b = Vec::new();
+        match item {
+            Item::Aux { key, value } => {
+                b.extend_from_slice(b"{\"aux\":{");
+                json_bytes(&mut b, key);
+                b.push(b':');
+                json_bytes(&mut b, value);
+                b.extend_from_slice(b"}}");
+            }
+            Item::Function(Function { code, .. }) => {
+                b.extend_from_slice(b"{\"function\":");
+                json_bytes(&mut b, code);
+                b.push(b'}');
+            }
+            Item::ModuleAux {
+                name,
+                encver,
+                when,
+                raw,
+            } => {
+                b.extend_from_slice(b"{\"module_aux\":{\"module\":");
+                json_str(&mut b, name);
+                json_u64(&mut b, "encver", *encver);
+                json_u64(&mut b, "when", *when);
+                b.extend_from_slice(b",\"raw\":{\"base64\":\"");
+                b.extend_from_slice(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(raw)
+                        .as_bytes(),
+                );
+                b.extend_from_slice(b"\"}}}");
+            }
+            Item::ResizeDb {
+                db_size,
+                expires_size,
+            } => {
+                b.extend_from_slice(b"{\"resize_db\":{\"keys\":");
+                b.extend_from_slice(itoa::Buffer::new().format(*db_size).as_bytes());
+                json_u64(&mut b, "expires", *expires_size);
+                b.extend_from_slice(b"}}");
+            }
+            Item::SelectDb(db) => {
+                b.extend_from_slice(b"{\"select_db\":");
+                b.extend_from_slice(itoa::Buffer::new().format(*db).as_bytes());
+                b.push(b'}');
+            }
+            Item::SlotInfo {
+                slot,
+                size,
+                expires_size,
+            } => {
+                b.extend_from_slice(b"{\"slot_info\":{\"slot\":");
+                b.extend_from_slice(itoa::Buffer::new().format(*slot).as_bytes());
+                json_u64(&mut b, "keys", *size);
+                json_u64(&mut b, "expires", *expires_size);
+                b.extend_from_slice(b"}}");
+            }
+            Item::Eof { checksum } => {
+                b.extend_from_slice(b"{\"eof\":{");
+                if let Some(c) = checksum {
+                    b.extend_from_slice(format!("\"checksum\":\"{c:016x}\"").as_bytes());
+                }
+                b.extend_from_slice(b"}}");
+            }
+            _ => return Ok(()),
+        }
+        self.begin_record();
+        self.buf.extend_from_slice(&b);
+        self.end_record()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if self.array {
+            self.buf
+                .extend_from_slice(if self.first_record { b"[]\n" } else { b"\n]\n" });
+        }
+        self.w.write_all(&self.buf)?;
+        self.buf.clear();
+        self.w.flush()
+    }
+}
+
+fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
+    json_u64(b, "length", m.length);
+    b.extend_from_slice(b",\"last_id\":");
+    json_id(b, m.last_id);
+    if let Some(id) = m.first_id {
+        b.extend_from_slice(b",\"first_id\":");
+        json_id(b, id);
+    }
+    if let Some(id) = m.max_deleted_id {
+        b.extend_from_slice(b",\"max_deleted_id\":");
+        json_id(b, id);
+    }
+    if let Some(n) = m.entries_added {
+        json_u64(b, "entries_added", n);
+    }
+    b.extend_from_slice(b",\"groups\":[");
+    for (i, g) in m.groups.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(b"{\"name\":");
+        json_bytes(b, &g.name);
+        b.extend_from_slice(b",\"last_id\":");
+        json_id(b, g.last_id);
+        if let Some(n) = g.entries_read {
+            json_u64(b, "entries_read", n);
+        }
+        b.extend_from_slice(b",\"pending\":[");
+        for (j, p) in g.pending.iter().enumerate() {
+            if j > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(b"{\"id\":");
+            json_id(b, p.id);
+            if let Some(c) = &p.consumer {
+                b.extend_from_slice(b",\"consumer\":");
+                json_bytes(b, c);
+            }
+            json_u64(b, "delivery_time_ms", p.delivery_time_ms);
+            json_u64(b, "delivery_count", p.delivery_count);
+            b.push(b'}');
+        }
+        b.extend_from_slice(b"],\"consumers\":[");
+        for (j, c) in g.consumers.iter().enumerate() {
+            if j > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(b"{\"name\":");
+            json_bytes(b, &c.name);
+            json_u64(b, "seen_time_ms", c.seen_time_ms);
+            if let Some(t) = c.active_time_ms {
+                json_u64(b, "active_time_ms", t);
+            }
+            b.extend_from_slice(b",\"pending\":[");
+            for (k, id) in c.pending.iter().enumerate() {
+                if k > 0 {
+                    b.push(b',');
+                }
+                json_id(b, *id);
+            }
+            b.extend_from_slice(b"]}");
+        }
+        b.extend_from_slice(b"]}");
+    }
+    b.push(b']');
+}
+
+// ---------------------------------------------------------------- RESP
+
+/// Writes commands that rebuild every key in an empty server.
+pub(crate) struct RespSink<W: Write> {
+    w: W,
+    buf: Vec<u8>,
+    db: Option<u64>,
+    batch: usize,
+    version: u32,
+    /// Elements of the current command not yet written.
+    args: Vec<Bytes>,
+    string_started: bool,
+    stream_has_entries: bool,
+}
+
+impl<W: Write> RespSink<W> {
+    pub(crate) fn new(w: W, batch: usize) -> Self {
+        Self {
+            w,
+            buf: Vec::with_capacity(1 << 16),
+            db: None,
+            batch: batch.max(1),
+            version: 9,
+            args: Vec::new(),
+            string_started: false,
+            stream_has_entries: false,
+        }
+    }
+
+    fn cmd(&mut self, args: &[&[u8]]) -> io::Result<()> {
+        let b = &mut self.buf;
+        b.push(b'*');
+        b.extend_from_slice(itoa::Buffer::new().format(args.len()).as_bytes());
+        b.extend_from_slice(b"\r\n");
+        for a in args {
+            b.push(b'$');
+            b.extend_from_slice(itoa::Buffer::new().format(a.len()).as_bytes());
+            b.extend_from_slice(b"\r\n");
+            b.extend_from_slice(a);
+            b.extend_from_slice(b"\r\n");
+        }
+        if b.len() >= 1 << 16 {
+            self.w.write_all(b)?;
+            b.clear();
+        }
+        Ok(())
+    }
+
+    fn select(&mut self, db: u64) -> io::Result<()> {
+        if self.db != Some(db) {
+            self.db = Some(db);
+            let n = db.to_string();
+            self.cmd(&[b"SELECT", n.as_bytes()])?;
+        }
+        Ok(())
+    }
+
+    /// Writes `name key args...` in commands of at most `batch` elements (`per` args each).
+    fn batched(
+        &mut self,
+        name: &[u8],
+        key: &[u8],
+        items: Vec<Bytes>,
+        per: usize,
+    ) -> io::Result<()> {
+        for group in items.chunks(self.batch * per) {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() + 2);
+            args.push(name);
+            args.push(key);
+            args.extend(group.iter().map(|b| &b[..]));
+            self.cmd(&args)?;
+        }
+        Ok(())
+    }
+}
+
+fn score_text(d: f64) -> Bytes {
+    if d.is_nan() {
+        Bytes::from_static(b"nan")
+    } else if d.is_infinite() {
+        Bytes::from_static(if d > 0.0 { b"inf" } else { b"-inf" })
+    } else {
+        Bytes::from(ryu::Buffer::new().format_finite(d).to_owned())
+    }
+}
+
+fn id_text(id: StreamId) -> Vec<u8> {
+    format!("{}-{}", id.ms, id.seq).into_bytes()
+}
+
+impl<W: Write> Sink for RespSink<W> {
+    fn start(&mut self, head: &KeyHead) -> io::Result<()> {
+        self.select(head.db)?;
+        self.string_started = false;
+        self.stream_has_entries = false;
+        self.args.clear();
+        Ok(())
+    }
+
+    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> io::Result<()> {
+        let key = &head.key[..];
+        match chunk {
+            Chunk::String(s) => {
+                if self.string_started {
+                    self.cmd(&[b"APPEND", key, s])?;
+                } else {
+                    self.cmd(&[b"SET", key, s])?;
+                    self.string_started = true;
+                }
+            }
+            Chunk::List(v) => {
+                let items = v.iter().map(Elem::to_bytes).collect();
+                self.batched(b"RPUSH", key, items, 1)?;
+            }
+            Chunk::Set(v) => {
+                let items = v.iter().map(Elem::to_bytes).collect();
+                self.batched(b"SADD", key, items, 1)?;
+            }
+            Chunk::SortedSet(v) => {
+                let items = v
+                    .iter()
+                    .flat_map(|(m, s)| [score_text(*s), m.to_bytes()])
+                    .collect();
+                self.batched(b"ZADD", key, items, 2)?;
+            }
+            Chunk::Hash(v) => {
+                let items = v
+                    .iter()
+                    .flat_map(|f| [f.field.to_bytes(), f.value.to_bytes()])
+                    .collect();
+                self.batched(b"HSET", key, items, 2)?;
+                for f in v {
+                    if let Some(ms) = f.expire_ms {
+                        let ms = ms.to_string();
+                        let field = f.field.to_bytes();
+                        self.cmd(&[b"HPEXPIREAT", key, ms.as_bytes(), b"FIELDS", b"1", &field])?;
+                    }
+                }
+            }
+            Chunk::StreamEntries(v) => {
+                for e in v {
+                    let id = id_text(e.id);
+                    let fields: Vec<Bytes> = e
+                        .fields
+                        .iter()
+                        .flat_map(|(f, v)| [f.to_bytes(), v.to_bytes()])
+                        .collect();
+                    let mut args: Vec<&[u8]> = vec![b"XADD", key, &id];
+                    args.extend(fields.iter().map(|b| &b[..]));
+                    self.cmd(&args)?;
+                    self.stream_has_entries = true;
+                }
+            }
+            Chunk::StreamMeta(m) => {
+                if !self.stream_has_entries {
+                    // An empty stream: create it through a throw-away group.
+                    self.cmd(&[
+                        b"XGROUP",
+                        b"CREATE",
+                        key,
+                        b"__replicator_tmp",
+                        b"0",
+                        b"MKSTREAM",
+                    ])?;
+                    self.cmd(&[b"XGROUP", b"DESTROY", key, b"__replicator_tmp"])?;
+                }
+                let last = id_text(m.last_id);
+                match (m.entries_added, m.max_deleted_id) {
+                    (Some(added), Some(maxdel)) => {
+                        let added = added.to_string();
+                        let maxdel = id_text(maxdel);
+                        self.cmd(&[
+                            b"XSETID",
+                            key,
+                            &last,
+                            b"ENTRIESADDED",
+                            added.as_bytes(),
+                            b"MAXDELETEDID",
+                            &maxdel,
+                        ])?;
+                    }
+                    _ => self.cmd(&[b"XSETID", key, &last])?,
+                }
+                for g in &m.groups {
+                    let gid = id_text(g.last_id);
+                    match g.entries_read {
+                        Some(n) => {
+                            let n = n.to_string();
+                            self.cmd(&[
+                                b"XGROUP",
+                                b"CREATE",
+                                key,
+                                &g.name,
+                                &gid,
+                                b"ENTRIESREAD",
+                                n.as_bytes(),
+                            ])?;
+                        }
+                        None => self.cmd(&[b"XGROUP", b"CREATE", key, &g.name, &gid])?,
+                    }
+                    for c in &g.consumers {
+                        self.cmd(&[b"XGROUP", b"CREATECONSUMER", key, &g.name, &c.name])?;
+                    }
+                    for p in &g.pending {
+                        let Some(consumer) = &p.consumer else {
+                            continue;
+                        };
+                        let id = id_text(p.id);
+                        let time = p.delivery_time_ms.to_string();
+                        let count = p.delivery_count.to_string();
+                        self.cmd(&[
+                            b"XCLAIM",
+                            key,
+                            &g.name,
+                            consumer,
+                            b"0",
+                            &id,
+                            b"TIME",
+                            time.as_bytes(),
+                            b"RETRYCOUNT",
+                            count.as_bytes(),
+                            b"FORCE",
+                            b"JUSTID",
+                        ])?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, head: &KeyHead) -> io::Result<()> {
+        if let Some(ms) = head.expire_ms {
+            let ms = ms.to_string();
+            self.cmd(&[b"PEXPIREAT", &head.key, ms.as_bytes()])?;
+        }
+        Ok(())
+    }
+
+    fn module(&mut self, head: &KeyHead, _name: &str, _encver: u64, raw: &Bytes) -> io::Result<()> {
+        self.select(head.db)?;
+        // A DUMP payload: type byte, the value, RDB version (2 bytes LE), CRC-64 of all that.
+        let mut payload = Vec::with_capacity(raw.len() + 11);
+        payload.push(head.type_byte);
+        payload.extend_from_slice(raw);
+        payload.extend_from_slice(&(self.version.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+        let crc = rdb_format::crc64(&payload);
+        payload.extend_from_slice(&crc.to_le_bytes());
+        let ttl = head
+            .expire_ms
+            .map_or_else(|| "0".to_owned(), |ms| ms.to_string());
+        let mut args: Vec<&[u8]> = vec![b"RESTORE", &head.key, ttl.as_bytes(), &payload];
+        if head.expire_ms.is_some() {
+            args.push(b"ABSTTL");
+        }
+        args.push(b"REPLACE");
+        self.cmd(&args)
+    }
+
+    fn other(&mut self, item: &Item) -> io::Result<()> {
+        match item {
+            Item::Header { version, .. } => self.version = *version,
+            Item::Function(f) if f.name.is_none() => {
+                self.cmd(&[b"FUNCTION", b"LOAD", b"REPLACE", &f.code])?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.w.write_all(&self.buf)?;
+        self.buf.clear();
+        self.w.flush()
+    }
+}
+
+// ---------------------------------------------------------------- keys
+
+/// One key name per line.
+pub(crate) struct KeysSink<W: Write> {
+    pub(crate) w: W,
+}
+
+impl<W: Write> Sink for KeysSink<W> {
+    fn start(&mut self, head: &KeyHead) -> io::Result<()> {
+        self.w.write_all(&head.key)?;
+        self.w.write_all(b"\n")
+    }
+    fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> io::Result<()> {
+        Ok(())
+    }
+    fn end(&mut self, _: &KeyHead) -> io::Result<()> {
+        Ok(())
+    }
+    fn module(&mut self, head: &KeyHead, _: &str, _: u64, _: &Bytes) -> io::Result<()> {
+        self.start(head)
+    }
+    fn other(&mut self, _: &Item) -> io::Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
