@@ -1532,7 +1532,12 @@ fn stream_tail(c: &mut Cur<'_>, ty: u8) -> P<RawTail> {
     for _ in 0..ngroups {
         let name = c.string()?;
         let last_id = len_id(c)?;
-        let entries_read = if ty >= 19 { Some(c.len()?) } else { None };
+        // u64::MAX is Redis' "unknown" (SCG_INVALID_ENTRIES_READ)
+        let entries_read = if ty >= 19 {
+            Some(c.len()?).filter(|n| *n != u64::MAX)
+        } else {
+            None
+        };
         let npel = c.len()?;
         let mut pel = Vec::with_capacity(npel.min(1024) as usize);
         for _ in 0..npel {

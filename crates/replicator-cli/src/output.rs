@@ -225,7 +225,7 @@ impl<W: Write> Sink for JsonSink<W> {
         json_str(b, head.encoding.name());
         b.extend_from_slice(b",\"value\":");
         match head.value_type {
-            ValueType::String => {}
+            ValueType::String | ValueType::Module => {}
             ValueType::Hash => b.push(b'{'),
             ValueType::Stream => b.extend_from_slice(b"{\"entries\":["),
             _ => b.push(b'['),

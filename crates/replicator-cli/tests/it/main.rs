@@ -1,0 +1,26 @@
+//! End-to-end tests of the `replicator` binary against fixtures written by real servers.
+
+mod fixtures;
+mod rebuild;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub(crate) fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+pub(crate) fn replicator(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_replicator"))
+        .args(args)
+        .output()
+        .expect("run replicator")
+}
+
+/// The fixture list written by `cargo xtask fixtures`.
+pub(crate) fn fixtures() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(testdata().join("fixtures.json")).expect("fixtures.json");
+    let v: Vec<serde_json::Value> = serde_json::from_str(&text).expect("fixtures.json parses");
+    assert!(!v.is_empty(), "no fixtures");
+    v
+}
