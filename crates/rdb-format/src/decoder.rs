@@ -198,6 +198,21 @@ impl Acc {
         }
     }
 
+    /// Takes the first `n` elements (all of them when fewer).
+    fn take_front(&mut self, n: usize) -> Chunk {
+        fn front<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+            let rest = v.split_off(n.min(v.len()));
+            std::mem::replace(v, rest)
+        }
+        match self {
+            Self::List(v) => Chunk::List(front(v, n)),
+            Self::Set(v) => Chunk::Set(front(v, n)),
+            Self::Zset(v) => Chunk::SortedSet(front(v, n)),
+            Self::Hash(v) => Chunk::Hash(front(v, n)),
+            Self::Stream(v) => Chunk::StreamEntries(front(v, n)),
+        }
+    }
+
     fn into_value(self, meta: Option<StreamMeta>) -> Value {
         match self {
             Self::List(v) => Value::List(v),
@@ -1046,9 +1061,10 @@ impl Decoder {
             self.out.push_back(Item::KeyStart(seq.head.clone()));
         }
         if seq.started {
+            // Chunks are cut at exact multiples of chunk_size, whatever the input's split.
             while seq.acc.len() >= self.config.chunk_size {
-                let all = seq.acc.take();
-                self.push_chunks(all);
+                let chunk = seq.acc.take_front(self.config.chunk_size);
+                self.out.push_back(Item::Chunk(chunk));
             }
         }
         if seq.remaining == 0 {

@@ -1,1 +1,343 @@
+//! Truncation, corruption, arbitrary bytes, split input, chunking and lying lengths.
 
+use std::path::PathBuf;
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use rdb_format::{
+    BytesReader, Chunk, Config, Decoder, ErrorKind, HashField, Item, Reader, Recovery, Value,
+    decode_partial,
+};
+
+fn fixtures() -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rdb"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no fixtures in testdata/");
+    out
+}
+
+fn small_chunks() -> Config {
+    let mut c = Config::default();
+    c.chunk_threshold(100).chunk_size(64).string_piece(1000);
+    c
+}
+
+fn decode_with(data: &[u8], config: Config) -> Result<Vec<Item>, rdb_format::Error> {
+    BytesReader::with_config(Bytes::copy_from_slice(data), config).collect()
+}
+
+#[test]
+fn crc64_is_jones() {
+    assert_eq!(rdb_format::crc64(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
+}
+
+#[test]
+fn truncated_fixtures_give_errors_never_panics() {
+    for (name, data) in fixtures() {
+        let step = (data.len() / 300).max(1);
+        let cuts = (0..64.min(data.len())).chain((64..data.len()).step_by(step));
+        for cut in cuts {
+            let r = decode_with(&data[..cut], Config::default());
+            let e = r.expect_err(&format!("{name} cut at {cut} decoded"));
+            assert!(
+                e.offset() <= cut as u64,
+                "{name} cut {cut}: offset {} past the end",
+                e.offset()
+            );
+            // the streaming driver agrees
+            let r: Result<Vec<_>, _> = Reader::new(&data[..cut]).collect();
+            assert!(r.is_err(), "{name} cut at {cut}: Reader decoded");
+        }
+    }
+}
+
+#[test]
+fn flipped_checksum_byte_is_a_checksum_error() {
+    for (name, data) in fixtures() {
+        let mut bad = data.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        let e = decode_with(&bad, Config::default()).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Checksum { .. }),
+            "{name}: {e}"
+        );
+        assert_eq!(e.offset(), n as u64 - 8);
+        let mut off = Config::default();
+        off.verify_checksum(false);
+        decode_with(&bad, off).unwrap();
+    }
+}
+
+#[test]
+fn split_at_every_byte_gives_the_same_items() {
+    for (name, data) in fixtures()
+        .into_iter()
+        .filter(|(n, _)| n.contains("compact"))
+    {
+        let whole = decode_with(&data, small_chunks()).unwrap();
+        let mut dec = Decoder::with_config(small_chunks());
+        let mut buf = BytesMut::new();
+        let mut items = Vec::new();
+        for b in &data {
+            buf.extend_from_slice(std::slice::from_ref(b));
+            while let Some(item) = dec.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        assert!(dec.is_done(), "{name}");
+        assert_eq!(items, whole, "{name}");
+    }
+}
+
+/// Rebuilds whole values from KeyStart/Chunk/KeyEnd sequences.
+fn reassemble(items: Vec<Item>) -> Vec<(Bytes, Value)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(Bytes, Value)> = None;
+    for item in items {
+        match item {
+            Item::Key(k) => out.push((k.head.key, k.value)),
+            Item::KeyStart(h) => {
+                let v = match h.value_type {
+                    rdb_format::ValueType::String => Value::String(Bytes::new()),
+                    rdb_format::ValueType::List => Value::List(vec![]),
+                    rdb_format::ValueType::Set => Value::Set(vec![]),
+                    rdb_format::ValueType::SortedSet => Value::SortedSet(vec![]),
+                    rdb_format::ValueType::Hash => Value::Hash(vec![]),
+                    _ => Value::Stream(Box::default()),
+                };
+                cur = Some((h.key, v));
+            }
+            Item::Chunk(c) => {
+                let (_, v) = cur.as_mut().unwrap();
+                match (v, c) {
+                    (Value::String(s), Chunk::String(p)) => {
+                        let mut b = s.to_vec();
+                        b.extend_from_slice(&p);
+                        *s = b.into();
+                    }
+                    (Value::List(v), Chunk::List(c)) | (Value::Set(v), Chunk::Set(c)) => {
+                        v.extend(c)
+                    }
+                    (Value::SortedSet(v), Chunk::SortedSet(c)) => v.extend(c),
+                    (Value::Hash(v), Chunk::Hash(c)) => v.extend(c),
+                    (Value::Stream(s), Chunk::StreamEntries(c)) => s.entries.extend(c),
+                    (Value::Stream(s), Chunk::StreamMeta(m)) => s.meta = *m,
+                    (v, c) => panic!("chunk {c:?} for {v:?}"),
+                }
+            }
+            Item::KeyEnd => out.push(cur.take().unwrap()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn chunked_values_equal_whole_values() {
+    for (name, data) in fixtures() {
+        let mut big = Config::default();
+        big.chunk_threshold(usize::MAX / 2)
+            .string_piece(u64::MAX / 2);
+        let whole = reassemble(decode_with(&data, big).unwrap());
+        let chunked_items = decode_with(&data, small_chunks()).unwrap();
+        assert!(
+            chunked_items.iter().any(|i| matches!(i, Item::KeyStart(_))),
+            "{name}: nothing was chunked"
+        );
+        for i in &chunked_items {
+            if let Item::Chunk(c) = i {
+                assert!(c.len() <= 1000, "{name}: chunk of {}", c.len());
+            }
+        }
+        assert_eq!(reassemble(chunked_items), whole, "{name}");
+    }
+}
+
+fn len_bytes(n: u64, out: &mut Vec<u8>) {
+    if n < 64 {
+        out.push(n as u8);
+    } else if n < 16384 {
+        out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+    } else {
+        out.push(0x80);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+fn raw_str(s: &[u8], out: &mut Vec<u8>) {
+    len_bytes(s.len() as u64, out);
+    out.extend_from_slice(s);
+}
+
+/// An RDB 9 file with one hash of `n` fields in hashtable encoding, checksum disabled.
+fn big_hash_file(n: u64) -> Vec<u8> {
+    let mut f = b"REDIS0009".to_vec();
+    f.push(4);
+    raw_str(b"bighash", &mut f);
+    len_bytes(n, &mut f);
+    for i in 0..n {
+        raw_str(format!("field:{i}").as_bytes(), &mut f);
+        raw_str(format!("value:{i}").as_bytes(), &mut f);
+    }
+    f.push(0xFF);
+    f.extend_from_slice(&[0; 8]);
+    f
+}
+
+#[test]
+fn huge_hash_comes_out_in_bounded_chunks() {
+    let n = 300_000;
+    let file = big_hash_file(n);
+    let mut fields = 0u64;
+    let mut max_chunk = 0;
+    let mut starts = 0;
+    for item in Reader::new(&file[..]) {
+        match item.unwrap() {
+            Item::KeyStart(h) => {
+                starts += 1;
+                assert_eq!(&h.key[..], b"bighash");
+            }
+            Item::Chunk(Chunk::Hash(v)) => {
+                max_chunk = max_chunk.max(v.len());
+                if fields == 0 {
+                    assert_eq!(
+                        v[0],
+                        HashField {
+                            field: "field:0".into(),
+                            value: "value:0".into(),
+                            expire_ms: None
+                        }
+                    );
+                }
+                fields += v.len() as u64;
+            }
+            Item::Key(_) => panic!("a {n}-field hash must not come out whole"),
+            _ => {}
+        }
+    }
+    assert_eq!(starts, 1);
+    assert_eq!(fields, n);
+    assert!(max_chunk <= 4096, "chunk of {max_chunk}");
+}
+
+#[test]
+fn lying_lengths_do_not_allocate() {
+    // A key whose string claims 2^60 bytes, and a hash that claims 2^32-1 fields.
+    let mut f = b"REDIS0009\x00".to_vec();
+    f.push(0x81);
+    f.extend_from_slice(&(1u64 << 60).to_be_bytes());
+    let e = rdb_format::decode_all(&f).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::TooLarge { .. }), "{e}");
+    let mut f = b"REDIS0009\x04\x01k\x80\xff\xff\xff\xff".to_vec();
+    f.extend_from_slice(b"\x01a\x01b");
+    let e = rdb_format::decode_all(&f).unwrap_err();
+    assert!(e.is_truncated(), "{e}");
+    // LZF claiming to inflate 3 bytes into 1 GiB
+    let mut f = b"REDIS0009\x00\x01k\xc3\x03".to_vec();
+    f.push(0x80);
+    f.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    f.extend_from_slice(b"abc");
+    let e = rdb_format::decode_all(&f).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            ErrorKind::Corrupt { .. } | ErrorKind::TooLarge { .. }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn skip_recovery_skips_a_damaged_ziplist_and_goes_on() {
+    // Damage one listpack/ziplist-encoded value of a fixture inside its blob.
+    let (_, data) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "redis-7.0-compact.rdb")
+        .unwrap();
+    let clean = rdb_format::decode_all(&data).unwrap();
+    let key_count = clean.iter().filter(|i| matches!(i, Item::Key(_))).count();
+    let pos = data.windows(10).position(|w| w == b"hash:small").unwrap();
+    let mut bad = data.clone();
+    // the listpack header follows the key: break its total-bytes field
+    bad[pos + 10 + 2] ^= 0x7F;
+    let mut cfg = Config::default();
+    cfg.recovery(Recovery::Skip).verify_checksum(false);
+    let (items, err) = decode_partial(bad.clone().into(), cfg);
+    assert!(err.is_none(), "{err:?}");
+    let skipped: Vec<_> = items
+        .iter()
+        .filter(|i| matches!(i, Item::Skipped { .. }))
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(
+        items.iter().filter(|i| matches!(i, Item::Key(_))).count(),
+        key_count - 1
+    );
+    // Abort and Partial stop there; Partial hands back what came before.
+    let mut cfg = Config::default();
+    cfg.recovery(Recovery::Partial).verify_checksum(false);
+    let (items, err) = decode_partial(bad.into(), cfg);
+    let err = err.expect("damaged value is an error");
+    assert!(matches!(err.kind(), ErrorKind::Corrupt { .. }), "{err}");
+    assert_eq!(err.context().key.as_deref(), Some(&b"hash:small"[..]));
+    assert!(!items.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512), v in 1u32..15) {
+        let mut f = format!("REDIS{v:04}").into_bytes();
+        f.extend_from_slice(&body);
+        let _ = rdb_format::decode_all(&f);
+        let _ = rdb_format::decode_all(&body);
+    }
+
+    #[test]
+    fn mutated_fixtures_never_panic(seed in any::<u64>(), flips in proptest::collection::vec((any::<u32>(), any::<u8>()), 1..8)) {
+        let fx = fixtures();
+        let (_, data) = &fx[(seed % fx.len() as u64) as usize];
+        let mut d = data.clone();
+        for (at, x) in flips {
+            let i = at as usize % d.len();
+            d[i] ^= x | 1;
+        }
+        let mut cfg = Config::default();
+        cfg.verify_checksum(false);
+        let _ = decode_with(&d, cfg);
+        cfg.recovery(Recovery::Skip);
+        let _ = decode_with(&d, cfg);
+    }
+
+    #[test]
+    fn split_points_do_not_matter(split in 1usize..4000) {
+        let fx = fixtures();
+        let (_, data) = &fx[0];
+        let whole = decode_with(data, small_chunks()).unwrap();
+        let mut dec = Decoder::with_config(small_chunks());
+        let mut buf = BytesMut::new();
+        let mut items = Vec::new();
+        for part in data.chunks(split) {
+            buf.extend_from_slice(part);
+            while let Some(item) = dec.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        prop_assert!(dec.is_done());
+        prop_assert_eq!(items, whole);
+    }
+}

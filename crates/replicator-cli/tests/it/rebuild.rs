@@ -20,7 +20,10 @@ fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<String> {
     let digest = c.cmd_bytes(&[b"DEBUG", b"DIGEST-VALUE", key]).unwrap();
     facts.push(format!("digest {digest:?}"));
     if bin.major_minor() >= (7, 0) {
-        facts.push(format!("expire {:?}", c.cmd_bytes(&[b"PEXPIRETIME", key]).unwrap()));
+        facts.push(format!(
+            "expire {:?}",
+            c.cmd_bytes(&[b"PEXPIRETIME", key]).unwrap()
+        ));
     } else {
         let ttl = c.cmd_bytes(&[b"PTTL", key]).unwrap().int().unwrap();
         // relative TTLs drift between the two servers: compare to the second
@@ -29,7 +32,11 @@ fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<String> {
     let ty = c.cmd_bytes(&[b"TYPE", key]).unwrap().text();
     if ty == "hash" && c.has_command("HPEXPIRETIME") {
         let fields = c.cmd_bytes(&[b"HKEYS", key]).unwrap();
-        let mut names: Vec<Vec<u8>> = fields.items().iter().map(|f| f.bytes().unwrap().to_vec()).collect();
+        let mut names: Vec<Vec<u8>> = fields
+            .items()
+            .iter()
+            .map(|f| f.bytes().unwrap().to_vec())
+            .collect();
         names.sort();
         let n = names.len().to_string();
         let mut args: Vec<&[u8]> = vec![b"HPEXPIRETIME", key, b"FIELDS", n.as_bytes()];
@@ -42,7 +49,11 @@ fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<String> {
             // name, pending count, last-delivered-id, entries-read (times differ by design)
             let m: Vec<(String, &Resp)> =
                 g.items().chunks(2).map(|p| (p[0].text(), &p[1])).collect();
-            let pick = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| format!("{v:?}"));
+            let pick = |k: &str| {
+                m.iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| format!("{v:?}"))
+            };
             facts.push(format!(
                 "group {:?} pending {:?} last {:?} read {:?}",
                 pick("name"),
@@ -50,8 +61,17 @@ fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<String> {
                 pick("last-delivered-id"),
                 pick("entries-read")
             ));
-            let name = m.iter().find(|(n, _)| n == "name").unwrap().1.bytes().unwrap().to_vec();
-            let pel = c.cmd_bytes(&[b"XPENDING", key, &name, b"-", b"+", b"1000"]).unwrap();
+            let name = m
+                .iter()
+                .find(|(n, _)| n == "name")
+                .unwrap()
+                .1
+                .bytes()
+                .unwrap()
+                .to_vec();
+            let pel = c
+                .cmd_bytes(&[b"XPENDING", key, &name, b"-", b"+", b"1000"])
+                .unwrap();
             // id, consumer, delivery count (idle time differs)
             for p in pel.items() {
                 let p = p.items();
@@ -71,8 +91,14 @@ fn resp_output_rebuilds_every_fixture() {
     let mut rebuilt = 0;
     for fx in fixtures() {
         let name = fx["name"].as_str().unwrap();
-        let Some(bin) = servers.iter().find(|s| s.name == fx["server"].as_str().unwrap()) else {
-            eprintln!("!!! {name}: server {} not installed here, rebuild test skipped", fx["server"]);
+        let Some(bin) = servers
+            .iter()
+            .find(|s| s.name == fx["server"].as_str().unwrap())
+        else {
+            eprintln!(
+                "!!! {name}: server {} not installed here, rebuild test skipped",
+                fx["server"]
+            );
             continue;
         };
         let module = fx["module"].as_bool().unwrap_or(false);
@@ -82,8 +108,19 @@ fn resp_output_rebuilds_every_fixture() {
         let original = Server::start(bin, &margs, Some(&rdb)).unwrap();
         let fresh = Server::start(bin, &margs, None).unwrap();
 
-        let out = replicator(&["dump", rdb.to_str().unwrap(), "--format", "resp", "--batch", "100"]);
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = replicator(&[
+            "dump",
+            rdb.to_str().unwrap(),
+            "--format",
+            "resp",
+            "--batch",
+            "100",
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut pipe = Command::new(&cli)
             .args(["-p", &fresh.port.to_string(), "--pipe"])
             .stdin(Stdio::piped())
@@ -95,7 +132,10 @@ fn resp_output_rebuilds_every_fixture() {
         let res = pipe.wait_with_output().unwrap();
         let report = String::from_utf8_lossy(&res.stdout).into_owned()
             + &String::from_utf8_lossy(&res.stderr);
-        assert!(res.status.success() && report.contains("errors: 0"), "{name}: {report}");
+        assert!(
+            res.status.success() && report.contains("errors: 0"),
+            "{name}: {report}"
+        );
 
         let mut a = original.client().unwrap();
         let mut b = fresh.client().unwrap();
@@ -103,7 +143,10 @@ fn resp_output_rebuilds_every_fixture() {
             a.ok(&["SELECT", db]).unwrap();
             b.ok(&["SELECT", db]).unwrap();
             let keys = a.keys().unwrap();
-            assert!(!keys.is_empty() || db == "1", "{name}: no keys loaded in db {db}");
+            assert!(
+                !keys.is_empty() || db == "1",
+                "{name}: no keys loaded in db {db}"
+            );
             assert_eq!(keys, b.keys().unwrap(), "{name} db {db}: key sets differ");
             for key in &keys {
                 assert_eq!(
@@ -121,5 +164,8 @@ fn resp_output_rebuilds_every_fixture() {
         }
         rebuilt += 1;
     }
-    assert!(rebuilt > 0, "no fixture could be rebuilt: no server installed");
+    assert!(
+        rebuilt > 0,
+        "no fixture could be rebuilt: no server installed"
+    );
 }
