@@ -50,10 +50,8 @@ pub(crate) fn profile_args(bin: &ServerBin, profile: &str) -> Vec<(&'static str,
         a.push(("rdbcompression", "yes".into()));
         a.push(("maxmemory-policy", "allkeys-lfu".into()));
     }
-    if let Some(m) = &bin.module {
-        if profile == "compact" {
-            a.push(("loadmodule", m.display().to_string()));
-        }
+    if let (Some(m), "compact") = (&bin.module, profile) {
+        a.push(("loadmodule", m.display().to_string()));
     }
     a
 }
@@ -323,11 +321,6 @@ fn jscore(text: &str) -> J {
     }
 }
 
-fn pairs(r: &Resp) -> Map<String, J> {
-    let _ = r;
-    Map::new()
-}
-
 /// Reads a RESP2 flat map (`[name, value, name, value…]`) into (name, reply) pairs.
 fn flat(r: &Resp) -> Vec<(String, &Resp)> {
     r.items()
@@ -435,7 +428,6 @@ fn export_key(c: &mut Client, bin: &ServerBin, db: u64, key: &[u8]) -> Result<J>
     };
     rec.insert("type".into(), json!(ty));
     rec.insert("value".into(), value);
-    let _ = pairs;
     Ok(J::Object(rec))
 }
 

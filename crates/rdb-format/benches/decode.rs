@@ -1,1 +1,87 @@
-fn main() {}
+//! Decoder throughput on synthetic RDB files of 1k, 10k, 100k and 1M keys (strings, hashes as
+//! listpacks, lists), through the zero-copy driver.
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rdb_format::{BytesReader, Item};
+
+fn len(n: usize, out: &mut Vec<u8>) {
+    if n < 64 {
+        out.push(n as u8);
+    } else if n < 16384 {
+        out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+    } else {
+        out.push(0x80);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+fn s(b: &[u8], out: &mut Vec<u8>) {
+    len(b.len(), out);
+    out.extend_from_slice(b);
+}
+
+fn file(keys: usize) -> Bytes {
+    let mut f = b"REDIS0010\xfe\x00".to_vec();
+    for i in 0..keys {
+        match i % 4 {
+            0 | 1 => {
+                f.push(0);
+                s(format!("key:{i:010}").as_bytes(), &mut f);
+                s(
+                    format!("value-{i}-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+                        .as_bytes(),
+                    &mut f,
+                );
+            }
+            2 => {
+                // hashtable hash of 8 fields
+                f.push(4);
+                s(format!("hash:{i:010}").as_bytes(), &mut f);
+                len(8, &mut f);
+                for j in 0..8 {
+                    s(format!("field{j}").as_bytes(), &mut f);
+                    s(format!("value{j}").as_bytes(), &mut f);
+                }
+            }
+            _ => {
+                // linked list of 8 elements
+                f.push(1);
+                s(format!("list:{i:010}").as_bytes(), &mut f);
+                len(8, &mut f);
+                for j in 0..8 {
+                    s(format!("element-{j}").as_bytes(), &mut f);
+                }
+            }
+        }
+    }
+    f.push(0xFF);
+    f.extend_from_slice(&[0; 8]);
+    Bytes::from(f)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    for keys in [1_000, 10_000, 100_000, 1_000_000] {
+        let data = file(keys);
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        if keys >= 100_000 {
+            g.sample_size(10);
+        }
+        g.bench_function(format!("{keys}_keys"), |b| {
+            b.iter(|| {
+                let mut n = 0;
+                for item in BytesReader::new(data.clone()) {
+                    if let Ok(Item::Key(_)) = item {
+                        n += 1;
+                    }
+                }
+                assert_eq!(n, keys);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -191,7 +191,7 @@ impl<'a> Cur<'a> {
                 let (s, e) = self.take(u64::from(n))?;
                 let parsed = std::str::from_utf8(&self.b[s..e])
                     .ok()
-                    .and_then(|t| parse_double(t));
+                    .and_then(parse_double);
                 match parsed {
                     Some(d) => Ok(d),
                     None => self.bad(

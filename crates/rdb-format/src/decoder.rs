@@ -1105,6 +1105,7 @@ impl Decoder {
         }
     }
 
+    #[allow(clippy::boxed_local)] // the state machine holds it boxed; unboxing would copy it
     fn finish_seq(&mut self, mut seq: Box<SeqState>, meta: Option<StreamMeta>) {
         if let Some(error) = seq.damaged.take() {
             self.out.push_back(Item::Skipped {

@@ -261,7 +261,7 @@ pub enum Resp {
     /// `$n` (None for a null bulk)
     Bulk(Option<Vec<u8>>),
     /// `*n` (None for a null array)
-    Array(Option<Vec<Resp>>),
+    Array(Option<Vec<Self>>),
 }
 
 impl Resp {
@@ -282,7 +282,7 @@ impl Resp {
     }
 
     /// The elements of an array (empty for anything else).
-    pub fn items(&self) -> &[Resp] {
+    pub fn items(&self) -> &[Self] {
         match self {
             Self::Array(Some(v)) => v,
             _ => &[],
