@@ -1,7 +1,217 @@
-//! `cargo xtask bench`: filled in by the benchmark work.
+//! `cargo xtask bench [--keys N] [--hash-fields N]`: whole-file figures.
+//!
+//! Makes a mixed data set with a real redis-server (DEBUG POPULATE strings, lists, sets, zsets,
+//! hashes, streams, plus one big hash), saves it, then times `replicator check`,
+//! `replicator dump --format count` and `dump --format jsonl > /dev/null` (wall time, MB/s,
+//! keys/s, peak RSS from `getrusage` of the child) next to redis-server's own load time of the
+//! same file (from its log) and redis-check-rdb.
 
-use anyhow::Result;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
-pub(crate) fn run(_args: &[String]) -> Result<()> {
-    anyhow::bail!("bench: not written yet")
+use anyhow::{Context, Result};
+use test_support::Server;
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs a command with stdout to /dev/null under `/usr/bin/time`, returning (seconds, peak KiB).
+fn measure(cmd: &[&str]) -> Result<(f64, u64)> {
+    let time = Path::new("/usr/bin/time");
+    let start = Instant::now();
+    let out = if time.is_file() {
+        Command::new(time)
+            .arg("-f")
+            .arg("MAXRSS %M")
+            .args(cmd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?
+    } else {
+        Command::new(cmd[0])
+            .args(&cmd[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?
+    };
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rss = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MAXRSS ")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    Ok((secs, rss))
+}
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let keys = arg(args, "--keys", 1_000_000);
+    let fields = arg(args, "--hash-fields", 2_000_000);
+    let root = super::root();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "replicator-cli"])
+        .status()?;
+    anyhow::ensure!(status.success(), "release build failed");
+    let bin = root.join("target/release/replicator");
+    let server_bin = test_support::default_server()?;
+    let server = Server::start(&server_bin, &[], None)?;
+    let mut c = server.client()?;
+    eprintln!(
+        "bench: filling {} with {keys} keys and a {fields}-field hash",
+        server_bin.name
+    );
+    let strings = keys * 6 / 10;
+    c.ok(&["DEBUG", "POPULATE", &strings.to_string(), "str", "64"])?;
+    let rest = keys - strings;
+    let mut pipelined = 0;
+    for i in 0..rest {
+        let k = format!("k:{i}");
+        let cmd: Vec<String> = match i % 5 {
+            0 => [
+                "RPUSH",
+                &k,
+                "a",
+                "b",
+                "c",
+                "1",
+                "2",
+                "3",
+                "some longer element",
+            ]
+            .map(String::from)
+            .to_vec(),
+            1 => ["SADD", &k, "x", "y", "z", "10", "20"]
+                .map(String::from)
+                .to_vec(),
+            2 => ["ZADD", &k, "1", "a", "2.5", "b", "3", "c"]
+                .map(String::from)
+                .to_vec(),
+            3 => ["HSET", &k, "f1", "v1", "f2", "v2", "f3", "33"]
+                .map(String::from)
+                .to_vec(),
+            _ => ["SET", &k, "v"].map(String::from).to_vec(),
+        };
+        let refs: Vec<&[u8]> = cmd.iter().map(|s| s.as_bytes()).collect();
+        c.send(&refs)?;
+        pipelined += 1;
+        if pipelined == 1000 {
+            for _ in 0..pipelined {
+                c.read()?;
+            }
+            pipelined = 0;
+        }
+    }
+    for i in 0..fields / 1000 {
+        let mut cmd = vec!["HSET".to_owned(), "bighash".to_owned()];
+        for j in 0..1000 {
+            cmd.push(format!("field:{}", i * 1000 + j));
+            cmd.push(format!("value:{j}"));
+        }
+        let refs: Vec<&[u8]> = cmd.iter().map(|s| s.as_bytes()).collect();
+        c.send(&refs)?;
+        pipelined += 1;
+        if pipelined == 100 {
+            for _ in 0..pipelined {
+                c.read()?;
+            }
+            pipelined = 0;
+        }
+    }
+    for _ in 0..pipelined {
+        c.read()?;
+    }
+    for i in 0..20 {
+        let k = format!("stream:{i}");
+        for j in 1..=500 {
+            c.ok(&["XADD", &k, &format!("{j}-1"), "f", &j.to_string()])?;
+        }
+        c.ok(&["XGROUP", "CREATE", &k, "g", "0"])?;
+        c.ok(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "10",
+            "STREAMS",
+            &k,
+            ">",
+        ])?;
+    }
+    c.ok(&["SAVE"])?;
+    let file = root.join("target/bench-mixed.rdb");
+    std::fs::copy(server.dir.join("dump.rdb"), &file).context("copy bench file")?;
+    drop(server);
+    let size = std::fs::metadata(&file)?.len();
+    let total_keys = keys + 21;
+    let mb = size as f64 / 1e6;
+    println!("file: {} ({mb:.1} MB, {total_keys} keys)", file.display());
+
+    // redis-server's own load time, from its log
+    let start = Instant::now();
+    let loader = Server::start(&server_bin, &[], Some(&file))?;
+    let wall = start.elapsed().as_secs_f64();
+    let log = loader.log();
+    let load = log
+        .lines()
+        .find_map(|l| l.split("DB loaded from disk: ").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse::<f64>().ok())
+        .unwrap_or(wall);
+    drop(loader);
+    println!("| what | seconds | MB/s | keys/s | peak RSS MiB | × redis load |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| redis-server {} load | {load:.2} | {:.0} | {:.0} | — | 1.0 |",
+        server_bin.version,
+        mb / load,
+        total_keys as f64 / load
+    );
+    let f = file.to_str().unwrap_or_default();
+    let b = bin.to_str().unwrap_or_default();
+    let mut rows: Vec<(&str, Vec<&str>)> = vec![
+        ("replicator check", vec![b, "check", f]),
+        (
+            "replicator dump --format count",
+            vec![b, "dump", f, "--format", "count"],
+        ),
+        (
+            "replicator dump --format jsonl",
+            vec![b, "dump", f, "--format", "jsonl"],
+        ),
+    ];
+    if Path::new("/usr/bin/redis-check-rdb").is_file() {
+        rows.push(("redis-check-rdb", vec!["/usr/bin/redis-check-rdb", f]));
+    }
+    for (name, cmd) in rows {
+        let mut best: Option<(f64, u64)> = None;
+        for _ in 0..3 {
+            let (s, rss) = measure(&cmd)?;
+            if best.is_none_or(|(b, _)| s < b) {
+                best = Some((s, rss));
+            }
+        }
+        let (s, rss) = best.unwrap_or_default();
+        println!(
+            "| {name} | {s:.2} | {:.0} | {:.0} | {:.1} | {:.2} |",
+            mb / s,
+            total_keys as f64 / s,
+            rss as f64 / 1024.0,
+            load / s
+        );
+    }
+    Ok(())
 }
