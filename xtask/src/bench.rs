@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--keys N] [--hash-fields N]`: whole-file figures.
+//! `cargo xtask bench [--keys N] [--hash-fields N] [--reuse]`: whole-file figures.
 //!
 //! Makes a mixed data set with a real redis-server (DEBUG POPULATE strings, lists, sets, zsets,
 //! hashes, streams, plus one big hash), saves it, then times `replicator check`,
@@ -73,90 +73,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "bench: filling {} with {keys} keys and a {fields}-field hash",
         server_bin.name
     );
-    let strings = keys * 6 / 10;
-    c.ok(&["DEBUG", "POPULATE", &strings.to_string(), "str", "64"])?;
-    let rest = keys - strings;
-    let mut pipelined = 0;
-    for i in 0..rest {
-        let k = format!("k:{i}");
-        let cmd: Vec<String> = match i % 5 {
-            0 => [
-                "RPUSH",
-                &k,
-                "a",
-                "b",
-                "c",
-                "1",
-                "2",
-                "3",
-                "some longer element",
-            ]
-            .map(String::from)
-            .to_vec(),
-            1 => ["SADD", &k, "x", "y", "z", "10", "20"]
-                .map(String::from)
-                .to_vec(),
-            2 => ["ZADD", &k, "1", "a", "2.5", "b", "3", "c"]
-                .map(String::from)
-                .to_vec(),
-            3 => ["HSET", &k, "f1", "v1", "f2", "v2", "f3", "33"]
-                .map(String::from)
-                .to_vec(),
-            _ => ["SET", &k, "v"].map(String::from).to_vec(),
-        };
-        let refs: Vec<&[u8]> = cmd.iter().map(|s| s.as_bytes()).collect();
-        c.send(&refs)?;
-        pipelined += 1;
-        if pipelined == 1000 {
-            for _ in 0..pipelined {
-                c.read()?;
-            }
-            pipelined = 0;
-        }
-    }
-    for i in 0..fields / 1000 {
-        let mut cmd = vec!["HSET".to_owned(), "bighash".to_owned()];
-        for j in 0..1000 {
-            cmd.push(format!("field:{}", i * 1000 + j));
-            cmd.push(format!("value:{j}"));
-        }
-        let refs: Vec<&[u8]> = cmd.iter().map(|s| s.as_bytes()).collect();
-        c.send(&refs)?;
-        pipelined += 1;
-        if pipelined == 100 {
-            for _ in 0..pipelined {
-                c.read()?;
-            }
-            pipelined = 0;
-        }
-    }
-    for _ in 0..pipelined {
-        c.read()?;
-    }
-    for i in 0..20 {
-        let k = format!("stream:{i}");
-        for j in 1..=500 {
-            c.ok(&["XADD", &k, &format!("{j}-1"), "f", &j.to_string()])?;
-        }
-        c.ok(&["XGROUP", "CREATE", &k, "g", "0"])?;
-        c.ok(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "COUNT",
-            "10",
-            "STREAMS",
-            &k,
-            ">",
-        ])?;
-    }
+    fill(&mut c, keys, fields)?;
     c.ok(&["SAVE"])?;
     let file = root.join("target/bench-mixed.rdb");
     std::fs::copy(server.dir.join("dump.rdb"), &file).context("copy bench file")?;
     drop(server);
     let size = std::fs::metadata(&file)?.len();
-    let total_keys = keys + 21;
+    let total_keys = keys + 1;
     let mb = size as f64 / 1e6;
     println!("file: {} ({mb:.1} MB, {total_keys} keys)", file.display());
 
@@ -214,4 +137,102 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Pseudo-random printable text, so LZF cannot shrink it to nothing.
+fn text(seed: &mut u64, len: usize) -> String {
+    (0..len)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            char::from(b'!' + (*seed % 90) as u8)
+        })
+        .collect()
+}
+
+/// Reads the pipelined replies once `at` commands are waiting.
+fn flush(c: &mut test_support::Client, pending: &mut usize, at: usize) -> Result<()> {
+    if *pending >= at {
+        c.drain(*pending)?;
+        *pending = 0;
+    }
+    Ok(())
+}
+
+/// A mixed data set: 60 % strings of 200 bytes; lists, sets, sorted sets and hashes of 20
+/// elements (listpack-encoded), one in 500 of them with 1,000 elements (hashtable, skiplist,
+/// quicklist); 20 streams with a consumer group; one hash of `fields` fields.
+fn fill(c: &mut test_support::Client, keys: u64, fields: u64) -> Result<()> {
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut pending = 0;
+    let strings = keys * 6 / 10;
+    for i in 0..strings {
+        c.send(&[
+            "SET".to_owned(),
+            format!("string:{i}"),
+            text(&mut seed, 200),
+        ])?;
+        pending += 1;
+        flush(c, &mut pending, 1000)?;
+    }
+    let streams = 20;
+    for i in 0..keys.saturating_sub(strings + streams) {
+        let n = if i % 500 == 0 { 1000 } else { 20 };
+        let (cmd, key) = match i % 4 {
+            0 => ("RPUSH", format!("list:{i}")),
+            1 => ("SADD", format!("set:{i}")),
+            2 => ("ZADD", format!("zset:{i}")),
+            _ => ("HSET", format!("hash:{i}")),
+        };
+        let mut args = vec![cmd.to_owned(), key];
+        for j in 0..n {
+            match cmd {
+                "ZADD" => args.push(format!("{j}.5")),
+                "HSET" => args.push(format!("field-{j}")),
+                _ => {}
+            }
+            args.push(text(&mut seed, 14));
+        }
+        c.send(&args)?;
+        pending += 1;
+        flush(c, &mut pending, 200)?;
+    }
+    for i in 0..streams {
+        let k = format!("stream:{i}");
+        for j in 1..=500 {
+            c.send(&[
+                "XADD".to_owned(),
+                k.clone(),
+                format!("{j}-1"),
+                "f".into(),
+                text(&mut seed, 20),
+            ])?;
+            pending += 1;
+        }
+        flush(c, &mut pending, 0)?;
+        c.ok(&["XGROUP", "CREATE", &k, "g", "0"])?;
+        c.ok(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "10",
+            "STREAMS",
+            &k,
+            ">",
+        ])?;
+    }
+    for i in 0..fields / 1000 {
+        let mut args = vec!["HSET".to_owned(), "bighash".to_owned()];
+        for j in 0..1000 {
+            args.push(format!("field:{}", i * 1000 + j));
+            args.push(format!("value:{j}"));
+        }
+        c.send(&args)?;
+        pending += 1;
+        flush(c, &mut pending, 50)?;
+    }
+    flush(c, &mut pending, 0)
 }

@@ -143,8 +143,7 @@ fn populate(c: &mut Client, bin: &ServerBin, module: bool) -> Result<()> {
             format!("item-{i}")
         });
     }
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.ok(&a)?;
+    c.ok_args(&args)?;
     c.ok(&["RPUSH", "list:exp", "x"])?;
     c.ok(&["PEXPIREAT", "list:exp", &FAR.to_string()])?;
     c.ok(&[
@@ -160,8 +159,7 @@ fn populate(c: &mut Client, bin: &ServerBin, module: bool) -> Result<()> {
     c.ok(&["SADD", "set:strs", "apple", "banana", "cherry"])?;
     let mut args = vec!["SADD".to_owned(), "set:big".to_owned()];
     args.extend((0..1000).map(|i| format!("m{i}")));
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.ok(&a)?;
+    c.ok_args(&args)?;
     c.ok(&[
         "ZADD",
         "zset:small",
@@ -183,8 +181,7 @@ fn populate(c: &mut Client, bin: &ServerBin, module: bool) -> Result<()> {
         args.push(format!("{}", f64::from(i) * 0.37 - 50.0));
         args.push(format!("member-{i}"));
     }
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.ok(&a)?;
+    c.ok_args(&args)?;
     c.ok(&["HSET", "hash:small", "f1", "v1", "f2", "2", "f3", ""])?;
     let mut args = vec!["HSET".to_owned(), "hash:big".to_owned()];
     for i in 0..1000 {
@@ -195,8 +192,7 @@ fn populate(c: &mut Client, bin: &ServerBin, module: bool) -> Result<()> {
             format!("value-{i}")
         });
     }
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.ok(&a)?;
+    c.ok_args(&args)?;
     // Streams: entries with the master fields and with others, a deleted entry, a group with
     // pending entries and two consumers, and an empty stream that only has a group.
     for i in 1..=30 {
@@ -269,8 +265,7 @@ fn populate(c: &mut Client, bin: &ServerBin, module: bool) -> Result<()> {
             args.push(format!("f{i}"));
             args.push(format!("v{i}"));
         }
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        c.ok(&a)?;
+        c.ok_args(&args)?;
         c.ok(&[
             "HPEXPIREAT",
             "hfe:big",

@@ -4,22 +4,7 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rdb_format::{BytesReader, Item};
-
-fn len(n: usize, out: &mut Vec<u8>) {
-    if n < 64 {
-        out.push(n as u8);
-    } else if n < 16384 {
-        out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
-    } else {
-        out.push(0x80);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-}
-
-fn s(b: &[u8], out: &mut Vec<u8>) {
-    len(b.len(), out);
-    out.extend_from_slice(b);
-}
+use test_support::rdb::{eof_unchecked, len, string as s};
 
 fn file(keys: usize) -> Bytes {
     let mut f = b"REDIS0010\xfe\x00".to_vec();
@@ -55,8 +40,7 @@ fn file(keys: usize) -> Bytes {
             }
         }
     }
-    f.push(0xFF);
-    f.extend_from_slice(&[0; 8]);
+    eof_unchecked(&mut f);
     Bytes::from(f)
 }
 

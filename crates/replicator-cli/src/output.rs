@@ -431,6 +431,13 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 }
 
+/// A comma before every element but the first.
+fn comma(b: &mut Vec<u8>, i: usize) {
+    if i > 0 {
+        b.push(b',');
+    }
+}
+
 fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
     json_u64(b, "length", m.length);
     b.extend_from_slice(b",\"last_id\":");
@@ -448,9 +455,7 @@ fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
     }
     b.extend_from_slice(b",\"groups\":[");
     for (i, g) in m.groups.iter().enumerate() {
-        if i > 0 {
-            b.push(b',');
-        }
+        comma(b, i);
         b.extend_from_slice(b"{\"name\":");
         json_bytes(b, &g.name);
         b.extend_from_slice(b",\"last_id\":");
@@ -460,9 +465,7 @@ fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
         }
         b.extend_from_slice(b",\"pending\":[");
         for (j, p) in g.pending.iter().enumerate() {
-            if j > 0 {
-                b.push(b',');
-            }
+            comma(b, j);
             b.extend_from_slice(b"{\"id\":");
             json_id(b, p.id);
             if let Some(c) = &p.consumer {
@@ -475,9 +478,7 @@ fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
         }
         b.extend_from_slice(b"],\"consumers\":[");
         for (j, c) in g.consumers.iter().enumerate() {
-            if j > 0 {
-                b.push(b',');
-            }
+            comma(b, j);
             b.extend_from_slice(b"{\"name\":");
             json_bytes(b, &c.name);
             json_u64(b, "seen_time_ms", c.seen_time_ms);
@@ -486,9 +487,7 @@ fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
             }
             b.extend_from_slice(b",\"pending\":[");
             for (k, id) in c.pending.iter().enumerate() {
-                if k > 0 {
-                    b.push(b',');
-                }
+                comma(b, k);
                 json_id(b, *id);
             }
             b.extend_from_slice(b"]}");

@@ -329,14 +329,34 @@ impl Client {
     }
 
     /// Sends one command without reading the reply (pipelining).
-    pub fn send(&mut self, args: &[&[u8]]) -> Result<()> {
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<()> {
         let mut buf = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
+            let a = a.as_ref();
             buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
             buf.extend_from_slice(a);
             buf.extend_from_slice(b"\r\n");
         }
         self.w.write_all(&buf)?;
+        Ok(())
+    }
+
+    /// Sends a command of owned arguments and fails on an error reply.
+    pub fn ok_args<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Resp> {
+        self.send(args)?;
+        match self.read()? {
+            Resp::Error(e) => bail!("{:?}: {e}", String::from_utf8_lossy(args[0].as_ref())),
+            r => Ok(r),
+        }
+    }
+
+    /// Reads `n` pipelined replies, failing on the first error reply.
+    pub fn drain(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            if let Resp::Error(e) = self.read()? {
+                bail!("pipelined command failed: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -411,5 +431,35 @@ impl Client {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+/// Writing RDB bytes by hand for synthetic test and bench files.
+pub mod rdb {
+    /// Appends an RDB length.
+    pub fn len(n: u64, out: &mut Vec<u8>) {
+        if n < 64 {
+            out.push(n as u8);
+        } else if n < 16384 {
+            out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+        } else if n <= u64::from(u32::MAX) {
+            out.push(0x80);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        } else {
+            out.push(0x81);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+
+    /// Appends a raw (length-prefixed) RDB string.
+    pub fn string(s: &[u8], out: &mut Vec<u8>) {
+        len(s.len() as u64, out);
+        out.extend_from_slice(s);
+    }
+
+    /// Appends an EOF opcode with a zero (disabled) checksum.
+    pub fn eof_unchecked(out: &mut Vec<u8>) {
+        out.push(0xFF);
+        out.extend_from_slice(&[0; 8]);
     }
 }

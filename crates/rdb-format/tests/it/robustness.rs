@@ -166,21 +166,7 @@ fn chunked_values_equal_whole_values() {
     }
 }
 
-fn len_bytes(n: u64, out: &mut Vec<u8>) {
-    if n < 64 {
-        out.push(n as u8);
-    } else if n < 16384 {
-        out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
-    } else {
-        out.push(0x80);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-}
-
-fn raw_str(s: &[u8], out: &mut Vec<u8>) {
-    len_bytes(s.len() as u64, out);
-    out.extend_from_slice(s);
-}
+use test_support::rdb::{eof_unchecked, len as len_bytes, string as raw_str};
 
 /// An RDB 9 file with one hash of `n` fields in hashtable encoding, checksum disabled.
 fn big_hash_file(n: u64) -> Vec<u8> {
@@ -192,8 +178,7 @@ fn big_hash_file(n: u64) -> Vec<u8> {
         raw_str(format!("field:{i}").as_bytes(), &mut f);
         raw_str(format!("value:{i}").as_bytes(), &mut f);
     }
-    f.push(0xFF);
-    f.extend_from_slice(&[0; 8]);
+    eof_unchecked(&mut f);
     f
 }
 
