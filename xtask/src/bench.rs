@@ -67,17 +67,18 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     anyhow::ensure!(status.success(), "release build failed");
     let bin = root.join("target/release/replicator");
     let server_bin = test_support::default_server()?;
-    let server = Server::start(&server_bin, &[], None)?;
-    let mut c = server.client()?;
-    eprintln!(
-        "bench: filling {} with {keys} keys and a {fields}-field hash",
-        server_bin.name
-    );
-    fill(&mut c, keys, fields)?;
-    c.ok(&["SAVE"])?;
-    let file = root.join("target/bench-mixed.rdb");
-    std::fs::copy(server.dir.join("dump.rdb"), &file).context("copy bench file")?;
-    drop(server);
+    let file = root.join(format!("target/bench-mixed-{keys}-{fields}.rdb"));
+    if !(args.iter().any(|a| a == "--reuse") && file.is_file()) {
+        let server = Server::start(&server_bin, &[], None)?;
+        let mut c = server.client()?;
+        eprintln!(
+            "bench: filling {} with {keys} keys and a {fields}-field hash",
+            server_bin.name
+        );
+        fill(&mut c, keys, fields)?;
+        c.ok(&["SAVE"])?;
+        std::fs::copy(server.dir.join("dump.rdb"), &file).context("copy bench file")?;
+    }
     let size = std::fs::metadata(&file)?.len();
     let total_keys = keys + 1;
     let mb = size as f64 / 1e6;

@@ -59,6 +59,7 @@ pub struct Config {
     pub(crate) string_piece: u64,
     pub(crate) recovery: Recovery,
     pub(crate) verify_checksum: bool,
+    pub(crate) skip_values: bool,
 }
 
 impl Default for Config {
@@ -70,6 +71,7 @@ impl Default for Config {
             string_piece: 1 << 20,
             recovery: Recovery::Abort,
             verify_checksum: true,
+            skip_values: false,
         }
     }
 }
@@ -103,6 +105,14 @@ impl Config {
     /// The recovery policy.
     pub fn recovery(&mut self, r: Recovery) -> &mut Self {
         self.recovery = r;
+        self
+    }
+
+    /// Check every value (structure, LZF data, scores) without building it: each key then
+    /// comes out as one [`Item::KeyChecked`] with its metadata. For validating and counting,
+    /// where building values would be wasted work.
+    pub fn skip_values(&mut self, on: bool) -> &mut Self {
+        self.skip_values = on;
         self
     }
 
@@ -140,16 +150,17 @@ impl Source for Bytes {
     }
 }
 
-static CRC: crc::Crc<u64, crc::Table<16>> =
-    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
-
-/// CRC-64/Jones as Redis computes it, over `data`.
+/// CRC-64/Jones as Redis computes it, over `data` (SIMD-accelerated through `crc-fast`).
 ///
 /// ```
 /// assert_eq!(rdb_format::crc64(b"123456789"), 0xe9c6d914c4b8d9ca);
 /// ```
 pub fn crc64(data: &[u8]) -> u64 {
-    CRC.checksum(data)
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Redis, data)
+}
+
+fn crc_digest() -> crc_fast::Digest {
+    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Redis)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +269,14 @@ struct Pending {
     freq: Option<u8>,
 }
 
+/// A value that is one unit in the file, parsed but not yet materialized.
+enum Whole {
+    Str(SRef),
+    Blob(SRef),
+    /// Module value: where its body starts, and its module ID.
+    Module(usize, u64),
+}
+
 /// A raw element parsed from the input, turned into values once its bytes are consumed.
 enum RawEl {
     One(SRef),
@@ -296,7 +315,7 @@ pub struct Decoder {
     state: State,
     /// Absolute offset of the first unconsumed byte.
     pos: u64,
-    crc: crc::Digest<'static, u64, crc::Table<16>>,
+    crc: crc_fast::Digest,
     version: u32,
     flavor: Flavor,
     db: u64,
@@ -348,7 +367,7 @@ impl Decoder {
             config,
             state: State::Magic,
             pos: 0,
-            crc: CRC.digest(),
+            crc: crc_digest(),
             version: 0,
             flavor: Flavor::Redis,
             db: 0,
@@ -560,7 +579,7 @@ impl Decoder {
                 if self.version >= 5 {
                     let stored = p!(c.u64_le());
                     self.consume(src, 1);
-                    let actual = self.crc.clone().finalize();
+                    let actual = self.crc.finalize();
                     src.split(8);
                     self.pos += 8;
                     if self.config.verify_checksum && stored != 0 && stored != actual {
@@ -740,13 +759,19 @@ impl Decoder {
                 self.expect = "key";
                 self.check_type(ty)?;
                 let k = p!(c.string());
-                let chunk = self.consume(src, c.p);
+                let key_end = c.p;
+                // Fast path: a whole value that is all there is decoded in the same unit as
+                // its key. Anything else (sequences, big strings, more bytes needed, a
+                // malformed value) goes the step-by-step way, which also reports errors.
+                let whole = self.parse_whole(&mut c, ty).unwrap_or_default();
+                let end = if whole.is_some() { c.p } else { key_end };
+                let chunk = self.consume(src, end);
                 let key = self.mat_bytes(&chunk, start, k)?;
                 let (value_type, encoding) = type_info(ty, self.flavor);
                 let pending = std::mem::take(&mut self.pending);
                 self.ctx.key = Some(key.clone());
                 self.ctx.doing = Some(type_name(ty, self.flavor));
-                self.state = State::Value(Box::new(KeyHead {
+                let head = KeyHead {
                     db: self.db,
                     key,
                     value_type,
@@ -756,7 +781,12 @@ impl Decoder {
                     idle_s: pending.idle_s,
                     freq: pending.freq,
                     offset: pending.start.unwrap_or(start),
-                }));
+                };
+                if let Some(w) = whole {
+                    self.emit_whole_raw(head, &chunk, start, w)?;
+                    return Ok(true);
+                }
+                self.state = State::Value(Box::new(head));
             }
         }
         Ok(true)
@@ -835,32 +865,6 @@ impl Decoder {
             }))
         };
         match ty {
-            0 => {
-                let hdr = p!(c.string_header());
-                match hdr {
-                    StrHead::Raw(n) if n > self.config.string_piece => {
-                        self.consume(src, c.p);
-                        let mut head = head;
-                        head.encoding = Encoding::Raw;
-                        self.out.push_back(Item::KeyStart(*head));
-                        self.state = State::BigString { remaining: n };
-                        return Ok(true);
-                    }
-                    _ => {
-                        let mut c = Cur::new(b, self.config.limits.max_string);
-                        let s = p!(c.string());
-                        let chunk = self.consume(src, c.p);
-                        let mut head = head;
-                        head.encoding = match s {
-                            SRef::Int(_) => Encoding::Int,
-                            SRef::Lzf(..) => Encoding::Lzf,
-                            SRef::Raw(..) => Encoding::Raw,
-                        };
-                        let v = self.mat_bytes(&chunk, start, s)?;
-                        self.emit_whole(*head, Value::String(v));
-                    }
-                }
-            }
             1 | 2 | 3 | 4 | 5 | 14 | 18 | 15 | 19 | 21 => {
                 let n = p!(c.len());
                 self.consume(src, c.p);
@@ -900,37 +904,102 @@ impl Decoder {
                     0,
                 ));
             }
+            _ => match p!(self.parse_whole(&mut c, ty)) {
+                Some(w) => {
+                    let chunk = self.consume(src, c.p);
+                    self.emit_whole_raw(*head, &chunk, start, w)?;
+                }
+                None => {
+                    // a raw string longer than a piece: stream it
+                    let StrHead::Raw(n) = p!(c.string_header()) else {
+                        unreachable!("parse_whole only declines big raw strings")
+                    };
+                    self.consume(src, c.p);
+                    let mut head = head;
+                    head.encoding = Encoding::Raw;
+                    self.out.push_back(if self.config.skip_values {
+                        Item::KeyChecked(*head)
+                    } else {
+                        Item::KeyStart(*head)
+                    });
+                    self.state = State::BigString { remaining: n };
+                }
+            },
+        }
+        Ok(true)
+    }
+
+    /// Parses a value that is one unit in the file (a string, a blob, a module value).
+    /// `None`: the type is a sequence, or a raw string longer than a piece.
+    fn parse_whole(&self, c: &mut Cur<'_>, ty: u8) -> P<Option<Whole>> {
+        Ok(Some(match ty {
+            0 => {
+                let at = c.p;
+                if let StrHead::Raw(n) = c.string_header()? {
+                    if n > self.config.string_piece {
+                        c.p = at;
+                        return Ok(None);
+                    }
+                }
+                c.p = at;
+                Whole::Str(c.string()?)
+            }
             7 => {
                 let body = c.p;
-                let id = p!(c.len());
-                p!(skip_module_body(&mut c));
-                let chunk = self.consume(src, c.p);
-                let (name, encver) = module_name(id);
-                self.emit_whole(
-                    *head,
-                    Value::Module(ModuleValue {
-                        name,
-                        encver,
-                        raw: chunk.slice(body..),
-                    }),
-                );
+                let id = c.len()?;
+                skip_module_body(c)?;
+                Whole::Module(body, id)
             }
-            _ => {
-                // One blob: 9 zipmap, 10 ziplist, 11 intset, 12 zset ziplist, 13 hash ziplist,
-                // 16 hash listpack, 17 zset listpack, 20 set listpack, 23/25 hash listpack + TTL.
+            9..=13 | 16 | 17 | 20 | 25 => {
                 if ty == 25 {
-                    p!(self.ms_time(&mut c));
+                    c.u64_le()?;
                 }
-                let s = p!(c.string());
-                let chunk = self.consume(src, c.p);
-                let blob_at = start
+                Whole::Blob(c.string()?)
+            }
+            23 if self.flavor == Flavor::Redis => Whole::Blob(c.string()?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Turns a parsed whole value into a key record (or a skipped key) once consumed.
+    fn emit_whole_raw(
+        &mut self,
+        mut head: KeyHead,
+        chunk: &Bytes,
+        base: u64,
+        w: Whole,
+    ) -> Result<()> {
+        match w {
+            Whole::Str(s) => {
+                head.encoding = match s {
+                    SRef::Int(_) => Encoding::Int,
+                    SRef::Lzf(..) => Encoding::Lzf,
+                    SRef::Raw(..) => Encoding::Raw,
+                };
+                if self.config.skip_values {
+                    self.check_sref(chunk, base, s)?;
+                    self.emit_checked(head);
+                } else {
+                    let v = self.mat_bytes(chunk, base, s)?;
+                    self.emit_whole(head, Value::String(v));
+                }
+            }
+            Whole::Module(..) if self.config.skip_values => self.emit_checked(head),
+            Whole::Module(body, id) => {
+                let (name, encver) = module_name(id);
+                let raw = chunk.slice(body..);
+                self.emit_whole(head, Value::Module(ModuleValue { name, encver, raw }));
+            }
+            Whole::Blob(s) => {
+                let blob_at = base
                     + match s {
                         SRef::Raw(a, _) | SRef::Lzf(a, _, _) => a as u64,
                         SRef::Int(_) => 0,
                     };
-                let blob = self.mat_bytes(&chunk, start, s)?;
-                match decode_blob(ty, &blob) {
-                    Ok(v) => self.emit_whole(*head, v),
+                let blob = self.mat_bytes(chunk, base, s)?;
+                match decode_blob(head.type_byte, &blob, !self.config.skip_values) {
+                    Ok(Some(v)) => self.emit_whole(head, v),
+                    Ok(None) => self.emit_checked(head),
                     Err(e) => {
                         let err = Error::new(
                             ErrorKind::Corrupt {
@@ -940,20 +1009,26 @@ impl Decoder {
                             blob_at + e.pos as u64,
                         )
                         .with_context(&self.ctx);
-                        if self.config.recovery == Recovery::Skip {
-                            self.out.push_back(Item::Skipped {
-                                key: head.key.clone(),
-                                error: err,
-                            });
-                            self.state = State::Top;
-                        } else {
+                        if self.config.recovery != Recovery::Skip {
                             return Err(err);
                         }
+                        self.out.push_back(Item::Skipped {
+                            key: head.key.clone(),
+                            error: err,
+                        });
+                        self.state = State::Top;
+                        self.ctx = Context::default();
                     }
                 }
             }
         }
-        Ok(true)
+        Ok(())
+    }
+
+    fn emit_checked(&mut self, head: KeyHead) {
+        self.out.push_back(Item::KeyChecked(head));
+        self.state = State::Top;
+        self.ctx = Context::default();
     }
 
     fn emit_whole(&mut self, head: KeyHead, value: Value) {
@@ -965,7 +1040,9 @@ impl Decoder {
     fn step_big_string<S: Source>(&mut self, src: &mut S, remaining: u64) -> Result<bool> {
         self.expect = "string value";
         if remaining == 0 {
-            self.out.push_back(Item::KeyEnd);
+            if !self.config.skip_values {
+                self.out.push_back(Item::KeyEnd);
+            }
             self.state = State::Top;
             return Ok(true);
         }
@@ -976,7 +1053,9 @@ impl Decoder {
             return Ok(false);
         }
         let piece = self.consume(src, want as usize);
-        self.out.push_back(Item::Chunk(Chunk::String(piece)));
+        if !self.config.skip_values {
+            self.out.push_back(Item::Chunk(Chunk::String(piece)));
+        }
         self.state = State::BigString {
             remaining: remaining - want,
         };
@@ -1112,6 +1191,8 @@ impl Decoder {
                 key: seq.head.key.clone(),
                 error,
             });
+        } else if self.config.skip_values {
+            self.out.push_back(Item::KeyChecked(seq.head));
         } else if seq.started {
             let rest = seq.acc.take();
             if !rest.is_empty() {
@@ -1133,20 +1214,48 @@ impl Decoder {
         self.ctx = Context::default();
     }
 
+    /// Checks an element without building it (skip-values mode).
+    fn check_raw(&self, seq: &SeqState, chunk: &Bytes, base: u64, r: RawEl) -> Result<()> {
+        let blob_err = |e: BlobError, at: usize| blob_error(e, base + at as u64);
+        match r {
+            RawEl::One(s) | RawEl::Scored(s, _) => self.check_sref(chunk, base, s),
+            RawEl::Two(f, v) | RawEl::Ttl(_, f, v) => {
+                self.check_sref(chunk, base, f)?;
+                self.check_sref(chunk, base, v)
+            }
+            RawEl::Node(container, s) => {
+                let at = sref_at(s);
+                let blob = self.mat_bytes(chunk, base, s)?;
+                match (seq.kind, container) {
+                    (SeqKind::Quicklist2, 1) => Ok(()),
+                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, |_| Ok(())),
+                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, |_| Ok(())),
+                    _ => return Err(bad_container(container, base + at as u64)),
+                }
+                .map_err(|e| blob_err(e, at))
+            }
+            RawEl::Stream(id, lp) => {
+                let at = sref_at(lp);
+                let id = self.mat_bytes(chunk, base, id)?;
+                let lp = self.mat_bytes(chunk, base, lp)?;
+                stream_node(&id, &lp, None).map_err(|e| blob_err(e, at))
+            }
+        }
+    }
+
+    /// Only LZF strings can be wrong once framed: decompress them to be sure.
+    fn check_sref(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<()> {
+        if let SRef::Lzf(..) = r {
+            self.mat(chunk, base, r)?;
+        }
+        Ok(())
+    }
+
     fn push_raw(&self, seq: &mut SeqState, chunk: &Bytes, base: u64, r: RawEl) -> Result<()> {
-        let blob_err = |e: BlobError, at: usize| {
-            Error::new(
-                ErrorKind::Corrupt {
-                    what: e.what,
-                    why: e.why,
-                },
-                base + (at + e.pos) as u64,
-            )
-        };
-        let at_of = |s: SRef| match s {
-            SRef::Raw(a, _) | SRef::Lzf(a, _, _) => a,
-            SRef::Int(_) => 0,
-        };
+        if self.config.skip_values {
+            return self.check_raw(seq, chunk, base, r);
+        }
+        let blob_err = |e: BlobError, at: usize| blob_error(e, base + at as u64);
         match (&mut seq.acc, r) {
             (Acc::List(v) | Acc::Set(v), RawEl::One(s)) => v.push(self.mat(chunk, base, s)?),
             (Acc::Zset(v), RawEl::Scored(m, score)) => v.push((self.mat(chunk, base, m)?, score)),
@@ -1169,36 +1278,28 @@ impl Decoder {
                 });
             }
             (Acc::List(v), RawEl::Node(container, s)) => {
-                let at = at_of(s);
+                let at = sref_at(s);
                 let blob = self.mat_bytes(chunk, base, s)?;
+                let push = |r: encodings::Raw| {
+                    v.push(r.elem(&blob));
+                    Ok(())
+                };
                 match (seq.kind, container) {
-                    (SeqKind::Quicklist2, 1) => v.push(Elem::Bytes(blob)),
-                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, |e| {
-                        v.push(e);
+                    (SeqKind::Quicklist2, 1) => {
+                        v.push(Elem::Bytes(blob.clone()));
                         Ok(())
-                    })
-                    .map_err(|e| blob_err(e, at))?,
-                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, |e| {
-                        v.push(e);
-                        Ok(())
-                    })
-                    .map_err(|e| blob_err(e, at))?,
-                    _ => {
-                        return Err(Error::new(
-                            ErrorKind::Corrupt {
-                                what: "quicklist node",
-                                why: format!("unknown container type {container}"),
-                            },
-                            base + at as u64,
-                        ));
                     }
+                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, push),
+                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, push),
+                    _ => return Err(bad_container(container, base + at as u64)),
                 }
+                .map_err(|e| blob_err(e, at))?;
             }
             (Acc::Stream(v), RawEl::Stream(id, lp)) => {
-                let at = at_of(lp);
+                let at = sref_at(lp);
                 let id = self.mat_bytes(chunk, base, id)?;
                 let lp = self.mat_bytes(chunk, base, lp)?;
-                stream_node(&id, &lp, v).map_err(|e| blob_err(e, at))?;
+                stream_node(&id, &lp, Some(v)).map_err(|e| blob_err(e, at))?;
             }
             _ => unreachable!("raw element kind always matches the accumulator"),
         }
@@ -1226,6 +1327,33 @@ impl Decoder {
             }
         }
     }
+}
+
+fn sref_at(s: SRef) -> usize {
+    match s {
+        SRef::Raw(a, _) | SRef::Lzf(a, _, _) => a,
+        SRef::Int(_) => 0,
+    }
+}
+
+fn blob_error(e: BlobError, blob_at: u64) -> Error {
+    Error::new(
+        ErrorKind::Corrupt {
+            what: e.what,
+            why: e.why,
+        },
+        blob_at + e.pos as u64,
+    )
+}
+
+fn bad_container(container: u64, at: u64) -> Error {
+    Error::new(
+        ErrorKind::Corrupt {
+            what: "quicklist node",
+            why: format!("unknown container type {container}"),
+        },
+        at,
+    )
 }
 
 fn valkey_hash2_field(c: &mut Cur<'_>) -> P<RawEl> {
@@ -1331,25 +1459,19 @@ pub fn type_name(ty: u8, flavor: Flavor) -> &'static str {
     }
 }
 
-fn decode_blob(ty: u8, blob: &Bytes) -> Result<Value, BlobError> {
-    let mut elems = Vec::new();
-    let push = |e: Elem| {
-        elems.push(e);
+/// Walks a blob-encoded value and checks its shape; builds the value when `build`.
+fn decode_blob(ty: u8, blob: &Bytes, build: bool) -> Result<Option<Value>, BlobError> {
+    let mut raws: Vec<encodings::Raw> = Vec::new();
+    let push = |e| {
+        raws.push(e);
         Ok(())
     };
     match ty {
-        9 => {
-            let mut fields = Vec::new();
-            encodings::zipmap(blob, |f, v| {
-                fields.push(HashField {
-                    field: f,
-                    value: v,
-                    expire_ms: None,
-                });
-                Ok(())
-            })?;
-            return Ok(Value::Hash(fields));
-        }
+        9 => encodings::zipmap(blob, |f, v| {
+            raws.push(f);
+            raws.push(v);
+            Ok(())
+        })?,
         10 | 12 | 13 => encodings::ziplist(blob, push)?,
         11 => encodings::intset(blob, push)?,
         _ => encodings::listpack(blob, push)?,
@@ -1359,62 +1481,77 @@ fn decode_blob(ty: u8, blob: &Bytes) -> Result<Value, BlobError> {
         why: why.into(),
         pos: 0,
     };
-    Ok(match ty {
-        10 => Value::List(elems),
-        11 | 20 => Value::Set(elems),
-        12 | 17 => {
-            if elems.len() % 2 != 0 {
-                return Err(bad("odd number of sorted set elements"));
-            }
-            let mut out = Vec::with_capacity(elems.len() / 2);
-            let mut it = elems.into_iter();
-            while let (Some(m), Some(s)) = (it.next(), it.next()) {
-                let score = match &s {
-                    Elem::Int(i) => *i as f64,
-                    Elem::Bytes(b) => std::str::from_utf8(b)
-                        .ok()
-                        .and_then(crate::cursor::parse_double)
-                        .ok_or_else(|| bad("score is not a number"))?,
-                };
-                out.push((m, score));
-            }
-            Value::SortedSet(out)
+    let per = match ty {
+        9 | 12 | 13 | 16 | 17 => 2,
+        23 | 25 => 3,
+        _ => 1,
+    };
+    if raws.len() % per != 0 {
+        return Err(bad(match per {
+            2 => "odd number of elements in a map or sorted set",
+            _ => "hash listpack with TTLs is not made of triples",
+        }));
+    }
+    let score = |r: encodings::Raw| -> Result<f64, BlobError> {
+        match r {
+            encodings::Raw::Int(i) => Ok(i as f64),
+            r => std::str::from_utf8(r.bytes(blob))
+                .ok()
+                .and_then(crate::cursor::parse_double)
+                .ok_or_else(|| bad("score is not a number")),
         }
-        13 | 16 => {
-            if elems.len() % 2 != 0 {
-                return Err(bad("odd number of hash elements"));
+    };
+    let ttl = |r: encodings::Raw| -> Result<Option<u64>, BlobError> {
+        let t = r
+            .as_int(blob)
+            .ok_or_else(|| bad("field TTL is not an integer"))?;
+        Ok((t != 0).then_some(t as u64))
+    };
+    if !build {
+        for c in raws.chunks_exact(per) {
+            match ty {
+                12 | 17 => {
+                    score(c[1])?;
+                }
+                23 | 25 => {
+                    ttl(c[2])?;
+                }
+                _ => {}
             }
-            let mut out = Vec::with_capacity(elems.len() / 2);
-            let mut it = elems.into_iter();
-            while let (Some(f), Some(v)) = (it.next(), it.next()) {
-                out.push(HashField {
-                    field: f,
-                    value: v,
+        }
+        return Ok(None);
+    }
+    let el = |r: encodings::Raw| r.elem(blob);
+    Ok(Some(match ty {
+        10 => Value::List(raws.into_iter().map(el).collect()),
+        11 | 20 => Value::Set(raws.into_iter().map(el).collect()),
+        12 | 17 => Value::SortedSet(
+            raws.chunks_exact(2)
+                .map(|c| Ok((el(c[0]), score(c[1])?)))
+                .collect::<Result<_, BlobError>>()?,
+        ),
+        9 | 13 | 16 => Value::Hash(
+            raws.chunks_exact(2)
+                .map(|c| HashField {
+                    field: el(c[0]),
+                    value: el(c[1]),
                     expire_ms: None,
-                });
-            }
-            Value::Hash(out)
-        }
-        23 | 25 => {
-            if elems.len() % 3 != 0 {
-                return Err(bad("hash listpack with TTLs is not made of triples"));
-            }
-            let mut out = Vec::with_capacity(elems.len() / 3);
-            let mut it = elems.into_iter();
-            while let (Some(f), Some(v), Some(t)) = (it.next(), it.next(), it.next()) {
-                let ttl = t
-                    .as_int()
-                    .ok_or_else(|| bad("field TTL is not an integer"))?;
-                out.push(HashField {
-                    field: f,
-                    value: v,
-                    expire_ms: (ttl != 0).then_some(ttl as u64),
-                });
-            }
-            Value::Hash(out)
-        }
+                })
+                .collect(),
+        ),
+        23 | 25 => Value::Hash(
+            raws.chunks_exact(3)
+                .map(|c| {
+                    Ok(HashField {
+                        field: el(c[0]),
+                        value: el(c[1]),
+                        expire_ms: ttl(c[2])?,
+                    })
+                })
+                .collect::<Result<_, BlobError>>()?,
+        ),
         _ => unreachable!("decode_blob is only called for blob types"),
-    })
+    }))
 }
 
 fn stream_id(b: &[u8]) -> Result<StreamId, BlobError> {
@@ -1430,12 +1567,17 @@ fn stream_id(b: &[u8]) -> Result<StreamId, BlobError> {
     Ok(StreamId { ms, seq })
 }
 
-/// Decodes one stream listpack node into its live entries.
-fn stream_node(id: &[u8], lp: &Bytes, out: &mut Vec<StreamEntry>) -> Result<(), BlobError> {
+/// Decodes one stream listpack node, checking its shape; its live entries are appended to
+/// `out` when given.
+fn stream_node(
+    id: &[u8],
+    lp: &Bytes,
+    mut out: Option<&mut Vec<StreamEntry>>,
+) -> Result<(), BlobError> {
     let master = stream_id(id)?;
-    let mut elems = Vec::new();
+    let mut raws = Vec::new();
     encodings::listpack(lp, |e| {
-        elems.push(e);
+        raws.push(e);
         Ok(())
     })?;
     let bad = |why: String| BlobError {
@@ -1443,11 +1585,14 @@ fn stream_node(id: &[u8], lp: &Bytes, out: &mut Vec<StreamEntry>) -> Result<(), 
         why,
         pos: 0,
     };
-    let mut it = elems.into_iter();
-    let int = |it: &mut std::vec::IntoIter<Elem>, what: &str| -> Result<i64, BlobError> {
+    let mut it = raws.into_iter();
+    let int = |it: &mut std::vec::IntoIter<encodings::Raw>, what: &str| -> Result<i64, BlobError> {
         it.next()
-            .and_then(|e| e.as_int())
+            .and_then(|e| e.as_int(lp))
             .ok_or_else(|| bad(format!("missing or non-integer {what}")))
+    };
+    let next = |it: &mut std::vec::IntoIter<encodings::Raw>, what: &str| {
+        it.next().ok_or_else(|| bad(format!("missing {what}")))
     };
     let _count = int(&mut it, "entry count")?;
     let _deleted = int(&mut it, "deleted count")?;
@@ -1457,10 +1602,7 @@ fn stream_node(id: &[u8], lp: &Bytes, out: &mut Vec<StreamEntry>) -> Result<(), 
     }
     let mut master_fields = Vec::with_capacity(nfields as usize);
     for _ in 0..nfields {
-        master_fields.push(
-            it.next()
-                .ok_or_else(|| bad("missing master field".into()))?,
-        );
+        master_fields.push(next(&mut it, "master field")?);
     }
     if int(&mut it, "master terminator")? != 0 {
         return Err(bad("master entry is not terminated by 0".into()));
@@ -1473,11 +1615,10 @@ fn stream_node(id: &[u8], lp: &Bytes, out: &mut Vec<StreamEntry>) -> Result<(), 
             ms: master.ms.wrapping_add(ms),
             seq: master.seq.wrapping_add(seq),
         };
-        let mut fields = Vec::new();
+        let mut pairs = Vec::new();
         if flags & 2 != 0 {
             for f in &master_fields {
-                let v = it.next().ok_or_else(|| bad("missing value".into()))?;
-                fields.push((f.clone(), v));
+                pairs.push((*f, next(&mut it, "value")?));
             }
         } else {
             let n = int(&mut it, "field count")?;
@@ -1485,13 +1626,16 @@ fn stream_node(id: &[u8], lp: &Bytes, out: &mut Vec<StreamEntry>) -> Result<(), 
                 return Err(bad(format!("bad field count {n}")));
             }
             for _ in 0..n {
-                let f = it.next().ok_or_else(|| bad("missing field".into()))?;
-                let v = it.next().ok_or_else(|| bad("missing value".into()))?;
-                fields.push((f, v));
+                let f = next(&mut it, "field")?;
+                pairs.push((f, next(&mut it, "value")?));
             }
         }
         int(&mut it, "entry lp-count")?;
-        if flags & 1 == 0 {
+        if let (Some(out), 0) = (out.as_deref_mut(), flags & 1) {
+            let fields = pairs
+                .into_iter()
+                .map(|(f, v)| (f.elem(lp), v.elem(lp)))
+                .collect();
             out.push(StreamEntry { id, fields });
         }
     }

@@ -7,6 +7,38 @@ use bytes::Bytes;
 
 use crate::value::Elem;
 
+/// An element of a blob: a byte range of it, or an integer. Turned into an [`Elem`] (a slice
+/// of the blob) only when the value is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Raw {
+    Range(usize, usize),
+    Int(i64),
+}
+
+impl Raw {
+    pub(crate) fn elem(self, blob: &Bytes) -> Elem {
+        match self {
+            Self::Range(a, b) => Elem::Bytes(blob.slice(a..b)),
+            Self::Int(i) => Elem::Int(i),
+        }
+    }
+
+    pub(crate) fn bytes(self, blob: &[u8]) -> &[u8] {
+        match self {
+            Self::Range(a, b) => &blob[a..b],
+            Self::Int(_) => &[],
+        }
+    }
+
+    /// The element as an integer, as Redis' `string2ll` reads it.
+    pub(crate) fn as_int(self, blob: &[u8]) -> Option<i64> {
+        match self {
+            Self::Int(i) => Some(i),
+            Self::Range(a, b) => std::str::from_utf8(&blob[a..b]).ok()?.parse().ok(),
+        }
+    }
+}
+
 /// A structural problem inside a blob: what, why, and the position inside the blob.
 #[derive(Debug)]
 pub(crate) struct BlobError {
@@ -47,9 +79,8 @@ fn sext(v: u64, bits: u32) -> i64 {
 }
 
 /// Walks a ziplist, calling `f` for each element.
-pub(crate) fn ziplist(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
+pub(crate) fn ziplist(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
     const W: &str = "ziplist";
-    let b = &blob[..];
     let header = get(b, 0, 10, W)?;
     let zlbytes = le(&header[0..4]) as usize;
     if zlbytes != b.len() {
@@ -77,7 +108,7 @@ pub(crate) fn ziplist(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
                 pos += 1;
                 let s = get(b, pos, len, W)?;
                 let _ = s;
-                let e = Elem::Bytes(blob.slice(pos..pos + len));
+                let e = Raw::Range(pos, pos + len);
                 pos += len;
                 e
             }
@@ -86,7 +117,7 @@ pub(crate) fn ziplist(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
                 let len = (usize::from(x[0] & 0x3F) << 8) | usize::from(x[1]);
                 pos += 2;
                 get(b, pos, len, W)?;
-                let e = Elem::Bytes(blob.slice(pos..pos + len));
+                let e = Raw::Range(pos, pos + len);
                 pos += len;
                 e
             }
@@ -98,7 +129,7 @@ pub(crate) fn ziplist(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
                 let len = u32::from_be_bytes([x[0], x[1], x[2], x[3]]) as usize;
                 pos += 5;
                 get(b, pos, len, W)?;
-                let e = Elem::Bytes(blob.slice(pos..pos + len));
+                let e = Raw::Range(pos, pos + len);
                 pos += len;
                 e
             }
@@ -114,11 +145,11 @@ pub(crate) fn ziplist(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
                     _ => return err(W, pos - 1, format!("bad integer encoding byte {enc:#x}")),
                 };
                 if n == 0 {
-                    Elem::Int(i64::from(enc & 0x0F) - 1)
+                    Raw::Int(i64::from(enc & 0x0F) - 1)
                 } else {
                     let x = get(b, pos, n, W)?;
                     pos += n;
-                    Elem::Int(sext(le(x), bits))
+                    Raw::Int(sext(le(x), bits))
                 }
             }
         };
@@ -127,9 +158,8 @@ pub(crate) fn ziplist(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
 }
 
 /// Walks a listpack, calling `f` for each element.
-pub(crate) fn listpack(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
+pub(crate) fn listpack(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
     const W: &str = "listpack";
-    let b = &blob[..];
     let header = get(b, 0, 6, W)?;
     let total = le(&header[0..4]) as usize;
     if total != b.len() {
@@ -150,24 +180,24 @@ pub(crate) fn listpack(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> 
             return Ok(());
         } else if enc & 0x80 == 0 {
             pos += 1;
-            Elem::Int(i64::from(enc))
+            Raw::Int(i64::from(enc))
         } else if enc & 0xC0 == 0x80 {
             let len = usize::from(enc & 0x3F);
             pos += 1;
             get(b, pos, len, W)?;
             pos += len;
-            Elem::Bytes(blob.slice(pos - len..pos))
+            Raw::Range(pos - len, pos)
         } else if enc & 0xE0 == 0xC0 {
             let x = get(b, pos, 2, W)?;
             pos += 2;
-            Elem::Int(sext((u64::from(x[0] & 0x1F) << 8) | u64::from(x[1]), 13))
+            Raw::Int(sext((u64::from(x[0] & 0x1F) << 8) | u64::from(x[1]), 13))
         } else if enc & 0xF0 == 0xE0 {
             let x = get(b, pos, 2, W)?;
             let len = (usize::from(x[0] & 0x0F) << 8) | usize::from(x[1]);
             pos += 2;
             get(b, pos, len, W)?;
             pos += len;
-            Elem::Bytes(blob.slice(pos - len..pos))
+            Raw::Range(pos - len, pos)
         } else {
             let (n, bits) = match enc {
                 0xF0 => {
@@ -185,11 +215,11 @@ pub(crate) fn listpack(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> 
                 _ => return err(W, pos, format!("bad encoding byte {enc:#x}")),
             };
             if n == usize::MAX {
-                Elem::Bytes(blob.slice(pos - bits..pos))
+                Raw::Range(pos - bits, pos)
             } else {
                 let x = get(b, pos + 1, n, W)?;
                 pos += 1 + n;
-                Elem::Int(sext(le(x), bits as u32))
+                Raw::Int(sext(le(x), bits as u32))
             }
         };
         // backlen: the entry's own length, 7 bits per byte
@@ -208,9 +238,8 @@ pub(crate) fn listpack(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> 
 }
 
 /// Walks an intset, calling `f` for each member.
-pub(crate) fn intset(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
+pub(crate) fn intset(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
     const W: &str = "intset";
-    let b = &blob[..];
     let header = get(b, 0, 8, W)?;
     let width = le(&header[0..4]) as usize;
     let count = le(&header[4..8]) as usize;
@@ -232,15 +261,14 @@ pub(crate) fn intset(blob: &Bytes, mut f: impl FnMut(Elem) -> R<()>) -> R<()> {
     }
     for i in 0..count {
         let x = &b[8 + i * width..8 + (i + 1) * width];
-        f(Elem::Int(sext(le(x), (width * 8) as u32)))?;
+        f(Raw::Int(sext(le(x), (width * 8) as u32)))?;
     }
     Ok(())
 }
 
 /// Walks a zipmap, calling `f` for each (field, value).
-pub(crate) fn zipmap(blob: &Bytes, mut f: impl FnMut(Elem, Elem) -> R<()>) -> R<()> {
+pub(crate) fn zipmap(b: &[u8], mut f: impl FnMut(Raw, Raw) -> R<()>) -> R<()> {
     const W: &str = "zipmap";
-    let b = &blob[..];
     let mut pos = 1;
     get(b, 0, 1, W)?;
     let read_len = |pos: &mut usize| -> R<Option<usize>> {
@@ -270,7 +298,7 @@ pub(crate) fn zipmap(blob: &Bytes, mut f: impl FnMut(Elem, Elem) -> R<()>) -> R<
             return Ok(());
         };
         get(b, pos, klen, W)?;
-        let field = Elem::Bytes(blob.slice(pos..pos + klen));
+        let field = Raw::Range(pos, pos + klen);
         pos += klen;
         let Some(vlen) = read_len(&mut pos)? else {
             return err(W, pos, "field without a value");
@@ -278,7 +306,7 @@ pub(crate) fn zipmap(blob: &Bytes, mut f: impl FnMut(Elem, Elem) -> R<()>) -> R<
         let free = usize::from(get(b, pos, 1, W)?[0]);
         pos += 1;
         get(b, pos, vlen + free, W)?;
-        let value = Elem::Bytes(blob.slice(pos..pos + vlen));
+        let value = Raw::Range(pos, pos + vlen);
         pos += vlen + free;
         f(field, value)?;
     }
@@ -289,9 +317,10 @@ mod tests {
     use super::*;
 
     fn collect_lp(b: &[u8]) -> R<Vec<Elem>> {
+        let blob = Bytes::copy_from_slice(b);
         let mut v = Vec::new();
-        listpack(&Bytes::copy_from_slice(b), |e| {
-            v.push(e);
+        listpack(&blob, |e| {
+            v.push(e.elem(&blob));
             Ok(())
         })?;
         Ok(v)
@@ -329,6 +358,6 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(v, vec![Elem::Int(-1), Elem::Int(7)]);
+        assert_eq!(v, vec![Raw::Int(-1), Raw::Int(7)]);
     }
 }

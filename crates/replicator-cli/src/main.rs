@@ -76,12 +76,19 @@ struct DumpArgs {
     /// Do not verify the checksum.
     #[arg(long)]
     no_checksum: bool,
+    /// Map the file into memory instead of reading it (zero-copy; the mapped pages count
+    /// towards the process' resident memory).
+    #[arg(long)]
+    mmap: bool,
 }
 
 #[derive(clap::Args)]
 struct CheckArgs {
     /// The RDB file (`-` for standard input).
     file: PathBuf,
+    /// Map the file into memory instead of reading it.
+    #[arg(long)]
+    mmap: bool,
 }
 
 fn parse_type(s: &str) -> Result<ValueType, String> {
@@ -118,25 +125,25 @@ enum Input {
 }
 
 impl Input {
-    fn open(path: &PathBuf, config: Config) -> anyhow::Result<(Self, u64)> {
+    fn open(path: &PathBuf, config: Config, mmap: bool) -> anyhow::Result<(Self, u64)> {
         if path.as_os_str() == "-" {
             let stdin: Box<dyn Read> = Box::new(io::stdin().lock());
             return Ok((Self::Stream(Reader::with_config(stdin, config)), 0));
         }
         let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-        if meta.is_file() {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        if mmap {
             let bytes: Bytes = rdb_format::mmap_file(path)
                 .with_context(|| format!("cannot map {}", path.display()))?;
-            Ok((
+            return Ok((
                 Self::Mapped(BytesReader::with_config(bytes, config)),
                 meta.len(),
-            ))
-        } else {
-            let f: Box<dyn Read> = Box::new(
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-            );
-            Ok((Self::Stream(Reader::with_config(f, config)), 0))
+            ));
         }
+        // Streaming reads keep the resident set small whatever the file size (the pages of
+        // a mapped file would count towards it).
+        let f: Box<dyn Read> = Box::new(file);
+        Ok((Self::Stream(Reader::with_config(f, config)), meta.len()))
     }
 
     fn next(&mut self) -> Result<Option<Item>, rdb_format::Error> {
@@ -222,8 +229,11 @@ fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
         types: args.types.clone(),
     };
     let mut config = Config::default();
-    config.verify_checksum(!args.no_checksum);
-    let (mut input, len) = Input::open(&args.file, config)?;
+    config
+        .verify_checksum(!args.no_checksum)
+        // count and keys need no values: check them without building them
+        .skip_values(matches!(args.format, Format::Count | Format::Keys));
+    let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
     let out: Box<dyn Write> = match &args.output {
         Some(p) => {
             Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
@@ -320,6 +330,13 @@ fn run(
                     }
                 }
             }
+            Item::KeyChecked(head) => {
+                if filter.pass(&head) {
+                    *count += 1;
+                    f(Ev::Start(&head), version)?;
+                    f(Ev::End(&head), version)?;
+                }
+            }
             Item::KeyStart(head) => {
                 if filter.pass(&head) {
                     *count += 1;
@@ -346,7 +363,9 @@ fn run(
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let (mut input, len) = Input::open(&args.file, Config::default())?;
+    let mut config = Config::default();
+    config.skip_values(true);
+    let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
     let progress = Progress::new(len);
     let mut per_db: BTreeMap<u64, BTreeMap<&'static str, u64>> = BTreeMap::new();
     let mut checksum = None;
@@ -372,7 +391,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                             .or_default() += 1;
                         last_key = Some(rec.head.key);
                     }
-                    Item::KeyStart(head) => {
+                    Item::KeyStart(head) | Item::KeyChecked(head) => {
                         *per_db
                             .entry(head.db)
                             .or_default()

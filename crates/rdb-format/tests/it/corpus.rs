@@ -69,6 +69,14 @@ fn corpus_decodes() {
         let mut keys = 0;
         let mut result = Ok(());
         let mut saw_eof = false;
+        // negative files must also fail when values are only checked, not built
+        if negative.is_some() {
+            let mut skip = rdb_format::Config::default();
+            skip.skip_values(true);
+            let r: Result<Vec<_>, _> =
+                BytesReader::with_config(data.clone().into(), skip).collect();
+            assert!(r.is_err(), "{rel}: skip-values mode accepted a bad file");
+        }
         for item in BytesReader::new(data.into()) {
             match item {
                 Ok(Item::Key(_) | Item::KeyStart(_)) => keys += 1,

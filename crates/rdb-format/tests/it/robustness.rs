@@ -326,3 +326,45 @@ proptest! {
         prop_assert_eq!(items, whole);
     }
 }
+
+fn heads(items: &[Item]) -> Vec<rdb_format::KeyHead> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Key(k) => Some(k.head.clone()),
+            Item::KeyStart(h) | Item::KeyChecked(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn skip_values_checks_the_same_keys_without_building_them() {
+    let mut skip = Config::default();
+    skip.skip_values(true);
+    for (name, data) in fixtures() {
+        let full = decode_with(&data, Config::default()).unwrap();
+        let checked = decode_with(&data, skip).unwrap();
+        assert!(
+            checked
+                .iter()
+                .all(|i| !matches!(i, Item::Key(_) | Item::KeyStart(_) | Item::Chunk(_))),
+            "{name}: a value was built"
+        );
+        assert_eq!(heads(&checked), heads(&full), "{name}");
+        // truncation is still an error
+        for cut in (0..data.len()).step_by((data.len() / 50).max(1)) {
+            assert!(decode_with(&data[..cut], skip).is_err(), "{name} cut {cut}");
+        }
+    }
+    // damage inside a blob is found without building the value
+    let (_, data) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "redis-7.0-compact.rdb")
+        .unwrap();
+    let pos = data.windows(10).position(|w| w == b"hash:small").unwrap();
+    let mut bad = data.clone();
+    bad[pos + 10 + 2] ^= 0x7F;
+    let e = decode_with(&bad, skip).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Corrupt { .. }), "{e}");
+}
