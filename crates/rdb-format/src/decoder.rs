@@ -269,6 +269,14 @@ struct Pending {
     freq: Option<u8>,
 }
 
+/// A whole key record parsed ahead in the same unit as the one before it.
+struct BatchRec {
+    meta: Pending,
+    ty: u8,
+    key: SRef,
+    whole: Whole,
+}
+
 /// A value that is one unit in the file, parsed but not yet materialized.
 enum Whole {
     Str(SRef),
@@ -323,6 +331,10 @@ pub struct Decoder {
     out: VecDeque<Item>,
     ctx: Context,
     expect: &'static str,
+    /// Reused list of key records decoded together.
+    batch: Vec<BatchRec>,
+    /// Reused buffer for checking LZF strings without keeping them.
+    scratch: std::cell::Cell<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -375,6 +387,8 @@ impl Decoder {
             out: VecDeque::new(),
             ctx: Context::default(),
             expect: "header",
+            batch: Vec::new(),
+            scratch: std::cell::Cell::new(Vec::new()),
         }
     }
 
@@ -411,22 +425,18 @@ impl Decoder {
     /// keeps returning it.
     pub fn decode<S: Source>(&mut self, src: &mut S) -> Result<Option<Item>> {
         loop {
+            // items decoded before an error still come out first, in order
             if let Some(item) = self.out.pop_front() {
                 return Ok(Some(item));
             }
-            let progressed = match self.step(src) {
-                Ok(p) => p,
-                Err(e) => {
-                    let e = e.with_context(&self.ctx);
-                    self.state = State::Failed(e.clone());
-                    return Err(e);
-                }
-            };
-            if !progressed {
-                if let State::Failed(e) = &self.state {
-                    return Err(e.clone());
-                }
-                return Ok(self.out.pop_front());
+            if let State::Failed(e) = &self.state {
+                return Err(e.clone());
+            }
+            match self.step(src) {
+                Ok(true) => {}
+                Ok(false) if self.out.is_empty() => return Ok(None),
+                Ok(false) => {}
+                Err(e) => self.state = State::Failed(e.with_context(&self.ctx)),
             }
         }
     }
@@ -455,12 +465,10 @@ impl Decoder {
             SRef::Raw(s, e) => Elem::Bytes(chunk.slice(s..e)),
             SRef::Int(i) => Elem::Int(i),
             SRef::Lzf(s, e, ulen) => {
-                let data = lzf::decompress(&chunk[s..e], ulen as usize)
-                    .ok()
-                    .filter(|d| d.len() as u64 == ulen)
-                    .ok_or_else(|| {
-                        Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64)
-                    })?;
+                let mut data = Vec::new();
+                crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut data).ok_or_else(
+                    || Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64),
+                )?;
                 Elem::Bytes(Bytes::from(data))
             }
         })
@@ -764,32 +772,104 @@ impl Decoder {
                 // its key. Anything else (sequences, big strings, more bytes needed, a
                 // malformed value) goes the step-by-step way, which also reports errors.
                 let whole = self.parse_whole(&mut c, ty).unwrap_or_default();
+                // More whole keys that follow are decoded in the same unit: one split and one
+                // checksum update for many small keys.
+                let mut batch = std::mem::take(&mut self.batch);
+                batch.clear();
+                if whole.is_some() {
+                    while batch.len() < 256 && c.p < (256 << 10) {
+                        let at = c.p;
+                        match self.whole_record(&mut c) {
+                            Some(rec) => batch.push(rec),
+                            None => {
+                                c.p = at;
+                                break;
+                            }
+                        }
+                    }
+                }
                 let end = if whole.is_some() { c.p } else { key_end };
                 let chunk = self.consume(src, end);
-                let key = self.mat_bytes(&chunk, start, k)?;
-                let (value_type, encoding) = type_info(ty, self.flavor);
                 let pending = std::mem::take(&mut self.pending);
-                self.ctx.key = Some(key.clone());
-                self.ctx.doing = Some(type_name(ty, self.flavor));
-                let head = KeyHead {
-                    db: self.db,
-                    key,
-                    value_type,
-                    encoding,
-                    type_byte: ty,
-                    expire_ms: pending.expire_ms,
-                    idle_s: pending.idle_s,
-                    freq: pending.freq,
-                    offset: pending.start.unwrap_or(start),
-                };
-                if let Some(w) = whole {
-                    self.emit_whole_raw(head, &chunk, start, w)?;
+                let head = self.key_head(&chunk, start, ty, k, pending)?;
+                let Some(w) = whole else {
+                    self.state = State::Value(Box::new(head));
+                    self.batch = batch;
                     return Ok(true);
+                };
+                self.emit_whole_raw(head, &chunk, start, w)?;
+                for rec in batch.drain(..) {
+                    let head = self.key_head(&chunk, start, rec.ty, rec.key, rec.meta)?;
+                    self.emit_whole_raw(head, &chunk, start, rec.whole)?;
                 }
-                self.state = State::Value(Box::new(head));
+                self.batch = batch;
             }
         }
         Ok(true)
+    }
+
+    /// The head of a key whose type byte and key were parsed at `start + …` and consumed in
+    /// `chunk`; sets the error context to it.
+    fn key_head(
+        &mut self,
+        chunk: &Bytes,
+        start: u64,
+        ty: u8,
+        k: SRef,
+        meta: Pending,
+    ) -> Result<KeyHead> {
+        let key = self.mat_bytes(chunk, start, k)?;
+        let (value_type, encoding) = type_info(ty, self.flavor);
+        self.ctx = Context {
+            opcode: Some(ty),
+            doing: Some(type_name(ty, self.flavor)),
+            key: Some(key.clone()),
+        };
+        Ok(KeyHead {
+            db: self.db,
+            key,
+            value_type,
+            encoding,
+            type_byte: ty,
+            expire_ms: meta.expire_ms,
+            idle_s: meta.idle_s,
+            freq: meta.freq,
+            offset: meta.start.unwrap_or(start),
+        })
+    }
+
+    /// Parses one more record made of metadata opcodes, a type byte, a key and a whole value,
+    /// if it is all there and well formed; `None` otherwise (the caller rewinds).
+    fn whole_record(&self, c: &mut Cur<'_>) -> Option<BatchRec> {
+        let base = self.pos;
+        let mut meta = Pending::default();
+        loop {
+            let at = c.p;
+            let op = c.u8().ok()?;
+            match op {
+                0xFC => meta.expire_ms = Some(c.u64_le().ok()?),
+                0xFD => {
+                    meta.expire_ms = Some(u64::from(u32::from_le_bytes(c.array().ok()?)) * 1000)
+                }
+                0xF8 => meta.idle_s = Some(c.len().ok()?),
+                0xF9 => meta.freq = Some(c.u8().ok()?),
+                ty if matches!(ty, 0 | 7 | 9..=13 | 16 | 17 | 20 | 25)
+                    && self.check_type(ty).is_ok() =>
+                {
+                    meta.start.get_or_insert(base + at as u64);
+                    let key = c.string().ok()?;
+                    let whole = self.parse_whole(c, ty).ok()??;
+                    return Some(BatchRec {
+                        meta,
+                        ty,
+                        key,
+                        whole,
+                    });
+                }
+                _ => return None,
+            }
+            meta.start.get_or_insert(base + at as u64);
+        }
     }
 
     fn check_type(&self, ty: u8) -> Result<()> {
@@ -1243,10 +1323,15 @@ impl Decoder {
         }
     }
 
-    /// Only LZF strings can be wrong once framed: decompress them to be sure.
+    /// Only LZF strings can be wrong once framed: decompress them (into a reused buffer) to
+    /// be sure.
     fn check_sref(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<()> {
-        if let SRef::Lzf(..) = r {
-            self.mat(chunk, base, r)?;
+        if let SRef::Lzf(s, e, ulen) = r {
+            let mut scratch = self.scratch.take();
+            scratch.clear();
+            let ok = crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut scratch);
+            self.scratch.set(scratch);
+            ok.ok_or_else(|| Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64))?;
         }
         Ok(())
     }

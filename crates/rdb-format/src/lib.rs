@@ -6,6 +6,7 @@ mod cursor;
 mod decoder;
 mod encodings;
 mod error;
+mod lzf;
 mod reader;
 mod value;
 

@@ -362,12 +362,23 @@ fn run(
     Ok(())
 }
 
+/// Type names in the order `check` prints them.
+const TYPE_NAMES: [&str; 7] = ["hash", "list", "module", "set", "stream", "string", "zset"];
+
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::default();
     config.skip_values(true);
     let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
     let progress = Progress::new(len);
-    let mut per_db: BTreeMap<u64, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    // keys per db and type (indexed as TYPE_NAMES)
+    let mut per_db: BTreeMap<u64, [u64; 7]> = BTreeMap::new();
+    let mut tally = |head: &KeyHead| {
+        let t = TYPE_NAMES
+            .iter()
+            .position(|n| *n == head.value_type.name())
+            .unwrap_or(0);
+        per_db.entry(head.db).or_default()[t] += 1;
+    };
     let mut checksum = None;
     let mut header = None;
     let mut aux = 0u64;
@@ -384,19 +395,11 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 match item {
                     Item::Header { flavor, version } => header = Some((flavor, version)),
                     Item::Key(rec) => {
-                        *per_db
-                            .entry(rec.head.db)
-                            .or_default()
-                            .entry(rec.head.value_type.name())
-                            .or_default() += 1;
+                        tally(&rec.head);
                         last_key = Some(rec.head.key);
                     }
                     Item::KeyStart(head) | Item::KeyChecked(head) => {
-                        *per_db
-                            .entry(head.db)
-                            .or_default()
-                            .entry(head.value_type.name())
-                            .or_default() += 1;
+                        tally(&head);
                         last_key = Some(head.key);
                     }
                     Item::Aux { .. } => aux += 1,
@@ -415,10 +418,15 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "RDB version {version} ({flavor:?})")?;
     }
     writeln!(out, "aux fields: {aux}, functions: {functions}")?;
-    let total: u64 = per_db.values().flat_map(|m| m.values()).sum();
+    let total: u64 = per_db.values().flatten().sum();
     for (db, types) in &per_db {
-        let keys: u64 = types.values().sum();
-        let detail: Vec<String> = types.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let keys: u64 = types.iter().sum();
+        let detail: Vec<String> = TYPE_NAMES
+            .iter()
+            .zip(types)
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
         writeln!(out, "db {db}: {keys} keys ({})", detail.join(", "))?;
     }
     writeln!(out, "keys: {total}")?;

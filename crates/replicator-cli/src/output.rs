@@ -47,8 +47,22 @@ pub(crate) fn value_chunks(value: Value) -> Vec<Chunk> {
 
 /// Writes a byte string as the spec says: a JSON string when UTF-8, else `{"base64": …}`.
 fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    match std::str::from_utf8(b) {
-        Ok(s) => json_str(out, s),
+    let plain = plain_ascii_prefix(b);
+    if plain == b.len() {
+        // the common case: printable ASCII with nothing to escape
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
+    match std::str::from_utf8(&b[plain..]) {
+        Ok(_) => {
+            out.push(b'"');
+            out.extend_from_slice(&b[..plain]);
+            escape_into(out, &b[plain..]);
+            out.push(b'"');
+        }
         Err(_) => {
             out.extend_from_slice(b"{\"base64\":\"");
             out.extend_from_slice(
@@ -61,31 +75,82 @@ fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
     }
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when a byte of `x` is below 0x20, `"` or `\\`: a byte JSON must escape.
+fn needs_escape(x: u64) -> u64 {
+    let has_zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    (x.wrapping_sub(LO * 0x20) & !x & HI)
+        | has_zero(x ^ (LO * u64::from(b'"')))
+        | has_zero(x ^ (LO * u64::from(b'\\')))
+}
+
+fn word(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn is_escaped(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
+
+/// Length of the leading run of ASCII bytes that need no escaping, eight bytes at a time.
+fn plain_ascii_prefix(b: &[u8]) -> usize {
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let x = word(b, i);
+        if (x & HI) | needs_escape(x) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i] < 0x80 && !is_escaped(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the next byte JSON must escape at or after `i` (UTF-8 passes through).
+fn next_escape(b: &[u8], mut i: usize) -> usize {
+    while i + 8 <= b.len() && needs_escape(word(b, i)) == 0 {
+        i += 8;
+    }
+    while i < b.len() && !is_escaped(b[i]) {
+        i += 1;
+    }
+    i
+}
+
 fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    let bytes = s.as_bytes();
+    escape_into(out, s.as_bytes());
+    out.push(b'"');
+}
+
+/// Writes valid UTF-8 with JSON escapes.
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1F => {
-                out.extend_from_slice(&bytes[start..i]);
-                out.extend_from_slice(format!("\\u{c:04x}").as_bytes());
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    loop {
+        let i = next_escape(bytes, start);
         out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
+        let Some(&c) = bytes.get(i) else { return };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
+            }
+        }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 fn json_elem(out: &mut Vec<u8>, e: &Elem) {
@@ -801,5 +866,50 @@ impl<W: Write> Sink for KeysSink<W> {
     }
     fn finish(&mut self) -> io::Result<()> {
         self.w.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn j(b: &[u8]) -> String {
+        let mut out = Vec::new();
+        json_bytes(&mut out, b);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_strings_match_serde_json() {
+        let cases: [&[u8]; 8] = [
+            b"",
+            b"plain ascii text, long enough for words",
+            b"quote \" and backslash \\ and \n\r\t\x01\x1f end",
+            "h\u{e9}llo \u{2603} snow\"man\" over eight bytes".as_bytes(),
+            b"\"\"\"\"\"\"\"\"\"",
+            b"\x7f\x20\x21",
+            b"ends with escape\n",
+            "\u{1F600}\u{1F600}\u{1F600}x".as_bytes(),
+        ];
+        for c in cases {
+            let s = std::str::from_utf8(c).unwrap();
+            assert_eq!(j(c), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+        assert_eq!(j(b"\xff\xfe"), r#"{"base64":"//4="}"#);
+    }
+
+    #[test]
+    fn scores() {
+        for (d, want) in [
+            (1.0, "1"),
+            (-0.0, "-0.0"),
+            (0.1, "0.1"),
+            (1e300, "1e300"),
+            (f64::INFINITY, "\"inf\""),
+        ] {
+            let mut out = Vec::new();
+            json_score(&mut out, d);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
     }
 }
