@@ -84,18 +84,21 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let mb = size as f64 / 1e6;
     println!("file: {} ({mb:.1} MB, {total_keys} keys)", file.display());
 
-    // redis-server's own load time, from its log
-    let start = Instant::now();
-    let loader = Server::start(&server_bin, &[], Some(&file))?;
-    let wall = start.elapsed().as_secs_f64();
-    let log = loader.log();
-    let load = log
-        .lines()
-        .find_map(|l| l.split("DB loaded from disk: ").nth(1))
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|t| t.parse::<f64>().ok())
-        .unwrap_or(wall);
-    drop(loader);
+    // redis-server's own load time, from its log (best of 3, like the other rows)
+    let mut load = f64::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let loader = Server::start(&server_bin, &[], Some(&file))?;
+        let wall = start.elapsed().as_secs_f64();
+        let secs = loader
+            .log()
+            .lines()
+            .find_map(|l| l.split("DB loaded from disk: ").nth(1))
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(wall);
+        load = load.min(secs);
+    }
     println!("| what | seconds | MB/s | keys/s | peak RSS MiB | × redis load |");
     println!("|---|---|---|---|---|---|");
     println!(

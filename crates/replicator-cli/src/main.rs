@@ -384,7 +384,8 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut aux = 0u64;
     let mut functions = 0u64;
     let mut n = 0u64;
-    let mut last_key: Option<Bytes> = None;
+    // a copy, so no key keeps the reader's buffer alive and it can be reused in place
+    let mut last_key: Vec<u8> = Vec::new();
     let result = loop {
         match input.next() {
             Ok(Some(item)) => {
@@ -396,11 +397,13 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     Item::Header { flavor, version } => header = Some((flavor, version)),
                     Item::Key(rec) => {
                         tally(&rec.head);
-                        last_key = Some(rec.head.key);
+                        last_key.clear();
+                        last_key.extend_from_slice(&rec.head.key);
                     }
                     Item::KeyStart(head) | Item::KeyChecked(head) => {
                         tally(&head);
-                        last_key = Some(head.key);
+                        last_key.clear();
+                        last_key.extend_from_slice(&head.key);
                     }
                     Item::Aux { .. } => aux += 1,
                     Item::Function(_) => functions += 1,
@@ -448,13 +451,12 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             if let Some(doing) = e.context().doing {
                 eprintln!("While reading: {doing}");
             }
-            if let Some(k) = e.context().key.as_ref().or(last_key.as_ref()) {
-                let which = if e.context().key.is_some() {
-                    "Key"
-                } else {
-                    "Last key read"
-                };
-                eprintln!("{which}: {}", String::from_utf8_lossy(k));
+            match e.context().key.as_ref() {
+                Some(k) => eprintln!("Key: {}", String::from_utf8_lossy(k)),
+                None if !last_key.is_empty() => {
+                    eprintln!("Last key read: {}", String::from_utf8_lossy(&last_key));
+                }
+                None => {}
             }
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))

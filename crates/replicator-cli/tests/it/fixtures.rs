@@ -171,3 +171,32 @@ fn filters_select_keys() {
     assert!(arr.iter().any(|r| r.get("eof").is_some()));
     assert_eq!(arr.iter().filter(|r| r.get("key").is_some()).count(), 2);
 }
+
+#[test]
+fn mmap_and_streaming_reads_agree() {
+    for fx in fixtures() {
+        let name = fx["name"].as_str().unwrap();
+        let rdb = testdata().join(format!("{name}.rdb"));
+        let rdb = rdb.to_str().unwrap();
+        let streamed = replicator(&["dump", rdb]);
+        let mapped = replicator(&["dump", rdb, "--mmap"]);
+        assert!(
+            streamed.status.success() && mapped.status.success(),
+            "{name}"
+        );
+        assert_eq!(streamed.stdout, mapped.stdout, "{name}");
+        let checked = replicator(&["check", rdb, "--mmap"]);
+        assert!(checked.status.success(), "{name}");
+        // standard input works too
+        let data = std::fs::read(rdb).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_replicator"))
+            .args(["dump", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.stdout, streamed.stdout, "{name} from stdin");
+    }
+}
