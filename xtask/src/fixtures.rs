@@ -47,6 +47,15 @@ pub(crate) fn profile_args(bin: &ServerBin, profile: &str) -> Vec<(&'static str,
         a.push(("rdbcompression", "no".into()));
         a.push(("maxmemory-policy", "allkeys-lru".into()));
     } else {
+        // thresholds high: even the big collections are listpacks/ziplists/intsets
+        a.push(("hash-max-ziplist-entries", "4096".into()));
+        a.push(("hash-max-ziplist-value", "1024".into()));
+        a.push(("zset-max-ziplist-entries", "4096".into()));
+        a.push(("set-max-intset-entries", "4096".into()));
+        a.push(("list-max-ziplist-size", "-5".into()));
+        if bin.major_minor() >= (7, 2) {
+            a.push(("set-max-listpack-entries", "4096".into()));
+        }
         a.push(("rdbcompression", "yes".into()));
         a.push(("maxmemory-policy", "allkeys-lfu".into()));
     }
@@ -144,6 +153,12 @@ fn populate(c: &mut Client, bin: &ServerBin, module: bool) -> Result<()> {
         });
     }
     c.ok_args(&args)?;
+    if v7 {
+        // elements above the packed threshold become PLAIN quicklist nodes (RDB 10+)
+        c.ok(&["DEBUG", "QUICKLIST-PACKED-THRESHOLD", "1000"])?;
+        let big = "p".repeat(2000);
+        c.ok(&["RPUSH", "list:plain", "small", &big, "small2"])?;
+    }
     c.ok(&["RPUSH", "list:exp", "x"])?;
     c.ok(&["PEXPIREAT", "list:exp", &FAR.to_string()])?;
     c.ok(&[

@@ -281,8 +281,8 @@ struct BatchRec {
 enum Whole {
     Str(SRef),
     Blob(SRef),
-    /// Module value: where its body starts, and its module ID.
-    Module(usize, u64),
+    /// Module value: where it starts and ends in the unit, and its module ID.
+    Module(usize, usize, u64),
 }
 
 /// A raw element parsed from the input, turned into values once its bytes are consumed.
@@ -1028,7 +1028,7 @@ impl Decoder {
                 let body = c.p;
                 let id = c.len()?;
                 skip_module_body(c)?;
-                Whole::Module(body, id)
+                Whole::Module(body, c.p, id)
             }
             9..=13 | 16 | 17 | 20 | 25 => {
                 if ty == 25 {
@@ -1065,9 +1065,9 @@ impl Decoder {
                 }
             }
             Whole::Module(..) if self.config.skip_values => self.emit_checked(head),
-            Whole::Module(body, id) => {
+            Whole::Module(body, end, id) => {
                 let (name, encver) = module_name(id);
-                let raw = chunk.slice(body..);
+                let raw = chunk.slice(body..end);
                 self.emit_whole(head, Value::Module(ModuleValue { name, encver, raw }));
             }
             Whole::Blob(s) => {

@@ -8,7 +8,7 @@ use crate::decoder::{Config, Decoder, Recovery};
 use crate::error::{Error, Result};
 use crate::value::Item;
 
-const MIN_READ: usize = 256 * 1024;
+const MIN_READ: usize = 64 * 1024;
 
 /// Blocking driver: decodes items from any [`Read`] in bounded memory.
 ///
