@@ -130,6 +130,11 @@ impl Error {
         Self::new(ErrorKind::Io(err.to_string()), offset)
     }
 
+    /// An I/O error met by a driver outside this crate, at `offset` in the input.
+    pub fn from_io(err: &std::io::Error, offset: u64) -> Self {
+        Self::io(err, offset)
+    }
+
     /// Why decoding failed.
     pub fn kind(&self) -> &ErrorKind {
         &self.inner.kind

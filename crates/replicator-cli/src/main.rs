@@ -1,6 +1,7 @@
 //! `replicator`: dump and check RDB files.
 
 mod output;
+mod prefetch;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -122,6 +123,7 @@ fn main() -> ExitCode {
 enum Input {
     Mapped(BytesReader),
     Stream(Reader<Box<dyn Read>>),
+    Prefetched(prefetch::Prefetched),
 }
 
 impl Input {
@@ -141,15 +143,18 @@ impl Input {
             ));
         }
         // Streaming reads keep the resident set small whatever the file size (the pages of
-        // a mapped file would count towards it).
-        let f: Box<dyn Read> = Box::new(file);
-        Ok((Self::Stream(Reader::with_config(f, config)), meta.len()))
+        // a mapped file would count towards it); a second thread does the reading.
+        Ok((
+            Self::Prefetched(prefetch::Prefetched::spawn(file, config)),
+            meta.len(),
+        ))
     }
 
     fn next(&mut self) -> Result<Option<Item>, rdb_format::Error> {
         match self {
             Self::Mapped(r) => r.next_item(),
             Self::Stream(r) => r.next_item(),
+            Self::Prefetched(r) => r.next_item(),
         }
     }
 
@@ -157,6 +162,7 @@ impl Input {
         match self {
             Self::Mapped(r) => r.decoder().offset(),
             Self::Stream(r) => r.decoder().offset(),
+            Self::Prefetched(r) => r.decoder().offset(),
         }
     }
 
@@ -164,6 +170,7 @@ impl Input {
         match self {
             Self::Mapped(r) => r.decoder().version(),
             Self::Stream(r) => r.decoder().version(),
+            Self::Prefetched(r) => r.decoder().version(),
         }
     }
 }

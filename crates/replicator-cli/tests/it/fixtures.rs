@@ -206,3 +206,26 @@ fn mmap_and_streaming_reads_agree() {
         assert_eq!(out.stdout, streamed.stdout, "{name} from stdin");
     }
 }
+
+#[test]
+fn truncated_file_is_reported_with_its_offset() {
+    let rdb = testdata().join("redis-8.2-compact.rdb");
+    let data = std::fs::read(&rdb).unwrap();
+    let path = std::env::temp_dir().join(format!("replicator-trunc-{}.rdb", std::process::id()));
+    for cut in [data.len() / 3, data.len() - 9] {
+        std::fs::write(&path, &data[..cut]).unwrap();
+        let out = replicator(&["check", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "cut {cut}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("input ended while reading"),
+            "cut {cut}: {err}"
+        );
+        let dump = replicator(&["dump", path.to_str().unwrap()]);
+        assert!(
+            !dump.status.success(),
+            "cut {cut}: dump of a truncated file succeeded"
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+}
