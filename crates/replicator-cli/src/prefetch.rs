@@ -157,7 +157,7 @@ mod tests {
             // (appended), at every kind of boundary
             for (block, room) in [(97, 13), (4096, 512), (1, 1), (data.len(), 8)] {
                 let got = items(Prefetched::with_sizes(
-                    std::io::Cursor::new(data.clone()),
+                    io::Cursor::new(data.clone()),
                     Config::default(),
                     block,
                     room,
@@ -167,7 +167,7 @@ mod tests {
             }
             let cut = data[..data.len() / 2].to_vec();
             let r = items(Prefetched::with_sizes(
-                std::io::Cursor::new(cut),
+                io::Cursor::new(cut),
                 Config::default(),
                 97,
                 13,
