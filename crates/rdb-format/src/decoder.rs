@@ -331,6 +331,10 @@ pub struct Decoder {
     out: VecDeque<Item>,
     ctx: Context,
     expect: &'static str,
+    /// Reused list of elements parsed in one step of a collection.
+    seq_raws: Vec<RawEl>,
+    /// Reused list of the elements of a blob.
+    blob_raws: std::cell::Cell<Vec<encodings::Raw>>,
     /// Reused list of key records decoded together.
     batch: Vec<BatchRec>,
     /// Reused buffer for checking LZF strings without keeping them.
@@ -387,6 +391,8 @@ impl Decoder {
             out: VecDeque::new(),
             ctx: Context::default(),
             expect: "header",
+            seq_raws: Vec::new(),
+            blob_raws: std::cell::Cell::new(Vec::new()),
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
         }
@@ -1077,7 +1083,15 @@ impl Decoder {
                         SRef::Int(_) => 0,
                     };
                 let blob = self.mat_bytes(chunk, base, s)?;
-                match decode_blob(head.type_byte, &blob, !self.config.skip_values) {
+                let mut scratch = self.blob_raws.take();
+                let decoded = decode_blob(
+                    head.type_byte,
+                    &blob,
+                    !self.config.skip_values,
+                    &mut scratch,
+                );
+                self.blob_raws.set(scratch);
+                match decoded {
                     Ok(Some(v)) => self.emit_whole(head, v),
                     Ok(None) => self.emit_checked(head),
                     Err(e) => {
@@ -1147,7 +1161,8 @@ impl Decoder {
         let start = self.pos;
         let b = src.bytes();
         let mut c = Cur::new(b, self.config.limits.max_string);
-        let mut raws: Vec<RawEl> = Vec::new();
+        let mut raws = std::mem::take(&mut self.seq_raws);
+        raws.clear();
         let mut done_at = 0;
         let room = if seq.started {
             self.config.chunk_size
@@ -1198,11 +1213,12 @@ impl Decoder {
         }
         if raws.is_empty() && seq.remaining > 0 {
             self.state = State::Seq(seq);
+            self.seq_raws = raws;
             return Ok(false);
         }
         let chunk = self.consume(src, done_at);
         seq.remaining -= raws.len() as u64;
-        for r in raws {
+        for r in raws.drain(..) {
             if let Err(e) = self.push_raw(&mut seq, &chunk, start, r) {
                 let e = e.with_context(&self.ctx);
                 if self.config.recovery == Recovery::Skip && seq.damaged.is_none() {
@@ -1212,6 +1228,7 @@ impl Decoder {
                 }
             }
         }
+        self.seq_raws = raws;
         if seq.damaged.is_some() {
             seq.acc.take();
         }
@@ -1545,8 +1562,13 @@ pub fn type_name(ty: u8, flavor: Flavor) -> &'static str {
 }
 
 /// Walks a blob-encoded value and checks its shape; builds the value when `build`.
-fn decode_blob(ty: u8, blob: &Bytes, build: bool) -> Result<Option<Value>, BlobError> {
-    let mut raws: Vec<encodings::Raw> = Vec::new();
+fn decode_blob(
+    ty: u8,
+    blob: &Bytes,
+    build: bool,
+    raws: &mut Vec<encodings::Raw>,
+) -> Result<Option<Value>, BlobError> {
+    raws.clear();
     let push = |e| {
         raws.push(e);
         Ok(())
@@ -1608,8 +1630,8 @@ fn decode_blob(ty: u8, blob: &Bytes, build: bool) -> Result<Option<Value>, BlobE
     }
     let el = |r: encodings::Raw| r.elem(blob);
     Ok(Some(match ty {
-        10 => Value::List(raws.into_iter().map(el).collect()),
-        11 | 20 => Value::Set(raws.into_iter().map(el).collect()),
+        10 => Value::List(raws.iter().copied().map(el).collect()),
+        11 | 20 => Value::Set(raws.iter().copied().map(el).collect()),
         12 | 17 => Value::SortedSet(
             raws.chunks_exact(2)
                 .map(|c| Ok((el(c[0]), score(c[1])?)))
