@@ -295,6 +295,18 @@ enum RawEl {
     Stream(SRef, SRef),
 }
 
+/// What [`Decoder::next_item`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Next {
+    /// The next item.
+    Item(Item),
+    /// More input is needed (when the input has ended, that is [`Decoder::truncated`]).
+    NeedMore,
+    /// The EOF item was decoded earlier: nothing follows.
+    End,
+}
+
 /// The sans-IO decoder.
 ///
 /// Feed it bytes with [`Decoder::decode`]; it returns the next [`Item`], or `Ok(None)` when it
@@ -445,6 +457,16 @@ impl Decoder {
                 Err(e) => self.state = State::Failed(e.with_context(&self.ctx)),
             }
         }
+    }
+
+    /// Like [`decode`](Self::decode), but tells "need more input" from "the file has ended":
+    /// what a driver loop needs.
+    pub fn next_item<S: Source>(&mut self, src: &mut S) -> Result<Next> {
+        Ok(match self.decode(src)? {
+            Some(item) => Next::Item(item),
+            None if self.is_done() => Next::End,
+            None => Next::NeedMore,
+        })
     }
 
     fn err(&self, kind: ErrorKind, rel: usize) -> Error {

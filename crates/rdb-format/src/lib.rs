@@ -10,7 +10,7 @@ mod lzf;
 mod reader;
 mod value;
 
-pub use decoder::{Config, Decoder, Limits, Recovery, Source, crc64, module_name, type_name};
+pub use decoder::{Config, Decoder, Limits, Next, Recovery, Source, crc64, module_name, type_name};
 pub use error::{Context, Error, ErrorKind, Result};
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;

@@ -4,7 +4,7 @@ use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::decoder::{Config, Decoder, Recovery};
+use crate::decoder::{Config, Decoder, Next, Recovery};
 use crate::error::{Error, Result};
 use crate::value::Item;
 
@@ -60,10 +60,10 @@ impl<R: Read> Reader<R> {
             return Ok(None);
         }
         loop {
-            match self.dec.decode(&mut self.buf) {
-                Ok(Some(item)) => return Ok(Some(item)),
-                Ok(None) if self.dec.is_done() => return Ok(None),
-                Ok(None) => {}
+            match self.dec.next_item(&mut self.buf) {
+                Ok(Next::Item(item)) => return Ok(Some(item)),
+                Ok(Next::End) => return Ok(None),
+                Ok(_) => {}
                 Err(e) => {
                     self.failed = true;
                     return Err(e);
@@ -157,10 +157,10 @@ impl BytesReader {
         if self.failed {
             return Ok(None);
         }
-        match self.dec.decode(&mut self.buf) {
-            Ok(Some(item)) => Ok(Some(item)),
-            Ok(None) if self.dec.is_done() => Ok(None),
-            Ok(None) => {
+        match self.dec.next_item(&mut self.buf) {
+            Ok(Next::Item(item)) => Ok(Some(item)),
+            Ok(Next::End) => Ok(None),
+            Ok(_) => {
                 self.failed = true;
                 Err(self.dec.truncated())
             }
@@ -274,10 +274,10 @@ impl<R: tokio::io::AsyncRead + Unpin> AsyncReader<R> {
             return Ok(None);
         }
         loop {
-            match self.dec.decode(&mut self.buf) {
-                Ok(Some(item)) => return Ok(Some(item)),
-                Ok(None) if self.dec.is_done() => return Ok(None),
-                Ok(None) => {}
+            match self.dec.next_item(&mut self.buf) {
+                Ok(Next::Item(item)) => return Ok(Some(item)),
+                Ok(Next::End) => return Ok(None),
+                Ok(_) => {}
                 Err(e) => {
                     self.failed = true;
                     return Err(e);

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use bytes::{Buf, Bytes, BytesMut};
-use rdb_format::{Config, Decoder, Item};
+use rdb_format::{Config, Decoder, Item, Next};
 
 const BLOCK: usize = 1 << 20;
 const ROOM: usize = 64 << 10;
@@ -85,10 +85,10 @@ impl Prefetched {
             return Ok(None);
         }
         loop {
-            match self.dec.decode(&mut self.buf) {
-                Ok(Some(item)) => return Ok(Some(item)),
-                Ok(None) if self.dec.is_done() => return Ok(None),
-                Ok(None) => {}
+            match self.dec.next_item(&mut self.buf) {
+                Ok(Next::Item(item)) => return Ok(Some(item)),
+                Ok(Next::End) => return Ok(None),
+                Ok(_) => {}
                 Err(e) => {
                     self.failed = true;
                     return Err(e);
