@@ -1,0 +1,132 @@
+//! Writing frames and commands straight into a `BytesMut`.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::frame::Frame;
+
+fn header(dst: &mut BytesMut, ty: u8, n: usize) {
+    let mut b = itoa::Buffer::new();
+    let s = b.format(n);
+    dst.reserve(s.len() + 3);
+    dst.put_u8(ty);
+    dst.put_slice(s.as_bytes());
+    dst.put_slice(b"\r\n");
+}
+
+fn line(dst: &mut BytesMut, ty: u8, body: &[u8]) {
+    dst.reserve(body.len() + 3);
+    dst.put_u8(ty);
+    dst.put_slice(body);
+    dst.put_slice(b"\r\n");
+}
+
+fn blob(dst: &mut BytesMut, ty: u8, body: &[u8]) {
+    header(dst, ty, body.len());
+    dst.reserve(body.len() + 2);
+    dst.put_slice(body);
+    dst.put_slice(b"\r\n");
+}
+
+/// Appends `frame` to `dst`. Simple strings and errors are written as they are: they must not
+/// contain CR or LF (use bulk strings for arbitrary bytes).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use resp_codec::{Frame, encode};
+///
+/// let mut out = BytesMut::new();
+/// encode(&Frame::Map(vec![(Frame::SimpleString("a".into()), Frame::Double(f64::INFINITY))]), &mut out);
+/// assert_eq!(&out[..], b"%1\r\n+a\r\n,inf\r\n");
+/// ```
+pub fn encode(frame: &Frame, dst: &mut BytesMut) {
+    match frame {
+        Frame::SimpleString(s) => line(dst, b'+', s),
+        Frame::Error(s) => line(dst, b'-', s),
+        Frame::Integer(v) => line(dst, b':', itoa::Buffer::new().format(*v).as_bytes()),
+        Frame::BulkString(s) => blob(dst, b'$', s),
+        Frame::Array(items) => {
+            header(dst, b'*', items.len());
+            items.iter().for_each(|f| encode(f, dst));
+        }
+        Frame::NullBulk => dst.put_slice(b"$-1\r\n"),
+        Frame::NullArray => dst.put_slice(b"*-1\r\n"),
+        Frame::Null => dst.put_slice(b"_\r\n"),
+        Frame::Boolean(v) => dst.put_slice(if *v { b"#t\r\n" } else { b"#f\r\n" }),
+        Frame::Double(v) => {
+            let mut b = ryu::Buffer::new();
+            let text: &str = if v.is_nan() {
+                "nan"
+            } else if v.is_infinite() {
+                if *v > 0.0 { "inf" } else { "-inf" }
+            } else {
+                b.format_finite(*v)
+            };
+            line(dst, b',', text.as_bytes());
+        }
+        Frame::BigNumber(s) => line(dst, b'(', s),
+        Frame::BulkError(s) => blob(dst, b'!', s),
+        Frame::Verbatim { format, text } => {
+            header(dst, b'=', text.len() + 4);
+            dst.reserve(text.len() + 6);
+            dst.put_slice(format);
+            dst.put_u8(b':');
+            dst.put_slice(text);
+            dst.put_slice(b"\r\n");
+        }
+        Frame::Map(pairs) => {
+            header(dst, b'%', pairs.len());
+            for (k, v) in pairs {
+                encode(k, dst);
+                encode(v, dst);
+            }
+        }
+        Frame::Set(items) => {
+            header(dst, b'~', items.len());
+            items.iter().for_each(|f| encode(f, dst));
+        }
+        Frame::Attribute { attributes, data } => {
+            header(dst, b'|', attributes.len());
+            for (k, v) in attributes {
+                encode(k, dst);
+                encode(v, dst);
+            }
+            encode(data, dst);
+        }
+        Frame::Push(items) => {
+            header(dst, b'>', items.len());
+            items.iter().for_each(|f| encode(f, dst));
+        }
+        Frame::Inline(args) => {
+            let mut l = Vec::new();
+            for (i, a) in args.iter().enumerate() {
+                if i > 0 {
+                    l.push(b' ');
+                }
+                crate::args::quote_arg(a, &mut l);
+            }
+            l.extend_from_slice(b"\r\n");
+            dst.put_slice(&l);
+        }
+    }
+}
+
+/// Appends a command (an array of bulk strings) to `dst` without building a [`Frame`].
+///
+/// ```
+/// use bytes::BytesMut;
+/// let mut out = BytesMut::new();
+/// resp_codec::encode_command(["SET", "k", "v"], &mut out);
+/// assert_eq!(&out[..], b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+/// ```
+pub fn encode_command<I, A>(args: I, dst: &mut BytesMut)
+where
+    I: IntoIterator<Item = A>,
+    I::IntoIter: ExactSizeIterator,
+    A: AsRef<[u8]>,
+{
+    let args = args.into_iter();
+    header(dst, b'*', args.len());
+    for a in args {
+        blob(dst, b'$', a.as_ref());
+    }
+}
