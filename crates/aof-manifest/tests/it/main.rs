@@ -13,8 +13,11 @@ fn cmd(args: &[&str]) -> Vec<u8> {
     b.to_vec()
 }
 
-/// Every event's commands as (file, db, offset, args).
-fn commands(reader: AofReader) -> Result<Vec<(usize, u64, u64, Vec<String>)>, aof_manifest::Error> {
+/// A command as (file, db, offset, args).
+type Cmd = (usize, u64, u64, Vec<String>);
+
+/// Every command of the reader.
+fn commands(reader: AofReader) -> Result<Vec<Cmd>, aof_manifest::Error> {
     let mut out = Vec::new();
     for ev in reader {
         if let Event::Command(c) = ev? {
