@@ -104,7 +104,7 @@ fn cmd(c: &mut Client, args: &[&[u8]]) -> Result<Resp> {
     }
 }
 
-fn populate(c: &mut Client, bin: &ServerBin, module: bool) -> Result<()> {
+pub(crate) fn populate(c: &mut Client, bin: &ServerBin, module: bool) -> Result<()> {
     let v7 = bin.major_minor() >= (7, 0);
     c.ok(&["SELECT", "0"])?;
     c.ok(&["SET", "str:short", "hello"])?;

@@ -2,10 +2,12 @@
 //!
 //! * `test` — makes sure a redis-server is present (installs Debian's when it can), checks
 //!   that `rdb-format` pulls in no networking crate, and runs every test.
-//! * `fixtures` — regenerates `testdata/` from every server binary found.
+//! * `fixtures [rdb|aof]` — regenerates `testdata/` (RDB) and `testdata/aof/` from every
+//!   server binary found.
 //! * `bench` — whole-file figures against redis-server's own load time (see docs/bench.md).
 //! * `check-deps` — only the dependency check.
 
+mod aof_fixtures;
 mod bench;
 mod fixtures;
 
@@ -25,7 +27,23 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
-        Some("fixtures") => fixtures::run(&root().join("testdata")),
+        Some("fixtures") => {
+            // `fixtures` makes both sets; `fixtures rdb` / `fixtures aof` one of them
+            let which = args.get(1).map(String::as_str);
+            let testdata = root().join("testdata");
+            (if which != Some("aof") {
+                fixtures::run(&testdata)
+            } else {
+                Ok(())
+            })
+            .and_then(|()| {
+                if which != Some("rdb") {
+                    aof_fixtures::run(&testdata)
+                } else {
+                    Ok(())
+                }
+            })
+        }
         Some("bench") => bench::run(&args[1..]),
         Some("check-deps") => check_deps(),
         _ => {

@@ -1,5 +1,6 @@
-//! `replicator`: dump and check RDB files.
+//! `replicator`: dump and check RDB and AOF files.
 
+mod aof;
 mod output;
 mod prefetch;
 
@@ -20,7 +21,7 @@ use output::{JsonSink, KeysSink, RespSink, Sink, value_chunks};
 #[command(
     name = "replicator",
     version,
-    about = "Decode, check and convert Redis/Valkey RDB files"
+    about = "Decode, check and convert Redis/Valkey RDB and AOF files"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,9 +30,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Decode an RDB file and write its keys.
+    /// Decode an RDB file, an AOF file, an appendonlydir or a manifest and write its keys and
+    /// commands.
     Dump(DumpArgs),
-    /// Decode everything and verify the checksum; exit 0 when the file is sound.
+    /// Decode everything and verify checksums (RDB) or commands (AOF); exit 0 when sound.
     Check(CheckArgs),
 }
 
@@ -51,7 +53,7 @@ enum Format {
 
 #[derive(clap::Args)]
 struct DumpArgs {
-    /// The RDB file (`-` for standard input).
+    /// The RDB file (`-` for standard input), AOF file, AOF directory or AOF manifest.
     file: PathBuf,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value = "jsonl")]
@@ -68,6 +70,12 @@ struct DumpArgs {
     /// Only keys of this type: string, list, set, zset, hash, stream, module (repeatable).
     #[arg(long = "type", value_parser = parse_type)]
     types: Vec<ValueType>,
+    /// Only commands with this name (AOF; repeatable, any case). Key records pass.
+    #[arg(long)]
+    command: Vec<String>,
+    /// Leave out commands with this name (AOF; repeatable, any case).
+    #[arg(long)]
+    skip_command: Vec<String>,
     /// Also write non-key items (aux fields, functions, module aux, RESIZEDB, EOF).
     #[arg(long)]
     all: bool,
@@ -85,11 +93,18 @@ struct DumpArgs {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// The RDB file (`-` for standard input).
+    /// The RDB file (`-` for standard input), AOF file, AOF directory or AOF manifest.
     file: PathBuf,
     /// Map the file into memory instead of reading it.
     #[arg(long)]
     mmap: bool,
+    /// AOF: cut the last file at its last valid command, after copying it to a backup.
+    #[arg(long)]
+    fix: bool,
+    /// AOF: cut the last file at the first `#TS` annotation later than this unix time, after
+    /// copying it to a backup.
+    #[arg(long, value_name = "TS")]
+    truncate_to_timestamp: Option<i64>,
 }
 
 fn parse_type(s: &str) -> Result<ValueType, String> {
@@ -213,6 +228,19 @@ struct Filter {
 }
 
 impl Filter {
+    fn from_args(args: &DumpArgs) -> anyhow::Result<Self> {
+        Ok(Self {
+            dbs: args.db.clone(),
+            key: args
+                .key
+                .as_deref()
+                .map(regex::bytes::Regex::new)
+                .transpose()
+                .context("bad --key regular expression")?,
+            types: args.types.clone(),
+        })
+    }
+
     fn is_empty(&self) -> bool {
         self.dbs.is_empty() && self.key.is_none() && self.types.is_empty()
     }
@@ -224,30 +252,29 @@ impl Filter {
     }
 }
 
+fn is_aof(path: &std::path::Path) -> anyhow::Result<bool> {
+    if path.as_os_str() == "-" {
+        return Ok(false);
+    }
+    let d = aof_manifest::detect(path).with_context(|| format!("{}", path.display()))?;
+    Ok(d != aof_manifest::Detected::Rdb)
+}
+
 fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
-    let filter = Filter {
-        dbs: args.db.clone(),
-        key: args
-            .key
-            .as_deref()
-            .map(regex::bytes::Regex::new)
-            .transpose()
-            .context("bad --key regular expression")?,
-        types: args.types.clone(),
-    };
+    if is_aof(&args.file)? {
+        return aof::dump(args);
+    }
+    if !args.command.is_empty() || !args.skip_command.is_empty() {
+        anyhow::bail!("--command and --skip-command apply to AOF files only");
+    }
+    let filter = Filter::from_args(&args)?;
     let mut config = Config::default();
     config
         .verify_checksum(!args.no_checksum)
         // count and keys need no values: check them without building them
         .skip_values(matches!(args.format, Format::Count | Format::Keys));
     let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
-    let out: Box<dyn Write> = match &args.output {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-        }
-        None => Box::new(io::stdout().lock()),
-    };
-    let out = BufWriter::with_capacity(1 << 16, out);
+    let out = open_output(&args)?;
     let progress = Progress::new(len);
     let mut count = 0u64;
     let mut sink: Box<dyn Sink> = match args.format {
@@ -272,25 +299,37 @@ fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
         &mut input,
         &filter,
         &progress,
-        |ev, _version| match ev {
-            Ev::Start(h) => sink.start(h),
-            Ev::Chunk(h, c) => sink.chunk(h, c),
-            Ev::End(h) => sink.end(h),
-            Ev::Module(h, name, encver, raw) => sink.module(h, name, encver, raw),
-            Ev::Other(item) => {
-                if all || matches!(item, Item::Header { .. }) || (resp && !filtered) {
-                    sink.other(item)
-                } else {
-                    Ok(())
-                }
-            }
-        },
+        |ev, _version| deliver(sink.as_mut(), ev, all || (resp && !filtered)),
         &mut count,
     );
     progress.done();
     sink.finish()?;
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The output file, or standard output.
+fn open_output(args: &DumpArgs) -> anyhow::Result<BufWriter<Box<dyn Write>>> {
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+        }
+        None => Box::new(io::stdout().lock()),
+    };
+    Ok(BufWriter::with_capacity(1 << 16, out))
+}
+
+/// Hands one event to the sink; non-key items only when `others` (headers always: sinks
+/// need the version).
+fn deliver(sink: &mut dyn Sink, ev: Ev<'_>, others: bool) -> io::Result<()> {
+    match ev {
+        Ev::Start(h) => sink.start(h),
+        Ev::Chunk(h, c) => sink.chunk(h, c),
+        Ev::End(h) => sink.end(h),
+        Ev::Module(h, name, encver, raw) => sink.module(h, name, encver, raw),
+        Ev::Other(item) if others || matches!(item, Item::Header { .. }) => sink.other(item),
+        Ev::Other(_) => Ok(()),
+    }
 }
 
 enum Ev<'a> {
@@ -301,28 +340,26 @@ enum Ev<'a> {
     Other(&'a Item),
 }
 
-/// Drives the decoder, applies the filter and turns items into sink events.
-fn run(
-    input: &mut Input,
-    filter: &Filter,
-    progress: &Progress,
-    mut f: impl FnMut(Ev<'_>, Option<u32>) -> io::Result<()>,
-    count: &mut u64,
-) -> anyhow::Result<()> {
-    let mut current: Option<KeyHead> = None;
-    let mut n = 0u64;
-    loop {
-        let item = input.next().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let Some(item) = item else { break };
-        n += 1;
-        if n % 4096 == 0 {
-            progress.set(input.offset());
-        }
-        let version = Some(input.version());
+/// Turns decoded items into sink events, applying the filter; keeps the head of a chunked
+/// key between its items.
+#[derive(Default)]
+struct Router {
+    current: Option<KeyHead>,
+}
+
+impl Router {
+    fn route(
+        &mut self,
+        item: Item,
+        filter: &Filter,
+        version: Option<u32>,
+        count: &mut u64,
+        f: &mut impl FnMut(Ev<'_>, Option<u32>) -> io::Result<()>,
+    ) -> io::Result<()> {
         match item {
             Item::Key(rec) => {
                 if !filter.pass(&rec.head) {
-                    continue;
+                    return Ok(());
                 }
                 *count += 1;
                 let head = rec.head;
@@ -348,23 +385,46 @@ fn run(
                 if filter.pass(&head) {
                     *count += 1;
                     f(Ev::Start(&head), version)?;
-                    current = Some(head);
+                    self.current = Some(head);
                 } else {
-                    current = None;
+                    self.current = None;
                 }
             }
             Item::Chunk(c) => {
-                if let Some(h) = &current {
+                if let Some(h) = &self.current {
                     f(Ev::Chunk(h, &c), version)?;
                 }
             }
             Item::KeyEnd => {
-                if let Some(h) = current.take() {
+                if let Some(h) = self.current.take() {
                     f(Ev::End(&h), version)?;
                 }
             }
             other => f(Ev::Other(&other), version)?,
         }
+        Ok(())
+    }
+}
+
+/// Drives the decoder, applies the filter and turns items into sink events.
+fn run(
+    input: &mut Input,
+    filter: &Filter,
+    progress: &Progress,
+    mut f: impl FnMut(Ev<'_>, Option<u32>) -> io::Result<()>,
+    count: &mut u64,
+) -> anyhow::Result<()> {
+    let mut router = Router::default();
+    let mut n = 0u64;
+    loop {
+        let item = input.next().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(item) = item else { break };
+        n += 1;
+        if n % 4096 == 0 {
+            progress.set(input.offset());
+        }
+        let version = Some(input.version());
+        router.route(item, filter, version, count, &mut f)?;
     }
     Ok(())
 }
@@ -373,6 +433,12 @@ fn run(
 const TYPE_NAMES: [&str; 7] = ["hash", "list", "module", "set", "stream", "string", "zset"];
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    if is_aof(&args.file)? {
+        return aof::check(&args);
+    }
+    if args.fix || args.truncate_to_timestamp.is_some() {
+        anyhow::bail!("--fix and --truncate-to-timestamp apply to AOF files only");
+    }
     let mut config = Config::default();
     config.skip_values(true);
     let (mut input, len) = Input::open(&args.file, config, args.mmap)?;

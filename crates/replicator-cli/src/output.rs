@@ -11,6 +11,7 @@ use rdb_format::{
     Chunk, Elem, Function, HashField, Item, KeyHead, StreamEntry, StreamId, StreamMeta, Value,
     ValueType,
 };
+use resp_codec::Command;
 
 /// Something that writes keys and other RDB items.
 pub(crate) trait Sink {
@@ -21,6 +22,8 @@ pub(crate) trait Sink {
     fn module(&mut self, head: &KeyHead, name: &str, encver: u64, raw: &Bytes) -> io::Result<()>;
     /// A non-key item (aux, function, …).
     fn other(&mut self, item: &Item) -> io::Result<()>;
+    /// A command (AOF, replication stream) applying to `db`, after the `#TS` annotation `ts`.
+    fn command(&mut self, db: u64, cmd: &Command, ts: Option<i64>) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
 }
 
@@ -410,6 +413,27 @@ impl<W: Write> Sink for JsonSink<W> {
                 .as_bytes(),
         );
         b.extend_from_slice(b"\"}}}");
+        self.end_record()
+    }
+
+    fn command(&mut self, db: u64, cmd: &Command, ts: Option<i64>) -> io::Result<()> {
+        self.begin_record();
+        let b = &mut self.buf;
+        b.extend_from_slice(b"{\"db\":");
+        b.extend_from_slice(itoa::Buffer::new().format(db).as_bytes());
+        b.extend_from_slice(b",\"cmd\":[");
+        for (i, a) in cmd.args().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            json_bytes(b, a);
+        }
+        b.push(b']');
+        if let Some(ts) = ts {
+            b.extend_from_slice(b",\"ts\":");
+            b.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+        }
+        b.push(b'}');
         self.end_record()
     }
 
@@ -822,6 +846,20 @@ impl<W: Write> Sink for RespSink<W> {
         self.cmd(&args)
     }
 
+    fn command(&mut self, db: u64, cmd: &Command, _: Option<i64>) -> io::Result<()> {
+        // SELECT is written where the db changes, before the next command that needs it
+        if cmd.is("SELECT") {
+            return Ok(());
+        }
+        self.select(db)?;
+        self.buf.extend_from_slice(cmd.raw());
+        if self.buf.len() >= 1 << 16 {
+            self.w.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
     fn other(&mut self, item: &Item) -> io::Result<()> {
         match item {
             Item::Header { version, .. } => self.version = *version,
@@ -861,6 +899,15 @@ impl<W: Write> Sink for KeysSink<W> {
     fn module(&mut self, head: &KeyHead, _: &str, _: u64, _: &Bytes) -> io::Result<()> {
         self.start(head)
     }
+    fn command(&mut self, _: u64, cmd: &Command, _: Option<i64>) -> io::Result<()> {
+        let args: Vec<&[u8]> = cmd.args().collect();
+        if let Some(k) = replicator::commands::first_key(&args) {
+            self.w.write_all(args[k])?;
+            self.w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
     fn other(&mut self, _: &Item) -> io::Result<()> {
         Ok(())
     }

@@ -230,6 +230,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A new client connection.
     pub fn client(&self) -> Result<Client> {
         Client::connect(self.port)

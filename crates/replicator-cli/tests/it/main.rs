@@ -1,5 +1,6 @@
 //! End-to-end tests of the `replicator` binary against fixtures written by real servers.
 
+mod aof;
 mod fixtures;
 mod rebuild;
 

@@ -15,7 +15,7 @@ fn module_args(bin: &ServerBin, module: bool) -> Vec<(&'static str, String)> {
     }
 }
 
-fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<String> {
+pub(crate) fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<String> {
     let mut facts = Vec::new();
     let digest = c.cmd_bytes(&[b"DEBUG", b"DIGEST-VALUE", key]).unwrap();
     facts.push(format!("digest {digest:?}"));
@@ -121,21 +121,7 @@ fn resp_output_rebuilds_every_fixture() {
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut pipe = Command::new(&cli)
-            .args(["-p", &fresh.port.to_string(), "--pipe"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        pipe.stdin.take().unwrap().write_all(&out.stdout).unwrap();
-        let res = pipe.wait_with_output().unwrap();
-        let report = String::from_utf8_lossy(&res.stdout).into_owned()
-            + &String::from_utf8_lossy(&res.stderr);
-        assert!(
-            res.status.success() && report.contains("errors: 0"),
-            "{name}: {report}"
-        );
+        pipe_into(&cli, fresh.port, &out.stdout, name);
 
         let mut a = original.client().unwrap();
         let mut b = fresh.client().unwrap();
@@ -167,5 +153,24 @@ fn resp_output_rebuilds_every_fixture() {
     assert!(
         rebuilt > 0,
         "no fixture could be rebuilt: no server installed"
+    );
+}
+
+/// Pipes `commands` into `redis-cli --pipe` on `port` and checks it reports no errors.
+pub(crate) fn pipe_into(cli: &std::path::Path, port: u16, commands: &[u8], name: &str) {
+    let mut pipe = Command::new(cli)
+        .args(["-p", &port.to_string(), "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    pipe.stdin.take().unwrap().write_all(commands).unwrap();
+    let res = pipe.wait_with_output().unwrap();
+    let report =
+        String::from_utf8_lossy(&res.stdout).into_owned() + &String::from_utf8_lossy(&res.stderr);
+    assert!(
+        res.status.success() && report.contains("errors: 0"),
+        "{name}: {report}"
     );
 }

@@ -1,0 +1,367 @@
+//! `dump` and `check` for AOF: a single file, a multi-part directory or its manifest.
+
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use aof_manifest::{AofCommand, AofReader, Event, FileKind, Options};
+use bytes::Bytes;
+use rdb_format::{Chunk, Item, KeyHead};
+use resp_codec::Command;
+
+use crate::output::{JsonSink, KeysSink, RespSink, Sink};
+use crate::{CheckArgs, DumpArgs, Filter, Format, Router, deliver, open_output};
+
+/// A sink that writes nothing (`--format count`).
+struct NullSink;
+
+impl Sink for NullSink {
+    fn start(&mut self, _: &KeyHead) -> io::Result<()> {
+        Ok(())
+    }
+    fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> io::Result<()> {
+        Ok(())
+    }
+    fn end(&mut self, _: &KeyHead) -> io::Result<()> {
+        Ok(())
+    }
+    fn module(&mut self, _: &KeyHead, _: &str, _: u64, _: &Bytes) -> io::Result<()> {
+        Ok(())
+    }
+    fn other(&mut self, _: &Item) -> io::Result<()> {
+        Ok(())
+    }
+    fn command(&mut self, _: u64, _: &Command, _: Option<i64>) -> io::Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The key filters of `dump` applied to commands, plus `--command` / `--skip-command`.
+struct CommandFilter<'a> {
+    filter: &'a Filter,
+    only: Vec<String>,
+    skip: Vec<String>,
+}
+
+impl CommandFilter<'_> {
+    fn is_empty(&self) -> bool {
+        self.filter.is_empty() && self.only.is_empty() && self.skip.is_empty()
+    }
+
+    fn pass(&self, c: &AofCommand) -> bool {
+        let name = c.cmd.arg(0).unwrap_or_default();
+        let named = |list: &[String]| list.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
+        if (!self.only.is_empty() && !named(&self.only)) || named(&self.skip) {
+            return false;
+        }
+        let f = self.filter;
+        if !f.dbs.is_empty() && !f.dbs.contains(&c.db) {
+            return false;
+        }
+        if !f.types.is_empty() {
+            // commands that work on any type (DEL, EXPIRE, …) pass a type filter
+            if let Some(t) = replicator::commands::value_type(name) {
+                if !f.types.contains(&t) {
+                    return false;
+                }
+            }
+        }
+        if let Some(re) = &f.key {
+            let args: Vec<&[u8]> = c.cmd.args().collect();
+            // commands that name no key pass a key filter
+            if let Some(k) = replicator::commands::first_key(&args) {
+                return re.is_match(args[k]);
+            }
+        }
+        true
+    }
+}
+
+pub(crate) fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
+    let filter = Filter::from_args(&args)?;
+    let cmds = CommandFilter {
+        filter: &filter,
+        only: args.command.clone(),
+        skip: args.skip_command.clone(),
+    };
+    let mut opts = Options::default();
+    opts.rdb
+        .verify_checksum(!args.no_checksum)
+        .skip_values(matches!(args.format, Format::Count | Format::Keys));
+    let reader = AofReader::open(&args.file, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = open_output(&args)?;
+    let mut sink: Box<dyn Sink + '_> = match args.format {
+        Format::Jsonl => Box::new(JsonSink::new(&mut out, false)),
+        Format::Json => Box::new(JsonSink::new(&mut out, true)),
+        Format::Resp => Box::new(RespSink::new(&mut out, args.batch)),
+        Format::Keys => Box::new(KeysSink { w: &mut out }),
+        Format::Count => Box::new(NullSink),
+    };
+    let others = args.all || (args.format == Format::Resp && cmds.is_empty());
+    let mut router = Router::default();
+    let mut version = None;
+    let mut count = 0u64;
+    let mut failure = None;
+    for ev in reader {
+        match ev {
+            Ok(Event::Rdb { item, .. }) => {
+                if let Item::Header { version: v, .. } = &item {
+                    version = Some(*v);
+                }
+                router.route(item, &filter, version, &mut count, &mut |ev, _| {
+                    deliver(sink.as_mut(), ev, others)
+                })?;
+            }
+            Ok(Event::Command(c)) => {
+                if cmds.pass(&c) {
+                    count += 1;
+                    sink.command(c.db, &c.cmd, c.ts)?;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    sink.finish()?;
+    drop(sink);
+    if args.format == Format::Count {
+        writeln!(out, "{count}")?;
+    }
+    out.flush()?;
+    match failure {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            eprintln!("replicator: {e}");
+            if e.is_truncated_tail() {
+                eprintln!(
+                    "replicator: the last file ends in a cut command (what a crash leaves); \
+                     everything before offset {} was written; `replicator check --fix` cuts it there",
+                    e.ok_up_to.unwrap_or(0)
+                );
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct FileStats {
+    rdb: bool,
+    keys: u64,
+    commands: u64,
+    annotations: u64,
+}
+
+/// Copies `path` to the first free `path.bak`, `path.bak.1`, … and returns the copy's path.
+fn backup(path: &Path) -> io::Result<PathBuf> {
+    let base = path.as_os_str().to_owned();
+    for i in 0.. {
+        let mut name = base.clone();
+        name.push(if i == 0 {
+            ".bak".to_owned()
+        } else {
+            format!(".bak.{i}")
+        });
+        let candidate = PathBuf::from(name);
+        if !candidate.exists() {
+            std::fs::copy(path, &candidate)?;
+            return Ok(candidate);
+        }
+    }
+    unreachable!("an unbounded range ends only by returning")
+}
+
+/// Backs `path` up, then cuts it to `len` bytes.
+fn cut(path: &Path, len: u64) -> anyhow::Result<PathBuf> {
+    let bak = backup(path).with_context(|| format!("cannot back up {}", path.display()))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    f.set_len(len)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot truncate {}", path.display()))?;
+    Ok(bak)
+}
+
+/// Lines up to `offset` (1-based line of the byte at `offset`), as `redis-check-aof` reports.
+fn line_of(path: &Path, offset: u64) -> io::Result<u64> {
+    let mut f = std::fs::File::open(path)?.take(offset);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut lines = 1;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+    }
+}
+
+pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = Options::default();
+    opts.rdb.skip_values(true);
+    let reader = match AofReader::open(&args.file, opts) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let files = reader.files().to_vec();
+    let mut out = io::stdout().lock();
+    match reader.manifest() {
+        Some(_) => writeln!(out, "Multi-part AOF: {} files to load", files.len())?,
+        None => writeln!(out, "Single-file AOF")?,
+    }
+    let mut stats = vec![FileStats::default(); files.len()];
+    let mut cut_at = None;
+    let mut failure = None;
+    for ev in reader {
+        match ev {
+            Ok(Event::FileStart { file, rdb }) => stats[file].rdb = rdb,
+            Ok(Event::Rdb { file, item }) => {
+                if matches!(item, Item::Key(_) | Item::KeyStart(_) | Item::KeyChecked(_)) {
+                    stats[file].keys += 1;
+                }
+            }
+            Ok(Event::Command(c)) => stats[c.file].commands += 1,
+            Ok(Event::Annotation {
+                file, offset, ts, ..
+            }) => {
+                stats[file].annotations += 1;
+                if let (Some(ts), Some(limit)) = (ts, args.truncate_to_timestamp) {
+                    if ts > limit {
+                        cut_at = Some((file, offset));
+                        break;
+                    }
+                }
+            }
+            Ok(Event::FileEnd { file, size }) => {
+                let f = &files[file];
+                let s = stats[file];
+                let kind = match f.kind {
+                    Some(FileKind::Base) => "base",
+                    Some(FileKind::Incr) => "incr",
+                    Some(FileKind::History) => "history",
+                    None => "aof",
+                };
+                let format = if s.rdb { "RDB" } else { "RESP" };
+                writeln!(
+                    out,
+                    "{} ({kind}, {format}, {size} bytes): {} keys, {} commands, {} annotations: OK",
+                    f.name, s.keys, s.commands, s.annotations
+                )?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        let name = e
+            .file
+            .clone()
+            .unwrap_or_else(|| args.file.display().to_string());
+        if let (Some(ok), Some(path)) = (e.ok_up_to, &e.path) {
+            let line = line_of(path, ok).unwrap_or(0);
+            writeln!(
+                out,
+                "AOF analyzed: filename={name}, size={}, ok_up_to={ok}, ok_up_to_line={line}, diff={}",
+                e.size,
+                e.size.saturating_sub(ok)
+            )?;
+        }
+        writeln!(out, "error: {e}")?;
+        let fixable = e.last_file && e.ok_up_to.is_some();
+        if !fixable {
+            if args.fix {
+                writeln!(
+                    out,
+                    "Cannot fix {name}: {}",
+                    if e.ok_up_to.is_none() {
+                        "the damage is not a cut command tail"
+                    } else {
+                        "it is not the last file of the AOF"
+                    }
+                )?;
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        let ok = e.ok_up_to.unwrap_or(0);
+        if !args.fix {
+            writeln!(
+                out,
+                "AOF {name} is not valid. Use the --fix option to try fixing it."
+            )?;
+            return Ok(ExitCode::FAILURE);
+        }
+        let Some(path) = &e.path else {
+            return Ok(ExitCode::FAILURE);
+        };
+        writeln!(
+            out,
+            "This will shrink the AOF {name} from {} bytes, with {} bytes, to {ok} bytes",
+            e.size,
+            e.size.saturating_sub(ok)
+        )?;
+        let bak = cut(path, ok)?;
+        writeln!(
+            out,
+            "Successfully truncated AOF {name} (backup: {})",
+            bak.display()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(limit) = args.truncate_to_timestamp {
+        let Some((file, offset)) = cut_at else {
+            writeln!(out, "Truncate nothing in AOF to timestamp {limit}")?;
+            return Ok(ExitCode::SUCCESS);
+        };
+        let f = &files[file];
+        if !f.last {
+            writeln!(
+                out,
+                "Failed to truncate AOF {} to timestamp {limit} at offset {offset} because it is not the last file",
+                f.name
+            )?;
+            return Ok(ExitCode::FAILURE);
+        }
+        if offset == 0 {
+            writeln!(
+                out,
+                "AOF {} has nothing before timestamp {limit}, aborting",
+                f.name
+            )?;
+            return Ok(ExitCode::FAILURE);
+        }
+        let bak = cut(&f.path, offset)?;
+        writeln!(
+            out,
+            "Successfully truncated AOF {} to timestamp {limit} at offset {offset} (backup: {})",
+            f.name,
+            bak.display()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let total = |f: fn(&FileStats) -> u64| stats.iter().map(f).sum::<u64>();
+    writeln!(
+        out,
+        "keys: {}, commands: {}, annotations: {}",
+        total(|s| s.keys),
+        total(|s| s.commands),
+        total(|s| s.annotations)
+    )?;
+    writeln!(out, "AOF looks OK")?;
+    Ok(ExitCode::SUCCESS)
+}
