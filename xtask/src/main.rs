@@ -101,32 +101,30 @@ fn ensure_redis() -> Result<()> {
 }
 
 fn check_deps() -> Result<()> {
-    let out = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args([
-            "tree",
-            "-p",
-            "rdb-format",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .output()
-        .context("cargo tree")?;
-    anyhow::ensure!(out.status.success(), "cargo tree failed");
-    let tree = String::from_utf8_lossy(&out.stdout);
-    let banned = ["tokio", "mio", "socket2", "rustls"];
-    for line in tree.lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        if banned
-            .iter()
-            .any(|b| name == *b || name.starts_with(&format!("{b}-")))
-        {
-            bail!("rdb-format depends on {name}: the format crate must not pull in networking");
+    // the format crates stay pure: no runtime, no sockets (resp-codec's tokio-util codec is an
+    // opt-in feature, so it is checked with default features)
+    for krate in ["rdb-format", "resp-codec", "aof-manifest"] {
+        let out = Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none"])
+            .output()
+            .context("cargo tree")?;
+        anyhow::ensure!(out.status.success(), "cargo tree failed");
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let banned = ["tokio", "tokio-util", "mio", "socket2", "rustls"];
+        for line in tree.lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if banned
+                .iter()
+                .any(|b| name == *b || name.starts_with(&format!("{b}-")))
+            {
+                bail!("{krate} depends on {name}: the format crates must not pull in networking");
+            }
         }
     }
-    eprintln!("xtask: rdb-format's normal dependencies hold no tokio, mio, socket2 or rustls");
+    eprintln!(
+        "xtask: rdb-format, resp-codec and aof-manifest hold no tokio, mio, socket2 or rustls"
+    );
     Ok(())
 }
 
