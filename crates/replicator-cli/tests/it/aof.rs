@@ -412,3 +412,23 @@ fn corpus_lf_only_incr_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_directory_its_manifest_and_a_single_file_are_detected() {
+    let dir = testdata().join("aof/valkey-9.1-preamble");
+    let manifest = dir.join("appendonly.aof.manifest");
+    let from_dir = stdout(&["dump", dir.to_str().unwrap()]);
+    assert!(!from_dir.is_empty());
+    assert_eq!(from_dir, stdout(&["dump", manifest.to_str().unwrap()]));
+    // one incr file alone reads as a single-file AOF
+    let incr = dir.join("appendonly.aof.3.incr.aof");
+    let recs = jsonl(&["dump", incr.to_str().unwrap()]);
+    assert!(!recs.is_empty() && recs.iter().all(|r| r.get("cmd").is_some()));
+    // and an RDB is still an RDB
+    let rdb = testdata().join("redis-7.0-compact.rdb");
+    assert!(
+        jsonl(&["dump", rdb.to_str().unwrap()])
+            .iter()
+            .all(|r| r.get("key").is_some())
+    );
+}

@@ -429,3 +429,30 @@ fn decode_command_takes_inline_and_refuses_other_frames() {
     let e = dec.decode_command(&mut buf).unwrap_err();
     assert_eq!((e.kind(), e.offset()), (&ErrorKind::NotACommand, 14));
 }
+
+#[test]
+fn a_partial_frame_is_resumed_not_rescanned() {
+    // an array of 1000 bulk strings arriving in pieces: the decoder keeps what it parsed
+    let args: Vec<String> = (0..1000).map(|i| format!("element-{i}")).collect();
+    let mut bytes = BytesMut::new();
+    encode_command(&args, &mut bytes);
+    let mut dec = Decoder::new();
+    let mut buf = BytesMut::new();
+    let mut parsed = 0;
+    for piece in bytes.chunks(97) {
+        buf.extend_from_slice(piece);
+        if let Some(f) = dec.decode(&mut buf).unwrap() {
+            assert_eq!(f.as_command().unwrap().len(), 1000);
+            assert_eq!(dec.partial_len(), 0);
+            return;
+        }
+        // everything up to the last whole element is parsed and will not be looked at again
+        assert!(dec.partial_len() >= parsed, "went backwards");
+        assert!(
+            buf.len() - dec.partial_len() < 40,
+            "more than one element left unparsed"
+        );
+        parsed = dec.partial_len();
+    }
+    panic!("the frame never completed");
+}
