@@ -1,0 +1,755 @@
+//! The replication protocol as a state machine, without sockets: feed it the bytes the master
+//! sent ([`Replica::handle_input`]) and the time ([`Replica::handle_timeout`]); it says what to
+//! send ([`Replica::poll_transmit`]), what happened ([`Replica::poll_event`]) and when it wants
+//! to be woken ([`Replica::poll_timeout`]).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rdb_format::{Item, Next};
+use resp_codec::{Command, Frame};
+
+use crate::error::{Error, Kind, Result};
+
+/// Credentials for `AUTH`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The ACL user (`None`: the default user, `AUTH <password>`).
+    pub user: Option<String>,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never print the password
+        f.debug_struct("Auth")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// What the core needs to know.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReplicaConfig {
+    /// `AUTH` before anything else.
+    pub auth: Option<Auth>,
+    /// Sent as `REPLCONF listening-port` (what the master shows in `INFO replication`).
+    pub listening_port: u16,
+    /// Sent as `REPLCONF ip-address` when set.
+    pub ip_address: Option<String>,
+    /// Sent as `REPLCONF version` (Valkey picks the RDB version from it; Redis answers an
+    /// error, which is ignored). `None`: not sent.
+    pub version: Option<String>,
+    /// How often to send `REPLCONF ACK` during the command stream.
+    pub ack_interval: Duration,
+    /// Settings for decoding the RDB transfer.
+    pub rdb: rdb_format::Config,
+    /// Stop after the RDB (no command stream).
+    pub rdb_only: bool,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self {
+            auth: None,
+            listening_port: 0,
+            ip_address: None,
+            version: Some("255.255.255".into()),
+            ack_interval: Duration::from_secs(1),
+            rdb: rdb_format::Config::default(),
+            rdb_only: false,
+        }
+    }
+}
+
+/// Where a sync starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncStart {
+    /// True for a full sync (an RDB follows), false for a partial one (commands follow).
+    pub full: bool,
+    /// The master's replication id.
+    pub replid: String,
+    /// The replication offset the data starts at.
+    pub offset: u64,
+    /// True when a partial sync was asked for and the master answered with a full one: the
+    /// data seen so far is replaced by the RDB that follows.
+    pub resync: bool,
+}
+
+/// A command of the replication stream.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CommandEvent {
+    /// The database it applies to (after a SELECT: the one selected).
+    pub db: u64,
+    /// The command as received.
+    pub cmd: Command,
+    /// The replication offset after it (files: `None`).
+    pub offset: Option<u64>,
+    /// The last `#TS` annotation before it (AOF files only).
+    pub ts: Option<i64>,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The master accepted the PSYNC.
+    SyncStart(SyncStart),
+    /// An item of the RDB transfer (aux field, key, chunk of a big key, function, …).
+    Rdb(Item),
+    /// The RDB transfer is complete.
+    SyncEnd {
+        /// The RDB's checksum (`None` for RDB < 5, `Some(0)` when the master disabled it); it
+        /// was verified unless verification is off.
+        checksum: Option<u64>,
+        /// Bytes transferred.
+        bytes: u64,
+    },
+    /// A command of the stream.
+    Command(CommandEvent),
+    /// The link dropped (the driver reconnects unless the error is fatal).
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Auth,
+    Ping,
+    Port,
+    Ip,
+    Capa,
+    Version,
+    Psync,
+}
+
+#[derive(Debug)]
+struct RdbState {
+    dec: Box<rdb_format::Decoder>,
+    buf: BytesMut,
+    /// Disk transfer: bytes still to come. Diskless: `None`.
+    remaining: Option<u64>,
+    marker: Option<[u8; 40]>,
+    bytes: u64,
+    checksum: Option<u64>,
+    done: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    Idle,
+    Handshake(Step),
+    RdbHeader,
+    Rdb(Box<RdbState>),
+    Stream,
+    Done,
+}
+
+/// The protocol core.
+///
+/// ```
+/// use std::time::Instant;
+/// use replica_net::proto::{Event, Replica, ReplicaConfig};
+///
+/// let mut r = Replica::new(ReplicaConfig::default());
+/// let now = Instant::now();
+/// r.handle_connected(now);
+/// assert_eq!(&r.poll_transmit().unwrap()[..], b"*1\r\n$4\r\nPING\r\n");
+/// r.handle_input(b"+PONG\r\n", now).unwrap();
+/// // ... REPLCONF listening-port, capa, version, then PSYNC ? -1
+/// for _ in 0..3 {
+///     r.poll_transmit().unwrap();
+///     r.handle_input(b"+OK\r\n", now).unwrap();
+/// }
+/// assert!(r.poll_transmit().unwrap().ends_with(b"$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n"));
+/// r.handle_input(b"+FULLRESYNC 0123456789012345678901234567890123456789 100\r\n", now).unwrap();
+/// assert!(matches!(r.poll_event(), Some(Event::SyncStart(s)) if s.full && s.offset == 100));
+/// ```
+#[derive(Debug)]
+pub struct Replica {
+    cfg: ReplicaConfig,
+    state: State,
+    buf: BytesMut,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    resp: resp_codec::Decoder,
+    /// (replid, offset) of the data we hold: set when an RDB completes or a PSYNC continues.
+    synced: Option<(String, u64)>,
+    /// The sync in progress, until its RDB is complete.
+    pending: Option<(String, u64)>,
+    db: u64,
+    last_ack: Option<Instant>,
+    /// Fell back to `SYNC` (a master without PSYNC): no offsets, no ACKs.
+    legacy: bool,
+    /// Full syncs begun on this core: any after the first replaces data already delivered.
+    full_syncs: u32,
+}
+
+fn simple(frame: &Frame) -> Option<String> {
+    match frame {
+        Frame::SimpleString(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        _ => None,
+    }
+}
+
+fn error_text(frame: &Frame) -> Option<String> {
+    match frame {
+        Frame::Error(s) | Frame::BulkError(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        _ => None,
+    }
+}
+
+fn is_auth_error(text: &str) -> bool {
+    text.starts_with("NOAUTH")
+        || text.starts_with("NOPERM")
+        || text.starts_with("WRONGPASS")
+        || text.contains("not permitted")
+        || text.contains("invalid password")
+        || text.contains("invalid username-password")
+}
+
+impl Replica {
+    /// A core that has not connected yet.
+    pub fn new(cfg: ReplicaConfig) -> Self {
+        Self {
+            cfg,
+            state: State::Idle,
+            buf: BytesMut::new(),
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            resp: resp_codec::Decoder::new(),
+            synced: None,
+            pending: None,
+            db: 0,
+            last_ack: None,
+            legacy: false,
+            full_syncs: 0,
+        }
+    }
+
+    /// Starts from a saved position: the next connection asks `PSYNC <replid> <offset+1>`.
+    pub fn resume_from(&mut self, replid: impl Into<String>, offset: u64) {
+        self.synced = Some((replid.into(), offset));
+    }
+
+    /// The replication id and offset of the data delivered so far (what to save to resume).
+    pub fn position(&self) -> Option<(&str, u64)> {
+        self.synced.as_ref().map(|(id, off)| (id.as_str(), *off))
+    }
+
+    /// True once an `rdb_only` replica has delivered the whole RDB.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// True in the command stream.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.state, State::Stream)
+    }
+
+    /// A short name of the current phase (for status lines).
+    pub fn phase(&self) -> &'static str {
+        match self.state {
+            State::Idle => "disconnected",
+            State::Handshake(_) => "handshake",
+            State::RdbHeader => "waiting for the RDB",
+            State::Rdb(_) => "RDB transfer",
+            State::Stream => "streaming",
+            State::Done => "done",
+        }
+    }
+
+    /// Bytes of the RDB transfer so far (0 outside of it).
+    pub fn rdb_bytes(&self) -> u64 {
+        match &self.state {
+            State::Rdb(r) => r.bytes,
+            _ => 0,
+        }
+    }
+
+    fn send(&mut self, args: &[&[u8]]) {
+        resp_codec::encode_command(args, &mut self.out);
+    }
+
+    fn send_ack(&mut self, now: Instant) {
+        if self.legacy {
+            return;
+        }
+        if let Some((_, off)) = &self.synced {
+            let off = itoa::Buffer::new().format(*off).to_owned();
+            self.send(&[b"REPLCONF", b"ACK", off.as_bytes()]);
+        }
+        self.last_ack = Some(now);
+    }
+
+    /// A connection is up: the handshake begins.
+    pub fn handle_connected(&mut self, _now: Instant) {
+        self.buf.clear();
+        self.out.clear();
+        self.resp = resp_codec::Decoder::new();
+        self.pending = None;
+        self.db = 0;
+        self.last_ack = None;
+        self.step(if self.cfg.auth.is_some() {
+            Step::Auth
+        } else {
+            Step::Ping
+        });
+    }
+
+    /// The connection is gone. What was delivered stays delivered: the next connection asks
+    /// for a partial sync from there (an RDB cut short is discarded: a full sync follows).
+    pub fn handle_disconnected(&mut self, reason: impl Into<String>) {
+        self.state = State::Idle;
+        self.pending = None;
+        self.buf.clear();
+        self.events.push_back(Event::Disconnected {
+            reason: reason.into(),
+        });
+    }
+
+    fn step(&mut self, step: Step) {
+        match step {
+            Step::Auth => {
+                let Some(auth) = self.cfg.auth.clone() else {
+                    return self.step(Step::Ping);
+                };
+                match &auth.user {
+                    Some(u) => self.send(&[b"AUTH", u.as_bytes(), auth.password.as_bytes()]),
+                    None => self.send(&[b"AUTH", auth.password.as_bytes()]),
+                }
+            }
+            Step::Ping => self.send(&[b"PING"]),
+            Step::Port => {
+                let port = self.cfg.listening_port.to_string();
+                self.send(&[b"REPLCONF", b"listening-port", port.as_bytes()]);
+            }
+            Step::Ip => {
+                let Some(ip) = self.cfg.ip_address.clone() else {
+                    return self.step(Step::Capa);
+                };
+                self.send(&[b"REPLCONF", b"ip-address", ip.as_bytes()]);
+            }
+            Step::Capa => self.send(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"]),
+            Step::Version => {
+                let Some(v) = self.cfg.version.clone() else {
+                    return self.step(Step::Psync);
+                };
+                self.send(&[b"REPLCONF", b"version", v.as_bytes()]);
+            }
+            Step::Psync => match &self.synced {
+                Some((id, off)) => {
+                    let next = (off + 1).to_string();
+                    let id = id.clone();
+                    self.send(&[b"PSYNC", id.as_bytes(), next.as_bytes()]);
+                }
+                None => self.send(&[b"PSYNC", b"?", b"-1"]),
+            },
+        }
+        self.state = State::Handshake(step);
+    }
+
+    /// Bytes to send to the master, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Events waiting to be polled.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Stream if !self.legacy => Some(
+                self.last_ack
+                    .map_or_else(Instant::now, |t| t + self.cfg.ack_interval),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Time passed: sends the periodic `REPLCONF ACK`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, State::Stream)
+            && self
+                .last_ack
+                .is_none_or(|t| now >= t + self.cfg.ack_interval)
+        {
+            self.send_ack(now);
+        }
+    }
+
+    /// Bytes from the master. An error means the connection must be dropped (and, unless the
+    /// error [is fatal](Error::is_fatal), made again).
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<()> {
+        self.buf.extend_from_slice(data);
+        self.process(now)
+    }
+
+    fn process(&mut self, now: Instant) -> Result<()> {
+        loop {
+            let progressed = match &mut self.state {
+                State::Idle | State::Done => {
+                    self.buf.clear();
+                    false
+                }
+                State::Handshake(step) => {
+                    let step = *step;
+                    self.handshake_reply(step)?
+                }
+                State::RdbHeader => self.rdb_header()?,
+                State::Rdb(_) => self.rdb(now)?,
+                State::Stream => self.stream(now)?,
+            };
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops the bare `\n` keep-alives a master sends while it prepares the RDB.
+    fn skip_newlines(&mut self) {
+        let n = self.buf.iter().take_while(|&&b| b == b'\n').count();
+        self.buf.advance(n);
+    }
+
+    fn handshake_reply(&mut self, step: Step) -> Result<bool> {
+        self.skip_newlines();
+        let frame = match self.resp.decode(&mut self.buf) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                return Err(Error::with_source(
+                    Kind::Protocol,
+                    "bad reply during the handshake",
+                    e,
+                ));
+            }
+        };
+        let err = error_text(&frame);
+        match step {
+            Step::Auth => {
+                if let Some(e) = err {
+                    return Err(Error::new(Kind::Auth, format!("AUTH refused: {e}")));
+                }
+                self.step(Step::Ping);
+            }
+            Step::Ping => {
+                if let Some(e) = err {
+                    let kind = if is_auth_error(&e) {
+                        Kind::Auth
+                    } else {
+                        Kind::Protocol
+                    };
+                    return Err(Error::new(kind, format!("PING refused: {e}")));
+                }
+                self.step(Step::Port);
+            }
+            // a master that does not understand these works without them (as a replica does)
+            Step::Port => self.step(Step::Ip),
+            Step::Ip => self.step(Step::Capa),
+            Step::Capa => self.step(Step::Version),
+            Step::Version => self.step(Step::Psync),
+            Step::Psync => return self.psync_reply(&frame).map(|()| true),
+        }
+        if let Some(e) = err {
+            if is_auth_error(&e) {
+                return Err(Error::new(Kind::Auth, format!("{step:?} refused: {e}")));
+            }
+        }
+        Ok(true)
+    }
+
+    fn psync_reply(&mut self, frame: &Frame) -> Result<()> {
+        if let Some(e) = error_text(frame) {
+            if e.starts_with("NOMASTERLINK") || e.starts_with("LOADING") {
+                return Err(Error::new(Kind::Retry, format!("master busy: {e}")));
+            }
+            if is_auth_error(&e) {
+                return Err(Error::new(Kind::Auth, format!("PSYNC refused: {e}")));
+            }
+            // a master from before PSYNC: the old SYNC, an RDB and a stream without offsets
+            self.legacy = true;
+            self.send(&[b"SYNC"]);
+            self.pending = Some(("?".into(), 0));
+            self.events.push_back(Event::SyncStart(SyncStart {
+                full: true,
+                replid: "?".into(),
+                offset: 0,
+                resync: self.synced.is_some() || self.full_syncs > 0,
+            }));
+            self.full_syncs += 1;
+            self.synced = None;
+            self.state = State::RdbHeader;
+            return Ok(());
+        }
+        let Some(text) = simple(frame) else {
+            return Err(Error::new(
+                Kind::Protocol,
+                format!("unexpected PSYNC reply {frame:?}"),
+            ));
+        };
+        let mut words = text.split_ascii_whitespace();
+        match words.next() {
+            Some("FULLRESYNC") => {
+                let (Some(id), Some(off)) =
+                    (words.next(), words.next().and_then(|o| o.parse().ok()))
+                else {
+                    return Err(Error::new(
+                        Kind::Protocol,
+                        format!("bad FULLRESYNC reply {text:?}"),
+                    ));
+                };
+                self.events.push_back(Event::SyncStart(SyncStart {
+                    full: true,
+                    replid: id.to_owned(),
+                    offset: off,
+                    resync: self.synced.is_some() || self.full_syncs > 0,
+                }));
+                self.full_syncs += 1;
+                // what was delivered is being replaced: if this RDB is cut short, the next
+                // sync must be a full one too
+                self.synced = None;
+                self.pending = Some((id.to_owned(), off));
+                self.state = State::RdbHeader;
+            }
+            Some("CONTINUE") => {
+                let Some((id, off)) = self.synced.as_mut() else {
+                    return Err(Error::new(
+                        Kind::Protocol,
+                        "CONTINUE without a PSYNC position",
+                    ));
+                };
+                if let Some(new) = words.next() {
+                    // psync2: the master has a new id (a failover); the offset goes on
+                    *id = new.to_owned();
+                }
+                let start = SyncStart {
+                    full: false,
+                    replid: id.clone(),
+                    offset: *off,
+                    resync: false,
+                };
+                self.events.push_back(Event::SyncStart(start));
+                self.enter_stream();
+            }
+            _ => {
+                return Err(Error::new(
+                    Kind::Protocol,
+                    format!("unexpected PSYNC reply {text:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn enter_stream(&mut self) {
+        self.resp = resp_codec::Decoder::new();
+        self.db = 0;
+        self.state = State::Stream;
+    }
+
+    fn rdb_header(&mut self) -> Result<bool> {
+        self.skip_newlines();
+        let Some(nl) = memchr::memchr(b'\n', &self.buf[..self.buf.len().min(128)]) else {
+            if self.buf.len() >= 128 {
+                return Err(Error::new(Kind::Protocol, "RDB header line too long"));
+            }
+            return Ok(false);
+        };
+        let line = self.buf.split_to(nl + 1);
+        let line = line
+            .strip_suffix(b"\r\n")
+            .ok_or_else(|| Error::new(Kind::Protocol, "RDB header line without CR LF"))?;
+        if let Some(e) = line.strip_prefix(b"-") {
+            let e = String::from_utf8_lossy(e).into_owned();
+            return Err(Error::new(
+                Kind::Retry,
+                format!("master failed the sync: {e}"),
+            ));
+        }
+        let Some(rest) = line.strip_prefix(b"$") else {
+            return Err(Error::new(
+                Kind::Protocol,
+                format!(
+                    "expected the RDB bulk header, got {:?}",
+                    String::from_utf8_lossy(line)
+                ),
+            ));
+        };
+        let (remaining, marker) = if let Some(mark) = rest.strip_prefix(b"EOF:") {
+            let m: [u8; 40] = mark
+                .try_into()
+                .map_err(|_| Error::new(Kind::Protocol, "diskless marker is not 40 bytes"))?;
+            (None, Some(m))
+        } else {
+            let len = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| Error::new(Kind::Protocol, "bad RDB length"))?;
+            (Some(len), None)
+        };
+        self.state = State::Rdb(Box::new(RdbState {
+            dec: Box::new(rdb_format::Decoder::with_config(self.cfg.rdb)),
+            buf: BytesMut::new(),
+            remaining,
+            marker,
+            bytes: 0,
+            checksum: None,
+            done: false,
+        }));
+        Ok(true)
+    }
+
+    fn rdb(&mut self, now: Instant) -> Result<bool> {
+        let State::Rdb(rs) = &mut self.state else {
+            return Ok(false);
+        };
+        if !rs.done {
+            let take = match rs.remaining {
+                Some(r) => r.min(self.buf.len() as u64) as usize,
+                None => self.buf.len(),
+            };
+            if take > 0 {
+                rs.buf.extend_from_slice(&self.buf[..take]);
+                self.buf.advance(take);
+                rs.bytes += take as u64;
+                if let Some(r) = &mut rs.remaining {
+                    *r -= take as u64;
+                }
+            }
+            // decode what is there: items go out as they complete
+            loop {
+                match rs.dec.next_item(&mut rs.buf) {
+                    Ok(Next::Item(item)) => {
+                        if let Item::Eof { checksum } = &item {
+                            rs.checksum = *checksum;
+                        }
+                        self.events.push_back(Event::Rdb(item));
+                    }
+                    Ok(Next::End) => {
+                        rs.done = true;
+                        break;
+                    }
+                    Ok(_) => {
+                        if rs.remaining == Some(0) {
+                            return Err(Error::with_source(
+                                Kind::Rdb,
+                                "the RDB transfer ended inside the RDB",
+                                rs.dec.truncated(),
+                            ));
+                        }
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(Error::with_source(Kind::Rdb, "bad RDB transfer", e)),
+                }
+            }
+            // bytes moved past the RDB's end go back in front of the input
+            let rest = std::mem::take(&mut rs.buf);
+            rs.bytes -= rest.len() as u64;
+            if !rest.is_empty() {
+                let mut joined = rest;
+                joined.extend_from_slice(&self.buf);
+                self.buf = joined;
+            }
+        }
+        match rs.marker {
+            Some(mark) => {
+                if self.buf.len() < 40 {
+                    return Ok(false);
+                }
+                if self.buf[..40] != mark {
+                    return Err(Error::new(
+                        Kind::Protocol,
+                        "the diskless RDB's end marker does not match",
+                    ));
+                }
+                self.buf.advance(40);
+                rs.bytes += 40;
+            }
+            None => {
+                if rs.remaining != Some(0) {
+                    return Err(Error::new(
+                        Kind::Protocol,
+                        "bytes after the RDB's end in a disk transfer",
+                    ));
+                }
+            }
+        }
+        let (checksum, bytes) = (rs.checksum, rs.bytes);
+        self.events.push_back(Event::SyncEnd { checksum, bytes });
+        self.synced = self.pending.take().filter(|_| !self.legacy);
+        if self.cfg.rdb_only {
+            self.state = State::Done;
+            return Ok(false);
+        }
+        self.enter_stream();
+        // the master starts a diskless replica's stream only on its first ACK
+        self.send_ack(now);
+        Ok(true)
+    }
+
+    fn stream(&mut self, now: Instant) -> Result<bool> {
+        let cmd = match self.resp.decode_command(&mut self.buf) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                return Err(Error::with_source(
+                    Kind::Protocol,
+                    "bad command in the replication stream",
+                    e,
+                ));
+            }
+        };
+        let len = cmd.raw().len() as u64;
+        let offset = match &mut self.synced {
+            Some((_, off)) => {
+                *off += len;
+                Some(*off)
+            }
+            None => None,
+        };
+        if cmd.is("PING") {
+            return Ok(true);
+        }
+        if cmd.is("REPLCONF") {
+            if cmd
+                .arg(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
+            {
+                self.send_ack(now);
+            }
+            return Ok(true);
+        }
+        if cmd.is("SELECT") {
+            let db = cmd
+                .arg(1)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| Error::new(Kind::Protocol, "SELECT without a db index"))?;
+            self.db = db;
+        }
+        self.events.push_back(Event::Command(CommandEvent {
+            db: self.db,
+            cmd,
+            offset,
+            ts: None,
+        }));
+        Ok(true)
+    }
+}

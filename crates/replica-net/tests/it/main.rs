@@ -1,0 +1,4 @@
+//! The protocol core against a scripted master, and the driver against real servers.
+
+mod proto;
+mod real;

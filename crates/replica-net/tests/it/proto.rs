@@ -1,0 +1,456 @@
+//! Every branch of the protocol core, driven by a scripted master (no sockets).
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use replica_net::proto::{Auth, Event, Replica, ReplicaConfig};
+
+const ID: &str = "0123456789abcdef0123456789abcdef01234567";
+const ID2: &str = "fedcba9876543210fedcba9876543210fedcba98";
+
+fn rdb() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/redis-7.0-compact.rdb"
+    ))
+    .unwrap()
+}
+
+fn cmd(args: &[&str]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    resp_codec::encode_command(args, &mut b);
+    b.to_vec()
+}
+
+fn sent(r: &mut Replica) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut buf = BytesMut::new();
+    while let Some(b) = r.poll_transmit() {
+        buf.extend_from_slice(&b);
+    }
+    let mut dec = resp_codec::Decoder::new();
+    while let Some(c) = dec.decode_command(&mut buf).unwrap() {
+        out.push(
+            c.args()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        );
+    }
+    out
+}
+
+fn events(r: &mut Replica) -> Vec<Event> {
+    std::iter::from_fn(|| r.poll_event()).collect()
+}
+
+/// Runs the handshake up to PSYNC (answering +OK / +PONG) and returns what was sent.
+fn handshake(r: &mut Replica, now: Instant) -> Vec<Vec<String>> {
+    r.handle_connected(now);
+    let mut all = Vec::new();
+    loop {
+        let s = sent(r);
+        assert_eq!(s.len(), 1, "one command at a time: {s:?}");
+        let done = s[0][0] == "PSYNC";
+        all.extend(s);
+        if done {
+            return all;
+        }
+        let reply: &[u8] = if all.last().unwrap()[0] == "PING" {
+            b"+PONG\r\n"
+        } else {
+            b"+OK\r\n"
+        };
+        r.handle_input(reply, now).unwrap();
+    }
+}
+
+/// A whole full sync as a master sends it: keep-alives, FULLRESYNC, RDB (disk or diskless),
+/// then a command stream.
+fn full_sync_bytes(diskless: bool, stream: &[u8]) -> Vec<u8> {
+    let rdb = rdb();
+    let mut m = b"\n\n".to_vec();
+    m.extend(format!("+FULLRESYNC {ID} 1000\r\n").as_bytes());
+    m.extend(b"\n\n\n");
+    if diskless {
+        let mark = [b'x'; 40];
+        m.extend(b"$EOF:");
+        m.extend(mark);
+        m.extend(b"\r\n");
+        m.extend(&rdb);
+        m.extend(mark);
+    } else {
+        m.extend(format!("${}\r\n", rdb.len()).as_bytes());
+        m.extend(&rdb);
+    }
+    m.extend(stream);
+    m
+}
+
+fn stream_bytes() -> Vec<u8> {
+    [
+        cmd(&["PING"]),
+        cmd(&["SELECT", "3"]),
+        cmd(&["SET", "k", "v"]),
+        cmd(&["REPLCONF", "GETACK", "*"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "n"]),
+        cmd(&["EXEC"]),
+    ]
+    .concat()
+}
+
+#[test]
+fn handshake_sends_what_a_replica_sends() {
+    let now = Instant::now();
+    let mut cfg = ReplicaConfig::default();
+    cfg.auth = Some(Auth {
+        user: Some("repl".into()),
+        password: "secret".into(),
+    });
+    cfg.listening_port = 6380;
+    cfg.ip_address = Some("10.0.0.1".into());
+    let mut r = Replica::new(cfg);
+    let s = handshake(&mut r, now);
+    let want: Vec<Vec<&str>> = vec![
+        vec!["AUTH", "repl", "secret"],
+        vec!["PING"],
+        vec!["REPLCONF", "listening-port", "6380"],
+        vec!["REPLCONF", "ip-address", "10.0.0.1"],
+        vec!["REPLCONF", "capa", "eof", "capa", "psync2"],
+        vec!["REPLCONF", "version", "255.255.255"],
+        vec!["PSYNC", "?", "-1"],
+    ];
+    assert_eq!(s, want);
+    // the password never shows in Debug output
+    assert!(!format!("{r:?}").contains("secret"));
+}
+
+#[test]
+fn refused_credentials_are_auth_errors() {
+    let now = Instant::now();
+    let mut cfg = ReplicaConfig::default();
+    cfg.auth = Some(Auth {
+        user: None,
+        password: "wrong".into(),
+    });
+    let mut r = Replica::new(cfg);
+    r.handle_connected(now);
+    assert_eq!(sent(&mut r), vec![vec!["AUTH", "wrong"]]);
+    let e = r
+        .handle_input(b"-WRONGPASS invalid username-password pair\r\n", now)
+        .unwrap_err();
+    assert!(e.is_auth() && e.is_fatal(), "{e}");
+    // no AUTH configured but the master wants one
+    let mut r = Replica::new(ReplicaConfig::default());
+    r.handle_connected(now);
+    let e = r
+        .handle_input(b"-NOAUTH Authentication required.\r\n", now)
+        .unwrap_err();
+    assert!(e.is_auth(), "{e}");
+    // an ACL user without PSYNC
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    let e = r
+        .handle_input(
+            b"-NOPERM this user has no permissions to run the 'psync' command\r\n",
+            now,
+        )
+        .unwrap_err();
+    assert!(e.is_auth(), "{e}");
+}
+
+#[test]
+fn replconf_errors_are_not_fatal() {
+    let now = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    r.handle_connected(now);
+    sent(&mut r);
+    r.handle_input(b"+PONG\r\n", now).unwrap();
+    for _ in 0..3 {
+        assert_eq!(sent(&mut r)[0][0], "REPLCONF");
+        r.handle_input(b"-ERR Unrecognized REPLCONF option: version\r\n", now)
+            .unwrap();
+    }
+    assert_eq!(sent(&mut r), vec![vec!["PSYNC", "?", "-1"]]);
+}
+
+fn check_full_sync(diskless: bool, cuts: &[usize]) {
+    let now = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    let stream = stream_bytes();
+    let bytes = full_sync_bytes(diskless, &stream);
+    let mut last = 0;
+    let mut evs = Vec::new();
+    for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
+        r.handle_input(&bytes[last..c], now).unwrap();
+        last = c;
+        evs.extend(events(&mut r));
+    }
+    let Event::SyncStart(s) = &evs[0] else {
+        panic!("{:?}", evs[0])
+    };
+    assert!(s.full && !s.resync && s.replid == ID && s.offset == 1000);
+    let keys = evs
+        .iter()
+        .filter(|e| matches!(e, Event::Rdb(rdb_format::Item::Key(_))))
+        .count();
+    let want_keys = rdb_format::decode_all(&rdb())
+        .unwrap()
+        .iter()
+        .filter(|i| matches!(i, rdb_format::Item::Key(_)))
+        .count();
+    assert_eq!(keys, want_keys);
+    let end = evs
+        .iter()
+        .position(|e| matches!(e, Event::SyncEnd { .. }))
+        .unwrap();
+    let Event::SyncEnd { checksum, bytes } = &evs[end] else {
+        unreachable!()
+    };
+    assert!(checksum.is_some_and(|c| c != 0));
+    assert_eq!(*bytes, rdb().len() as u64 + if diskless { 40 } else { 0 });
+    // PING and REPLCONF GETACK are counted but not handed out
+    let cmds: Vec<(u64, Vec<String>, Option<u64>)> = evs[end + 1..]
+        .iter()
+        .map(|e| match e {
+            Event::Command(c) => (
+                c.db,
+                c.cmd
+                    .args()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect(),
+                c.offset,
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let names: Vec<&str> = cmds.iter().map(|c| c.1[0].as_str()).collect();
+    assert_eq!(names, ["SELECT", "SET", "MULTI", "INCR", "EXEC"]);
+    assert_eq!(cmds[1].0, 3);
+    let mut off = 1000u64;
+    let mut offsets = Vec::new();
+    for c in [
+        &["PING"][..],
+        &["SELECT", "3"],
+        &["SET", "k", "v"],
+        &["REPLCONF", "GETACK", "*"],
+        &["MULTI"],
+        &["INCR", "n"],
+        &["EXEC"],
+    ] {
+        off += cmd(c).len() as u64;
+        if c[0] != "PING" && c[0] != "REPLCONF" {
+            offsets.push(Some(off));
+        }
+    }
+    assert_eq!(cmds.iter().map(|c| c.2).collect::<Vec<_>>(), offsets);
+    assert_eq!(r.position(), Some((ID, 1000 + stream.len() as u64)));
+    // an ACK right after the RDB, and one for the GETACK with the offset after it
+    let acks = sent(&mut r);
+    let getack_end = 1000
+        + [
+            cmd(&["PING"]),
+            cmd(&["SELECT", "3"]),
+            cmd(&["SET", "k", "v"]),
+            cmd(&["REPLCONF", "GETACK", "*"]),
+        ]
+        .concat()
+        .len();
+    assert_eq!(
+        acks,
+        vec![
+            vec!["REPLCONF".to_owned(), "ACK".into(), "1000".into()],
+            vec!["REPLCONF".into(), "ACK".into(), getack_end.to_string()]
+        ]
+    );
+}
+
+#[test]
+fn disk_and_diskless_full_syncs() {
+    check_full_sync(false, &[]);
+    check_full_sync(true, &[]);
+}
+
+#[test]
+fn every_split_point_gives_the_same_events() {
+    for diskless in [false, true] {
+        let total = full_sync_bytes(diskless, &stream_bytes()).len();
+        for cut in (0..total).step_by(97) {
+            check_full_sync(diskless, &[cut]);
+        }
+        // and near the end, byte by byte (marker and stream boundaries)
+        for cut in total - 400..total {
+            check_full_sync(diskless, &[cut]);
+        }
+    }
+    let cuts: Vec<usize> = (1..full_sync_bytes(true, &stream_bytes()).len()).collect();
+    check_full_sync(true, &cuts);
+}
+
+#[test]
+fn a_wrong_diskless_marker_is_an_error() {
+    let now = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    let mut bytes = full_sync_bytes(true, &[]);
+    let n = bytes.len();
+    bytes[n - 1] = b'y';
+    let e = r.handle_input(&bytes, now).unwrap_err();
+    assert!(e.is_protocol() && e.to_string().contains("marker"), "{e}");
+}
+
+#[test]
+fn a_disk_transfer_shorter_than_its_rdb_is_an_error() {
+    let now = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    let rdb = rdb();
+    let mut m = format!("+FULLRESYNC {ID} 0\r\n${}\r\n", rdb.len() - 20).into_bytes();
+    m.extend(&rdb[..rdb.len() - 20]);
+    let e = r.handle_input(&m, now).unwrap_err();
+    assert!(e.is_rdb(), "{e}");
+    // a damaged RDB
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    let mut bad = rdb.clone();
+    bad[200] ^= 0xff;
+    let mut m = format!("+FULLRESYNC {ID} 0\r\n${}\r\n", bad.len()).into_bytes();
+    m.extend(&bad);
+    assert!(r.handle_input(&m, now).unwrap_err().is_rdb());
+}
+
+#[test]
+fn partial_syncs_and_reconnects() {
+    let now = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    r.handle_input(&full_sync_bytes(false, &cmd(&["SET", "a", "1"])), now)
+        .unwrap();
+    events(&mut r);
+    sent(&mut r);
+    let (_, off) = r.position().unwrap();
+    // the link drops in the stream: PSYNC from where we are
+    r.handle_disconnected("reset by peer");
+    assert!(matches!(events(&mut r)[..], [Event::Disconnected { .. }]));
+    let s = handshake(&mut r, now);
+    assert_eq!(
+        s.last().unwrap(),
+        &vec!["PSYNC".to_owned(), ID.into(), (off + 1).to_string()]
+    );
+    // +CONTINUE with a new id (a failover): adopted, the offset goes on
+    r.handle_input(format!("+CONTINUE {ID2}\r\n").as_bytes(), now)
+        .unwrap();
+    r.handle_input(&cmd(&["SET", "b", "2"]), now).unwrap();
+    let ev = events(&mut r);
+    let Event::SyncStart(s) = &ev[0] else {
+        panic!()
+    };
+    assert!(!s.full && s.replid == ID2 && s.offset == off);
+    assert!(
+        matches!(&ev[1], Event::Command(c) if c.offset == Some(off + cmd(&["SET", "b", "2"]).len() as u64))
+    );
+    // +CONTINUE without an id keeps ours
+    r.handle_disconnected("again");
+    handshake(&mut r, now);
+    r.handle_input(b"+CONTINUE\r\n", now).unwrap();
+    assert!(matches!(&events(&mut r)[1], Event::SyncStart(s) if s.replid == ID2));
+    // refused: a full resync, signalled as such
+    r.handle_disconnected("again");
+    handshake(&mut r, now);
+    r.handle_input(format!("+FULLRESYNC {ID} 5000\r\n").as_bytes(), now)
+        .unwrap();
+    assert!(matches!(&events(&mut r)[1], Event::SyncStart(s) if s.full && s.resync));
+    // cut during that RDB: the next sync is a full one again (nothing half-loaded continues)
+    r.handle_input(b"$100\r\nREDIS0009", now).unwrap();
+    r.handle_disconnected("cut in the RDB");
+    let s = handshake(&mut r, now);
+    assert_eq!(s.last().unwrap(), &vec!["PSYNC", "?", "-1"]);
+    r.handle_input(format!("+FULLRESYNC {ID} 6000\r\n").as_bytes(), now)
+        .unwrap();
+    assert!(
+        events(&mut r)
+            .iter()
+            .any(|e| matches!(e, Event::SyncStart(s) if s.resync))
+    );
+}
+
+#[test]
+fn busy_masters_and_old_masters() {
+    let now = Instant::now();
+    for reply in [
+        "-LOADING Redis is loading the dataset in memory\r\n",
+        "-NOMASTERLINK Can't SYNC while not connected with my master\r\n",
+    ] {
+        let mut r = Replica::new(ReplicaConfig::default());
+        handshake(&mut r, now);
+        let e = r.handle_input(reply.as_bytes(), now).unwrap_err();
+        assert!(e.is_retry_later() && !e.is_fatal(), "{e}");
+    }
+    // a master without PSYNC: SYNC, then an RDB without FULLRESYNC, and no offsets
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    r.handle_input(b"-ERR unknown command 'PSYNC'\r\n", now)
+        .unwrap();
+    assert_eq!(sent(&mut r), vec![vec!["SYNC"]]);
+    let rdb = rdb();
+    let mut m = format!("${}\r\n", rdb.len()).into_bytes();
+    m.extend(&rdb);
+    m.extend(cmd(&["SET", "x", "y"]));
+    r.handle_input(&m, now).unwrap();
+    let ev = events(&mut r);
+    assert!(matches!(ev.last(), Some(Event::Command(c)) if c.offset.is_none()));
+    assert!(sent(&mut r).is_empty(), "no ACKs to an old master");
+}
+
+#[test]
+fn acks_every_interval() {
+    let t0 = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, t0);
+    assert_eq!(r.poll_timeout(), None);
+    r.handle_input(&full_sync_bytes(false, &[]), t0).unwrap();
+    sent(&mut r);
+    let due = r.poll_timeout().unwrap();
+    assert_eq!(due, t0 + Duration::from_secs(1));
+    r.handle_timeout(t0 + Duration::from_millis(500));
+    assert!(sent(&mut r).is_empty());
+    r.handle_timeout(due);
+    assert_eq!(sent(&mut r), vec![vec!["REPLCONF", "ACK", "1000"]]);
+    assert_eq!(r.poll_timeout(), Some(due + Duration::from_secs(1)));
+}
+
+#[test]
+fn rdb_only_stops_after_the_rdb() {
+    let now = Instant::now();
+    let mut cfg = ReplicaConfig::default();
+    cfg.rdb_only = true;
+    let mut r = Replica::new(cfg);
+    handshake(&mut r, now);
+    r.handle_input(&full_sync_bytes(true, &cmd(&["SET", "a", "1"])), now)
+        .unwrap();
+    assert!(r.is_done());
+    let ev = events(&mut r);
+    assert!(matches!(ev.last(), Some(Event::SyncEnd { .. })));
+    assert!(sent(&mut r).is_empty());
+}
+
+#[test]
+fn garbage_in_the_stream_is_a_protocol_error() {
+    let now = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    r.handle_input(&full_sync_bytes(false, &[]), now).unwrap();
+    let e = r.handle_input(b"+OK\r\n", now).unwrap_err();
+    assert!(e.is_protocol(), "{e}");
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    assert!(r.handle_input(b"+WHAT\r\n", now).unwrap_err().is_protocol());
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    assert!(
+        r.handle_input(format!("+FULLRESYNC {ID} 0\r\n*3\r\n").as_bytes(), now)
+            .unwrap_err()
+            .is_protocol()
+    );
+}
