@@ -80,9 +80,10 @@ impl Error {
     pub fn is_config(&self) -> bool {
         self.kind == Kind::Config
     }
-    /// True when reconnecting cannot help.
+    /// True when reconnecting cannot help: refused credentials, unusable settings, and TLS
+    /// handshake failures (an unverifiable certificate does not get better by retrying).
     pub fn is_fatal(&self) -> bool {
-        matches!(self.kind, Kind::Auth | Kind::Config)
+        matches!(self.kind, Kind::Auth | Kind::Config | Kind::Tls)
     }
 }
 

@@ -4,9 +4,21 @@
 //!   transfer decoded as it arrives, the command stream with exact offsets, ACKs).
 //! * [`Client`]: a thin tokio driver over it: TCP or TLS, timeouts, reconnects with capped
 //!   backoff and PSYNC, events through a bounded channel.
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `tls-rustls` | yes | `rediss://` and [`TlsConfig`] through tokio-rustls (ring) |
 
+mod client;
 mod error;
 pub mod proto;
+#[cfg(feature = "tls-rustls")]
+mod tls;
+mod url;
 
+pub use client::{Client, ClientConfig, Status};
 pub use error::{Error, Result};
 pub use proto::{Auth, CommandEvent, Event, Replica, ReplicaConfig, SyncStart};
+#[cfg(feature = "tls-rustls")]
+pub use tls::TlsConfig;
+pub use url::Url;

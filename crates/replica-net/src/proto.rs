@@ -383,6 +383,13 @@ impl Replica {
         }
     }
 
+    /// Sends `REPLCONF ACK` now (in the command stream), as before closing.
+    pub fn ack_now(&mut self, now: Instant) {
+        if matches!(self.state, State::Stream) {
+            self.send_ack(now);
+        }
+    }
+
     /// Time passed: sends the periodic `REPLCONF ACK`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if matches!(self.state, State::Stream)

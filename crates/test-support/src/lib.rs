@@ -163,6 +163,7 @@ pub struct Server {
     pub dir: PathBuf,
     /// The binary.
     pub bin: ServerBin,
+    args: Vec<(String, String)>,
 }
 
 impl Server {
@@ -174,13 +175,30 @@ impl Server {
             std::fs::copy(rdb, dir.join("dump.rdb")).context("copy rdb")?;
         }
         let port = free_port();
+        let args: Vec<(String, String)> = args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let child = Self::spawn(bin, port, &dir, &args)?;
+        let mut server = Self {
+            child,
+            port,
+            dir,
+            bin: bin.clone(),
+            args,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn spawn(bin: &ServerBin, port: u16, dir: &Path, args: &[(String, String)]) -> Result<Child> {
         let mut cmd = Command::new(&bin.path);
         cmd.arg("--port")
             .arg(port.to_string())
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .arg("--dbfilename")
             .arg("dump.rdb")
             .arg("--save")
@@ -200,39 +218,60 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("start {}", bin.path.display()))?;
-        let mut server = Self {
-            child,
-            port,
-            dir,
-            bin: bin.clone(),
-        };
+        cmd.spawn()
+            .with_context(|| format!("start {}", bin.path.display()))
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(mut c) = Client::connect(port) {
+            if let Ok(mut c) = Client::connect(self.port) {
                 match c.cmd(&["PING"]) {
-                    Ok(Resp::Simple(s)) if s == "PONG" => break,
+                    Ok(Resp::Simple(s)) if s == "PONG" => return Ok(()),
+                    // up, and wants a password
+                    Ok(Resp::Error(e)) if e.starts_with("NOAUTH") => return Ok(()),
                     _ => {}
                 }
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let log =
-                    std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
-                bail!("{} exited with {status}: {log}", bin.name);
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                bail!("{} exited with {status}: {log}", self.bin.name);
             }
             if Instant::now() > deadline {
-                bail!("{} did not answer PING within 30 s", bin.name);
+                bail!("{} did not answer PING within 30 s", self.bin.name);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(server)
+    }
+
+    /// `SHUTDOWN SAVE`, then starts the same binary again on the same port and directory with
+    /// the same arguments (it loads what it saved, replication id and offset included).
+    pub fn restart(&mut self) -> Result<()> {
+        if let Ok(mut c) = self.client() {
+            // the server closes the connection instead of replying
+            let _ = c.cmd(&["SHUTDOWN", "SAVE"]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("{} did not shut down", self.bin.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Self::spawn(&self.bin, self.port, &self.dir, &self.args)?;
+        self.wait_ready()
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// One field of `INFO <section>`.
+    pub fn info(&self, section: &str, field: &str) -> Option<String> {
+        let text = self.client().ok()?.cmd(&["INFO", section]).ok()?.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(str::to_owned))
     }
 
     /// A new client connection.

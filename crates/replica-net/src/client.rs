@@ -1,0 +1,422 @@
+//! The tokio driver: a socket (TCP or TLS) around the protocol core, with timeouts,
+//! reconnects and a bounded event channel.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Kind, Result};
+use crate::proto::{Auth, Event, Replica, ReplicaConfig};
+#[cfg(feature = "tls-rustls")]
+use crate::tls::TlsConfig;
+use crate::url::Url;
+
+/// Everything the client needs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Master host.
+    pub host: String,
+    /// Master port.
+    pub port: u16,
+    /// TLS, when set.
+    #[cfg(feature = "tls-rustls")]
+    pub tls: Option<TlsConfig>,
+    /// The protocol core's settings (AUTH, REPLCONF values, RDB decoding, rdb-only).
+    pub replica: ReplicaConfig,
+    /// Longest wait for a connection (TCP and TLS handshake).
+    pub connect_timeout: Duration,
+    /// Longest silence from the master before the link is taken as dead (Redis' own
+    /// `repl-timeout` is 60 s; a master PINGs every `repl-ping-replica-period`, 10 s).
+    pub read_timeout: Duration,
+    /// First reconnect delay; doubled after each failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Give up after this many failed connections in a row (`None`: never).
+    pub max_retries: Option<u32>,
+    /// Events buffered for a slow consumer before the client stops reading the socket.
+    pub channel_capacity: usize,
+    /// Start with `PSYNC <replid> <offset+1>` (resume after a restart of your program).
+    pub resume: Option<(String, u64)>,
+}
+
+impl ClientConfig {
+    /// A configuration for `host:port` with the defaults.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            #[cfg(feature = "tls-rustls")]
+            tls: None,
+            replica: ReplicaConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            max_retries: None,
+            channel_capacity: 1024,
+            resume: None,
+        }
+    }
+
+    /// A configuration from a `redis://` or `rediss://` URL (credentials become AUTH).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let u = Url::parse(url)?;
+        let mut c = Self::new(u.host, u.port);
+        if let Some(password) = u.password {
+            c.replica.auth = Some(Auth {
+                user: u.user,
+                password,
+            });
+        }
+        if u.tls {
+            #[cfg(feature = "tls-rustls")]
+            {
+                c.tls = Some(TlsConfig::default());
+            }
+            #[cfg(not(feature = "tls-rustls"))]
+            return Err(Error::new(
+                Kind::Config,
+                "rediss:// needs the tls-rustls feature",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// What the client is doing, for status lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The protocol phase (`handshake`, `RDB transfer`, `streaming`, …).
+    pub phase: &'static str,
+    /// RDB bytes received in the current transfer.
+    pub rdb_bytes: u64,
+    /// Replication offset of what was delivered.
+    pub offset: Option<u64>,
+    /// Connections made.
+    pub connections: u64,
+    /// Time of the last bytes from the master.
+    pub last_input: Option<Instant>,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A replica of a live master. Events arrive through [`recv`](Self::recv) or the
+/// `futures_core::Stream` implementation; fatal errors arrive as `Err` and end the stream.
+///
+/// When the consumer is slower than the master, the channel fills and the client stops reading
+/// the socket rather than buffering without bound. The master then buffers for us until its
+/// `client-output-buffer-limit replica` drops the link; the client reconnects and continues
+/// with PSYNC (or, if the backlog was overrun, a full resync, signalled by
+/// [`SyncStart::resync`](crate::SyncStart::resync)).
+///
+/// ```no_run
+/// # async fn f() -> replica_net::Result<()> {
+/// use replica_net::{Client, ClientConfig, Event};
+///
+/// let mut client = Client::start(ClientConfig::from_url("redis://127.0.0.1:6379")?);
+/// while let Some(ev) = client.recv().await {
+///     match ev? {
+///         Event::Command(c) => println!("db {} {:?}", c.db, c.cmd.arg(0)),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    rx: mpsc::Receiver<Result<Event>>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    status: Arc<Mutex<Status>>,
+}
+
+impl Client {
+    /// Starts replicating on the current tokio runtime.
+    pub fn start(cfg: ClientConfig) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+        let (stop, stop_rx) = watch::channel(false);
+        let status = Arc::new(Mutex::new(Status::default()));
+        let task = tokio::spawn(run(cfg, tx, stop_rx, status.clone()));
+        Self {
+            rx,
+            stop,
+            task: Some(task),
+            status,
+        }
+    }
+
+    /// The next event; `None` when the client has stopped.
+    pub async fn recv(&mut self) -> Option<Result<Event>> {
+        self.rx.recv().await
+    }
+
+    /// The next event, waiting without a runtime (for a consumer on its own thread).
+    pub fn blocking_recv(&mut self) -> Option<Result<Event>> {
+        self.rx.blocking_recv()
+    }
+
+    /// What the client is doing.
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Asks the client to stop: it sends a last `REPLCONF ACK` and closes. Events already
+    /// queued can still be received.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Stops and waits until the connection is closed.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        // let the task finish its last writes even if the channel is full
+        self.rx.close();
+        while self.rx.recv().await.is_some() {}
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl futures_core::Stream for Client {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+fn io_err(what: &str, e: std::io::Error) -> Error {
+    let kind = if e.kind() == std::io::ErrorKind::TimedOut {
+        Kind::Timeout
+    } else {
+        Kind::Io
+    };
+    Error::with_source(kind, what.to_owned(), e)
+}
+
+async fn connect(cfg: &ClientConfig) -> Result<(Box<dyn Io>, u16)> {
+    let addr = (cfg.host.as_str(), cfg.port);
+    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            Error::new(
+                Kind::Timeout,
+                format!("connecting to {}:{} timed out", cfg.host, cfg.port),
+            )
+        })?
+        .map_err(|e| io_err(&format!("cannot connect to {}:{}", cfg.host, cfg.port), e))?;
+    let _ = tcp.set_nodelay(true);
+    let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
+    #[cfg(feature = "tls-rustls")]
+    if let Some(t) = &cfg.tls {
+        let config = crate::tls::client_config(t)?;
+        let name = crate::tls::server_name(t, &cfg.host)?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream = tokio::time::timeout(cfg.connect_timeout, connector.connect(name, tcp))
+            .await
+            .map_err(|_| Error::new(Kind::Timeout, "TLS handshake timed out"))?
+            .map_err(|e| Error::with_source(Kind::Tls, "TLS handshake failed", e))?;
+        return Ok((Box::new(stream), local_port));
+    }
+    Ok((Box::new(tcp), local_port))
+}
+
+enum End {
+    /// Asked to stop, or nobody listens any more.
+    Stopped,
+    /// An rdb-only replica has everything.
+    Done,
+}
+
+async fn deliver(core: &mut Replica, tx: &mpsc::Sender<Result<Event>>) -> bool {
+    while let Some(ev) = core.poll_event() {
+        if tx.send(Ok(ev)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn update(status: &Mutex<Status>, core: &Replica, input: bool) {
+    if let Ok(mut s) = status.lock() {
+        s.phase = core.phase();
+        s.rdb_bytes = core.rdb_bytes();
+        s.offset = core.position().map(|p| p.1);
+        if input {
+            s.last_input = Some(Instant::now());
+        }
+    }
+}
+
+async fn session(
+    core: &mut Replica,
+    io: Box<dyn Io>,
+    cfg: &ClientConfig,
+    tx: &mpsc::Sender<Result<Event>>,
+    stop: &mut watch::Receiver<bool>,
+    status: &Mutex<Status>,
+) -> Result<End> {
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        while let Some(b) = core.poll_transmit() {
+            wr.write_all(&b)
+                .await
+                .map_err(|e| io_err("write to the master", e))?;
+        }
+        let listening = deliver(core, tx).await;
+        if core.is_done() {
+            let _ = wr.shutdown().await;
+            return Ok(End::Done);
+        }
+        if !listening || *stop.borrow() {
+            // a last ACK, so the master knows how far we got
+            core.ack_now(Instant::now());
+            while let Some(b) = core.poll_transmit() {
+                let _ = wr.write_all(&b).await;
+            }
+            let _ = wr.shutdown().await;
+            return Ok(End::Stopped);
+        }
+        let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            r = tokio::time::timeout(cfg.read_timeout, rd.read(&mut buf)) => {
+                let n = match r {
+                    Err(_) => return Err(Error::new(Kind::Timeout, format!("no data from the master for {:?}", cfg.read_timeout))),
+                    Ok(Err(e)) => return Err(io_err("read from the master", e)),
+                    Ok(Ok(0)) => return Err(Error::new(Kind::Closed, "the master closed the connection")),
+                    Ok(Ok(n)) => n,
+                };
+                core.handle_input(&buf[..n], Instant::now())?;
+                update(status, core, true);
+            }
+            () = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {
+                core.handle_timeout(Instant::now());
+            }
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn run(
+    cfg: ClientConfig,
+    tx: mpsc::Sender<Result<Event>>,
+    mut stop: watch::Receiver<bool>,
+    status: Arc<Mutex<Status>>,
+) {
+    let mut replica_cfg = cfg.replica.clone();
+    let mut core: Option<Replica> = None;
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let attempt = connect(&cfg).await;
+        let (io, local_port) = match attempt {
+            Ok(c) => c,
+            Err(e) => {
+                if e.is_fatal() {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                failures += 1;
+                if cfg.max_retries.is_some_and(|m| failures > m) {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                if tx
+                    .send(Ok(Event::Disconnected {
+                        reason: e.to_string(),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if !backoff(&cfg, failures, &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let core = core.get_or_insert_with(|| {
+            if replica_cfg.listening_port == 0 {
+                replica_cfg.listening_port = local_port;
+            }
+            let mut r = Replica::new(replica_cfg.clone());
+            if let Some((id, off)) = &cfg.resume {
+                r.resume_from(id.clone(), *off);
+            }
+            r
+        });
+        if let Ok(mut s) = status.lock() {
+            s.connections += 1;
+        }
+        core.handle_connected(Instant::now());
+        let before = core.position().map(|p| p.1);
+        match session(core, io, &cfg, &tx, &mut stop, &status).await {
+            Ok(End::Stopped | End::Done) => {
+                let _ = deliver(core, &tx).await;
+                return;
+            }
+            Err(e) => {
+                // what was decoded before the error still goes out first
+                if !deliver(core, &tx).await {
+                    return;
+                }
+                if e.is_fatal() {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                // a session that moved the offset or streamed was a success: start over
+                if core.is_streaming() || core.position().map(|p| p.1) != before {
+                    failures = 0;
+                }
+                failures += 1;
+                core.handle_disconnected(e.to_string());
+                update(&status, core, false);
+                if !deliver(core, &tx).await {
+                    return;
+                }
+                if cfg.max_retries.is_some_and(|m| failures > m) {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                if !backoff(&cfg, failures, &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps the capped exponential delay; false when asked to stop meanwhile.
+async fn backoff(cfg: &ClientConfig, failures: u32, stop: &mut watch::Receiver<bool>) -> bool {
+    let exp = failures.saturating_sub(1).min(16);
+    let delay = cfg
+        .backoff_min
+        .saturating_mul(1 << exp)
+        .min(cfg.backoff_max);
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        _ = stop.changed() => false,
+    }
+}
