@@ -106,6 +106,28 @@ pub struct Status {
     pub last_input: Option<Instant>,
 }
 
+/// Reads a client's [`Status`] from anywhere.
+#[derive(Debug, Clone)]
+pub struct StatusHandle(Arc<Mutex<Status>>);
+
+impl StatusHandle {
+    /// The current status.
+    pub fn get(&self) -> Status {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Stops a client from anywhere (see [`Client::stop`]).
+#[derive(Debug, Clone)]
+pub struct Stopper(Arc<watch::Sender<bool>>);
+
+impl Stopper {
+    /// Asks the client to stop.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -134,7 +156,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 #[derive(Debug)]
 pub struct Client {
     rx: mpsc::Receiver<Result<Event>>,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<()>>,
     status: Arc<Mutex<Status>>,
 }
@@ -148,7 +170,7 @@ impl Client {
         let task = tokio::spawn(run(cfg, tx, stop_rx, status.clone()));
         Self {
             rx,
-            stop,
+            stop: Arc::new(stop),
             task: Some(task),
             status,
         }
@@ -164,9 +186,24 @@ impl Client {
         self.rx.blocking_recv()
     }
 
+    /// The next event if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Result<Event>> {
+        self.rx.try_recv().ok()
+    }
+
     /// What the client is doing.
     pub fn status(&self) -> Status {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// A handle that reads the status from another thread.
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.status.clone())
+    }
+
+    /// A handle that stops the client from another task or thread (a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
     }
 
     /// Asks the client to stop: it sends a last `REPLCONF ACK` and closes. Events already

@@ -16,7 +16,7 @@ pub mod proto;
 mod tls;
 mod url;
 
-pub use client::{Client, ClientConfig, Status};
+pub use client::{Client, ClientConfig, Status, StatusHandle, Stopper};
 pub use error::{Error, Result};
 pub use proto::{Auth, CommandEvent, Event, Replica, ReplicaConfig, SyncStart};
 #[cfg(feature = "tls-rustls")]

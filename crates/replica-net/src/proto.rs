@@ -95,6 +95,18 @@ pub struct CommandEvent {
     pub ts: Option<i64>,
 }
 
+impl CommandEvent {
+    /// A command event (for sources other than the replication stream, such as AOF files).
+    pub fn new(db: u64, cmd: Command, offset: Option<u64>, ts: Option<i64>) -> Self {
+        Self {
+            db,
+            cmd,
+            offset,
+            ts,
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -15,7 +15,7 @@ use crate::output::{JsonSink, KeysSink, RespSink, Sink};
 use crate::{CheckArgs, DumpArgs, Filter, Format, Router, deliver, open_output};
 
 /// A sink that writes nothing (`--format count`).
-struct NullSink;
+pub(crate) struct NullSink;
 
 impl Sink for NullSink {
     fn start(&mut self, _: &KeyHead) -> io::Result<()> {
@@ -33,7 +33,10 @@ impl Sink for NullSink {
     fn other(&mut self, _: &Item) -> io::Result<()> {
         Ok(())
     }
-    fn command(&mut self, _: u64, _: &Command, _: Option<i64>) -> io::Result<()> {
+    fn command(&mut self, _: u64, _: &Command, _: Option<u64>, _: Option<i64>) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
     fn finish(&mut self) -> io::Result<()> {
@@ -42,25 +45,33 @@ impl Sink for NullSink {
 }
 
 /// The key filters of `dump` applied to commands, plus `--command` / `--skip-command`.
-struct CommandFilter<'a> {
+pub(crate) struct CommandFilter<'a> {
     filter: &'a Filter,
     only: Vec<String>,
     skip: Vec<String>,
 }
 
-impl CommandFilter<'_> {
-    fn is_empty(&self) -> bool {
+impl<'a> CommandFilter<'a> {
+    pub(crate) fn new(filter: &'a Filter, only: Vec<String>, skip: Vec<String>) -> Self {
+        Self { filter, only, skip }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
         self.filter.is_empty() && self.only.is_empty() && self.skip.is_empty()
     }
 
     fn pass(&self, c: &AofCommand) -> bool {
-        let name = c.cmd.arg(0).unwrap_or_default();
+        self.pass_command(c.db, &c.cmd)
+    }
+
+    pub(crate) fn pass_command(&self, db: u64, cmd: &Command) -> bool {
+        let name = cmd.arg(0).unwrap_or_default();
         let named = |list: &[String]| list.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
         if (!self.only.is_empty() && !named(&self.only)) || named(&self.skip) {
             return false;
         }
         let f = self.filter;
-        if !f.dbs.is_empty() && !f.dbs.contains(&c.db) {
+        if !f.dbs.is_empty() && !f.dbs.contains(&db) {
             return false;
         }
         if !f.types.is_empty() {
@@ -72,7 +83,7 @@ impl CommandFilter<'_> {
             }
         }
         if let Some(re) = &f.key {
-            let args: Vec<&[u8]> = c.cmd.args().collect();
+            let args: Vec<&[u8]> = cmd.args().collect();
             // commands that name no key pass a key filter
             if let Some(k) = replicator::commands::first_key(&args) {
                 return re.is_match(args[k]);
@@ -120,7 +131,7 @@ pub(crate) fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
             Ok(Event::Command(c)) => {
                 if cmds.pass(&c) {
                     count += 1;
-                    sink.command(c.db, &c.cmd, c.ts)?;
+                    sink.command(c.db, &c.cmd, None, c.ts)?;
                 }
             }
             Ok(_) => {}

@@ -1,8 +1,9 @@
-//! `replicator`: dump and check RDB and AOF files.
+//! `replicator`: dump and check RDB and AOF files, and replicate a live master.
 
 mod aof;
 mod output;
 mod prefetch;
+mod replicate;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,7 +22,7 @@ use output::{JsonSink, KeysSink, RespSink, Sink, value_chunks};
 #[command(
     name = "replicator",
     version,
-    about = "Decode, check and convert Redis/Valkey RDB and AOF files"
+    about = "Decode, check and convert Redis/Valkey RDB and AOF files; replicate a live master"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +36,8 @@ enum Cmd {
     Dump(DumpArgs),
     /// Decode everything and verify checksums (RDB) or commands (AOF); exit 0 when sound.
     Check(CheckArgs),
+    /// Be a replica of a live master: print its data (the RDB) and then every command.
+    Replicate(replicate::ReplicateArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Dump(args) => dump(args),
         Cmd::Check(args) => check(args),
+        Cmd::Replicate(args) => replicate::replicate(args),
     };
     match result {
         Ok(code) => code,
@@ -229,15 +233,17 @@ struct Filter {
 
 impl Filter {
     fn from_args(args: &DumpArgs) -> anyhow::Result<Self> {
+        Self::build(&args.db, args.key.as_deref(), &args.types)
+    }
+
+    fn build(dbs: &[u64], key: Option<&str>, types: &[ValueType]) -> anyhow::Result<Self> {
         Ok(Self {
-            dbs: args.db.clone(),
-            key: args
-                .key
-                .as_deref()
+            dbs: dbs.to_vec(),
+            key: key
                 .map(regex::bytes::Regex::new)
                 .transpose()
                 .context("bad --key regular expression")?,
-            types: args.types.clone(),
+            types: types.to_vec(),
         })
     }
 

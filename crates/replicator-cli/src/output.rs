@@ -22,8 +22,21 @@ pub(crate) trait Sink {
     fn module(&mut self, head: &KeyHead, name: &str, encver: u64, raw: &Bytes) -> io::Result<()>;
     /// A non-key item (aux, function, …).
     fn other(&mut self, item: &Item) -> io::Result<()>;
-    /// A command (AOF, replication stream) applying to `db`, after the `#TS` annotation `ts`.
-    fn command(&mut self, db: u64, cmd: &Command, ts: Option<i64>) -> io::Result<()>;
+    /// A command (AOF, replication stream) applying to `db`: `offset` is the replication offset
+    /// after it, `ts` the `#TS` annotation before it (AOF).
+    fn command(
+        &mut self,
+        db: u64,
+        cmd: &Command,
+        offset: Option<u64>,
+        ts: Option<i64>,
+    ) -> io::Result<()>;
+    /// A full resync replaces what was written so far (`resp`: FLUSHALL).
+    fn resync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Writes out what is buffered (a live stream must not wait for a full buffer).
+    fn flush(&mut self) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
 }
 
@@ -416,7 +429,13 @@ impl<W: Write> Sink for JsonSink<W> {
         self.end_record()
     }
 
-    fn command(&mut self, db: u64, cmd: &Command, ts: Option<i64>) -> io::Result<()> {
+    fn command(
+        &mut self,
+        db: u64,
+        cmd: &Command,
+        offset: Option<u64>,
+        ts: Option<i64>,
+    ) -> io::Result<()> {
         self.begin_record();
         let b = &mut self.buf;
         b.extend_from_slice(b"{\"db\":");
@@ -429,6 +448,10 @@ impl<W: Write> Sink for JsonSink<W> {
             json_bytes(b, a);
         }
         b.push(b']');
+        if let Some(off) = offset {
+            b.extend_from_slice(b",\"offset\":");
+            b.extend_from_slice(itoa::Buffer::new().format(off).as_bytes());
+        }
         if let Some(ts) = ts {
             b.extend_from_slice(b",\"ts\":");
             b.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
@@ -507,6 +530,12 @@ impl<W: Write> Sink for JsonSink<W> {
         self.begin_record();
         self.buf.extend_from_slice(&b);
         self.end_record()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.write_all(&self.buf)?;
+        self.buf.clear();
+        self.w.flush()
     }
 
     fn finish(&mut self) -> io::Result<()> {
@@ -846,7 +875,13 @@ impl<W: Write> Sink for RespSink<W> {
         self.cmd(&args)
     }
 
-    fn command(&mut self, db: u64, cmd: &Command, _: Option<i64>) -> io::Result<()> {
+    fn command(
+        &mut self,
+        db: u64,
+        cmd: &Command,
+        _: Option<u64>,
+        _: Option<i64>,
+    ) -> io::Result<()> {
         // SELECT is written where the db changes, before the next command that needs it
         if cmd.is("SELECT") {
             return Ok(());
@@ -871,10 +906,20 @@ impl<W: Write> Sink for RespSink<W> {
         Ok(())
     }
 
-    fn finish(&mut self) -> io::Result<()> {
+    fn resync(&mut self) -> io::Result<()> {
+        self.cmd(&[b"FLUSHALL"])?;
+        self.db = None;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.w.write_all(&self.buf)?;
         self.buf.clear();
         self.w.flush()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()
     }
 }
 
@@ -899,7 +944,7 @@ impl<W: Write> Sink for KeysSink<W> {
     fn module(&mut self, head: &KeyHead, _: &str, _: u64, _: &Bytes) -> io::Result<()> {
         self.start(head)
     }
-    fn command(&mut self, _: u64, cmd: &Command, _: Option<i64>) -> io::Result<()> {
+    fn command(&mut self, _: u64, cmd: &Command, _: Option<u64>, _: Option<i64>) -> io::Result<()> {
         let args: Vec<&[u8]> = cmd.args().collect();
         if let Some(k) = replicator::commands::first_key(&args) {
             self.w.write_all(args[k])?;
@@ -911,6 +956,10 @@ impl<W: Write> Sink for KeysSink<W> {
     fn other(&mut self, _: &Item) -> io::Result<()> {
         Ok(())
     }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         self.w.flush()
     }

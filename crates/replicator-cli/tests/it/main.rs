@@ -3,6 +3,7 @@
 mod aof;
 mod fixtures;
 mod rebuild;
+mod replicate;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
