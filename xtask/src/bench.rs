@@ -1,4 +1,5 @@
-//! `cargo xtask bench [--keys N] [--hash-fields N] [--reuse]`: whole-file figures.
+//! `cargo xtask bench [files|replication] [--keys N] [--hash-fields N] [--reuse]`: whole-file
+//! figures, then replication figures (`bench_repl.rs`).
 //!
 //! Makes a mixed data set with a real redis-server (DEBUG POPULATE strings, lists, sets, zsets,
 //! hashes, streams, plus one big hash), saves it, then times `replicator check`,
@@ -22,7 +23,7 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
 }
 
 /// Runs a command with stdout to /dev/null under `/usr/bin/time`, returning (seconds, peak KiB).
-fn measure(cmd: &[&str]) -> Result<(f64, u64)> {
+pub(crate) fn measure(cmd: &[&str]) -> Result<(f64, u64)> {
     let time = Path::new("/usr/bin/time");
     let start = Instant::now();
     let out = if time.is_file() {
@@ -57,6 +58,20 @@ fn measure(cmd: &[&str]) -> Result<(f64, u64)> {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    // `bench` runs both parts; `bench files` / `bench replication` one of them
+    let which = args.first().map(String::as_str);
+    let (bin, file) = prepare(args)?;
+    if which != Some("replication") {
+        files(&bin, &file)?;
+    }
+    if which != Some("files") {
+        crate::bench_repl::run(&bin, &file)?;
+    }
+    Ok(())
+}
+
+/// Builds the CLI and makes (or reuses) the data set; returns their paths.
+fn prepare(args: &[String]) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let keys = arg(args, "--keys", 1_000_000);
     let fields = arg(args, "--hash-fields", 2_000_000);
     let root = super::root();
@@ -79,8 +94,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         c.ok(&["SAVE"])?;
         std::fs::copy(server.dir.join("dump.rdb"), &file).context("copy bench file")?;
     }
-    let size = std::fs::metadata(&file)?.len();
-    let total_keys = keys + 1;
+    Ok((bin, file))
+}
+
+/// Whole-file figures: check / count / jsonl next to redis' own load and redis-check-rdb.
+fn files(bin: &Path, file: &Path) -> Result<()> {
+    let server_bin = test_support::default_server()?;
+    let size = std::fs::metadata(file)?.len();
+    let total_keys = count_keys(bin, file)?;
     let mb = size as f64 / 1e6;
     println!("file: {} ({mb:.1} MB, {total_keys} keys)", file.display());
 
@@ -88,7 +109,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut load = f64::MAX;
     for _ in 0..3 {
         let start = Instant::now();
-        let loader = Server::start(&server_bin, &[], Some(&file))?;
+        let loader = Server::start(&server_bin, &[], Some(file))?;
         let wall = start.elapsed().as_secs_f64();
         let secs = loader
             .log()
@@ -141,6 +162,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Keys in the file, as `dump --format count` finds them.
+pub(crate) fn count_keys(bin: &Path, file: &Path) -> Result<u64> {
+    let out = Command::new(bin)
+        .args(["dump", &file.to_string_lossy(), "--format", "count"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "count failed");
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
 /// Pseudo-random printable text, so LZF cannot shrink it to nothing.

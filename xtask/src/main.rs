@@ -9,6 +9,7 @@
 
 mod aof_fixtures;
 mod bench;
+mod bench_repl;
 mod fixtures;
 
 use std::path::{Path, PathBuf};

@@ -314,6 +314,9 @@ async fn session(
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut buf = vec![0u8; 256 << 10];
     loop {
+        // due ACKs go out even when the socket is always readable (a timer raced against an
+        // always-ready read in select! would never fire)
+        core.handle_timeout(Instant::now());
         while let Some(b) = core.poll_transmit() {
             wr.write_all(&b)
                 .await

@@ -203,6 +203,9 @@ pub struct Replica {
     legacy: bool,
     /// Full syncs begun on this core: any after the first replaces data already delivered.
     full_syncs: u32,
+    /// After a diskless RDB, until the stream's first byte: the master starts the stream on an
+    /// ACK that arrives once it has seen its RDB child finish, which our first ACK may beat.
+    awaiting_stream: bool,
 }
 
 fn simple(frame: &Frame) -> Option<String> {
@@ -244,6 +247,7 @@ impl Replica {
             last_ack: None,
             legacy: false,
             full_syncs: 0,
+            awaiting_stream: false,
         }
     }
 
@@ -384,12 +388,20 @@ impl Replica {
         self.events.len()
     }
 
+    fn ack_interval(&self) -> Duration {
+        if self.awaiting_stream {
+            self.cfg.ack_interval.min(Duration::from_millis(100))
+        } else {
+            self.cfg.ack_interval
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Stream if !self.legacy => Some(
                 self.last_ack
-                    .map_or_else(Instant::now, |t| t + self.cfg.ack_interval),
+                    .map_or_else(Instant::now, |t| t + self.ack_interval()),
             ),
             _ => None,
         }
@@ -405,9 +417,7 @@ impl Replica {
     /// Time passed: sends the periodic `REPLCONF ACK`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if matches!(self.state, State::Stream)
-            && self
-                .last_ack
-                .is_none_or(|t| now >= t + self.cfg.ack_interval)
+            && self.last_ack.is_none_or(|t| now >= t + self.ack_interval())
         {
             self.send_ack(now);
         }
@@ -710,7 +720,7 @@ impl Replica {
                 }
             }
         }
-        let (checksum, bytes) = (rs.checksum, rs.bytes);
+        let (checksum, bytes, diskless) = (rs.checksum, rs.bytes, rs.marker.is_some());
         self.events.push_back(Event::SyncEnd { checksum, bytes });
         self.synced = self.pending.take().filter(|_| !self.legacy);
         if self.cfg.rdb_only {
@@ -718,12 +728,17 @@ impl Replica {
             return Ok(false);
         }
         self.enter_stream();
-        // the master starts a diskless replica's stream only on its first ACK
+        // the master starts a diskless replica's stream only on an ACK: one now, and more
+        // often than usual until the stream begins
+        self.awaiting_stream = diskless;
         self.send_ack(now);
         Ok(true)
     }
 
     fn stream(&mut self, now: Instant) -> Result<bool> {
+        if !self.buf.is_empty() {
+            self.awaiting_stream = false;
+        }
         let cmd = match self.resp.decode_command(&mut self.buf) {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(false),

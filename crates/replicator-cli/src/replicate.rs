@@ -88,6 +88,10 @@ pub(crate) struct ReplicateArgs {
     /// Seconds of silence from the master before reconnecting.
     #[arg(long, default_value_t = 60)]
     read_timeout: u64,
+    /// Milliseconds between `REPLCONF ACK`s in the command stream (a replica sends one a
+    /// second; less makes the master's view of our offset fresher).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    ack_interval: u64,
 }
 
 fn config(args: &ReplicateArgs) -> anyhow::Result<ClientConfig> {
@@ -129,6 +133,7 @@ fn config(args: &ReplicateArgs) -> anyhow::Result<ClientConfig> {
         cfg.tls = Some(t);
     }
     cfg.replica.rdb_only = args.rdb_only;
+    cfg.replica.ack_interval = Duration::from_millis(args.ack_interval.max(10));
     cfg.read_timeout = Duration::from_secs(args.read_timeout.max(1));
     if let Some(r) = &args.resume {
         let (id, off) = r
@@ -219,6 +224,8 @@ pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
     let mut version = None;
     let mut count = 0u64;
     let mut failure = None;
+    let mut commands = 0u64;
+    let mut last_offset = None;
     let result: io::Result<()> = (|| {
         while let Some(first) = client.blocking_recv() {
             let mut next = Some(first);
@@ -242,6 +249,8 @@ pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
                         })?;
                     }
                     Ok(Event::Command(c)) => {
+                        commands += 1;
+                        last_offset = c.offset.or(last_offset);
                         if cmds.pass_command(c.db, &c.cmd) {
                             sink.command(c.db, &c.cmd, c.offset, None)?;
                         }
@@ -268,6 +277,10 @@ pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
     drop(client);
     rt.shutdown_timeout(Duration::from_secs(1));
     result?;
+    eprintln!(
+        "replicator: {count} key records, {commands} commands received, offset {}",
+        last_offset.map_or_else(|| "-".to_owned(), |o| o.to_string())
+    );
     match failure {
         Some(e) => {
             eprintln!("replicator: {e}");

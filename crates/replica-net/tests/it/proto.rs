@@ -454,3 +454,20 @@ fn garbage_in_the_stream_is_a_protocol_error() {
             .is_protocol()
     );
 }
+
+#[test]
+fn after_a_diskless_rdb_acks_come_fast_until_the_stream_starts() {
+    // the master starts the stream on an ACK it reads after its RDB child finished; our first
+    // ACK can beat that, so more follow every 100 ms until the stream begins
+    let t0 = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, t0);
+    r.handle_input(&full_sync_bytes(true, &[]), t0).unwrap();
+    assert_eq!(sent(&mut r).len(), 1);
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+    r.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(sent(&mut r), vec![vec!["REPLCONF", "ACK", "1000"]]);
+    let t1 = t0 + Duration::from_millis(150);
+    r.handle_input(&cmd(&["PING"]), t1).unwrap();
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(1100)));
+}
