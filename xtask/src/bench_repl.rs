@@ -1,8 +1,8 @@
 //! Replication figures (`cargo xtask bench replication`):
 //!
-//! * full sync of the bench data set through `replicator replicate --rdb-only --format resp
-//!   > /dev/null`, next to a real `redis-server --replicaof` doing the same full sync (time from
-//!   its start until its log says the sync finished); best of 3 each;
+//! * full sync of the bench data set through `replicator replicate --rdb-only --format resp`
+//!   (output to /dev/null), next to a real `redis-server --replicaof` doing the same full sync
+//!   (time from its start until its log says the sync finished); best of 3 each;
 //! * the command stream under `redis-benchmark -P 16 -t set,lpush` for 20 s at the master:
 //!   commands/s consumed, the largest lag (master offset − our ACK, sampled every 50 ms) in
 //!   bytes and in seconds of writes (how long ago the master's offset passed our ACK), and our
