@@ -623,3 +623,53 @@ async fn a_restarted_master_with_the_same_data_continues() {
     assert_eq!(stat(&master, "sync_full"), 0);
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_installed_server_version_syncs_and_streams() {
+    let servers = test_support::find_servers();
+    assert!(!servers.is_empty());
+    for bin in &servers {
+        for diskless in ["no", "yes"] {
+            let master = Server::start(
+                bin,
+                &[
+                    ("repl-diskless-sync", diskless),
+                    ("repl-diskless-sync-delay", "0"),
+                ],
+                None,
+            )
+            .unwrap();
+            fill(&master);
+            master.client().unwrap().ok(&["SAVE"]).unwrap();
+            let want = keys_of(
+                rdb_format::decode_all(&std::fs::read(master.dir.join("dump.rdb")).unwrap())
+                    .unwrap(),
+            );
+            let mut client = Client::start(config(master.port));
+            let mut ev = Vec::new();
+            until(&mut client, &mut ev, synced).await;
+            let header = ev.iter().find_map(|e| match e {
+                Event::Rdb(rdb_format::Item::Header { flavor, version }) => {
+                    Some((*flavor, *version))
+                }
+                _ => None,
+            });
+            let got = keys_of(ev.iter().filter_map(|e| match e {
+                Event::Rdb(i) => Some(i.clone()),
+                _ => None,
+            }));
+            assert_eq!(got, want, "{} diskless={diskless} {header:?}", bin.name);
+            master.client().unwrap().ok(&["SET", "k", "v"]).unwrap();
+            until(&mut client, &mut ev, |e| {
+                commands(e).iter().any(|c| c.1 == ["SET", "k", "v"])
+            })
+            .await;
+            eprintln!(
+                "{} diskless={diskless}: RDB {header:?}, {} keys, stream OK",
+                bin.name,
+                got.len()
+            );
+            client.shutdown().await;
+        }
+    }
+}
