@@ -1189,7 +1189,7 @@ impl Decoder {
         let room = if seq.started {
             self.config.chunk_size
         } else {
-            self.config.chunk_threshold + 1
+            self.config.chunk_threshold.saturating_add(1)
         };
         // Parse as many whole elements as the input holds (up to a chunk's worth), then
         // consume them at once.

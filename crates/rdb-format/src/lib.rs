@@ -4,6 +4,7 @@
 
 mod cursor;
 mod decoder;
+mod dump;
 mod encodings;
 mod error;
 mod lzf;
@@ -11,6 +12,7 @@ mod reader;
 mod value;
 
 pub use decoder::{Config, Decoder, Limits, Next, Recovery, Source, crc64, module_name, type_name};
+pub use dump::{Dump, decode_dump};
 pub use error::{Context, Error, ErrorKind, Result};
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;

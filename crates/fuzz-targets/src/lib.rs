@@ -1,0 +1,193 @@
+//! The bodies of the fuzz targets in `fuzz/`. Each takes arbitrary bytes, must not panic, hang
+//! or allocate without bound, and checks what it can about the result. `tests/` runs every body
+//! over the seeds (`testdata/`, `$RDB_CORPUS_DIR`) and over every saved regression input
+//! (`fuzz/regressions/<target>/`), so the targets keep working without `cargo fuzz`.
+
+use bytes::{Bytes, BytesMut};
+
+fn rdb_config() -> rdb_format::Config {
+    let mut c = rdb_format::Config::default();
+    // small enough that chunked paths run on small inputs
+    c.chunk_threshold(64).chunk_size(16).string_piece(256);
+    c
+}
+
+/// The RDB decoder on a whole file, from a `Bytes` and fed in two pieces through the streaming
+/// decoder (the pieces must give the same items), and in check-only mode.
+pub fn rdb_file(data: &[u8]) {
+    let whole: Vec<_> =
+        rdb_format::BytesReader::with_config(Bytes::copy_from_slice(data), rdb_config()).collect();
+    // the streaming decoder, split where the first byte says
+    let cut = data
+        .first()
+        .map_or(0, |&b| usize::from(b) * data.len() / 256);
+    let mut dec = rdb_format::Decoder::with_config(rdb_config());
+    let mut buf = BytesMut::from(&data[..cut]);
+    let mut split = Vec::new();
+    let mut fed = false;
+    loop {
+        match dec.next_item(&mut buf) {
+            Ok(rdb_format::Next::Item(i)) => split.push(Ok(i)),
+            Ok(rdb_format::Next::End) => break,
+            Ok(_) if !fed => {
+                buf.extend_from_slice(&data[cut..]);
+                fed = true;
+            }
+            Ok(_) => {
+                split.push(Err(dec.truncated()));
+                break;
+            }
+            Err(e) => {
+                split.push(Err(e));
+                break;
+            }
+        }
+    }
+    // a sound file gives the same items however it arrives; a damaged one the same error
+    // (how many items precede it may differ: a unit that fails is not emitted in part)
+    let err = |v: &[rdb_format::Result<rdb_format::Item>]| {
+        v.iter().find_map(|r| {
+            r.as_ref()
+                .err()
+                .map(|e| (e.offset(), std::mem::discriminant(e.kind())))
+        })
+    };
+    let (we, se) = (err(&whole), err(&split));
+    assert_eq!(we, se, "a split changed the error");
+    if we.is_none() {
+        let items = |v: &[rdb_format::Result<rdb_format::Item>]| {
+            v.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()
+        };
+        assert_eq!(items(&whole), items(&split), "a split changed the items");
+    }
+    let mut check = rdb_config();
+    check.skip_values(true);
+    for _ in rdb_format::BytesReader::with_config(Bytes::copy_from_slice(data), check) {}
+}
+
+/// `DUMP` payload decoding.
+pub fn rdb_dump(data: &[u8]) {
+    let _ = rdb_format::decode_dump(data);
+    // and with a valid checksum, so the body is reached
+    if data.len() >= 3 {
+        let mut p = data.to_vec();
+        p.extend_from_slice(&[10, 0]);
+        let crc = rdb_format::crc64(&p);
+        p.extend_from_slice(&crc.to_le_bytes());
+        let _ = rdb_format::decode_dump(&p);
+    }
+}
+
+/// The RESP decoder: whole and split input give the same frames; every frame re-encodes to
+/// bytes that decode to it again.
+pub fn resp(data: &[u8]) {
+    let inline = data.first().is_some_and(|b| b & 1 == 1);
+    let config = resp_codec::Config {
+        inline,
+        limits: resp_codec::Limits::default()
+            .max_depth(16)
+            .max_line_len(1024)
+            .max_bulk_len(1 << 20),
+    };
+    let run = |cuts: &[usize]| {
+        let mut dec = resp_codec::Decoder::with_config(config);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut last = 0;
+        for &c in cuts.iter().chain(std::iter::once(&data.len())) {
+            buf.extend_from_slice(&data[last..c]);
+            last = c;
+            loop {
+                match dec.decode(&mut buf) {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) => break,
+                    Err(e) => return (frames, Some(e)),
+                }
+            }
+        }
+        (frames, None)
+    };
+    let (whole, err) = run(&[]);
+    let cut = data
+        .get(1)
+        .map_or(0, |&b| usize::from(b) * data.len() / 256);
+    let (split, split_err) = run(&[cut]);
+    assert_eq!(whole.len(), split.len(), "a split changed the frames");
+    assert_eq!(
+        err.map(|e| e.offset()),
+        split_err.map(|e| e.offset()),
+        "a split moved the error"
+    );
+    for f in &whole {
+        let mut out = BytesMut::new();
+        resp_codec::encode(f, &mut out);
+        let again = resp_codec::Decoder::with_config(resp_codec::Config {
+            inline: true,
+            ..config
+        })
+        .decode(&mut out)
+        .expect("our own encoding decodes")
+        .expect("our own encoding is whole");
+        assert!(same(f, &again), "{f:?} re-encoded as {again:?}");
+    }
+    let mut dec = resp_codec::Decoder::with_config(config);
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(_)) = dec.decode_command(&mut buf) {}
+}
+
+fn same(a: &resp_codec::Frame, b: &resp_codec::Frame) -> bool {
+    use resp_codec::Frame::*;
+    match (a, b) {
+        (Double(x), Double(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+        (Array(x), Array(y)) | (Set(x), Set(y)) | (Push(x), Push(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Map(x), Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((a, b), (c, d))| same(a, c) && same(b, d))
+        }
+        (
+            Attribute {
+                attributes: x,
+                data: dx,
+            },
+            Attribute {
+                attributes: y,
+                data: dy,
+            },
+        ) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((a, b), (c, d))| same(a, c) && same(b, d))
+                && same(dx, dy)
+        }
+        _ => a == b,
+    }
+}
+
+/// The AOF manifest parser: a manifest it accepts keeps Redis' rules.
+pub fn aof_manifest(data: &[u8]) {
+    if let Ok(m) = aof_manifest::Manifest::parse(data) {
+        assert!(
+            m.entries()
+                .iter()
+                .filter(|e| e.kind == aof_manifest::FileKind::Base)
+                .count()
+                <= 1
+        );
+        let seqs: Vec<u64> = m.incrs().map(|e| e.seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "incr seqs not increasing"
+        );
+        assert!(
+            m.entries()
+                .iter()
+                .all(|e| !e.name.contains(&b'/') && e.seq > 0)
+        );
+    }
+    let _ = resp_codec::split_args(data);
+}

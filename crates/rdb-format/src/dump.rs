@@ -1,0 +1,111 @@
+//! `DUMP` payloads: a value's type byte and body, the 2-byte RDB version and a CRC-64 — what
+//! `DUMP` returns and `RESTORE` takes.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::decoder::{Config, Decoder, Next, crc64};
+use crate::error::{Error, ErrorKind, Result};
+use crate::value::{Item, Value};
+
+/// A decoded `DUMP` payload.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Dump {
+    /// The value.
+    pub value: Value,
+    /// The RDB version the payload was written with (Valkey 9: 80).
+    pub version: u16,
+}
+
+/// Decodes a `DUMP` payload: checks its CRC-64 and version, then decodes the value.
+/// Errors carry offsets into the payload.
+///
+/// ```
+/// // DUMP of a string "v" from Redis 7.0 (RDB 10)
+/// let payload = b"\x00\x01v\x0a\x00\x91\x08\xce\xb2\x19\x38\x8a\xce";
+/// let d = rdb_format::decode_dump(payload).unwrap();
+/// assert_eq!(d.value, rdb_format::Value::String("v".into()));
+/// assert_eq!(d.version, 10);
+/// ```
+pub fn decode_dump(payload: &[u8]) -> Result<Dump> {
+    if payload.len() < 11 {
+        return Err(Error::new(
+            ErrorKind::Truncated {
+                what: "a DUMP payload (type, body, version, CRC-64)",
+            },
+            payload.len() as u64,
+        ));
+    }
+    let body_end = payload.len() - 10;
+    let version = u16::from_le_bytes([payload[body_end], payload[body_end + 1]]);
+    let expected = u64::from_le_bytes(payload[body_end + 2..].try_into().unwrap_or([0; 8]));
+    let actual = crc64(&payload[..body_end + 2]);
+    if expected != actual {
+        return Err(Error::new(
+            ErrorKind::Checksum { expected, actual },
+            body_end as u64 + 2,
+        ));
+    }
+    // the body as the only key of an RDB stream: magic, type, empty key, body, EOF
+    let magic = if version >= 80 {
+        format!("VALKEY{version:03}")
+    } else {
+        format!("REDIS{version:04}")
+    };
+    let mut rdb = BytesMut::with_capacity(payload.len() + 20);
+    rdb.put_slice(magic.as_bytes());
+    rdb.put_u8(payload[0]);
+    rdb.put_u8(0);
+    rdb.put_slice(&payload[1..body_end]);
+    rdb.put_u8(0xff);
+    rdb.put_bytes(0, 8);
+    let shift = magic.len() as u64 + 1;
+    let to_payload = |e: Error| {
+        // map the offset in the synthetic stream back into the payload
+        let off = e.offset().saturating_sub(shift).min(body_end as u64);
+        let mut err = Error::new(e.kind().clone(), off);
+        err = err.with_context(e.context());
+        err
+    };
+    let mut config = Config::default();
+    config
+        .chunk_threshold(usize::MAX)
+        .string_piece(u64::MAX)
+        .verify_checksum(false);
+    let mut dec = Decoder::with_config(config);
+    let mut src = rdb.freeze();
+    let mut value = None;
+    loop {
+        match dec.next_item(&mut src).map_err(to_payload)? {
+            Next::Item(Item::Key(rec)) => value = Some(rec.value),
+            Next::Item(_) => {}
+            Next::End => break,
+            Next::NeedMore => return Err(to_payload(dec.truncated())),
+        }
+    }
+    if !src.is_empty() {
+        return Err(Error::new(
+            ErrorKind::TrailingData(src.len() as u64),
+            body_end as u64,
+        ));
+    }
+    let value = value.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Corrupt {
+                what: "DUMP payload",
+                why: "no value".into(),
+            },
+            0,
+        )
+    })?;
+    Ok(Dump { value, version })
+}
+
+/// Appends the version and CRC-64 that close a `DUMP` payload to `body` (type byte + value).
+#[allow(dead_code)]
+pub(crate) fn seal(mut body: BytesMut, version: u16) -> Bytes {
+    body.put_u16_le(version);
+    let crc = crc64(&body);
+    body.put_u64_le(crc);
+    body.freeze()
+}
