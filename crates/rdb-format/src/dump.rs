@@ -102,7 +102,6 @@ pub fn decode_dump(payload: &[u8]) -> Result<Dump> {
 }
 
 /// Appends the version and CRC-64 that close a `DUMP` payload to `body` (type byte + value).
-#[allow(dead_code)]
 pub(crate) fn seal(mut body: BytesMut, version: u16) -> Bytes {
     body.put_u16_le(version);
     let crc = crc64(&body);

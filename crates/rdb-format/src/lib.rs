@@ -5,6 +5,7 @@
 mod cursor;
 mod decoder;
 mod dump;
+mod encode;
 mod encodings;
 mod error;
 mod lzf;
@@ -13,6 +14,7 @@ mod value;
 
 pub use decoder::{Config, Decoder, Limits, Next, Recovery, Source, crc64, module_name, type_name};
 pub use dump::{Dump, decode_dump};
+pub use encode::{EncodeConfig, Encoder, dump_payload};
 pub use error::{Context, Error, ErrorKind, Result};
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;

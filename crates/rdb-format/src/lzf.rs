@@ -69,3 +69,97 @@ mod tests {
         assert!(decompress_into(&[0x00, b'a'], 5, &mut out).is_none());
     }
 }
+
+/// Compresses `input` in LZF format (what Redis' `lzf_compress` writes and
+/// [`decompress_into`] reads). `None` when the result would not be shorter than `max_out`.
+pub(crate) fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
+    const HLOG: usize = 14;
+    const MAX_OFF: usize = 1 << 13;
+    const MAX_REF: usize = (1 << 8) + (1 << 3);
+    let n = input.len();
+    let mut out = Vec::with_capacity(max_out.min(n + n / 16 + 64));
+    let mut table = vec![usize::MAX; 1 << HLOG];
+    let hash = |p: usize| {
+        let v =
+            (u32::from(input[p]) << 16) | (u32::from(input[p + 1]) << 8) | u32::from(input[p + 2]);
+        (v.wrapping_mul(2_654_435_761) >> (32 - HLOG)) as usize
+    };
+    let mut lit_start = 0;
+    let mut ip = 0;
+    let flush = |out: &mut Vec<u8>, from: usize, to: usize| {
+        let mut s = from;
+        while s < to {
+            let run = (to - s).min(32);
+            out.push((run - 1) as u8);
+            out.extend_from_slice(&input[s..s + run]);
+            s += run;
+        }
+    };
+    while ip + 2 < n {
+        let h = hash(ip);
+        let r = table[h];
+        table[h] = ip;
+        if r != usize::MAX && ip - r <= MAX_OFF && r < ip && input[r..r + 3] == input[ip..ip + 3] {
+            let max = (n - ip).min(MAX_REF);
+            let mut len = 3;
+            while len < max && input[r + len] == input[ip + len] {
+                len += 1;
+            }
+            flush(&mut out, lit_start, ip);
+            let off = ip - r - 1;
+            let l = len - 2;
+            if l < 7 {
+                out.push(((l << 5) | (off >> 8)) as u8);
+            } else {
+                out.push(((7 << 5) | (off >> 8)) as u8);
+                out.push((l - 7) as u8);
+            }
+            out.push((off & 0xff) as u8);
+            ip += len;
+            lit_start = ip;
+            if out.len() >= max_out {
+                return None;
+            }
+        } else {
+            ip += 1;
+        }
+    }
+    flush(&mut out, lit_start, n);
+    (out.len() < max_out).then_some(out)
+}
+
+#[cfg(test)]
+mod compress_tests {
+    use super::*;
+
+    #[test]
+    fn compress_round_trips() {
+        let mut seed = 7u32;
+        let mut inputs: Vec<Vec<u8>> = vec![
+            b"abcabcabcabcabcabcabcabcabcabcabcabc".to_vec(),
+            vec![b'x'; 10_000],
+            (0..5000u32).map(|i| (i % 7) as u8).collect(),
+        ];
+        inputs.push(
+            (0..4000)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    b"abcd"[(seed % 4) as usize]
+                })
+                .collect(),
+        );
+        for input in inputs {
+            let c = compress(&input, input.len()).expect("compressible");
+            let mut out = Vec::new();
+            decompress_into(&c, input.len(), &mut out).unwrap();
+            assert_eq!(out, input);
+        }
+        // random bytes do not compress
+        let noise: Vec<u8> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        assert!(compress(&noise, noise.len() - 4).is_none());
+    }
+}

@@ -366,6 +366,27 @@ pub struct KeyRecord {
     pub value: Value,
 }
 
+impl KeyRecord {
+    /// A record for `key` in `db` with no expiry or LRU/LFU data (for encoding); the
+    /// type, encoding and offset fields are placeholders the encoder does not read.
+    pub fn new(db: u64, key: Bytes, value: Value) -> Self {
+        Self {
+            head: KeyHead {
+                db,
+                key,
+                value_type: value.value_type(),
+                encoding: Encoding::Raw,
+                type_byte: 0,
+                expire_ms: None,
+                idle_s: None,
+                freq: None,
+                offset: 0,
+            },
+            value,
+        }
+    }
+}
+
 /// A piece of a value too big to be delivered whole.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

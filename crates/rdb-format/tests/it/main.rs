@@ -1,4 +1,5 @@
 //! Integration tests for the RDB decoder.
 
 mod corpus;
+mod encode;
 mod robustness;
