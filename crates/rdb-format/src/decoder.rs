@@ -383,6 +383,25 @@ pub fn module_name(id: u64) -> (String, u64) {
     (name, id & 1023)
 }
 
+/// The 64-bit module type ID of a 9-character name and an encoding version (the inverse of
+/// [`module_name`]); `None` for a name that is not 9 characters of Redis' module charset.
+///
+/// ```
+/// let id = rdb_format::module_id("graphdata", 17).unwrap();
+/// assert_eq!(rdb_format::module_name(id), ("graphdata".to_owned(), 17));
+/// ```
+pub fn module_id(name: &str, encver: u64) -> Option<u64> {
+    if name.len() != 9 || encver > 1023 {
+        return None;
+    }
+    let mut id = 0u64;
+    for (i, b) in name.bytes().enumerate() {
+        let c = MODULE_CHARSET.iter().position(|&x| x == b)? as u64;
+        id |= c << (64 - 6 * (i + 1));
+    }
+    Some(id | encver)
+}
+
 impl Decoder {
     /// A decoder with the default [`Config`].
     pub fn new() -> Self {

@@ -845,9 +845,15 @@ impl<W: Write> Encoder<W> {
         self.maybe_flush()
     }
 
-    /// A module aux record, as the decoder gives it raw (module ID, when, body).
-    pub fn module_aux(&mut self, raw: &[u8]) -> Result<()> {
+    /// A module aux record as the decoder gives it: module name and encoding version, when
+    /// (before/after keys), and the raw opcodes up to and including the EOF opcode.
+    pub fn module_aux(&mut self, name: &str, encver: u64, when: u64, raw: &[u8]) -> Result<()> {
+        let id = crate::decoder::module_id(name, encver)
+            .ok_or_else(|| cannot("a module aux record with a bad module name"))?;
         self.buf.put_u8(0xF7);
+        put_len(&mut self.buf, id);
+        put_len(&mut self.buf, 2); // the `when` field is a module UINT opcode
+        put_len(&mut self.buf, when);
         self.buf.put_slice(raw);
         self.maybe_flush()
     }

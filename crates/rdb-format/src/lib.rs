@@ -12,7 +12,9 @@ mod lzf;
 mod reader;
 mod value;
 
-pub use decoder::{Config, Decoder, Limits, Next, Recovery, Source, crc64, module_name, type_name};
+pub use decoder::{
+    Config, Decoder, Limits, Next, Recovery, Source, crc64, module_id, module_name, type_name,
+};
 pub use dump::{Dump, decode_dump};
 pub use encode::{EncodeConfig, Encoder, dump_payload};
 pub use error::{Context, Error, ErrorKind, Result};

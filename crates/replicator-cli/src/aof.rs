@@ -112,6 +112,7 @@ pub(crate) fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
         Format::Resp => Box::new(RespSink::new(&mut out, args.batch)),
         Format::Keys => Box::new(KeysSink { w: &mut out }),
         Format::Count => Box::new(NullSink),
+        Format::Rdb => unreachable!("dump sends --format rdb to convert.rs"),
     };
     let others = args.all || (args.format == Format::Resp && cmds.is_empty());
     let mut router = Router::default();

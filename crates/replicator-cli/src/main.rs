@@ -1,6 +1,7 @@
 //! `replicator`: dump and check RDB and AOF files, and replicate a live master.
 
 mod aof;
+mod convert;
 mod output;
 mod prefetch;
 mod replicate;
@@ -52,6 +53,8 @@ enum Format {
     Keys,
     /// The number of keys that pass the filters.
     Count,
+    /// A new RDB file (with `-o`) for `--target-version` (default: the source's).
+    Rdb,
 }
 
 #[derive(clap::Args)]
@@ -85,6 +88,13 @@ struct DumpArgs {
     /// Largest number of elements per command in `--format resp`.
     #[arg(long, default_value_t = 512)]
     batch: usize,
+    /// `--format resp`: one `RESTORE key ttl payload ABSTTL REPLACE` per key (keeps every
+    /// encoding detail; the fastest way to move data between servers).
+    #[arg(long)]
+    restore: bool,
+    /// RDB version to write (`--format rdb`, and `RESTORE` payloads): 9, 10, 11, 12, or 80.
+    #[arg(long, value_name = "N")]
+    target_version: Option<u32>,
     /// Do not verify the checksum.
     #[arg(long)]
     no_checksum: bool,
@@ -267,6 +277,16 @@ fn is_aof(path: &std::path::Path) -> anyhow::Result<bool> {
 }
 
 fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
+    if args.format == Format::Rdb {
+        return convert::to_rdb(&args);
+    }
+    if args.restore {
+        anyhow::ensure!(
+            args.format == Format::Resp,
+            "--restore goes with --format resp"
+        );
+        return convert::restore(&args);
+    }
     if is_aof(&args.file)? {
         return aof::dump(args);
     }
@@ -288,6 +308,7 @@ fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
         Format::Json => Box::new(JsonSink::new(out, true)),
         Format::Resp => Box::new(RespSink::new(out, args.batch)),
         Format::Keys => Box::new(KeysSink { w: out }),
+        Format::Rdb => unreachable!("handled above"),
         Format::Count => {
             let r = run(&mut input, &filter, &progress, |_, _| Ok(()), &mut count);
             progress.done();

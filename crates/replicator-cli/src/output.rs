@@ -663,6 +663,32 @@ impl<W: Write> RespSink<W> {
         Ok(())
     }
 
+    /// `RESTORE key ttl payload [ABSTTL] REPLACE`, with IDLETIME/FREQ when `lru` and the head
+    /// has them.
+    pub(crate) fn restore(&mut self, head: &KeyHead, payload: &[u8], lru: bool) -> io::Result<()> {
+        self.select(head.db)?;
+        let ttl = head
+            .expire_ms
+            .map_or_else(|| "0".to_owned(), |ms| ms.to_string());
+        let mut args: Vec<&[u8]> = vec![b"RESTORE", &head.key, ttl.as_bytes(), payload];
+        if head.expire_ms.is_some() {
+            args.push(b"ABSTTL");
+        }
+        let idle = head.idle_s.map(|i| i.to_string());
+        let freq = head.freq.map(|f| f.to_string());
+        if lru {
+            if let Some(i) = &idle {
+                args.push(b"IDLETIME");
+                args.push(i.as_bytes());
+            } else if let Some(f) = &freq {
+                args.push(b"FREQ");
+                args.push(f.as_bytes());
+            }
+        }
+        args.push(b"REPLACE");
+        self.cmd(&args)
+    }
+
     fn select(&mut self, db: u64) -> io::Result<()> {
         if self.db != Some(db) {
             self.db = Some(db);
@@ -856,7 +882,6 @@ impl<W: Write> Sink for RespSink<W> {
     }
 
     fn module(&mut self, head: &KeyHead, _name: &str, _encver: u64, raw: &Bytes) -> io::Result<()> {
-        self.select(head.db)?;
         // A DUMP payload: type byte, the value, RDB version (2 bytes LE), CRC-64 of all that.
         let mut payload = Vec::with_capacity(raw.len() + 11);
         payload.push(head.type_byte);
@@ -864,15 +889,7 @@ impl<W: Write> Sink for RespSink<W> {
         payload.extend_from_slice(&(self.version.min(u32::from(u16::MAX)) as u16).to_le_bytes());
         let crc = rdb_format::crc64(&payload);
         payload.extend_from_slice(&crc.to_le_bytes());
-        let ttl = head
-            .expire_ms
-            .map_or_else(|| "0".to_owned(), |ms| ms.to_string());
-        let mut args: Vec<&[u8]> = vec![b"RESTORE", &head.key, ttl.as_bytes(), &payload];
-        if head.expire_ms.is_some() {
-            args.push(b"ABSTTL");
-        }
-        args.push(b"REPLACE");
-        self.cmd(&args)
+        self.restore(head, &payload, false)
     }
 
     fn command(

@@ -3,6 +3,7 @@
 mod aof;
 mod fixtures;
 mod rebuild;
+mod reencode;
 mod replicate;
 
 use std::path::PathBuf;

@@ -1,0 +1,167 @@
+//! `dump --format rdb` (a new RDB file for a chosen version) and `dump --format resp
+//! --restore` (one `RESTORE` per key).
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use aof_manifest::{AofReader, Event};
+use rdb_format::{Config, EncodeConfig, Encoder, Item, KeyRecord};
+
+use crate::aof::CommandFilter;
+use crate::output::{RespSink, Sink};
+use crate::{DumpArgs, Filter, Input, is_aof, open_output};
+
+/// Where items come from: an RDB file, or an AOF (its RDB base, then commands).
+enum Source {
+    Rdb(Input),
+    Aof(Box<AofReader>),
+}
+
+enum Got {
+    Item(Item),
+    Command(aof_manifest::AofCommand),
+}
+
+impl Source {
+    fn open(args: &DumpArgs) -> anyhow::Result<Self> {
+        // whole keys: an encoder needs a value's size before its elements
+        let mut config = Config::default();
+        config
+            .chunk_threshold(usize::MAX)
+            .string_piece(u64::MAX)
+            .verify_checksum(!args.no_checksum);
+        if is_aof(&args.file)? {
+            let opts = aof_manifest::Options {
+                rdb: config,
+                ..Default::default()
+            };
+            let r = AofReader::open(&args.file, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(Self::Aof(Box::new(r)));
+        }
+        Ok(Self::Rdb(Input::open(&args.file, config, args.mmap)?.0))
+    }
+
+    fn next(&mut self) -> anyhow::Result<Option<Got>> {
+        match self {
+            Self::Rdb(i) => Ok(i.next().map_err(|e| anyhow::anyhow!("{e}"))?.map(Got::Item)),
+            Self::Aof(r) => loop {
+                match r.next_event().map_err(|e| anyhow::anyhow!("{e}"))? {
+                    None => return Ok(None),
+                    Some(Event::Rdb { item, .. }) => return Ok(Some(Got::Item(item))),
+                    Some(Event::Command(c)) => return Ok(Some(Got::Command(c))),
+                    Some(_) => {}
+                }
+            },
+        }
+    }
+}
+
+/// The version to write: the one asked for, else the source's (clamped to what the encoder
+/// writes).
+fn target(asked: Option<u32>, source: u32) -> anyhow::Result<EncodeConfig> {
+    let v = asked.unwrap_or(match source {
+        0..=9 => 9,
+        10..=12 => source,
+        13..=79 => 12,
+        _ => 80,
+    });
+    EncodeConfig::new(v).map_err(|_| {
+        anyhow::anyhow!(
+            "--target-version {v}: the encoder writes RDB 9, 10, 11, 12 and 80 (Valkey 9)"
+        )
+    })
+}
+
+pub(crate) fn to_rdb(args: &DumpArgs) -> anyhow::Result<ExitCode> {
+    let filter = Filter::from_args(args)?;
+    let mut src = Source::open(args)?;
+    let out = open_output(args)?;
+    let mut enc: Option<Encoder<_>> = None;
+    let mut out = Some(out);
+    let mut keys = 0u64;
+    while let Some(got) = src.next()? {
+        let item = match got {
+            Got::Item(i) => i,
+            Got::Command(c) => anyhow::bail!(
+                "{}: the AOF has commands after its RDB part (first: {:?} at offset {}); turning \
+                 commands into data needs a server: load the AOF and SAVE",
+                args.file.display(),
+                String::from_utf8_lossy(c.cmd.arg(0).unwrap_or_default()),
+                c.offset
+            ),
+        };
+        if let Item::Header { version, .. } = &item {
+            if enc.is_none() {
+                let cfg = target(args.target_version, *version)?;
+                let w = out.take().context("one RDB per output")?;
+                enc = Some(Encoder::new(w, cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
+            }
+            continue;
+        }
+        let Some(e) = enc.as_mut() else {
+            anyhow::bail!("no RDB header before the first item");
+        };
+        let r = match &item {
+            Item::Aux { key, value } => e.aux(key, value),
+            Item::Function(f) if f.name.is_none() => e.function(&f.code),
+            Item::ModuleAux {
+                name,
+                encver,
+                when,
+                raw,
+            } => e.module_aux(name, *encver, *when, raw),
+            Item::Key(KeyRecord { head, value }) if filter.pass(head) => {
+                keys += 1;
+                e.key_parts(head, value)
+            }
+            _ => Ok(()),
+        };
+        r.map_err(|err| anyhow::anyhow!("{err}"))?;
+    }
+    let Some(e) = enc else {
+        anyhow::bail!("{}: no RDB data", args.file.display());
+    };
+    e.finish()
+        .map_err(|err| anyhow::anyhow!("{err}"))?
+        .flush()?;
+    eprintln!("replicator: {keys} keys written");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn restore(args: &DumpArgs) -> anyhow::Result<ExitCode> {
+    let filter = Filter::from_args(args)?;
+    let cmds = CommandFilter::new(&filter, args.command.clone(), args.skip_command.clone());
+    let mut src = Source::open(args)?;
+    let out = open_output(args)?;
+    let mut sink = RespSink::new(out, args.batch);
+    let mut cfg = None;
+    let result: anyhow::Result<()> = (|| {
+        while let Some(got) = src.next()? {
+            match got {
+                Got::Command(c) => {
+                    if cmds.pass_command(c.db, &c.cmd) {
+                        sink.command(c.db, &c.cmd, None, c.ts)?;
+                    }
+                }
+                Got::Item(Item::Header { version, flavor }) => {
+                    cfg = Some(target(args.target_version, version)?);
+                    sink.other(&Item::Header { version, flavor })?;
+                }
+                Got::Item(Item::Key(rec)) if filter.pass(&rec.head) => {
+                    let c = cfg.as_ref().context("no RDB header")?;
+                    let payload = rdb_format::dump_payload(&rec.value, c)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    sink.restore(&rec.head, &payload, true)?;
+                }
+                Got::Item(item @ Item::Function(_)) if cmds.is_empty() => sink.other(&item)?,
+                Got::Item(_) => {}
+            }
+        }
+        Ok(())
+    })();
+    sink.finish()?;
+    result?;
+    io::stdout().flush()?;
+    Ok(ExitCode::SUCCESS)
+}
