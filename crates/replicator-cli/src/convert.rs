@@ -14,7 +14,7 @@ use crate::{DumpArgs, Filter, Input, is_aof, open_output};
 
 /// Where items come from: an RDB file, or an AOF (its RDB base, then commands).
 enum Source {
-    Rdb(Input),
+    Rdb(Box<Input>),
     Aof(Box<AofReader>),
 }
 
@@ -39,7 +39,7 @@ impl Source {
             let r = AofReader::open(&args.file, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
             return Ok(Self::Aof(Box::new(r)));
         }
-        Ok(Self::Rdb(Input::open(&args.file, config, args.mmap)?.0))
+        Ok(Self::Rdb(Box::new(Input::open(&args.file, config, args.mmap)?.0)))
     }
 
     fn next(&mut self) -> anyhow::Result<Option<Got>> {
