@@ -39,7 +39,9 @@ impl Source {
             let r = AofReader::open(&args.file, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
             return Ok(Self::Aof(Box::new(r)));
         }
-        Ok(Self::Rdb(Box::new(Input::open(&args.file, config, args.mmap)?.0)))
+        Ok(Self::Rdb(Box::new(
+            Input::open(&args.file, config, args.mmap)?.0,
+        )))
     }
 
     fn next(&mut self) -> anyhow::Result<Option<Got>> {

@@ -16,7 +16,7 @@ fn text(e: &Elem) -> Vec<u8> {
 
 /// A value in a form that ignores what encodings may change: integer vs text elements, set
 /// order, sorted-set order, and stream metadata the version does not carry.
-fn normal(v: &Value, version: u32) -> String {
+pub(crate) fn normal(v: &Value, version: u32) -> String {
     match v {
         Value::String(s) => format!("S{s:?}"),
         Value::List(l) => format!("L{:?}", l.iter().map(text).collect::<Vec<_>>()),

@@ -1,0 +1,120 @@
+//! The decoder fed any bytes never allocates more than a fixed bound over the input's own
+//! size: a counting global allocator records the peak of live bytes during each decode.
+//! (Its own test binary: the allocator counts the whole process, so nothing else may run.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only counters are added.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: same layout, forwarded.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the pointer came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        if new > layout.size() {
+            let now = LIVE.fetch_add(new - layout.size(), Ordering::Relaxed) + new - layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        } else {
+            LIVE.fetch_sub(layout.size() - new, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Fixed room (buffers, tables) plus a multiple of the input (LZF may expand 100×).
+fn bound(len: usize) -> usize {
+    (4 << 20) + 128 * len
+}
+
+/// Peak bytes allocated beyond what was live before, while `f` runs.
+fn peak_during(f: impl FnOnce()) -> usize {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    f();
+    PEAK.load(Ordering::Relaxed).saturating_sub(base)
+}
+
+fn decode_every_way(data: &[u8]) -> usize {
+    let input = Bytes::copy_from_slice(data);
+    let whole = peak_during(|| for _ in rdb_format::BytesReader::new(input.clone()) {});
+    let streamed = peak_during(|| for _ in rdb_format::Reader::new(data) {});
+    let dump = peak_during(|| {
+        let _ = rdb_format::decode_dump(data);
+    });
+    whole.max(streamed).max(dump)
+}
+
+fn fixtures() -> Vec<Vec<u8>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata");
+    let mut v: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rdb"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_allocate_within_the_bound(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let mut input = b"REDIS0011".to_vec();
+        input.extend_from_slice(&data);
+        for d in [&data[..], &input[..]] {
+            let peak = decode_every_way(d);
+            prop_assert!(peak <= bound(d.len()), "{} bytes of input made {} bytes of allocation", d.len(), peak);
+        }
+    }
+
+    #[test]
+    fn mutated_fixtures_allocate_within_the_bound(which in any::<prop::sample::Index>(), edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let files = fixtures();
+        let mut f = files[which.index(files.len())].clone();
+        for (at, b) in edits {
+            let i = at.index(f.len());
+            f[i] = b;
+        }
+        let peak = decode_every_way(&f);
+        prop_assert!(peak <= bound(f.len()), "{} bytes of input made {} bytes of allocation", f.len(), peak);
+    }
+}
+
+#[test]
+fn lying_lengths_do_not_allocate() {
+    // the counter sees allocations at all
+    assert!(peak_during(|| drop(std::hint::black_box(vec![1u8; 1 << 20]))) >= 1 << 20);
+    // a 512 MiB string claimed in a few bytes, raw and LZF; a 4-billion-element list
+    let cases: [&[u8]; 3] = [
+        b"REDIS0011\x00\x01k\x80\x1f\xff\xff\xffabc",
+        b"REDIS0011\x00\x01k\xc3\x05\x80\x1f\xff\xff\xff\x00abcde",
+        b"REDIS0011\x01\x01k\x80\xff\xff\xff\xff\x01a",
+    ];
+    for c in cases {
+        let peak = decode_every_way(c);
+        assert!(peak <= bound(c.len()), "{peak}");
+    }
+}
