@@ -54,7 +54,7 @@ pub fn rdb_file(data: &[u8]) {
     };
     let (we, se) = (err(&whole), err(&split));
     assert_eq!(we, se, "a split changed the error");
-    if we.is_none() {
+    if !we {
         let items = |v: &[rdb_format::Result<rdb_format::Item>]| {
             v.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()
         };
