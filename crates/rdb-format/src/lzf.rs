@@ -157,8 +157,14 @@ mod compress_tests {
             assert_eq!(out, input);
         }
         // random bytes do not compress
-        let noise: Vec<u8> = (0..1000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        // splitmix64
+        let noise: Vec<u8> = (0..1000u64)
+            .map(|i| {
+                let mut z = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)) as u8
+            })
             .collect();
         assert!(compress(&noise, noise.len() - 4).is_none());
     }
