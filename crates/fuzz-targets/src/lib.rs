@@ -117,9 +117,10 @@ pub fn resp(data: &[u8]) {
     for f in &whole {
         let mut out = BytesMut::new();
         resp_codec::encode(f, &mut out);
+        // default limits: quoting can make an inline command four times as long
         let again = resp_codec::Decoder::with_config(resp_codec::Config {
             inline: true,
-            ..config
+            ..resp_codec::Config::default()
         })
         .decode(&mut out)
         .expect("our own encoding decodes")
