@@ -61,7 +61,13 @@ impl Source {
 
 /// The version to write: the one asked for, else the source's (clamped to what the encoder
 /// writes).
-fn target(asked: Option<u32>, source: u32) -> anyhow::Result<EncodeConfig> {
+fn target(args: &DumpArgs, source: u32) -> anyhow::Result<EncodeConfig> {
+    let mut cfg = version(args.target_version, source)?;
+    cfg.compress(!args.no_compression);
+    Ok(cfg)
+}
+
+fn version(asked: Option<u32>, source: u32) -> anyhow::Result<EncodeConfig> {
     let v = asked.unwrap_or(match source {
         0..=9 => 9,
         10..=12 => source,
@@ -95,7 +101,7 @@ pub(crate) fn to_rdb(args: &DumpArgs) -> anyhow::Result<ExitCode> {
         };
         if let Item::Header { version, .. } = &item {
             if enc.is_none() {
-                let cfg = target(args.target_version, *version)?;
+                let cfg = target(args, *version)?;
                 let w = out.take().context("one RDB per output")?;
                 enc = Some(Encoder::new(w, cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
             }
@@ -147,7 +153,7 @@ pub(crate) fn restore(args: &DumpArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Got::Item(Item::Header { version, flavor }) => {
-                    cfg = Some(target(args.target_version, version)?);
+                    cfg = Some(target(args, version)?);
                     sink.other(&Item::Header { version, flavor })?;
                 }
                 Got::Item(Item::Key(rec)) if filter.pass(&rec.head) => {

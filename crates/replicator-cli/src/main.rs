@@ -95,6 +95,9 @@ struct DumpArgs {
     /// RDB version to write (`--format rdb`, and `RESTORE` payloads): 9, 10, 11, 12, or 80.
     #[arg(long, value_name = "N")]
     target_version: Option<u32>,
+    /// `--format rdb` / `--restore`: no LZF compression (`rdbcompression no`).
+    #[arg(long)]
+    no_compression: bool,
     /// Do not verify the checksum.
     #[arg(long)]
     no_checksum: bool,

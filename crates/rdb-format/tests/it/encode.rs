@@ -371,3 +371,33 @@ fn what_a_version_cannot_hold_is_an_error() {
     let dup = Value::Set(vec![Elem::Int(1), Elem::Bytes("1".into())]);
     assert!(e.key(&KeyRecord::new(0, "s".into(), dup)).is_err());
 }
+
+#[test]
+fn empty_collections_round_trip() {
+    let empties = [
+        Value::List(Vec::new()),
+        Value::Set(Vec::new()),
+        Value::SortedSet(Vec::new()),
+        Value::Hash(Vec::new()),
+        Value::String(Bytes::new()),
+        // an empty stream (XADD + XDEL, or MKSTREAM), metadata as RDB 10+ carries it
+        Value::Stream(Box::new(Stream {
+            entries: Vec::new(),
+            meta: StreamMeta {
+                first_id: Some(StreamId::default()),
+                max_deleted_id: Some(StreamId::default()),
+                entries_added: Some(0),
+                ..StreamMeta::default()
+            },
+        })),
+    ];
+    for version in VERSIONS {
+        for v in &empties {
+            assert_eq!(
+                normal(&through_file(v, version, true), version),
+                normal(v, version),
+                "v{version} {v:?}"
+            );
+        }
+    }
+}
