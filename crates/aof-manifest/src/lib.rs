@@ -22,6 +22,8 @@
 //!     .collect();
 //! assert_eq!((cmds[1].db, cmds[1].ts, cmds[1].offset), (2, Some(1700000000), 39));
 //! ```
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod error;
 mod manifest;

@@ -2,6 +2,8 @@
 //! or allocate without bound, and checks what it can about the result. `tests/` runs every body
 //! over the seeds (`testdata/`, `$RDB_CORPUS_DIR`) and over every saved regression input
 //! (`fuzz/regressions/<target>/`), so the targets keep working without `cargo fuzz`.
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 use bytes::{Bytes, BytesMut};
 

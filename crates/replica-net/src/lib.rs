@@ -8,6 +8,8 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `tls-rustls` | yes | `rediss://` and [`TlsConfig`] through tokio-rustls (ring) |
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod client;
 mod error;

@@ -17,6 +17,8 @@
 //! assert_eq!(Decoder::new().decode(&mut buf).unwrap(), Some(reply));
 //! assert!(buf.is_empty());
 //! ```
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod args;
 #[cfg(feature = "codec")]
