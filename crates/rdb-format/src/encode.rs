@@ -658,6 +658,37 @@ fn stream_nodes(entries: &[StreamEntry], per: usize) -> Vec<(StreamId, Vec<u8>)>
     nodes
 }
 
+/// A group's read counter as Redis estimates it when loading a stream that does not carry one
+/// (`streamEstimateDistanceFromFirstEverEntry`); `u64::MAX` is Redis' "unknown".
+fn estimate_entries_read(
+    length: u64,
+    last: StreamId,
+    first: StreamId,
+    deleted: StreamId,
+    added: u64,
+    id: StreamId,
+) -> u64 {
+    const UNKNOWN: u64 = u64::MAX;
+    if added == 0 {
+        return 0;
+    }
+    if (length == 0 && id <= last) || id == last {
+        return added;
+    }
+    if id > last {
+        return UNKNOWN;
+    }
+    if deleted == StreamId::default() || deleted < first {
+        if id < first {
+            return added - length;
+        }
+        if id == first {
+            return added - length + 1;
+        }
+    }
+    UNKNOWN
+}
+
 fn stream(s: &Stream, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
     let z = cfg.compress;
     let level = cfg.level();
@@ -673,17 +704,19 @@ fn stream(s: &Stream, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
     put_len(out, m.length);
     put_len(out, m.last_id.ms);
     put_len(out, m.last_id.seq);
+    // what a stream from before RDB 10 gets when Redis loads it
+    let first = m
+        .first_id
+        .or_else(|| s.entries.first().map(|e| e.id))
+        .unwrap_or_default();
+    let deleted = m.max_deleted_id.unwrap_or_default();
+    let added = m.entries_added.unwrap_or(m.length);
     if level >= 10 {
-        let first = m
-            .first_id
-            .or_else(|| s.entries.first().map(|e| e.id))
-            .unwrap_or_default();
         put_len(out, first.ms);
         put_len(out, first.seq);
-        let del = m.max_deleted_id.unwrap_or_default();
-        put_len(out, del.ms);
-        put_len(out, del.seq);
-        put_len(out, m.entries_added.unwrap_or(m.length));
+        put_len(out, deleted.ms);
+        put_len(out, deleted.seq);
+        put_len(out, added);
     }
     put_len(out, m.groups.len() as u64);
     for g in &m.groups {
@@ -691,7 +724,16 @@ fn stream(s: &Stream, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
         put_len(out, g.last_id.ms);
         put_len(out, g.last_id.seq);
         if level >= 10 {
-            put_len(out, g.entries_read.unwrap_or(u64::MAX));
+            // a stream read from RDB 10+ said "unknown" itself; one from RDB 9 had no counter,
+            // and gets the one Redis computes when loading it
+            let read = match g.entries_read {
+                Some(n) => n,
+                None if m.first_id.is_some() => u64::MAX,
+                None => {
+                    estimate_entries_read(m.length, m.last_id, first, deleted, added, g.last_id)
+                }
+            };
+            put_len(out, read);
         }
         put_len(out, g.pending.len() as u64);
         for p in &g.pending {

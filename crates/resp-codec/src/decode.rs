@@ -245,6 +245,19 @@ impl Decoder {
         }
     }
 
+    /// The length on a `$`/`*`-style header line and the index of its CR; `None`: the line is
+    /// not complete yet.
+    fn length_line(&self, b: &[u8], at: usize) -> Result<Option<(i64, usize)>> {
+        if let Some(v) = quick_len(b) {
+            return Ok(Some(v));
+        }
+        let Some(end) = self.line(b, at)? else {
+            return Ok(None);
+        };
+        let len = parse_i64(&b[1..end]).ok_or_else(|| self.err(ErrorKind::BadLength, at))?;
+        Ok(Some((len, end)))
+    }
+
     fn step(&mut self, buf: &[u8]) -> Result<Step> {
         let at = self.pos;
         let b = &buf[at..];
@@ -294,16 +307,8 @@ impl Decoder {
                 Ok(Step::Tok(tok, end + 2, 0))
             }
             b'$' | b'!' | b'=' => {
-                let (len, end) = match quick_len(b) {
-                    Some(v) => v,
-                    None => {
-                        let Some(end) = self.line(b, at)? else {
-                            return Ok(Step::More);
-                        };
-                        let len = parse_i64(&b[1..end])
-                            .ok_or_else(|| self.err(ErrorKind::BadLength, at))?;
-                        (len, end)
-                    }
+                let Some((len, end)) = self.length_line(b, at)? else {
+                    return Ok(Step::More);
                 };
                 if len == -1 && ty == b'$' {
                     return Ok(Step::Tok(Tok::NullBulk, end + 2, 0));
@@ -344,16 +349,8 @@ impl Decoder {
                 Ok(Step::Tok(tok, need, 0))
             }
             b'*' | b'%' | b'~' | b'|' | b'>' => {
-                let (len, end) = match quick_len(b) {
-                    Some(v) => v,
-                    None => {
-                        let Some(end) = self.line(b, at)? else {
-                            return Ok(Step::More);
-                        };
-                        let len = parse_i64(&b[1..end])
-                            .ok_or_else(|| self.err(ErrorKind::BadLength, at))?;
-                        (len, end)
-                    }
+                let Some((len, end)) = self.length_line(b, at)? else {
+                    return Ok(Step::More);
                 };
                 if len == -1 && ty == b'*' {
                     return Ok(Step::Tok(Tok::NullArray, end + 2, 0));

@@ -192,26 +192,7 @@ fn re_encoded_for_a_newer_version_loads_there_with_the_same_data() {
         let _ = old;
         let original = Server::start(new, &[], Some(&rdb)).unwrap();
         let upgraded = Server::start(new, &[], Some(&out)).unwrap();
-        let mut a = original.client().unwrap();
-        let mut b = upgraded.client().unwrap();
-        let mut n = 0;
-        for db in 0..16 {
-            a.ok(&["SELECT", &db.to_string()]).unwrap();
-            b.ok(&["SELECT", &db.to_string()]).unwrap();
-            let keys = a.keys().unwrap();
-            assert_eq!(keys, b.keys().unwrap(), "{fx} db {db}");
-            for k in &keys {
-                let da = a.cmd_bytes(&[b"DEBUG", b"DIGEST-VALUE", k]).unwrap();
-                let db_ = b.cmd_bytes(&[b"DEBUG", b"DIGEST-VALUE", k]).unwrap();
-                assert_eq!(
-                    da,
-                    db_,
-                    "{fx} → v{target}: key {:?}",
-                    String::from_utf8_lossy(k)
-                );
-                n += 1;
-            }
-        }
+        let n = same_data(&original, &upgraded, new, fx);
         eprintln!(
             "{fx} → RDB {target} on {}: {n} keys with the same digests",
             new.name
