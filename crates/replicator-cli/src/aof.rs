@@ -12,7 +12,7 @@ use rdb_format::{Chunk, Item, KeyHead};
 use resp_codec::Command;
 
 use crate::output::{JsonSink, KeysSink, RespSink, Sink};
-use crate::{CheckArgs, DumpArgs, Filter, Format, Router, deliver, open_output};
+use crate::{CheckArgs, DumpArgs, Filter, FilterArgs, Format, Router, deliver, open_output};
 
 /// A sink that writes nothing (`--format count`).
 pub(crate) struct NullSink;
@@ -52,8 +52,12 @@ pub(crate) struct CommandFilter<'a> {
 }
 
 impl<'a> CommandFilter<'a> {
-    pub(crate) fn new(filter: &'a Filter, only: Vec<String>, skip: Vec<String>) -> Self {
-        Self { filter, only, skip }
+    pub(crate) fn new(filter: &'a Filter, args: &FilterArgs) -> Self {
+        Self {
+            filter,
+            only: args.command.clone(),
+            skip: args.skip_command.clone(),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -94,12 +98,8 @@ impl<'a> CommandFilter<'a> {
 }
 
 pub(crate) fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
-    let filter = Filter::from_args(&args)?;
-    let cmds = CommandFilter {
-        filter: &filter,
-        only: args.command.clone(),
-        skip: args.skip_command.clone(),
-    };
+    let filter = Filter::from_args(&args.filters)?;
+    let cmds = CommandFilter::new(&filter, &args.filters);
     let mut opts = Options::default();
     opts.rdb
         .verify_checksum(!args.no_checksum)

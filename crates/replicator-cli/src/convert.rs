@@ -82,7 +82,7 @@ fn version(asked: Option<u32>, source: u32) -> anyhow::Result<EncodeConfig> {
 }
 
 pub(crate) fn to_rdb(args: &DumpArgs) -> anyhow::Result<ExitCode> {
-    let filter = Filter::from_args(args)?;
+    let filter = Filter::from_args(&args.filters)?;
     let mut src = Source::open(args)?;
     let out = open_output(args)?;
     let mut enc: Option<Encoder<_>> = None;
@@ -138,8 +138,8 @@ pub(crate) fn to_rdb(args: &DumpArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn restore(args: &DumpArgs) -> anyhow::Result<ExitCode> {
-    let filter = Filter::from_args(args)?;
-    let cmds = CommandFilter::new(&filter, args.command.clone(), args.skip_command.clone());
+    let filter = Filter::from_args(&args.filters)?;
+    let cmds = CommandFilter::new(&filter, &args.filters);
     let mut src = Source::open(args)?;
     let out = open_output(args)?;
     let mut sink = RespSink::new(out, args.batch);

@@ -57,6 +57,27 @@ enum Format {
     Rdb,
 }
 
+/// The filters of `dump` and `replicate`, for key records and commands alike.
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Only keys (and commands) of this database (repeatable).
+    #[arg(long)]
+    db: Vec<u64>,
+    /// Only keys (and commands whose first key) match this regular expression (on bytes).
+    #[arg(long)]
+    key: Option<String>,
+    /// Only keys (and commands that write) of this type: string, list, set, zset, hash,
+    /// stream, module (repeatable).
+    #[arg(long = "type", value_parser = parse_type)]
+    types: Vec<ValueType>,
+    /// Only commands with this name (repeatable, any case). Key records pass.
+    #[arg(long)]
+    command: Vec<String>,
+    /// Leave out commands with this name (repeatable, any case).
+    #[arg(long)]
+    skip_command: Vec<String>,
+}
+
 #[derive(clap::Args)]
 struct DumpArgs {
     /// The RDB file (`-` for standard input), AOF file, AOF directory or AOF manifest.
@@ -67,21 +88,8 @@ struct DumpArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
-    /// Only keys of this database (repeatable).
-    #[arg(long)]
-    db: Vec<u64>,
-    /// Only keys matching this regular expression (on the key's bytes).
-    #[arg(long)]
-    key: Option<String>,
-    /// Only keys of this type: string, list, set, zset, hash, stream, module (repeatable).
-    #[arg(long = "type", value_parser = parse_type)]
-    types: Vec<ValueType>,
-    /// Only commands with this name (AOF; repeatable, any case). Key records pass.
-    #[arg(long)]
-    command: Vec<String>,
-    /// Leave out commands with this name (AOF; repeatable, any case).
-    #[arg(long)]
-    skip_command: Vec<String>,
+    #[command(flatten)]
+    filters: FilterArgs,
     /// Also write non-key items (aux fields, functions, module aux, RESIZEDB, EOF).
     #[arg(long)]
     all: bool,
@@ -245,18 +253,16 @@ struct Filter {
 }
 
 impl Filter {
-    fn from_args(args: &DumpArgs) -> anyhow::Result<Self> {
-        Self::build(&args.db, args.key.as_deref(), &args.types)
-    }
-
-    fn build(dbs: &[u64], key: Option<&str>, types: &[ValueType]) -> anyhow::Result<Self> {
+    fn from_args(args: &FilterArgs) -> anyhow::Result<Self> {
         Ok(Self {
-            dbs: dbs.to_vec(),
-            key: key
+            dbs: args.db.clone(),
+            key: args
+                .key
+                .as_deref()
                 .map(regex::bytes::Regex::new)
                 .transpose()
                 .context("bad --key regular expression")?,
-            types: types.to_vec(),
+            types: args.types.clone(),
         })
     }
 
@@ -293,10 +299,10 @@ fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     if is_aof(&args.file)? {
         return aof::dump(args);
     }
-    if !args.command.is_empty() || !args.skip_command.is_empty() {
+    if !args.filters.command.is_empty() || !args.filters.skip_command.is_empty() {
         anyhow::bail!("--command and --skip-command apply to AOF files only");
     }
-    let filter = Filter::from_args(&args)?;
+    let filter = Filter::from_args(&args.filters)?;
     let mut config = Config::default();
     config
         .verify_checksum(!args.no_checksum)

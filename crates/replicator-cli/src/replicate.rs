@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdb_format::{Item, ValueType};
+use rdb_format::Item;
 use replica_net::{Auth, Client, ClientConfig, Event, TlsConfig};
 
 use crate::aof::CommandFilter;
 use crate::output::{JsonSink, RespSink, Sink};
-use crate::{Filter, Router, deliver, parse_type};
+use crate::{Filter, FilterArgs, Router, deliver};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum ReplFormat {
@@ -64,21 +64,8 @@ pub(crate) struct ReplicateArgs {
     /// Continue from a saved position: `PSYNC REPLID OFFSET+1`.
     #[arg(long, value_name = "REPLID:OFFSET")]
     resume: Option<String>,
-    /// Only keys/commands of this database (repeatable).
-    #[arg(long)]
-    db: Vec<u64>,
-    /// Only keys (and commands whose first key) match this regular expression.
-    #[arg(long)]
-    key: Option<String>,
-    /// Only keys (and commands that write) of this type (repeatable).
-    #[arg(long = "type", value_parser = parse_type)]
-    types: Vec<ValueType>,
-    /// Only commands with this name (repeatable).
-    #[arg(long)]
-    command: Vec<String>,
-    /// Leave out commands with this name (repeatable).
-    #[arg(long)]
-    skip_command: Vec<String>,
+    #[command(flatten)]
+    filters: FilterArgs,
     /// Also write non-key RDB items (jsonl).
     #[arg(long)]
     all: bool,
@@ -173,8 +160,8 @@ fn status_line(client: &Client, running: Arc<AtomicBool>) -> Option<std::thread:
 
 pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(&args)?;
-    let filter = Filter::build(&args.db, args.key.as_deref(), &args.types)?;
-    let cmds = CommandFilter::new(&filter, args.command.clone(), args.skip_command.clone());
+    let filter = Filter::from_args(&args.filters)?;
+    let cmds = CommandFilter::new(&filter, &args.filters);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
