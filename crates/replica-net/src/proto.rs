@@ -655,8 +655,9 @@ impl Replica {
                 None => self.buf.len(),
             };
             if take > 0 {
-                rs.buf.extend_from_slice(&self.buf[..take]);
-                self.buf.advance(take);
+                // no copy when the two are adjacent in one allocation (or the RDB buffer is
+                // empty); otherwise `unsplit` copies
+                rs.buf.unsplit(self.buf.split_to(take));
                 rs.bytes += take as u64;
                 if let Some(r) = &mut rs.remaining {
                     *r -= take as u64;
