@@ -15,16 +15,14 @@ use test_support::{Client, Resp, Server, ServerBin};
 
 use crate::fixtures::populate;
 
-fn info(c: &mut Client, field: &str) -> Result<String> {
-    let text = c.cmd(&["INFO", "persistence"])?.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_owned))
+fn info(s: &Server, field: &str) -> Result<String> {
+    s.info("persistence", field)
         .with_context(|| format!("INFO has no {field}"))
 }
 
-fn wait_for(c: &mut Client, field: &str, value: &str) -> Result<()> {
+fn wait_for(s: &Server, field: &str, value: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while info(c, field)? != value {
+    while info(s, field)? != value {
         anyhow::ensure!(Instant::now() < deadline, "{field} never became {value}");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -79,7 +77,7 @@ fn children(pid: u32) -> Vec<u32> {
 fn failed_rewrite(server: &Server, c: &mut Client) -> Result<()> {
     c.ok(&["CONFIG", "SET", "rdb-key-save-delay", "100000"])?;
     c.ok(&["BGREWRITEAOF"])?;
-    wait_for(c, "aof_rewrite_in_progress", "1")?;
+    wait_for(server, "aof_rewrite_in_progress", "1")?;
     more_writes(c, 2)?;
     let kids = children(server.pid());
     anyhow::ensure!(!kids.is_empty(), "no rewrite child found");
@@ -89,7 +87,7 @@ fn failed_rewrite(server: &Server, c: &mut Client) -> Result<()> {
             .arg(k.to_string())
             .status()?;
     }
-    wait_for(c, "aof_rewrite_in_progress", "0")?;
+    wait_for(server, "aof_rewrite_in_progress", "0")?;
     c.ok(&["CONFIG", "SET", "rdb-key-save-delay", "0"])?;
     Ok(())
 }
@@ -111,10 +109,10 @@ fn make(bin: &ServerBin, preamble: bool, out: &Path, name: &str) -> Result<serde
     // the first rewrite folds all of it into the base
     c.ok(&["BGREWRITEAOF"])?;
     std::thread::sleep(Duration::from_millis(100));
-    wait_for(&mut c, "aof_rewrite_in_progress", "0")?;
-    wait_for(&mut c, "aof_rewrite_scheduled", "0")?;
+    wait_for(&server, "aof_rewrite_in_progress", "0")?;
+    wait_for(&server, "aof_rewrite_scheduled", "0")?;
     anyhow::ensure!(
-        info(&mut c, "aof_last_bgrewrite_status")? == "ok",
+        info(&server, "aof_last_bgrewrite_status")? == "ok",
         "rewrite failed"
     );
     // a second, so #TS annotations differ

@@ -18,18 +18,14 @@ use test_support::Server;
 
 use crate::bench::measure;
 
-fn info(s: &Server, section: &str, field: &str) -> Option<String> {
-    s.info(section, field)
-}
-
 fn replica_offset(s: &Server) -> Option<u64> {
-    let line = info(s, "replication", "slave0")?;
+    let line = s.info("replication", "slave0")?;
     line.split(',')
         .find_map(|p| p.strip_prefix("offset=")?.parse().ok())
 }
 
 fn master_offset(s: &Server) -> u64 {
-    info(s, "replication", "master_repl_offset")
+    s.info("replication", "master_repl_offset")
         .and_then(|o| o.parse().ok())
         .unwrap_or(0)
 }
@@ -147,7 +143,10 @@ fn stream(bin: &Path, ack_ms: u64, seconds: u64) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !info(&master, "replication", "slave0").is_some_and(|l| l.contains("state=online")) {
+    while !master
+        .info("replication", "slave0")
+        .is_some_and(|l| l.contains("state=online"))
+    {
         anyhow::ensure!(Instant::now() < deadline, "the replica did not come online");
         std::thread::sleep(Duration::from_millis(20));
     }
