@@ -60,6 +60,7 @@ pub struct Config {
     pub(crate) recovery: Recovery,
     pub(crate) verify_checksum: bool,
     pub(crate) skip_values: bool,
+    pub(crate) relaxed_version: bool,
 }
 
 impl Default for Config {
@@ -72,6 +73,7 @@ impl Default for Config {
             recovery: Recovery::Abort,
             verify_checksum: true,
             skip_values: false,
+            relaxed_version: false,
         }
     }
 }
@@ -113,6 +115,15 @@ impl Config {
     /// where building values would be wasted work.
     pub fn skip_values(&mut self, on: bool) -> &mut Self {
         self.skip_values = on;
+        self
+    }
+
+    /// Try files whose RDB version this decoder does not know (a newer Redis or Valkey), like
+    /// Valkey's `rdb-version-check relaxed`: decoding then stops at the first type or opcode
+    /// byte it does not know, with that byte and its offset. Off by default: an unknown version
+    /// is refused up front with an error that names it.
+    pub fn relaxed_version(&mut self, on: bool) -> &mut Self {
+        self.relaxed_version = on;
         self
     }
 
@@ -178,6 +189,8 @@ enum SeqKind {
     Quicklist1,
     Quicklist2,
     StreamNodes(u8),
+    /// Redis 8.8 array, with its insert index.
+    Array(Option<u64>),
 }
 
 #[derive(Debug)]
@@ -187,6 +200,7 @@ enum Acc {
     Zset(Vec<(Elem, f64)>),
     Hash(Vec<HashField>),
     Stream(Vec<StreamEntry>),
+    Array(Vec<ArrayItem>),
 }
 
 impl Acc {
@@ -196,6 +210,7 @@ impl Acc {
             Self::Zset(v) => v.len(),
             Self::Hash(v) => v.len(),
             Self::Stream(v) => v.len(),
+            Self::Array(v) => v.len(),
         }
     }
 
@@ -206,6 +221,7 @@ impl Acc {
             Self::Zset(v) => Chunk::SortedSet(std::mem::take(v)),
             Self::Hash(v) => Chunk::Hash(std::mem::take(v)),
             Self::Stream(v) => Chunk::StreamEntries(std::mem::take(v)),
+            Self::Array(v) => Chunk::Array(std::mem::take(v)),
         }
     }
 
@@ -221,10 +237,11 @@ impl Acc {
             Self::Zset(v) => Chunk::SortedSet(front(v, n)),
             Self::Hash(v) => Chunk::Hash(front(v, n)),
             Self::Stream(v) => Chunk::StreamEntries(front(v, n)),
+            Self::Array(v) => Chunk::Array(front(v, n)),
         }
     }
 
-    fn into_value(self, meta: Option<StreamMeta>) -> Value {
+    fn into_value(self, meta: Option<StreamMeta>, insert_index: Option<u64>) -> Value {
         match self {
             Self::List(v) => Value::List(v),
             Self::Set(v) => Value::Set(v),
@@ -233,6 +250,10 @@ impl Acc {
             Self::Stream(entries) => Value::Stream(Box::new(Stream {
                 entries,
                 meta: meta.unwrap_or_default(),
+            })),
+            Self::Array(items) => Value::Array(Box::new(Array {
+                items,
+                insert_index,
             })),
         }
     }
@@ -261,12 +282,14 @@ enum State {
 }
 
 /// Metadata opcodes seen before a key's type byte.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Pending {
     start: Option<u64>,
     expire_ms: Option<u64>,
     idle_s: Option<u64>,
     freq: Option<u8>,
+    /// A KEY_META block was read: the next byte must be a value type.
+    key_meta: Option<Vec<KeyMeta>>,
 }
 
 /// A whole key record parsed ahead in the same unit as the one before it.
@@ -293,6 +316,16 @@ enum RawEl {
     Ttl(u64, SRef, SRef),
     Node(u64, SRef),
     Stream(SRef, SRef),
+    Array(u64, ArrRaw),
+}
+
+/// An array element's payload as found in the input.
+#[derive(Clone, Copy)]
+enum ArrRaw {
+    Str(SRef),
+    Int(i64),
+    Float(f64),
+    Short(SRef),
 }
 
 /// What [`Decoder::next_item`] found.
@@ -367,6 +400,25 @@ impl std::fmt::Debug for Decoder {
 impl Default for Decoder {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The newest Redis RDB version this decoder knows (Redis 8.8).
+pub const MAX_REDIS_VERSION: u32 = 14;
+/// The newest Valkey RDB version this decoder knows (Valkey 9.0 and 9.1).
+pub const MAX_VALKEY_VERSION: u32 = 80;
+
+/// Which server most likely wrote a file with a version this decoder does not know.
+fn likely_writer(flavor: Flavor, version: u32, invalid: bool) -> &'static str {
+    match (flavor, version) {
+        _ if invalid => "no Redis or Valkey release writes this magic with this number",
+        (Flavor::Redis, 15) => "Redis 8.10 (RDB 15)",
+        (Flavor::Redis, 16..=20) => "a Redis release newer than 8.10",
+        (Flavor::Redis, _) => {
+            "no released Redis (Valkey calls versions 12 to 79 foreign; a test or hand-made file)"
+        }
+        (Flavor::Valkey, 81) => "Valkey 9.2 (VALKEY081)",
+        (Flavor::Valkey, _) => "a Valkey release newer than 9.2",
     }
 }
 
@@ -525,6 +577,36 @@ impl Decoder {
         Ok(self.mat(chunk, base, r)?.to_bytes())
     }
 
+    fn key_metas(&self, raw: Vec<RawMeta>, chunk: &Bytes, base: u64) -> Result<Vec<KeyMeta>> {
+        raw.into_iter()
+            .map(|m| {
+                let (class, version, flags) = KeyMeta::parse_spec(m.spec);
+                let items = m
+                    .items
+                    .into_iter()
+                    .map(|i| {
+                        Ok(match i {
+                            RawModuleItem::Uint(v) => ModuleItem::Uint(v),
+                            RawModuleItem::Sint(v) => ModuleItem::Sint(v as i64),
+                            RawModuleItem::Float(v) => ModuleItem::Float(v),
+                            RawModuleItem::Double(v) => ModuleItem::Double(v),
+                            RawModuleItem::Str(s) => {
+                                ModuleItem::String(self.mat_bytes(chunk, base, s)?)
+                            }
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(KeyMeta {
+                    class,
+                    version,
+                    allow_ignore: flags & 1 != 0,
+                    reserved_flags: flags & 6,
+                    items,
+                })
+            })
+            .collect()
+    }
+
     fn step<S: Source>(&mut self, src: &mut S) -> Result<bool> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Magic => {
@@ -584,12 +666,25 @@ impl Decoder {
                     0,
                 )
             })?;
-        let ok = match flavor {
-            Flavor::Redis => (1..=14).contains(&version),
-            Flavor::Valkey => (80..=81).contains(&version),
+        let invalid = match flavor {
+            // what Valkey's loader calls invalid: the two magics never carry these numbers
+            Flavor::Redis => version == 0 || version > 79,
+            Flavor::Valkey => version <= 79,
         };
-        if !ok {
-            return Err(self.err(ErrorKind::UnsupportedVersion(version), magic.len()));
+        let known = match flavor {
+            Flavor::Redis => version <= MAX_REDIS_VERSION,
+            Flavor::Valkey => version == MAX_VALKEY_VERSION,
+        };
+        if invalid || (!known && !self.config.relaxed_version) {
+            return Err(self.err(
+                ErrorKind::UnsupportedVersion {
+                    flavor,
+                    version,
+                    likely: likely_writer(flavor, version, invalid),
+                    relaxable: !invalid,
+                },
+                magic.len(),
+            ));
         }
         self.consume(src, n);
         self.version = version;
@@ -619,6 +714,17 @@ impl Decoder {
             doing: None,
             key: None,
         };
+        if self.pending.key_meta.is_some() && (op >= 0xF0 || op == 107) {
+            return Err(self.err(
+                ErrorKind::Corrupt {
+                    what: "key metadata",
+                    why: format!(
+                        "opcode {op:#04x} follows a KEY_META block, where only a value type may"
+                    ),
+                },
+                0,
+            ));
+        }
         macro_rules! p {
             ($e:expr) => {
                 match $e {
@@ -793,22 +899,37 @@ impl Decoder {
                 self.pending.start.get_or_insert(start);
             }
             0xF3 if self.flavor == Flavor::Valkey => {
-                return Err(self.err(
-                    ErrorKind::Unsupported {
-                        ty: op,
-                        why: "Valkey SLOT_IMPORT records are not decoded (layout not published)",
-                    },
-                    0,
-                ));
+                self.expect = "SLOT_IMPORT";
+                self.ctx.doing = Some("slot import");
+                let job = p!(c.string());
+                let n = p!(c.len());
+                let mut ranges = Vec::with_capacity(n.min(1024) as usize);
+                for _ in 0..n {
+                    let at = c.p;
+                    let (from, to) = (p!(c.len()), p!(c.len()));
+                    if from > to || to > 16383 {
+                        return Err(self.err(
+                            ErrorKind::Corrupt {
+                                what: "slot import",
+                                why: format!("bad slot range {from}-{to}"),
+                            },
+                            at,
+                        ));
+                    }
+                    ranges.push((from, to));
+                }
+                let chunk = self.consume(src, c.p);
+                let job = self.mat_bytes(&chunk, start, job)?;
+                self.out.push_back(Item::SlotImport { job, ranges });
             }
             0xF3 if self.version >= 13 => {
-                return Err(self.err(
-                    ErrorKind::Unsupported {
-                        ty: op,
-                        why: "Redis 8.6 KEY_META records are not decoded (layout not published)",
-                    },
-                    0,
-                ));
+                self.expect = "KEY_META";
+                self.ctx.doing = Some("key metadata");
+                let raw = p!(key_meta_block(&mut c));
+                let chunk = self.consume(src, c.p);
+                let metas = self.key_metas(raw, &chunk, start)?;
+                self.pending.start.get_or_insert(start);
+                self.pending.key_meta = Some(metas);
             }
             ty => {
                 self.expect = "key";
@@ -882,6 +1003,7 @@ impl Decoder {
             idle_s: meta.idle_s,
             freq: meta.freq,
             offset: meta.start.unwrap_or(start),
+            key_meta: meta.key_meta.unwrap_or_default(),
         })
     }
 
@@ -934,15 +1056,8 @@ impl Decoder {
             }
             22 | 23 if self.flavor == Flavor::Valkey => true,
             22..=25 => self.version >= 12 && self.flavor == Flavor::Redis,
-            26..=28 if self.flavor == Flavor::Redis && self.version >= 13 => {
-                return Err(self.err(
-                    ErrorKind::Unsupported {
-                        ty,
-                        why: "Redis 8.6/8.8 stream v4/v5 and array layouts are not published yet",
-                    },
-                    0,
-                ));
-            }
+            26 => self.version >= 13 && self.flavor == Flavor::Redis,
+            27 | 28 => self.version >= 14 && self.flavor == Flavor::Redis,
             _ => false,
         };
         if known {
@@ -981,6 +1096,7 @@ impl Decoder {
                     Acc::Hash(Vec::with_capacity(cap))
                 }
                 SeqKind::StreamNodes(_) => Acc::Stream(Vec::new()),
+                SeqKind::Array(_) => Acc::Array(Vec::with_capacity(cap)),
             };
             State::Seq(Box::new(SeqState {
                 head: *head,
@@ -992,7 +1108,7 @@ impl Decoder {
             }))
         };
         match ty {
-            1 | 2 | 3 | 4 | 5 | 14 | 18 | 15 | 19 | 21 => {
+            1 | 2 | 3 | 4 | 5 | 14 | 18 | 15 | 19 | 21 | 26 | 27 => {
                 let n = p!(c.len());
                 self.consume(src, c.p);
                 let kind = match ty {
@@ -1006,6 +1122,26 @@ impl Decoder {
                     _ => SeqKind::StreamNodes(ty),
                 };
                 self.state = seq(kind, n, head);
+            }
+            28 => {
+                let at = c.p;
+                let n = p!(c.len());
+                if n == 0 {
+                    return Err(self.err(array_corrupt("an array with 0 elements".into()), at));
+                }
+                let at = c.p;
+                let insert = match p!(c.len()) {
+                    0 => None,
+                    1 => Some(p!(c.len())),
+                    x => {
+                        return Err(self.err(
+                            array_corrupt(format!("insert-index flag is {x}, expected 0 or 1")),
+                            at,
+                        ));
+                    }
+                };
+                self.consume(src, c.p);
+                self.state = seq(SeqKind::Array(insert), n, head);
             }
             22 if self.flavor == Flavor::Valkey => {
                 let n = p!(c.len());
@@ -1232,6 +1368,7 @@ impl Decoder {
                 SeqKind::StreamNodes(_) => {
                     c.string().and_then(|id| Ok(RawEl::Stream(id, c.string()?)))
                 }
+                SeqKind::Array(_) => array_elem(&mut c),
             };
             match r {
                 Ok(r) => {
@@ -1318,6 +1455,7 @@ impl Decoder {
             Chunk::SortedSet(v) => split!(v, Chunk::SortedSet),
             Chunk::Hash(v) => split!(v, Chunk::Hash),
             Chunk::StreamEntries(v) => split!(v, Chunk::StreamEntries),
+            Chunk::Array(v) => split!(v, Chunk::Array),
             other => self.out.push_back(Item::Chunk(other)),
         }
     }
@@ -1340,12 +1478,20 @@ impl Decoder {
                 self.out
                     .push_back(Item::Chunk(Chunk::StreamMeta(Box::new(meta))));
             }
+            if let SeqKind::Array(insert_index) = seq.kind {
+                self.out
+                    .push_back(Item::Chunk(Chunk::ArrayEnd { insert_index }));
+            }
             self.out.push_back(Item::KeyEnd);
         } else {
             let seq = *seq;
+            let insert = match seq.kind {
+                SeqKind::Array(i) => i,
+                _ => None,
+            };
             self.out.push_back(Item::Key(KeyRecord {
                 head: seq.head,
-                value: seq.acc.into_value(meta),
+                value: seq.acc.into_value(meta, insert),
             }));
         }
         self.state = State::Top;
@@ -1357,6 +1503,8 @@ impl Decoder {
         let blob_err = |e: BlobError, at: usize| blob_error(e, base + at as u64);
         match r {
             RawEl::One(s) | RawEl::Scored(s, _) => self.check_sref(chunk, base, s),
+            RawEl::Array(_, ArrRaw::Str(s) | ArrRaw::Short(s)) => self.check_sref(chunk, base, s),
+            RawEl::Array(..) => Ok(()),
             RawEl::Two(f, v) | RawEl::Ttl(_, f, v) => {
                 self.check_sref(chunk, base, f)?;
                 self.check_sref(chunk, base, v)
@@ -1401,6 +1549,15 @@ impl Decoder {
         let blob_err = |e: BlobError, at: usize| blob_error(e, base + at as u64);
         match (&mut seq.acc, r) {
             (Acc::List(v) | Acc::Set(v), RawEl::One(s)) => v.push(self.mat(chunk, base, s)?),
+            (Acc::Array(v), RawEl::Array(index, a)) => v.push(ArrayItem {
+                index,
+                value: match a {
+                    ArrRaw::Str(s) => ArrayValue::String(self.mat_bytes(chunk, base, s)?),
+                    ArrRaw::Short(s) => ArrayValue::Short(self.mat_bytes(chunk, base, s)?),
+                    ArrRaw::Int(i) => ArrayValue::Int(i),
+                    ArrRaw::Float(d) => ArrayValue::Float(d),
+                },
+            }),
             (Acc::Zset(v), RawEl::Scored(m, score)) => v.push((self.mat(chunk, base, m)?, score)),
             (Acc::Hash(v), RawEl::Two(f, val)) => v.push(HashField {
                 field: self.mat(chunk, base, f)?,
@@ -1508,6 +1665,120 @@ fn valkey_hash2_field(c: &mut Cur<'_>) -> P<RawEl> {
     Ok(RawEl::Ttl(ttl, f, v))
 }
 
+fn array_corrupt(why: String) -> ErrorKind {
+    ErrorKind::Corrupt { what: "array", why }
+}
+
+/// The longest tag-3 (short string) element a 64-bit Redis writes or loads.
+const ARRAY_SHORT_MAX: u64 = 7;
+
+fn array_elem(c: &mut Cur<'_>) -> P<RawEl> {
+    let at = c.p;
+    let index = c.len()?;
+    if index == u64::MAX {
+        return c.bad(array_corrupt("index 2^64-1 is reserved".into()), at);
+    }
+    let at = c.p;
+    let value = match c.len()? {
+        0 => ArrRaw::Str(c.string()?),
+        1 => ArrRaw::Int(i64::from_le_bytes(c.array()?)),
+        2 => ArrRaw::Float(f64::from_le_bytes(c.array()?)),
+        3 => {
+            let s = c.string()?;
+            let n = match s {
+                SRef::Raw(a, b) => (b - a) as u64,
+                SRef::Int(i) => itoa::Buffer::new().format(i).len() as u64,
+                SRef::Lzf(_, _, ulen) => ulen,
+            };
+            if n > ARRAY_SHORT_MAX {
+                return c.bad(
+                    array_corrupt(format!(
+                        "short-string element of {n} bytes (at most {ARRAY_SHORT_MAX})"
+                    )),
+                    at,
+                );
+            }
+            ArrRaw::Short(s)
+        }
+        tag => return c.bad(array_corrupt(format!("unknown element tag {tag}")), at),
+    };
+    Ok(RawEl::Array(index, value))
+}
+
+/// One class of a KEY_META block as found in the input.
+struct RawMeta {
+    spec: u32,
+    items: Vec<RawModuleItem>,
+}
+
+enum RawModuleItem {
+    Uint(u64),
+    Sint(u64),
+    Float(f32),
+    Double(f64),
+    Str(SRef),
+}
+
+/// The most classes a KEY_META block may hold (Redis refuses more).
+const KEY_META_MAX_CLASSES: u64 = 7;
+
+/// A KEY_META block after its opcode: class count, then per class its spec and items.
+fn key_meta_block(c: &mut Cur<'_>) -> P<Vec<RawMeta>> {
+    let at = c.p;
+    let n = c.len()?;
+    if n > KEY_META_MAX_CLASSES {
+        return c.bad(
+            ErrorKind::Corrupt {
+                what: "key metadata",
+                why: format!("{n} classes (at most {KEY_META_MAX_CLASSES})"),
+            },
+            at,
+        );
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let spec = u32::from_le_bytes(c.array()?);
+        let mut items = Vec::new();
+        loop {
+            let at = c.p;
+            items.push(match c.len()? {
+                0 => break,
+                1 => RawModuleItem::Sint(c.len()?),
+                2 => RawModuleItem::Uint(c.len()?),
+                3 => RawModuleItem::Float(f32::from_le_bytes(c.array()?)),
+                4 => RawModuleItem::Double(f64::from_le_bytes(c.array()?)),
+                5 => RawModuleItem::Str(c.string()?),
+                op => {
+                    return c.bad(
+                        ErrorKind::Corrupt {
+                            what: "key metadata",
+                            why: format!("unknown module opcode {op}"),
+                        },
+                        at,
+                    );
+                }
+            });
+        }
+        out.push(RawMeta { spec, items });
+    }
+    Ok(out)
+}
+
+/// The length of the KEY_META block (after its opcode) at the start of `b`, for DUMP payloads.
+pub(crate) fn key_meta_len(b: &[u8]) -> std::result::Result<usize, (ErrorKind, usize)> {
+    let mut c = Cur::new(b, u64::MAX);
+    match key_meta_block(&mut c) {
+        Ok(_) => Ok(c.p),
+        Err(Stop::More) => Err((
+            ErrorKind::Truncated {
+                what: "key metadata",
+            },
+            b.len(),
+        )),
+        Err(Stop::Bad(kind, at)) => Err((kind, at)),
+    }
+}
+
 fn skip_module_body(c: &mut Cur<'_>) -> P<()> {
     loop {
         let at = c.p;
@@ -1555,6 +1826,7 @@ fn type_info(ty: u8, flavor: Flavor) -> (ValueType, Encoding) {
         13 => (T::Hash, E::Ziplist),
         14 | 18 => (T::List, E::Quicklist),
         15 | 19 | 21 | 26 | 27 => (T::Stream, E::Listpacks),
+        28 => (T::Array, E::SlicedArray),
         16 => (T::Hash, E::Listpack),
         17 => (T::SortedSet, E::Listpack),
         20 => (T::Set, E::Listpack),
@@ -1796,6 +2068,7 @@ struct RawGroup {
     entries_read: Option<u64>,
     pel: Vec<(StreamId, u64, u64)>,
     consumers: Vec<RawConsumer>,
+    nacked: Option<Vec<StreamId>>,
 }
 
 struct RawConsumer {
@@ -1808,6 +2081,67 @@ struct RawConsumer {
 struct RawTail {
     meta: StreamMeta,
     groups: Vec<RawGroup>,
+    idmp: Option<RawIdmp>,
+}
+
+struct RawIdmp {
+    duration_s: u64,
+    max_entries: u64,
+    producers: Vec<(SRef, Vec<(SRef, StreamId)>)>,
+    iids_added: u64,
+    iids_duplicates: u64,
+}
+
+fn stream_corrupt(why: String) -> ErrorKind {
+    ErrorKind::Corrupt {
+        what: "stream",
+        why,
+    }
+}
+
+/// The IDMP section of a type 26/27 stream.
+fn stream_idmp(c: &mut Cur<'_>) -> P<RawIdmp> {
+    let at = c.p;
+    let duration_s = c.len()?;
+    if !(1..=86_400).contains(&duration_s) {
+        return c.bad(
+            stream_corrupt(format!("IDMP duration {duration_s} s is outside 1..86400")),
+            at,
+        );
+    }
+    let at = c.p;
+    let max_entries = c.len()?;
+    if !(1..=10_000).contains(&max_entries) {
+        return c.bad(
+            stream_corrupt(format!(
+                "IDMP max entries {max_entries} is outside 1..10000"
+            )),
+            at,
+        );
+    }
+    let n = c.len()?;
+    let mut producers = Vec::with_capacity(n.min(64) as usize);
+    for _ in 0..n {
+        let at = c.p;
+        let pid = c.string()?;
+        if matches!(pid, SRef::Raw(a, b) if a == b) {
+            return c.bad(stream_corrupt("empty IDMP producer ID".into()), at);
+        }
+        let k = c.len()?;
+        let mut entries = Vec::with_capacity(k.min(1024) as usize);
+        for _ in 0..k {
+            let iid = c.string()?;
+            entries.push((iid, len_id(c)?));
+        }
+        producers.push((pid, entries));
+    }
+    Ok(RawIdmp {
+        duration_s,
+        max_entries,
+        producers,
+        iids_added: c.len()?,
+        iids_duplicates: c.len()?,
+    })
 }
 
 fn raw_id(c: &mut Cur<'_>) -> P<StreamId> {
@@ -1873,15 +2207,31 @@ fn stream_tail(c: &mut Cur<'_>, ty: u8) -> P<RawTail> {
                 pel: ids,
             });
         }
+        let nacked = if ty >= 27 {
+            let n = c.len()?;
+            let mut ids = Vec::with_capacity(n.min(1024) as usize);
+            for _ in 0..n {
+                ids.push(raw_id(c)?);
+            }
+            Some(ids)
+        } else {
+            None
+        };
         groups.push(RawGroup {
             name,
             last_id,
             entries_read,
             pel,
             consumers,
+            nacked,
         });
     }
-    Ok(RawTail { meta, groups })
+    let idmp = if ty >= 26 {
+        Some(stream_idmp(c)?)
+    } else {
+        None
+    };
+    Ok(RawTail { meta, groups, idmp })
 }
 
 impl RawTail {
@@ -1902,6 +2252,24 @@ impl RawTail {
                     pending: c.pel,
                 });
             }
+            if let Some(nacked) = &g.nacked {
+                // the NACK zone lists unowned entries of the group PEL, and only those
+                let in_pel: std::collections::HashSet<StreamId> =
+                    g.pel.iter().map(|p| p.0).collect();
+                for id in nacked {
+                    let why = if !in_pel.contains(id) {
+                        "is not in the group's pending list"
+                    } else if owner.contains_key(id) {
+                        "is owned by a consumer"
+                    } else {
+                        continue;
+                    };
+                    return Err(Error::new(
+                        stream_corrupt(format!("NACK-zone entry {id} {why}")),
+                        base,
+                    ));
+                }
+            }
             let pending = g
                 .pel
                 .into_iter()
@@ -1918,6 +2286,31 @@ impl RawTail {
                 entries_read: g.entries_read,
                 pending,
                 consumers,
+                nacked: g.nacked,
+            });
+        }
+        if let Some(raw) = self.idmp {
+            let mut producers = Vec::with_capacity(raw.producers.len());
+            for (pid, entries) in raw.producers {
+                producers.push(IdmpProducer {
+                    id: dec.mat_bytes(chunk, base, pid)?,
+                    entries: entries
+                        .into_iter()
+                        .map(|(iid, id)| {
+                            Ok(IdmpEntry {
+                                iid: dec.mat_bytes(chunk, base, iid)?,
+                                id,
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                });
+            }
+            meta.idmp = Some(StreamIdmp {
+                duration_s: raw.duration_s,
+                max_entries: raw.max_entries,
+                producers,
+                iids_added: raw.iids_added,
+                iids_duplicates: raw.iids_duplicates,
             });
         }
         Ok(meta)

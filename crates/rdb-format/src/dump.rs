@@ -15,6 +15,9 @@ pub struct Dump {
     pub value: Value,
     /// The RDB version the payload was written with (Valkey 9: 80).
     pub version: u16,
+    /// Module metadata attached to the key (Redis 8.6+ payloads may start with a KEY_META
+    /// block).
+    pub key_meta: Vec<crate::value::KeyMeta>,
 }
 
 /// Decodes a `DUMP` payload: checks its CRC-64 and version, then decodes the value.
@@ -46,23 +49,42 @@ pub fn decode_dump(payload: &[u8]) -> Result<Dump> {
             body_end as u64 + 2,
         ));
     }
-    // the body as the only key of an RDB stream: magic, type, empty key, body, EOF
+    // the body as the only key of an RDB stream: magic, [KEY_META block], type, empty key,
+    // body, EOF
     let magic = if version >= 80 {
         format!("VALKEY{version:03}")
     } else {
         format!("REDIS{version:04}")
     };
+    // Redis 8.6+ payloads may open with a KEY_META block before the type byte
+    let mut ty_at = 0;
+    if (13..80).contains(&version) && payload[0] == 0xF3 {
+        let n = crate::decoder::key_meta_len(&payload[1..body_end])
+            .map_err(|(kind, at)| Error::new(kind, 1 + at as u64))?;
+        ty_at = 1 + n;
+        if ty_at >= body_end {
+            return Err(Error::new(
+                ErrorKind::Truncated {
+                    what: "a DUMP payload's type after its key metadata",
+                },
+                ty_at as u64,
+            ));
+        }
+    }
     let mut rdb = BytesMut::with_capacity(payload.len() + 20);
     rdb.put_slice(magic.as_bytes());
-    rdb.put_u8(payload[0]);
+    rdb.put_slice(&payload[..=ty_at]);
     rdb.put_u8(0);
-    rdb.put_slice(&payload[1..body_end]);
+    rdb.put_slice(&payload[ty_at + 1..body_end]);
     rdb.put_u8(0xff);
     rdb.put_bytes(0, 8);
-    let shift = magic.len() as u64 + 1;
+    let key_at = (magic.len() + ty_at + 1) as u64;
     let to_payload = |e: Error| {
-        // map the offset in the synthetic stream back into the payload
-        let off = e.offset().saturating_sub(shift).min(body_end as u64);
+        // map the offset in the synthetic stream back into the payload (the empty key byte
+        // at `key_at` is ours)
+        let o = e.offset();
+        let off = if o > key_at { o - 1 } else { o };
+        let off = off.saturating_sub(magic.len() as u64).min(body_end as u64);
         let mut err = Error::new(e.kind().clone(), off);
         err = err.with_context(e.context());
         err
@@ -75,9 +97,13 @@ pub fn decode_dump(payload: &[u8]) -> Result<Dump> {
     let mut dec = Decoder::with_config(config);
     let mut src = rdb.freeze();
     let mut value = None;
+    let mut key_meta = Vec::new();
     loop {
         match dec.next_item(&mut src).map_err(to_payload)? {
-            Next::Item(Item::Key(rec)) => value = Some(rec.value),
+            Next::Item(Item::Key(rec)) => {
+                key_meta = rec.head.key_meta;
+                value = Some(rec.value);
+            }
             Next::Item(_) => {}
             Next::End => break,
             Next::NeedMore => return Err(to_payload(dec.truncated())),
@@ -98,7 +124,11 @@ pub fn decode_dump(payload: &[u8]) -> Result<Dump> {
             0,
         )
     })?;
-    Ok(Dump { value, version })
+    Ok(Dump {
+        value,
+        version,
+        key_meta,
+    })
 }
 
 /// Appends the version and CRC-64 that close a `DUMP` payload to `body` (type byte + value).

@@ -6,16 +6,23 @@ use std::io::Write;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::value::{Elem, HashField, KeyHead, KeyRecord, Stream, StreamEntry, StreamId, Value};
+use crate::value::{
+    Array, ArrayValue, Elem, HashField, KeyHead, KeyMeta, KeyRecord, ModuleItem, Stream,
+    StreamEntry, StreamId, Value,
+};
 
 /// What to write: the target's RDB version and the thresholds below which it uses its compact
 /// encodings (the defaults are Redis' own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EncodeConfig {
-    /// RDB version: 9 (Redis 5/6), 10 (7.0), 11 (7.2, Valkey 7.2–8.x), 12 (7.4–8.x), or 80
-    /// (Valkey 9, `VALKEY080`).
+    /// RDB version: 9 (Redis 5/6), 10 (7.0), 11 (7.2, Valkey 7.2–8.x), 12 (7.4–8.4),
+    /// 13 (8.6), 14 (8.8), or 80 (Valkey 9, `VALKEY080`).
     pub version: u32,
+    /// Writing for an older version, drop what it cannot hold and a server itself would drop
+    /// (stream IDMP state, the NACK zone, key metadata marked ALLOW_IGNORE) instead of
+    /// refusing the key; [`Encoder::dropped`] counts what went.
+    pub lossy: bool,
     /// LZF-compress strings longer than 20 bytes when that makes them shorter
     /// (`rdbcompression yes`).
     pub compress: bool,
@@ -49,17 +56,18 @@ impl EncodeConfig {
     /// assert!(rdb_format::EncodeConfig::new(42).is_err());
     /// ```
     pub fn new(version: u32) -> Result<Self> {
-        if !matches!(version, 9..=12 | 80) {
+        if !matches!(version, 9..=14 | 80) {
             return Err(Error::new(
                 ErrorKind::Unsupported {
                     ty: 0,
-                    why: "the encoder writes RDB 9, 10, 11, 12 and Valkey 80",
+                    why: "the encoder writes RDB 9 to 14 and Valkey 80",
                 },
                 0,
             ));
         }
         Ok(Self {
             version,
+            lossy: false,
             compress: true,
             hash_max_listpack_entries: 128,
             hash_max_listpack_value: 64,
@@ -80,6 +88,12 @@ impl EncodeConfig {
         self
     }
 
+    /// Sets [`lossy`](Self::lossy).
+    pub fn lossy(&mut self, on: bool) -> &mut Self {
+        self.lossy = on;
+        self
+    }
+
     fn valkey(&self) -> bool {
         self.version >= 80
     }
@@ -92,6 +106,142 @@ impl EncodeConfig {
 
 fn cannot(why: &'static str) -> Error {
     Error::new(ErrorKind::Unsupported { ty: 0, why }, 0)
+}
+
+/// What a lossy encoding for an older version dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Dropped {
+    /// Streams whose IDMP state (producers, IIDs, settings, counters) was dropped.
+    pub idmp_streams: u64,
+    /// NACK-zone entries dropped (and taken out of their group's pending list).
+    pub nacked_entries: u64,
+    /// Key metadata classes dropped (all marked ALLOW_IGNORE).
+    pub key_meta_classes: u64,
+}
+
+impl Dropped {
+    /// True when nothing was dropped.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn add(&mut self, o: Self) {
+        self.idmp_streams += o.idmp_streams;
+        self.nacked_entries += o.nacked_entries;
+        self.key_meta_classes += o.key_meta_classes;
+    }
+}
+
+/// Writes a KEY_META block (opcode included) for the target, or drops it when the target
+/// cannot hold it and every class allows it.
+fn key_meta(
+    metas: &[KeyMeta],
+    cfg: &EncodeConfig,
+    out: &mut BytesMut,
+    dropped: &mut Dropped,
+) -> Result<()> {
+    if metas.is_empty() {
+        return Ok(());
+    }
+    if cfg.valkey() || cfg.version < 13 {
+        if cfg.lossy && metas.iter().all(|m| m.allow_ignore) {
+            dropped.key_meta_classes += metas.len() as u64;
+            return Ok(());
+        }
+        return Err(cannot(if cfg.lossy {
+            "key metadata without ALLOW_IGNORE needs RDB 13 (Redis 8.6) or newer; a server \
+             without its module refuses the key too"
+        } else {
+            "key metadata needs RDB 13 (Redis 8.6) or newer (--lossy drops ALLOW_IGNORE classes)"
+        }));
+    }
+    if metas.len() > 7 {
+        return Err(cannot("a key has more than 7 metadata classes"));
+    }
+    out.put_u8(0xF3);
+    put_len(out, metas.len() as u64);
+    for m in metas {
+        let spec = m.spec().ok_or_else(|| {
+            cannot("a key metadata class name is not 4 characters of A-Za-z0-9_-")
+        })?;
+        out.put_u32_le(spec);
+        for item in &m.items {
+            match item {
+                ModuleItem::Sint(v) => {
+                    put_len(out, 1);
+                    put_len(out, *v as u64);
+                }
+                ModuleItem::Uint(v) => {
+                    put_len(out, 2);
+                    put_len(out, *v);
+                }
+                ModuleItem::Float(v) => {
+                    put_len(out, 3);
+                    out.put_f32_le(*v);
+                }
+                ModuleItem::Double(v) => {
+                    put_len(out, 4);
+                    out.put_f64_le(*v);
+                }
+                ModuleItem::String(b) => {
+                    put_len(out, 5);
+                    put_string(out, b, cfg.compress);
+                }
+            }
+        }
+        put_len(out, 0);
+    }
+    Ok(())
+}
+
+fn array(a: &Array, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
+    if cfg.valkey() || cfg.version < 14 {
+        return Err(cannot(
+            "an array needs RDB 14 (Redis 8.8) or newer: no older server has the type",
+        ));
+    }
+    if a.items.is_empty() {
+        return Err(cannot("Redis refuses an array with no elements"));
+    }
+    put_len(out, a.items.len() as u64);
+    match a.insert_index {
+        Some(i) => {
+            put_len(out, 1);
+            put_len(out, i);
+        }
+        None => put_len(out, 0),
+    }
+    for it in &a.items {
+        if it.index == u64::MAX {
+            return Err(cannot("array index 2^64-1 is reserved"));
+        }
+        put_len(out, it.index);
+        match &it.value {
+            ArrayValue::String(b) => {
+                put_len(out, 0);
+                put_string(out, b, cfg.compress);
+            }
+            ArrayValue::Int(i) => {
+                put_len(out, 1);
+                out.put_i64_le(*i);
+            }
+            ArrayValue::Float(d) => {
+                put_len(out, 2);
+                out.put_f64_le(*d);
+            }
+            ArrayValue::Short(b) => {
+                if b.len() > 7 {
+                    return Err(cannot(
+                        "a short-string array element is longer than 7 bytes",
+                    ));
+                }
+                put_len(out, 3);
+                put_string(out, b, false);
+            }
+        }
+    }
+    Ok(28)
 }
 
 // ---------------------------------------------------------------- primitives
@@ -463,7 +613,12 @@ fn score_text(d: f64) -> String {
 }
 
 /// Writes a value's body (what follows the type byte) and returns the type byte.
-fn object(value: &Value, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
+fn object(
+    value: &Value,
+    cfg: &EncodeConfig,
+    out: &mut BytesMut,
+    dropped: &mut Dropped,
+) -> Result<u8> {
     let z = cfg.compress;
     Ok(match value {
         Value::String(s) => {
@@ -584,11 +739,12 @@ fn object(value: &Value, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
                 4
             }
         }
-        Value::Stream(s) => stream(s, cfg, out)?,
+        Value::Stream(s) => stream(s, cfg, out, dropped)?,
         Value::Module(m) => {
             out.put_slice(&m.raw);
             7
         }
+        Value::Array(a) => array(a, cfg, out)?,
     })
 }
 
@@ -689,9 +845,31 @@ fn estimate_entries_read(
     UNKNOWN
 }
 
-fn stream(s: &Stream, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
+fn stream(s: &Stream, cfg: &EncodeConfig, out: &mut BytesMut, dropped: &mut Dropped) -> Result<u8> {
     let z = cfg.compress;
     let level = cfg.level();
+    let idmp_lost = level < 13 && s.meta.idmp.as_ref().is_some_and(|i| !i.is_default());
+    let nacked: u64 = s
+        .meta
+        .groups
+        .iter()
+        .map(|g| g.nacked.as_ref().map_or(0, Vec::len) as u64)
+        .sum();
+    let nack_lost = level < 14 && nacked > 0;
+    if (idmp_lost || nack_lost) && !cfg.lossy {
+        return Err(cannot(if idmp_lost {
+            "stream IDMP state needs RDB 13 (Redis 8.6) or newer (--lossy drops it)"
+        } else {
+            "a stream NACK zone needs RDB 14 (Redis 8.8) or newer (--lossy drops it)"
+        }));
+    }
+    let mut here = Dropped::default();
+    if idmp_lost {
+        here.idmp_streams = 1;
+    }
+    if nack_lost {
+        here.nacked_entries = nacked;
+    }
     let nodes = stream_nodes(&s.entries, cfg.stream_node_entries);
     put_len(out, nodes.len() as u64);
     for (id, lp) in &nodes {
@@ -735,8 +913,16 @@ fn stream(s: &Stream, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
             };
             put_len(out, read);
         }
-        put_len(out, g.pending.len() as u64);
-        for p in &g.pending {
+        // released entries leave the pending list with the NACK zone they belong to
+        let pending: Vec<_> = match &g.nacked {
+            Some(n) if nack_lost && !n.is_empty() => {
+                let gone: HashSet<StreamId> = n.iter().copied().collect();
+                g.pending.iter().filter(|p| !gone.contains(&p.id)).collect()
+            }
+            _ => g.pending.iter().collect(),
+        };
+        put_len(out, pending.len() as u64);
+        for p in pending {
             put_raw_id(out, p.id);
             out.put_u64_le(p.delivery_time_ms);
             put_len(out, p.delivery_count);
@@ -753,11 +939,39 @@ fn stream(s: &Stream, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
                 put_raw_id(out, *id);
             }
         }
+        if level >= 14 {
+            let ids = g.nacked.as_deref().unwrap_or_default();
+            put_len(out, ids.len() as u64);
+            for id in ids {
+                put_raw_id(out, *id);
+            }
+        }
     }
+    if level >= 13 {
+        let default = crate::value::StreamIdmp::default();
+        let i = s.meta.idmp.as_ref().unwrap_or(&default);
+        put_len(out, i.duration_s);
+        put_len(out, i.max_entries);
+        put_len(out, i.producers.len() as u64);
+        for p in &i.producers {
+            put_raw_string(out, &p.id, z);
+            put_len(out, p.entries.len() as u64);
+            for e in &p.entries {
+                put_raw_string(out, &e.iid, z);
+                put_len(out, e.id.ms);
+                put_len(out, e.id.seq);
+            }
+        }
+        put_len(out, i.iids_added);
+        put_len(out, i.iids_duplicates);
+    }
+    dropped.add(here);
     Ok(match level {
         9 => 15,
         10 => 19,
-        _ => 21,
+        11 | 12 => 21,
+        13 => 26,
+        _ => 27,
     })
 }
 
@@ -770,9 +984,35 @@ fn stream(s: &Stream, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<u8> {
 /// assert_eq!(decode_dump(&payload).unwrap().value, Value::List(vec!["a".into(), 7.into()]));
 /// ```
 pub fn dump_payload(value: &Value, cfg: &EncodeConfig) -> Result<Bytes> {
+    dump_payload_with_meta(value, &[], cfg)
+}
+
+/// A `DUMP` payload that carries key metadata (Redis 8.6+ writes the KEY_META block before
+/// the type byte).
+///
+/// ```
+/// use rdb_format::{EncodeConfig, KeyMeta, ModuleItem, Value, decode_dump, dump_payload_with_meta};
+/// let meta = vec![KeyMeta {
+///     class: "KMT1".into(),
+///     version: 1,
+///     allow_ignore: true,
+///     reserved_flags: 0,
+///     items: vec![ModuleItem::String("m".into())],
+/// }];
+/// let v = Value::String("v".into());
+/// let payload = dump_payload_with_meta(&v, &meta, &EncodeConfig::new(13).unwrap()).unwrap();
+/// assert_eq!(decode_dump(&payload).unwrap().key_meta, meta);
+/// ```
+pub fn dump_payload_with_meta(
+    value: &Value,
+    meta: &[KeyMeta],
+    cfg: &EncodeConfig,
+) -> Result<Bytes> {
     let mut obj = BytesMut::new();
-    let ty = object(value, cfg, &mut obj)?;
+    let mut dropped = Dropped::default();
+    let ty = object(value, cfg, &mut obj, &mut dropped)?;
     let mut body = BytesMut::with_capacity(obj.len() + 11);
+    key_meta(meta, cfg, &mut body, &mut dropped)?;
     body.put_u8(ty);
     body.put_slice(&obj);
     Ok(crate::dump::seal(body, cfg.version as u16))
@@ -800,6 +1040,7 @@ pub struct Encoder<W: Write> {
     crc: crc_fast::Digest,
     buf: BytesMut,
     db: Option<u64>,
+    dropped: Dropped,
 }
 
 impl<W: Write> std::fmt::Debug for Encoder<W> {
@@ -820,6 +1061,7 @@ impl<W: Write> Encoder<W> {
             crc: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Redis),
             buf: BytesMut::with_capacity(1 << 16),
             db: None,
+            dropped: Dropped::default(),
         };
         let magic = if cfg.valkey() {
             format!("VALKEY{:03}", cfg.version)
@@ -834,6 +1076,11 @@ impl<W: Write> Encoder<W> {
     /// The settings.
     pub fn config(&self) -> &EncodeConfig {
         &self.cfg
+    }
+
+    /// What a [`lossy`](EncodeConfig::lossy) encoding dropped so far.
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
     }
 
     fn flush_buf(&mut self) -> Result<()> {
@@ -910,12 +1157,19 @@ impl<W: Write> Encoder<W> {
     pub fn key_parts(&mut self, head: &KeyHead, value: &Value) -> Result<()> {
         self.select_db(head.db)?;
         let mut obj = BytesMut::new();
-        let ty = object(value, &self.cfg, &mut obj).map_err(|e| {
-            e.with_context(&crate::error::Context {
-                key: Some(head.key.clone()),
-                ..Default::default()
+        let mut meta = BytesMut::new();
+        let mut dropped = Dropped::default();
+        let ty = object(value, &self.cfg, &mut obj, &mut dropped)
+            .and_then(|ty| {
+                key_meta(&head.key_meta, &self.cfg, &mut meta, &mut dropped).map(|()| ty)
             })
-        })?;
+            .map_err(|e| {
+                e.with_context(&crate::error::Context {
+                    key: Some(head.key.clone()),
+                    ..Default::default()
+                })
+            })?;
+        self.dropped.add(dropped);
         if let Some(ms) = head.expire_ms {
             self.buf.put_u8(0xFC);
             self.buf.put_u64_le(ms);
@@ -927,6 +1181,7 @@ impl<W: Write> Encoder<W> {
             self.buf.put_u8(0xF9);
             self.buf.put_u8(freq);
         }
+        self.buf.put_slice(&meta);
         self.buf.put_u8(ty);
         put_raw_string(&mut self.buf, &head.key, false);
         if obj.len() > 1 << 16 {

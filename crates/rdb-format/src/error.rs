@@ -44,8 +44,23 @@ pub enum ErrorKind {
         found: Vec<u8>,
     },
     /// The RDB version is newer than this decoder knows, or not one Redis or Valkey writes.
-    #[error("unsupported RDB version {0}")]
-    UnsupportedVersion(u32),
+    #[error(
+        "RDB version {version} ({}{version:0width$}) is not one this decoder knows: likely \
+         written by {likely}{}",
+        if *flavor == crate::Flavor::Valkey { "VALKEY" } else { "REDIS" },
+        if *relaxable { "; a relaxed version check (--relaxed-version) tries it anyway" } else { "" },
+        width = if *flavor == crate::Flavor::Valkey { 3 } else { 4 }
+    )]
+    UnsupportedVersion {
+        /// The magic's server family.
+        flavor: crate::Flavor,
+        /// The version number.
+        version: u32,
+        /// Which server most likely wrote it.
+        likely: &'static str,
+        /// Whether [`Config::relaxed_version`](crate::Config::relaxed_version) would try it.
+        relaxable: bool,
+    },
     /// The input ended in the middle of an item.
     #[error("input ended while reading {what}")]
     Truncated {
@@ -199,6 +214,8 @@ impl fmt::Display for Error {
                 write!(f, ", key {:?}", String::from_utf8_lossy(key))?;
             }
             write!(f, ")")?;
+        } else if let Some(key) = &c.key {
+            write!(f, " (key {:?})", String::from_utf8_lossy(key))?;
         }
         Ok(())
     }

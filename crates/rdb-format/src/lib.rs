@@ -13,10 +13,11 @@ mod reader;
 mod value;
 
 pub use decoder::{
-    Config, Decoder, Limits, Next, Recovery, Source, crc64, module_id, module_name, type_name,
+    Config, Decoder, Limits, MAX_REDIS_VERSION, MAX_VALKEY_VERSION, Next, Recovery, Source, crc64,
+    module_id, module_name, type_name,
 };
 pub use dump::{Dump, decode_dump};
-pub use encode::{EncodeConfig, Encoder, dump_payload};
+pub use encode::{Dropped, EncodeConfig, Encoder, dump_payload, dump_payload_with_meta};
 pub use error::{Context, Error, ErrorKind, Result};
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;

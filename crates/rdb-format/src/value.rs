@@ -156,6 +156,9 @@ pub struct ConsumerGroup {
     pub pending: Vec<PendingEntry>,
     /// Consumers.
     pub consumers: Vec<Consumer>,
+    /// The NACK zone (RDB 14 streams, Redis 8.8 `XNACK`): pending entries released back to
+    /// the group, owned by no consumer, in the group's time order. `None` before RDB 14.
+    pub nacked: Option<Vec<StreamId>>,
 }
 
 /// Stream metadata that follows the entries in the file.
@@ -173,6 +176,240 @@ pub struct StreamMeta {
     pub entries_added: Option<u64>,
     /// Consumer groups.
     pub groups: Vec<ConsumerGroup>,
+    /// Idempotent-producer state (RDB 13 streams and newer, Redis 8.6 IDMP).
+    pub idmp: Option<StreamIdmp>,
+}
+
+/// The idempotent-producer (IDMP) state of a stream (Redis 8.6, RDB 13).
+///
+/// ```
+/// let idmp = rdb_format::StreamIdmp::default();
+/// assert!(idmp.is_default());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamIdmp {
+    /// How long an IID is remembered, in seconds (`XCFGSET … IDMP-DURATION`).
+    pub duration_s: u64,
+    /// How many IIDs a producer keeps at most (`XCFGSET … IDMP-MAXSIZE`).
+    pub max_entries: u64,
+    /// Producers in file order (Redis writes them in byte order of their IDs).
+    pub producers: Vec<IdmpProducer>,
+    /// All-time count of IIDs added.
+    pub iids_added: u64,
+    /// All-time count of duplicate IIDs seen.
+    pub iids_duplicates: u64,
+}
+
+impl Default for StreamIdmp {
+    /// What Redis 8.6 writes for a stream that never used IDMP.
+    fn default() -> Self {
+        Self {
+            duration_s: 100,
+            max_entries: 100,
+            producers: Vec::new(),
+            iids_added: 0,
+            iids_duplicates: 0,
+        }
+    }
+}
+
+impl StreamIdmp {
+    /// True when the state is what a stream that never used IDMP has: dropping it loses
+    /// nothing.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One idempotent producer of a stream and the IIDs it still remembers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdmpProducer {
+    /// The producer ID.
+    pub id: Bytes,
+    /// Remembered IIDs in insertion order.
+    pub entries: Vec<IdmpEntry>,
+}
+
+/// An idempotent ID and the entry it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdmpEntry {
+    /// The IID (binary; `IDMPAUTO` makes 16-byte hashes).
+    pub iid: Bytes,
+    /// The stream entry it produced.
+    pub id: StreamId,
+}
+
+/// One element of an array value, with the form the server stored it in.
+///
+/// Every element is a string to a client; the form only decides how the server keeps it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ArrayValue {
+    /// Bytes (tag 0).
+    String(Bytes),
+    /// An integer (tag 1).
+    Int(i64),
+    /// A double whose text the server reproduces exactly (tag 2).
+    Float(f64),
+    /// A short string kept inline (tag 3: at most 7 bytes on 64-bit servers).
+    Short(Bytes),
+}
+
+impl ArrayValue {
+    /// The element as `ARGET` returns it: integers in decimal, doubles as Redis prints them
+    /// (shortest round-trip text, `.0` added to integral values), strings as they are.
+    ///
+    /// ```
+    /// use rdb_format::ArrayValue;
+    /// assert_eq!(ArrayValue::Float(1.0).to_bytes(), "1.0");
+    /// assert_eq!(ArrayValue::Float(3.25).to_bytes(), "3.25");
+    /// assert_eq!(ArrayValue::Int(-7).to_bytes(), "-7");
+    /// ```
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Self::String(b) | Self::Short(b) => b.clone(),
+            Self::Int(i) => Bytes::from(itoa::Buffer::new().format(*i).to_owned()),
+            Self::Float(d) => Bytes::from(array_float_text(*d)),
+        }
+    }
+}
+
+/// Redis' text for an array double: the shortest text that reads back to the same value,
+/// integral values without an exponent, and `.0` when the text has no `.`, `e` or `E`.
+pub(crate) fn array_float_text(d: f64) -> String {
+    if !d.is_finite() {
+        return if d.is_nan() {
+            "nan".into()
+        } else if d > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    let mut s = if d == d.trunc() && d.abs() < 1e17 {
+        // integral values print in integer form, as `d2string` does
+        format!("{d:.0}")
+    } else {
+        let mut buf = ryu::Buffer::new();
+        let t = buf.format_finite(d);
+        redis_exponent(t)
+    };
+    if !s.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+        s.push_str(".0");
+    }
+    s
+}
+
+/// ryu writes `1e20` / `1.5e-7`; `%.17g` (what Redis falls back to) writes `1e+20` / `1.5e-07`.
+fn redis_exponent(t: &str) -> String {
+    match t.find('e') {
+        None => t.to_owned(),
+        Some(i) => {
+            let (mant, exp) = (&t[..i], &t[i + 1..]);
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            let pad = if digits.len() < 2 { "0" } else { "" };
+            format!("{mant}e{sign}{pad}{digits}")
+        }
+    }
+}
+
+/// One stored element of an array value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrayItem {
+    /// Its index.
+    pub index: u64,
+    /// Its value.
+    pub value: ArrayValue,
+}
+
+/// An array value (Redis 8.8, RDB 14): a sparse map from 64-bit indices to strings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Array {
+    /// Stored elements in file order (ascending index when Redis wrote the file).
+    pub items: Vec<ArrayItem>,
+    /// The index last written by `ARINSERT`/`ARRING` (`ARINFO`'s next-insert-index minus 1).
+    pub insert_index: Option<u64>,
+}
+
+impl Array {
+    /// `ARINFO`'s `next-insert-index`: 0 when the array has no insert index.
+    pub fn next_insert_index(&self) -> u64 {
+        self.insert_index.map_or(0, |i| i.wrapping_add(1))
+    }
+}
+
+/// One item of a module-annotated value (key metadata, module values): what the module's
+/// `rdb_save` wrote, in order.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ModuleItem {
+    /// `RM_SaveUnsigned` (opcode 2; Redis' own `RM_SaveSigned` writes this opcode too).
+    Uint(u64),
+    /// Opcode 1: a signed integer (as its 64-bit pattern).
+    Sint(i64),
+    /// `RM_SaveFloat` (opcode 3).
+    Float(f32),
+    /// `RM_SaveDouble` (opcode 4).
+    Double(f64),
+    /// `RM_SaveString*` (opcode 5; long doubles are written as hex-float text).
+    String(Bytes),
+}
+
+/// Metadata a module attached to a key (Redis 8.6+ `KEY_META`, opcode 243), one class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyMeta {
+    /// The 4-character class name.
+    pub class: String,
+    /// The class version (0–31).
+    pub version: u8,
+    /// Flags bit 0: a server without the class may drop the metadata and load the key.
+    pub allow_ignore: bool,
+    /// Reserved flag bits 1 and 2 as found (written as 0 by Redis).
+    pub reserved_flags: u8,
+    /// What the class's `rdb_save` wrote.
+    pub items: Vec<ModuleItem>,
+}
+
+const KEYMETA_CHARSET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+impl KeyMeta {
+    /// Decodes a 32-bit class spec: flags, version and 4-character name.
+    ///
+    /// ```
+    /// let (name, version, flags) = rdb_format::KeyMeta::parse_spec(0x28C4F509);
+    /// assert_eq!((name.as_str(), version, flags), ("KMT1", 1, 1));
+    /// ```
+    pub fn parse_spec(spec: u32) -> (String, u8, u8) {
+        let name = (0..4)
+            .map(|i| {
+                let c = (spec >> (26 - 6 * i)) & 63;
+                char::from(KEYMETA_CHARSET[c as usize])
+            })
+            .collect();
+        (name, ((spec >> 3) & 31) as u8, (spec & 7) as u8)
+    }
+
+    /// The 32-bit class spec of this class; `None` when the name is not 4 characters of the
+    /// class charset.
+    pub fn spec(&self) -> Option<u32> {
+        if self.class.len() != 4 || self.version > 31 {
+            return None;
+        }
+        let mut spec = 0u32;
+        for (i, b) in self.class.bytes().enumerate() {
+            let c = KEYMETA_CHARSET.iter().position(|&x| x == b)? as u32;
+            spec |= c << (26 - 6 * i);
+        }
+        Some(
+            spec | u32::from(self.version) << 3
+                | u32::from(self.reserved_flags & 6)
+                | u32::from(self.allow_ignore),
+        )
+    }
 }
 
 /// A whole stream value.
@@ -214,6 +451,8 @@ pub enum Value {
     Stream(Box<Stream>),
     /// A module value.
     Module(ModuleValue),
+    /// An array (Redis 8.8).
+    Array(Box<Array>),
 }
 
 /// The kind of a value, without its contents.
@@ -234,6 +473,8 @@ pub enum ValueType {
     Stream,
     /// Module value.
     Module,
+    /// Array (Redis 8.8).
+    Array,
 }
 
 impl ValueType {
@@ -247,6 +488,7 @@ impl ValueType {
             Self::Hash => "hash",
             Self::Stream => "stream",
             Self::Module => "module",
+            Self::Array => "array",
         }
     }
 
@@ -260,6 +502,7 @@ impl ValueType {
             "hash" => Self::Hash,
             "stream" => Self::Stream,
             "module" => Self::Module,
+            "array" => Self::Array,
             _ => return None,
         })
     }
@@ -276,6 +519,7 @@ impl Value {
             Self::Hash(_) => ValueType::Hash,
             Self::Stream(_) => ValueType::Stream,
             Self::Module(_) => ValueType::Module,
+            Self::Array(_) => ValueType::Array,
         }
     }
 }
@@ -310,6 +554,8 @@ pub enum Encoding {
     Listpacks,
     /// Module value.
     Module,
+    /// Array (Redis 8.8 `sliced-array`).
+    SlicedArray,
 }
 
 impl Encoding {
@@ -329,6 +575,7 @@ impl Encoding {
             Self::Quicklist => "quicklist",
             Self::Listpacks => "stream",
             Self::Module => "module",
+            Self::SlicedArray => "sliced-array",
         }
     }
 }
@@ -355,6 +602,8 @@ pub struct KeyHead {
     pub freq: Option<u8>,
     /// Byte offset of the record's first byte (its first metadata opcode or its type byte).
     pub offset: u64,
+    /// Module metadata attached to the key (Redis 8.6+ `KEY_META`), in file order.
+    pub key_meta: Vec<KeyMeta>,
 }
 
 /// A whole key record.
@@ -381,6 +630,7 @@ impl KeyRecord {
                 idle_s: None,
                 freq: None,
                 offset: 0,
+                key_meta: Vec::new(),
             },
             value,
         }
@@ -405,6 +655,13 @@ pub enum Chunk {
     StreamEntries(Vec<StreamEntry>),
     /// The stream metadata and groups that follow the entries (last chunk of a stream).
     StreamMeta(Box<StreamMeta>),
+    /// The next array elements.
+    Array(Vec<ArrayItem>),
+    /// The array's insert index (last chunk of an array, present or not).
+    ArrayEnd {
+        /// See [`Array::insert_index`].
+        insert_index: Option<u64>,
+    },
 }
 
 impl Chunk {
@@ -416,7 +673,8 @@ impl Chunk {
             Self::SortedSet(v) => v.len(),
             Self::Hash(v) => v.len(),
             Self::StreamEntries(v) => v.len(),
-            Self::StreamMeta(_) => 0,
+            Self::Array(v) => v.len(),
+            Self::StreamMeta(_) | Self::ArrayEnd { .. } => 0,
         }
     }
 
@@ -497,6 +755,13 @@ pub enum Item {
     },
     /// A function library.
     Function(Function),
+    /// An unfinished slot import (Valkey 9 cluster mode, `SLOT_IMPORT`).
+    SlotImport {
+        /// The import job's name.
+        job: Bytes,
+        /// Slot ranges being imported, inclusive.
+        ranges: Vec<(u64, u64)>,
+    },
     /// A whole key.
     Key(KeyRecord),
     /// Start of a key delivered in chunks.
