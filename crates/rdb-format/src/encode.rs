@@ -126,7 +126,8 @@ impl Dropped {
         *self == Self::default()
     }
 
-    fn add(&mut self, o: Self) {
+    /// Adds what another encoding dropped.
+    pub fn add(&mut self, o: Self) {
         self.idmp_streams += o.idmp_streams;
         self.nacked_entries += o.nacked_entries;
         self.key_meta_classes += o.key_meta_classes;
@@ -1008,6 +1009,16 @@ pub fn dump_payload_with_meta(
     meta: &[KeyMeta],
     cfg: &EncodeConfig,
 ) -> Result<Bytes> {
+    Ok(dump_payload_counted(value, meta, cfg)?.0)
+}
+
+/// Like [`dump_payload_with_meta`], and says what a [`lossy`](EncodeConfig::lossy) encoding
+/// for an older version dropped.
+pub fn dump_payload_counted(
+    value: &Value,
+    meta: &[KeyMeta],
+    cfg: &EncodeConfig,
+) -> Result<(Bytes, Dropped)> {
     let mut obj = BytesMut::new();
     let mut dropped = Dropped::default();
     let ty = object(value, cfg, &mut obj, &mut dropped)?;
@@ -1015,7 +1026,7 @@ pub fn dump_payload_with_meta(
     key_meta(meta, cfg, &mut body, &mut dropped)?;
     body.put_u8(ty);
     body.put_slice(&obj);
-    Ok(crate::dump::seal(body, cfg.version as u16))
+    Ok((crate::dump::seal(body, cfg.version as u16), dropped))
 }
 
 // ---------------------------------------------------------------- files

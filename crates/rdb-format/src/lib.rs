@@ -17,7 +17,9 @@ pub use decoder::{
     module_id, module_name, type_name,
 };
 pub use dump::{Dump, decode_dump};
-pub use encode::{Dropped, EncodeConfig, Encoder, dump_payload, dump_payload_with_meta};
+pub use encode::{
+    Dropped, EncodeConfig, Encoder, dump_payload, dump_payload_counted, dump_payload_with_meta,
+};
 pub use error::{Context, Error, ErrorKind, Result};
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;

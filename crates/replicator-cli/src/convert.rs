@@ -30,7 +30,8 @@ impl Source {
         config
             .chunk_threshold(usize::MAX)
             .string_piece(u64::MAX)
-            .verify_checksum(!args.no_checksum);
+            .verify_checksum(!args.no_checksum)
+            .relaxed_version(args.relaxed_version);
         if is_aof(&args.file)? {
             let opts = aof_manifest::Options {
                 rdb: config,
@@ -63,21 +64,19 @@ impl Source {
 /// writes).
 fn target(args: &DumpArgs, source: u32) -> anyhow::Result<EncodeConfig> {
     let mut cfg = version(args.target_version, source)?;
-    cfg.compress(!args.no_compression);
+    cfg.compress(!args.no_compression).lossy(args.lossy);
     Ok(cfg)
 }
 
 fn version(asked: Option<u32>, source: u32) -> anyhow::Result<EncodeConfig> {
     let v = asked.unwrap_or(match source {
         0..=9 => 9,
-        10..=12 => source,
-        13..=79 => 12,
+        10..=14 => source,
+        15..=79 => 14,
         _ => 80,
     });
     EncodeConfig::new(v).map_err(|_| {
-        anyhow::anyhow!(
-            "--target-version {v}: the encoder writes RDB 9, 10, 11, 12 and 80 (Valkey 9)"
-        )
+        anyhow::anyhow!("--target-version {v}: the encoder writes RDB 9 to 14 and 80 (Valkey 9)")
     })
 }
 
@@ -130,10 +129,13 @@ pub(crate) fn to_rdb(args: &DumpArgs) -> anyhow::Result<ExitCode> {
     let Some(e) = enc else {
         anyhow::bail!("{}: no RDB data", args.file.display());
     };
+    let dropped = e.dropped();
+    let version = e.config().version;
     e.finish()
         .map_err(|err| anyhow::anyhow!("{err}"))?
         .flush()?;
     eprintln!("replicator: {keys} keys written");
+    report_dropped(dropped, version);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,6 +146,7 @@ pub(crate) fn restore(args: &DumpArgs) -> anyhow::Result<ExitCode> {
     let out = open_output(args)?;
     let mut sink = RespSink::new(out, args.batch);
     let mut cfg = None;
+    let mut dropped = rdb_format::Dropped::default();
     let result: anyhow::Result<()> = (|| {
         while let Some(got) = src.next()? {
             match got {
@@ -158,8 +161,15 @@ pub(crate) fn restore(args: &DumpArgs) -> anyhow::Result<ExitCode> {
                 }
                 Got::Item(Item::Key(rec)) if filter.pass(&rec.head) => {
                     let c = cfg.as_ref().context("no RDB header")?;
-                    let payload = rdb_format::dump_payload(&rec.value, c)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let (payload, d) =
+                        rdb_format::dump_payload_counted(&rec.value, &rec.head.key_meta, c)
+                            .map_err(|e| {
+                                anyhow::anyhow!(
+                                    "key {:?}: {e}",
+                                    String::from_utf8_lossy(&rec.head.key)
+                                )
+                            })?;
+                    dropped.add(d);
                     sink.restore(&rec.head, &payload, true)?;
                 }
                 Got::Item(item @ Item::Function(_)) if cmds.is_empty() => sink.other(&item)?,
@@ -171,5 +181,20 @@ pub(crate) fn restore(args: &DumpArgs) -> anyhow::Result<ExitCode> {
     sink.finish()?;
     result?;
     io::stdout().flush()?;
+    if let Some(c) = cfg {
+        report_dropped(dropped, c.version);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr what a lossy conversion for `version` dropped.
+pub(crate) fn report_dropped(d: rdb_format::Dropped, version: u32) {
+    if d.is_empty() {
+        return;
+    }
+    eprintln!(
+        "replicator: --lossy for RDB {version} dropped the IDMP state of {} streams, {} NACK-zone \
+         entries and {} key metadata classes",
+        d.idmp_streams, d.nacked_entries, d.key_meta_classes
+    );
 }

@@ -100,9 +100,20 @@ struct DumpArgs {
     /// encoding detail; the fastest way to move data between servers).
     #[arg(long)]
     restore: bool,
-    /// RDB version to write (`--format rdb`, and `RESTORE` payloads): 9, 10, 11, 12, or 80.
+    /// RDB version of the server the output is for (`--format rdb|resp`, `RESTORE` payloads):
+    /// 9 to 14, or 80 (Valkey 9). Default: the source's. A lower target converts what it can
+    /// and refuses what it cannot hold (`--format resp` leaves out commands the target lacks
+    /// and says so on stderr).
     #[arg(long, value_name = "N")]
     target_version: Option<u32>,
+    /// `--format rdb` / `--restore` for an older target: drop stream IDMP state, NACK zones
+    /// and key metadata marked ALLOW_IGNORE (counted on stderr) instead of refusing the key.
+    #[arg(long)]
+    lossy: bool,
+    /// Try a file whose RDB version this tool does not know (a newer Redis or Valkey);
+    /// decoding stops at the first type or opcode it does not know.
+    #[arg(long)]
+    relaxed_version: bool,
     /// `--format rdb` / `--restore`: no LZF compression (`rdbcompression no`).
     #[arg(long)]
     no_compression: bool,
@@ -122,6 +133,10 @@ struct CheckArgs {
     /// Map the file into memory instead of reading it.
     #[arg(long)]
     mmap: bool,
+    /// Try a file whose RDB version this tool does not know (a newer Redis or Valkey);
+    /// checking stops at the first type or opcode it does not know.
+    #[arg(long)]
+    relaxed_version: bool,
     /// AOF: cut the last file at its last valid command, after copying it to a backup.
     #[arg(long)]
     fix: bool,
@@ -133,7 +148,9 @@ struct CheckArgs {
 
 fn parse_type(s: &str) -> Result<ValueType, String> {
     ValueType::from_name(s).ok_or_else(|| {
-        format!("unknown type {s:?}: expected string, list, set, zset, hash, stream or module")
+        format!(
+            "unknown type {s:?}: expected string, list, set, zset, hash, stream, array or module"
+        )
     })
 }
 
@@ -306,6 +323,7 @@ fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::default();
     config
         .verify_checksum(!args.no_checksum)
+        .relaxed_version(args.relaxed_version)
         // count and keys need no values: check them without building them
         .skip_values(matches!(args.format, Format::Count | Format::Keys));
     let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
@@ -315,7 +333,7 @@ fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     let mut sink: Box<dyn Sink> = match args.format {
         Format::Jsonl => Box::new(JsonSink::new(out, false)),
         Format::Json => Box::new(JsonSink::new(out, true)),
-        Format::Resp => Box::new(RespSink::new(out, args.batch)),
+        Format::Resp => Box::new(RespSink::new(out, args.batch).target(args.target_version)),
         Format::Keys => Box::new(KeysSink { w: out }),
         Format::Rdb => unreachable!("handled above"),
         Format::Count => {
@@ -466,7 +484,9 @@ fn run(
 }
 
 /// Type names in the order `check` prints them.
-const TYPE_NAMES: [&str; 7] = ["hash", "list", "module", "set", "stream", "string", "zset"];
+const TYPE_NAMES: [&str; 8] = [
+    "array", "hash", "list", "module", "set", "stream", "string", "zset",
+];
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if is_aof(&args.file)? {
@@ -476,11 +496,13 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--fix and --truncate-to-timestamp apply to AOF files only");
     }
     let mut config = Config::default();
-    config.skip_values(true);
+    config
+        .skip_values(true)
+        .relaxed_version(args.relaxed_version);
     let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
     let progress = Progress::new(len);
     // keys per db and type (indexed as TYPE_NAMES)
-    let mut per_db: BTreeMap<u64, [u64; 7]> = BTreeMap::new();
+    let mut per_db: BTreeMap<u64, [u64; 8]> = BTreeMap::new();
     let mut tally = |head: &KeyHead| {
         let t = TYPE_NAMES
             .iter()

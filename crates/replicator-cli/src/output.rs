@@ -8,8 +8,8 @@ use std::io::{self, Write};
 use base64::Engine;
 use bytes::Bytes;
 use rdb_format::{
-    Chunk, Elem, Function, HashField, Item, KeyHead, StreamEntry, StreamId, StreamMeta, Value,
-    ValueType,
+    ArrayItem, Chunk, Elem, Function, HashField, Item, KeyHead, KeyMeta, ModuleItem, StreamEntry,
+    StreamId, StreamMeta, Value, ValueType,
 };
 use resp_codec::Command;
 
@@ -53,6 +53,15 @@ pub(crate) fn value_chunks(value: Value) -> Vec<Chunk> {
             vec![
                 Chunk::StreamEntries(s.entries),
                 Chunk::StreamMeta(Box::new(s.meta)),
+            ]
+        }
+        Value::Array(a) => {
+            let a = *a;
+            vec![
+                Chunk::Array(a.items),
+                Chunk::ArrayEnd {
+                    insert_index: a.insert_index,
+                },
             ]
         }
         _ => Vec::new(),
@@ -302,6 +311,9 @@ impl<W: Write> Sink for JsonSink<W> {
         if let Some(freq) = head.freq {
             json_u64(b, "freq", u64::from(freq));
         }
+        if !head.key_meta.is_empty() {
+            write_key_meta(b, &head.key_meta);
+        }
         b.extend_from_slice(b",\"encoding\":");
         json_str(b, head.encoding.name());
         b.extend_from_slice(b",\"value\":");
@@ -309,6 +321,7 @@ impl<W: Write> Sink for JsonSink<W> {
             ValueType::String | ValueType::Module => {}
             ValueType::Hash => b.push(b'{'),
             ValueType::Stream => b.extend_from_slice(b"{\"entries\":["),
+            ValueType::Array => b.extend_from_slice(b"{\"items\":["),
             _ => b.push(b'['),
         }
         self.first_elem = true;
@@ -381,6 +394,24 @@ impl<W: Write> Sink for JsonSink<W> {
                 // the closing brace is written by `end`
                 self.first_elem = true;
             }
+            Chunk::Array(v) => {
+                for ArrayItem { index, value } in v {
+                    self.sep();
+                    self.buf.push(b'[');
+                    self.buf
+                        .extend_from_slice(itoa::Buffer::new().format(*index).as_bytes());
+                    self.buf.push(b',');
+                    json_bytes(&mut self.buf, &value.to_bytes());
+                    self.buf.push(b']');
+                }
+            }
+            Chunk::ArrayEnd { insert_index } => {
+                self.buf.push(b']');
+                if let Some(i) = insert_index {
+                    json_u64(&mut self.buf, "next_insert_index", i.wrapping_add(1));
+                }
+                // the closing brace is written by `end`
+            }
             _ => {}
         }
         self.flush_if_big()
@@ -392,8 +423,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 let s = std::mem::take(&mut self.big_string);
                 json_bytes(&mut self.buf, &s);
             }
-            ValueType::Hash => self.buf.push(b'}'),
-            ValueType::Stream => self.buf.push(b'}'),
+            ValueType::Hash | ValueType::Stream | ValueType::Array => self.buf.push(b'}'),
             _ => self.buf.push(b']'),
         }
         if !self.field_ttls.is_empty() {
@@ -518,6 +548,16 @@ impl<W: Write> Sink for JsonSink<W> {
                 json_u64(&mut b, "expires", *expires_size);
                 b.extend_from_slice(b"}}");
             }
+            Item::SlotImport { job, ranges } => {
+                b.extend_from_slice(b"{\"slot_import\":{\"job\":");
+                json_bytes(&mut b, job);
+                b.extend_from_slice(b",\"ranges\":[");
+                for (i, (from, to)) in ranges.iter().enumerate() {
+                    comma(&mut b, i);
+                    b.extend_from_slice(format!("[{from},{to}]").as_bytes());
+                }
+                b.extend_from_slice(b"]}}");
+            }
             Item::Eof { checksum } => {
                 b.extend_from_slice(b"{\"eof\":{");
                 if let Some(c) = checksum {
@@ -554,6 +594,56 @@ fn comma(b: &mut Vec<u8>, i: usize) {
     if i > 0 {
         b.push(b',');
     }
+}
+
+/// `"key_meta": [{"class", "version", "allow_ignore", "value": [item, ...]}]`.
+fn write_key_meta(b: &mut Vec<u8>, metas: &[KeyMeta]) {
+    b.extend_from_slice(b",\"key_meta\":[");
+    for (i, m) in metas.iter().enumerate() {
+        comma(b, i);
+        b.extend_from_slice(b"{\"class\":");
+        json_str(b, &m.class);
+        json_u64(b, "version", u64::from(m.version));
+        b.extend_from_slice(if m.allow_ignore {
+            b",\"allow_ignore\":true"
+        } else {
+            b",\"allow_ignore\":false"
+        });
+        b.extend_from_slice(b",\"value\":[");
+        for (j, item) in m.items.iter().enumerate() {
+            comma(b, j);
+            match item {
+                ModuleItem::Uint(v) => {
+                    b.extend_from_slice(b"{\"uint\":");
+                    b.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes());
+                }
+                ModuleItem::Sint(v) => {
+                    b.extend_from_slice(b"{\"sint\":");
+                    b.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes());
+                }
+                ModuleItem::Float(v) => {
+                    b.extend_from_slice(b"{\"float\":");
+                    if v.is_finite() {
+                        b.extend_from_slice(ryu::Buffer::new().format_finite(*v).as_bytes());
+                    } else {
+                        json_score(b, f64::from(*v));
+                    }
+                }
+                ModuleItem::Double(v) => {
+                    b.extend_from_slice(b"{\"double\":");
+                    json_score(b, *v);
+                }
+                ModuleItem::String(s) => {
+                    b.extend_from_slice(b"{\"string\":");
+                    json_bytes(b, s);
+                }
+                _ => b.extend_from_slice(b"{\"unknown\":null"),
+            }
+            b.push(b'}');
+        }
+        b.extend_from_slice(b"]}");
+    }
+    b.push(b']');
 }
 
 fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
@@ -610,9 +700,42 @@ fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
             }
             b.extend_from_slice(b"]}");
         }
-        b.extend_from_slice(b"]}");
+        b.push(b']');
+        if let Some(ids) = &g.nacked {
+            b.extend_from_slice(b",\"nacked\":[");
+            for (k, id) in ids.iter().enumerate() {
+                comma(b, k);
+                json_id(b, *id);
+            }
+            b.push(b']');
+        }
+        b.push(b'}');
     }
     b.push(b']');
+    if let Some(i) = &m.idmp {
+        b.extend_from_slice(b",\"idmp\":{\"duration_s\":");
+        b.extend_from_slice(itoa::Buffer::new().format(i.duration_s).as_bytes());
+        json_u64(b, "max_entries", i.max_entries);
+        json_u64(b, "iids_added", i.iids_added);
+        json_u64(b, "iids_duplicates", i.iids_duplicates);
+        b.extend_from_slice(b",\"producers\":[");
+        for (j, p) in i.producers.iter().enumerate() {
+            comma(b, j);
+            b.extend_from_slice(b"{\"id\":");
+            json_bytes(b, &p.id);
+            b.extend_from_slice(b",\"entries\":[");
+            for (k, e) in p.entries.iter().enumerate() {
+                comma(b, k);
+                b.extend_from_slice(b"{\"iid\":");
+                json_bytes(b, &e.iid);
+                b.extend_from_slice(b",\"id\":");
+                json_id(b, e.id);
+                b.push(b'}');
+            }
+            b.extend_from_slice(b"]}");
+        }
+        b.extend_from_slice(b"]}");
+    }
 }
 
 // ---------------------------------------------------------------- RESP
@@ -628,6 +751,20 @@ pub(crate) struct RespSink<W: Write> {
     args: Vec<Bytes>,
     string_started: bool,
     stream_has_entries: bool,
+    /// The RDB version of the server the commands are for (`None`: the source's).
+    target: Option<u32>,
+    /// Elements of the array being written (arrays go as one `RESTORE`).
+    array: Vec<ArrayItem>,
+    /// What the target cannot hold and was left out.
+    left_out: LeftOut,
+}
+
+/// What `--format resp` left out because the target (or commands) cannot express it.
+#[derive(Debug, Default)]
+struct LeftOut {
+    idmp_streams: u64,
+    nacked_entries: u64,
+    key_meta_keys: u64,
 }
 
 impl<W: Write> RespSink<W> {
@@ -641,7 +778,87 @@ impl<W: Write> RespSink<W> {
             args: Vec::new(),
             string_started: false,
             stream_has_entries: false,
+            target: None,
+            array: Vec::new(),
+            left_out: LeftOut::default(),
         }
+    }
+
+    /// Writes commands for a server of RDB version `target` (default: the source's).
+    pub(crate) fn target(mut self, target: Option<u32>) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// The target's feature level as Redis numbers RDB versions (Valkey 9 has RDB 11's).
+    fn level(&self) -> u32 {
+        match self.target.unwrap_or(self.version) {
+            v if v >= 80 => 11,
+            v => v,
+        }
+    }
+
+    /// IDMP state (`XCFGSET`, then `XIDMPRECORD` per remembered IID) for Redis 8.6+ targets.
+    fn stream_idmp(&mut self, key: &[u8], idmp: &rdb_format::StreamIdmp) -> io::Result<()> {
+        if idmp.is_default() {
+            return Ok(());
+        }
+        if self.level() < 13 {
+            self.left_out.idmp_streams += 1;
+            return Ok(());
+        }
+        let d = idmp.duration_s.to_string();
+        let m = idmp.max_entries.to_string();
+        // XCFGSET clears the IID history, so it goes first
+        self.cmd(&[
+            b"XCFGSET",
+            key,
+            b"IDMP-DURATION",
+            d.as_bytes(),
+            b"IDMP-MAXSIZE",
+            m.as_bytes(),
+        ])?;
+        for p in &idmp.producers {
+            for e in &p.entries {
+                let id = id_text(e.id);
+                self.cmd(&[b"XIDMPRECORD", key, &p.id, &e.iid, &id])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The NACK zone of a group for Redis 8.8+ targets: the entries are claimed by a
+    /// throw-away consumer, released with `XNACK … FAIL` (one command per delivery count) and
+    /// the consumer removed, which leaves them pending and unowned as in the source.
+    fn stream_nacks(&mut self, key: &[u8], g: &rdb_format::ConsumerGroup) -> io::Result<()> {
+        let Some(ids) = g.nacked.as_deref().filter(|ids| !ids.is_empty()) else {
+            return Ok(());
+        };
+        if self.level() < 14 {
+            self.left_out.nacked_entries += ids.len() as u64;
+            return Ok(());
+        }
+        const TMP: &[u8] = b"__replicator_nack";
+        let mut by_count: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = Default::default();
+        for id in ids {
+            let count = g
+                .pending
+                .iter()
+                .find(|p| p.id == *id)
+                .map_or(1, |p| p.delivery_count);
+            let id = id_text(*id);
+            self.cmd(&[b"XCLAIM", key, &g.name, TMP, b"0", &id, b"FORCE", b"JUSTID"])?;
+            by_count.entry(count).or_default().push(id);
+        }
+        for (count, ids) in by_count {
+            let n = ids.len().to_string();
+            let count = count.to_string();
+            let mut args: Vec<&[u8]> = vec![b"XNACK", key, &g.name, b"FAIL", b"IDS", n.as_bytes()];
+            args.extend(ids.iter().map(|i| &i[..]));
+            args.extend([&b"RETRYCOUNT"[..], count.as_bytes()]);
+            self.cmd(&args)?;
+        }
+        self.cmd(&[b"XGROUP", b"DELCONSUMER", key, &g.name, TMP])
     }
 
     fn cmd(&mut self, args: &[&[u8]]) -> io::Result<()> {
@@ -737,6 +954,18 @@ impl<W: Write> Sink for RespSink<W> {
         self.string_started = false;
         self.stream_has_entries = false;
         self.args.clear();
+        self.array.clear();
+        if head.value_type == ValueType::Array && self.level() < 14 {
+            return Err(io::Error::other(format!(
+                "key {:?}: an array needs a Redis 8.8 target (RDB 14); the target is RDB {}",
+                String::from_utf8_lossy(&head.key),
+                self.target.unwrap_or(self.version)
+            )));
+        }
+        if !head.key_meta.is_empty() && head.value_type != ValueType::Array {
+            // no command attaches module metadata; RESTORE payloads carry it
+            self.left_out.key_meta_keys += 1;
+        }
         Ok(())
     }
 
@@ -844,6 +1073,7 @@ impl<W: Write> Sink for RespSink<W> {
                     for c in &g.consumers {
                         self.cmd(&[b"XGROUP", b"CREATECONSUMER", key, &g.name, &c.name])?;
                     }
+                    self.stream_nacks(key, g)?;
                     for p in &g.pending {
                         let Some(consumer) = &p.consumer else {
                             continue;
@@ -867,6 +1097,26 @@ impl<W: Write> Sink for RespSink<W> {
                         ])?;
                     }
                 }
+                if let Some(idmp) = &m.idmp {
+                    self.stream_idmp(key, idmp)?;
+                }
+            }
+            Chunk::Array(v) => self.array.extend(v.iter().cloned()),
+            Chunk::ArrayEnd { insert_index } => {
+                // no command sets an array's insert index: RESTORE keeps everything
+                let value = Value::Array(Box::new(rdb_format::Array {
+                    items: std::mem::take(&mut self.array),
+                    insert_index: *insert_index,
+                }));
+                let cfg = rdb_format::EncodeConfig::new(14).map_err(io::Error::other)?;
+                let payload = rdb_format::dump_payload_with_meta(&value, &head.key_meta, &cfg)
+                    .map_err(|e| {
+                        io::Error::other(format!(
+                            "key {:?}: {e}",
+                            String::from_utf8_lossy(&head.key)
+                        ))
+                    })?;
+                self.restore(head, &payload, false)?;
             }
             _ => {}
         }
@@ -936,6 +1186,29 @@ impl<W: Write> Sink for RespSink<W> {
     }
 
     fn finish(&mut self) -> io::Result<()> {
+        let l = &self.left_out;
+        let target = self.target.unwrap_or(self.version);
+        if l.idmp_streams > 0 {
+            eprintln!(
+                "replicator: left out the IDMP state of {} streams: RDB {target} targets have no \
+                 XCFGSET/XIDMPRECORD (Redis 8.6+)",
+                l.idmp_streams
+            );
+        }
+        if l.nacked_entries > 0 {
+            eprintln!(
+                "replicator: left out {} NACK-zone entries: RDB {target} targets have no XNACK \
+                 (Redis 8.8+)",
+                l.nacked_entries
+            );
+        }
+        if l.key_meta_keys > 0 {
+            eprintln!(
+                "replicator: left out the module metadata of {} keys: no command attaches it \
+                 (--restore carries it to Redis 8.6+ targets)",
+                l.key_meta_keys
+            );
+        }
         self.flush()
     }
 }

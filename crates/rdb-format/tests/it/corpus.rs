@@ -99,7 +99,9 @@ fn corpus_decodes() {
             (Some(kind), Err(e)) => {
                 let ok = match kind {
                     "corrupt" => matches!(e.kind(), ErrorKind::Corrupt { .. }),
-                    "version" => matches!(e.kind(), ErrorKind::UnsupportedVersion(99)),
+                    "version" => {
+                        matches!(e.kind(), ErrorKind::UnsupportedVersion { version: 99, .. })
+                    }
                     "checksum" => matches!(e.kind(), ErrorKind::Checksum { .. }),
                     "module6" => matches!(e.kind(), ErrorKind::Unsupported { ty: 6, .. }),
                     _ => false,

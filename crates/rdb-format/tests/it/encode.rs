@@ -8,7 +8,7 @@ use rdb_format::{
     Stream, StreamEntry, StreamId, StreamMeta, Value, decode_all, decode_dump, dump_payload,
 };
 
-const VERSIONS: [u32; 5] = [9, 10, 11, 12, 80];
+pub(crate) const VERSIONS: [u32; 7] = [9, 10, 11, 12, 13, 14, 80];
 
 fn text(e: &Elem) -> Vec<u8> {
     e.to_bytes().to_vec()
@@ -88,6 +88,12 @@ pub(crate) fn normal(v: &Value, version: u32) -> String {
                         if level >= 10 { g.entries_read } else { None },
                         pel,
                         cons,
+                        // RDB 14 carries a NACK zone for every group, often empty
+                        if level >= 14 {
+                            g.nacked.clone().unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        },
                     )
                 })
                 .collect();
@@ -96,8 +102,14 @@ pub(crate) fn normal(v: &Value, version: u32) -> String {
             } else {
                 None
             };
+            // RDB 13+ carries IDMP state for every stream, the defaults when never used
+            let idmp = if level >= 13 {
+                Some(m.idmp.clone().unwrap_or_default())
+            } else {
+                None
+            };
             format!(
-                "X{entries:?} {} {:?} {extra:?} {groups:?}",
+                "X{entries:?} {} {:?} {extra:?} {groups:?} {idmp:?}",
                 m.length, m.last_id
             )
         }
@@ -185,6 +197,7 @@ fn stream() -> impl Strategy<Value = Value> {
                 max_deleted_id: Some(StreamId::default()),
                 entries_added: Some(entries.len() as u64),
                 groups: Vec::new(),
+                idmp: None,
             };
             if with_group {
                 let pending: Vec<StreamId> = entries.iter().take(3).map(|e| e.id).collect();
@@ -207,6 +220,7 @@ fn stream() -> impl Strategy<Value = Value> {
                         active_time_ms: Some(1_700_000_000_100),
                         pending,
                     }],
+                    nacked: None,
                 });
             }
             Value::Stream(Box::new(Stream { entries, meta }))

@@ -3,4 +3,5 @@
 mod corpus;
 mod dump_real;
 mod encode;
+mod newest;
 mod robustness;
