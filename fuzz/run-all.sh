@@ -9,7 +9,8 @@ shared=${RDB_CORPUS_DIR:-../../shared/corpus}
 for t in ${TARGETS:-rdb_file rdb_dump resp aof_manifest}; do
   mkdir -p corpus/$t logs
   case $t in
-    rdb_file|rdb_dump) seeds="../testdata $shared" ;;
+    rdb_file) seeds="../testdata $shared" ;;
+    rdb_dump) seeds="seeds/rdb_dump ../testdata $shared" ;;
     resp) seeds="../testdata/aof $shared/redis-replicator $shared/redis" ;;
     aof_manifest) seeds="../testdata/aof" ;;
   esac

@@ -68,8 +68,11 @@ pub fn rdb_dump(data: &[u8]) {
     let _ = rdb_format::decode_dump(data);
     // and with a valid checksum, so the body is reached
     if data.len() >= 3 {
+        // the footer's version decides what the body means (Redis 13/14 KEY_META and new
+        // types, Valkey 80 HASH_2)
+        let version = [10u8, 13, 14, 80][usize::from(data[0] & 3)];
         let mut p = data.to_vec();
-        p.extend_from_slice(&[10, 0]);
+        p.extend_from_slice(&[version, 0]);
         let crc = rdb_format::crc64(&p);
         p.extend_from_slice(&crc.to_le_bytes());
         let _ = rdb_format::decode_dump(&p);

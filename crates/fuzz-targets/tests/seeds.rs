@@ -64,6 +64,13 @@ fn rdb_dump_over_regressions_and_file_bodies() {
         n += 1;
     }
     assert!(n > 0);
+    // the seeds of real DUMP payloads (Redis 8.6, the 8.8 format, Valkey 9.1) decode
+    let seeds = inputs("none", &[root().join("fuzz/seeds/rdb_dump")]);
+    assert!(seeds.len() >= 40);
+    for s in &seeds {
+        rdb_format::decode_dump(s).unwrap();
+        fuzz_targets::rdb_dump(s);
+    }
 }
 
 #[test]

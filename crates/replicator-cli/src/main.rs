@@ -43,7 +43,7 @@ enum Cmd {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
-    /// JSON Lines, one object per key (shared/spec/jsonl.md).
+    /// JSON Lines, one object per key (docs/jsonl.md).
     Jsonl,
     /// One JSON array of the same objects.
     Json,

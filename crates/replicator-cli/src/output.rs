@@ -246,6 +246,8 @@ pub(crate) struct JsonSink<W: Write> {
     field_ttls: Vec<(Elem, u64)>,
     /// A big string being collected (JSON needs to know if the whole is UTF-8).
     big_string: Vec<u8>,
+    /// The db of the last SELECTDB (RESIZEDB records name it).
+    db: u64,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -258,6 +260,7 @@ impl<W: Write> JsonSink<W> {
             first_elem: true,
             field_ttls: Vec::new(),
             big_string: Vec::new(),
+            db: 0,
         }
     }
 
@@ -527,12 +530,14 @@ impl<W: Write> Sink for JsonSink<W> {
                 db_size,
                 expires_size,
             } => {
-                b.extend_from_slice(b"{\"resize_db\":{\"keys\":");
-                b.extend_from_slice(itoa::Buffer::new().format(*db_size).as_bytes());
+                b.extend_from_slice(b"{\"resize_db\":{\"db\":");
+                b.extend_from_slice(itoa::Buffer::new().format(self.db).as_bytes());
+                json_u64(&mut b, "keys", *db_size);
                 json_u64(&mut b, "expires", *expires_size);
                 b.extend_from_slice(b"}}");
             }
             Item::SelectDb(db) => {
+                self.db = *db;
                 b.extend_from_slice(b"{\"select_db\":");
                 b.extend_from_slice(itoa::Buffer::new().format(*db).as_bytes());
                 b.push(b'}');
