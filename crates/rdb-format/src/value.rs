@@ -274,8 +274,9 @@ impl ArrayValue {
     }
 }
 
-/// Redis' text for an array double: the shortest text that reads back to the same value,
-/// integral values without an exponent, and `.0` when the text has no `.`, `e` or `E`.
+/// Redis' text for an array double (`d2string`, then `.0` when the text has no `.`, `e` or
+/// `E`): integral values up to 2^62 as integers, others as the shortest round-trip digits laid
+/// out as Redis' `fpconv_dtoa` lays them out.
 pub(crate) fn array_float_text(d: f64) -> String {
     if !d.is_finite() {
         return if d.is_nan() {
@@ -286,13 +287,15 @@ pub(crate) fn array_float_text(d: f64) -> String {
             "-inf".into()
         };
     }
-    let mut s = if d == d.trunc() && d.abs() < 1e17 {
-        // integral values print in integer form, as `d2string` does
-        format!("{d:.0}")
+    let mut s = if d == d.trunc() && d.abs() <= (i64::MAX / 2) as f64 {
+        // `double2ll` succeeds: `ll2string` (and "-0" for negative zero)
+        if d == 0.0 && d.is_sign_negative() {
+            "-0".to_owned()
+        } else {
+            (d as i64).to_string()
+        }
     } else {
-        let mut buf = ryu::Buffer::new();
-        let t = buf.format_finite(d);
-        redis_exponent(t)
+        fpconv_text(d)
     };
     if !s.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
         s.push_str(".0");
@@ -300,18 +303,88 @@ pub(crate) fn array_float_text(d: f64) -> String {
     s
 }
 
-/// ryu writes `1e20` / `1.5e-7`; `%.17g` (what Redis falls back to) writes `1e+20` / `1.5e-07`.
-fn redis_exponent(t: &str) -> String {
-    match t.find('e') {
-        None => t.to_owned(),
-        Some(i) => {
-            let (mant, exp) = (&t[..i], &t[i + 1..]);
-            let (sign, digits) = match exp.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', exp),
-            };
-            let pad = if digits.len() < 2 { "0" } else { "" };
-            format!("{mant}e{sign}{pad}{digits}")
+/// The layout rules of Redis' `fpconv_dtoa` (`emit_digits`) over the shortest digits.
+fn fpconv_text(d: f64) -> String {
+    let mut buf = ryu::Buffer::new();
+    let t = buf.format_finite(d.abs());
+    let (mant, exp) = match t.find('e') {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i32>().unwrap_or(0)),
+        None => (t, 0),
+    };
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    let mut digits: Vec<u8> = int
+        .bytes()
+        .chain(frac.bytes())
+        .skip_while(|&c| c == b'0')
+        .collect();
+    let mut k = exp - frac.len() as i32;
+    while digits.len() > 1 && digits.last() == Some(&b'0') {
+        digits.pop();
+        k += 1;
+    }
+    let n = digits.len() as i32;
+    let e = (k + n - 1).abs();
+    let mut out = String::new();
+    if d < 0.0 {
+        out.push('-');
+    }
+    let digits = String::from_utf8(digits).unwrap_or_default();
+    if k >= 0 && e < n + 7 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', k as usize));
+    } else if k < 0 && (k > -7 || e < 4) {
+        let offset = n + k;
+        if offset <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-offset) as usize));
+            out.push_str(&digits);
+        } else {
+            out.push_str(&digits[..offset as usize]);
+            out.push('.');
+            out.push_str(&digits[offset as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if n > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if k + n - 1 < 0 { '-' } else { '+' });
+        out.push_str(&e.to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::array_float_text as t;
+
+    #[test]
+    fn array_floats_print_as_redis_prints_them() {
+        for (d, want) in [
+            (1.0, "1.0"),
+            (-1.0, "-1.0"),
+            (3.25, "3.25"),
+            (0.1, "0.1"),
+            (-0.5, "-0.5"),
+            (-0.0, "-0.0"),
+            (1234.5, "1234.5"),
+            (999_999.0, "999999.0"),
+            (1.234_567_890_12, "1.23456789012"),
+            (1e-7, "1e-7"),
+            (1.5e-7, "1.5e-7"),
+            (0.000_123, "0.000123"),
+            (1e20, "1e+20"),
+            (5e18, "5e+18"),
+            (4e18, "4000000000000000000.0"),
+            (1e30, "1e+30"),
+            (1.5e300, "1.5e+300"),
+            (123_456.789e10, "1234567890000000.0"),
+        ] {
+            assert_eq!(t(d), want, "{d:e}");
+            // and the text reads back to the same double
+            assert_eq!(t(d).parse::<f64>().unwrap().to_bits(), d.to_bits(), "{d:e}");
         }
     }
 }

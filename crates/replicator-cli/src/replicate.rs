@@ -61,6 +61,10 @@ pub(crate) struct ReplicateArgs {
     /// Stop after the RDB snapshot.
     #[arg(long)]
     rdb_only: bool,
+    /// Try a snapshot whose RDB version this tool does not know (a newer master); decoding
+    /// stops at the first type or opcode it does not know.
+    #[arg(long)]
+    relaxed_version: bool,
     /// Continue from a saved position: `PSYNC REPLID OFFSET+1`.
     #[arg(long, value_name = "REPLID:OFFSET")]
     resume: Option<String>,
@@ -120,6 +124,7 @@ fn config(args: &ReplicateArgs) -> anyhow::Result<ClientConfig> {
         cfg.tls = Some(t);
     }
     cfg.replica.rdb_only = args.rdb_only;
+    cfg.replica.rdb.relaxed_version(args.relaxed_version);
     cfg.replica.ack_interval = Duration::from_millis(args.ack_interval.max(10));
     cfg.read_timeout = Duration::from_secs(args.read_timeout.max(1));
     if let Some(r) = &args.resume {

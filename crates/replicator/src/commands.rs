@@ -143,7 +143,13 @@ const STREAM: &[&str] = &[
     "XAUTOCLAIM",
     "XACK",
     "XREADGROUP",
+    // Redis 8.6 IDMP, 8.8 XNACK
+    "XCFGSET",
+    "XIDMPRECORD",
+    "XNACK",
 ];
+/// Redis 8.8 arrays: the write commands known here (others are treated like any-type commands).
+const ARRAY: &[&str] = &["ARSET", "ARINSERT", "ARRING"];
 
 /// The type of value a write command works on, or `None` for commands that work on keys of
 /// any type (`DEL`, `EXPIRE`, `RENAME`, `RESTORE`, …) or are not known here.
@@ -154,13 +160,14 @@ const STREAM: &[&str] = &[
 /// assert_eq!(value_type(b"DEL"), None);
 /// ```
 pub fn value_type(name: &[u8]) -> Option<ValueType> {
-    let tables: [(&[&str], ValueType); 6] = [
+    let tables: [(&[&str], ValueType); 7] = [
         (STRING, ValueType::String),
         (LIST, ValueType::List),
         (SET, ValueType::Set),
         (ZSET, ValueType::SortedSet),
         (HASH, ValueType::Hash),
         (STREAM, ValueType::Stream),
+        (ARRAY, ValueType::Array),
     ];
     tables.iter().find_map(|(names, t)| {
         names
