@@ -65,15 +65,24 @@ fn decode_every_way(data: &[u8]) -> usize {
     whole.max(streamed).max(dump)
 }
 
+fn rdb_files(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rdb_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rdb") {
+            out.push(std::fs::read(&p).unwrap());
+        }
+    }
+}
+
+/// The fixtures, the newest formats (RDB 13/14, Valkey 9) among them.
 fn fixtures() -> Vec<Vec<u8>> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata");
-    let mut v: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "rdb"))
-        .map(|e| std::fs::read(e.path()).unwrap())
-        .collect();
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata"));
+    let mut v = Vec::new();
+    rdb_files(root, &mut v);
     v.sort();
+    assert!(v.len() > 25);
     v
 }
 
@@ -84,7 +93,11 @@ proptest! {
     fn arbitrary_bytes_allocate_within_the_bound(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let mut input = b"REDIS0011".to_vec();
         input.extend_from_slice(&data);
-        for d in [&data[..], &input[..]] {
+        let mut newest = b"REDIS0014".to_vec();
+        newest.extend_from_slice(&data);
+        let mut valkey = b"VALKEY080".to_vec();
+        valkey.extend_from_slice(&data);
+        for d in [&data[..], &input[..], &newest[..], &valkey[..]] {
             let peak = decode_every_way(d);
             prop_assert!(peak <= bound(d.len()), "{} bytes of input made {} bytes of allocation", d.len(), peak);
         }
@@ -108,10 +121,17 @@ fn lying_lengths_do_not_allocate() {
     // the counter sees allocations at all
     assert!(peak_during(|| drop(std::hint::black_box(vec![1u8; 1 << 20]))) >= 1 << 20);
     // a 512 MiB string claimed in a few bytes, raw and LZF; a 4-billion-element list
-    let cases: [&[u8]; 3] = [
+    // and the new counts: array elements, IDMP producers and entries, slot-import ranges,
+    // NACK-zone IDs, key metadata items
+    let cases: [&[u8]; 8] = [
         b"REDIS0011\x00\x01k\x80\x1f\xff\xff\xffabc",
         b"REDIS0011\x00\x01k\xc3\x05\x80\x1f\xff\xff\xff\x00abcde",
         b"REDIS0011\x01\x01k\x80\xff\xff\xff\xff\x01a",
+        b"REDIS0014\x1c\x01k\x81\x00\x00\x00\xff\xff\xff\xff\xff\x00\x00\x00\x01a",
+        b"REDIS0013\x1a\x01k\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x40\x64\x40\x64\x80\xff\xff\xff\xff\x01p\x80\xff\xff\xff\xff",
+        b"VALKEY080\xf3\x01j\x81\x00\x00\xff\xff\xff\xff\xff\xff\x00\x00",
+        b"REDIS0014\x1b\x01k\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01g\x00\x00\x00\x00\x80\xff\xff\xff\xff",
+        b"REDIS0013\xf3\x01\x09\xf5\xc4\x28\x05\x80\x1f\xff\xff\xff",
     ];
     for c in cases {
         let peak = decode_every_way(c);
