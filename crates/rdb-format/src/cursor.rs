@@ -35,6 +35,8 @@ pub(crate) struct Cur<'a> {
     pub(crate) b: &'a [u8],
     pub(crate) p: usize,
     pub(crate) max_string: u64,
+    /// Read what Redis reads where we are stricter ([`crate::Config::lenient`]).
+    pub(crate) lenient: bool,
 }
 
 impl<'a> Cur<'a> {
@@ -43,6 +45,7 @@ impl<'a> Cur<'a> {
             b,
             p: 0,
             max_string,
+            lenient: false,
         }
     }
 
@@ -104,10 +107,16 @@ impl<'a> Cur<'a> {
         let at = self.p;
         match self.raw_len()? {
             Len::Len(n) => Ok(n),
+            // Redis' rdbLoadLen reads the marker's low 6 bits as the length
+            Len::Special(s) if self.lenient => Ok(u64::from(s)),
             Len::Special(s) => self.bad(
                 ErrorKind::Corrupt {
                     what: "length",
-                    why: format!("special encoding {s} where a length was expected"),
+                    why: format!(
+                        "byte {:#04x} (a string special encoding) where a length was expected \
+                         (--lenient reads it as {s}, as Redis does)",
+                        self.b[at]
+                    ),
                 },
                 at,
             ),
@@ -189,15 +198,20 @@ impl<'a> Cur<'a> {
             255 => Ok(f64::NEG_INFINITY),
             _ => {
                 let (s, e) = self.take(u64::from(n))?;
-                let parsed = std::str::from_utf8(&self.b[s..e])
-                    .ok()
-                    .and_then(parse_double);
+                let text = &self.b[s..e];
+                let parsed = std::str::from_utf8(text).ok().and_then(|t| {
+                    parse_double(t).or_else(|| self.lenient.then(|| number_prefix(t)).flatten())
+                });
                 match parsed {
                     Some(d) => Ok(d),
                     None => self.bad(
                         ErrorKind::Corrupt {
                             what: "double",
-                            why: "not a number".into(),
+                            why: format!(
+                                "{} is not a number (--lenient reads a number at its start, as \
+                                 Redis' sscanf does)",
+                                crate::error::Shown(text)
+                            ),
                         },
                         at,
                     ),
@@ -212,6 +226,16 @@ impl<'a> Cur<'a> {
 }
 
 /// Parses a double as Redis writes it as text (`inf`, `-inf`, `nan` included).
+/// The longest start of `t` that is a number, as `sscanf("%lg")` reads it (leading spaces
+/// skipped).
+fn number_prefix(t: &str) -> Option<f64> {
+    let t = t.trim_start();
+    (1..=t.len())
+        .rev()
+        .filter(|&n| t.is_char_boundary(n))
+        .find_map(|n| parse_double(&t[..n]))
+}
+
 pub(crate) fn parse_double(t: &str) -> Option<f64> {
     match t {
         "inf" | "+inf" => Some(f64::INFINITY),

@@ -61,6 +61,8 @@ pub struct Config {
     pub(crate) verify_checksum: bool,
     pub(crate) skip_values: bool,
     pub(crate) relaxed_version: bool,
+    pub(crate) dup_check_limit: usize,
+    pub(crate) lenient: bool,
 }
 
 impl Default for Config {
@@ -74,6 +76,8 @@ impl Default for Config {
             verify_checksum: true,
             skip_values: false,
             relaxed_version: false,
+            dup_check_limit: 1 << 20,
+            lenient: false,
         }
     }
 }
@@ -124,6 +128,25 @@ impl Config {
     /// is refused up front with an error that names it.
     pub fn relaxed_version(&mut self, on: bool) -> &mut Self {
         self.relaxed_version = on;
+        self
+    }
+
+    /// How many members of one hashtable-encoded set, hash or sorted set are remembered (as
+    /// 16-byte hashes) to find duplicates, which Redis refuses. Past it, later members are
+    /// still checked against the remembered ones, and [`Decoder::partial_checks`] counts the
+    /// key. Default 1,048,576 (about 32 MiB at most). Compact encodings are always checked
+    /// whole.
+    pub fn dup_check_limit(&mut self, n: usize) -> &mut Self {
+        self.dup_check_limit = n;
+        self
+    }
+
+    /// Read, as Redis does, the two things this decoder otherwise refuses as corrupt: a text
+    /// score with trailing bytes (`"1.5x"` is 1.5, as `sscanf` reads it) and a string
+    /// special-encoding byte where a length belongs (its low 6 bits are the length). Off by
+    /// default: the errors name the byte, and this gets out whatever Redis would load.
+    pub fn lenient(&mut self, on: bool) -> &mut Self {
+        self.lenient = on;
         self
     }
 
@@ -267,6 +290,34 @@ struct SeqState {
     acc: Acc,
     started: bool,
     damaged: Option<Error>,
+    /// Hashes of the members seen so far (sets, hashes, sorted sets), for duplicates.
+    seen: Seen,
+}
+
+/// Hashes of a collection's members (128-bit xxh3: a false duplicate is out of reach), up to
+/// a limit; past it the check goes on for the members already seen and is partial.
+#[derive(Debug, Default)]
+struct Seen {
+    set: std::collections::HashSet<u128, std::hash::BuildHasherDefault<U128Hasher>>,
+    partial: bool,
+}
+
+/// The members' hashes are uniform already: use their low bits as they are.
+#[derive(Default)]
+struct U128Hasher(u64);
+
+impl std::hash::Hasher for U128Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
 }
 
 #[derive(Debug)]
@@ -285,7 +336,7 @@ enum State {
 #[derive(Debug, Default, Clone)]
 struct Pending {
     start: Option<u64>,
-    expire_ms: Option<u64>,
+    expire_ms: Option<i64>,
     idle_s: Option<u64>,
     freq: Option<u8>,
     /// A KEY_META block was read: the next byte must be a value type.
@@ -384,6 +435,8 @@ pub struct Decoder {
     batch: Vec<BatchRec>,
     /// Reused buffer for checking LZF strings without keeping them.
     scratch: std::cell::Cell<Vec<u8>>,
+    /// Keys whose duplicate check stopped at the limit.
+    partial_checks: u64,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -478,7 +531,14 @@ impl Decoder {
             blob_raws: std::cell::Cell::new(Vec::new()),
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
+            partial_checks: 0,
         }
+    }
+
+    /// How many keys were too big to be checked for duplicate members in full
+    /// ([`Config::dup_check_limit`]).
+    pub fn partial_checks(&self) -> u64 {
+        self.partial_checks
     }
 
     /// The RDB version from the header (0 before it was read).
@@ -702,6 +762,7 @@ impl Decoder {
         let start = self.pos;
         let b = src.bytes();
         let mut c = Cur::new(b, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
         let op = match c.u8() {
             Ok(op) => op,
             Err(s) => {
@@ -774,14 +835,14 @@ impl Decoder {
                 let secs = u32::from_le_bytes(p!(c.array()));
                 self.consume(src, c.p);
                 self.pending.start.get_or_insert(start);
-                self.pending.expire_ms = Some(u64::from(secs) * 1000);
+                self.pending.expire_ms = Some(i64::from(secs) * 1000);
             }
             0xFC => {
                 self.expect = "EXPIRETIME_MS";
                 let ms = p!(self.ms_time(&mut c));
                 self.consume(src, c.p);
                 self.pending.start.get_or_insert(start);
-                self.pending.expire_ms = Some(ms);
+                self.pending.expire_ms = Some(ms as i64);
             }
             0xFB => {
                 self.expect = "RESIZEDB";
@@ -1016,9 +1077,9 @@ impl Decoder {
             let at = c.p;
             let op = c.u8().ok()?;
             match op {
-                0xFC => meta.expire_ms = Some(c.u64_le().ok()?),
+                0xFC => meta.expire_ms = Some(c.u64_le().ok()? as i64),
                 0xFD => {
-                    meta.expire_ms = Some(u64::from(u32::from_le_bytes(c.array().ok()?)) * 1000)
+                    meta.expire_ms = Some(i64::from(u32::from_le_bytes(c.array().ok()?)) * 1000)
                 }
                 0xF8 => meta.idle_s = Some(c.len().ok()?),
                 0xF9 => meta.freq = Some(c.u8().ok()?),
@@ -1073,6 +1134,7 @@ impl Decoder {
         self.expect = type_name(ty, self.flavor);
         let b = src.bytes();
         let mut c = Cur::new(b, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
         macro_rules! p {
             ($e:expr) => {
                 match $e {
@@ -1105,6 +1167,7 @@ impl Decoder {
                 acc,
                 started: false,
                 damaged: None,
+                seen: Seen::default(),
             }))
         };
         match ty {
@@ -1254,11 +1317,6 @@ impl Decoder {
                 self.emit_whole(head, Value::Module(ModuleValue { name, encver, raw }));
             }
             Whole::Blob(s) => {
-                let blob_at = base
-                    + match s {
-                        SRef::Raw(a, _) | SRef::Lzf(a, _, _) => a as u64,
-                        SRef::Int(_) => 0,
-                    };
                 let blob = self.mat_bytes(chunk, base, s)?;
                 let mut scratch = self.blob_raws.take();
                 let decoded = decode_blob(
@@ -1272,14 +1330,7 @@ impl Decoder {
                     Ok(Some(v)) => self.emit_whole(head, v),
                     Ok(None) => self.emit_checked(head),
                     Err(e) => {
-                        let err = Error::new(
-                            ErrorKind::Corrupt {
-                                what: e.what,
-                                why: e.why,
-                            },
-                            blob_at + e.pos as u64,
-                        )
-                        .with_context(&self.ctx);
+                        let err = blob_error(e, base, s).with_context(&self.ctx);
                         if self.config.recovery != Recovery::Skip {
                             return Err(err);
                         }
@@ -1338,6 +1389,7 @@ impl Decoder {
         let start = self.pos;
         let b = src.bytes();
         let mut c = Cur::new(b, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
         let mut raws = std::mem::take(&mut self.seq_raws);
         raws.clear();
         let mut done_at = 0;
@@ -1397,7 +1449,10 @@ impl Decoder {
         let chunk = self.consume(src, done_at);
         seq.remaining -= raws.len() as u64;
         for r in raws.drain(..) {
-            if let Err(e) = self.push_raw(&mut seq, &chunk, start, r) {
+            let res = self
+                .check_member(&mut seq, &chunk, start, &r)
+                .and_then(|()| self.push_raw(&mut seq, &chunk, start, r));
+            if let Err(e) = res {
                 let e = e.with_context(&self.ctx);
                 if self.config.recovery == Recovery::Skip && seq.damaged.is_none() {
                     seq.damaged = Some(e);
@@ -1500,7 +1555,7 @@ impl Decoder {
 
     /// Checks an element without building it (skip-values mode).
     fn check_raw(&self, seq: &SeqState, chunk: &Bytes, base: u64, r: RawEl) -> Result<()> {
-        let blob_err = |e: BlobError, at: usize| blob_error(e, base + at as u64);
+        let blob_err = |e: BlobError, s: SRef| blob_error(e, base, s);
         match r {
             RawEl::One(s) | RawEl::Scored(s, _) => self.check_sref(chunk, base, s),
             RawEl::Array(_, ArrRaw::Str(s) | ArrRaw::Short(s)) => self.check_sref(chunk, base, s),
@@ -1518,15 +1573,85 @@ impl Decoder {
                     (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, |_| Ok(())),
                     _ => return Err(bad_container(container, base + at as u64)),
                 }
-                .map_err(|e| blob_err(e, at))
+                .map_err(|e| blob_err(e, s))
             }
-            RawEl::Stream(id, lp) => {
-                let at = sref_at(lp);
+            RawEl::Stream(id, lp_ref) => {
                 let id = self.mat_bytes(chunk, base, id)?;
-                let lp = self.mat_bytes(chunk, base, lp)?;
-                stream_node(&id, &lp, None).map_err(|e| blob_err(e, at))
+                let lp = self.mat_bytes(chunk, base, lp_ref)?;
+                stream_node(&id, &lp, None).map_err(|e| blob_err(e, lp_ref))
             }
         }
+    }
+
+    /// What Redis refuses in a set, hash or sorted set element by element: a member seen
+    /// before, a NaN score.
+    fn check_member(
+        &mut self,
+        seq: &mut SeqState,
+        chunk: &Bytes,
+        base: u64,
+        r: &RawEl,
+    ) -> Result<()> {
+        let (member, what) = match (seq.kind, r) {
+            (SeqKind::Set, RawEl::One(m)) => (*m, "set"),
+            (SeqKind::Zset1 | SeqKind::Zset2, RawEl::Scored(m, score)) => {
+                if score.is_nan() {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt {
+                            what: "sorted set",
+                            why: "NaN score".into(),
+                        },
+                        base + sref_at(*m) as u64,
+                    ));
+                }
+                (*m, "sorted set")
+            }
+            (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Two(f, _))
+            | (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Ttl(_, f, _)) => {
+                (*f, "hash")
+            }
+            _ => return Ok(()),
+        };
+        if seq.seen.set.len() >= self.config.dup_check_limit {
+            if !seq.seen.partial {
+                seq.seen.partial = true;
+                self.partial_checks += 1;
+            }
+            return Ok(());
+        }
+        let h = self.sref_hash(chunk, base, member)?;
+        if !seq.seen.set.insert(h) {
+            return Err(Error::new(
+                ErrorKind::Corrupt {
+                    what,
+                    why: format!(
+                        "duplicate {} {}",
+                        if what == "hash" { "field" } else { "member" },
+                        crate::error::Shown(&self.mat_bytes(chunk, base, member)?)
+                    ),
+                },
+                base + sref_at(member) as u64,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The 128-bit hash of a string's text (integers as decimal, LZF decompressed and checked).
+    fn sref_hash(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<u128> {
+        use xxhash_rust::xxh3::xxh3_128;
+        Ok(match r {
+            SRef::Raw(a, b) => xxh3_128(&chunk[a..b]),
+            SRef::Int(i) => xxh3_128(itoa::Buffer::new().format(i).as_bytes()),
+            SRef::Lzf(s, e, ulen) => {
+                let mut scratch = self.scratch.take();
+                scratch.clear();
+                let ok = crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut scratch);
+                let h = xxh3_128(&scratch);
+                self.scratch.set(scratch);
+                ok.ok_or_else(|| Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64))?;
+                h
+            }
+        })
     }
 
     /// Only LZF strings can be wrong once framed: decompress them (into a reused buffer) to
@@ -1546,7 +1671,7 @@ impl Decoder {
         if self.config.skip_values {
             return self.check_raw(seq, chunk, base, r);
         }
-        let blob_err = |e: BlobError, at: usize| blob_error(e, base + at as u64);
+        let blob_err = |e: BlobError, s: SRef| blob_error(e, base, s);
         match (&mut seq.acc, r) {
             (Acc::List(v) | Acc::Set(v), RawEl::One(s)) => v.push(self.mat(chunk, base, s)?),
             (Acc::Array(v), RawEl::Array(index, a)) => v.push(ArrayItem {
@@ -1593,13 +1718,12 @@ impl Decoder {
                     (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, push),
                     _ => return Err(bad_container(container, base + at as u64)),
                 }
-                .map_err(|e| blob_err(e, at))?;
+                .map_err(|e| blob_err(e, s))?;
             }
-            (Acc::Stream(v), RawEl::Stream(id, lp)) => {
-                let at = sref_at(lp);
+            (Acc::Stream(v), RawEl::Stream(id, lp_ref)) => {
                 let id = self.mat_bytes(chunk, base, id)?;
-                let lp = self.mat_bytes(chunk, base, lp)?;
-                stream_node(&id, &lp, Some(v)).map_err(|e| blob_err(e, at))?;
+                let lp = self.mat_bytes(chunk, base, lp_ref)?;
+                stream_node(&id, &lp, Some(v)).map_err(|e| blob_err(e, lp_ref))?;
             }
             _ => unreachable!("raw element kind always matches the accumulator"),
         }
@@ -1614,6 +1738,7 @@ impl Decoder {
         let start = self.pos;
         let b = src.bytes();
         let mut c = Cur::new(b, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
         match stream_tail(&mut c, ty) {
             Ok(raw) => {
                 let chunk = self.consume(src, c.p);
@@ -1636,14 +1761,19 @@ fn sref_at(s: SRef) -> usize {
     }
 }
 
-fn blob_error(e: BlobError, blob_at: u64) -> Error {
-    Error::new(
-        ErrorKind::Corrupt {
-            what: e.what,
-            why: e.why,
-        },
-        blob_at + e.pos as u64,
-    )
+/// An error inside a blob stored at `s` in a unit that starts at `base`: the file offset of
+/// the faulty byte, or for an LZF-compressed blob the offset of the compressed data with the
+/// position inside the decompressed bytes in the message.
+fn blob_error(e: BlobError, base: u64, s: SRef) -> Error {
+    let (at, why) = match s {
+        SRef::Lzf(a, _, _) => (
+            base + a as u64,
+            format!("{} (at byte {} of the decompressed blob)", e.why, e.pos),
+        ),
+        SRef::Raw(a, _) => (base + (a + e.pos) as u64, e.why),
+        SRef::Int(_) => (base, e.why),
+    };
+    Error::new(ErrorKind::Corrupt { what: e.what, why }, at)
 }
 
 fn bad_container(container: u64, at: u64) -> Error {
@@ -1911,6 +2041,37 @@ fn decode_blob(
             2 => "odd number of elements in a map or sorted set",
             _ => "hash listpack with TTLs is not made of triples",
         }));
+    }
+    // members of sets, fields of hashes and members of sorted sets are unique (Redis checks
+    // them in every encoding); an intset checked its own order already
+    if ty != 10 && ty != 11 {
+        let mut seen = std::collections::HashSet::with_capacity(raws.len() / per);
+        let mut text = itoa::Buffer::new();
+        for r in raws.iter().step_by(per) {
+            let (b, at): (&[u8], usize) = match *r {
+                encodings::Raw::Range(a, e) => (&blob[a..e], a),
+                encodings::Raw::Int(i) => (text.format(i).as_bytes(), 0),
+            };
+            if !seen.insert(xxhash_rust::xxh3::xxh3_128(b)) {
+                return Err(BlobError {
+                    what: match ty {
+                        12 | 17 => "sorted set",
+                        20 => "set",
+                        _ => "hash",
+                    },
+                    why: format!(
+                        "duplicate {} {}",
+                        if matches!(ty, 12 | 17 | 20) {
+                            "member"
+                        } else {
+                            "field"
+                        },
+                        crate::error::Shown(b)
+                    ),
+                    pos: at,
+                });
+            }
+        }
     }
     let score = |r: encodings::Raw| -> Result<f64, BlobError> {
         match r {

@@ -1183,7 +1183,7 @@ impl<W: Write> Encoder<W> {
         self.dropped.add(dropped);
         if let Some(ms) = head.expire_ms {
             self.buf.put_u8(0xFC);
-            self.buf.put_u64_le(ms);
+            self.buf.put_i64_le(ms);
         }
         if let Some(idle) = head.idle_s {
             self.buf.put_u8(0xF8);

@@ -78,7 +78,10 @@ fn sext(v: u64, bits: u32) -> i64 {
     ((v << shift) as i64) >> shift
 }
 
-/// Walks a ziplist, calling `f` for each element.
+/// Walks a ziplist, calling `f` for each element, with the checks of Redis'
+/// `ziplistValidateIntegrity` (deep): `zlbytes`, the end byte, every entry's `prevlen` against
+/// the entry before it, `zltail` against the last entry, and `zllen` (65535 = unknown) against
+/// the count.
 pub(crate) fn ziplist(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
     const W: &str = "ziplist";
     let header = get(b, 0, 10, W)?;
@@ -90,36 +93,58 @@ pub(crate) fn ziplist(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
             format!("header says {zlbytes} bytes, blob has {}", b.len()),
         );
     }
+    if b.len() < 11 || b[b.len() - 1] != 0xFF {
+        return err(W, b.len().saturating_sub(1), "no end byte (0xff)");
+    }
+    let zltail = le(&header[4..8]) as usize;
+    let zllen = le(&header[8..10]) as usize;
     let mut pos = 10;
+    let mut prev_len = 0usize;
+    let mut last = None;
+    let mut count = 0usize;
     loop {
+        let start = pos;
         let first = get(b, pos, 1, W)?[0];
         if first == 0xFF {
             if pos + 1 != b.len() {
                 return err(W, pos, "end marker before the end of the blob");
             }
-            return Ok(());
+            break;
         }
-        // prevlen
-        pos += if first < 254 { 1 } else { 5 };
+        // prevlen: the previous entry's length, 1 byte or 0xFE + 4 bytes
+        let prevlen = if first < 254 {
+            pos += 1;
+            usize::from(first)
+        } else {
+            let x = get(b, pos + 1, 4, W)?;
+            pos += 5;
+            le(x) as usize
+        };
+        if prevlen != prev_len {
+            return err(
+                W,
+                start,
+                format!(
+                    "entry {count} says the entry before it is {prevlen} bytes, it is {prev_len}"
+                ),
+            );
+        }
         let enc = get(b, pos, 1, W)?[0];
         let elem = match enc >> 6 {
             0 => {
                 let len = usize::from(enc & 0x3F);
                 pos += 1;
-                let s = get(b, pos, len, W)?;
-                let _ = s;
-                let e = Raw::Range(pos, pos + len);
+                get(b, pos, len, W)?;
                 pos += len;
-                e
+                Raw::Range(pos - len, pos)
             }
             1 => {
                 let x = get(b, pos, 2, W)?;
                 let len = (usize::from(x[0] & 0x3F) << 8) | usize::from(x[1]);
                 pos += 2;
                 get(b, pos, len, W)?;
-                let e = Raw::Range(pos, pos + len);
                 pos += len;
-                e
+                Raw::Range(pos - len, pos)
             }
             2 => {
                 if enc != 0x80 {
@@ -129,9 +154,8 @@ pub(crate) fn ziplist(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
                 let len = u32::from_be_bytes([x[0], x[1], x[2], x[3]]) as usize;
                 pos += 5;
                 get(b, pos, len, W)?;
-                let e = Raw::Range(pos, pos + len);
                 pos += len;
-                e
+                Raw::Range(pos - len, pos)
             }
             _ => {
                 pos += 1;
@@ -153,11 +177,71 @@ pub(crate) fn ziplist(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
                 }
             }
         };
+        // an entry may not run into the end byte
+        if pos > b.len() - 1 {
+            return err(W, start, "entry runs past the end byte");
+        }
+        prev_len = pos - start;
+        last = Some(start);
+        count += 1;
         f(elem)?;
+    }
+    match last {
+        Some(l) if l != zltail => {
+            return err(
+                W,
+                4,
+                format!("zltail is {zltail}, the last entry is at {l}"),
+            );
+        }
+        None if zltail > b.len() - 1 => {
+            return err(W, 4, format!("zltail {zltail} is past the end"));
+        }
+        _ => {}
+    }
+    if zllen != 0xFFFF && zllen != count {
+        return err(
+            W,
+            8,
+            format!("zllen is {zllen}, the ziplist holds {count} entries"),
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of a listpack entry's back-length for an entry of `l` bytes (`lpEncodeBacklen`).
+fn backlen_size(l: usize) -> usize {
+    match l {
+        0..=127 => 1,
+        128..=16_382 => 2,
+        16_383..=2_097_150 => 3,
+        2_097_151..=268_435_454 => 4,
+        _ => 5,
     }
 }
 
-/// Walks a listpack, calling `f` for each element.
+/// Reads a back-length ending at `end` (exclusive), as `lpDecodeBacklen` does.
+fn decode_backlen(b: &[u8], end: usize) -> Option<u64> {
+    let mut val = 0u64;
+    let mut shift = 0;
+    let mut p = end.checked_sub(1)?;
+    loop {
+        let x = b[p];
+        val |= u64::from(x & 127) << shift;
+        if x & 128 == 0 {
+            return Some(val);
+        }
+        shift += 7;
+        if shift > 28 {
+            return None;
+        }
+        p = p.checked_sub(1)?;
+    }
+}
+
+/// Walks a listpack, calling `f` for each element, with the checks of Redis'
+/// `lpValidateIntegrity` (deep): total bytes, the end byte, every entry's back-length, and the
+/// element count (65535 = unknown).
 pub(crate) fn listpack(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
     const W: &str = "listpack";
     let header = get(b, 0, 6, W)?;
@@ -169,6 +253,11 @@ pub(crate) fn listpack(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
             format!("header says {total} bytes, blob has {}", b.len()),
         );
     }
+    if b.len() < 7 || b[b.len() - 1] != 0xFF {
+        return err(W, b.len().saturating_sub(1), "no end byte (0xff)");
+    }
+    let numele = le(&header[4..6]) as usize;
+    let mut count = 0usize;
     let mut pos = 6;
     loop {
         let start = pos;
@@ -177,7 +266,7 @@ pub(crate) fn listpack(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
             if pos + 1 != b.len() {
                 return err(W, pos, "end marker before the end of the blob");
             }
-            return Ok(());
+            break;
         } else if enc & 0x80 == 0 {
             pos += 1;
             Raw::Int(i64::from(enc))
@@ -222,22 +311,36 @@ pub(crate) fn listpack(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
                 Raw::Int(sext(le(x), bits as u32))
             }
         };
-        // backlen: the entry's own length, 7 bits per byte
+        // backlen: the entry's own length, 7 bits per byte, read from its last byte backwards
         let entry_len = pos - start;
-        let backlen = match entry_len {
-            0..=127 => 1,
-            128..=16383 => 2,
-            16384..=2_097_151 => 3,
-            2_097_152..=268_435_455 => 4,
-            _ => 5,
-        };
-        get(b, pos, backlen, W)?;
-        pos += backlen;
+        let size = backlen_size(entry_len);
+        get(b, pos, size, W)?;
+        pos += size;
+        if pos > b.len() - 1 {
+            return err(W, start, "entry runs past the end byte");
+        }
+        if decode_backlen(b, pos) != Some(entry_len as u64) {
+            return err(
+                W,
+                pos - size,
+                format!("entry {count} is {entry_len} bytes, its back-length says otherwise"),
+            );
+        }
+        count += 1;
         f(elem)?;
     }
+    if numele != 0xFFFF && numele != count {
+        return err(
+            W,
+            4,
+            format!("header says {numele} elements, the listpack holds {count}"),
+        );
+    }
+    Ok(())
 }
 
-/// Walks an intset, calling `f` for each member.
+/// Walks an intset, calling `f` for each member, with the checks of Redis'
+/// `intsetValidateIntegrity` (deep): the encoding, the size, not empty, strictly ascending.
 pub(crate) fn intset(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
     const W: &str = "intset";
     let header = get(b, 0, 8, W)?;
@@ -259,18 +362,40 @@ pub(crate) fn intset(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
             );
         }
     }
+    if count == 0 {
+        return err(W, 4, "an empty intset");
+    }
+    let mut prev = None;
     for i in 0..count {
-        let x = &b[8 + i * width..8 + (i + 1) * width];
-        f(Raw::Int(sext(le(x), (width * 8) as u32)))?;
+        let at = 8 + i * width;
+        let v = sext(le(&b[at..at + width]), (width * 8) as u32);
+        if prev.is_some_and(|p| v <= p) {
+            let why = if prev == Some(v) {
+                format!("member {v} twice")
+            } else {
+                format!(
+                    "member {v} after {} (not ascending)",
+                    prev.unwrap_or_default()
+                )
+            };
+            return err(W, at, why);
+        }
+        prev = Some(v);
+        f(Raw::Int(v))?;
     }
     Ok(())
 }
 
-/// Walks a zipmap, calling `f` for each (field, value).
+/// Walks a zipmap, calling `f` for each (field, value), with the checks of Redis'
+/// `zipmapValidateIntegrity` (deep): the end byte, every length inside the blob, not empty, and
+/// the count byte (when below 254) against the pairs.
 pub(crate) fn zipmap(b: &[u8], mut f: impl FnMut(Raw, Raw) -> R<()>) -> R<()> {
     const W: &str = "zipmap";
     let mut pos = 1;
-    get(b, 0, 1, W)?;
+    let zmlen = usize::from(get(b, 0, 1, W)?[0]);
+    if b.len() < 2 || b[b.len() - 1] != 0xFF {
+        return err(W, b.len().saturating_sub(1), "no end byte (0xff)");
+    }
     let read_len = |pos: &mut usize| -> R<Option<usize>> {
         let first = get(b, *pos, 1, W)?[0];
         match first {
@@ -290,12 +415,13 @@ pub(crate) fn zipmap(b: &[u8], mut f: impl FnMut(Raw, Raw) -> R<()>) -> R<()> {
             }
         }
     };
+    let mut count = 0usize;
     loop {
         let Some(klen) = read_len(&mut pos)? else {
             if pos + 1 != b.len() {
                 return err(W, pos, "end marker before the end of the blob");
             }
-            return Ok(());
+            break;
         };
         get(b, pos, klen, W)?;
         let field = Raw::Range(pos, pos + klen);
@@ -308,8 +434,23 @@ pub(crate) fn zipmap(b: &[u8], mut f: impl FnMut(Raw, Raw) -> R<()>) -> R<()> {
         get(b, pos, vlen + free, W)?;
         let value = Raw::Range(pos, pos + vlen);
         pos += vlen + free;
+        if pos > b.len() - 1 {
+            return err(W, pos, "pair runs past the end byte");
+        }
+        count += 1;
         f(field, value)?;
     }
+    if count == 0 {
+        return err(W, 0, "an empty zipmap");
+    }
+    if zmlen < 254 && zmlen != count {
+        return err(
+            W,
+            0,
+            format!("count byte says {zmlen} pairs, the zipmap holds {count}"),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

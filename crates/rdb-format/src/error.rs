@@ -211,11 +211,11 @@ impl fmt::Display for Error {
                 write!(f, ", type/opcode {op}")?;
             }
             if let Some(key) = &c.key {
-                write!(f, ", key {:?}", String::from_utf8_lossy(key))?;
+                write!(f, ", key {}", Shown(key))?;
             }
             write!(f, ")")?;
         } else if let Some(key) = &c.key {
-            write!(f, " (key {:?})", String::from_utf8_lossy(key))?;
+            write!(f, " (key {})", Shown(key))?;
         }
         Ok(())
     }
@@ -224,6 +224,50 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.inner.kind)
+    }
+}
+
+/// Bytes as they are safe to print in a message: in double quotes, printable ASCII as is,
+/// `\"`, `\\`, and every other byte as `\xNN` (no control character or escape sequence
+/// reaches a terminal); cut after 200 bytes, with the full length given.
+///
+/// ```
+/// let key = b"\x1b[31mred\x07";
+/// assert_eq!(rdb_format::Shown(key).to_string(), r#""\x1b[31mred\x07""#);
+/// let long = vec![b'a'; 1000];
+/// assert!(rdb_format::Shown(&long).to_string().ends_with("\"... (1000 bytes)"));
+/// ```
+#[derive(Clone, Copy)]
+pub struct Shown<'a>(pub &'a [u8]);
+
+impl Shown<'_> {
+    /// Bytes shown before a value is cut.
+    pub const MAX: usize = 200;
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        f.write_str("\"")?;
+        for &c in &b[..b.len().min(Self::MAX)] {
+            match c {
+                b'"' => f.write_str("\\\"")?,
+                b'\\' => f.write_str("\\\\")?,
+                0x20..=0x7e => write!(f, "{}", char::from(c))?,
+                _ => write!(f, "\\x{c:02x}")?,
+            }
+        }
+        f.write_str("\"")?;
+        if b.len() > Self::MAX {
+            write!(f, "... ({} bytes)", b.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

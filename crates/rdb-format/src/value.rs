@@ -667,8 +667,9 @@ pub struct KeyHead {
     pub encoding: Encoding,
     /// The RDB type byte.
     pub type_byte: u8,
-    /// Absolute expiry, unix ms.
-    pub expire_ms: Option<u64>,
+    /// Absolute expiry, unix ms, signed as Redis reads it: a negative time is a key that was
+    /// already expired when written (Redis drops it when loading the file as a master).
+    pub expire_ms: Option<i64>,
     /// LRU idle seconds (RDB 9 `IDLE`).
     pub idle_s: Option<u64>,
     /// LFU counter (RDB 9 `FREQ`).

@@ -31,7 +31,8 @@ impl Source {
             .chunk_threshold(usize::MAX)
             .string_piece(u64::MAX)
             .verify_checksum(!args.no_checksum)
-            .relaxed_version(args.relaxed_version);
+            .relaxed_version(args.relaxed_version)
+            .lenient(args.lenient);
         if is_aof(&args.file)? {
             let opts = aof_manifest::Options {
                 rdb: config,
@@ -91,10 +92,10 @@ pub(crate) fn to_rdb(args: &DumpArgs) -> anyhow::Result<ExitCode> {
         let item = match got {
             Got::Item(i) => i,
             Got::Command(c) => anyhow::bail!(
-                "{}: the AOF has commands after its RDB part (first: {:?} at offset {}); turning \
+                "{}: the AOF has commands after its RDB part (first: {} at offset {}); turning \
                  commands into data needs a server: load the AOF and SAVE",
                 args.file.display(),
-                String::from_utf8_lossy(c.cmd.arg(0).unwrap_or_default()),
+                rdb_format::Shown(c.cmd.arg(0).unwrap_or_default()),
                 c.offset
             ),
         };
@@ -164,10 +165,7 @@ pub(crate) fn restore(args: &DumpArgs) -> anyhow::Result<ExitCode> {
                     let (payload, d) =
                         rdb_format::dump_payload_counted(&rec.value, &rec.head.key_meta, c)
                             .map_err(|e| {
-                                anyhow::anyhow!(
-                                    "key {:?}: {e}",
-                                    String::from_utf8_lossy(&rec.head.key)
-                                )
+                                anyhow::anyhow!("key {}: {e}", rdb_format::Shown(&rec.head.key))
                             })?;
                     dropped.add(d);
                     sink.restore(&rec.head, &payload, true)?;

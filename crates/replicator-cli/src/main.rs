@@ -114,6 +114,10 @@ struct DumpArgs {
     /// decoding stops at the first type or opcode it does not know.
     #[arg(long)]
     relaxed_version: bool,
+    /// Read what Redis reads where this tool is stricter: a text score with trailing bytes
+    /// ("1.5x" as 1.5) and a string-encoding byte where a length belongs.
+    #[arg(long)]
+    lenient: bool,
     /// `--format rdb` / `--restore`: no LZF compression (`rdbcompression no`).
     #[arg(long)]
     no_compression: bool,
@@ -137,6 +141,13 @@ struct CheckArgs {
     /// checking stops at the first type or opcode it does not know.
     #[arg(long)]
     relaxed_version: bool,
+    /// Accept what Redis accepts where this tool is stricter (see `dump --lenient`).
+    #[arg(long)]
+    lenient: bool,
+    /// Members of one big set, hash or sorted set remembered to find duplicates (16 bytes
+    /// each); past it the check is partial and says so.
+    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    dup_check_limit: usize,
     /// AOF: cut the last file at its last valid command, after copying it to a backup.
     #[arg(long)]
     fix: bool,
@@ -228,6 +239,14 @@ impl Input {
             Self::Mapped(r) => r.decoder().version(),
             Self::Stream(r) => r.decoder().version(),
             Self::Prefetched(r) => r.decoder().version(),
+        }
+    }
+
+    fn partial_checks(&self) -> u64 {
+        match self {
+            Self::Mapped(r) => r.decoder().partial_checks(),
+            Self::Stream(r) => r.decoder().partial_checks(),
+            Self::Prefetched(r) => r.decoder().partial_checks(),
         }
     }
 }
@@ -324,6 +343,7 @@ fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     config
         .verify_checksum(!args.no_checksum)
         .relaxed_version(args.relaxed_version)
+        .lenient(args.lenient)
         // count and keys need no values: check them without building them
         .skip_values(matches!(args.format, Format::Count | Format::Keys));
     let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
@@ -498,17 +518,29 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::default();
     config
         .skip_values(true)
-        .relaxed_version(args.relaxed_version);
+        .relaxed_version(args.relaxed_version)
+        .lenient(args.lenient)
+        .dup_check_limit(args.dup_check_limit);
     let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
     let progress = Progress::new(len);
     // keys per db and type (indexed as TYPE_NAMES)
     let mut per_db: BTreeMap<u64, [u64; 8]> = BTreeMap::new();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // keys with an expiry; of them already expired; of them with a negative time
+    let mut expiries = [0u64; 3];
     let mut tally = |head: &KeyHead| {
         let t = TYPE_NAMES
             .iter()
             .position(|n| *n == head.value_type.name())
             .unwrap_or(0);
         per_db.entry(head.db).or_default()[t] += 1;
+        if let Some(ms) = head.expire_ms {
+            expiries[0] += 1;
+            expiries[1] += u64::from(ms < now_ms);
+            expiries[2] += u64::from(ms < 0);
+        }
     };
     let mut checksum = None;
     let mut header = None;
@@ -564,6 +596,18 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "db {db}: {keys} keys ({})", detail.join(", "))?;
     }
     writeln!(out, "keys: {total}")?;
+    writeln!(
+        out,
+        "expires: {} (already expired: {}, with a negative time: {})",
+        expiries[0], expiries[1], expiries[2]
+    )?;
+    let partial = input.partial_checks();
+    if partial > 0 {
+        writeln!(
+            out,
+            "duplicate check: partial for {partial} keys with more members than the limit"
+        )?;
+    }
     match result {
         Ok(()) => {
             match checksum {
@@ -583,9 +627,9 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("While reading: {doing}");
             }
             match e.context().key.as_ref() {
-                Some(k) => eprintln!("Key: {}", String::from_utf8_lossy(k)),
+                Some(k) => eprintln!("Key: {}", rdb_format::Shown(k)),
                 None if !last_key.is_empty() => {
-                    eprintln!("Last key read: {}", String::from_utf8_lossy(&last_key));
+                    eprintln!("Last key read: {}", rdb_format::Shown(&last_key));
                 }
                 None => {}
             }

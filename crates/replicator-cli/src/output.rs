@@ -306,7 +306,9 @@ impl<W: Write> Sink for JsonSink<W> {
         b.extend_from_slice(b",\"type\":");
         json_str(b, head.value_type.name());
         if let Some(ms) = head.expire_ms {
-            json_u64(b, "expire_ms", ms);
+            // negative: already expired when written
+            b.extend_from_slice(b",\"expire_ms\":");
+            b.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes());
         }
         if let Some(idle) = head.idle_s {
             json_u64(b, "idle_s", idle);
@@ -889,9 +891,10 @@ impl<W: Write> RespSink<W> {
     /// has them.
     pub(crate) fn restore(&mut self, head: &KeyHead, payload: &[u8], lru: bool) -> io::Result<()> {
         self.select(head.db)?;
+        // RESTORE takes no negative time: a key expired before 1970 is as expired at 1 ms
         let ttl = head
             .expire_ms
-            .map_or_else(|| "0".to_owned(), |ms| ms.to_string());
+            .map_or_else(|| "0".to_owned(), |ms| ms.max(1).to_string());
         let mut args: Vec<&[u8]> = vec![b"RESTORE", &head.key, ttl.as_bytes(), payload];
         if head.expire_ms.is_some() {
             args.push(b"ABSTTL");
@@ -962,8 +965,8 @@ impl<W: Write> Sink for RespSink<W> {
         self.array.clear();
         if head.value_type == ValueType::Array && self.level() < 14 {
             return Err(io::Error::other(format!(
-                "key {:?}: an array needs a Redis 8.8 target (RDB 14); the target is RDB {}",
-                String::from_utf8_lossy(&head.key),
+                "key {}: an array needs a Redis 8.8 target (RDB 14); the target is RDB {}",
+                rdb_format::Shown(&head.key),
                 self.target.unwrap_or(self.version)
             )));
         }
@@ -1116,10 +1119,7 @@ impl<W: Write> Sink for RespSink<W> {
                 let cfg = rdb_format::EncodeConfig::new(14).map_err(io::Error::other)?;
                 let payload = rdb_format::dump_payload_with_meta(&value, &head.key_meta, &cfg)
                     .map_err(|e| {
-                        io::Error::other(format!(
-                            "key {:?}: {e}",
-                            String::from_utf8_lossy(&head.key)
-                        ))
+                        io::Error::other(format!("key {}: {e}", rdb_format::Shown(&head.key)))
                     })?;
                 self.restore(head, &payload, false)?;
             }
