@@ -1612,15 +1612,18 @@ impl Decoder {
             }
             _ => return Ok(()),
         };
-        if seq.seen.set.len() >= self.config.dup_check_limit {
+        let h = self.sref_hash(chunk, base, member)?;
+        let dup = if seq.seen.set.len() < self.config.dup_check_limit {
+            !seq.seen.set.insert(h)
+        } else {
+            // past the limit: still checked against the members remembered
             if !seq.seen.partial {
                 seq.seen.partial = true;
                 self.partial_checks += 1;
             }
-            return Ok(());
-        }
-        let h = self.sref_hash(chunk, base, member)?;
-        if !seq.seen.set.insert(h) {
+            seq.seen.set.contains(&h)
+        };
+        if dup {
             return Err(Error::new(
                 ErrorKind::Corrupt {
                     what,

@@ -5,3 +5,4 @@ mod dump_real;
 mod encode;
 mod newest;
 mod robustness;
+mod validation;

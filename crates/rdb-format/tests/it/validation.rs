@@ -1,0 +1,253 @@
+//! Validation as deep as Redis' own (`sanitize-dump-payload yes`): every one-key file of
+//! `testdata/differential/` gets the verdict Redis 7.0 gives, with an error that names the
+//! damage and its offset; duplicates in every encoding; `lenient`; errors inside LZF blobs.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use rdb_format::{BytesReader, Config, ErrorKind, Item, Value};
+use test_support::rdb::{eof_unchecked, len, string};
+
+fn read(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/differential")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn decode(data: &[u8], config: Config) -> Result<Vec<Item>, rdb_format::Error> {
+    BytesReader::with_config(Bytes::copy_from_slice(data), config).collect()
+}
+
+fn checked() -> Config {
+    let mut c = Config::default();
+    c.skip_values(true);
+    c
+}
+
+/// (file, the damage the error must name, offset) for every file Redis refuses.
+const REFUSED: [(&str, &str, u64); 13] = [
+    (
+        "min-hash-listpack-numele.rdb",
+        "header says 3 elements, the listpack holds 2",
+        19,
+    ),
+    ("min-list-listpack-backlen.rdb", "back-length", 25),
+    (
+        "min-hash-ziplist-zllen.rdb",
+        "zllen is 7, the ziplist holds 2 entries",
+        23,
+    ),
+    (
+        "min-list-ziplist-prevlen.rdb",
+        "says the entry before it is 9 bytes, it is 3",
+        29,
+    ),
+    (
+        "min-list-ziplist-zltail.rdb",
+        "zltail is 10, the last entry is at 13",
+        20,
+    ),
+    ("min-intset-unsorted.rdb", "not ascending", 25),
+    ("min-intset-duplicate.rdb", "member 1 twice", 25),
+    ("min-set-duplicate.rdb", "duplicate member \"a\"", 18),
+    ("min-hash-duplicate.rdb", "duplicate field \"f\"", 20),
+    ("min-zset-nan.rdb", "NaN score", 16),
+    (
+        "min-zipmap-count.rdb",
+        "count byte says 5 pairs, the zipmap holds 1",
+        15,
+    ),
+    ("min-key-escape-sequence.rdb", "input ended", 26),
+    // stricter than Redis by default (lenient reads them, below)
+    (
+        "min-zset-textscore-suffix.rdb",
+        "\"1.5x\" is not a number",
+        17,
+    ),
+];
+
+#[test]
+fn redis_refuses_and_so_do_we() {
+    for (file, why, offset) in REFUSED {
+        let data = read(file);
+        for config in [Config::default(), checked()] {
+            let e = decode(&data, config).unwrap_err();
+            assert!(e.to_string().contains(why), "{file}: {e}");
+            assert_eq!(e.offset(), offset, "{file}: {e}");
+            assert!(e.offset() < data.len() as u64);
+            assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::Corrupt { .. } | ErrorKind::Truncated { .. }
+                ),
+                "{file}: {e}"
+            );
+        }
+    }
+    // the key with an escape sequence is shown escaped
+    let e = decode(&read("min-key-escape-sequence.rdb"), Config::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(r#"key "\x1b[31mRED\x1b[0m\x07""#), "{msg}");
+    assert!(!msg.bytes().any(|b| b < 0x20), "{msg:?}");
+}
+
+#[test]
+fn what_redis_loads_we_read_or_read_when_lenient() {
+    // a negative expiry is a key already expired, reported as such
+    let items = decode(&read("min-expire-negative.rdb"), Config::default()).unwrap();
+    let Some(Item::Key(k)) = items.iter().find(|i| matches!(i, Item::Key(_))) else {
+        panic!()
+    };
+    assert_eq!(k.head.expire_ms, Some(0x8e00_0000_0000_0000_u64 as i64));
+    assert!(k.head.expire_ms.unwrap() < 0);
+    // db 16 is a server setting, not damage (not counted by design)
+    decode(&read("min-selectdb-16.rdb"), Config::default()).unwrap();
+    // what Redis reads and we refuse unless lenient
+    let mut lenient = Config::default();
+    lenient.lenient(true);
+    let e = decode(&read("min-count-special-encoding.rdb"), Config::default()).unwrap_err();
+    assert!(e.to_string().contains("byte 0xc1"), "{e}");
+    assert_eq!(e.offset(), 14);
+    for (file, want) in [
+        (
+            "min-zset-textscore-suffix.rdb",
+            Value::SortedSet(vec![("m".into(), 1.5)]),
+        ),
+        (
+            "min-count-special-encoding.rdb",
+            Value::Set(vec!["a".into()]),
+        ),
+    ] {
+        let items = decode(&read(file), lenient).unwrap();
+        let Some(Item::Key(k)) = items.iter().find(|i| matches!(i, Item::Key(_))) else {
+            panic!("{file}")
+        };
+        assert_eq!(k.value, want, "{file}");
+    }
+}
+
+fn one_key(ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = b"REDIS0011".to_vec();
+    f.push(ty);
+    string(b"k", &mut f);
+    f.extend_from_slice(body);
+    eof_unchecked(&mut f);
+    f
+}
+
+/// A listpack of strings (test-sized: entries under 64 bytes).
+fn listpack(items: &[&[u8]]) -> Vec<u8> {
+    let mut b = vec![0; 6];
+    for it in items {
+        b.push(0x80 | it.len() as u8);
+        b.extend_from_slice(it);
+        b.push(it.len() as u8 + 1);
+    }
+    b.push(0xFF);
+    let n = b.len() as u32;
+    b[..4].copy_from_slice(&n.to_le_bytes());
+    b[4..6].copy_from_slice(&(items.len() as u16).to_le_bytes());
+    b
+}
+
+#[test]
+fn duplicates_in_every_encoding() {
+    let blob = |items: &[&[u8]]| {
+        let mut v = Vec::new();
+        string(&listpack(items), &mut v);
+        v
+    };
+    // set listpack (20), hash listpack (16), zset listpack (17): the integer 1 and the text
+    // "1" are the same member
+    for (ty, items, what) in [
+        (
+            20u8,
+            &[&b"a"[..], b"b", b"a"][..],
+            "set: duplicate member \"a\"",
+        ),
+        (16, &[b"f", b"1", b"f", b"2"], "hash: duplicate field \"f\""),
+        (
+            17,
+            &[b"m", b"1", b"m", b"2"],
+            "sorted set: duplicate member \"m\"",
+        ),
+    ] {
+        let f = one_key(ty, &blob(items));
+        for c in [Config::default(), checked()] {
+            let e = decode(&f, c).unwrap_err();
+            assert!(e.to_string().contains(what), "{ty}: {e}");
+        }
+    }
+    // an integer-encoded member equals its text
+    let mut set = Vec::new();
+    len(2, &mut set);
+    set.extend_from_slice(&[0xC0, 7]);
+    string(b"7", &mut set);
+    let e = decode(&one_key(2, &set), Config::default()).unwrap_err();
+    assert!(e.to_string().contains("duplicate member \"7\""), "{e}");
+}
+
+#[test]
+fn big_collections_are_checked_within_the_limit() {
+    // a hashtable set: a b c d e a — `a` is remembered, so found past the limit
+    let set = |members: &[&[u8]]| {
+        let mut v = Vec::new();
+        len(members.len() as u64, &mut v);
+        for m in members {
+            string(m, &mut v);
+        }
+        one_key(2, &v)
+    };
+    let mut limited = Config::default();
+    limited.dup_check_limit(4);
+    let f = set(&[b"a", b"b", b"c", b"d", b"e", b"a"]);
+    let e = decode(&f, limited).unwrap_err();
+    assert!(e.to_string().contains("duplicate member \"a\""), "{e}");
+    // `e` came after the limit: not remembered, the check is partial and says so
+    let f = set(&[b"a", b"b", b"c", b"d", b"e", b"e"]);
+    let mut dec = rdb_format::Decoder::with_config(limited);
+    let mut buf = Bytes::from(f.clone());
+    while let rdb_format::Next::Item(_) = dec.next_item(&mut buf).unwrap() {}
+    assert_eq!(dec.partial_checks(), 1);
+    // with the default limit it is found
+    assert!(decode(&f, Config::default()).is_err());
+    let mut ok = rdb_format::Decoder::new();
+    let mut buf = Bytes::from(set(&[b"a", b"b"]));
+    while let rdb_format::Next::Item(_) = ok.next_item(&mut buf).unwrap() {}
+    assert_eq!(ok.partial_checks(), 0);
+}
+
+#[test]
+fn errors_inside_lzf_blobs_point_at_the_blob() {
+    // a listpack whose count lies, long enough to be LZF-compressed
+    let mut lp = listpack(&[&[b'x'; 40], &[b'y'; 40]]);
+    lp[4] = 3;
+    // LZF-compress it with the encoder's own compressor, through a string value
+    let mut enc =
+        rdb_format::Encoder::new(Vec::new(), rdb_format::EncodeConfig::new(11).unwrap()).unwrap();
+    enc.key(&rdb_format::KeyRecord::new(
+        0,
+        "s".into(),
+        Value::String(Bytes::from(lp.clone())),
+    ))
+    .unwrap();
+    let file = enc.finish().unwrap();
+    // turn the string key into a set listpack (type 20) holding the same compressed bytes
+    // magic, SELECTDB 0, then the type byte, the key "s" and the value
+    let ty_at = 11;
+    let mut f = file.clone();
+    assert_eq!(&f[ty_at..ty_at + 3], b"\x00\x01s");
+    f[ty_at] = 20;
+    assert_eq!(f[ty_at + 3], 0xC3, "the blob was LZF-compressed");
+    let mut c = Config::default();
+    c.verify_checksum(false);
+    let e = decode(&f, c).unwrap_err();
+    assert!(e.to_string().contains("of the decompressed blob"), "{e}");
+    // the compressed bytes start after the 0xC3 marker and two lengths
+    assert!(
+        (ty_at + 5..ty_at + 10).contains(&(e.offset() as usize)),
+        "{e}"
+    );
+    assert!(e.offset() < f.len() as u64);
+}
