@@ -5,11 +5,14 @@
 //! * `fixtures [rdb|aof]` — regenerates `testdata/` (RDB) and `testdata/aof/` from every
 //!   server binary found.
 //! * `bench` — whole-file figures against redis-server's own load time (see docs/bench.md).
+//! * `differential [--cases N] [--seed S]` — mutated values through our decoder and a real
+//!   redis-server with `sanitize-dump-payload yes` (20,000 cases by default; `test` runs 1,500).
 //! * `check-deps` — only the dependency check.
 
 mod aof_fixtures;
 mod bench;
 mod bench_repl;
+mod differential;
 mod fixtures;
 
 use std::path::{Path, PathBuf};
@@ -46,9 +49,10 @@ fn main() -> ExitCode {
             })
         }
         Some("bench") => bench::run(&args[1..]),
+        Some("differential") => differential::run(&args[1..]),
         Some("check-deps") => check_deps(),
         _ => {
-            eprintln!("usage: cargo xtask <test|fixtures|bench|check-deps> [args]");
+            eprintln!("usage: cargo xtask <test|fixtures|bench|differential|check-deps> [args]");
             return ExitCode::from(2);
         }
     };
@@ -147,6 +151,10 @@ fn test(extra: &[String]) -> Result<()> {
         .args(extra)
         .status()?;
     anyhow::ensure!(status.success(), "tests failed");
+    // our verdicts against a real redis-server's on mutated values (seeded: reproducible)
+    let seed = 0x5eed;
+    let n = differential::run_cases(1500, seed, false)?;
+    differential::report(&n, seed)?;
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["bench", "--workspace", "--no-run"])

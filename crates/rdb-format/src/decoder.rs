@@ -292,6 +292,8 @@ struct SeqState {
     damaged: Option<Error>,
     /// Hashes of the members seen so far (sets, hashes, sorted sets), for duplicates.
     seen: Seen,
+    /// The element (or node) count the value announced.
+    total: u64,
 }
 
 /// Hashes of a collection's members (128-bit xxh3: a false duplicate is out of reach), up to
@@ -1168,6 +1170,7 @@ impl Decoder {
                 started: false,
                 damaged: None,
                 seen: Seen::default(),
+                total: remaining,
             }))
         };
         match ty {
@@ -1610,6 +1613,8 @@ impl Decoder {
             | (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Ttl(_, f, _)) => {
                 (*f, "hash")
             }
+            // a node's master ID is its key in the stream's radix tree
+            (SeqKind::StreamNodes(_), RawEl::Stream(id, _)) => (*id, "stream node"),
             _ => return Ok(()),
         };
         let h = self.sref_hash(chunk, base, member)?;
@@ -1629,7 +1634,11 @@ impl Decoder {
                     what,
                     why: format!(
                         "duplicate {} {}",
-                        if what == "hash" { "field" } else { "member" },
+                        match what {
+                            "hash" => "field",
+                            "stream node" => "master ID",
+                            _ => "member",
+                        },
                         crate::error::Shown(&self.mat_bytes(chunk, base, member)?)
                     ),
                 },
@@ -1744,6 +1753,15 @@ impl Decoder {
         c.lenient = self.config.lenient;
         match stream_tail(&mut c, ty) {
             Ok(raw) => {
+                if raw.meta.length > 0 && seq.total == 0 {
+                    return Err(self.err(
+                        stream_corrupt(format!(
+                            "length {} with no listpack of entries",
+                            raw.meta.length
+                        )),
+                        0,
+                    ));
+                }
                 let chunk = self.consume(src, c.p);
                 let meta = raw.materialize(self, &chunk, start)?;
                 self.finish_seq(seq, Some(meta));
@@ -2178,8 +2196,17 @@ fn stream_node(
     let next = |it: &mut std::vec::IntoIter<encodings::Raw>, what: &str| {
         it.next().ok_or_else(|| bad(format!("missing {what}")))
     };
-    let _count = int(&mut it, "entry count")?;
-    let _deleted = int(&mut it, "deleted count")?;
+    if it.len() == 0 {
+        return Err(bad("an empty listpack in a stream".into()));
+    }
+    // as Redis' streamValidateListpackIntegrity: exactly count + deleted entries, each with
+    // the lp-count its fields give, and nothing after them
+    let count = int(&mut it, "entry count")?;
+    let deleted = int(&mut it, "deleted count")?;
+    let entries = count
+        .checked_add(deleted)
+        .filter(|n| *n >= 0 && count >= 0 && deleted >= 0)
+        .ok_or_else(|| bad(format!("bad entry counts {count} live, {deleted} deleted")))?;
     let nfields = int(&mut it, "master field count")?;
     if nfields < 0 || nfields as usize > lp.len() {
         return Err(bad(format!("bad master field count {nfields}")));
@@ -2191,7 +2218,7 @@ fn stream_node(
     if int(&mut it, "master terminator")? != 0 {
         return Err(bad("master entry is not terminated by 0".into()));
     }
-    while it.len() > 0 {
+    for _ in 0..entries {
         let flags = int(&mut it, "entry flags")?;
         let ms = int(&mut it, "entry ID ms")? as u64;
         let seq = int(&mut it, "entry ID seq")? as u64;
@@ -2200,6 +2227,8 @@ fn stream_node(
             seq: master.seq.wrapping_add(seq),
         };
         let mut pairs = Vec::new();
+        // the entry's own elements: flags, the two ID parts, values (and field names + count)
+        let mut lp_count_want = nfields + 3;
         if flags & 2 != 0 {
             for f in &master_fields {
                 pairs.push((*f, next(&mut it, "value")?));
@@ -2213,8 +2242,14 @@ fn stream_node(
                 let f = next(&mut it, "field")?;
                 pairs.push((f, next(&mut it, "value")?));
             }
+            lp_count_want = 2 * n + 4;
         }
-        int(&mut it, "entry lp-count")?;
+        let lp_count = int(&mut it, "entry lp-count")?;
+        if lp_count != lp_count_want {
+            return Err(bad(format!(
+                "entry {id} has lp-count {lp_count}, its fields make {lp_count_want}"
+            )));
+        }
         if let (Some(out), 0) = (out.as_deref_mut(), flags & 1) {
             let fields = pairs
                 .into_iter()
@@ -2222,6 +2257,12 @@ fn stream_node(
                 .collect();
             out.push(StreamEntry { id, fields });
         }
+    }
+    if it.len() > 0 {
+        return Err(bad(format!(
+            "{} elements after the {entries} entries its counts announce",
+            it.len()
+        )));
     }
     Ok(())
 }
@@ -2400,13 +2441,43 @@ fn stream_tail(c: &mut Cur<'_>, ty: u8) -> P<RawTail> {
 
 impl RawTail {
     fn materialize(self, dec: &Decoder, chunk: &Bytes, base: u64) -> Result<StreamMeta> {
+        use std::collections::{HashMap, HashSet};
+        let bad = |why: String| Err(Error::new(stream_corrupt(why), base));
         let mut meta = self.meta;
+        let mut names = HashSet::new();
         for g in self.groups {
+            let gname = dec.mat_bytes(chunk, base, g.name)?;
+            if !names.insert(gname.clone()) {
+                return bad(format!(
+                    "consumer group {} twice",
+                    crate::error::Shown(&gname)
+                ));
+            }
+            let mut in_pel = HashSet::with_capacity(g.pel.len());
+            for p in &g.pel {
+                if !in_pel.insert(p.0) {
+                    return bad(format!("entry {} twice in a group's pending list", p.0));
+                }
+            }
             let mut consumers = Vec::with_capacity(g.consumers.len());
-            let mut owner = std::collections::HashMap::new();
+            let mut owner = HashMap::new();
+            let mut cnames = HashSet::new();
             for c in g.consumers {
                 let name = dec.mat_bytes(chunk, base, c.name)?;
+                if !cnames.insert(name.clone()) {
+                    return bad(format!("consumer {} twice", crate::error::Shown(&name)));
+                }
+                let mut mine = HashSet::with_capacity(c.pel.len());
                 for id in &c.pel {
+                    if !in_pel.contains(id) {
+                        return bad(format!(
+                            "consumer {} has entry {id} pending, the group does not",
+                            crate::error::Shown(&name)
+                        ));
+                    }
+                    if !mine.insert(*id) {
+                        return bad(format!("entry {id} twice in a consumer's pending list"));
+                    }
                     owner.insert(*id, name.clone());
                 }
                 consumers.push(Consumer {
@@ -2418,8 +2489,6 @@ impl RawTail {
             }
             if let Some(nacked) = &g.nacked {
                 // the NACK zone lists unowned entries of the group PEL, and only those
-                let in_pel: std::collections::HashSet<StreamId> =
-                    g.pel.iter().map(|p| p.0).collect();
                 for id in nacked {
                     let why = if !in_pel.contains(id) {
                         "is not in the group's pending list"
@@ -2428,11 +2497,17 @@ impl RawTail {
                     } else {
                         continue;
                     };
-                    return Err(Error::new(
-                        stream_corrupt(format!("NACK-zone entry {id} {why}")),
-                        base,
-                    ));
+                    return bad(format!("NACK-zone entry {id} {why}"));
                 }
+            }
+            // every pending entry has an owner (in RDB 14, or is in the NACK zone)
+            let released: HashSet<StreamId> = g.nacked.iter().flatten().copied().collect();
+            if let Some(p) = g
+                .pel
+                .iter()
+                .find(|p| !owner.contains_key(&p.0) && !released.contains(&p.0))
+            {
+                return bad(format!("pending entry {} has no consumer", p.0));
             }
             let pending = g
                 .pel
@@ -2445,7 +2520,7 @@ impl RawTail {
                 })
                 .collect();
             meta.groups.push(ConsumerGroup {
-                name: dec.mat_bytes(chunk, base, g.name)?,
+                name: gname,
                 last_id: g.last_id,
                 entries_read: g.entries_read,
                 pending,

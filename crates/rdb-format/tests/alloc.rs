@@ -42,6 +42,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// The tests of this binary run one at a time: another test's allocations would count too.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Fixed room (buffers, tables) plus a multiple of the input (LZF may expand 100×).
 fn bound(len: usize) -> usize {
     (4 << 20) + 128 * len
@@ -91,6 +100,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_allocate_within_the_bound(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let _alone = alone();
         let mut input = b"REDIS0011".to_vec();
         input.extend_from_slice(&data);
         let mut newest = b"REDIS0014".to_vec();
@@ -105,6 +115,7 @@ proptest! {
 
     #[test]
     fn mutated_fixtures_allocate_within_the_bound(which in any::<prop::sample::Index>(), edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let _alone = alone();
         let files = fixtures();
         let mut f = files[which.index(files.len())].clone();
         for (at, b) in edits {
@@ -118,6 +129,7 @@ proptest! {
 
 #[test]
 fn lying_lengths_do_not_allocate() {
+    let _alone = alone();
     // the counter sees allocations at all
     assert!(peak_during(|| drop(std::hint::black_box(vec![1u8; 1 << 20]))) >= 1 << 20);
     // a 512 MiB string claimed in a few bytes, raw and LZF; a 4-billion-element list
