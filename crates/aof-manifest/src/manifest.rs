@@ -164,7 +164,7 @@ impl Manifest {
             lines += 1;
             let err = |kind| ManifestError {
                 line: line_no,
-                text: String::from_utf8_lossy(raw.trim_ascii()).into_owned(),
+                text: rdb_format::printable(raw.trim_ascii()),
                 kind,
             };
             if raw.first() == Some(&b'#') {
@@ -185,7 +185,7 @@ impl Manifest {
             let (mut name, mut seq, mut kind, mut start, mut end) = (None, None, None, None, None);
             for kv in args.chunks(2) {
                 let (k, v) = (&kv[0], &kv[1]);
-                let text = || String::from_utf8_lossy(v).into_owned();
+                let text = || rdb_format::printable(v);
                 if k.eq_ignore_ascii_case(b"file") {
                     if !is_base_name(v) {
                         return Err(err(ManifestErrorKind::NotBaseName(text())));

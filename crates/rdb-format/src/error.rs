@@ -265,6 +265,23 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
+/// Text from the input made safe to put in a message, without quotes: printable ASCII as is,
+/// every other byte as `\xNN`, cut after [`Shown::MAX`] bytes with the full length given.
+///
+/// ```
+/// assert_eq!(rdb_format::printable(b"ERR \x1b[2J"), r"ERR \x1b[2J");
+/// ```
+pub fn printable(b: &[u8]) -> String {
+    let s = Shown(b).to_string();
+    // drop Shown's quotes (and its escaping of them: inside plain text they are harmless)
+    let inner = s.strip_prefix('"').unwrap_or(&s);
+    let (body, tail) = match inner.rfind('"') {
+        Some(i) => (&inner[..i], &inner[i + 1..]),
+        None => (inner, ""),
+    };
+    format!("{}{tail}", body.replace("\\\"", "\""))
+}
+
 impl fmt::Debug for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

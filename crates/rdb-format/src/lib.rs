@@ -20,7 +20,7 @@ pub use dump::{Dump, decode_dump};
 pub use encode::{
     Dropped, EncodeConfig, Encoder, dump_payload, dump_payload_counted, dump_payload_with_meta,
 };
-pub use error::{Context, Error, ErrorKind, Result, Shown};
+pub use error::{Context, Error, ErrorKind, Result, Shown, printable};
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;
 #[cfg(feature = "mmap")]

@@ -219,14 +219,14 @@ pub struct Replica {
 
 fn simple(frame: &Frame) -> Option<String> {
     match frame {
-        Frame::SimpleString(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        Frame::SimpleString(s) => Some(rdb_format::printable(s)),
         _ => None,
     }
 }
 
 fn error_text(frame: &Frame) -> Option<String> {
     match frame {
-        Frame::Error(s) | Frame::BulkError(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        Frame::Error(s) | Frame::BulkError(s) => Some(rdb_format::printable(s)),
         _ => None,
     }
 }
@@ -615,7 +615,7 @@ impl Replica {
             .strip_suffix(b"\r\n")
             .ok_or_else(|| Error::new(Kind::Protocol, "RDB header line without CR LF"))?;
         if let Some(e) = line.strip_prefix(b"-") {
-            let e = String::from_utf8_lossy(e).into_owned();
+            let e = rdb_format::printable(e);
             return Err(Error::new(
                 Kind::Retry,
                 format!("master failed the sync: {e}"),
@@ -625,8 +625,8 @@ impl Replica {
             return Err(Error::new(
                 Kind::Protocol,
                 format!(
-                    "expected the RDB bulk header, got {:?}",
-                    String::from_utf8_lossy(line)
+                    "expected the RDB bulk header, got {}",
+                    rdb_format::Shown(line)
                 ),
             ));
         };
