@@ -1,5 +1,5 @@
-//! `cargo xtask differential [--cases N] [--seed S]`: our verdict and content against a real
-//! redis-server's on mutated values.
+//! `cargo xtask differential [--cases N] [--files N] [--seed S]`: our verdict and content
+//! against a real redis-server's on mutated values, through `RESTORE` and as whole files.
 //!
 //! The bases are the DUMP payloads of every key of the Redis 7.0 fixtures (real encodings),
 //! the same values written by our encoder uncompressed (so mutations land inside ziplists,
@@ -344,15 +344,112 @@ pub(crate) fn run_cases(cases: u64, seed: u64, verbose: bool) -> Result<Counts> 
     Ok(n)
 }
 
+/// The payload's value as the only key (`dk`) of an RDB file with a valid checksum.
+fn file_of(payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() - 10;
+    let version = u16::from_le_bytes([payload[n], payload[n + 1]]);
+    let mut f = format!("REDIS{version:04}").into_bytes();
+    f.extend_from_slice(&[0xFE, 0]);
+    f.push(payload[0]);
+    f.extend_from_slice(&[2, b'd', b'k']);
+    f.extend_from_slice(&payload[1..n]);
+    f.push(0xFF);
+    let crc = rdb_format::crc64(&f);
+    f.extend_from_slice(&crc.to_le_bytes());
+    f
+}
+
+/// Whole files: the mutated value as the only key of a file a redis-server loads at start
+/// (with `sanitize-dump-payload yes`: refused means the server exits), against `check` and
+/// `dump` on the same file. Slower (a server per case), so fewer cases.
+pub(crate) fn run_file_cases(cases: u64, seed: u64) -> Result<Counts> {
+    let bin = test_support::default_server()?;
+    let args = [("sanitize-dump-payload", "yes")];
+    let fixture = super::root().join("testdata/redis-7.0-compact.rdb");
+    let s = Server::start(&bin, &args, Some(&fixture))?;
+    let all = bases(&mut s.client()?, 10)?;
+    drop(s);
+    let dir = std::env::temp_dir().join(format!("replicator-differential-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rng = Rng(seed | 1);
+    let mut n = Counts::default();
+    for i in 0..cases {
+        let p = mutate(&all[rng.below(all.len())], &mut rng);
+        let file = file_of(&p);
+        let path = dir.join(format!("case-{i}.rdb"));
+        std::fs::write(&path, &file)?;
+        n.cases += 1;
+        let ours: Result<Vec<Item>, _> =
+            rdb_format::BytesReader::new(bytes::Bytes::from(file.clone())).collect();
+        let mut c = Config::default();
+        c.skip_values(true);
+        let checked: Result<Vec<Item>, _> =
+            rdb_format::BytesReader::with_config(bytes::Bytes::from(file.clone()), c).collect();
+        if ours.is_ok() != checked.is_ok() {
+            bail!("dump and check disagree on {}", path.display());
+        }
+        let redis = Server::start(&bin, &args, Some(&path));
+        match (redis, ours) {
+            (Err(_), Err(_)) => n.both_refuse += 1,
+            (Err(e), Ok(_)) => {
+                n.missed += 1;
+                eprintln!("differential file missed: {} ({e:#})", hex(&file));
+            }
+            (Ok(_), Err(_)) => n.stricter += 1,
+            (Ok(server), Ok(items)) => {
+                let mut c = server.client()?;
+                let ours = items.into_iter().find_map(|i| match i {
+                    Item::Key(k) => Some(k.value),
+                    _ => None,
+                });
+                let theirs = match c.cmd_bytes(&[b"DUMP", b"dk"])? {
+                    Resp::Bulk(Some(b)) => Some(rdb_format::decode_dump(&b)?.value),
+                    _ => None,
+                };
+                match (theirs, ours) {
+                    (Some(t), Some(o)) if canon(&t) == canon(&o) => n.both_accept += 1,
+                    // Redis drops an empty collection when it loads a file; we report it
+                    (None, Some(o)) if is_empty(&o) => n.both_accept += 1,
+                    (t, o) => {
+                        n.differs += 1;
+                        eprintln!(
+                            "differential file differs: {} redis {t:?} ours {o:?}",
+                            hex(&file)
+                        );
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(n)
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::List(l) | Value::Set(l) => l.is_empty(),
+        Value::SortedSet(z) => z.is_empty(),
+        Value::Hash(h) => h.is_empty(),
+        _ => false,
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let cases = arg(args, "--cases", 20_000);
+    let files = arg(args, "--files", 2_000);
     let seed = arg(args, "--seed", 0x5eed);
     let n = run_cases(cases, seed, true)?;
-    report(&n, seed)
+    let f = run_file_cases(files, seed)?;
+    eprint!("values (RESTORE): ");
+    let values = report(&n, seed);
+    eprint!("whole files (server start): ");
+    report(&f, seed)?;
+    values
 }
 
 pub(crate) fn report(n: &Counts, seed: u64) -> Result<()> {

@@ -5,8 +5,9 @@
 //! * `fixtures [rdb|aof]` — regenerates `testdata/` (RDB) and `testdata/aof/` from every
 //!   server binary found.
 //! * `bench` — whole-file figures against redis-server's own load time (see docs/bench.md).
-//! * `differential [--cases N] [--seed S]` — mutated values through our decoder and a real
-//!   redis-server with `sanitize-dump-payload yes` (20,000 cases by default; `test` runs 1,500).
+//! * `differential [--cases N] [--files N] [--seed S]` — mutated values through our decoder and
+//!   a real redis-server with `sanitize-dump-payload yes`, by `RESTORE` (20,000 cases by
+//!   default) and as whole files the server loads at start (2,000); `test` runs 1,500 and 200.
 //! * `check-deps` — only the dependency check.
 
 mod aof_fixtures;
@@ -155,6 +156,8 @@ fn test(extra: &[String]) -> Result<()> {
     let seed = 0x5eed;
     let n = differential::run_cases(1500, seed, false)?;
     differential::report(&n, seed)?;
+    let f = differential::run_file_cases(200, seed)?;
+    differential::report(&f, seed)?;
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["bench", "--workspace", "--no-run"])
