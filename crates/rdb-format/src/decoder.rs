@@ -432,7 +432,7 @@ pub struct Decoder {
     /// Reused list of elements parsed in one step of a collection.
     seq_raws: Vec<RawEl>,
     /// Reused list of the elements of a blob.
-    blob_raws: std::cell::Cell<Vec<encodings::Raw>>,
+    blob_raws: std::cell::Cell<BlobScratch>,
     /// Reused list of key records decoded together.
     batch: Vec<BatchRec>,
     /// Reused buffer for checking LZF strings without keeping them.
@@ -530,7 +530,7 @@ impl Decoder {
             ctx: Context::default(),
             expect: "header",
             seq_raws: Vec::new(),
-            blob_raws: std::cell::Cell::new(Vec::new()),
+            blob_raws: std::cell::Cell::new(BlobScratch::default()),
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
             partial_checks: 0,
@@ -2026,12 +2026,29 @@ pub fn type_name(ty: u8, flavor: Flavor) -> &'static str {
 }
 
 /// Walks a blob-encoded value and checks its shape; builds the value when `build`.
+/// Buffers reused from one blob to the next.
+#[derive(Debug, Default)]
+struct BlobScratch {
+    raws: Vec<encodings::Raw>,
+    /// (64-bit hash of a member's text, its index): sorted to find duplicates.
+    hashes: Vec<(u64, u32)>,
+}
+
+/// The text of a blob element (integers formatted into `buf`).
+fn raw_text<'a>(r: encodings::Raw, blob: &'a [u8], buf: &'a mut itoa::Buffer) -> &'a [u8] {
+    match r {
+        encodings::Raw::Range(a, e) => &blob[a..e],
+        encodings::Raw::Int(i) => buf.format(i).as_bytes(),
+    }
+}
+
 fn decode_blob(
     ty: u8,
     blob: &Bytes,
     build: bool,
-    raws: &mut Vec<encodings::Raw>,
+    scratch: &mut BlobScratch,
 ) -> Result<Option<Value>, BlobError> {
+    let BlobScratch { raws, hashes } = scratch;
     raws.clear();
     let push = |e| {
         raws.push(e);
@@ -2065,15 +2082,30 @@ fn decode_blob(
     }
     // members of sets, fields of hashes and members of sorted sets are unique (Redis checks
     // them in every encoding); an intset checked its own order already
-    if ty != 10 && ty != 11 {
-        let mut seen = std::collections::HashSet::with_capacity(raws.len() / per);
+    if ty != 10 && ty != 11 && raws.len() > per {
+        // hash every member's text, sort, and compare the texts of equal neighbours: no set
+        // to allocate for the small collections these encodings hold
+        hashes.clear();
         let mut text = itoa::Buffer::new();
-        for r in raws.iter().step_by(per) {
-            let (b, at): (&[u8], usize) = match *r {
-                encodings::Raw::Range(a, e) => (&blob[a..e], a),
-                encodings::Raw::Int(i) => (text.format(i).as_bytes(), 0),
-            };
-            if !seen.insert(xxhash_rust::xxh3::xxh3_128(b)) {
+        for (i, r) in raws.iter().step_by(per).enumerate() {
+            let h = xxhash_rust::xxh3::xxh3_64(raw_text(*r, blob, &mut text));
+            hashes.push((h, i as u32));
+        }
+        hashes.sort_unstable();
+        let mut other = itoa::Buffer::new();
+        // within a run of equal hashes, every pair (a 64-bit collision of two texts is not
+        // a duplicate; such runs are almost always two long)
+        let pairs = hashes.chunk_by(|x, y| x.0 == y.0).flat_map(|run| {
+            (0..run.len()).flat_map(move |i| (i + 1..run.len()).map(move |j| (run[i].1, run[j].1)))
+        });
+        for (i, j) in pairs {
+            let (a, b) = (raws[i as usize * per], raws[j as usize * per]);
+            let b_text = raw_text(b, blob, &mut other);
+            if raw_text(a, blob, &mut text) == b_text {
+                let at = match b {
+                    encodings::Raw::Range(s, _) => s,
+                    encodings::Raw::Int(_) => 0,
+                };
                 return Err(BlobError {
                     what: match ty {
                         12 | 17 => "sorted set",
@@ -2087,7 +2119,7 @@ fn decode_blob(
                         } else {
                             "field"
                         },
-                        crate::error::Shown(b)
+                        crate::error::Shown(b_text)
                     ),
                     pos: at,
                 });
