@@ -14,7 +14,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use test_support::Server;
 
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
+/// The number after `name` in `args`, or `default`.
+pub(crate) fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))

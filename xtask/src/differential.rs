@@ -22,6 +22,8 @@ use anyhow::{Context, Result, bail};
 use rdb_format::{Config, EncodeConfig, Item, Value};
 use test_support::{Client, Resp, Server};
 
+use crate::bench::arg;
+
 struct Rng(u64);
 
 impl Rng {
@@ -34,14 +36,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
-}
-
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// The counts of one run.

@@ -769,8 +769,8 @@ fn stream_tail_errors_name_the_fault() {
     assert_eq!(e.offset(), dur_at as u64);
 }
 
-/// Rebuilds whole values from KeyStart/Chunk/KeyEnd.
-fn reassemble(items: Vec<Item>) -> Vec<(Bytes, Value)> {
+/// Rebuilds whole values from KeyStart/Chunk/KeyEnd (every type).
+pub(crate) fn reassemble(items: Vec<Item>) -> Vec<(Bytes, Value)> {
     let mut out = Vec::new();
     let mut cur: Option<(Bytes, Value)> = None;
     for item in items {

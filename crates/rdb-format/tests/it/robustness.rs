@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use rdb_format::{
-    BytesReader, Chunk, Config, Decoder, ErrorKind, HashField, Item, Reader, Recovery, Value,
+    BytesReader, Chunk, Config, Decoder, ErrorKind, HashField, Item, Reader, Recovery,
     decode_partial,
 };
 
@@ -102,48 +102,7 @@ fn split_at_every_byte_gives_the_same_items() {
     }
 }
 
-/// Rebuilds whole values from KeyStart/Chunk/KeyEnd sequences.
-fn reassemble(items: Vec<Item>) -> Vec<(Bytes, Value)> {
-    let mut out = Vec::new();
-    let mut cur: Option<(Bytes, Value)> = None;
-    for item in items {
-        match item {
-            Item::Key(k) => out.push((k.head.key, k.value)),
-            Item::KeyStart(h) => {
-                let v = match h.value_type {
-                    rdb_format::ValueType::String => Value::String(Bytes::new()),
-                    rdb_format::ValueType::List => Value::List(vec![]),
-                    rdb_format::ValueType::Set => Value::Set(vec![]),
-                    rdb_format::ValueType::SortedSet => Value::SortedSet(vec![]),
-                    rdb_format::ValueType::Hash => Value::Hash(vec![]),
-                    _ => Value::Stream(Box::default()),
-                };
-                cur = Some((h.key, v));
-            }
-            Item::Chunk(c) => {
-                let (_, v) = cur.as_mut().unwrap();
-                match (v, c) {
-                    (Value::String(s), Chunk::String(p)) => {
-                        let mut b = s.to_vec();
-                        b.extend_from_slice(&p);
-                        *s = b.into();
-                    }
-                    (Value::List(v), Chunk::List(c)) | (Value::Set(v), Chunk::Set(c)) => {
-                        v.extend(c)
-                    }
-                    (Value::SortedSet(v), Chunk::SortedSet(c)) => v.extend(c),
-                    (Value::Hash(v), Chunk::Hash(c)) => v.extend(c),
-                    (Value::Stream(s), Chunk::StreamEntries(c)) => s.entries.extend(c),
-                    (Value::Stream(s), Chunk::StreamMeta(m)) => s.meta = *m,
-                    (v, c) => panic!("chunk {c:?} for {v:?}"),
-                }
-            }
-            Item::KeyEnd => out.push(cur.take().unwrap()),
-            _ => {}
-        }
-    }
-    out
-}
+use crate::newest::reassemble;
 
 #[test]
 fn chunked_values_equal_whole_values() {
