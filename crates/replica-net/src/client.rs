@@ -31,8 +31,9 @@ pub struct ClientConfig {
     pub replica: ReplicaConfig,
     /// Longest wait for a connection (TCP and TLS handshake).
     pub connect_timeout: Duration,
-    /// Longest silence from the master before the link is taken as dead (Redis' own
-    /// `repl-timeout` is 60 s; a master PINGs every `repl-ping-replica-period`, 10 s).
+    /// Longest silence from the master before the link is taken as dead, measured from the
+    /// last byte received (Redis' own `repl-timeout` is 60 s; a master PINGs every
+    /// `repl-ping-replica-period`, 10 s). Overrides `replica.read_timeout`.
     pub read_timeout: Duration,
     /// First reconnect delay; doubled after each failure up to `backoff_max`.
     pub backoff_min: Duration,
@@ -306,7 +307,6 @@ fn update(status: &Mutex<Status>, core: &Replica, input: bool) {
 async fn session(
     core: &mut Replica,
     io: Box<dyn Io>,
-    cfg: &ClientConfig,
     tx: &mpsc::Sender<Result<Event>>,
     stop: &mut watch::Receiver<bool>,
     status: &Mutex<Status>,
@@ -315,14 +315,19 @@ async fn session(
     let mut buf = vec![0u8; 256 << 10];
     loop {
         // due ACKs go out even when the socket is always readable (a timer raced against an
-        // always-ready read in select! would never fire)
-        core.handle_timeout(Instant::now());
+        // always-ready read in select! would never fire); a silent link fails here
+        core.handle_timeout(Instant::now())?;
         while let Some(b) = core.poll_transmit() {
             wr.write_all(&b)
                 .await
                 .map_err(|e| io_err("write to the master", e))?;
         }
+        let handed = Instant::now();
         let listening = deliver(core, tx).await;
+        if handed.elapsed() > Duration::from_millis(100) {
+            // the consumer held us up: that time was not the link's silence
+            core.handle_resumed(Instant::now());
+        }
         if core.is_done() {
             let _ = wr.shutdown().await;
             return Ok(End::Done);
@@ -338,18 +343,19 @@ async fn session(
         }
         let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            r = tokio::time::timeout(cfg.read_timeout, rd.read(&mut buf)) => {
+            // silence is measured by the core from the last byte received (a timeout around
+            // each read, re-armed by every ACK tick, never fired once the stream began)
+            r = rd.read(&mut buf) => {
                 let n = match r {
-                    Err(_) => return Err(Error::new(Kind::Timeout, format!("no data from the master for {:?}", cfg.read_timeout))),
-                    Ok(Err(e)) => return Err(io_err("read from the master", e)),
-                    Ok(Ok(0)) => return Err(Error::new(Kind::Closed, "the master closed the connection")),
-                    Ok(Ok(n)) => n,
+                    Err(e) => return Err(io_err("read from the master", e)),
+                    Ok(0) => return Err(Error::new(Kind::Closed, "the master closed the connection")),
+                    Ok(n) => n,
                 };
                 core.handle_input(&buf[..n], Instant::now())?;
                 update(status, core, true);
             }
             () = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {
-                core.handle_timeout(Instant::now());
+                core.handle_timeout(Instant::now())?;
             }
             _ = stop.changed() => {}
         }
@@ -363,6 +369,7 @@ async fn run(
     status: Arc<Mutex<Status>>,
 ) {
     let mut replica_cfg = cfg.replica.clone();
+    replica_cfg.read_timeout = Some(cfg.read_timeout);
     let mut core: Option<Replica> = None;
     let mut failures = 0u32;
     loop {
@@ -412,7 +419,7 @@ async fn run(
         }
         core.handle_connected(Instant::now());
         let before = core.position().map(|p| p.1);
-        match session(core, io, &cfg, &tx, &mut stop, &status).await {
+        match session(core, io, &tx, &mut stop, &status).await {
             Ok(End::Stopped | End::Done) => {
                 let _ = deliver(core, &tx).await;
                 return;

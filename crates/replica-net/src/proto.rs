@@ -50,6 +50,11 @@ pub struct ReplicaConfig {
     pub version: Option<String>,
     /// How often to send `REPLCONF ACK` during the command stream.
     pub ack_interval: Duration,
+    /// A link that brings no byte for this long is dead, even if it never closes (a lost NAT
+    /// entry, a paused VM, a half-open TCP connection): [`Replica::handle_timeout`] fails it.
+    /// Measured from the last byte received, whatever else happens in between. A master sends
+    /// something at least every `repl-ping-replica-period` (10 s by default). `None`: never.
+    pub read_timeout: Option<Duration>,
     /// Settings for decoding the RDB transfer.
     pub rdb: rdb_format::Config,
     /// Stop after the RDB (no command stream).
@@ -69,6 +74,7 @@ impl Default for ReplicaConfig {
             ip_address: None,
             version: Some(ANNOUNCED_VERSION.into()),
             ack_interval: Duration::from_secs(1),
+            read_timeout: Some(Duration::from_secs(60)),
             rdb: rdb_format::Config::default(),
             rdb_only: false,
         }
@@ -208,6 +214,8 @@ pub struct Replica {
     pending: Option<(String, u64)>,
     db: u64,
     last_ack: Option<Instant>,
+    /// When the last byte came in (or the connection was made, or reading resumed).
+    last_input: Option<Instant>,
     /// Fell back to `SYNC` (a master without PSYNC): no offsets, no ACKs.
     legacy: bool,
     /// Full syncs begun on this core: any after the first replaces data already delivered.
@@ -254,6 +262,7 @@ impl Replica {
             pending: None,
             db: 0,
             last_ack: None,
+            last_input: None,
             legacy: false,
             full_syncs: 0,
             awaiting_stream: false,
@@ -316,7 +325,8 @@ impl Replica {
     }
 
     /// A connection is up: the handshake begins.
-    pub fn handle_connected(&mut self, _now: Instant) {
+    pub fn handle_connected(&mut self, now: Instant) {
+        self.last_input = Some(now);
         self.buf.clear();
         self.out.clear();
         self.resp = resp_codec::Decoder::new();
@@ -333,6 +343,7 @@ impl Replica {
     /// The connection is gone. What was delivered stays delivered: the next connection asks
     /// for a partial sync from there (an RDB cut short is discarded: a full sync follows).
     pub fn handle_disconnected(&mut self, reason: impl Into<String>) {
+        self.last_input = None;
         self.state = State::Idle;
         self.pending = None;
         self.buf.clear();
@@ -405,14 +416,32 @@ impl Replica {
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) wants to be called next.
+    /// When [`handle_timeout`](Self::handle_timeout) wants to be called next: the next ACK,
+    /// or the moment the link has been silent for the read timeout.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
+        let ack = match self.state {
             State::Stream if !self.legacy => Some(
                 self.last_ack
                     .map_or_else(Instant::now, |t| t + self.ack_interval()),
             ),
             _ => None,
+        };
+        let silence = self.silence_deadline();
+        match (ack, silence) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        }
+    }
+
+    fn silence_deadline(&self) -> Option<Instant> {
+        Some(self.last_input? + self.cfg.read_timeout?)
+    }
+
+    /// The driver stopped reading for a while (its consumer applied backpressure): that time
+    /// is not silence of the link, so the read timeout starts again from `now`.
+    pub fn handle_resumed(&mut self, now: Instant) {
+        if self.last_input.is_some() {
+            self.last_input = Some(now);
         }
     }
 
@@ -423,18 +452,31 @@ impl Replica {
         }
     }
 
-    /// Time passed: sends the periodic `REPLCONF ACK`.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Time passed: sends the periodic `REPLCONF ACK`; fails a link silent for longer than
+    /// the read timeout (the connection must then be dropped and made again).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<()> {
+        if let (Some(deadline), Some(t)) = (self.silence_deadline(), self.cfg.read_timeout) {
+            if now >= deadline {
+                return Err(Error::new(
+                    Kind::Timeout,
+                    format!("no data from the master for {t:?}: the link is silent"),
+                ));
+            }
+        }
         if matches!(self.state, State::Stream)
             && self.last_ack.is_none_or(|t| now >= t + self.ack_interval())
         {
             self.send_ack(now);
         }
+        Ok(())
     }
 
     /// Bytes from the master. An error means the connection must be dropped (and, unless the
     /// error [is fatal](Error::is_fatal), made again).
     pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<()> {
+        if !data.is_empty() {
+            self.last_input = Some(now);
+        }
         self.buf.extend_from_slice(data);
         self.process(now)
     }

@@ -507,3 +507,116 @@ pub mod rdb {
         out.extend_from_slice(&[0; 8]);
     }
 }
+
+/// A loopback TCP proxy in front of a server, for network-fault tests.
+pub mod proxy {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use anyhow::Result;
+
+    /// Forwards every connection made to [`Proxy::port`] to `127.0.0.1:upstream`. While
+    /// [stalled](Proxy::stall) it forwards nothing in either direction and closes nothing: what
+    /// a dead NAT entry, a paused VM or a half-open connection looks like. Stops on drop.
+    #[derive(Debug)]
+    pub struct Proxy {
+        /// The port clients connect to.
+        pub port: u16,
+        stalled: Arc<AtomicBool>,
+        stop: Arc<AtomicBool>,
+        connections: Arc<AtomicU64>,
+        accept: Option<JoinHandle<()>>,
+    }
+
+    impl Proxy {
+        /// Starts forwarding to `upstream` on a free loopback port.
+        pub fn start(upstream: u16) -> Result<Self> {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            let port = listener.local_addr()?.port();
+            let stalled = Arc::new(AtomicBool::new(false));
+            let stop = Arc::new(AtomicBool::new(false));
+            let connections = Arc::new(AtomicU64::new(0));
+            let (st, sp, cn) = (stalled.clone(), stop.clone(), connections.clone());
+            let accept = std::thread::spawn(move || {
+                while !sp.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                                continue;
+                            };
+                            cn.fetch_add(1, Ordering::Relaxed);
+                            let _ = client.set_nonblocking(false);
+                            for (from, to) in [
+                                (client.try_clone(), server.try_clone()),
+                                (server.try_clone(), client.try_clone()),
+                            ] {
+                                if let (Ok(from), Ok(to)) = (from, to) {
+                                    let (st, sp) = (st.clone(), sp.clone());
+                                    std::thread::spawn(move || pump(from, to, &st, &sp));
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            });
+            Ok(Self {
+                port,
+                stalled,
+                stop,
+                connections,
+                accept: Some(accept),
+            })
+        }
+
+        /// Stops (true) or resumes (false) forwarding, on every connection.
+        pub fn stall(&self, on: bool) {
+            self.stalled.store(on, Ordering::Relaxed);
+        }
+
+        /// Connections accepted so far.
+        pub fn connections(&self) -> u64 {
+            self.connections.load(Ordering::Relaxed)
+        }
+    }
+
+    fn pump(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool, stop: &AtomicBool) {
+        let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
+        let mut buf = vec![0u8; 64 << 10];
+        while !stop.load(Ordering::Relaxed) {
+            if stalled.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+        let _ = from.shutdown(Shutdown::Read);
+    }
+
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.accept.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

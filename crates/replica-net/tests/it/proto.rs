@@ -408,14 +408,15 @@ fn acks_every_interval() {
     let t0 = Instant::now();
     let mut r = Replica::new(ReplicaConfig::default());
     handshake(&mut r, t0);
-    assert_eq!(r.poll_timeout(), None);
+    // before the stream, only the read timeout is due
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(60)));
     r.handle_input(&full_sync_bytes(false, &[]), t0).unwrap();
     sent(&mut r);
     let due = r.poll_timeout().unwrap();
     assert_eq!(due, t0 + Duration::from_secs(1));
-    r.handle_timeout(t0 + Duration::from_millis(500));
+    r.handle_timeout(t0 + Duration::from_millis(500)).unwrap();
     assert!(sent(&mut r).is_empty());
-    r.handle_timeout(due);
+    r.handle_timeout(due).unwrap();
     assert_eq!(sent(&mut r), vec![vec!["REPLCONF", "ACK", "1000"]]);
     assert_eq!(r.poll_timeout(), Some(due + Duration::from_secs(1)));
 }
@@ -465,7 +466,7 @@ fn after_a_diskless_rdb_acks_come_fast_until_the_stream_starts() {
     r.handle_input(&full_sync_bytes(true, &[]), t0).unwrap();
     assert_eq!(sent(&mut r).len(), 1);
     assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(100)));
-    r.handle_timeout(t0 + Duration::from_millis(100));
+    r.handle_timeout(t0 + Duration::from_millis(100)).unwrap();
     assert_eq!(sent(&mut r), vec![vec!["REPLCONF", "ACK", "1000"]]);
     let t1 = t0 + Duration::from_millis(150);
     r.handle_input(&cmd(&["PING"]), t1).unwrap();
@@ -544,4 +545,56 @@ fn newest_format_transfers_decode_as_the_files_do() {
             );
         }
     }
+}
+
+/// A link that stays open but brings nothing is dead after the read timeout, counted from the
+/// last byte received: the ACKs the replica keeps sending every second do not restart it.
+#[test]
+fn a_silent_link_fails_from_the_last_byte() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut cfg = ReplicaConfig::default();
+    cfg.read_timeout = Some(s(3));
+    let mut r = Replica::new(cfg);
+    handshake(&mut r, t0);
+    r.handle_input(&full_sync_bytes(false, &[]), t0).unwrap();
+    sent(&mut r);
+    for tick in 1..3 {
+        r.handle_timeout(t0 + s(tick)).unwrap();
+        assert_eq!(sent(&mut r).len(), 1, "an ACK every second");
+        // the next wake-up: the next ACK, before the silence deadline
+        assert_eq!(r.poll_timeout(), Some(t0 + s(tick + 1)));
+    }
+    r.handle_timeout(t0 + Duration::from_millis(2_999)).unwrap();
+    let e = r.handle_timeout(t0 + s(3)).unwrap_err();
+    assert!(e.is_timeout() && !e.is_fatal(), "{e}");
+    assert!(e.to_string().contains("silent"), "{e}");
+    // a byte resets the clock, and so does the driver resuming after backpressure
+    let mut r2 = Replica::new({
+        let mut c = ReplicaConfig::default();
+        c.read_timeout = Some(s(3));
+        c
+    });
+    handshake(&mut r2, t0);
+    r2.handle_input(&full_sync_bytes(false, &[]), t0).unwrap();
+    r2.handle_input(&cmd(&["PING"]), t0 + s(2)).unwrap();
+    r2.handle_timeout(t0 + Duration::from_millis(4_999))
+        .unwrap();
+    r2.handle_resumed(t0 + s(4));
+    r2.handle_timeout(t0 + Duration::from_millis(6_999))
+        .unwrap();
+    assert!(r2.handle_timeout(t0 + s(7)).unwrap_err().is_timeout());
+    // and during the RDB transfer too (a master that stops mid-snapshot)
+    let mut r3 = Replica::new({
+        let mut c = ReplicaConfig::default();
+        c.read_timeout = Some(s(3));
+        c
+    });
+    handshake(&mut r3, t0);
+    let bytes = full_sync_bytes(false, &[]);
+    r3.handle_input(&bytes[..bytes.len() / 2], t0 + s(1))
+        .unwrap();
+    r3.handle_timeout(t0 + Duration::from_millis(3_999))
+        .unwrap();
+    assert!(r3.handle_timeout(t0 + s(4)).unwrap_err().is_timeout());
 }

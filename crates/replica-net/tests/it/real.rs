@@ -764,3 +764,68 @@ async fn valkey_9_1_sends_the_format_the_replica_announces() {
     assert_eq!(header, Some((rdb_format::Flavor::Redis, 11)));
     client.shutdown().await;
 }
+
+/// A link that goes silent without closing (a proxy that stops forwarding) is noticed after
+/// the read timeout, though ACKs keep going out every second; the replica reconnects and
+/// resumes with a partial sync, losing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_is_noticed_and_resumed() {
+    let master = Server::start(&bin(), &[("repl-diskless-sync-delay", "0")], None).unwrap();
+    let proxy = test_support::proxy::Proxy::start(master.port).unwrap();
+    let mut cfg = config(proxy.port);
+    cfg.read_timeout = Duration::from_secs(2);
+    let mut client = Client::start(cfg);
+    let mut ev = Vec::new();
+    until(&mut client, &mut ev, synced).await;
+    let mut c = master.client().unwrap();
+    c.ok(&["SET", "before", "1"]).unwrap();
+    until(&mut client, &mut ev, |e| {
+        commands(e).iter().any(|c| c.1[1] == "before")
+    })
+    .await;
+
+    // stall for longer than the read timeout while the master keeps writing
+    proxy.stall(true);
+    let stalled_at = Instant::now();
+    for i in 0..5 {
+        c.ok(&["RPUSH", "during", &i.to_string()]).unwrap();
+    }
+    until(&mut client, &mut ev, |e| {
+        e.iter()
+            .any(|x| matches!(x, Event::Disconnected { reason } if reason.contains("silent")))
+    })
+    .await;
+    let noticed = stalled_at.elapsed();
+    assert!(
+        noticed >= Duration::from_secs(2) && noticed < Duration::from_secs(10),
+        "noticed after {noticed:?}"
+    );
+    proxy.stall(false);
+    // back through the proxy: a partial resync, and the commands written meanwhile
+    until(&mut client, &mut ev, |e| {
+        commands(e).iter().filter(|c| c.1[0] == "RPUSH").count() == 5
+    })
+    .await;
+    let resumed = ev.iter().filter_map(|e| match e {
+        Event::SyncStart(s) => Some(s.full),
+        _ => None,
+    });
+    assert_eq!(
+        resumed.collect::<Vec<_>>(),
+        [true, false],
+        "one full sync, then PSYNC"
+    );
+    assert!(stat(&master, "sync_partial_ok") >= 1);
+    let pushed: Vec<String> = commands(&ev)
+        .into_iter()
+        .filter(|c| c.1[0] == "RPUSH")
+        .map(|c| c.1[2].clone())
+        .collect();
+    assert_eq!(
+        pushed,
+        ["0", "1", "2", "3", "4"],
+        "nothing lost, nothing doubled"
+    );
+    assert!(proxy.connections() >= 2);
+    client.shutdown().await;
+}
