@@ -512,8 +512,8 @@ pub mod rdb {
 pub mod proxy {
     use std::io::{ErrorKind, Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
     use std::time::Duration;
 
@@ -529,6 +529,10 @@ pub mod proxy {
         stalled: Arc<AtomicBool>,
         stop: Arc<AtomicBool>,
         connections: Arc<AtomicU64>,
+        /// Random fragmentation and delays: 0 = off, else the seed.
+        fragment: Arc<AtomicU64>,
+        /// The client-side sockets of the open connections, to reset them.
+        open: Arc<Mutex<Vec<TcpStream>>>,
         accept: Option<JoinHandle<()>>,
     }
 
@@ -541,7 +545,10 @@ pub mod proxy {
             let stalled = Arc::new(AtomicBool::new(false));
             let stop = Arc::new(AtomicBool::new(false));
             let connections = Arc::new(AtomicU64::new(0));
+            let fragment = Arc::new(AtomicU64::new(0));
+            let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
             let (st, sp, cn) = (stalled.clone(), stop.clone(), connections.clone());
+            let (fr, op) = (fragment.clone(), open.clone());
             let accept = std::thread::spawn(move || {
                 while !sp.load(Ordering::Relaxed) {
                     match listener.accept() {
@@ -549,15 +556,19 @@ pub mod proxy {
                             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                                 continue;
                             };
-                            cn.fetch_add(1, Ordering::Relaxed);
+                            let n = cn.fetch_add(1, Ordering::Relaxed);
                             let _ = client.set_nonblocking(false);
+                            if let (Ok(c), Ok(mut open)) = (client.try_clone(), op.lock()) {
+                                open.retain(|s| s.peer_addr().is_ok());
+                                open.push(c);
+                            }
                             for (from, to) in [
                                 (client.try_clone(), server.try_clone()),
                                 (server.try_clone(), client.try_clone()),
                             ] {
                                 if let (Ok(from), Ok(to)) = (from, to) {
-                                    let (st, sp) = (st.clone(), sp.clone());
-                                    std::thread::spawn(move || pump(from, to, &st, &sp));
+                                    let (st, sp, fr) = (st.clone(), sp.clone(), fr.clone());
+                                    std::thread::spawn(move || pump(from, to, &st, &sp, &fr, n));
                                 }
                             }
                         }
@@ -573,8 +584,29 @@ pub mod proxy {
                 stalled,
                 stop,
                 connections,
+                fragment,
+                open,
                 accept: Some(accept),
             })
+        }
+
+        /// Forwards in random pieces of 1 to 512 bytes with random pauses of up to 2 ms
+        /// (`seed` > 0), or as it reads (0).
+        pub fn fragment(&self, seed: u64) {
+            self.fragment.store(seed, Ordering::Relaxed);
+        }
+
+        /// Resets every open connection (RST: SO_LINGER 0, then close), as a crashed peer or
+        /// a firewall does.
+        pub fn reset(&self) {
+            if let Ok(mut open) = self.open.lock() {
+                for s in open.drain(..) {
+                    let sock = socket2::SockRef::from(&s);
+                    let _ = sock.set_linger(Some(Duration::ZERO));
+                    let _ = s.shutdown(Shutdown::Both);
+                    drop(s);
+                }
+            }
         }
 
         /// Stops (true) or resumes (false) forwarding, on every connection.
@@ -588,9 +620,17 @@ pub mod proxy {
         }
     }
 
-    fn pump(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool, stop: &AtomicBool) {
+    fn pump(
+        mut from: TcpStream,
+        mut to: TcpStream,
+        stalled: &AtomicBool,
+        stop: &AtomicBool,
+        fragment: &AtomicU64,
+        n: u64,
+    ) {
         let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
         let mut buf = vec![0u8; 64 << 10];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ n;
         while !stop.load(Ordering::Relaxed) {
             if stalled.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
@@ -599,8 +639,25 @@ pub mod proxy {
             match from.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
+                    let seed = fragment.load(Ordering::Relaxed);
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        let take = if seed == 0 {
+                            rest.len()
+                        } else {
+                            rng ^= seed;
+                            rng ^= rng << 13;
+                            rng ^= rng >> 7;
+                            rng ^= rng << 17;
+                            if rng % 8 == 0 {
+                                std::thread::sleep(Duration::from_micros(rng % 2000));
+                            }
+                            (1 + (rng >> 8) % 512).min(rest.len() as u64) as usize
+                        };
+                        if to.write_all(&rest[..take]).is_err() {
+                            return;
+                        }
+                        rest = &rest[take..];
                     }
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

@@ -829,3 +829,109 @@ async fn a_silent_link_is_noticed_and_resumed() {
     assert!(proxy.connections() >= 2);
     client.shutdown().await;
 }
+
+/// Through a proxy that cuts every read into random pieces with random pauses: the full sync
+/// is the master's data; a reset (RST) during the stream resumes with PSYNC and loses or
+/// doubles no command; a reset inside the RDB transfer gives a clean full sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_and_reset_links_lose_nothing() {
+    let master = Server::start(
+        &bin(),
+        &[
+            ("repl-diskless-sync", "yes"),
+            ("repl-diskless-sync-delay", "0"),
+        ],
+        None,
+    )
+    .unwrap();
+    fill(&master);
+    master.client().unwrap().ok(&["SAVE"]).unwrap();
+    let want = keys_of(
+        rdb_format::decode_all(&std::fs::read(master.dir.join("dump.rdb")).unwrap()).unwrap(),
+    );
+    let proxy = test_support::proxy::Proxy::start(master.port).unwrap();
+    proxy.fragment(0x5eed);
+    let mut client = Client::start(config(proxy.port));
+    let mut ev = Vec::new();
+    until(&mut client, &mut ev, synced).await;
+    let got = keys_of(ev.iter().filter_map(|e| match e {
+        Event::Rdb(i) => Some(i.clone()),
+        _ => None,
+    }));
+    assert_eq!(got, want, "the RDB through a fragmenting proxy");
+
+    // a reset in the middle of the stream
+    let mut c = master.client().unwrap();
+    for i in 0..100 {
+        c.ok(&["RPUSH", "seq", &i.to_string()]).unwrap();
+    }
+    until(&mut client, &mut ev, |e| {
+        commands(e).iter().filter(|c| c.1[0] == "RPUSH").count() >= 50
+    })
+    .await;
+    let partial_before = stat(&master, "sync_partial_ok");
+    proxy.reset();
+    for i in 100..200 {
+        c.ok(&["RPUSH", "seq", &i.to_string()]).unwrap();
+    }
+    until(&mut client, &mut ev, |e| {
+        commands(e).iter().filter(|c| c.1[0] == "RPUSH").count() >= 200
+    })
+    .await;
+    let pushed: Vec<u64> = commands(&ev)
+        .into_iter()
+        .filter(|c| c.1[0] == "RPUSH")
+        .map(|c| c.1[2].parse().unwrap())
+        .collect();
+    assert_eq!(
+        pushed,
+        (0..200).collect::<Vec<_>>(),
+        "nothing lost, nothing doubled"
+    );
+    assert_eq!(
+        stat(&master, "sync_partial_ok"),
+        partial_before + 1,
+        "a partial resync"
+    );
+    assert!(ev.iter().any(|e| matches!(e, Event::Disconnected { .. })));
+    client.shutdown().await;
+
+    // a reset inside the RDB transfer: the next sync is full and whole
+    let mut c = master.client().unwrap();
+    c.ok(&["CONFIG", "SET", "rdb-key-save-delay", "10000"])
+        .unwrap();
+    let big = "z".repeat(20_000);
+    for i in 0..100 {
+        c.ok(&["SET", &format!("big:{i}"), &big]).unwrap();
+    }
+    let mut client = Client::start(config(proxy.port));
+    let mut ev = Vec::new();
+    until(&mut client, &mut ev, |e| {
+        e.iter()
+            .filter(|x| matches!(x, Event::Rdb(rdb_format::Item::Key(_))))
+            .count()
+            >= 5
+    })
+    .await;
+    proxy.reset();
+    c.ok(&["CONFIG", "SET", "rdb-key-save-delay", "0"]).unwrap();
+    until(&mut client, &mut ev, synced).await;
+    let cut = ev
+        .iter()
+        .position(|e| matches!(e, Event::Disconnected { .. }))
+        .expect("the reset was seen");
+    let Event::SyncStart(s) = &ev[cut + 1] else {
+        panic!("{:?}", ev[cut + 1])
+    };
+    assert!(s.full, "{s:?}");
+    let keys = ev[cut..]
+        .iter()
+        .filter(|x| matches!(x, Event::Rdb(rdb_format::Item::Key(_))))
+        .count();
+    assert_eq!(
+        keys,
+        want.len() + 100 + 1,
+        "the new RDB is whole (with the list `seq`)"
+    );
+    client.shutdown().await;
+}
