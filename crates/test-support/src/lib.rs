@@ -649,7 +649,7 @@ pub mod proxy {
                             rng ^= rng << 13;
                             rng ^= rng >> 7;
                             rng ^= rng << 17;
-                            if rng % 8 == 0 {
+                            if rng.is_multiple_of(8) {
                                 std::thread::sleep(Duration::from_micros(rng % 2000));
                             }
                             (1 + (rng >> 8) % 512).min(rest.len() as u64) as usize

@@ -806,14 +806,18 @@ async fn a_silent_link_is_noticed_and_resumed() {
         commands(e).iter().filter(|c| c.1[0] == "RPUSH").count() == 5
     })
     .await;
-    let resumed = ev.iter().filter_map(|e| match e {
-        Event::SyncStart(s) => Some(s.full),
-        _ => None,
-    });
-    assert_eq!(
-        resumed.collect::<Vec<_>>(),
-        [true, false],
-        "one full sync, then PSYNC"
+    // one full sync, then partial ones only (a reconnect made while the proxy was still
+    // stalled times out once more and resumes again)
+    let syncs: Vec<bool> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::SyncStart(s) => Some(s.full),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        syncs.len() >= 2 && syncs[0] && syncs[1..].iter().all(|full| !full),
+        "one full sync, then PSYNC: {syncs:?}"
     );
     assert!(stat(&master, "sync_partial_ok") >= 1);
     let pushed: Vec<String> = commands(&ev)
@@ -888,10 +892,17 @@ async fn fragmented_and_reset_links_lose_nothing() {
         (0..200).collect::<Vec<_>>(),
         "nothing lost, nothing doubled"
     );
-    assert_eq!(
-        stat(&master, "sync_partial_ok"),
-        partial_before + 1,
+    assert!(
+        stat(&master, "sync_partial_ok") > partial_before,
         "a partial resync"
+    );
+    let fulls = ev
+        .iter()
+        .filter(|e| matches!(e, Event::SyncStart(s) if s.full))
+        .count();
+    assert_eq!(
+        fulls, 1,
+        "every cut after the first sync resumes with PSYNC"
     );
     assert!(ev.iter().any(|e| matches!(e, Event::Disconnected { .. })));
     client.shutdown().await;
