@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use rdb_format::{Config, EncodeConfig, Item, Value};
+use test_support::rdb::{len, string};
 use test_support::{Client, Resp, Server};
 
 use crate::bench::arg;
@@ -148,14 +149,6 @@ fn ours_checked(payload: &[u8]) -> bool {
             Ok(_) | Err(_) => return false,
         }
     }
-}
-
-fn len(n: u64, out: &mut Vec<u8>) {
-    test_support::rdb::len(n, out);
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    test_support::rdb::string(s, out);
 }
 
 /// Bases: real DUMPs, our uncompressed encodings, and payloads with a repeated member.

@@ -245,23 +245,33 @@ impl Shown<'_> {
     pub const MAX: usize = 200;
 }
 
+/// Writes the first [`Shown::MAX`] bytes of `b` escaped (`"` too when `quoted`).
+fn escape(out: &mut impl fmt::Write, b: &[u8], quoted: bool) -> fmt::Result {
+    for &c in &b[..b.len().min(Shown::MAX)] {
+        match c {
+            b'"' if quoted => out.write_str("\\\"")?,
+            b'\\' => out.write_str("\\\\")?,
+            0x20..=0x7e => out.write_char(char::from(c))?,
+            _ => write!(out, "\\x{c:02x}")?,
+        }
+    }
+    Ok(())
+}
+
+/// What follows a value cut after [`Shown::MAX`] bytes.
+fn cut_note(out: &mut impl fmt::Write, b: &[u8]) -> fmt::Result {
+    if b.len() > Shown::MAX {
+        write!(out, "... ({} bytes)", b.len())?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
         f.write_str("\"")?;
-        for &c in &b[..b.len().min(Self::MAX)] {
-            match c {
-                b'"' => f.write_str("\\\"")?,
-                b'\\' => f.write_str("\\\\")?,
-                0x20..=0x7e => write!(f, "{}", char::from(c))?,
-                _ => write!(f, "\\x{c:02x}")?,
-            }
-        }
+        escape(f, self.0, true)?;
         f.write_str("\"")?;
-        if b.len() > Self::MAX {
-            write!(f, "... ({} bytes)", b.len())?;
-        }
-        Ok(())
+        cut_note(f, self.0)
     }
 }
 
@@ -272,14 +282,10 @@ impl fmt::Display for Shown<'_> {
 /// assert_eq!(rdb_format::printable(b"ERR \x1b[2J"), r"ERR \x1b[2J");
 /// ```
 pub fn printable(b: &[u8]) -> String {
-    let s = Shown(b).to_string();
-    // drop Shown's quotes (and its escaping of them: inside plain text they are harmless)
-    let inner = s.strip_prefix('"').unwrap_or(&s);
-    let (body, tail) = match inner.rfind('"') {
-        Some(i) => (&inner[..i], &inner[i + 1..]),
-        None => (inner, ""),
-    };
-    format!("{}{tail}", body.replace("\\\"", "\""))
+    let mut s = String::with_capacity(b.len().min(Shown::MAX) + 2);
+    // writing into a String does not fail
+    let _ = escape(&mut s, b, false).and_then(|()| cut_note(&mut s, b));
+    s
 }
 
 impl fmt::Debug for Shown<'_> {

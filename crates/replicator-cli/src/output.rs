@@ -846,13 +846,15 @@ impl<W: Write> RespSink<W> {
             return Ok(());
         }
         const TMP: &[u8] = b"__replicator_nack";
+        let counts: std::collections::HashMap<StreamId, u64> = g
+            .pending
+            .iter()
+            .filter(|p| p.consumer.is_none())
+            .map(|p| (p.id, p.delivery_count))
+            .collect();
         let mut by_count: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = Default::default();
         for id in ids {
-            let count = g
-                .pending
-                .iter()
-                .find(|p| p.id == *id)
-                .map_or(1, |p| p.delivery_count);
+            let count = counts.get(id).copied().unwrap_or(1);
             let id = id_text(*id);
             self.cmd(&[b"XCLAIM", key, &g.name, TMP, b"0", &id, b"FORCE", b"JUSTID"])?;
             by_count.entry(count).or_default().push(id);

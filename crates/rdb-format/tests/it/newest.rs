@@ -5,17 +5,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use proptest::prelude::*;
 use rdb_format::{
-    Array, ArrayItem, ArrayValue, BytesReader, Chunk, Config, ConsumerGroup, Decoder, Elem,
-    EncodeConfig, Encoder, ErrorKind, IdmpEntry, IdmpProducer, Item, KeyMeta, KeyRecord,
-    ModuleItem, PendingEntry, Stream, StreamEntry, StreamId, StreamIdmp, StreamMeta, Value,
-    ValueType, decode_dump, dump_payload_with_meta,
+    Array, ArrayItem, ArrayValue, BytesReader, Chunk, Config, ConsumerGroup, Elem, EncodeConfig,
+    Encoder, ErrorKind, IdmpEntry, IdmpProducer, Item, KeyMeta, KeyRecord, ModuleItem,
+    PendingEntry, Stream, StreamEntry, StreamId, StreamIdmp, StreamMeta, Value, ValueType,
+    decode_dump, dump_payload_with_meta,
 };
 use serde_json::Value as J;
 
 use crate::encode::normal;
+use crate::robustness::byte_by_byte;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/newest-formats")
@@ -822,16 +823,7 @@ fn split_chunked_truncated_and_flipped() {
                 .collect::<Result<_, _>>()
                 .unwrap();
         // one byte at a time, in chunks of one element
-        let mut dec = Decoder::with_config(tiny);
-        let mut buf = BytesMut::new();
-        let mut items = Vec::new();
-        for b in &data {
-            buf.extend_from_slice(std::slice::from_ref(b));
-            while let Some(item) = dec.decode(&mut buf).unwrap() {
-                items.push(item);
-            }
-        }
-        assert!(dec.is_done(), "{name}");
+        let items = byte_by_byte(&data, tiny).unwrap_or_else(|| panic!("{name}"));
         assert_eq!(reassemble(items), reassemble(whole), "{name}");
         // every cut is an error at or before the cut
         for cut in 0..data.len() {

@@ -28,6 +28,20 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Decodes `data` fed one byte at a time; `None` when the decoder does not reach the end.
+pub(crate) fn byte_by_byte(data: &[u8], config: Config) -> Option<Vec<Item>> {
+    let mut dec = Decoder::with_config(config);
+    let mut buf = BytesMut::new();
+    let mut items = Vec::new();
+    for b in data {
+        buf.extend_from_slice(std::slice::from_ref(b));
+        while let Some(item) = dec.decode(&mut buf).unwrap() {
+            items.push(item);
+        }
+    }
+    dec.is_done().then_some(items)
+}
+
 fn small_chunks() -> Config {
     let mut c = Config::default();
     c.chunk_threshold(100).chunk_size(64).string_piece(1000);
@@ -88,16 +102,7 @@ fn split_at_every_byte_gives_the_same_items() {
         .filter(|(n, _)| n.contains("compact"))
     {
         let whole = decode_with(&data, small_chunks()).unwrap();
-        let mut dec = Decoder::with_config(small_chunks());
-        let mut buf = BytesMut::new();
-        let mut items = Vec::new();
-        for b in &data {
-            buf.extend_from_slice(std::slice::from_ref(b));
-            while let Some(item) = dec.decode(&mut buf).unwrap() {
-                items.push(item);
-            }
-        }
-        assert!(dec.is_done(), "{name}");
+        let items = byte_by_byte(&data, small_chunks()).unwrap_or_else(|| panic!("{name}"));
         assert_eq!(items, whole, "{name}");
     }
 }

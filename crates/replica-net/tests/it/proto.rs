@@ -67,7 +67,11 @@ fn handshake(r: &mut Replica, now: Instant) -> Vec<Vec<String>> {
 /// A whole full sync as a master sends it: keep-alives, FULLRESYNC, RDB (disk or diskless),
 /// then a command stream.
 fn full_sync_bytes(diskless: bool, stream: &[u8]) -> Vec<u8> {
-    let rdb = rdb();
+    full_sync_of(&rdb(), diskless, stream)
+}
+
+/// The same with another RDB.
+fn full_sync_of(rdb: &[u8], diskless: bool, stream: &[u8]) -> Vec<u8> {
     let mut m = b"\n\n".to_vec();
     m.extend(format!("+FULLRESYNC {ID} 1000\r\n").as_bytes());
     m.extend(b"\n\n\n");
@@ -76,11 +80,11 @@ fn full_sync_bytes(diskless: bool, stream: &[u8]) -> Vec<u8> {
         m.extend(b"$EOF:");
         m.extend(mark);
         m.extend(b"\r\n");
-        m.extend(&rdb);
+        m.extend_from_slice(rdb);
         m.extend(mark);
     } else {
         m.extend(format!("${}\r\n", rdb.len()).as_bytes());
-        m.extend(&rdb);
+        m.extend_from_slice(rdb);
     }
     m.extend(stream);
     m
@@ -508,19 +512,7 @@ fn newest_format_transfers_decode_as_the_files_do() {
             let mut r = Replica::new(ReplicaConfig::default());
             let hs = handshake(&mut r, now);
             assert!(hs.contains(&vec!["REPLCONF".into(), "version".into(), "9.1.0".into()]));
-            let mut m = format!("+FULLRESYNC {ID} 0\r\n").into_bytes();
-            let mark = [b'y'; 40];
-            if diskless {
-                m.extend(b"$EOF:");
-                m.extend(mark);
-                m.extend(b"\r\n");
-                m.extend(&rdb);
-                m.extend(mark);
-            } else {
-                m.extend(format!("${}\r\n", rdb.len()).as_bytes());
-                m.extend(&rdb);
-            }
-            m.extend(cmd(&["SET", "after", "sync"]));
+            let m = full_sync_of(&rdb, diskless, &cmd(&["SET", "after", "sync"]));
             let mut evs = Vec::new();
             if bytewise {
                 for b in &m {

@@ -85,6 +85,32 @@ fn fill(s: &Server) {
     c.ok(&["SET", "other-db", "v"]).unwrap();
 }
 
+/// Key records among the events.
+fn rdb_keys(ev: &[Event]) -> usize {
+    ev.iter()
+        .filter(|x| matches!(x, Event::Rdb(rdb_format::Item::Key(_))))
+        .count()
+}
+
+/// After a link cut inside an RDB: the sync that followed, and the keys it brought.
+fn sync_after_cut(ev: &[Event]) -> (&replica_net::SyncStart, usize) {
+    let cut = ev
+        .iter()
+        .position(|e| matches!(e, Event::Disconnected { .. }))
+        .unwrap_or_else(|| {
+            panic!(
+                "no disconnect: {:?}",
+                ev.iter()
+                    .filter(|e| !matches!(e, Event::Rdb(_)))
+                    .collect::<Vec<_>>()
+            )
+        });
+    let Event::SyncStart(s) = &ev[cut + 1] else {
+        panic!("{:?}", ev[cut + 1])
+    };
+    (s, rdb_keys(&ev[cut..]))
+}
+
 fn master_offset(s: &Server) -> u64 {
     s.info("replication", "master_repl_offset")
         .unwrap()
@@ -269,13 +295,7 @@ async fn killed_during_the_rdb_gives_a_clean_full_sync() {
     }
     let mut client = Client::start(config(master.port));
     let mut ev = Vec::new();
-    until(&mut client, &mut ev, |e| {
-        e.iter()
-            .filter(|x| matches!(x, Event::Rdb(rdb_format::Item::Key(_))))
-            .count()
-            >= 5
-    })
-    .await;
+    until(&mut client, &mut ev, |e| rdb_keys(e) >= 5).await;
     let mut c = master.client().unwrap();
     c.cmd(&["CLIENT", "KILL", "TYPE", "replica"]).unwrap();
     c.ok(&["CONFIG", "SET", "rdb-key-save-delay", "0"]).unwrap();
@@ -286,26 +306,9 @@ async fn killed_during_the_rdb_gives_a_clean_full_sync() {
             == 1
     })
     .await;
-    let cut = ev
-        .iter()
-        .position(|e| matches!(e, Event::Disconnected { .. }))
-        .unwrap_or_else(|| {
-            panic!(
-                "no disconnect: {:?}",
-                ev.iter()
-                    .filter(|e| !matches!(e, Event::Rdb(_)))
-                    .collect::<Vec<_>>()
-            )
-        });
-    let Event::SyncStart(s) = &ev[cut + 1] else {
-        panic!("{:?}", ev[cut + 1])
-    };
+    let (s, keys) = sync_after_cut(&ev);
     assert!(s.full && s.resync, "{s:?}");
     // the new RDB is whole
-    let keys = ev[cut..]
-        .iter()
-        .filter(|x| matches!(x, Event::Rdb(rdb_format::Item::Key(_))))
-        .count();
     assert_eq!(keys, 300);
     client.shutdown().await;
 }
@@ -917,28 +920,12 @@ async fn fragmented_and_reset_links_lose_nothing() {
     }
     let mut client = Client::start(config(proxy.port));
     let mut ev = Vec::new();
-    until(&mut client, &mut ev, |e| {
-        e.iter()
-            .filter(|x| matches!(x, Event::Rdb(rdb_format::Item::Key(_))))
-            .count()
-            >= 5
-    })
-    .await;
+    until(&mut client, &mut ev, |e| rdb_keys(e) >= 5).await;
     proxy.reset();
     c.ok(&["CONFIG", "SET", "rdb-key-save-delay", "0"]).unwrap();
     until(&mut client, &mut ev, synced).await;
-    let cut = ev
-        .iter()
-        .position(|e| matches!(e, Event::Disconnected { .. }))
-        .expect("the reset was seen");
-    let Event::SyncStart(s) = &ev[cut + 1] else {
-        panic!("{:?}", ev[cut + 1])
-    };
+    let (s, keys) = sync_after_cut(&ev);
     assert!(s.full, "{s:?}");
-    let keys = ev[cut..]
-        .iter()
-        .filter(|x| matches!(x, Event::Rdb(rdb_format::Item::Key(_))))
-        .count();
     assert_eq!(
         keys,
         want.len() + 100 + 1,
