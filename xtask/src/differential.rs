@@ -141,12 +141,12 @@ fn ours_checked(payload: &[u8]) -> bool {
     let mut src = bytes::Bytes::from(file);
     let mut keys = 0;
     loop {
-        match dec.next_item(&mut src) {
-            Ok(rdb_format::Next::Item(Item::KeyChecked(_) | Item::Key(_))) => keys += 1,
-            Ok(rdb_format::Next::Item(_)) => {}
+        match dec.decode_eof(&mut src) {
+            Ok(Some(Item::KeyChecked(_) | Item::Key(_))) => keys += 1,
+            Ok(Some(_)) => {}
             // the value must end where the payload does: one key, then our EOF
-            Ok(rdb_format::Next::End) => return keys == 1 && dec.offset() == total,
-            Ok(_) | Err(_) => return false,
+            Ok(None) => return keys == 1 && dec.offset() == total,
+            Err(_) => return false,
         }
     }
 }

@@ -106,30 +106,103 @@ fn ensure_redis() -> Result<()> {
     )
 }
 
-fn check_deps() -> Result<()> {
-    // the format crates stay pure: no runtime, no sockets (resp-codec's tokio-util codec is an
-    // opt-in feature, so it is checked with default features)
-    for krate in ["rdb-format", "resp-codec", "aof-manifest"] {
-        let out = Command::new(env!("CARGO"))
-            .current_dir(root())
-            .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none"])
-            .output()
-            .context("cargo tree")?;
-        anyhow::ensure!(out.status.success(), "cargo tree failed");
-        let tree = String::from_utf8_lossy(&out.stdout);
-        let banned = ["tokio", "tokio-util", "mio", "socket2", "rustls"];
-        for line in tree.lines() {
-            let name = line.split_whitespace().next().unwrap_or("");
-            if banned
-                .iter()
-                .any(|b| name == *b || name.starts_with(&format!("{b}-")))
-            {
-                bail!("{krate} depends on {name}: the format crates must not pull in networking");
-            }
+/// The crates `cargo tree` lists for `args` (normal dependencies only).
+fn tree(args: &[&str]) -> Result<Vec<String>> {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .arg("tree")
+        .args(args)
+        .args(["-e", "normal", "--prefix", "none"])
+        .output()
+        .context("cargo tree")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo tree {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect())
+}
+
+/// Fails when a crate of `banned` (or `banned-*`) is in the tree of `args`.
+fn refuse(what: &str, args: &[&str], banned: &[&str]) -> Result<()> {
+    for name in tree(args)? {
+        if banned
+            .iter()
+            .any(|b| name == *b || name.starts_with(&format!("{b}-")))
+        {
+            bail!("{what} depends on {name}");
         }
     }
+    Ok(())
+}
+
+fn check_deps() -> Result<()> {
+    const RUNTIME: [&str; 7] = [
+        "tokio",
+        "tokio-util",
+        "mio",
+        "socket2",
+        "rustls",
+        "ring",
+        "futures-core",
+    ];
+    const NETWORK: [&str; 4] = ["mio", "socket2", "rustls", "ring"];
+    // the format crates stay pure: no runtime, no sockets
+    for krate in ["rdb-format", "resp-codec", "aof-manifest"] {
+        refuse(
+            &format!("{krate} (default features)"),
+            &["-p", krate],
+            &RUNTIME,
+        )?;
+        // opt-in features (rdb-format's `tokio` driver, resp-codec's tokio-util codec) may
+        // bring tokio's traits, never its network half or TLS
+        refuse(
+            &format!("{krate} (all features)"),
+            &["-p", krate, "--all-features"],
+            &NETWORK,
+        )?;
+    }
+    // a program that wants files only compiles no runtime
+    refuse(
+        "replicator with only the `rdb` feature",
+        &[
+            "-p",
+            "replicator",
+            "--no-default-features",
+            "--features",
+            "rdb",
+        ],
+        &RUNTIME,
+    )?;
+    refuse(
+        "replicator with `rdb` and `aof`",
+        &[
+            "-p",
+            "replicator",
+            "--no-default-features",
+            "--features",
+            "rdb,aof",
+        ],
+        &RUNTIME,
+    )?;
+    // and the replica without TLS has no rustls
+    refuse(
+        "replicator with `net` but not `tls-rustls`",
+        &[
+            "-p",
+            "replicator",
+            "--no-default-features",
+            "--features",
+            "rdb,net",
+        ],
+        &["rustls", "ring"],
+    )?;
     eprintln!(
-        "xtask: rdb-format, resp-codec and aof-manifest hold no tokio, mio, socket2 or rustls"
+        "xtask: the format crates (every feature) and the facade with `rdb`/`aof` hold no \
+         tokio, mio, socket2, rustls or ring; `net` without `tls-rustls` holds no rustls"
     );
     Ok(())
 }

@@ -5,7 +5,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
-use rdb_format::Next;
 use resp_codec::Command;
 
 use crate::error::{Error, ErrorKind};
@@ -378,25 +377,24 @@ impl AofReader {
                     };
                     return Ok(Some(Event::FileStart { file: cur.idx, rdb }));
                 }
-                Mode::Rdb(dec) => match dec.next_item(&mut cur.buf) {
-                    Ok(Next::Item(item)) => {
+                Mode::Rdb(dec) => match if cur.eof {
+                    dec.decode_eof(&mut cur.buf)
+                } else {
+                    dec.decode(&mut cur.buf)
+                } {
+                    Ok(Some(item)) => {
                         return Ok(Some(Event::Rdb {
                             file: cur.idx,
                             item,
                         }));
                     }
-                    Ok(Next::End) => {
+                    Ok(None) if dec.is_done() => {
                         let end = dec.offset();
                         cur.resp.skipped(end);
                         cur.ok_up_to = end;
                         cur.mode = Mode::Resp;
                     }
-                    Ok(_) if cur.eof => {
-                        let e = dec.truncated();
-                        let at = e.offset();
-                        return Err(self.fail(ErrorKind::Rdb(e), at));
-                    }
-                    Ok(_) => self.read_more()?,
+                    Ok(None) => self.read_more()?,
                     Err(e) => {
                         let at = e.offset();
                         return Err(self.fail(ErrorKind::Rdb(e), at));

@@ -28,16 +28,17 @@ pub fn rdb_file(data: &[u8]) {
     let mut split = Vec::new();
     let mut fed = false;
     loop {
-        match dec.next_item(&mut buf) {
-            Ok(rdb_format::Next::Item(i)) => split.push(Ok(i)),
-            Ok(rdb_format::Next::End) => break,
-            Ok(_) if !fed => {
+        let got = if fed {
+            dec.decode_eof(&mut buf)
+        } else {
+            dec.decode(&mut buf)
+        };
+        match got {
+            Ok(Some(i)) => split.push(Ok(i)),
+            Ok(None) if fed || dec.is_done() => break,
+            Ok(None) => {
                 buf.extend_from_slice(&data[cut..]);
                 fed = true;
-            }
-            Ok(_) => {
-                split.push(Err(dec.truncated()));
-                break;
             }
             Err(e) => {
                 split.push(Err(e));

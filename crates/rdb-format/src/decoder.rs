@@ -381,18 +381,6 @@ enum ArrRaw {
     Short(SRef),
 }
 
-/// What [`Decoder::next_item`] found.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Next {
-    /// The next item.
-    Item(Item),
-    /// More input is needed (when the input has ended, that is [`Decoder::truncated`]).
-    NeedMore,
-    /// The EOF item was decoded earlier: nothing follows.
-    End,
-}
-
 /// The sans-IO decoder.
 ///
 /// Feed it bytes with [`Decoder::decode`]; it returns the next [`Item`], or `Ok(None)` when it
@@ -564,7 +552,7 @@ impl Decoder {
     }
 
     /// The error to report when the input ends before the file does.
-    pub fn truncated(&self) -> Error {
+    fn truncated(&self) -> Error {
         if let State::Failed(e) = &self.state {
             return e.clone();
         }
@@ -573,7 +561,9 @@ impl Decoder {
 
     /// Decodes the next item from `src`, consuming its bytes. `Ok(None)`: more input needed
     /// (or, once [`is_done`](Self::is_done), the file has ended). After an error the decoder
-    /// keeps returning it.
+    /// keeps returning it. The contract of `tokio_util::codec::Decoder`: call it while it gives
+    /// items, read more when it gives `None`, and call [`decode_eof`](Self::decode_eof) once
+    /// the input has ended.
     pub fn decode<S: Source>(&mut self, src: &mut S) -> Result<Option<Item>> {
         loop {
             // items decoded before an error still come out first, in order
@@ -592,14 +582,18 @@ impl Decoder {
         }
     }
 
-    /// Like [`decode`](Self::decode), but tells "need more input" from "the file has ended":
-    /// what a driver loop needs.
-    pub fn next_item<S: Source>(&mut self, src: &mut S) -> Result<Next> {
-        Ok(match self.decode(src)? {
-            Some(item) => Next::Item(item),
-            None if self.is_done() => Next::End,
-            None => Next::NeedMore,
-        })
+    /// Decodes the next item when the input has ended: `Ok(None)` when the file ended cleanly
+    /// (its EOF item was decoded), a truncation error (with offset and key) when it did not.
+    pub fn decode_eof<S: Source>(&mut self, src: &mut S) -> Result<Option<Item>> {
+        match self.decode(src)? {
+            Some(item) => Ok(Some(item)),
+            None if self.is_done() => Ok(None),
+            None => {
+                let e = self.truncated();
+                self.state = State::Failed(e.clone());
+                Err(e)
+            }
+        }
     }
 
     fn err(&self, kind: ErrorKind, rel: usize) -> Error {

@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::decoder::{Config, Decoder, Next, crc64};
+use crate::decoder::{Config, Decoder, crc64};
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::{Item, Value};
 
@@ -98,15 +98,11 @@ pub fn decode_dump(payload: &[u8]) -> Result<Dump> {
     let mut src = rdb.freeze();
     let mut value = None;
     let mut key_meta = Vec::new();
-    loop {
-        match dec.next_item(&mut src).map_err(to_payload)? {
-            Next::Item(Item::Key(rec)) => {
-                key_meta = rec.head.key_meta;
-                value = Some(rec.value);
-            }
-            Next::Item(_) => {}
-            Next::End => break,
-            Next::NeedMore => return Err(to_payload(dec.truncated())),
+    // the whole stream is in memory: the input has ended
+    while let Some(item) = dec.decode_eof(&mut src).map_err(to_payload)? {
+        if let Item::Key(rec) = item {
+            key_meta = rec.head.key_meta;
+            value = Some(rec.value);
         }
     }
     if !src.is_empty() {
@@ -131,8 +127,15 @@ pub fn decode_dump(payload: &[u8]) -> Result<Dump> {
     })
 }
 
-/// Appends the version and CRC-64 that close a `DUMP` payload to `body` (type byte + value).
-pub(crate) fn seal(mut body: BytesMut, version: u16) -> Bytes {
+/// Closes a `DUMP` payload: appends the 2-byte RDB version and the CRC-64 to `body` (the
+/// type byte and the value's encoding, as a module value's raw bytes come from the decoder).
+///
+/// ```
+/// let payload = rdb_format::seal_dump(bytes::BytesMut::from(&b"\x00\x01v"[..]), 10);
+/// let d = rdb_format::decode_dump(&payload).unwrap();
+/// assert_eq!(d.value, rdb_format::Value::String("v".into()));
+/// ```
+pub fn seal_dump(mut body: BytesMut, version: u16) -> Bytes {
     body.put_u16_le(version);
     let crc = crc64(&body);
     body.put_u64_le(crc);

@@ -5,9 +5,11 @@ use std::io::Write;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{EncodeError, EncodeErrorKind};
+
+type Result<T> = std::result::Result<T, EncodeError>;
 use crate::value::{
-    Array, ArrayValue, Elem, HashField, KeyHead, KeyMeta, KeyRecord, ModuleItem, Stream,
+    Array, ArrayValue, Elem, HashField, Item, KeyHead, KeyMeta, KeyRecord, ModuleItem, Stream,
     StreamEntry, StreamId, Value,
 };
 
@@ -57,13 +59,7 @@ impl EncodeConfig {
     /// ```
     pub fn new(version: u32) -> Result<Self> {
         if !matches!(version, 9..=14 | 80) {
-            return Err(Error::new(
-                ErrorKind::Unsupported {
-                    ty: 0,
-                    why: "the encoder writes RDB 9 to 14 and Valkey 80",
-                },
-                0,
-            ));
+            return Err(EncodeError::new(EncodeErrorKind::Version(version)));
         }
         Ok(Self {
             version,
@@ -104,8 +100,8 @@ impl EncodeConfig {
     }
 }
 
-fn cannot(why: &'static str) -> Error {
-    Error::new(ErrorKind::Unsupported { ty: 0, why }, 0)
+fn cannot(why: &'static str) -> EncodeError {
+    EncodeError::new(EncodeErrorKind::Cannot { why })
 }
 
 /// What a lossy encoding for an older version dropped.
@@ -583,13 +579,10 @@ fn unique<'a>(items: impl Iterator<Item = &'a Elem>, what: &'static str) -> Resu
     let mut seen = HashSet::new();
     for e in items {
         if !seen.insert(e.to_bytes()) {
-            return Err(Error::new(
-                ErrorKind::Corrupt {
-                    what,
-                    why: format!("duplicate element {e:?}"),
-                },
-                0,
-            ));
+            return Err(EncodeError::new(EncodeErrorKind::Invalid {
+                what,
+                why: format!("duplicate element {e:?}"),
+            }));
         }
     }
     Ok(())
@@ -1026,7 +1019,7 @@ pub fn dump_payload_counted(
     key_meta(meta, cfg, &mut body, &mut dropped)?;
     body.put_u8(ty);
     body.put_slice(&obj);
-    Ok((crate::dump::seal(body, cfg.version as u16), dropped))
+    Ok((crate::dump::seal_dump(body, cfg.version as u16), dropped))
 }
 
 // ---------------------------------------------------------------- files
@@ -1096,7 +1089,7 @@ impl<W: Write> Encoder<W> {
 
     fn flush_buf(&mut self) -> Result<()> {
         self.crc.update(&self.buf);
-        self.w.write_all(&self.buf).map_err(|e| Error::io(&e, 0))?;
+        self.w.write_all(&self.buf).map_err(EncodeError::io)?;
         self.buf.clear();
         Ok(())
     }
@@ -1158,6 +1151,50 @@ impl<W: Write> Encoder<W> {
         self.maybe_flush()
     }
 
+    /// Writes what the decoder gave: aux fields, functions, module aux records and whole keys.
+    /// The header is the encoder's own (its version is the target's); SELECTDB is written where
+    /// a key's db changes; RESIZEDB and slot hints, which a filtered or converted file would
+    /// get wrong, and the EOF (see [`finish`](Self::finish)) are left out. Chunks of big keys
+    /// are refused with [`EncodeErrorKind::NotWhole`]: decode with
+    /// `Config::chunk_threshold(usize::MAX)` and `string_piece(u64::MAX)`.
+    ///
+    /// ```
+    /// use rdb_format::{EncodeConfig, Encoder, decode_all};
+    /// let file = b"REDIS0009\xfa\x03ver\x055.0.0\x00\x01k\x01v\xff\0\0\0\0\0\0\0\0";
+    /// let mut enc = Encoder::new(Vec::new(), EncodeConfig::new(12).unwrap()).unwrap();
+    /// for item in decode_all(file).unwrap() {
+    ///     enc.item(&item).unwrap();
+    /// }
+    /// let out = enc.finish().unwrap();
+    /// assert_eq!(decode_all(&out).unwrap().len(), 5); // header, aux, SELECTDB, key, EOF
+    /// ```
+    pub fn item(&mut self, item: &Item) -> Result<()> {
+        match item {
+            Item::Aux { key, value } => self.aux(key, value),
+            // a library of Redis 7.0+ (old-style named functions of 7.0 RCs have no command)
+            Item::Function(f) if f.name.is_none() => self.function(&f.code),
+            Item::ModuleAux {
+                name,
+                encver,
+                when,
+                raw,
+            } => self.module_aux(name, *encver, *when, raw),
+            Item::Key(rec) => self.key(rec),
+            Item::KeyStart(h) | Item::KeyChecked(h) => Err(EncodeError::new(
+                EncodeErrorKind::NotWhole(if matches!(item, Item::KeyStart(_)) {
+                    "the start of a chunked key"
+                } else {
+                    "a key checked without its value"
+                }),
+            )
+            .for_key(&h.key)),
+            Item::Chunk(_) | Item::KeyEnd => {
+                Err(EncodeError::new(EncodeErrorKind::NotWhole("a chunk")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A key with its value, expiry and LRU/LFU, in `rec.head.db` (a SELECTDB is written when
     /// the db changes).
     pub fn key(&mut self, rec: &KeyRecord) -> Result<()> {
@@ -1174,12 +1211,7 @@ impl<W: Write> Encoder<W> {
             .and_then(|ty| {
                 key_meta(&head.key_meta, &self.cfg, &mut meta, &mut dropped).map(|()| ty)
             })
-            .map_err(|e| {
-                e.with_context(&crate::error::Context {
-                    key: Some(head.key.clone()),
-                    ..Default::default()
-                })
-            })?;
+            .map_err(|e| e.for_key(&head.key))?;
         self.dropped.add(dropped);
         if let Some(ms) = head.expire_ms {
             self.buf.put_u8(0xFC);
@@ -1210,8 +1242,8 @@ impl<W: Write> Encoder<W> {
         self.crc.update(&self.buf);
         let crc = self.crc.finalize();
         self.buf.put_u64_le(crc);
-        self.w.write_all(&self.buf).map_err(|e| Error::io(&e, 0))?;
-        self.w.flush().map_err(|e| Error::io(&e, 0))?;
+        self.w.write_all(&self.buf).map_err(EncodeError::io)?;
+        self.w.flush().map_err(EncodeError::io)?;
         Ok(self.w)
     }
 }

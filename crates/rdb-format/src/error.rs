@@ -19,6 +19,8 @@ struct Inner {
     kind: ErrorKind,
     offset: u64,
     context: Context,
+    /// The I/O error behind [`ErrorKind::Io`].
+    io: Option<std::sync::Arc<std::io::Error>>,
 }
 
 /// What the decoder was doing when an error happened.
@@ -111,9 +113,10 @@ pub enum ErrorKind {
     /// Bytes follow the end of the RDB file where none were expected.
     #[error("{0} bytes of trailing data after EOF")]
     TrailingData(u64),
-    /// An I/O error from the driver's reader.
-    #[error("I/O error: {0}")]
-    Io(String),
+    /// An I/O error from the driver's reader (the error itself is the
+    /// [`source`](std::error::Error::source)).
+    #[error("I/O error ({0:?})")]
+    Io(std::io::ErrorKind),
 }
 
 impl Error {
@@ -123,6 +126,7 @@ impl Error {
                 kind,
                 offset,
                 context: Context::default(),
+                io: None,
             }),
         }
     }
@@ -141,12 +145,15 @@ impl Error {
         self
     }
 
-    pub(crate) fn io(err: &std::io::Error, offset: u64) -> Self {
-        Self::new(ErrorKind::Io(err.to_string()), offset)
+    pub(crate) fn io(err: std::io::Error, offset: u64) -> Self {
+        let mut e = Self::new(ErrorKind::Io(err.kind()), offset);
+        e.inner.io = Some(std::sync::Arc::new(err));
+        e
     }
 
-    /// An I/O error met by a driver outside this crate, at `offset` in the input.
-    pub fn from_io(err: &std::io::Error, offset: u64) -> Self {
+    /// An I/O error met by a driver outside this crate, at `offset` in the input (kept as the
+    /// [`source`](std::error::Error::source)).
+    pub fn from_io(err: std::io::Error, offset: u64) -> Self {
         Self::io(err, offset)
     }
 
@@ -178,6 +185,7 @@ impl Clone for Error {
                 kind: self.inner.kind.clone(),
                 offset: self.inner.offset,
                 context: self.inner.context.clone(),
+                io: self.inner.io.clone(),
             }),
         }
     }
@@ -222,8 +230,137 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {
+    /// The I/O error behind [`ErrorKind::Io`]; `None` otherwise ([`Display`](fmt::Display)
+    /// already says what the kind is, so a chain prints it once).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.inner.kind)
+        self.inner
+            .io
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Why the [`Encoder`](crate::Encoder) or a `DUMP` payload writer refused: what it is about (the
+/// key, when one was being written) and why. A failed write keeps its `io::Error` as the
+/// [`source`](std::error::Error::source).
+///
+/// ```
+/// use rdb_format::{EncodeConfig, EncodeErrorKind, Encoder, KeyRecord, Value};
+/// let mut enc = Encoder::new(Vec::new(), EncodeConfig::new(9).unwrap()).unwrap();
+/// let rec = KeyRecord::new(0, "scores".into(), Value::SortedSet(vec![("m".into(), f64::NAN)]));
+/// let err = enc.key(&rec).unwrap_err();
+/// assert_eq!(err.key().map(|k| &k[..]), Some(&b"scores"[..]));
+/// assert!(matches!(err.kind(), EncodeErrorKind::Cannot { .. }));
+/// assert!(err.to_string().starts_with("key \"scores\": "));
+/// ```
+pub struct EncodeError {
+    inner: Box<EncodeInner>,
+}
+
+struct EncodeInner {
+    kind: EncodeErrorKind,
+    key: Option<Bytes>,
+    io: Option<std::io::Error>,
+}
+
+/// Why encoding failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeErrorKind {
+    /// The target version (or Redis itself) cannot hold the value as given.
+    #[error("{why}")]
+    Cannot {
+        /// Why.
+        why: &'static str,
+    },
+    /// The value breaks a rule every server keeps (a duplicate member, …).
+    #[error("{what}: {why}")]
+    Invalid {
+        /// What was being written.
+        what: &'static str,
+        /// Why it is invalid.
+        why: String,
+    },
+    /// No encoder for this RDB version.
+    #[error("RDB version {0}: the encoder writes RDB 9 to 14 and 80 (Valkey 9)")]
+    Version(u32),
+    /// The encoder was given part of a key (decode with `Config::chunk_threshold(usize::MAX)`
+    /// and `string_piece(u64::MAX)` for whole keys).
+    #[error("the encoder takes whole keys, not {0}")]
+    NotWhole(&'static str),
+    /// Writing the output failed.
+    #[error("cannot write the RDB")]
+    Io,
+}
+
+impl EncodeError {
+    pub(crate) fn new(kind: EncodeErrorKind) -> Self {
+        Self {
+            inner: Box::new(EncodeInner {
+                kind,
+                key: None,
+                io: None,
+            }),
+        }
+    }
+
+    pub(crate) fn io(err: std::io::Error) -> Self {
+        let mut e = Self::new(EncodeErrorKind::Io);
+        e.inner.io = Some(err);
+        e
+    }
+
+    /// The error about `key` (unless it names a key already).
+    #[must_use]
+    pub fn for_key(mut self, key: &Bytes) -> Self {
+        if self.inner.key.is_none() {
+            self.inner.key = Some(key.clone());
+        }
+        self
+    }
+
+    /// Why.
+    pub fn kind(&self) -> &EncodeErrorKind {
+        &self.inner.kind
+    }
+
+    /// The key being written, when the error is about one.
+    pub fn key(&self) -> Option<&Bytes> {
+        self.inner.key.as_ref()
+    }
+}
+
+impl From<EncodeErrorKind> for EncodeError {
+    fn from(kind: EncodeErrorKind) -> Self {
+        Self::new(kind)
+    }
+}
+
+impl fmt::Debug for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodeError")
+            .field("kind", &self.inner.kind)
+            .field("key", &self.inner.key)
+            .field("io", &self.inner.io)
+            .finish()
+    }
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(key) = &self.inner.key {
+            write!(f, "key {}: ", Shown(key))?;
+        }
+        fmt::Display::fmt(&self.inner.kind, f)
+    }
+}
+
+impl std::error::Error for EncodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .io
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -9,18 +9,22 @@ mod encode;
 mod encodings;
 mod error;
 mod lzf;
+mod read_ahead;
 mod reader;
 mod value;
 
 pub use decoder::{
-    Config, Decoder, Limits, MAX_REDIS_VERSION, MAX_VALKEY_VERSION, Next, Recovery, Source, crc64,
+    Config, Decoder, Limits, MAX_REDIS_VERSION, MAX_VALKEY_VERSION, Recovery, Source, crc64,
     module_id, module_name, type_name,
 };
-pub use dump::{Dump, decode_dump};
+pub use dump::{Dump, decode_dump, seal_dump};
 pub use encode::{
     Dropped, EncodeConfig, Encoder, dump_payload, dump_payload_counted, dump_payload_with_meta,
 };
-pub use error::{Context, Error, ErrorKind, Result, Shown, printable};
+pub use error::{
+    Context, EncodeError, EncodeErrorKind, Error, ErrorKind, Result, Shown, printable,
+};
+pub use read_ahead::ReadAhead;
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;
 #[cfg(feature = "mmap")]

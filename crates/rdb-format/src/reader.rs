@@ -4,7 +4,7 @@ use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::decoder::{Config, Decoder, Next, Recovery};
+use crate::decoder::{Config, Decoder, Recovery};
 use crate::error::{Error, Result};
 use crate::value::Item;
 
@@ -60,18 +60,19 @@ impl<R: Read> Reader<R> {
             return Ok(None);
         }
         loop {
-            match self.dec.next_item(&mut self.buf) {
-                Ok(Next::Item(item)) => return Ok(Some(item)),
-                Ok(Next::End) => return Ok(None),
-                Ok(_) => {}
+            let got = if self.eof {
+                self.dec.decode_eof(&mut self.buf)
+            } else {
+                self.dec.decode(&mut self.buf)
+            };
+            match got {
+                Ok(Some(item)) => return Ok(Some(item)),
+                Ok(None) if self.eof || self.dec.is_done() => return Ok(None),
+                Ok(None) => {}
                 Err(e) => {
                     self.failed = true;
                     return Err(e);
                 }
-            }
-            if self.eof {
-                self.failed = true;
-                return Err(self.dec.truncated());
             }
             // Read at least as much again as is buffered, so a unit that straddles many reads
             // is rescanned a logarithmic number of times, not once per read.
@@ -85,7 +86,7 @@ impl<R: Read> Reader<R> {
                     Err(e) => {
                         self.buf.truncate(old);
                         self.failed = true;
-                        return Err(Error::io(&e, self.dec.offset() + old as u64));
+                        return Err(Error::io(e, self.dec.offset() + old as u64));
                     }
                 }
             };
@@ -157,18 +158,10 @@ impl BytesReader {
         if self.failed {
             return Ok(None);
         }
-        match self.dec.next_item(&mut self.buf) {
-            Ok(Next::Item(item)) => Ok(Some(item)),
-            Ok(Next::End) => Ok(None),
-            Ok(_) => {
-                self.failed = true;
-                Err(self.dec.truncated())
-            }
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
+        // the whole input is here: it has ended
+        self.dec
+            .decode_eof(&mut self.buf)
+            .inspect_err(|_| self.failed = true)
     }
 }
 
@@ -274,23 +267,24 @@ impl<R: tokio::io::AsyncRead + Unpin> AsyncReader<R> {
             return Ok(None);
         }
         loop {
-            match self.dec.next_item(&mut self.buf) {
-                Ok(Next::Item(item)) => return Ok(Some(item)),
-                Ok(Next::End) => return Ok(None),
-                Ok(_) => {}
+            let got = if self.eof {
+                self.dec.decode_eof(&mut self.buf)
+            } else {
+                self.dec.decode(&mut self.buf)
+            };
+            match got {
+                Ok(Some(item)) => return Ok(Some(item)),
+                Ok(None) if self.eof || self.dec.is_done() => return Ok(None),
+                Ok(None) => {}
                 Err(e) => {
                     self.failed = true;
                     return Err(e);
                 }
             }
-            if self.eof {
-                self.failed = true;
-                return Err(self.dec.truncated());
-            }
             self.buf.reserve(MIN_READ.max(self.buf.len()));
             let n = self.inner.read_buf(&mut self.buf).await.map_err(|e| {
                 self.failed = true;
-                Error::io(&e, self.dec.offset())
+                Error::io(e, self.dec.offset())
             })?;
             if n == 0 {
                 self.eof = true;

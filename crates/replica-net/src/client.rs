@@ -1,6 +1,7 @@
 //! The tokio driver: a socket (TCP or TLS) around the protocol core, with timeouts,
 //! reconnects and a bounded event channel.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -162,19 +163,59 @@ pub struct Client {
     status: Arc<Mutex<Status>>,
 }
 
+/// The work of a [`Client`]: connecting, the protocol, reconnecting. Nothing happens until it
+/// is polled: spawn it on a runtime (`tokio::spawn(connection)`), as tokio-postgres hands back
+/// its `Connection`. It ends when the client stops, is dropped or fails for good.
+#[must_use = "the connection does nothing unless spawned or awaited"]
+pub struct Connection(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connection")
+    }
+}
+
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
 impl Client {
-    /// Starts replicating on the current tokio runtime.
-    pub fn start(cfg: ClientConfig) -> Self {
+    /// The client and its [`Connection`], which the caller runs (`tokio::spawn`, or `select!`
+    /// beside other work). Needs no runtime until the connection is polled.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cfg = replica_net::ClientConfig::new("127.0.0.1", 1);
+    /// let (mut client, connection) = replica_net::Client::connect(cfg);
+    /// tokio::spawn(connection);
+    /// client.stop();
+    /// # }
+    /// ```
+    pub fn connect(cfg: ClientConfig) -> (Self, Connection) {
         let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
         let (stop, stop_rx) = watch::channel(false);
         let status = Arc::new(Mutex::new(Status::default()));
-        let task = tokio::spawn(run(cfg, tx, stop_rx, status.clone()));
-        Self {
+        let conn = Connection(Box::pin(run(cfg, tx, stop_rx, status.clone())));
+        let client = Self {
             rx,
             stop: Arc::new(stop),
-            task: Some(task),
+            task: None,
             status,
-        }
+        };
+        (client, conn)
+    }
+
+    /// Starts replicating with [`connect`](Self::connect), the connection spawned on the
+    /// current tokio runtime (panics outside one, as `tokio::spawn` does).
+    pub fn start(cfg: ClientConfig) -> Self {
+        let (mut client, conn) = Self::connect(cfg);
+        client.task = Some(tokio::spawn(conn));
+        client
     }
 
     /// The next event; `None` when the client has stopped.
@@ -227,6 +268,8 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        // a connection the caller spawned ends at its next step
+        let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
             t.abort();
         }

@@ -18,7 +18,7 @@ pub mod proto;
 mod tls;
 mod url;
 
-pub use client::{Client, ClientConfig, Status, StatusHandle, Stopper};
+pub use client::{Client, ClientConfig, Connection, Status, StatusHandle, Stopper};
 pub use error::{Error, Result};
 pub use proto::{ANNOUNCED_VERSION, Auth, CommandEvent, Event, Replica, ReplicaConfig, SyncStart};
 #[cfg(feature = "tls-rustls")]

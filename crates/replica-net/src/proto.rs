@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use rdb_format::{Item, Next};
+use rdb_format::Item;
 use resp_codec::{Command, Frame};
 
 use crate::error::{Error, Kind, Result};
@@ -104,22 +104,8 @@ pub struct CommandEvent {
     pub db: u64,
     /// The command as received.
     pub cmd: Command,
-    /// The replication offset after it (files: `None`).
+    /// The replication offset after it (`None` only from a master too old for PSYNC).
     pub offset: Option<u64>,
-    /// The last `#TS` annotation before it (AOF files only).
-    pub ts: Option<i64>,
-}
-
-impl CommandEvent {
-    /// A command event (for sources other than the replication stream, such as AOF files).
-    pub fn new(db: u64, cmd: Command, offset: Option<u64>, ts: Option<i64>) -> Self {
-        Self {
-            db,
-            cmd,
-            offset,
-            ts,
-        }
-    }
 }
 
 /// What happened.
@@ -420,10 +406,11 @@ impl Replica {
     /// or the moment the link has been silent for the read timeout.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let ack = match self.state {
-            State::Stream if !self.legacy => Some(
-                self.last_ack
-                    .map_or_else(Instant::now, |t| t + self.ack_interval()),
-            ),
+            // no ACK yet: one is due at once (the time of the last input, never the clock's)
+            State::Stream if !self.legacy => self
+                .last_ack
+                .map(|t| t + self.ack_interval())
+                .or(self.last_input),
             _ => None,
         };
         let silence = self.silence_deadline();
@@ -716,26 +703,30 @@ impl Replica {
             }
             // decode what is there: items go out as they complete
             loop {
-                match rs.dec.next_item(&mut rs.buf) {
-                    Ok(Next::Item(item)) => {
+                let ended = rs.remaining == Some(0);
+                let got = if ended {
+                    rs.dec.decode_eof(&mut rs.buf)
+                } else {
+                    rs.dec.decode(&mut rs.buf)
+                };
+                match got {
+                    Ok(Some(item)) => {
                         if let Item::Eof { checksum } = &item {
                             rs.checksum = *checksum;
                         }
                         self.events.push_back(Event::Rdb(item));
                     }
-                    Ok(Next::End) => {
+                    Ok(None) if rs.dec.is_done() => {
                         rs.done = true;
                         break;
                     }
-                    Ok(_) => {
-                        if rs.remaining == Some(0) {
-                            return Err(Error::with_source(
-                                Kind::Rdb,
-                                "the RDB transfer ended inside the RDB",
-                                rs.dec.truncated(),
-                            ));
-                        }
-                        return Ok(false);
+                    Ok(None) => return Ok(false),
+                    Err(e) if ended && e.is_truncated() => {
+                        return Err(Error::with_source(
+                            Kind::Rdb,
+                            "the RDB transfer ended inside the RDB",
+                            e,
+                        ));
                     }
                     Err(e) => return Err(Error::with_source(Kind::Rdb, "bad RDB transfer", e)),
                 }
@@ -834,7 +825,6 @@ impl Replica {
             db: self.db,
             cmd,
             offset,
-            ts: None,
         }));
         Ok(true)
     }

@@ -1,23 +1,22 @@
-//! `replicator`: dump and check RDB and AOF files, and replicate a live master.
+//! `replicator`: dump and check RDB and AOF files, and replicate a live master. The work is
+//! the library's (`replicator::files`, `replicator::print`, `replicator::Replicator`); this is
+//! arguments, progress, messages and exit codes.
 
 mod aof;
-mod convert;
-mod output;
-mod prefetch;
 mod replicate;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
-use rdb_format::{BytesReader, Config, Item, KeyHead, Reader, Value, ValueType};
-
-use output::{JsonSink, KeysSink, RespSink, Sink, value_chunks};
+use replicator::files::{self, FileEvents};
+use replicator::filter::Filter;
+use replicator::print::{Count, Json, Jsonl, Keys, Printer, Rdb, Resp, Restore, Sink};
+use replicator::{Event, Item, KeyHead, ValueType};
 
 #[derive(Parser)]
 #[command(
@@ -168,85 +167,25 @@ fn parse_type(s: &str) -> Result<ValueType, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Dump(args) => dump(args),
-        Cmd::Check(args) => check(args),
+        Cmd::Dump(args) => dump(&args),
+        Cmd::Check(args) => check(&args),
         Cmd::Replicate(args) => replicate::replicate(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             // A closed pipe (`| head`) is not an error worth a message.
-            if let Some(io) = e.downcast_ref::<io::Error>() {
-                if io.kind() == io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
+            let pipe = e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+                    || c.downcast_ref::<replicator::Error>()
+                        .is_some_and(replicator::Error::is_broken_pipe)
+            });
+            if pipe {
+                return ExitCode::SUCCESS;
             }
             eprintln!("replicator: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Items from a file (mapped, zero-copy) or standard input (streamed).
-enum Input {
-    Mapped(BytesReader),
-    Stream(Reader<Box<dyn Read>>),
-    Prefetched(prefetch::Prefetched),
-}
-
-impl Input {
-    fn open(path: &PathBuf, config: Config, mmap: bool) -> anyhow::Result<(Self, u64)> {
-        if path.as_os_str() == "-" {
-            let stdin: Box<dyn Read> = Box::new(io::stdin().lock());
-            return Ok((Self::Stream(Reader::with_config(stdin, config)), 0));
-        }
-        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        if mmap {
-            let bytes: Bytes = rdb_format::mmap_file(path)
-                .with_context(|| format!("cannot map {}", path.display()))?;
-            return Ok((
-                Self::Mapped(BytesReader::with_config(bytes, config)),
-                meta.len(),
-            ));
-        }
-        // Streaming reads keep the resident set small whatever the file size (the pages of
-        // a mapped file would count towards it); a second thread does the reading.
-        Ok((
-            Self::Prefetched(prefetch::Prefetched::spawn(file, config)),
-            meta.len(),
-        ))
-    }
-
-    fn next(&mut self) -> Result<Option<Item>, rdb_format::Error> {
-        match self {
-            Self::Mapped(r) => r.next_item(),
-            Self::Stream(r) => r.next_item(),
-            Self::Prefetched(r) => r.next_item(),
-        }
-    }
-
-    fn offset(&self) -> u64 {
-        match self {
-            Self::Mapped(r) => r.decoder().offset(),
-            Self::Stream(r) => r.decoder().offset(),
-            Self::Prefetched(r) => r.decoder().offset(),
-        }
-    }
-
-    fn version(&self) -> u32 {
-        match self {
-            Self::Mapped(r) => r.decoder().version(),
-            Self::Stream(r) => r.decoder().version(),
-            Self::Prefetched(r) => r.decoder().version(),
-        }
-    }
-
-    fn partial_checks(&self) -> u64 {
-        match self {
-            Self::Mapped(r) => r.decoder().partial_checks(),
-            Self::Stream(r) => r.decoder().partial_checks(),
-            Self::Prefetched(r) => r.decoder().partial_checks(),
         }
     }
 }
@@ -282,109 +221,31 @@ impl Progress {
     }
 }
 
-struct Filter {
-    dbs: Vec<u64>,
-    key: Option<regex::bytes::Regex>,
-    types: Vec<ValueType>,
-}
-
-impl Filter {
-    fn from_args(args: &FilterArgs) -> anyhow::Result<Self> {
-        Ok(Self {
-            dbs: args.db.clone(),
-            key: args
-                .key
-                .as_deref()
-                .map(regex::bytes::Regex::new)
-                .transpose()
-                .context("bad --key regular expression")?,
-            types: args.types.clone(),
-        })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.dbs.is_empty() && self.key.is_none() && self.types.is_empty()
-    }
-
-    fn pass(&self, head: &KeyHead) -> bool {
-        (self.dbs.is_empty() || self.dbs.contains(&head.db))
-            && (self.types.is_empty() || self.types.contains(&head.value_type))
-            && self.key.as_ref().is_none_or(|re| re.is_match(&head.key))
-    }
-}
-
-fn is_aof(path: &std::path::Path) -> anyhow::Result<bool> {
-    if path.as_os_str() == "-" {
-        return Ok(false);
-    }
-    let d = aof_manifest::detect(path).with_context(|| format!("{}", path.display()))?;
-    Ok(d != aof_manifest::Detected::Rdb)
-}
-
-fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
-    if args.format == Format::Rdb {
-        return convert::to_rdb(&args);
-    }
-    if args.restore {
-        anyhow::ensure!(
-            args.format == Format::Resp,
-            "--restore goes with --format resp"
-        );
-        return convert::restore(&args);
-    }
-    if is_aof(&args.file)? {
-        return aof::dump(args);
-    }
-    if !args.filters.command.is_empty() || !args.filters.skip_command.is_empty() {
-        anyhow::bail!("--command and --skip-command apply to AOF files only");
-    }
-    let filter = Filter::from_args(&args.filters)?;
-    let mut config = Config::default();
-    config
-        .verify_checksum(!args.no_checksum)
-        .relaxed_version(args.relaxed_version)
-        .lenient(args.lenient)
-        // count and keys need no values: check them without building them
-        .skip_values(matches!(args.format, Format::Count | Format::Keys));
-    let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
-    let out = open_output(&args)?;
-    let progress = Progress::new(len);
-    let mut count = 0u64;
-    let mut sink: Box<dyn Sink> = match args.format {
-        Format::Jsonl => Box::new(JsonSink::new(out, false)),
-        Format::Json => Box::new(JsonSink::new(out, true)),
-        Format::Resp => Box::new(RespSink::new(out, args.batch).target(args.target_version)),
-        Format::Keys => Box::new(KeysSink { w: out }),
-        Format::Rdb => unreachable!("handled above"),
-        Format::Count => {
-            let r = run(&mut input, &filter, &progress, |_, _| Ok(()), &mut count);
-            progress.done();
-            r?;
-            let mut out = out;
-            writeln!(out, "{count}")?;
-            out.flush()?;
-            return Ok(ExitCode::SUCCESS);
+impl FilterArgs {
+    fn filter(&self) -> anyhow::Result<Filter> {
+        let mut f = Filter::new();
+        for db in &self.db {
+            f.db(*db);
         }
-    };
-    let resp = args.format == Format::Resp;
-    let all = args.all;
-    let filtered = !filter.is_empty();
-    let result = run(
-        &mut input,
-        &filter,
-        &progress,
-        |ev, _version| deliver(sink.as_mut(), ev, all || (resp && !filtered)),
-        &mut count,
-    );
-    progress.done();
-    sink.finish()?;
-    result?;
-    Ok(ExitCode::SUCCESS)
+        if let Some(re) = &self.key {
+            f.key_pattern(re)?;
+        }
+        for t in &self.types {
+            f.value_type(*t);
+        }
+        for c in &self.command {
+            f.command(c);
+        }
+        for c in &self.skip_command {
+            f.skip_command(c);
+        }
+        Ok(f)
+    }
 }
 
 /// The output file, or standard output.
-fn open_output(args: &DumpArgs) -> anyhow::Result<BufWriter<Box<dyn Write>>> {
-    let out: Box<dyn Write> = match &args.output {
+fn open_output(path: Option<&Path>) -> anyhow::Result<BufWriter<Box<dyn Write>>> {
+    let out: Box<dyn Write> = match path {
         Some(p) => {
             Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
         }
@@ -393,114 +254,158 @@ fn open_output(args: &DumpArgs) -> anyhow::Result<BufWriter<Box<dyn Write>>> {
     Ok(BufWriter::with_capacity(1 << 16, out))
 }
 
-/// Hands one event to the sink; non-key items only when `others` (headers always: sinks
-/// need the version).
-fn deliver(sink: &mut dyn Sink, ev: Ev<'_>, others: bool) -> io::Result<()> {
-    match ev {
-        Ev::Start(h) => sink.start(h),
-        Ev::Chunk(h, c) => sink.chunk(h, c),
-        Ev::End(h) => sink.end(h),
-        Ev::Module(h, name, encver, raw) => sink.module(h, name, encver, raw),
-        Ev::Other(item) if others || matches!(item, Item::Header { .. }) => sink.other(item),
-        Ev::Other(_) => Ok(()),
+/// Runs every event of `events` through a printer; a failed read ends the loop and comes back
+/// beside the sink (finished unless `finish_on_error` is false: a cut RDB must not get an EOF).
+fn drive<S: Sink>(
+    events: &mut FileEvents,
+    sink: S,
+    filter: Filter,
+    all: bool,
+    finish_on_error: bool,
+) -> anyhow::Result<(S, Option<replicator::Error>)> {
+    let progress = Progress::new(events.len());
+    let mut p = Printer::new(sink);
+    p.filter(filter);
+    if all {
+        p.all(true);
     }
-}
-
-enum Ev<'a> {
-    Start(&'a KeyHead),
-    Chunk(&'a KeyHead, &'a rdb_format::Chunk),
-    End(&'a KeyHead),
-    Module(&'a KeyHead, &'a str, u64, &'a Bytes),
-    Other(&'a Item),
-}
-
-/// Turns decoded items into sink events, applying the filter; keeps the head of a chunked
-/// key between its items.
-#[derive(Default)]
-struct Router {
-    current: Option<KeyHead>,
-}
-
-impl Router {
-    fn route(
-        &mut self,
-        item: Item,
-        filter: &Filter,
-        version: Option<u32>,
-        count: &mut u64,
-        f: &mut impl FnMut(Ev<'_>, Option<u32>) -> io::Result<()>,
-    ) -> io::Result<()> {
-        match item {
-            Item::Key(rec) => {
-                if !filter.pass(&rec.head) {
-                    return Ok(());
-                }
-                *count += 1;
-                let head = rec.head;
-                match rec.value {
-                    Value::Module(m) => f(Ev::Module(&head, &m.name, m.encver, &m.raw), version)?,
-                    value => {
-                        f(Ev::Start(&head), version)?;
-                        for c in value_chunks(value) {
-                            f(Ev::Chunk(&head, &c), version)?;
-                        }
-                        f(Ev::End(&head), version)?;
-                    }
-                }
-            }
-            Item::KeyChecked(head) => {
-                if filter.pass(&head) {
-                    *count += 1;
-                    f(Ev::Start(&head), version)?;
-                    f(Ev::End(&head), version)?;
-                }
-            }
-            Item::KeyStart(head) => {
-                if filter.pass(&head) {
-                    *count += 1;
-                    f(Ev::Start(&head), version)?;
-                    self.current = Some(head);
-                } else {
-                    self.current = None;
-                }
-            }
-            Item::Chunk(c) => {
-                if let Some(h) = &self.current {
-                    f(Ev::Chunk(h, &c), version)?;
-                }
-            }
-            Item::KeyEnd => {
-                if let Some(h) = self.current.take() {
-                    f(Ev::End(&h), version)?;
-                }
-            }
-            other => f(Ev::Other(&other), version)?,
-        }
-        Ok(())
-    }
-}
-
-/// Drives the decoder, applies the filter and turns items into sink events.
-fn run(
-    input: &mut Input,
-    filter: &Filter,
-    progress: &Progress,
-    mut f: impl FnMut(Ev<'_>, Option<u32>) -> io::Result<()>,
-    count: &mut u64,
-) -> anyhow::Result<()> {
-    let mut router = Router::default();
     let mut n = 0u64;
-    loop {
-        let item = input.next().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let Some(item) = item else { break };
-        n += 1;
-        if n % 4096 == 0 {
-            progress.set(input.offset());
+    let failure = loop {
+        match events.next_event() {
+            Ok(Some(ev)) => {
+                n += 1;
+                if n % 4096 == 0 {
+                    progress.set(events.offset());
+                }
+                p.event(ev)?;
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
         }
-        let version = Some(input.version());
-        router.route(item, filter, version, count, &mut f)?;
+    };
+    progress.done();
+    if failure.is_some() && !finish_on_error {
+        p.flush()?;
+        return Ok((p.into_sink(), failure));
     }
-    Ok(())
+    Ok((p.finish()?, failure))
+}
+
+fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
+    let aof = files::is_aof(&args.file)?;
+    let filter = args.filters.filter()?;
+    if !aof && filter.filters_commands() {
+        anyhow::bail!("--command and --skip-command apply to AOF files only");
+    }
+    if args.restore && args.format != Format::Resp {
+        anyhow::bail!("--restore goes with --format resp");
+    }
+    let mut opts = files::Options::new();
+    opts.mmap(args.mmap);
+    let config = opts.rdb_mut();
+    config
+        .verify_checksum(!args.no_checksum)
+        .relaxed_version(args.relaxed_version)
+        .lenient(args.lenient)
+        // count and keys need no values: check them without building them
+        .skip_values(matches!(args.format, Format::Count | Format::Keys));
+    if args.format == Format::Rdb || args.restore {
+        // whole keys: an encoder needs a value's size before its elements
+        config.chunk_threshold(usize::MAX).string_piece(u64::MAX);
+    }
+    let mut events = files::open_with(&args.file, &opts)?;
+    let out = open_output(args.output.as_deref())?;
+    let failure = match args.format {
+        Format::Jsonl => drive(&mut events, Jsonl::new(out), filter, args.all, true)?.1,
+        Format::Json => drive(&mut events, Json::new(out), filter, args.all, true)?.1,
+        Format::Keys => drive(&mut events, Keys::new(out), filter, args.all, true)?.1,
+        Format::Count => drive(&mut events, Count::new(out), filter, false, true)?.1,
+        Format::Resp if args.restore => {
+            let mut r = Restore::new(out);
+            r.target_version(args.target_version)
+                .no_compression(args.no_compression)
+                .lossy(args.lossy);
+            let (r, failure) = drive(&mut events, r, filter, args.all, true)?;
+            if let Some(v) = r.version() {
+                report_dropped(r.dropped(), v);
+            }
+            failure
+        }
+        Format::Resp => {
+            let mut r = Resp::new(out);
+            r.batch(args.batch).target_version(args.target_version);
+            let (r, failure) = drive(&mut events, r, filter, args.all, true)?;
+            report_left_out(&r);
+            failure
+        }
+        Format::Rdb => {
+            let mut r = Rdb::new(out);
+            r.target_version(args.target_version)
+                .no_compression(args.no_compression)
+                .lossy(args.lossy);
+            let (r, failure) = drive(&mut events, r, filter, true, false)?;
+            if failure.is_none() {
+                eprintln!("replicator: {} keys written", r.keys());
+                report_dropped(r.dropped(), r.version());
+            }
+            failure
+        }
+    };
+    let Some(e) = failure else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    #[allow(clippy::single_match_else)]
+    match e.kind() {
+        replicator::ErrorKind::Aof(a) if a.is_truncated_tail() => {
+            eprintln!("replicator: {e}");
+            eprintln!(
+                "replicator: the last file ends in a cut command (what a crash leaves); \
+                 everything before offset {} was written; `replicator check --fix` cuts it there",
+                a.ok_up_to.unwrap_or(0)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        _ => Err(e.into()),
+    }
+}
+
+/// Says on stderr what a lossy conversion for `version` dropped.
+fn report_dropped(d: replicator::rdb::Dropped, version: u32) {
+    if d.is_empty() {
+        return;
+    }
+    eprintln!(
+        "replicator: --lossy for RDB {version} dropped the IDMP state of {} streams, {} NACK-zone \
+         entries and {} key metadata classes",
+        d.idmp_streams, d.nacked_entries, d.key_meta_classes
+    );
+}
+
+/// Says on stderr what `--format resp` left out because the target cannot hold it.
+fn report_left_out<W: Write>(r: &Resp<W>) {
+    let l = r.left_out();
+    let target = r.version();
+    if l.idmp_streams > 0 {
+        eprintln!(
+            "replicator: left out the IDMP state of {} streams: RDB {target} targets have no \
+             XCFGSET/XIDMPRECORD (Redis 8.6+)",
+            l.idmp_streams
+        );
+    }
+    if l.nacked_entries > 0 {
+        eprintln!(
+            "replicator: left out {} NACK-zone entries: RDB {target} targets have no XNACK \
+             (Redis 8.8+)",
+            l.nacked_entries
+        );
+    }
+    if l.key_meta_keys > 0 {
+        eprintln!(
+            "replicator: left out the module metadata of {} keys: no command attaches it \
+             (--restore carries it to Redis 8.6+ targets)",
+            l.key_meta_keys
+        );
+    }
 }
 
 /// Type names in the order `check` prints them.
@@ -508,133 +413,152 @@ const TYPE_NAMES: [&str; 8] = [
     "array", "hash", "list", "module", "set", "stream", "string", "zset",
 ];
 
-fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    if is_aof(&args.file)? {
-        return aof::check(&args);
-    }
-    if args.fix || args.truncate_to_timestamp.is_some() {
-        anyhow::bail!("--fix and --truncate-to-timestamp apply to AOF files only");
-    }
-    let mut config = Config::default();
-    config
-        .skip_values(true)
-        .relaxed_version(args.relaxed_version)
-        .lenient(args.lenient)
-        .dup_check_limit(args.dup_check_limit);
-    let (mut input, len) = Input::open(&args.file, config, args.mmap)?;
-    let progress = Progress::new(len);
-    // keys per db and type (indexed as TYPE_NAMES)
-    let mut per_db: BTreeMap<u64, [u64; 8]> = BTreeMap::new();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    // keys with an expiry; of them already expired; of them with a negative time
-    let mut expiries = [0u64; 3];
-    let mut tally = |head: &KeyHead| {
+/// What `check` counts of an RDB.
+#[derive(Default)]
+struct Tally {
+    /// keys per db and type (indexed as TYPE_NAMES)
+    per_db: BTreeMap<u64, [u64; 8]>,
+    /// keys with an expiry; of them already expired; of them with a negative time
+    expiries: [u64; 3],
+    header: Option<(replicator::rdb::Flavor, u32)>,
+    aux: u64,
+    functions: u64,
+    checksum: Option<Option<u64>>,
+    /// a copy, so no key keeps the reader's buffer alive and it can be reused in place
+    last_key: Vec<u8>,
+}
+
+impl Tally {
+    fn key(&mut self, head: &KeyHead, now_ms: i64) {
         let t = TYPE_NAMES
             .iter()
             .position(|n| *n == head.value_type.name())
             .unwrap_or(0);
-        per_db.entry(head.db).or_default()[t] += 1;
+        self.per_db.entry(head.db).or_default()[t] += 1;
         if let Some(ms) = head.expire_ms {
-            expiries[0] += 1;
-            expiries[1] += u64::from(ms < now_ms);
-            expiries[2] += u64::from(ms < 0);
+            self.expiries[0] += 1;
+            self.expiries[1] += u64::from(ms < now_ms);
+            self.expiries[2] += u64::from(ms < 0);
         }
-    };
-    let mut checksum = None;
-    let mut header = None;
-    let mut aux = 0u64;
-    let mut functions = 0u64;
+        self.last_key.clear();
+        self.last_key.extend_from_slice(&head.key);
+    }
+
+    fn item(&mut self, item: &Item, now_ms: i64) {
+        match item {
+            Item::Header { flavor, version } => self.header = Some((*flavor, *version)),
+            Item::Key(rec) => self.key(&rec.head, now_ms),
+            Item::KeyStart(head) | Item::KeyChecked(head) => self.key(head, now_ms),
+            Item::Aux { .. } => self.aux += 1,
+            Item::Function(_) => self.functions += 1,
+            Item::Eof { checksum: c } => self.checksum = Some(*c),
+            _ => {}
+        }
+    }
+
+    fn print(&self, out: &mut impl Write) -> io::Result<()> {
+        if let Some((flavor, version)) = self.header {
+            writeln!(out, "RDB version {version} ({flavor:?})")?;
+        }
+        writeln!(
+            out,
+            "aux fields: {}, functions: {}",
+            self.aux, self.functions
+        )?;
+        let total: u64 = self.per_db.values().flatten().sum();
+        for (db, types) in &self.per_db {
+            let keys: u64 = types.iter().sum();
+            let detail: Vec<String> = TYPE_NAMES
+                .iter()
+                .zip(types)
+                .filter(|(_, n)| **n > 0)
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            writeln!(out, "db {db}: {keys} keys ({})", detail.join(", "))?;
+        }
+        writeln!(out, "keys: {total}")?;
+        let [n, expired, negative] = self.expiries;
+        writeln!(
+            out,
+            "expires: {n} (already expired: {expired}, with a negative time: {negative})"
+        )
+    }
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    if files::is_aof(&args.file)? {
+        return aof::check(args);
+    }
+    if args.fix || args.truncate_to_timestamp.is_some() {
+        anyhow::bail!("--fix and --truncate-to-timestamp apply to AOF files only");
+    }
+    let mut opts = files::Options::new();
+    opts.mmap(args.mmap)
+        .rdb_mut()
+        .skip_values(true)
+        .relaxed_version(args.relaxed_version)
+        .lenient(args.lenient)
+        .dup_check_limit(args.dup_check_limit);
+    let mut events = files::open_with(&args.file, &opts)?;
+    let progress = Progress::new(events.len());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut tally = Tally::default();
     let mut n = 0u64;
-    // a copy, so no key keeps the reader's buffer alive and it can be reused in place
-    let mut last_key: Vec<u8> = Vec::new();
     let result = loop {
-        match input.next() {
-            Ok(Some(item)) => {
+        match events.next_event() {
+            Ok(Some(Event::Rdb(item))) => {
                 n += 1;
                 if n % 4096 == 0 {
-                    progress.set(input.offset());
+                    progress.set(events.offset());
                 }
-                match item {
-                    Item::Header { flavor, version } => header = Some((flavor, version)),
-                    Item::Key(rec) => {
-                        tally(&rec.head);
-                        last_key.clear();
-                        last_key.extend_from_slice(&rec.head.key);
-                    }
-                    Item::KeyStart(head) | Item::KeyChecked(head) => {
-                        tally(&head);
-                        last_key.clear();
-                        last_key.extend_from_slice(&head.key);
-                    }
-                    Item::Aux { .. } => aux += 1,
-                    Item::Function(_) => functions += 1,
-                    Item::Eof { checksum: c } => checksum = Some(c),
-                    _ => {}
-                }
+                tally.item(&item, now_ms);
             }
+            Ok(Some(_)) => {}
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         }
     };
     progress.done();
     let mut out = io::stdout().lock();
-    if let Some((flavor, version)) = header {
-        writeln!(out, "RDB version {version} ({flavor:?})")?;
-    }
-    writeln!(out, "aux fields: {aux}, functions: {functions}")?;
-    let total: u64 = per_db.values().flatten().sum();
-    for (db, types) in &per_db {
-        let keys: u64 = types.iter().sum();
-        let detail: Vec<String> = TYPE_NAMES
-            .iter()
-            .zip(types)
-            .filter(|(_, n)| **n > 0)
-            .map(|(t, n)| format!("{t} {n}"))
-            .collect();
-        writeln!(out, "db {db}: {keys} keys ({})", detail.join(", "))?;
-    }
-    writeln!(out, "keys: {total}")?;
-    writeln!(
-        out,
-        "expires: {} (already expired: {}, with a negative time: {})",
-        expiries[0], expiries[1], expiries[2]
-    )?;
-    let partial = input.partial_checks();
+    tally.print(&mut out)?;
+    let partial = events.partial_checks();
     if partial > 0 {
         writeln!(
             out,
             "duplicate check: partial for {partial} keys with more members than the limit"
         )?;
     }
-    match result {
+    let e = match result {
         Ok(()) => {
-            match checksum {
+            match tally.checksum {
                 Some(Some(0)) => writeln!(out, "checksum: disabled in file (0), not checked")?,
                 Some(Some(c)) => writeln!(out, "checksum: {c:016x} OK")?,
                 Some(None) => writeln!(out, "checksum: none (RDB version < 5)")?,
                 None => {}
             }
             writeln!(out, "RDB looks OK")?;
-            Ok(ExitCode::SUCCESS)
+            return Ok(ExitCode::SUCCESS);
         }
-        Err(e) => {
-            out.flush()?;
-            eprintln!("--- RDB ERROR DETECTED ---");
-            eprintln!("[offset {}] {}", e.offset(), e.kind());
-            if let Some(doing) = e.context().doing {
-                eprintln!("While reading: {doing}");
-            }
-            match e.context().key.as_ref() {
-                Some(k) => eprintln!("Key: {}", rdb_format::Shown(k)),
-                None if !last_key.is_empty() => {
-                    eprintln!("Last key read: {}", rdb_format::Shown(&last_key));
-                }
-                None => {}
-            }
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(1))
-        }
+        Err(e) => e,
+    };
+    out.flush()?;
+    let replicator::ErrorKind::Rdb(rdb) = e.kind() else {
+        return Err(e.into());
+    };
+    eprintln!("--- RDB ERROR DETECTED ---");
+    eprintln!("[offset {}] {}", rdb.offset(), rdb.kind());
+    if let Some(doing) = rdb.context().doing {
+        eprintln!("While reading: {doing}");
     }
+    match rdb.context().key.as_ref() {
+        Some(k) => eprintln!("Key: {}", replicator::rdb::Shown(k)),
+        None if !tally.last_key.is_empty() => {
+            eprintln!("Last key read: {}", replicator::rdb::Shown(&tally.last_key));
+        }
+        None => {}
+    }
+    eprintln!("error: {e}");
+    Ok(ExitCode::from(1))
 }

@@ -1,6 +1,6 @@
 //! `replicator replicate URL`: be a replica of a live master and print what it sends.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdb_format::Item;
-use replica_net::{Auth, Client, ClientConfig, Event, TlsConfig};
+use replicator::net::StatusHandle;
+use replicator::print::{Jsonl, Printer, Resp, Sink};
+use replicator::{Builder, Event, Replicator, TlsConfig};
 
-use crate::aof::CommandFilter;
-use crate::output::{JsonSink, RespSink, Sink};
-use crate::{Filter, FilterArgs, Router, deliver};
+use crate::FilterArgs;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum ReplFormat {
@@ -85,8 +84,8 @@ pub(crate) struct ReplicateArgs {
     ack_interval: u64,
 }
 
-fn config(args: &ReplicateArgs) -> anyhow::Result<ClientConfig> {
-    let mut cfg = ClientConfig::from_url(&args.url).map_err(|e| anyhow::anyhow!("{e}"))?;
+fn builder(args: &ReplicateArgs) -> anyhow::Result<Builder> {
+    let mut b = Replicator::builder(&args.url)?;
     let password = args
         .password
         .clone()
@@ -95,17 +94,17 @@ fn config(args: &ReplicateArgs) -> anyhow::Result<ClientConfig> {
         let user = args
             .user
             .clone()
-            .or_else(|| cfg.replica.auth.as_ref().and_then(|a| a.user.clone()));
-        cfg.replica.auth = Some(Auth { user, password });
-    } else if let (Some(user), Some(auth)) = (&args.user, cfg.replica.auth.as_mut()) {
-        auth.user = Some(user.clone());
+            .or_else(|| b.auth_user().flatten().map(str::to_owned));
+        b.auth(user.as_deref(), &password);
+    } else if let Some(user) = &args.user {
+        b.user(Some(user));
     }
     let wants_tls = args.tls
         || args.tls_ca.is_some()
         || args.tls_cert.is_some()
         || args.tls_insecure
         || args.tls_sni.is_some();
-    if wants_tls || cfg.tls.is_some() {
+    if wants_tls || b.is_tls() {
         let mut t = TlsConfig::default();
         if let Some(ca) = &args.tls_ca {
             t.ca_file(ca);
@@ -121,28 +120,32 @@ fn config(args: &ReplicateArgs) -> anyhow::Result<ClientConfig> {
             t.server_name(sni);
         }
         t.insecure(args.tls_insecure);
-        cfg.tls = Some(t);
+        b.tls(t);
     }
-    cfg.replica.rdb_only = args.rdb_only;
-    cfg.replica.rdb.relaxed_version(args.relaxed_version);
-    cfg.replica.ack_interval = Duration::from_millis(args.ack_interval.max(10));
-    cfg.read_timeout = Duration::from_secs(args.read_timeout.max(1));
+    let mut rdb = replicator::Config::default();
+    rdb.relaxed_version(args.relaxed_version);
+    b.rdb_only(args.rdb_only)
+        .rdb_config(rdb)
+        .ack_interval(Duration::from_millis(args.ack_interval.max(10)))
+        .read_timeout(Duration::from_secs(args.read_timeout.max(1)));
     if let Some(r) = &args.resume {
         let (id, off) = r
             .rsplit_once(':')
             .and_then(|(id, off)| Some((id, off.parse::<u64>().ok()?)))
             .context("--resume wants REPLID:OFFSET")?;
-        cfg.resume = Some((id.to_owned(), off));
+        b.resume(id, off);
     }
-    Ok(cfg)
+    Ok(b)
 }
 
 /// A status line on stderr, once a second, while `running`.
-fn status_line(client: &Client, running: Arc<AtomicBool>) -> Option<std::thread::JoinHandle<()>> {
+fn status_line(
+    status: StatusHandle,
+    running: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
     if !io::stderr().is_terminal() {
         return None;
     }
-    let status = client.status_handle();
     Some(std::thread::spawn(move || {
         while running.load(Ordering::Relaxed) {
             let s = status.get();
@@ -163,114 +166,68 @@ fn status_line(client: &Client, running: Arc<AtomicBool>) -> Option<std::thread:
     }))
 }
 
+/// Stops the replica on SIGINT / SIGTERM: a last ACK, then the events end and what was
+/// received is flushed.
+async fn stop_on_signal(stopper: replicator::net::Stopper) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    stopper.stop();
+}
+
 pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
-    let cfg = config(&args)?;
-    let filter = Filter::from_args(&args.filters)?;
-    let cmds = CommandFilter::new(&filter, &args.filters);
+    let b = builder(&args)?;
+    let filter = args.filters.filter()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let mut client = {
-        let _in_runtime = rt.enter();
-        Client::start(cfg)
-    };
-    // SIGINT / SIGTERM: a last ACK, then the channel ends and what was received is flushed
-    let stopper = client.stopper();
-    rt.spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        stopper.stop();
-    });
+    let (mut r, connection) = b.connect();
+    rt.spawn(connection);
+    rt.spawn(stop_on_signal(r.stopper()));
     let running = Arc::new(AtomicBool::new(true));
-    let status = status_line(&client, running.clone());
+    let status = status_line(r.status_handle(), running.clone());
 
-    let out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        ),
-        None => Box::new(io::stdout().lock()),
-    };
-    let out = io::BufWriter::with_capacity(1 << 16, out);
-    let mut sink: Box<dyn Sink> = match args.format {
-        ReplFormat::Jsonl => Box::new(JsonSink::new(out, false)),
-        ReplFormat::Resp => Box::new(RespSink::new(out, args.batch)),
-    };
-    let others = args.all || (args.format == ReplFormat::Resp && cmds.is_empty());
-    let mut router = Router::default();
-    let mut version = None;
-    let mut count = 0u64;
-    let mut failure = None;
-    let mut commands = 0u64;
-    let mut last_offset = None;
-    let result: io::Result<()> = (|| {
-        while let Some(first) = client.blocking_recv() {
-            let mut next = Some(first);
-            while let Some(ev) = next.take() {
-                match ev {
-                    Ok(Event::SyncStart(s)) => {
-                        if s.full && s.resync {
-                            eprintln!(
-                                "replicator: full resync from {} at {}: the data is sent again",
-                                s.replid, s.offset
-                            );
-                            sink.resync()?;
-                        }
-                    }
-                    Ok(Event::Rdb(item)) => {
-                        if let Item::Header { version: v, .. } = &item {
-                            version = Some(*v);
-                        }
-                        router.route(item, &filter, version, &mut count, &mut |ev, _| {
-                            deliver(sink.as_mut(), ev, others)
-                        })?;
-                    }
-                    Ok(Event::Command(c)) => {
-                        commands += 1;
-                        last_offset = c.offset.or(last_offset);
-                        if cmds.pass_command(c.db, &c.cmd) {
-                            sink.command(c.db, &c.cmd, c.offset, None)?;
-                        }
-                    }
-                    Ok(Event::Disconnected { reason }) => {
-                        eprintln!("replicator: link lost: {reason}; reconnecting");
-                    }
-                    Ok(_) => {}
-                    Err(e) => failure = Some(e),
-                }
-                next = client.try_recv();
-            }
-            sink.flush()?;
-            if failure.is_some() {
-                break;
-            }
+    let out = crate::open_output(args.output.as_deref())?;
+    let followed = match args.format {
+        ReplFormat::Jsonl => follow(&mut r, Jsonl::new(out), filter, args.all).map(|(_, f)| f),
+        ReplFormat::Resp => {
+            let mut resp = Resp::new(out);
+            resp.batch(args.batch);
+            follow(&mut r, resp, filter, args.all).map(|(resp, f)| {
+                crate::report_left_out(&resp);
+                f
+            })
         }
-        sink.finish()
-    })();
+    };
     running.store(false, Ordering::Relaxed);
     if let Some(t) = status {
         let _ = t.join();
     }
-    drop(client);
+    drop(r);
     rt.shutdown_timeout(Duration::from_secs(1));
-    result?;
+    let Followed {
+        keys,
+        commands,
+        last_offset,
+        failure,
+    } = followed?;
     eprintln!(
-        "replicator: {count} key records, {commands} commands received, offset {}",
+        "replicator: {keys} key records, {commands} commands received, offset {}",
         last_offset.map_or_else(|| "-".to_owned(), |o| o.to_string())
     );
     match failure {
@@ -280,4 +237,65 @@ pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
         }
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// What [`follow`] saw.
+struct Followed {
+    keys: u64,
+    commands: u64,
+    last_offset: Option<u64>,
+    /// The error that ended the replica.
+    failure: Option<replicator::Error>,
+}
+
+/// Prints the replica's events until it ends; gives the sink back, finished.
+fn follow<S: Sink>(
+    r: &mut Replicator,
+    sink: S,
+    filter: replicator::filter::Filter,
+    all: bool,
+) -> replicator::Result<(S, Followed)> {
+    let mut printer = Printer::new(sink);
+    printer.filter(filter);
+    if all {
+        printer.all(true);
+    }
+    let mut seen = Followed {
+        keys: 0,
+        commands: 0,
+        last_offset: None,
+        failure: None,
+    };
+    while let Some(first) = r.blocking_next_event() {
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            match ev {
+                Ok(ev) => {
+                    match &ev {
+                        Event::SyncStart(s) if s.full && s.resync => eprintln!(
+                            "replicator: full resync from {} at {}: the data is sent again",
+                            s.replid, s.offset
+                        ),
+                        Event::Command(c) => {
+                            seen.commands += 1;
+                            seen.last_offset = c.offset.or(seen.last_offset);
+                        }
+                        Event::Disconnected { reason } => {
+                            eprintln!("replicator: link lost: {reason}; reconnecting");
+                        }
+                        _ => {}
+                    }
+                    printer.event(ev)?;
+                }
+                Err(e) => seen.failure = Some(e),
+            }
+            next = r.try_next_event();
+        }
+        printer.flush()?;
+        if seen.failure.is_some() {
+            break;
+        }
+    }
+    seen.keys = printer.keys();
+    Ok((printer.finish()?, seen))
 }

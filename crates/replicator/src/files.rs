@@ -1,53 +1,110 @@
-//! The same [`Event`]s from files: an RDB file, an AOF file, an `appendonlydir` or a
-//! manifest.
+//! The same [`Event`]s from files: an RDB file (read ahead, mapped or from standard input), an
+//! AOF file, an `appendonlydir` or a manifest.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
-use aof_manifest::{AofReader, Detected};
-use rdb_format::Reader;
-use replica_net::{CommandEvent, Event};
+use bytes::Bytes;
+use rdb_format::{BytesReader, Config, Item, ReadAhead, Reader};
 
-/// Why reading a file failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FileError {
-    /// The file could not be opened.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A bad RDB.
-    #[error(transparent)]
-    Rdb(#[from] rdb_format::Error),
-    /// A bad AOF.
-    #[error(transparent)]
-    Aof(#[from] aof_manifest::Error),
+use crate::error::{Error, Result};
+#[cfg(feature = "aof")]
+use crate::event::CommandEvent;
+use crate::event::Event;
+
+/// How to read a file: decoder settings and the driver.
+///
+/// ```
+/// let mut opts = replicator::files::Options::new();
+/// opts.mmap(true).rdb_mut().verify_checksum(false);
+/// assert!(opts.is_mmap());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    rdb: Config,
+    mmap: bool,
+}
+
+impl Options {
+    /// The defaults: read ahead on a second thread, verify checksums.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With these decoder settings.
+    pub fn rdb(&mut self, config: Config) -> &mut Self {
+        self.rdb = config;
+        self
+    }
+
+    /// The decoder settings, to change one.
+    pub fn rdb_mut(&mut self) -> &mut Config {
+        &mut self.rdb
+    }
+
+    /// Map an RDB file into memory instead of reading it (zero-copy; the mapped pages count
+    /// towards the process' resident memory). The file must not change while it is read.
+    pub fn mmap(&mut self, on: bool) -> &mut Self {
+        self.mmap = on;
+        self
+    }
+
+    /// True when RDB files are mapped.
+    pub fn is_mmap(&self) -> bool {
+        self.mmap
+    }
 }
 
 enum Inner {
-    Rdb(Box<Reader<File>>),
-    Aof(Box<AofReader>),
+    Mapped(Box<BytesReader>),
+    Stream(Box<Reader<Box<dyn Read + Send>>>),
+    ReadAhead(Box<ReadAhead>),
+    #[cfg(feature = "aof")]
+    Aof(Box<aof_manifest::AofReader>),
 }
 
-/// Events from a file; see [`open`].
-pub struct FileEvents(Inner);
+/// Events from a file; see [`open`] and [`open_with`].
+pub struct FileEvents {
+    inner: Inner,
+    len: u64,
+}
 
 impl std::fmt::Debug for FileEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.0 {
-            Inner::Rdb(_) => "FileEvents(rdb)",
+        f.write_str(match self.inner {
+            Inner::Mapped(_) => "FileEvents(mapped rdb)",
+            Inner::Stream(_) => "FileEvents(rdb stream)",
+            Inner::ReadAhead(_) => "FileEvents(rdb)",
+            #[cfg(feature = "aof")]
             Inner::Aof(_) => "FileEvents(aof)",
         })
     }
 }
 
-/// Opens an RDB file, an AOF file, an `appendonlydir` or a manifest (detected) as events:
-/// [`Event::Rdb`] for RDB items (an RDB file, an AOF's RDB base or preamble) and
-/// [`Event::Command`] for AOF commands (with their db and `#TS`, no replication offset).
+/// True when `path` is an AOF (a file of commands, an `appendonlydir` or a manifest) rather
+/// than an RDB file (or `-`, standard input, which is read as an RDB).
+pub fn is_aof(path: &Path) -> Result<bool> {
+    #[cfg(feature = "aof")]
+    {
+        if path.as_os_str() == "-" {
+            return Ok(false);
+        }
+        let d = aof_manifest::detect(path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        Ok(d != aof_manifest::Detected::Rdb)
+    }
+    #[cfg(not(feature = "aof"))]
+    {
+        let _ = path;
+        Ok(false)
+    }
+}
+
+/// Opens an RDB file, an AOF file, an `appendonlydir` or a manifest (detected) as events, with
+/// [`Options::new`] and these decoder settings: [`Event::Rdb`] for RDB items (an RDB file, an
+/// AOF's RDB base or preamble) and [`Event::Command`] for AOF commands (with their db and `#TS`,
+/// no replication offset).
 ///
 /// ```
 /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/aof/redis-7.0-preamble");
@@ -57,55 +114,123 @@ impl std::fmt::Debug for FileEvents {
 ///     .count();
 /// assert!(commands > 0);
 /// ```
-pub fn open(path: &Path, config: rdb_format::Config) -> Result<FileEvents, FileError> {
-    let io = |source| FileError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    match aof_manifest::detect(path).map_err(io)? {
-        Detected::Rdb => {
-            let f = File::open(path).map_err(io)?;
-            Ok(FileEvents(Inner::Rdb(Box::new(Reader::with_config(
-                f, config,
-            )))))
-        }
-        _ => {
-            let opts = aof_manifest::Options {
+pub fn open(path: &Path, config: Config) -> Result<FileEvents> {
+    open_with(path, Options::new().rdb(config))
+}
+
+/// Like [`open`], with every option; `-` reads an RDB from standard input.
+pub fn open_with(path: &Path, opts: &Options) -> Result<FileEvents> {
+    let config = opts.rdb;
+    if path.as_os_str() == "-" {
+        let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+        return Ok(FileEvents {
+            inner: Inner::Stream(Box::new(Reader::with_config(stdin, config))),
+            len: 0,
+        });
+    }
+    let cannot = |e| Error::io(format!("cannot open {}", path.display()), e);
+    if is_aof(path)? {
+        #[cfg(feature = "aof")]
+        {
+            let aof_opts = aof_manifest::Options {
                 rdb: config,
                 ..Default::default()
             };
-            Ok(FileEvents(Inner::Aof(Box::new(AofReader::open(
-                path, opts,
-            )?))))
+            return Ok(FileEvents {
+                inner: Inner::Aof(Box::new(aof_manifest::AofReader::open(path, aof_opts)?)),
+                len: 0,
+            });
         }
+    }
+    let file = File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    if opts.mmap {
+        let bytes: Bytes = rdb_format::mmap_file(path)
+            .map_err(|e| Error::io(format!("cannot map {}", path.display()), e))?;
+        return Ok(FileEvents {
+            inner: Inner::Mapped(Box::new(BytesReader::with_config(bytes, config))),
+            len,
+        });
+    }
+    // streaming reads keep the resident set small whatever the file size; a second thread
+    // does the reading
+    Ok(FileEvents {
+        inner: Inner::ReadAhead(Box::new(ReadAhead::spawn(file, config))),
+        len,
+    })
+}
+
+impl FileEvents {
+    /// The size of an RDB file (0 for AOF and standard input): what [`offset`](Self::offset)
+    /// runs up to.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing is known of the size (AOF, standard input).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when the file is an AOF.
+    pub fn is_aof(&self) -> bool {
+        #[cfg(feature = "aof")]
+        if matches!(self.inner, Inner::Aof(_)) {
+            return true;
+        }
+        false
+    }
+
+    fn decoder(&self) -> Option<&rdb_format::Decoder> {
+        match &self.inner {
+            Inner::Mapped(r) => Some(r.decoder()),
+            Inner::Stream(r) => Some(r.decoder()),
+            Inner::ReadAhead(r) => Some(r.decoder()),
+            #[cfg(feature = "aof")]
+            Inner::Aof(_) => None,
+        }
+    }
+
+    /// Bytes of an RDB file decoded so far (0 for AOF).
+    pub fn offset(&self) -> u64 {
+        self.decoder().map_or(0, rdb_format::Decoder::offset)
+    }
+
+    /// How many keys of an RDB file had more members than the duplicate check remembers
+    /// (`Config::dup_check_limit`).
+    pub fn partial_checks(&self) -> u64 {
+        self.decoder()
+            .map_or(0, rdb_format::Decoder::partial_checks)
+    }
+
+    /// The next event, `Ok(None)` at the end.
+    pub fn next_event(&mut self) -> Result<Option<Event>> {
+        let item: Option<Item> = match &mut self.inner {
+            Inner::Mapped(r) => r.next_item()?,
+            Inner::Stream(r) => r.next_item()?,
+            Inner::ReadAhead(r) => r.next_item()?,
+            #[cfg(feature = "aof")]
+            Inner::Aof(r) => loop {
+                match r.next_event()? {
+                    None => return Ok(None),
+                    Some(aof_manifest::Event::Rdb { item, .. }) => break Some(item),
+                    Some(aof_manifest::Event::Command(c)) => {
+                        return Ok(Some(Event::Command(
+                            CommandEvent::new(c.db, c.cmd).with_ts(c.ts),
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            },
+        };
+        Ok(item.map(Event::Rdb))
     }
 }
 
 impl Iterator for FileEvents {
-    type Item = Result<Event, FileError>;
+    type Item = Result<Event>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            Inner::Rdb(r) => r
-                .next_item()
-                .map_err(FileError::from)
-                .transpose()
-                .map(|r| r.map(Event::Rdb)),
-            Inner::Aof(r) => loop {
-                match r.next_event() {
-                    Err(e) => return Some(Err(e.into())),
-                    Ok(None) => return None,
-                    Ok(Some(aof_manifest::Event::Rdb { item, .. })) => {
-                        return Some(Ok(Event::Rdb(item)));
-                    }
-                    Ok(Some(aof_manifest::Event::Command(c))) => {
-                        return Some(Ok(Event::Command(CommandEvent::new(
-                            c.db, c.cmd, None, c.ts,
-                        ))));
-                    }
-                    Ok(Some(_)) => {}
-                }
-            },
-        }
+        self.next_event().transpose()
     }
 }

@@ -1,11 +1,23 @@
 //! The replicator facade: one dependency for the whole toolkit.
 //!
-//! * [`Replicator`]: a replica of a live Redis or Valkey master as a `futures::Stream` of
-//!   [`Event`]s (sync start, RDB items, sync end, commands with db and offset).
-//! * [`files::open`]: the same events from an RDB file or any AOF layout.
-//! * The crates, whole: [`rdb`] (RDB decoder), [`resp`] (RESP codec), [`aof`] (AOF reader),
-//!   [`net`] (the replication client and its sans-IO core); and [`commands`] (a command's key
-//!   and value type, for filters).
+//! * [`files::open`]: an RDB file or any AOF layout as [`Event`]s.
+//! * [`Replicator`]: a replica of a live Redis or Valkey master as a `futures::Stream` of the
+//!   same [`Event`]s (sync start, RDB items, sync end, commands with db and offset).
+//! * [`print`]: the printers of `replicator dump` (JSON Lines, JSON, RESP, RESTORE, keys,
+//!   count, RDB) behind one [`Sink`](print::Sink) trait, and the [`Printer`](print::Printer)
+//!   that drives them from events through a [`Filter`](filter::Filter).
+//! * The crates, whole: [`rdb`] (RDB decoder and encoder), [`resp`] (RESP codec), [`aof`] (AOF
+//!   reader), [`net`] (the replication client and its sans-IO core); and [`commands`] (a
+//!   command's key and value type, for filters).
+//! * One [`Error`] for all of them.
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `rdb` | yes | RDB files, printers, filters (no async runtime, no sockets) |
+//! | `aof` | yes | AOF files, directories and manifests |
+//! | `net` | yes | [`Replicator`]: tokio, TCP |
+//! | `tls-rustls` | yes | `rediss://` through rustls |
+//! | `full` | yes | all of the above |
 //!
 //! ```
 //! use replicator::{BytesReader, Item};
@@ -16,20 +28,35 @@
 #![warn(missing_docs)]
 
 pub mod commands;
+mod error;
+mod event;
+#[cfg(feature = "rdb")]
 pub mod files;
+#[cfg(feature = "rdb")]
+pub mod filter;
+#[cfg(feature = "rdb")]
+pub mod print;
+#[cfg(feature = "net")]
 mod replicator;
 
+pub use crate::error::{Error, ErrorKind, Result};
+pub use crate::event::{CommandEvent, Event, SyncStart};
+#[cfg(feature = "net")]
 pub use crate::replicator::{Builder, Events, Replicator};
+#[cfg(feature = "aof")]
 pub use aof_manifest as aof;
-pub use aof_manifest::{AofCommand, AofReader, Event as AofEvent};
+#[cfg(feature = "aof")]
+pub use aof_manifest::{AofCommand, AofReader};
 pub use rdb_format as rdb;
 pub use rdb_format::{
-    BytesReader, Chunk, Config, Decoder, Elem, Error, Item, KeyHead, KeyRecord, Reader, Value,
+    BytesReader, Chunk, Config, Decoder, Elem, Item, KeyHead, KeyRecord, ReadAhead, Reader, Value,
     ValueType,
 };
+#[cfg(feature = "net")]
 pub use replica_net as net;
-pub use replica_net::{
-    Client, ClientConfig, CommandEvent, Error as NetError, Event, Status, SyncStart, TlsConfig,
-};
+#[cfg(feature = "tls-rustls")]
+pub use replica_net::TlsConfig;
+#[cfg(feature = "net")]
+pub use replica_net::{ClientConfig, Connection, Status};
 pub use resp_codec as resp;
 pub use resp_codec::{Command, Frame};

@@ -4,7 +4,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use replica_net::{Auth, Client, ClientConfig, Event, Status, TlsConfig};
+#[cfg(feature = "tls-rustls")]
+use replica_net::TlsConfig;
+use replica_net::{Auth, Client, ClientConfig, Connection, Status};
+
+use crate::error::{Error, Result};
+use crate::event::Event;
 
 /// Options for a [`Replicator`], from a URL plus setters.
 ///
@@ -24,9 +29,17 @@ impl Builder {
         &self.cfg
     }
 
-    /// The client configuration, for settings without a setter here.
-    pub fn config_mut(&mut self) -> &mut ClientConfig {
-        &mut self.cfg
+    /// The ACL user (`None`: the default user), keeping the password.
+    pub fn user(&mut self, user: Option<&str>) -> &mut Self {
+        if let Some(a) = self.cfg.replica.auth.as_mut() {
+            a.user = user.map(str::to_owned);
+        }
+        self
+    }
+
+    /// The user and password `AUTH` sends, if any.
+    pub fn auth_user(&self) -> Option<Option<&str>> {
+        self.cfg.replica.auth.as_ref().map(|a| a.user.as_deref())
     }
 
     /// AUTH with an ACL user (`None`: the default user) and a password.
@@ -39,8 +52,27 @@ impl Builder {
     }
 
     /// TLS settings (a `rediss://` URL turns TLS on with the defaults).
+    #[cfg(feature = "tls-rustls")]
     pub fn tls(&mut self, tls: TlsConfig) -> &mut Self {
         self.cfg.tls = Some(tls);
+        self
+    }
+
+    /// True when TLS is on (a `rediss://` URL or [`tls`](Self::tls)).
+    #[cfg(feature = "tls-rustls")]
+    pub fn is_tls(&self) -> bool {
+        self.cfg.tls.is_some()
+    }
+
+    /// How often to send `REPLCONF ACK` in the command stream (a replica sends one a second).
+    pub fn ack_interval(&mut self, t: Duration) -> &mut Self {
+        self.cfg.replica.ack_interval = t;
+        self
+    }
+
+    /// Give up after this many failed connections in a row (`None`: never).
+    pub fn max_retries(&mut self, n: Option<u32>) -> &mut Self {
+        self.cfg.max_retries = n;
         self
     }
 
@@ -81,7 +113,26 @@ impl Builder {
         self
     }
 
-    /// Starts replicating (on the current tokio runtime).
+    /// The replica and its [`Connection`], for the caller to run (`tokio::spawn`); needs no
+    /// runtime until the connection is polled.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (r, connection) = replicator::Replicator::builder("redis://127.0.0.1:1")
+    ///     .unwrap()
+    ///     .connect();
+    /// tokio::spawn(connection);
+    /// r.shutdown().await;
+    /// # }
+    /// ```
+    pub fn connect(&self) -> (Replicator, Connection) {
+        let (client, conn) = Client::connect(self.cfg.clone());
+        (Replicator { client }, conn)
+    }
+
+    /// Starts replicating, the connection spawned on the current tokio runtime (panics
+    /// outside one).
     pub fn start(&self) -> Replicator {
         Replicator {
             client: Client::start(self.cfg.clone()),
@@ -92,7 +143,7 @@ impl Builder {
 /// A replica of a live Redis or Valkey master.
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), replicator::NetError> {
+/// # async fn f() -> Result<(), replicator::Error> {
 /// use replicator::{Event, Replicator};
 ///
 /// let mut r = Replicator::builder("redis://127.0.0.1:6379")?.start();
@@ -113,7 +164,7 @@ pub struct Replicator {
 
 impl Replicator {
     /// Options from a `redis://[user:password@]host:port` or `rediss://` URL.
-    pub fn builder(url: &str) -> Result<Builder, replica_net::Error> {
+    pub fn builder(url: &str) -> Result<Builder> {
         Ok(Builder {
             cfg: ClientConfig::from_url(url)?,
         })
@@ -127,8 +178,40 @@ impl Replicator {
     }
 
     /// The next event (the same as polling [`events`](Self::events)).
-    pub async fn next_event(&mut self) -> Option<Result<Event, replica_net::Error>> {
-        self.client.recv().await
+    pub async fn next_event(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(ev) = convert(self.client.recv().await?) {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// The next event, waiting without a runtime (for a consumer on its own thread).
+    pub fn blocking_next_event(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(ev) = convert(self.client.blocking_recv()?) {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_next_event(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(ev) = convert(self.client.try_recv()?) {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// A handle that stops the replica from another task or thread (a signal handler).
+    pub fn stopper(&self) -> replica_net::Stopper {
+        self.client.stopper()
+    }
+
+    /// A handle that reads the status from another thread.
+    pub fn status_handle(&self) -> replica_net::StatusHandle {
+        self.client.status_handle()
     }
 
     /// What the replica is doing.
@@ -152,9 +235,27 @@ impl Replicator {
 pub struct Events<'a>(&'a mut Client);
 
 impl futures_core::Stream for Events<'_> {
-    type Item = Result<Event, replica_net::Error>;
+    type Item = Result<Event>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut *self.0).poll_next(cx)
+        loop {
+            match Pin::new(&mut *self.0).poll_next(cx) {
+                Poll::Ready(Some(ev)) => {
+                    if let Some(ev) = convert(ev) {
+                        return Poll::Ready(Some(ev));
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The facade's event for the client's (`None`: a kind this facade does not know, skipped).
+fn convert(r: replica_net::Result<replica_net::Event>) -> Option<Result<Event>> {
+    match r {
+        Ok(ev) => Event::from_net(ev).map(Ok),
+        Err(e) => Some(Err(Error::from(e))),
     }
 }

@@ -4,7 +4,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::frame::Frame;
 
-fn header(dst: &mut BytesMut, ty: u8, n: usize) {
+pub(crate) fn header(dst: &mut BytesMut, ty: u8, n: usize) {
     let mut b = itoa::Buffer::new();
     let s = b.format(n);
     dst.reserve(s.len() + 3);

@@ -139,6 +139,37 @@ pub struct Command {
 }
 
 impl Command {
+    /// A command made from its arguments (encoded as an array of bulk strings), as if it had
+    /// been received.
+    ///
+    /// ```
+    /// let c = resp_codec::Command::from_args(["SET", "k", "v"]);
+    /// assert_eq!(&c.raw()[..], b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+    /// assert_eq!(c.arg(1), Some(&b"k"[..]));
+    /// ```
+    pub fn from_args<I, A>(args: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        I::IntoIter: ExactSizeIterator,
+        A: AsRef<[u8]>,
+    {
+        let mut raw = bytes::BytesMut::new();
+        let mut ranges = Vec::new();
+        let args = args.into_iter();
+        crate::encode::header(&mut raw, b'*', args.len());
+        for a in args {
+            let a = a.as_ref();
+            crate::encode::header(&mut raw, b'$', a.len());
+            ranges.push((raw.len(), raw.len() + a.len()));
+            raw.extend_from_slice(a);
+            raw.extend_from_slice(b"\r\n");
+        }
+        Self {
+            raw: raw.freeze(),
+            args: Args::Ranges(ranges),
+        }
+    }
+
     /// The bytes of the whole frame, exactly as received.
     pub fn raw(&self) -> &Bytes {
         &self.raw

@@ -1043,7 +1043,7 @@ fn key_meta() -> impl Strategy<Value = Vec<KeyMeta>> {
 fn through(
     rec: &KeyRecord,
     cfg: EncodeConfig,
-) -> Result<(KeyRecord, rdb_format::Dropped), rdb_format::Error> {
+) -> Result<(KeyRecord, rdb_format::Dropped), rdb_format::EncodeError> {
     let mut enc = Encoder::new(Vec::new(), cfg)?;
     enc.key(rec)?;
     let dropped = enc.dropped();

@@ -208,13 +208,13 @@ fn big_collections_are_checked_within_the_limit() {
     let f = set(&[b"a", b"b", b"c", b"d", b"e", b"e"]);
     let mut dec = rdb_format::Decoder::with_config(limited);
     let mut buf = Bytes::from(f.clone());
-    while let rdb_format::Next::Item(_) = dec.next_item(&mut buf).unwrap() {}
+    while dec.decode_eof(&mut buf).unwrap().is_some() {}
     assert_eq!(dec.partial_checks(), 1);
     // with the default limit it is found
     assert!(decode(&f, Config::default()).is_err());
     let mut ok = rdb_format::Decoder::new();
     let mut buf = Bytes::from(set(&[b"a", b"b"]));
-    while let rdb_format::Next::Item(_) = ok.next_item(&mut buf).unwrap() {}
+    while ok.decode_eof(&mut buf).unwrap().is_some() {}
     assert_eq!(ok.partial_checks(), 0);
 }
 

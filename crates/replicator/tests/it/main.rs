@@ -9,7 +9,7 @@ use futures_core::Stream;
 use replicator::{Event, Item, Replicator};
 use test_support::Server;
 
-async fn next(events: &mut replicator::Events<'_>) -> Option<Result<Event, replicator::NetError>> {
+async fn next(events: &mut replicator::Events<'_>) -> Option<Result<Event, replicator::Error>> {
     let fut = std::future::poll_fn(|cx| Pin::new(&mut *events).poll_next(cx));
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await

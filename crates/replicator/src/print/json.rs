@@ -1,72 +1,17 @@
-//! Output sinks: JSON Lines / JSON, RESP commands, key names.
-//!
-//! Every key reaches a sink as `start`, one or more `chunk`s and `end`, whether the decoder
-//! delivered it whole or in chunks, so big keys are written in bounded memory.
+//! JSON Lines and JSON: one object per key, command and (with `all`) other item, as
+//! docs/jsonl.md says.
 
-use std::io::{self, Write};
+use std::io::Write;
 
 use base64::Engine;
-use bytes::Bytes;
 use rdb_format::{
-    ArrayItem, Chunk, Elem, Function, HashField, Item, KeyHead, KeyMeta, ModuleItem, StreamEntry,
-    StreamId, StreamMeta, Value, ValueType,
+    ArrayItem, Chunk, Elem, Function, HashField, Item, KeyHead, KeyMeta, ModuleItem, ModuleValue,
+    StreamEntry, StreamId, StreamMeta, ValueType,
 };
-use resp_codec::Command;
 
-/// Something that writes keys and other RDB items.
-pub(crate) trait Sink {
-    fn start(&mut self, head: &KeyHead) -> io::Result<()>;
-    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> io::Result<()>;
-    fn end(&mut self, head: &KeyHead) -> io::Result<()>;
-    /// A whole module value (never chunked).
-    fn module(&mut self, head: &KeyHead, name: &str, encver: u64, raw: &Bytes) -> io::Result<()>;
-    /// A non-key item (aux, function, …).
-    fn other(&mut self, item: &Item) -> io::Result<()>;
-    /// A command (AOF, replication stream) applying to `db`: `offset` is the replication offset
-    /// after it, `ts` the `#TS` annotation before it (AOF).
-    fn command(
-        &mut self,
-        db: u64,
-        cmd: &Command,
-        offset: Option<u64>,
-        ts: Option<i64>,
-    ) -> io::Result<()>;
-    /// A full resync replaces what was written so far (`resp`: FLUSHALL).
-    fn resync(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    /// Writes out what is buffered (a live stream must not wait for a full buffer).
-    fn flush(&mut self) -> io::Result<()>;
-    fn finish(&mut self) -> io::Result<()>;
-}
-
-/// Splits a whole value into the chunk form sinks take.
-pub(crate) fn value_chunks(value: Value) -> Vec<Chunk> {
-    match value {
-        Value::String(s) => vec![Chunk::String(s)],
-        Value::List(v) => vec![Chunk::List(v)],
-        Value::Set(v) => vec![Chunk::Set(v)],
-        Value::SortedSet(v) => vec![Chunk::SortedSet(v)],
-        Value::Hash(v) => vec![Chunk::Hash(v)],
-        Value::Stream(s) => {
-            let s = *s;
-            vec![
-                Chunk::StreamEntries(s.entries),
-                Chunk::StreamMeta(Box::new(s.meta)),
-            ]
-        }
-        Value::Array(a) => {
-            let a = *a;
-            vec![
-                Chunk::Array(a.items),
-                Chunk::ArrayEnd {
-                    insert_index: a.insert_index,
-                },
-            ]
-        }
-        _ => Vec::new(),
-    }
-}
+use super::Sink;
+use crate::error::Result;
+use crate::event::CommandEvent;
 
 // ---------------------------------------------------------------- JSON
 
@@ -203,7 +148,7 @@ fn json_field_name(out: &mut Vec<u8>, e: &Elem) {
     }
 }
 
-pub(crate) fn json_score(out: &mut Vec<u8>, d: f64) {
+fn json_score(out: &mut Vec<u8>, d: f64) {
     if d.is_nan() {
         out.extend_from_slice(b"\"nan\"");
     } else if d.is_infinite() {
@@ -235,8 +180,74 @@ fn json_u64(out: &mut Vec<u8>, name: &str, v: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// JSON Lines: one object per line.
+///
+/// ```
+/// use replicator::{Command, CommandEvent, print::{Jsonl, Sink}};
+/// let mut out = Vec::new();
+/// let mut j = Jsonl::new(&mut out);
+/// j.command(&CommandEvent::new(0, Command::from_args(["SET", "k", "v"])))?;
+/// j.finish()?;
+/// assert_eq!(out, b"{\"db\":0,\"cmd\":[\"SET\",\"k\",\"v\"]}\n");
+/// # Ok::<(), replicator::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Jsonl<W: Write>(JsonSink<W>);
+
+/// One JSON array of the objects [`Jsonl`] writes.
+#[derive(Debug)]
+pub struct Json<W: Write>(JsonSink<W>);
+
+impl<W: Write> Jsonl<W> {
+    /// JSON Lines to `w`.
+    pub fn new(w: W) -> Self {
+        Self(JsonSink::new(w, false))
+    }
+}
+
+impl<W: Write> Json<W> {
+    /// A JSON array to `w`.
+    pub fn new(w: W) -> Self {
+        Self(JsonSink::new(w, true))
+    }
+}
+
+macro_rules! delegate {
+    ($t:ident) => {
+        impl<W: Write> Sink for $t<W> {
+            fn start(&mut self, head: &KeyHead) -> Result<()> {
+                self.0.start(head)
+            }
+            fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> Result<()> {
+                self.0.chunk(head, chunk)
+            }
+            fn end(&mut self, head: &KeyHead) -> Result<()> {
+                self.0.end(head)
+            }
+            fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()> {
+                self.0.module(head, value)
+            }
+            fn other(&mut self, item: &Item) -> Result<()> {
+                self.0.other(item)
+            }
+            fn command(&mut self, cmd: &CommandEvent) -> Result<()> {
+                self.0.command(cmd)
+            }
+            fn flush(&mut self) -> Result<()> {
+                self.0.flush()
+            }
+            fn finish(&mut self) -> Result<()> {
+                self.0.finish()
+            }
+        }
+    };
+}
+delegate!(Jsonl);
+delegate!(Json);
+
 /// JSON Lines (`array = false`) or one JSON array (`array = true`).
-pub(crate) struct JsonSink<W: Write> {
+#[derive(Debug)]
+struct JsonSink<W: Write> {
     w: W,
     buf: Vec<u8>,
     array: bool,
@@ -251,7 +262,7 @@ pub(crate) struct JsonSink<W: Write> {
 }
 
 impl<W: Write> JsonSink<W> {
-    pub(crate) fn new(w: W, array: bool) -> Self {
+    fn new(w: W, array: bool) -> Self {
         Self {
             w,
             buf: Vec::with_capacity(1 << 16),
@@ -272,14 +283,14 @@ impl<W: Write> JsonSink<W> {
         self.first_record = false;
     }
 
-    fn end_record(&mut self) -> io::Result<()> {
+    fn end_record(&mut self) -> Result<()> {
         if !self.array {
             self.buf.push(b'\n');
         }
         self.flush_if_big()
     }
 
-    fn flush_if_big(&mut self) -> io::Result<()> {
+    fn flush_if_big(&mut self) -> Result<()> {
         if self.buf.len() >= 1 << 16 {
             self.w.write_all(&self.buf)?;
             self.buf.clear();
@@ -296,7 +307,7 @@ impl<W: Write> JsonSink<W> {
 }
 
 impl<W: Write> Sink for JsonSink<W> {
-    fn start(&mut self, head: &KeyHead) -> io::Result<()> {
+    fn start(&mut self, head: &KeyHead) -> Result<()> {
         self.begin_record();
         let b = &mut self.buf;
         b.extend_from_slice(b"{\"db\":");
@@ -335,7 +346,7 @@ impl<W: Write> Sink for JsonSink<W> {
         Ok(())
     }
 
-    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> io::Result<()> {
+    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> Result<()> {
         match chunk {
             Chunk::String(s) => {
                 if head.value_type == ValueType::String && self.first_elem {
@@ -422,7 +433,7 @@ impl<W: Write> Sink for JsonSink<W> {
         self.flush_if_big()
     }
 
-    fn end(&mut self, head: &KeyHead) -> io::Result<()> {
+    fn end(&mut self, head: &KeyHead) -> Result<()> {
         match head.value_type {
             ValueType::String => {
                 let s = std::mem::take(&mut self.big_string);
@@ -448,33 +459,34 @@ impl<W: Write> Sink for JsonSink<W> {
         self.end_record()
     }
 
-    fn module(&mut self, head: &KeyHead, name: &str, encver: u64, raw: &Bytes) -> io::Result<()> {
+    fn module(&mut self, head: &KeyHead, m: &ModuleValue) -> Result<()> {
         self.start(head)?;
         let b = &mut self.buf;
         b.extend_from_slice(b"{\"module\":");
-        json_str(b, name);
-        json_u64(b, "encver", encver);
+        json_str(b, &m.name);
+        json_u64(b, "encver", m.encver);
         b.extend_from_slice(b",\"raw\":{\"base64\":\"");
         b.extend_from_slice(
             base64::engine::general_purpose::STANDARD
-                .encode(raw)
+                .encode(&m.raw)
                 .as_bytes(),
         );
         b.extend_from_slice(b"\"}}}");
         self.end_record()
     }
 
-    fn command(
-        &mut self,
-        db: u64,
-        cmd: &Command,
-        offset: Option<u64>,
-        ts: Option<i64>,
-    ) -> io::Result<()> {
+    fn command(&mut self, c: &CommandEvent) -> Result<()> {
+        let CommandEvent {
+            db,
+            cmd,
+            offset,
+            ts,
+            ..
+        } = c;
         self.begin_record();
         let b = &mut self.buf;
         b.extend_from_slice(b"{\"db\":");
-        b.extend_from_slice(itoa::Buffer::new().format(db).as_bytes());
+        b.extend_from_slice(itoa::Buffer::new().format(*db).as_bytes());
         b.extend_from_slice(b",\"cmd\":[");
         for (i, a) in cmd.args().enumerate() {
             if i > 0 {
@@ -485,17 +497,17 @@ impl<W: Write> Sink for JsonSink<W> {
         b.push(b']');
         if let Some(off) = offset {
             b.extend_from_slice(b",\"offset\":");
-            b.extend_from_slice(itoa::Buffer::new().format(off).as_bytes());
+            b.extend_from_slice(itoa::Buffer::new().format(*off).as_bytes());
         }
         if let Some(ts) = ts {
             b.extend_from_slice(b",\"ts\":");
-            b.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+            b.extend_from_slice(itoa::Buffer::new().format(*ts).as_bytes());
         }
         b.push(b'}');
         self.end_record()
     }
 
-    fn other(&mut self, item: &Item) -> io::Result<()> {
+    fn other(&mut self, item: &Item) -> Result<()> {
         let mut b = Vec::new();
         match item {
             Item::Aux { key, value } => {
@@ -579,20 +591,20 @@ impl<W: Write> Sink for JsonSink<W> {
         self.end_record()
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> Result<()> {
         self.w.write_all(&self.buf)?;
         self.buf.clear();
-        self.w.flush()
+        Ok(self.w.flush()?)
     }
 
-    fn finish(&mut self) -> io::Result<()> {
+    fn finish(&mut self) -> Result<()> {
         if self.array {
             self.buf
                 .extend_from_slice(if self.first_record { b"[]\n" } else { b"\n]\n" });
         }
         self.w.write_all(&self.buf)?;
         self.buf.clear();
-        self.w.flush()
+        Ok(self.w.flush()?)
     }
 }
 
@@ -742,523 +754,6 @@ fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
             b.extend_from_slice(b"]}");
         }
         b.extend_from_slice(b"]}");
-    }
-}
-
-// ---------------------------------------------------------------- RESP
-
-/// Writes commands that rebuild every key in an empty server.
-pub(crate) struct RespSink<W: Write> {
-    w: W,
-    buf: Vec<u8>,
-    db: Option<u64>,
-    batch: usize,
-    version: u32,
-    /// Elements of the current command not yet written.
-    args: Vec<Bytes>,
-    string_started: bool,
-    stream_has_entries: bool,
-    /// The RDB version of the server the commands are for (`None`: the source's).
-    target: Option<u32>,
-    /// Elements of the array being written (arrays go as one `RESTORE`).
-    array: Vec<ArrayItem>,
-    /// What the target cannot hold and was left out.
-    left_out: LeftOut,
-}
-
-/// What `--format resp` left out because the target (or commands) cannot express it.
-#[derive(Debug, Default)]
-struct LeftOut {
-    idmp_streams: u64,
-    nacked_entries: u64,
-    key_meta_keys: u64,
-}
-
-impl<W: Write> RespSink<W> {
-    pub(crate) fn new(w: W, batch: usize) -> Self {
-        Self {
-            w,
-            buf: Vec::with_capacity(1 << 16),
-            db: None,
-            batch: batch.max(1),
-            version: 9,
-            args: Vec::new(),
-            string_started: false,
-            stream_has_entries: false,
-            target: None,
-            array: Vec::new(),
-            left_out: LeftOut::default(),
-        }
-    }
-
-    /// Writes commands for a server of RDB version `target` (default: the source's).
-    pub(crate) fn target(mut self, target: Option<u32>) -> Self {
-        self.target = target;
-        self
-    }
-
-    /// The target's feature level as Redis numbers RDB versions (Valkey 9 has RDB 11's).
-    fn level(&self) -> u32 {
-        match self.target.unwrap_or(self.version) {
-            v if v >= 80 => 11,
-            v => v,
-        }
-    }
-
-    /// IDMP state (`XCFGSET`, then `XIDMPRECORD` per remembered IID) for Redis 8.6+ targets.
-    fn stream_idmp(&mut self, key: &[u8], idmp: &rdb_format::StreamIdmp) -> io::Result<()> {
-        if idmp.is_default() {
-            return Ok(());
-        }
-        if self.level() < 13 {
-            self.left_out.idmp_streams += 1;
-            return Ok(());
-        }
-        let d = idmp.duration_s.to_string();
-        let m = idmp.max_entries.to_string();
-        // XCFGSET clears the IID history, so it goes first
-        self.cmd(&[
-            b"XCFGSET",
-            key,
-            b"IDMP-DURATION",
-            d.as_bytes(),
-            b"IDMP-MAXSIZE",
-            m.as_bytes(),
-        ])?;
-        for p in &idmp.producers {
-            for e in &p.entries {
-                let id = id_text(e.id);
-                self.cmd(&[b"XIDMPRECORD", key, &p.id, &e.iid, &id])?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The NACK zone of a group for Redis 8.8+ targets: the entries are claimed by a
-    /// throw-away consumer, released with `XNACK … FAIL` (one command per delivery count) and
-    /// the consumer removed, which leaves them pending and unowned as in the source.
-    fn stream_nacks(&mut self, key: &[u8], g: &rdb_format::ConsumerGroup) -> io::Result<()> {
-        let Some(ids) = g.nacked.as_deref().filter(|ids| !ids.is_empty()) else {
-            return Ok(());
-        };
-        if self.level() < 14 {
-            self.left_out.nacked_entries += ids.len() as u64;
-            return Ok(());
-        }
-        const TMP: &[u8] = b"__replicator_nack";
-        let counts: std::collections::HashMap<StreamId, u64> = g
-            .pending
-            .iter()
-            .filter(|p| p.consumer.is_none())
-            .map(|p| (p.id, p.delivery_count))
-            .collect();
-        let mut by_count: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = Default::default();
-        for id in ids {
-            let count = counts.get(id).copied().unwrap_or(1);
-            let id = id_text(*id);
-            self.cmd(&[b"XCLAIM", key, &g.name, TMP, b"0", &id, b"FORCE", b"JUSTID"])?;
-            by_count.entry(count).or_default().push(id);
-        }
-        for (count, ids) in by_count {
-            let n = ids.len().to_string();
-            let count = count.to_string();
-            let mut args: Vec<&[u8]> = vec![b"XNACK", key, &g.name, b"FAIL", b"IDS", n.as_bytes()];
-            args.extend(ids.iter().map(|i| &i[..]));
-            args.extend([&b"RETRYCOUNT"[..], count.as_bytes()]);
-            self.cmd(&args)?;
-        }
-        self.cmd(&[b"XGROUP", b"DELCONSUMER", key, &g.name, TMP])
-    }
-
-    fn cmd(&mut self, args: &[&[u8]]) -> io::Result<()> {
-        let b = &mut self.buf;
-        b.push(b'*');
-        b.extend_from_slice(itoa::Buffer::new().format(args.len()).as_bytes());
-        b.extend_from_slice(b"\r\n");
-        for a in args {
-            b.push(b'$');
-            b.extend_from_slice(itoa::Buffer::new().format(a.len()).as_bytes());
-            b.extend_from_slice(b"\r\n");
-            b.extend_from_slice(a);
-            b.extend_from_slice(b"\r\n");
-        }
-        if b.len() >= 1 << 16 {
-            self.w.write_all(b)?;
-            b.clear();
-        }
-        Ok(())
-    }
-
-    /// `RESTORE key ttl payload [ABSTTL] REPLACE`, with IDLETIME/FREQ when `lru` and the head
-    /// has them.
-    pub(crate) fn restore(&mut self, head: &KeyHead, payload: &[u8], lru: bool) -> io::Result<()> {
-        self.select(head.db)?;
-        // RESTORE takes no negative time: a key expired before 1970 is as expired at 1 ms
-        let ttl = head
-            .expire_ms
-            .map_or_else(|| "0".to_owned(), |ms| ms.max(1).to_string());
-        let mut args: Vec<&[u8]> = vec![b"RESTORE", &head.key, ttl.as_bytes(), payload];
-        if head.expire_ms.is_some() {
-            args.push(b"ABSTTL");
-        }
-        let idle = head.idle_s.map(|i| i.to_string());
-        let freq = head.freq.map(|f| f.to_string());
-        if lru {
-            if let Some(i) = &idle {
-                args.push(b"IDLETIME");
-                args.push(i.as_bytes());
-            } else if let Some(f) = &freq {
-                args.push(b"FREQ");
-                args.push(f.as_bytes());
-            }
-        }
-        args.push(b"REPLACE");
-        self.cmd(&args)
-    }
-
-    fn select(&mut self, db: u64) -> io::Result<()> {
-        if self.db != Some(db) {
-            self.db = Some(db);
-            let n = db.to_string();
-            self.cmd(&[b"SELECT", n.as_bytes()])?;
-        }
-        Ok(())
-    }
-
-    /// Writes `name key args...` in commands of at most `batch` elements (`per` args each).
-    fn batched(
-        &mut self,
-        name: &[u8],
-        key: &[u8],
-        items: Vec<Bytes>,
-        per: usize,
-    ) -> io::Result<()> {
-        for group in items.chunks(self.batch * per) {
-            let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() + 2);
-            args.push(name);
-            args.push(key);
-            args.extend(group.iter().map(|b| &b[..]));
-            self.cmd(&args)?;
-        }
-        Ok(())
-    }
-}
-
-fn score_text(d: f64) -> Bytes {
-    if d.is_nan() {
-        Bytes::from_static(b"nan")
-    } else if d.is_infinite() {
-        Bytes::from_static(if d > 0.0 { b"inf" } else { b"-inf" })
-    } else {
-        Bytes::from(ryu::Buffer::new().format_finite(d).to_owned())
-    }
-}
-
-fn id_text(id: StreamId) -> Vec<u8> {
-    format!("{}-{}", id.ms, id.seq).into_bytes()
-}
-
-impl<W: Write> Sink for RespSink<W> {
-    fn start(&mut self, head: &KeyHead) -> io::Result<()> {
-        self.select(head.db)?;
-        self.string_started = false;
-        self.stream_has_entries = false;
-        self.args.clear();
-        self.array.clear();
-        if head.value_type == ValueType::Array && self.level() < 14 {
-            return Err(io::Error::other(format!(
-                "key {}: an array needs a Redis 8.8 target (RDB 14); the target is RDB {}",
-                rdb_format::Shown(&head.key),
-                self.target.unwrap_or(self.version)
-            )));
-        }
-        if !head.key_meta.is_empty() && head.value_type != ValueType::Array {
-            // no command attaches module metadata; RESTORE payloads carry it
-            self.left_out.key_meta_keys += 1;
-        }
-        Ok(())
-    }
-
-    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> io::Result<()> {
-        let key = &head.key[..];
-        match chunk {
-            Chunk::String(s) => {
-                if self.string_started {
-                    self.cmd(&[b"APPEND", key, s])?;
-                } else {
-                    self.cmd(&[b"SET", key, s])?;
-                    self.string_started = true;
-                }
-            }
-            Chunk::List(v) => {
-                let items = v.iter().map(Elem::to_bytes).collect();
-                self.batched(b"RPUSH", key, items, 1)?;
-            }
-            Chunk::Set(v) => {
-                let items = v.iter().map(Elem::to_bytes).collect();
-                self.batched(b"SADD", key, items, 1)?;
-            }
-            Chunk::SortedSet(v) => {
-                let items = v
-                    .iter()
-                    .flat_map(|(m, s)| [score_text(*s), m.to_bytes()])
-                    .collect();
-                self.batched(b"ZADD", key, items, 2)?;
-            }
-            Chunk::Hash(v) => {
-                let items = v
-                    .iter()
-                    .flat_map(|f| [f.field.to_bytes(), f.value.to_bytes()])
-                    .collect();
-                self.batched(b"HSET", key, items, 2)?;
-                for f in v {
-                    if let Some(ms) = f.expire_ms {
-                        let ms = ms.to_string();
-                        let field = f.field.to_bytes();
-                        self.cmd(&[b"HPEXPIREAT", key, ms.as_bytes(), b"FIELDS", b"1", &field])?;
-                    }
-                }
-            }
-            Chunk::StreamEntries(v) => {
-                for e in v {
-                    let id = id_text(e.id);
-                    let fields: Vec<Bytes> = e
-                        .fields
-                        .iter()
-                        .flat_map(|(f, v)| [f.to_bytes(), v.to_bytes()])
-                        .collect();
-                    let mut args: Vec<&[u8]> = vec![b"XADD", key, &id];
-                    args.extend(fields.iter().map(|b| &b[..]));
-                    self.cmd(&args)?;
-                    self.stream_has_entries = true;
-                }
-            }
-            Chunk::StreamMeta(m) => {
-                if !self.stream_has_entries {
-                    // An empty stream: create it through a throw-away group.
-                    self.cmd(&[
-                        b"XGROUP",
-                        b"CREATE",
-                        key,
-                        b"__replicator_tmp",
-                        b"0",
-                        b"MKSTREAM",
-                    ])?;
-                    self.cmd(&[b"XGROUP", b"DESTROY", key, b"__replicator_tmp"])?;
-                }
-                let last = id_text(m.last_id);
-                match (m.entries_added, m.max_deleted_id) {
-                    (Some(added), Some(maxdel)) => {
-                        let added = added.to_string();
-                        let maxdel = id_text(maxdel);
-                        self.cmd(&[
-                            b"XSETID",
-                            key,
-                            &last,
-                            b"ENTRIESADDED",
-                            added.as_bytes(),
-                            b"MAXDELETEDID",
-                            &maxdel,
-                        ])?;
-                    }
-                    _ => self.cmd(&[b"XSETID", key, &last])?,
-                }
-                for g in &m.groups {
-                    let gid = id_text(g.last_id);
-                    match g.entries_read {
-                        Some(n) => {
-                            let n = n.to_string();
-                            self.cmd(&[
-                                b"XGROUP",
-                                b"CREATE",
-                                key,
-                                &g.name,
-                                &gid,
-                                b"ENTRIESREAD",
-                                n.as_bytes(),
-                            ])?;
-                        }
-                        None => self.cmd(&[b"XGROUP", b"CREATE", key, &g.name, &gid])?,
-                    }
-                    for c in &g.consumers {
-                        self.cmd(&[b"XGROUP", b"CREATECONSUMER", key, &g.name, &c.name])?;
-                    }
-                    self.stream_nacks(key, g)?;
-                    for p in &g.pending {
-                        let Some(consumer) = &p.consumer else {
-                            continue;
-                        };
-                        let id = id_text(p.id);
-                        let time = p.delivery_time_ms.to_string();
-                        let count = p.delivery_count.to_string();
-                        self.cmd(&[
-                            b"XCLAIM",
-                            key,
-                            &g.name,
-                            consumer,
-                            b"0",
-                            &id,
-                            b"TIME",
-                            time.as_bytes(),
-                            b"RETRYCOUNT",
-                            count.as_bytes(),
-                            b"FORCE",
-                            b"JUSTID",
-                        ])?;
-                    }
-                }
-                if let Some(idmp) = &m.idmp {
-                    self.stream_idmp(key, idmp)?;
-                }
-            }
-            Chunk::Array(v) => self.array.extend(v.iter().cloned()),
-            Chunk::ArrayEnd { insert_index } => {
-                // no command sets an array's insert index: RESTORE keeps everything
-                let value = Value::Array(Box::new(rdb_format::Array {
-                    items: std::mem::take(&mut self.array),
-                    insert_index: *insert_index,
-                }));
-                let cfg = rdb_format::EncodeConfig::new(14).map_err(io::Error::other)?;
-                let payload = rdb_format::dump_payload_with_meta(&value, &head.key_meta, &cfg)
-                    .map_err(|e| {
-                        io::Error::other(format!("key {}: {e}", rdb_format::Shown(&head.key)))
-                    })?;
-                self.restore(head, &payload, false)?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn end(&mut self, head: &KeyHead) -> io::Result<()> {
-        if let Some(ms) = head.expire_ms {
-            let ms = ms.to_string();
-            self.cmd(&[b"PEXPIREAT", &head.key, ms.as_bytes()])?;
-        }
-        Ok(())
-    }
-
-    fn module(&mut self, head: &KeyHead, _name: &str, _encver: u64, raw: &Bytes) -> io::Result<()> {
-        // A DUMP payload: type byte, the value, RDB version (2 bytes LE), CRC-64 of all that.
-        let mut payload = Vec::with_capacity(raw.len() + 11);
-        payload.push(head.type_byte);
-        payload.extend_from_slice(raw);
-        payload.extend_from_slice(&(self.version.min(u32::from(u16::MAX)) as u16).to_le_bytes());
-        let crc = rdb_format::crc64(&payload);
-        payload.extend_from_slice(&crc.to_le_bytes());
-        self.restore(head, &payload, false)
-    }
-
-    fn command(
-        &mut self,
-        db: u64,
-        cmd: &Command,
-        _: Option<u64>,
-        _: Option<i64>,
-    ) -> io::Result<()> {
-        // SELECT is written where the db changes, before the next command that needs it
-        if cmd.is("SELECT") {
-            return Ok(());
-        }
-        self.select(db)?;
-        self.buf.extend_from_slice(cmd.raw());
-        if self.buf.len() >= 1 << 16 {
-            self.w.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    fn other(&mut self, item: &Item) -> io::Result<()> {
-        match item {
-            Item::Header { version, .. } => self.version = *version,
-            Item::Function(f) if f.name.is_none() => {
-                self.cmd(&[b"FUNCTION", b"LOAD", b"REPLACE", &f.code])?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn resync(&mut self) -> io::Result<()> {
-        self.cmd(&[b"FLUSHALL"])?;
-        self.db = None;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.w.write_all(&self.buf)?;
-        self.buf.clear();
-        self.w.flush()
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        let l = &self.left_out;
-        let target = self.target.unwrap_or(self.version);
-        if l.idmp_streams > 0 {
-            eprintln!(
-                "replicator: left out the IDMP state of {} streams: RDB {target} targets have no \
-                 XCFGSET/XIDMPRECORD (Redis 8.6+)",
-                l.idmp_streams
-            );
-        }
-        if l.nacked_entries > 0 {
-            eprintln!(
-                "replicator: left out {} NACK-zone entries: RDB {target} targets have no XNACK \
-                 (Redis 8.8+)",
-                l.nacked_entries
-            );
-        }
-        if l.key_meta_keys > 0 {
-            eprintln!(
-                "replicator: left out the module metadata of {} keys: no command attaches it \
-                 (--restore carries it to Redis 8.6+ targets)",
-                l.key_meta_keys
-            );
-        }
-        self.flush()
-    }
-}
-
-// ---------------------------------------------------------------- keys
-
-/// One key name per line.
-pub(crate) struct KeysSink<W: Write> {
-    pub(crate) w: W,
-}
-
-impl<W: Write> Sink for KeysSink<W> {
-    fn start(&mut self, head: &KeyHead) -> io::Result<()> {
-        self.w.write_all(&head.key)?;
-        self.w.write_all(b"\n")
-    }
-    fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> io::Result<()> {
-        Ok(())
-    }
-    fn end(&mut self, _: &KeyHead) -> io::Result<()> {
-        Ok(())
-    }
-    fn module(&mut self, head: &KeyHead, _: &str, _: u64, _: &Bytes) -> io::Result<()> {
-        self.start(head)
-    }
-    fn command(&mut self, _: u64, cmd: &Command, _: Option<u64>, _: Option<i64>) -> io::Result<()> {
-        let args: Vec<&[u8]> = cmd.args().collect();
-        if let Some(k) = replicator::commands::first_key(&args) {
-            self.w.write_all(args[k])?;
-            self.w.write_all(b"\n")?;
-        }
-        Ok(())
-    }
-
-    fn other(&mut self, _: &Item) -> io::Result<()> {
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.w.flush()
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        self.w.flush()
     }
 }
 

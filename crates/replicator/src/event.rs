@@ -1,0 +1,119 @@
+//! [`Event`]: what every source gives — an RDB file, an AOF, a live master.
+
+use rdb_format::Item;
+use resp_codec::Command;
+
+/// One thing a source produced, whatever the source: RDB items come from files, AOF bases and
+/// preambles and full syncs alike; commands from AOF files and the replication stream.
+///
+/// ```
+/// use replicator::{Event, Item};
+/// let ev = Event::Rdb(Item::SelectDb(3));
+/// assert!(matches!(ev, Event::Rdb(Item::SelectDb(3))));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A live master accepted the PSYNC: a full sync (an RDB follows) or a partial one.
+    SyncStart(SyncStart),
+    /// An item of an RDB (aux field, key, chunk of a big key, function, …).
+    Rdb(Item),
+    /// The RDB of a full sync is complete.
+    SyncEnd {
+        /// The RDB's checksum (`None` for RDB < 5, `Some(0)` when the master disabled it).
+        checksum: Option<u64>,
+        /// Bytes transferred.
+        bytes: u64,
+    },
+    /// A command (AOF, replication stream).
+    Command(CommandEvent),
+    /// The link to a master was lost; the replica reconnects and continues.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where a sync with a live master starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncStart {
+    /// True for a full sync (an RDB follows), false for a partial one (commands follow).
+    pub full: bool,
+    /// The master's replication id.
+    pub replid: String,
+    /// The replication offset the data starts at.
+    pub offset: u64,
+    /// True when a partial sync was asked for and the master answered with a full one: what
+    /// was delivered so far is replaced by the RDB that follows.
+    pub resync: bool,
+}
+
+/// A command with where it applies and where it came from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CommandEvent {
+    /// The database it applies to (after a `SELECT`: the one selected).
+    pub db: u64,
+    /// The command.
+    pub cmd: Command,
+    /// The replication offset after it (live masters; `None` for files and for masters too
+    /// old for PSYNC).
+    pub offset: Option<u64>,
+    /// The `#TS` annotation before it (AOF files written with `aof-timestamp-enabled`).
+    pub ts: Option<i64>,
+}
+
+impl CommandEvent {
+    /// A command in `db`, with no offset and no timestamp.
+    ///
+    /// ```
+    /// let c = replicator::CommandEvent::new(0, replicator::Command::from_args(&["PING"]));
+    /// assert!(c.cmd.is("PING") && c.offset.is_none());
+    /// ```
+    pub fn new(db: u64, cmd: Command) -> Self {
+        Self {
+            db,
+            cmd,
+            offset: None,
+            ts: None,
+        }
+    }
+
+    /// With the replication offset after the command.
+    #[must_use]
+    pub fn with_offset(mut self, offset: Option<u64>) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// With the `#TS` annotation before the command.
+    #[must_use]
+    pub fn with_ts(mut self, ts: Option<i64>) -> Self {
+        self.ts = ts;
+        self
+    }
+}
+
+impl Event {
+    /// The facade's form of a replication client's event (`None` for a kind of event this
+    /// version of the facade does not know).
+    #[cfg(feature = "net")]
+    pub(crate) fn from_net(ev: replica_net::Event) -> Option<Self> {
+        Some(match ev {
+            replica_net::Event::SyncStart(s) => Self::SyncStart(SyncStart {
+                full: s.full,
+                replid: s.replid,
+                offset: s.offset,
+                resync: s.resync,
+            }),
+            replica_net::Event::Rdb(item) => Self::Rdb(item),
+            replica_net::Event::SyncEnd { checksum, bytes } => Self::SyncEnd { checksum, bytes },
+            replica_net::Event::Command(c) => {
+                Self::Command(CommandEvent::new(c.db, c.cmd).with_offset(c.offset))
+            }
+            replica_net::Event::Disconnected { reason } => Self::Disconnected { reason },
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,424 @@
+//! Printers: what `replicator dump` writes, for any program.
+//!
+//! A [`Sink`] takes keys as start / chunks / end (so big keys go through in bounded memory),
+//! whole keys when it wants them, other RDB items and commands. The printers here are sinks:
+//! [`Jsonl`] / [`Json`] (the format of docs/jsonl.md), [`Resp`] (commands that rebuild the
+//! data), [`Restore`] (one `RESTORE` per key), [`Keys`], [`Count`] and [`Rdb`] (a new RDB
+//! file for a chosen version). A [`Printer`] drives a sink from [`Event`]s: it applies a
+//! [`Filter`], tells each chunk which key it belongs to, and decides which non-key items go
+//! through.
+//!
+//! The output of `replicator dump FILE --format jsonl`, byte for byte:
+//!
+//! ```
+//! use replicator::{files, print::{Jsonl, Printer}};
+//! # let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/redis-7.0-compact.rdb"));
+//! let mut out = Vec::new();
+//! let mut printer = Printer::new(Jsonl::new(&mut out));
+//! for ev in files::open(path, Default::default())? {
+//!     printer.event(ev?)?;
+//! }
+//! printer.finish()?;
+//! # assert!(out.starts_with(b"{\"db\":"));
+//! # Ok::<(), replicator::Error>(())
+//! ```
+
+mod json;
+mod rdb;
+mod resp;
+
+use std::io::Write;
+
+use rdb_format::{Chunk, Item, KeyHead, KeyRecord, ModuleValue, Value};
+
+use crate::error::Result;
+use crate::event::{CommandEvent, Event};
+use crate::filter::Filter;
+
+pub use json::{Json, Jsonl};
+pub use rdb::{Rdb, Restore, target_config};
+pub use resp::{LeftOut, Resp};
+
+/// Something that takes keys, other RDB items and commands.
+///
+/// Every key reaches a sink through [`key`](Self::key) when the decoder delivered it whole
+/// (which by default calls [`start`](Self::start), [`chunk`](Self::chunk) per part and
+/// [`end`](Self::end), or [`module`](Self::module)), or as start / chunks / end when the
+/// decoder split a big key.
+pub trait Sink {
+    /// A key begins.
+    fn start(&mut self, head: &KeyHead) -> Result<()>;
+    /// A part of the key's value.
+    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> Result<()>;
+    /// The key is complete.
+    fn end(&mut self, head: &KeyHead) -> Result<()>;
+    /// A whole module value (never chunked).
+    fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()>;
+    /// A whole key. The default splits it into [`start`](Self::start), chunks and
+    /// [`end`](Self::end) (or [`module`](Self::module)).
+    fn key(&mut self, rec: KeyRecord) -> Result<()> {
+        let head = rec.head;
+        if let Value::Module(m) = &rec.value {
+            return self.module(&head, m);
+        }
+        self.start(&head)?;
+        for c in value_chunks(rec.value) {
+            self.chunk(&head, &c)?;
+        }
+        self.end(&head)
+    }
+    /// A non-key item (header, aux field, function, …).
+    fn other(&mut self, item: &Item) -> Result<()>;
+    /// A command (AOF, replication stream).
+    fn command(&mut self, cmd: &CommandEvent) -> Result<()>;
+    /// Whether non-key items (aux fields, functions, …) go to [`other`](Self::other) when the
+    /// caller did not say: `filtered` tells whether a filter is set. The header always
+    /// goes. Default: no.
+    fn wants_other_items(&self, filtered: bool) -> bool {
+        let _ = filtered;
+        false
+    }
+    /// A full resync replaces what was written so far ([`Resp`]: `FLUSHALL`).
+    fn resync(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Writes out what is buffered (a live stream must not wait for a full buffer).
+    fn flush(&mut self) -> Result<()>;
+    /// Ends the output (closing brackets, trailer, flush).
+    fn finish(&mut self) -> Result<()>;
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn start(&mut self, head: &KeyHead) -> Result<()> {
+        (**self).start(head)
+    }
+    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> Result<()> {
+        (**self).chunk(head, chunk)
+    }
+    fn end(&mut self, head: &KeyHead) -> Result<()> {
+        (**self).end(head)
+    }
+    fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()> {
+        (**self).module(head, value)
+    }
+    fn key(&mut self, rec: KeyRecord) -> Result<()> {
+        (**self).key(rec)
+    }
+    fn other(&mut self, item: &Item) -> Result<()> {
+        (**self).other(item)
+    }
+    fn command(&mut self, cmd: &CommandEvent) -> Result<()> {
+        (**self).command(cmd)
+    }
+    fn wants_other_items(&self, filtered: bool) -> bool {
+        (**self).wants_other_items(filtered)
+    }
+    fn resync(&mut self) -> Result<()> {
+        (**self).resync()
+    }
+    fn flush(&mut self) -> Result<()> {
+        (**self).flush()
+    }
+    fn finish(&mut self) -> Result<()> {
+        (**self).finish()
+    }
+}
+
+/// Splits a whole value into the chunks a sink takes (a module value has none: it goes to
+/// [`Sink::module`]).
+///
+/// ```
+/// use replicator::{Chunk, Value, print::value_chunks};
+/// let c = value_chunks(Value::List(vec!["a".into()]));
+/// assert!(matches!(&c[..], [Chunk::List(v)] if v.len() == 1));
+/// ```
+pub fn value_chunks(value: Value) -> Vec<Chunk> {
+    match value {
+        Value::String(s) => vec![Chunk::String(s)],
+        Value::List(v) => vec![Chunk::List(v)],
+        Value::Set(v) => vec![Chunk::Set(v)],
+        Value::SortedSet(v) => vec![Chunk::SortedSet(v)],
+        Value::Hash(v) => vec![Chunk::Hash(v)],
+        Value::Stream(s) => {
+            let s = *s;
+            vec![
+                Chunk::StreamEntries(s.entries),
+                Chunk::StreamMeta(Box::new(s.meta)),
+            ]
+        }
+        Value::Array(a) => {
+            let a = *a;
+            vec![
+                Chunk::Array(a.items),
+                Chunk::ArrayEnd {
+                    insert_index: a.insert_index,
+                },
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Drives a [`Sink`] from [`Event`]s: applies the [`Filter`] to keys and commands, hands the
+/// chunks of a big key to the sink with their key's head, passes the header always and other
+/// non-key items when asked ([`all`](Self::all), or the sink's
+/// [`wants_other_items`](Sink::wants_other_items)), and counts what passed.
+///
+/// ```
+/// use replicator::{Event, Item, KeyRecord, Value, print::{Keys, Printer}};
+/// let mut out = Vec::new();
+/// let mut p = Printer::new(Keys::new(&mut out));
+/// p.event(Event::Rdb(Item::Key(KeyRecord::new(0, "k".into(), Value::String("v".into())))))?;
+/// p.finish()?;
+/// assert_eq!(out, b"k\n");
+/// # Ok::<(), replicator::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Printer<S> {
+    sink: S,
+    filter: Filter,
+    all: Option<bool>,
+    /// The head of the chunked key being delivered (`None`: none, or filtered out).
+    current: Option<KeyHead>,
+    keys: u64,
+    commands: u64,
+}
+
+impl<S: Sink> Printer<S> {
+    /// A printer with no filter.
+    pub fn new(sink: S) -> Self {
+        Self {
+            sink,
+            filter: Filter::default(),
+            all: None,
+            current: None,
+            keys: 0,
+            commands: 0,
+        }
+    }
+
+    /// Only keys and commands that pass `filter`.
+    pub fn filter(&mut self, filter: Filter) -> &mut Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Also (or never) pass non-key items other than the header: aux fields, functions,
+    /// module aux records, RESIZEDB, EOF. Default: what the sink wants.
+    pub fn all(&mut self, on: bool) -> &mut Self {
+        self.all = Some(on);
+        self
+    }
+
+    /// Keys that passed the filter so far.
+    pub fn keys(&self) -> u64 {
+        self.keys
+    }
+
+    /// Commands that passed the filter so far.
+    pub fn commands(&self) -> u64 {
+        self.commands
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// The sink, to change it.
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
+    /// One event. A full resync ([`SyncStart::resync`](crate::SyncStart::resync)) is passed to
+    /// the sink as [`Sink::resync`]; sync boundaries and disconnections are not the sink's.
+    pub fn event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Rdb(item) => self.item(item),
+            Event::Command(c) => self.command(&c),
+            Event::SyncStart(s) if s.full && s.resync => {
+                self.current = None;
+                self.sink.resync()
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// One command.
+    pub fn command(&mut self, c: &CommandEvent) -> Result<()> {
+        if self.filter.pass_command(c.db, &c.cmd) {
+            self.commands += 1;
+            self.sink.command(c)?;
+        }
+        Ok(())
+    }
+
+    /// One RDB item.
+    pub fn item(&mut self, item: Item) -> Result<()> {
+        match item {
+            Item::Key(rec) => {
+                if self.filter.pass_key(&rec.head) {
+                    self.keys += 1;
+                    self.sink.key(rec)?;
+                }
+            }
+            Item::KeyChecked(head) => {
+                if self.filter.pass_key(&head) {
+                    self.keys += 1;
+                    self.sink.start(&head)?;
+                    self.sink.end(&head)?;
+                }
+            }
+            Item::KeyStart(head) => {
+                if self.filter.pass_key(&head) {
+                    self.keys += 1;
+                    self.sink.start(&head)?;
+                    self.current = Some(head);
+                } else {
+                    self.current = None;
+                }
+            }
+            Item::Chunk(c) => {
+                if let Some(h) = &self.current {
+                    self.sink.chunk(h, &c)?;
+                }
+            }
+            Item::KeyEnd => {
+                if let Some(h) = self.current.take() {
+                    self.sink.end(&h)?;
+                }
+            }
+            Item::Header { .. } => self.sink.other(&item)?,
+            other => {
+                let pass = self
+                    .all
+                    .unwrap_or_else(|| self.sink.wants_other_items(!self.filter.is_empty()));
+                if pass {
+                    self.sink.other(&other)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> Result<()> {
+        self.sink.flush()
+    }
+
+    /// The sink, without ending the output (after a failed read, where ending it would make a
+    /// cut input look whole).
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+
+    /// Ends the output; gives the sink back.
+    pub fn finish(mut self) -> Result<S> {
+        self.sink.finish()?;
+        Ok(self.sink)
+    }
+}
+
+/// One key name per line (commands: their first key).
+#[derive(Debug)]
+pub struct Keys<W: Write> {
+    w: W,
+}
+
+impl<W: Write> Keys<W> {
+    /// Key names to `w`.
+    pub fn new(w: W) -> Self {
+        Self { w }
+    }
+}
+
+impl<W: Write> Sink for Keys<W> {
+    fn start(&mut self, head: &KeyHead) -> Result<()> {
+        self.w.write_all(&head.key)?;
+        self.w.write_all(b"\n")?;
+        Ok(())
+    }
+    fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> Result<()> {
+        Ok(())
+    }
+    fn end(&mut self, _: &KeyHead) -> Result<()> {
+        Ok(())
+    }
+    fn module(&mut self, head: &KeyHead, _: &ModuleValue) -> Result<()> {
+        self.start(head)
+    }
+    fn key(&mut self, rec: KeyRecord) -> Result<()> {
+        self.start(&rec.head)
+    }
+    fn command(&mut self, c: &CommandEvent) -> Result<()> {
+        let args: Vec<&[u8]> = c.cmd.args().collect();
+        if let Some(k) = crate::commands::first_key(&args) {
+            self.w.write_all(args[k])?;
+            self.w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+    fn other(&mut self, _: &Item) -> Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        Ok(self.w.flush()?)
+    }
+    fn finish(&mut self) -> Result<()> {
+        Ok(self.w.flush()?)
+    }
+}
+
+/// The number of keys and commands, written at the end.
+#[derive(Debug)]
+pub struct Count<W: Write> {
+    w: W,
+    n: u64,
+}
+
+impl<W: Write> Count<W> {
+    /// Writes the count to `w` when finished.
+    pub fn new(w: W) -> Self {
+        Self { w, n: 0 }
+    }
+
+    /// Keys and commands counted so far.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+}
+
+impl<W: Write> Sink for Count<W> {
+    fn start(&mut self, _: &KeyHead) -> Result<()> {
+        self.n += 1;
+        Ok(())
+    }
+    fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> Result<()> {
+        Ok(())
+    }
+    fn end(&mut self, _: &KeyHead) -> Result<()> {
+        Ok(())
+    }
+    fn module(&mut self, _: &KeyHead, _: &ModuleValue) -> Result<()> {
+        self.n += 1;
+        Ok(())
+    }
+    fn key(&mut self, _: KeyRecord) -> Result<()> {
+        self.n += 1;
+        Ok(())
+    }
+    fn command(&mut self, _: &CommandEvent) -> Result<()> {
+        self.n += 1;
+        Ok(())
+    }
+    fn other(&mut self, _: &Item) -> Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()> {
+        writeln!(self.w, "{}", self.n)?;
+        Ok(self.w.flush()?)
+    }
+}

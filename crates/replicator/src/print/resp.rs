@@ -1,0 +1,480 @@
+//! RESP: commands that rebuild the keys in an empty server (pipe into `redis-cli --pipe`).
+
+use std::io::Write;
+
+use bytes::{Bytes, BytesMut};
+use rdb_format::{ArrayItem, Chunk, Elem, Item, KeyHead, ModuleValue, StreamId, Value, ValueType};
+
+use super::Sink;
+use crate::error::{Error, Result};
+use crate::event::CommandEvent;
+
+// ---------------------------------------------------------------- RESP
+
+/// Writes commands that rebuild every key in an empty server: `SET`/`APPEND`, `RPUSH`,
+/// `SADD`, `ZADD`, `HSET` (with `HPEXPIREAT` for field TTLs), `XADD`/`XSETID`/`XGROUP`/`XCLAIM`
+/// (and `XCFGSET`/`XIDMPRECORD`/`XNACK` for targets that have them), `PEXPIREAT`, `SELECT`
+/// where the db changes; module values and arrays as `RESTORE`; commands as they came.
+///
+/// ```
+/// use replicator::{KeyRecord, Value, print::{Resp, Sink}};
+/// let mut out = Vec::new();
+/// let mut r = Resp::new(&mut out);
+/// r.batch(2);
+/// r.key(KeyRecord::new(0, "l".into(), Value::List(vec!["a".into(), "b".into(), "c".into()])))?;
+/// r.finish()?;
+/// let text = String::from_utf8(out).unwrap();
+/// assert_eq!(text.matches("RPUSH").count(), 2);
+/// # Ok::<(), replicator::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Resp<W: Write> {
+    w: W,
+    buf: BytesMut,
+    db: Option<u64>,
+    batch: usize,
+    version: u32,
+    /// Elements of the current command not yet written.
+    args: Vec<Bytes>,
+    string_started: bool,
+    stream_has_entries: bool,
+    /// The RDB version of the server the commands are for (`None`: the source's).
+    target: Option<u32>,
+    /// Elements of the array being written (arrays go as one `RESTORE`).
+    array: Vec<ArrayItem>,
+    /// What the target cannot hold and was left out.
+    left_out: LeftOut,
+}
+
+/// What [`Resp`] left out because the target (or any command) cannot express it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeftOut {
+    /// Streams whose IDMP state the target has no commands for (before Redis 8.6).
+    pub idmp_streams: u64,
+    /// NACK-zone entries the target has no `XNACK` for (before Redis 8.8).
+    pub nacked_entries: u64,
+    /// Keys whose module metadata no command attaches (`RESTORE` payloads carry it).
+    pub key_meta_keys: u64,
+}
+
+impl<W: Write> Resp<W> {
+    /// Commands to `w`, at most 512 elements per command, for a server of the source's
+    /// version.
+    pub fn new(w: W) -> Self {
+        Self {
+            w,
+            buf: BytesMut::with_capacity(1 << 16),
+            db: None,
+            batch: 512,
+            version: 9,
+            args: Vec::new(),
+            string_started: false,
+            stream_has_entries: false,
+            target: None,
+            array: Vec::new(),
+            left_out: LeftOut::default(),
+        }
+    }
+
+    /// At most `n` elements per command (`RPUSH`, `SADD`, `ZADD`, `HSET`).
+    pub fn batch(&mut self, n: usize) -> &mut Self {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// Writes commands for a server of RDB version `target` (`None`: the source's).
+    pub fn target_version(&mut self, target: Option<u32>) -> &mut Self {
+        self.target = target;
+        self
+    }
+
+    /// What was left out so far.
+    pub fn left_out(&self) -> LeftOut {
+        self.left_out
+    }
+
+    /// The RDB version the commands are for: the target's, else the source's.
+    pub fn version(&self) -> u32 {
+        self.target.unwrap_or(self.version)
+    }
+
+    /// The target's feature level as Redis numbers RDB versions (Valkey 9 has RDB 11's).
+    fn level(&self) -> u32 {
+        match self.target.unwrap_or(self.version) {
+            v if v >= 80 => 11,
+            v => v,
+        }
+    }
+
+    /// IDMP state (`XCFGSET`, then `XIDMPRECORD` per remembered IID) for Redis 8.6+ targets.
+    fn stream_idmp(&mut self, key: &[u8], idmp: &rdb_format::StreamIdmp) -> Result<()> {
+        if idmp.is_default() {
+            return Ok(());
+        }
+        if self.level() < 13 {
+            self.left_out.idmp_streams += 1;
+            return Ok(());
+        }
+        let d = idmp.duration_s.to_string();
+        let m = idmp.max_entries.to_string();
+        // XCFGSET clears the IID history, so it goes first
+        self.cmd(&[
+            b"XCFGSET",
+            key,
+            b"IDMP-DURATION",
+            d.as_bytes(),
+            b"IDMP-MAXSIZE",
+            m.as_bytes(),
+        ])?;
+        for p in &idmp.producers {
+            for e in &p.entries {
+                let id = id_text(e.id);
+                self.cmd(&[b"XIDMPRECORD", key, &p.id, &e.iid, &id])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The NACK zone of a group for Redis 8.8+ targets: the entries are claimed by a
+    /// throw-away consumer, released with `XNACK … FAIL` (one command per delivery count) and
+    /// the consumer removed, which leaves them pending and unowned as in the source.
+    fn stream_nacks(&mut self, key: &[u8], g: &rdb_format::ConsumerGroup) -> Result<()> {
+        let Some(ids) = g.nacked.as_deref().filter(|ids| !ids.is_empty()) else {
+            return Ok(());
+        };
+        if self.level() < 14 {
+            self.left_out.nacked_entries += ids.len() as u64;
+            return Ok(());
+        }
+        const TMP: &[u8] = b"__replicator_nack";
+        let counts: std::collections::HashMap<StreamId, u64> = g
+            .pending
+            .iter()
+            .filter(|p| p.consumer.is_none())
+            .map(|p| (p.id, p.delivery_count))
+            .collect();
+        let mut by_count: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = Default::default();
+        for id in ids {
+            let count = counts.get(id).copied().unwrap_or(1);
+            let id = id_text(*id);
+            self.cmd(&[b"XCLAIM", key, &g.name, TMP, b"0", &id, b"FORCE", b"JUSTID"])?;
+            by_count.entry(count).or_default().push(id);
+        }
+        for (count, ids) in by_count {
+            let n = ids.len().to_string();
+            let count = count.to_string();
+            let mut args: Vec<&[u8]> = vec![b"XNACK", key, &g.name, b"FAIL", b"IDS", n.as_bytes()];
+            args.extend(ids.iter().map(|i| &i[..]));
+            args.extend([&b"RETRYCOUNT"[..], count.as_bytes()]);
+            self.cmd(&args)?;
+        }
+        self.cmd(&[b"XGROUP", b"DELCONSUMER", key, &g.name, TMP])
+    }
+
+    fn cmd(&mut self, args: &[&[u8]]) -> Result<()> {
+        resp_codec::encode_command(args, &mut self.buf);
+        self.flush_if_big()
+    }
+
+    fn flush_if_big(&mut self) -> Result<()> {
+        if self.buf.len() >= 1 << 16 {
+            self.w.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// `RESTORE key ttl payload [ABSTTL] REPLACE` (after a `SELECT` where the db changes),
+    /// with `IDLETIME`/`FREQ` when `lru` and the head has them.
+    pub fn restore(&mut self, head: &KeyHead, payload: &[u8], lru: bool) -> Result<()> {
+        self.select(head.db)?;
+        // RESTORE takes no negative time: a key expired before 1970 is as expired at 1 ms
+        let ttl = head
+            .expire_ms
+            .map_or_else(|| "0".to_owned(), |ms| ms.max(1).to_string());
+        let mut args: Vec<&[u8]> = vec![b"RESTORE", &head.key, ttl.as_bytes(), payload];
+        if head.expire_ms.is_some() {
+            args.push(b"ABSTTL");
+        }
+        let idle = head.idle_s.map(|i| i.to_string());
+        let freq = head.freq.map(|f| f.to_string());
+        if lru {
+            if let Some(i) = &idle {
+                args.push(b"IDLETIME");
+                args.push(i.as_bytes());
+            } else if let Some(f) = &freq {
+                args.push(b"FREQ");
+                args.push(f.as_bytes());
+            }
+        }
+        args.push(b"REPLACE");
+        self.cmd(&args)
+    }
+
+    fn select(&mut self, db: u64) -> Result<()> {
+        if self.db != Some(db) {
+            self.db = Some(db);
+            let n = db.to_string();
+            self.cmd(&[b"SELECT", n.as_bytes()])?;
+        }
+        Ok(())
+    }
+
+    /// Writes `name key args...` in commands of at most `batch` elements (`per` args each).
+    fn batched(&mut self, name: &[u8], key: &[u8], items: Vec<Bytes>, per: usize) -> Result<()> {
+        for group in items.chunks(self.batch * per) {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() + 2);
+            args.push(name);
+            args.push(key);
+            args.extend(group.iter().map(|b| &b[..]));
+            self.cmd(&args)?;
+        }
+        Ok(())
+    }
+}
+
+fn score_text(d: f64) -> Bytes {
+    if d.is_nan() {
+        Bytes::from_static(b"nan")
+    } else if d.is_infinite() {
+        Bytes::from_static(if d > 0.0 { b"inf" } else { b"-inf" })
+    } else {
+        Bytes::from(ryu::Buffer::new().format_finite(d).to_owned())
+    }
+}
+
+fn id_text(id: StreamId) -> Vec<u8> {
+    format!("{}-{}", id.ms, id.seq).into_bytes()
+}
+
+impl<W: Write> Sink for Resp<W> {
+    fn start(&mut self, head: &KeyHead) -> Result<()> {
+        self.select(head.db)?;
+        self.string_started = false;
+        self.stream_has_entries = false;
+        self.args.clear();
+        self.array.clear();
+        if head.value_type == ValueType::Array && self.level() < 14 {
+            return Err(Error::invalid(format!(
+                "key {}: an array needs a Redis 8.8 target (RDB 14); the target is RDB {}",
+                rdb_format::Shown(&head.key),
+                self.target.unwrap_or(self.version)
+            )));
+        }
+        if !head.key_meta.is_empty() && head.value_type != ValueType::Array {
+            // no command attaches module metadata; RESTORE payloads carry it
+            self.left_out.key_meta_keys += 1;
+        }
+        Ok(())
+    }
+
+    fn chunk(&mut self, head: &KeyHead, chunk: &Chunk) -> Result<()> {
+        let key = &head.key[..];
+        match chunk {
+            Chunk::String(s) => {
+                if self.string_started {
+                    self.cmd(&[b"APPEND", key, s])?;
+                } else {
+                    self.cmd(&[b"SET", key, s])?;
+                    self.string_started = true;
+                }
+            }
+            Chunk::List(v) => {
+                let items = v.iter().map(Elem::to_bytes).collect();
+                self.batched(b"RPUSH", key, items, 1)?;
+            }
+            Chunk::Set(v) => {
+                let items = v.iter().map(Elem::to_bytes).collect();
+                self.batched(b"SADD", key, items, 1)?;
+            }
+            Chunk::SortedSet(v) => {
+                let items = v
+                    .iter()
+                    .flat_map(|(m, s)| [score_text(*s), m.to_bytes()])
+                    .collect();
+                self.batched(b"ZADD", key, items, 2)?;
+            }
+            Chunk::Hash(v) => {
+                let items = v
+                    .iter()
+                    .flat_map(|f| [f.field.to_bytes(), f.value.to_bytes()])
+                    .collect();
+                self.batched(b"HSET", key, items, 2)?;
+                for f in v {
+                    if let Some(ms) = f.expire_ms {
+                        let ms = ms.to_string();
+                        let field = f.field.to_bytes();
+                        self.cmd(&[b"HPEXPIREAT", key, ms.as_bytes(), b"FIELDS", b"1", &field])?;
+                    }
+                }
+            }
+            Chunk::StreamEntries(v) => {
+                for e in v {
+                    let id = id_text(e.id);
+                    let fields: Vec<Bytes> = e
+                        .fields
+                        .iter()
+                        .flat_map(|(f, v)| [f.to_bytes(), v.to_bytes()])
+                        .collect();
+                    let mut args: Vec<&[u8]> = vec![b"XADD", key, &id];
+                    args.extend(fields.iter().map(|b| &b[..]));
+                    self.cmd(&args)?;
+                    self.stream_has_entries = true;
+                }
+            }
+            Chunk::StreamMeta(m) => {
+                if !self.stream_has_entries {
+                    // An empty stream: create it through a throw-away group.
+                    self.cmd(&[
+                        b"XGROUP",
+                        b"CREATE",
+                        key,
+                        b"__replicator_tmp",
+                        b"0",
+                        b"MKSTREAM",
+                    ])?;
+                    self.cmd(&[b"XGROUP", b"DESTROY", key, b"__replicator_tmp"])?;
+                }
+                let last = id_text(m.last_id);
+                match (m.entries_added, m.max_deleted_id) {
+                    (Some(added), Some(maxdel)) => {
+                        let added = added.to_string();
+                        let maxdel = id_text(maxdel);
+                        self.cmd(&[
+                            b"XSETID",
+                            key,
+                            &last,
+                            b"ENTRIESADDED",
+                            added.as_bytes(),
+                            b"MAXDELETEDID",
+                            &maxdel,
+                        ])?;
+                    }
+                    _ => self.cmd(&[b"XSETID", key, &last])?,
+                }
+                for g in &m.groups {
+                    let gid = id_text(g.last_id);
+                    match g.entries_read {
+                        Some(n) => {
+                            let n = n.to_string();
+                            self.cmd(&[
+                                b"XGROUP",
+                                b"CREATE",
+                                key,
+                                &g.name,
+                                &gid,
+                                b"ENTRIESREAD",
+                                n.as_bytes(),
+                            ])?;
+                        }
+                        None => self.cmd(&[b"XGROUP", b"CREATE", key, &g.name, &gid])?,
+                    }
+                    for c in &g.consumers {
+                        self.cmd(&[b"XGROUP", b"CREATECONSUMER", key, &g.name, &c.name])?;
+                    }
+                    self.stream_nacks(key, g)?;
+                    for p in &g.pending {
+                        let Some(consumer) = &p.consumer else {
+                            continue;
+                        };
+                        let id = id_text(p.id);
+                        let time = p.delivery_time_ms.to_string();
+                        let count = p.delivery_count.to_string();
+                        self.cmd(&[
+                            b"XCLAIM",
+                            key,
+                            &g.name,
+                            consumer,
+                            b"0",
+                            &id,
+                            b"TIME",
+                            time.as_bytes(),
+                            b"RETRYCOUNT",
+                            count.as_bytes(),
+                            b"FORCE",
+                            b"JUSTID",
+                        ])?;
+                    }
+                }
+                if let Some(idmp) = &m.idmp {
+                    self.stream_idmp(key, idmp)?;
+                }
+            }
+            Chunk::Array(v) => self.array.extend(v.iter().cloned()),
+            Chunk::ArrayEnd { insert_index } => {
+                // no command sets an array's insert index: RESTORE keeps everything
+                let value = Value::Array(Box::new(rdb_format::Array {
+                    items: std::mem::take(&mut self.array),
+                    insert_index: *insert_index,
+                }));
+                let cfg = rdb_format::EncodeConfig::new(14)?;
+                let payload = rdb_format::dump_payload_with_meta(&value, &head.key_meta, &cfg)
+                    .map_err(|e| e.for_key(&head.key))?;
+                self.restore(head, &payload, false)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, head: &KeyHead) -> Result<()> {
+        if let Some(ms) = head.expire_ms {
+            let ms = ms.to_string();
+            self.cmd(&[b"PEXPIREAT", &head.key, ms.as_bytes()])?;
+        }
+        Ok(())
+    }
+
+    fn module(&mut self, head: &KeyHead, m: &ModuleValue) -> Result<()> {
+        // a DUMP payload: the type byte and the value as the decoder kept it, sealed
+        let mut body = BytesMut::with_capacity(m.raw.len() + 11);
+        body.extend_from_slice(&[head.type_byte]);
+        body.extend_from_slice(&m.raw);
+        let payload = rdb_format::seal_dump(body, self.version.min(u32::from(u16::MAX)) as u16);
+        self.restore(head, &payload, false)
+    }
+
+    fn wants_other_items(&self, filtered: bool) -> bool {
+        // functions go as FUNCTION LOAD, unless only some keys are asked for
+        !filtered
+    }
+
+    fn command(&mut self, c: &CommandEvent) -> Result<()> {
+        let (db, cmd) = (c.db, &c.cmd);
+        // SELECT is written where the db changes, before the next command that needs it
+        if cmd.is("SELECT") {
+            return Ok(());
+        }
+        self.select(db)?;
+        self.buf.extend_from_slice(cmd.raw());
+        self.flush_if_big()
+    }
+
+    fn other(&mut self, item: &Item) -> Result<()> {
+        match item {
+            Item::Header { version, .. } => self.version = *version,
+            Item::Function(f) if f.name.is_none() => {
+                self.cmd(&[b"FUNCTION", b"LOAD", b"REPLACE", &f.code])?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn resync(&mut self) -> Result<()> {
+        self.cmd(&[b"FLUSHALL"])?;
+        self.db = None;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.w.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(self.w.flush()?)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.flush()
+    }
+}
