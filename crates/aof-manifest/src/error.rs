@@ -9,9 +9,9 @@ use crate::manifest::ManifestError;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// Reading failed.
-    #[error("{0}")]
-    Io(String),
+    /// Reading failed (the `io::Error` is the [`source`](std::error::Error::source)).
+    #[error("I/O error ({0:?})")]
+    Io(std::io::ErrorKind),
     /// The manifest is bad.
     #[error(transparent)]
     Manifest(ManifestError),
@@ -44,48 +44,37 @@ pub enum ErrorKind {
     BadAnnotation,
 }
 
-/// An AOF error with its place (boxed: see [`ErrorInfo`] for the fields, reachable directly
-/// as `e.kind`, `e.offset`, …).
+/// An AOF error with its place: the file, the byte offset of the problem in it, and the end of
+/// the last whole command before it (what `redis-check-aof` calls `ok_up_to`).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("appendonly.aof");
+/// std::fs::write(&path, b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\n").unwrap();
+/// let e = aof_manifest::AofReader::single(&path, Default::default())
+///     .find_map(Result::err)
+///     .unwrap();
+/// assert!(e.is_truncated_tail());
+/// assert_eq!((e.ok_up_to(), e.size()), (Some(14), 31));
+/// ```
 #[derive(Debug, Clone)]
-pub struct Error(Box<ErrorInfo>);
+pub struct Error(Box<Inner>);
 
-impl std::ops::Deref for Error {
-    type Target = ErrorInfo;
-    fn deref(&self) -> &ErrorInfo {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Error {
-    fn deref_mut(&mut self) -> &mut ErrorInfo {
-        &mut self.0
-    }
-}
-
-/// What an [`Error`] says: the file, the byte offset of the problem in it, and the end of the
-/// last whole command before it (what `redis-check-aof` calls `ok_up_to`).
 #[derive(Debug, Clone)]
-pub struct ErrorInfo {
-    /// What went wrong.
-    pub kind: ErrorKind,
-    /// The file's path, when the error concerns a file.
-    pub path: Option<PathBuf>,
-    /// The file's name as listed.
-    pub file: Option<String>,
-    /// Byte offset of the problem in the file.
-    pub offset: u64,
-    /// End of the last whole command outside a transaction before the problem: truncating the
-    /// file there leaves a valid file. `None` when the error is not about file contents.
-    pub ok_up_to: Option<u64>,
-    /// True when the file is the last of the sequence (the only one a fix may cut).
-    pub last_file: bool,
-    /// The file's size.
-    pub size: u64,
+pub(crate) struct Inner {
+    pub(crate) kind: ErrorKind,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) file: Option<String>,
+    pub(crate) offset: u64,
+    pub(crate) ok_up_to: Option<u64>,
+    pub(crate) last_file: bool,
+    pub(crate) size: u64,
+    pub(crate) io: Option<std::sync::Arc<std::io::Error>>,
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Self {
-        Self(Box::new(ErrorInfo {
+        Self(Box::new(Inner {
             kind,
             path: None,
             file: None,
@@ -93,20 +82,67 @@ impl Error {
             ok_up_to: None,
             last_file: false,
             size: 0,
+            io: None,
         }))
     }
 
+    pub(crate) fn io(e: std::io::Error) -> Self {
+        let mut err = Self::new(ErrorKind::Io(e.kind()));
+        err.0.io = Some(std::sync::Arc::new(e));
+        err
+    }
+
     pub(crate) fn with_path(mut self, path: &Path) -> Self {
-        self.path = Some(path.to_path_buf());
+        self.0.path = Some(path.to_path_buf());
         self
+    }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut Inner {
+        &mut self.0
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0.kind
+    }
+
+    /// The file's path, when the error concerns a file.
+    pub fn path(&self) -> Option<&Path> {
+        self.0.path.as_deref()
+    }
+
+    /// The file's name as the manifest lists it.
+    pub fn file(&self) -> Option<&str> {
+        self.0.file.as_deref()
+    }
+
+    /// Byte offset of the problem in the file.
+    pub fn offset(&self) -> u64 {
+        self.0.offset
+    }
+
+    /// End of the last whole command outside a transaction before the problem: truncating the
+    /// file there leaves a valid file. `None` when the error is not about file contents.
+    pub fn ok_up_to(&self) -> Option<u64> {
+        self.0.ok_up_to
+    }
+
+    /// True when the file is the last of the sequence (the only one a fix may cut).
+    pub fn is_last_file(&self) -> bool {
+        self.0.last_file
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.0.size
     }
 
     /// True for a cut at the end of the last file: what a crash leaves, and what Redis loads
     /// up to the cut with `aof-load-truncated yes`.
     pub fn is_truncated_tail(&self) -> bool {
-        self.last_file
+        self.0.last_file
             && matches!(
-                self.kind,
+                self.0.kind,
                 ErrorKind::Truncated { .. } | ErrorKind::OpenMulti
             )
     }
@@ -114,12 +150,13 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.file, &self.path) {
-            (Some(name), _) => write!(f, "{name}: offset {}: {}", self.offset, self.kind)?,
-            (None, Some(p)) => write!(f, "{}: {}", p.display(), self.kind)?,
-            (None, None) => write!(f, "{}", self.kind)?,
+        let e = &self.0;
+        match (&e.file, &e.path) {
+            (Some(name), _) => write!(f, "{name}: offset {}: {}", e.offset, e.kind)?,
+            (None, Some(p)) => write!(f, "{}: {}", p.display(), e.kind)?,
+            (None, None) => write!(f, "{}", e.kind)?,
         }
-        if self.file.is_some() && !self.last_file {
+        if e.file.is_some() && !e.last_file {
             write!(
                 f,
                 " (not the last file of the AOF: this is not a crash's cut)"
@@ -129,4 +166,12 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    /// The `io::Error` behind [`ErrorKind::Io`].
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .io
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -26,10 +26,12 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod fix;
 mod manifest;
 mod reader;
 
-pub use error::{Error, ErrorInfo, ErrorKind};
+pub use error::{Error, ErrorKind};
+pub use fix::{line_of, truncate_with_backup};
 pub use manifest::{Entry, FileKind, MAX_LINE, Manifest, ManifestError, ManifestErrorKind};
 pub use reader::{
     AofCommand, AofReader, Detected, Event, FileInfo, MAX_ANNOTATION, Options, detect,

@@ -93,25 +93,52 @@ pub enum ManifestErrorKind {
 }
 
 /// A manifest error, naming the line.
+///
+/// ```
+/// let e = aof_manifest::Manifest::parse(b"file a seq 1\n").unwrap_err();
+/// assert_eq!((e.line(), e.kind()), (1, &aof_manifest::ManifestErrorKind::Format));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ManifestError {
+pub struct ManifestError(Box<ManifestErrorInner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ManifestErrorInner {
+    line: usize,
+    text: String,
+    kind: ManifestErrorKind,
+}
+
+impl ManifestError {
+    fn new(line: usize, text: String, kind: ManifestErrorKind) -> Self {
+        Self(Box::new(ManifestErrorInner { line, text, kind }))
+    }
+
     /// 1-based line number (0 for errors about the whole file).
-    pub line: usize,
-    /// The line's text (lossy UTF-8, trimmed).
-    pub text: String,
+    pub fn line(&self) -> usize {
+        self.0.line
+    }
+
+    /// The line's text (escaped where not printable, trimmed).
+    pub fn text(&self) -> &str {
+        &self.0.text
+    }
+
     /// What is wrong.
-    pub kind: ManifestErrorKind,
+    pub fn kind(&self) -> &ManifestErrorKind {
+        &self.0.kind
+    }
 }
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "bad AOF manifest: {}", self.kind)
+        let e = &self.0;
+        if e.line == 0 {
+            write!(f, "bad AOF manifest: {}", e.kind)
         } else {
             write!(
                 f,
                 "bad AOF manifest, line {}: {} (>>> {:?})",
-                self.line, self.kind, self.text
+                e.line, e.kind, e.text
             )
         }
     }
@@ -130,7 +157,7 @@ impl fmt::Display for ManifestError {
 /// assert_eq!(m.entries()[1].kind, FileKind::History);
 ///
 /// let e = Manifest::parse(b"file a seq 1 type b\nfile b seq 2 type b\n").unwrap_err();
-/// assert_eq!(e.line, 2);
+/// assert_eq!(e.line(), 2);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -162,11 +189,8 @@ impl Manifest {
         for (i, raw) in text.split_inclusive(|&b| b == b'\n').enumerate() {
             let line_no = i + 1;
             lines += 1;
-            let err = |kind| ManifestError {
-                line: line_no,
-                text: rdb_format::printable(raw.trim_ascii()),
-                kind,
-            };
+            let err =
+                |kind| ManifestError::new(line_no, rdb_format::printable(raw.trim_ascii()), kind);
             if raw.first() == Some(&b'#') {
                 continue;
             }
@@ -245,11 +269,11 @@ impl Manifest {
             });
         }
         if lines == 0 {
-            return Err(ManifestError {
-                line: 0,
-                text: String::new(),
-                kind: ManifestErrorKind::Empty,
-            });
+            return Err(ManifestError::new(
+                0,
+                String::new(),
+                ManifestErrorKind::Empty,
+            ));
         }
         Ok(Self { entries })
     }

@@ -200,7 +200,7 @@ impl std::fmt::Debug for AofReader {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io(e.to_string())).with_path(path)
+    Error::io(e).with_path(path)
 }
 
 impl AofReader {
@@ -295,14 +295,15 @@ impl AofReader {
         };
         let info = &self.files[cur.idx];
         let mut e = Error::new(kind).with_path(&info.path);
-        e.file = Some(info.name.clone());
-        e.offset = offset;
+        let i = e.inner_mut();
+        i.file = Some(info.name.clone());
+        i.offset = offset;
         // a bad RDB part cannot be cut to something valid
-        if !matches!(e.kind, ErrorKind::Rdb(_)) {
-            e.ok_up_to = Some(cur.multi.unwrap_or(cur.ok_up_to).min(offset));
+        if !matches!(i.kind, ErrorKind::Rdb(_)) {
+            i.ok_up_to = Some(cur.multi.unwrap_or(cur.ok_up_to).min(offset));
         }
-        e.last_file = info.last;
-        e.size = cur.size;
+        i.last_file = info.last;
+        i.size = cur.size;
         e
     }
 

@@ -433,9 +433,7 @@ async fn run(
                     return;
                 }
                 if tx
-                    .send(Ok(Event::Disconnected {
-                        reason: e.to_string(),
-                    }))
+                    .send(Ok(Event::Disconnected { reason: e.chain() }))
                     .await
                     .is_err()
                 {
@@ -481,7 +479,7 @@ async fn run(
                     failures = 0;
                 }
                 failures += 1;
-                core.handle_disconnected(e.to_string());
+                core.handle_disconnected(e.chain());
                 update(&status, core, false);
                 if !deliver(core, &tx).await {
                     return;

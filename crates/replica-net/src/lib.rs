@@ -19,7 +19,7 @@ mod tls;
 mod url;
 
 pub use client::{Client, ClientConfig, Connection, Status, StatusHandle, Stopper};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use proto::{ANNOUNCED_VERSION, Auth, CommandEvent, Event, Replica, ReplicaConfig, SyncStart};
 #[cfg(feature = "tls-rustls")]
 pub use tls::TlsConfig;

@@ -1,8 +1,7 @@
 //! `check` for AOF: a single file, a multi-part directory or its manifest, with
 //! `redis-check-aof`'s report, `--fix` and `--truncate-to-timestamp`.
 
-use std::fs::OpenOptions;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,59 +19,13 @@ struct FileStats {
     annotations: u64,
 }
 
-/// Copies `path` to the first free `path.bak`, `path.bak.1`, … and returns the copy's path.
-fn backup(path: &Path) -> io::Result<PathBuf> {
-    let base = path.as_os_str().to_owned();
-    for i in 0.. {
-        let mut name = base.clone();
-        name.push(if i == 0 {
-            ".bak".to_owned()
-        } else {
-            format!(".bak.{i}")
-        });
-        let candidate = PathBuf::from(name);
-        if !candidate.exists() {
-            std::fs::copy(path, &candidate)?;
-            return Ok(candidate);
-        }
-    }
-    unreachable!("an unbounded range ends only by returning")
-}
-
-/// Backs `path` up, then cuts it to `len` bytes.
-fn cut(path: &Path, len: u64) -> anyhow::Result<PathBuf> {
-    let bak = backup(path).with_context(|| format!("cannot back up {}", path.display()))?;
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    f.set_len(len)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot truncate {}", path.display()))?;
-    Ok(bak)
-}
-
-/// Lines up to `offset` (1-based line of the byte at `offset`), as `redis-check-aof` reports.
-fn line_of(path: &Path, offset: u64) -> io::Result<u64> {
-    let mut f = std::fs::File::open(path)?.take(offset);
-    let mut buf = vec![0u8; 1 << 16];
-    let mut lines = 1;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(lines);
-        }
-        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
-    }
-}
-
 pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut opts = Options::default();
     opts.rdb.skip_values(true);
     let reader = match AofReader::open(&args.file, opts) {
         Ok(r) => r,
         Err(e) => {
-            println!("error: {e}");
+            println!("error: {}", crate::chain(&e));
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -130,26 +83,25 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(e) = failure {
         let name = e
-            .file
-            .clone()
-            .unwrap_or_else(|| args.file.display().to_string());
-        if let (Some(ok), Some(path)) = (e.ok_up_to, &e.path) {
-            let line = line_of(path, ok).unwrap_or(0);
+            .file()
+            .map_or_else(|| args.file.display().to_string(), str::to_owned);
+        if let (Some(ok), Some(path)) = (e.ok_up_to(), e.path()) {
+            let line = replicator::aof::line_of(path, ok).unwrap_or(0);
             writeln!(
                 out,
                 "AOF analyzed: filename={name}, size={}, ok_up_to={ok}, ok_up_to_line={line}, diff={}",
-                e.size,
-                e.size.saturating_sub(ok)
+                e.size(),
+                e.size().saturating_sub(ok)
             )?;
         }
-        writeln!(out, "error: {e}")?;
-        let fixable = e.last_file && e.ok_up_to.is_some();
+        writeln!(out, "error: {}", crate::chain(&e))?;
+        let fixable = e.is_last_file() && e.ok_up_to().is_some();
         if !fixable {
             if args.fix {
                 writeln!(
                     out,
                     "Cannot fix {name}: {}",
-                    if e.ok_up_to.is_none() {
+                    if e.ok_up_to().is_none() {
                         "the damage is not a cut command tail"
                     } else {
                         "it is not the last file of the AOF"
@@ -158,7 +110,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::FAILURE);
         }
-        let ok = e.ok_up_to.unwrap_or(0);
+        let ok = e.ok_up_to().unwrap_or(0);
         if !args.fix {
             writeln!(
                 out,
@@ -166,14 +118,14 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             )?;
             return Ok(ExitCode::FAILURE);
         }
-        let Some(path) = &e.path else {
+        let Some(path) = e.path() else {
             return Ok(ExitCode::FAILURE);
         };
         writeln!(
             out,
             "This will shrink the AOF {name} from {} bytes, with {} bytes, to {ok} bytes",
-            e.size,
-            e.size.saturating_sub(ok)
+            e.size(),
+            e.size().saturating_sub(ok)
         )?;
         let bak = cut(path, ok)?;
         writeln!(
@@ -224,4 +176,10 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(out, "AOF looks OK")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Backs `path` up, then cuts it to `len` bytes.
+fn cut(path: &Path, len: u64) -> anyhow::Result<PathBuf> {
+    replicator::aof::truncate_with_backup(path, len)
+        .with_context(|| format!("cannot cut {} to {len} bytes", path.display()))
 }

@@ -190,6 +190,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error and its causes on one line, joined with `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
 /// A progress bar on stderr for big files when stderr is a terminal; nothing otherwise.
 struct Progress(Option<indicatif::ProgressBar>);
 
@@ -357,11 +369,11 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
     #[allow(clippy::single_match_else)]
     match e.kind() {
         replicator::ErrorKind::Aof(a) if a.is_truncated_tail() => {
-            eprintln!("replicator: {e}");
+            eprintln!("replicator: {}", chain(&e));
             eprintln!(
                 "replicator: the last file ends in a cut command (what a crash leaves); \
                  everything before offset {} was written; `replicator check --fix` cuts it there",
-                a.ok_up_to.unwrap_or(0)
+                a.ok_up_to().unwrap_or(0)
             );
             Ok(ExitCode::FAILURE)
         }
@@ -559,6 +571,6 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
         None => {}
     }
-    eprintln!("error: {e}");
+    eprintln!("error: {}", chain(&e));
     Ok(ExitCode::from(1))
 }

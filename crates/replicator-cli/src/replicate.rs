@@ -232,7 +232,7 @@ pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
     );
     match failure {
         Some(e) => {
-            eprintln!("replicator: {e}");
+            eprintln!("replicator: {}", crate::chain(&e));
             Ok(ExitCode::FAILURE)
         }
         None => Ok(ExitCode::SUCCESS),

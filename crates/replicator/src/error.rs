@@ -79,7 +79,7 @@ impl Error {
         match &*self.inner {
             ErrorKind::Rdb(e) => Some(e.offset()),
             #[cfg(feature = "aof")]
-            ErrorKind::Aof(e) => Some(e.offset),
+            ErrorKind::Aof(e) => Some(e.offset()),
             _ => None,
         }
     }

@@ -76,28 +76,56 @@ pub enum ErrorKind {
 
 /// A decoding error: what was wrong and the offset (in the whole stream) of the first byte of
 /// the line or payload that was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("RESP error at offset {offset}: {kind}")]
-pub struct Error {
+///
+/// ```
+/// let mut dec = resp_codec::Decoder::new();
+/// let mut buf = bytes::BytesMut::from(&b"+OK\r\n?x\r\n"[..]);
+/// assert!(dec.decode(&mut buf).unwrap().is_some());
+/// let e = dec.decode(&mut buf).unwrap_err();
+/// assert_eq!((e.kind(), e.offset()), (&resp_codec::ErrorKind::BadType(b'?'), 5));
+/// assert_eq!(e.to_string(), "RESP error at offset 5: unknown RESP type byte 0x3f");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Error(Box<Inner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inner {
     kind: ErrorKind,
     offset: u64,
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, offset: u64) -> Self {
-        Self { kind, offset }
+        Self(Box::new(Inner { kind, offset }))
     }
 
     /// What was wrong.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// The offset in the stream (counted from the decoder's start) where it went wrong.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.0.offset
     }
 }
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.0.kind)
+            .field("offset", &self.0.offset)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RESP error at offset {}: {}", self.0.offset, self.0.kind)
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -83,9 +83,9 @@ fn corpus_aof_files() {
     assert_eq!(keys, 10016);
     let e = err.expect("the LF-only incr file must be refused");
     assert!(
-        matches!(e.kind, ErrorKind::Resp(resp_codec::ErrorKind::BareLf)),
+        matches!(e.kind(), ErrorKind::Resp(resp_codec::ErrorKind::BareLf)),
         "{e}"
     );
-    assert_eq!(e.file.as_deref(), Some("appendonly.aof.2.incr.aof"));
+    assert_eq!(e.file(), Some("appendonly.aof.2.incr.aof"));
     assert!(e.to_string().contains("LF but no CR"), "{e}");
 }

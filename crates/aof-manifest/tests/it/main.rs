@@ -92,14 +92,14 @@ fn bad_manifests_name_the_line() {
     ];
     for (text, line, kind) in cases {
         let e = Manifest::parse(text.as_bytes()).unwrap_err();
-        assert_eq!((e.line, &e.kind), (*line, kind), "{text:?}");
+        assert_eq!((e.line(), e.kind()), (*line, kind), "{text:?}");
         if *line > 0 {
             assert!(e.to_string().contains(&format!("line {line}")), "{e}");
         }
     }
     let long = format!("file {} seq 1 type b\n", "a".repeat(2000));
     assert_eq!(
-        Manifest::parse(long.as_bytes()).unwrap_err().kind,
+        Manifest::parse(long.as_bytes()).unwrap_err().kind().clone(),
         ManifestErrorKind::LineTooLong
     );
 }
@@ -252,7 +252,7 @@ fn truncation_at_every_offset_of_the_last_file_is_reported() {
             Err(e) => {
                 assert!(!ends.contains(&cut), "cut {cut} refused: {e}");
                 assert!(e.is_truncated_tail(), "cut {cut}: {e}");
-                let ok = e.ok_up_to.unwrap();
+                let ok = e.ok_up_to().unwrap();
                 // the last valid point before the cut
                 let want = *ends.iter().filter(|&&x| x <= cut).max().unwrap();
                 assert_eq!(ok, want, "cut {cut}: {e}");
@@ -275,9 +275,9 @@ fn a_cut_in_a_middle_file_is_not_a_crash() {
         "file i1.aof seq 1 type i\nfile i2.aof seq 2 type i\n",
     );
     let e = commands(AofReader::open(dir.path(), Default::default()).unwrap()).unwrap_err();
-    assert!(!e.last_file && !e.is_truncated_tail());
-    assert!(matches!(e.kind, ErrorKind::Truncated { .. }));
-    assert_eq!(e.file.as_deref(), Some("i1.aof"));
+    assert!(!e.is_last_file() && !e.is_truncated_tail());
+    assert!(matches!(e.kind(), ErrorKind::Truncated { .. }));
+    assert_eq!(e.file(), Some("i1.aof"));
     assert!(e.to_string().contains("not the last file"), "{e}");
 }
 
@@ -300,6 +300,6 @@ fn bad_commands_are_errors_with_offsets() {
         std::fs::write(&path, &data).unwrap();
         let e = commands(AofReader::open(&path, Default::default()).unwrap()).unwrap_err();
         assert!(e.to_string().contains(msg), "{e}");
-        assert_eq!(e.ok_up_to, Some(set.len() as u64), "{e}");
+        assert_eq!(e.ok_up_to(), Some(set.len() as u64), "{e}");
     }
 }
