@@ -79,14 +79,36 @@ pub struct FileInfo {
     pub last: bool,
 }
 
-/// Reader settings.
+/// Reader settings; change them with the setters.
+///
+/// ```
+/// let mut opts = aof_manifest::Options::default();
+/// opts.history(true).rdb_mut().skip_values(true);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
+    history: bool,
+    rdb: rdb_format::Config,
+}
+
+impl Options {
     /// Also read the history files (`type h`), before the base. They hold data a rewrite has
     /// already folded into the base; only for inspection.
-    pub history: bool,
+    pub fn history(&mut self, on: bool) -> &mut Self {
+        self.history = on;
+        self
+    }
+
     /// Settings for RDB parts (base files and preambles).
-    pub rdb: rdb_format::Config,
+    pub fn rdb(&mut self, config: rdb_format::Config) -> &mut Self {
+        self.rdb = config;
+        self
+    }
+
+    /// The settings for RDB parts, to change one.
+    pub fn rdb_mut(&mut self) -> &mut rdb_format::Config {
+        &mut self.rdb
+    }
 }
 
 /// A command of an AOF file.

@@ -84,13 +84,13 @@ pub fn rdb_dump(data: &[u8]) {
 /// bytes that decode to it again.
 pub fn resp(data: &[u8]) {
     let inline = data.first().is_some_and(|b| b & 1 == 1);
-    let config = resp_codec::Config {
-        inline,
-        limits: resp_codec::Limits::default()
-            .max_depth(16)
-            .max_line_len(1024)
-            .max_bulk_len(1 << 20),
-    };
+    let mut config = resp_codec::Config::default();
+    config
+        .inline(inline)
+        .limits_mut()
+        .max_depth(16)
+        .max_line_len(1024)
+        .max_bulk_len(1 << 20);
     let run = |cuts: &[usize]| {
         let mut dec = resp_codec::Decoder::with_config(config);
         let mut buf = BytesMut::new();
@@ -124,13 +124,12 @@ pub fn resp(data: &[u8]) {
         let mut out = BytesMut::new();
         resp_codec::encode(f, &mut out);
         // default limits: quoting can make an inline command four times as long
-        let again = resp_codec::Decoder::with_config(resp_codec::Config {
-            inline: true,
-            ..resp_codec::Config::default()
-        })
-        .decode(&mut out)
-        .expect("our own encoding decodes")
-        .expect("our own encoding is whole");
+        let mut inline = resp_codec::Config::default();
+        inline.inline(true);
+        let again = resp_codec::Decoder::with_config(inline)
+            .decode(&mut out)
+            .expect("our own encoding decodes")
+            .expect("our own encoding is whole");
         assert!(same(f, &again), "{f:?} re-encoded as {again:?}");
     }
     let mut dec = resp_codec::Decoder::with_config(config);

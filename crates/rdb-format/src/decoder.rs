@@ -29,10 +29,17 @@ pub enum Recovery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
+    pub(crate) max_string: u64,
+}
+
+impl Limits {
     /// Largest string (key, element, blob, compressed or decompressed) accepted, in bytes.
     /// Raw string *values* above [`Config::string_piece`] are streamed in pieces instead and are
     /// not limited by this. Default 512 MiB, like Redis' `proto-max-bulk-len`.
-    pub max_string: u64,
+    pub fn max_string(&mut self, n: u64) -> &mut Self {
+        self.max_string = n;
+        self
+    }
 }
 
 impl Default for Limits {

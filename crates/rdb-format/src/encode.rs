@@ -14,40 +14,46 @@ use crate::value::{
 };
 
 /// What to write: the target's RDB version and the thresholds below which it uses its compact
-/// encodings (the defaults are Redis' own).
+/// encodings (the defaults are Redis' own); change them with the setters.
+///
+/// ```
+/// let mut cfg = rdb_format::EncodeConfig::new(12).unwrap();
+/// cfg.compress(false).hash_max_listpack_entries(0);
+/// assert_eq!(cfg.version(), 12);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EncodeConfig {
     /// RDB version: 9 (Redis 5/6), 10 (7.0), 11 (7.2, Valkey 7.2–8.x), 12 (7.4–8.4),
     /// 13 (8.6), 14 (8.8), or 80 (Valkey 9, `VALKEY080`).
-    pub version: u32,
+    pub(crate) version: u32,
     /// Writing for an older version, drop what it cannot hold and a server itself would drop
     /// (stream IDMP state, the NACK zone, key metadata marked ALLOW_IGNORE) instead of
     /// refusing the key; [`Encoder::dropped`] counts what went.
-    pub lossy: bool,
+    pub(crate) lossy: bool,
     /// LZF-compress strings longer than 20 bytes when that makes them shorter
     /// (`rdbcompression yes`).
-    pub compress: bool,
+    pub(crate) compress: bool,
     /// Largest hash stored as a listpack/ziplist (`hash-max-listpack-entries`).
-    pub hash_max_listpack_entries: usize,
+    pub(crate) hash_max_listpack_entries: usize,
     /// Longest field or value of such a hash (`hash-max-listpack-value`).
-    pub hash_max_listpack_value: usize,
+    pub(crate) hash_max_listpack_value: usize,
     /// Largest all-integer set stored as an intset (`set-max-intset-entries`).
-    pub set_max_intset_entries: usize,
+    pub(crate) set_max_intset_entries: usize,
     /// Largest set stored as a listpack, RDB 11+ (`set-max-listpack-entries`).
-    pub set_max_listpack_entries: usize,
+    pub(crate) set_max_listpack_entries: usize,
     /// Longest member of such a set (`set-max-listpack-value`).
-    pub set_max_listpack_value: usize,
+    pub(crate) set_max_listpack_value: usize,
     /// Largest sorted set stored as a listpack/ziplist (`zset-max-listpack-entries`).
-    pub zset_max_listpack_entries: usize,
+    pub(crate) zset_max_listpack_entries: usize,
     /// Longest member of such a sorted set (`zset-max-listpack-value`).
-    pub zset_max_listpack_value: usize,
+    pub(crate) zset_max_listpack_value: usize,
     /// Bytes per quicklist node (`list-max-listpack-size -2` is 8 KiB).
-    pub list_node_bytes: usize,
+    pub(crate) list_node_bytes: usize,
     /// Entries per quicklist node at most.
-    pub list_node_entries: usize,
+    pub(crate) list_node_entries: usize,
     /// Entries per stream listpack node (`stream-node-max-entries`).
-    pub stream_node_entries: usize,
+    pub(crate) stream_node_entries: usize,
 }
 
 impl EncodeConfig {
@@ -78,15 +84,84 @@ impl EncodeConfig {
         })
     }
 
-    /// Sets [`compress`](Self::compress).
+    /// The RDB version written: 9 (Redis 5/6), 10 (7.0), 11 (7.2, Valkey 7.2–8.x), 12
+    /// (7.4–8.4), 13 (8.6), 14 (8.8), or 80 (Valkey 9, `VALKEY080`).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// LZF-compress strings longer than 20 bytes when that makes them shorter
+    /// (`rdbcompression yes`, the default).
     pub fn compress(&mut self, on: bool) -> &mut Self {
         self.compress = on;
         self
     }
 
-    /// Sets [`lossy`](Self::lossy).
+    /// Writing for an older version, drop what it cannot hold and a server itself would drop
+    /// (stream IDMP state, the NACK zone, key metadata marked ALLOW_IGNORE) instead of
+    /// refusing the key; [`Encoder::dropped`] counts what went.
     pub fn lossy(&mut self, on: bool) -> &mut Self {
         self.lossy = on;
+        self
+    }
+
+    /// Largest hash stored as a listpack/ziplist (`hash-max-listpack-entries`).
+    pub fn hash_max_listpack_entries(&mut self, n: usize) -> &mut Self {
+        self.hash_max_listpack_entries = n;
+        self
+    }
+
+    /// Longest field or value of such a hash (`hash-max-listpack-value`).
+    pub fn hash_max_listpack_value(&mut self, n: usize) -> &mut Self {
+        self.hash_max_listpack_value = n;
+        self
+    }
+
+    /// Largest all-integer set stored as an intset (`set-max-intset-entries`).
+    pub fn set_max_intset_entries(&mut self, n: usize) -> &mut Self {
+        self.set_max_intset_entries = n;
+        self
+    }
+
+    /// Largest set stored as a listpack, RDB 11+ (`set-max-listpack-entries`).
+    pub fn set_max_listpack_entries(&mut self, n: usize) -> &mut Self {
+        self.set_max_listpack_entries = n;
+        self
+    }
+
+    /// Longest member of such a set (`set-max-listpack-value`).
+    pub fn set_max_listpack_value(&mut self, n: usize) -> &mut Self {
+        self.set_max_listpack_value = n;
+        self
+    }
+
+    /// Largest sorted set stored as a listpack/ziplist (`zset-max-listpack-entries`).
+    pub fn zset_max_listpack_entries(&mut self, n: usize) -> &mut Self {
+        self.zset_max_listpack_entries = n;
+        self
+    }
+
+    /// Longest member of such a sorted set (`zset-max-listpack-value`).
+    pub fn zset_max_listpack_value(&mut self, n: usize) -> &mut Self {
+        self.zset_max_listpack_value = n;
+        self
+    }
+
+    /// Bytes per quicklist node (`list-max-listpack-size -2` is 8 KiB).
+    pub fn list_node_bytes(&mut self, n: usize) -> &mut Self {
+        self.list_node_bytes = n;
+        self
+    }
+
+    /// Entries per quicklist node at most.
+    pub fn list_node_entries(&mut self, n: usize) -> &mut Self {
+        self.list_node_entries = n;
+        self
+    }
+
+    /// Entries per stream listpack node (`stream-node-max-entries`).
+    pub fn stream_node_entries(&mut self, n: usize) -> &mut Self {
+        self.stream_node_entries = n;
         self
     }
 

@@ -17,35 +17,43 @@ use crate::proto::{Auth, Event, Replica, ReplicaConfig};
 use crate::tls::TlsConfig;
 use crate::url::Url;
 
-/// Everything the client needs.
+/// Everything the client needs; change it with the setters.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut cfg = replica_net::ClientConfig::from_url("redis://10.0.0.5:6380").unwrap();
+/// cfg.read_timeout(Duration::from_secs(30)).max_retries(Some(5));
+/// cfg.replica_mut().rdb_only(true);
+/// assert_eq!((cfg.host(), cfg.port()), ("10.0.0.5", 6380));
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// Master host.
-    pub host: String,
+    pub(crate) host: String,
     /// Master port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// TLS, when set.
     #[cfg(feature = "tls-rustls")]
-    pub tls: Option<TlsConfig>,
+    pub(crate) tls: Option<TlsConfig>,
     /// The protocol core's settings (AUTH, REPLCONF values, RDB decoding, rdb-only).
-    pub replica: ReplicaConfig,
+    pub(crate) replica: ReplicaConfig,
     /// Longest wait for a connection (TCP and TLS handshake).
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Longest silence from the master before the link is taken as dead, measured from the
     /// last byte received (Redis' own `repl-timeout` is 60 s; a master PINGs every
     /// `repl-ping-replica-period`, 10 s). Overrides `replica.read_timeout`.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// First reconnect delay; doubled after each failure up to `backoff_max`.
-    pub backoff_min: Duration,
+    pub(crate) backoff_min: Duration,
     /// Longest reconnect delay.
-    pub backoff_max: Duration,
+    pub(crate) backoff_max: Duration,
     /// Give up after this many failed connections in a row (`None`: never).
-    pub max_retries: Option<u32>,
+    pub(crate) max_retries: Option<u32>,
     /// Events buffered for a slow consumer before the client stops reading the socket.
-    pub channel_capacity: usize,
+    pub(crate) channel_capacity: usize,
     /// Start with `PSYNC <replid> <offset+1>` (resume after a restart of your program).
-    pub resume: Option<(String, u64)>,
+    pub(crate) resume: Option<(String, u64)>,
 }
 
 impl ClientConfig {
@@ -65,6 +73,77 @@ impl ClientConfig {
             channel_capacity: 1024,
             resume: None,
         }
+    }
+
+    /// The master's host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The master's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The protocol core's settings.
+    pub fn replica(&self) -> &ReplicaConfig {
+        &self.replica
+    }
+
+    /// The protocol core's settings (AUTH, REPLCONF values, RDB decoding, rdb-only), to change.
+    pub fn replica_mut(&mut self) -> &mut ReplicaConfig {
+        &mut self.replica
+    }
+
+    /// TLS, when set.
+    #[cfg(feature = "tls-rustls")]
+    pub fn tls(&mut self, tls: Option<TlsConfig>) -> &mut Self {
+        self.tls = tls;
+        self
+    }
+
+    /// True when TLS is on.
+    #[cfg(feature = "tls-rustls")]
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Longest wait for a connection (TCP and TLS handshake).
+    pub fn connect_timeout(&mut self, t: Duration) -> &mut Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Longest silence from the master before the link is taken as dead, from the last byte
+    /// received (default 60 s, Redis' `repl-timeout`).
+    pub fn read_timeout(&mut self, t: Duration) -> &mut Self {
+        self.read_timeout = t;
+        self
+    }
+
+    /// Reconnect delays: the first, doubled after each failure up to the longest.
+    pub fn backoff(&mut self, min: Duration, max: Duration) -> &mut Self {
+        self.backoff_min = min;
+        self.backoff_max = max;
+        self
+    }
+
+    /// Give up after this many failed connections in a row (`None`: never).
+    pub fn max_retries(&mut self, n: Option<u32>) -> &mut Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Events buffered for a slow consumer before the client stops reading the socket.
+    pub fn channel_capacity(&mut self, n: usize) -> &mut Self {
+        self.channel_capacity = n;
+        self
+    }
+
+    /// Start with `PSYNC <replid> <offset+1>` (resume after a restart of your program).
+    pub fn resume(&mut self, at: Option<(String, u64)>) -> &mut Self {
+        self.resume = at;
+        self
     }
 
     /// A configuration from a `redis://` or `rediss://` URL (credentials become AUTH).

@@ -31,40 +31,117 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// What the core needs to know.
+/// What the core needs to know; change it with the setters.
+///
+/// ```
+/// let mut cfg = replica_net::ReplicaConfig::default();
+/// cfg.listening_port(6380).rdb_only(true).version(None);
+/// assert!(cfg.is_rdb_only());
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReplicaConfig {
     /// `AUTH` before anything else.
-    pub auth: Option<Auth>,
+    pub(crate) auth: Option<Auth>,
     /// Sent as `REPLCONF listening-port` (what the master shows in `INFO replication`).
-    pub listening_port: u16,
+    pub(crate) listening_port: u16,
     /// Sent as `REPLCONF ip-address` when set.
-    pub ip_address: Option<String>,
+    pub(crate) ip_address: Option<String>,
     /// Sent as `REPLCONF version` (Valkey picks the RDB version from it; Redis answers an
     /// error, which is ignored). `None`: not sent. Default: [`ANNOUNCED_VERSION`].
     ///
     /// Valkey 9.1 sends an EOF-capable replica that announces nothing (or a version below
     /// 9.0.0) an RDB 11 stream, and aborts the full sync when a hash has field TTLs, which
     /// RDB 11 cannot hold; announcing 9.0.0 or newer gets `VALKEY080` with every field TTL.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// How often to send `REPLCONF ACK` during the command stream.
-    pub ack_interval: Duration,
+    pub(crate) ack_interval: Duration,
     /// A link that brings no byte for this long is dead, even if it never closes (a lost NAT
     /// entry, a paused VM, a half-open TCP connection): [`Replica::handle_timeout`] fails it.
     /// Measured from the last byte received, whatever else happens in between. A master sends
     /// something at least every `repl-ping-replica-period` (10 s by default). `None`: never.
-    pub read_timeout: Option<Duration>,
+    pub(crate) read_timeout: Option<Duration>,
     /// Settings for decoding the RDB transfer.
-    pub rdb: rdb_format::Config,
+    pub(crate) rdb: rdb_format::Config,
     /// Stop after the RDB (no command stream).
-    pub rdb_only: bool,
+    pub(crate) rdb_only: bool,
 }
 
 /// The version announced with `REPLCONF version`: the newest Valkey whose RDB format the
 /// decoder reads. A Valkey master writes the newest RDB version its replica announces it can
 /// load (Valkey 9.0/9.1: `VALKEY080`; a 9.2 master would hold back `VALKEY081` from us too).
 pub const ANNOUNCED_VERSION: &str = "9.1.0";
+
+impl ReplicaConfig {
+    /// `AUTH` before anything else (`None`: no AUTH).
+    pub fn auth(&mut self, auth: Option<Auth>) -> &mut Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The credentials `AUTH` sends, if any.
+    pub fn auth_ref(&self) -> Option<&Auth> {
+        self.auth.as_ref()
+    }
+
+    /// The credentials, to change the user or password.
+    pub fn auth_mut(&mut self) -> Option<&mut Auth> {
+        self.auth.as_mut()
+    }
+
+    /// Sent as `REPLCONF listening-port` (0: the driver sends its local port).
+    pub fn listening_port(&mut self, port: u16) -> &mut Self {
+        self.listening_port = port;
+        self
+    }
+
+    /// Sent as `REPLCONF ip-address` when set.
+    pub fn ip_address(&mut self, ip: Option<String>) -> &mut Self {
+        self.ip_address = ip;
+        self
+    }
+
+    /// Sent as `REPLCONF version` (`None`: not sent); see the field's notes in
+    /// [`ANNOUNCED_VERSION`].
+    pub fn version(&mut self, v: Option<String>) -> &mut Self {
+        self.version = v;
+        self
+    }
+
+    /// How often to send `REPLCONF ACK` during the command stream.
+    pub fn ack_interval(&mut self, t: Duration) -> &mut Self {
+        self.ack_interval = t;
+        self
+    }
+
+    /// A link that brings no byte for this long is dead (`None`: never).
+    pub fn read_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.read_timeout = t;
+        self
+    }
+
+    /// Settings for decoding the RDB transfer.
+    pub fn rdb(&mut self, c: rdb_format::Config) -> &mut Self {
+        self.rdb = c;
+        self
+    }
+
+    /// The settings for decoding the RDB transfer, to change one.
+    pub fn rdb_mut(&mut self) -> &mut rdb_format::Config {
+        &mut self.rdb
+    }
+
+    /// Stop after the RDB (no command stream).
+    pub fn rdb_only(&mut self, on: bool) -> &mut Self {
+        self.rdb_only = on;
+        self
+    }
+
+    /// True when the replica stops after the RDB.
+    pub fn is_rdb_only(&self) -> bool {
+        self.rdb_only
+    }
+}
 
 impl Default for ReplicaConfig {
     fn default() -> Self {

@@ -21,7 +21,7 @@ struct FileStats {
 
 pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut opts = Options::default();
-    opts.rdb.skip_values(true);
+    opts.rdb_mut().skip_values(true);
     let reader = match AofReader::open(&args.file, opts) {
         Ok(r) => r,
         Err(e) => {

@@ -132,10 +132,8 @@ pub fn open_with(path: &Path, opts: &Options) -> Result<FileEvents> {
     if is_aof(path)? {
         #[cfg(feature = "aof")]
         {
-            let aof_opts = aof_manifest::Options {
-                rdb: config,
-                ..Default::default()
-            };
+            let mut aof_opts = aof_manifest::Options::default();
+            aof_opts.rdb(config);
             return Ok(FileEvents {
                 inner: Inner::Aof(Box::new(aof_manifest::AofReader::open(path, aof_opts)?)),
                 len: 0,

@@ -16,7 +16,7 @@ use crate::event::Event;
 /// ```
 /// let mut b = replicator::Replicator::builder("redis://repl:pw@10.0.0.5:6380").unwrap();
 /// b.rdb_only(true).read_timeout(std::time::Duration::from_secs(30));
-/// assert_eq!(b.config().port, 6380);
+/// assert_eq!(b.config().port(), 6380);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Builder {
@@ -31,7 +31,7 @@ impl Builder {
 
     /// The ACL user (`None`: the default user), keeping the password.
     pub fn user(&mut self, user: Option<&str>) -> &mut Self {
-        if let Some(a) = self.cfg.replica.auth.as_mut() {
+        if let Some(a) = self.cfg.replica_mut().auth_mut() {
             a.user = user.map(str::to_owned);
         }
         self
@@ -39,77 +39,77 @@ impl Builder {
 
     /// The user and password `AUTH` sends, if any.
     pub fn auth_user(&self) -> Option<Option<&str>> {
-        self.cfg.replica.auth.as_ref().map(|a| a.user.as_deref())
+        self.cfg.replica().auth_ref().map(|a| a.user.as_deref())
     }
 
     /// AUTH with an ACL user (`None`: the default user) and a password.
     pub fn auth(&mut self, user: Option<&str>, password: &str) -> &mut Self {
-        self.cfg.replica.auth = Some(Auth {
+        self.cfg.replica_mut().auth(Some(Auth {
             user: user.map(str::to_owned),
             password: password.to_owned(),
-        });
+        }));
         self
     }
 
     /// TLS settings (a `rediss://` URL turns TLS on with the defaults).
     #[cfg(feature = "tls-rustls")]
     pub fn tls(&mut self, tls: TlsConfig) -> &mut Self {
-        self.cfg.tls = Some(tls);
+        self.cfg.tls(Some(tls));
         self
     }
 
     /// True when TLS is on (a `rediss://` URL or [`tls`](Self::tls)).
     #[cfg(feature = "tls-rustls")]
     pub fn is_tls(&self) -> bool {
-        self.cfg.tls.is_some()
+        self.cfg.is_tls()
     }
 
     /// How often to send `REPLCONF ACK` in the command stream (a replica sends one a second).
     pub fn ack_interval(&mut self, t: Duration) -> &mut Self {
-        self.cfg.replica.ack_interval = t;
+        self.cfg.replica_mut().ack_interval(t);
         self
     }
 
     /// Give up after this many failed connections in a row (`None`: never).
     pub fn max_retries(&mut self, n: Option<u32>) -> &mut Self {
-        self.cfg.max_retries = n;
+        self.cfg.max_retries(n);
         self
     }
 
     /// Stop after the RDB.
     pub fn rdb_only(&mut self, on: bool) -> &mut Self {
-        self.cfg.replica.rdb_only = on;
+        self.cfg.replica_mut().rdb_only(on);
         self
     }
 
     /// Start with `PSYNC <replid> <offset+1>` (a position saved from
     /// [`SyncStart`](crate::SyncStart) and later command offsets).
     pub fn resume(&mut self, replid: &str, offset: u64) -> &mut Self {
-        self.cfg.resume = Some((replid.to_owned(), offset));
+        self.cfg.resume(Some((replid.to_owned(), offset)));
         self
     }
 
     /// Longest silence from the master before reconnecting.
     pub fn read_timeout(&mut self, t: Duration) -> &mut Self {
-        self.cfg.read_timeout = t;
+        self.cfg.read_timeout(t);
         self
     }
 
     /// Longest wait for a connection.
     pub fn connect_timeout(&mut self, t: Duration) -> &mut Self {
-        self.cfg.connect_timeout = t;
+        self.cfg.connect_timeout(t);
         self
     }
 
     /// RDB decoding settings (chunk sizes, limits, checksum verification).
     pub fn rdb_config(&mut self, c: rdb_format::Config) -> &mut Self {
-        self.cfg.replica.rdb = c;
+        self.cfg.replica_mut().rdb(c);
         self
     }
 
     /// Events buffered before the replica stops reading from the master.
     pub fn channel_capacity(&mut self, n: usize) -> &mut Self {
-        self.cfg.channel_capacity = n;
+        self.cfg.channel_capacity(n);
         self
     }
 

@@ -10,16 +10,10 @@ use crate::frame::{Args, Command, Frame};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Longest bulk string, bulk error or verbatim string (Redis' `proto-max-bulk-len`,
-    /// 512 MiB by default).
-    pub max_bulk_len: u64,
-    /// Most elements in one array, set or push, or pairs in one map or attribute
-    /// (default `i32::MAX`, Redis' multibulk limit).
-    pub max_aggregate_len: u64,
-    /// Deepest nesting of aggregates (default 128).
-    pub max_depth: usize,
-    /// Longest header or inline line (default 64 KiB, Redis' `PROTO_INLINE_MAX_SIZE`).
-    pub max_line_len: usize,
+    pub(crate) max_bulk_len: u64,
+    pub(crate) max_aggregate_len: u64,
+    pub(crate) max_depth: usize,
+    pub(crate) max_line_len: usize,
 }
 
 impl Default for Limits {
@@ -34,38 +28,64 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Sets [`max_bulk_len`](Self::max_bulk_len).
-    pub fn max_bulk_len(mut self, n: u64) -> Self {
+    /// Longest bulk string, bulk error or verbatim string (Redis' `proto-max-bulk-len`,
+    /// 512 MiB by default).
+    pub fn max_bulk_len(&mut self, n: u64) -> &mut Self {
         self.max_bulk_len = n;
         self
     }
-    /// Sets [`max_aggregate_len`](Self::max_aggregate_len).
-    pub fn max_aggregate_len(mut self, n: u64) -> Self {
+    /// Most elements in one array, set or push, or pairs in one map or attribute (default
+    /// `i32::MAX`, Redis' multibulk limit).
+    pub fn max_aggregate_len(&mut self, n: u64) -> &mut Self {
         self.max_aggregate_len = n;
         self
     }
-    /// Sets [`max_depth`](Self::max_depth).
-    pub fn max_depth(mut self, n: usize) -> Self {
+    /// Deepest nesting of aggregates (default 128).
+    pub fn max_depth(&mut self, n: usize) -> &mut Self {
         self.max_depth = n;
         self
     }
-    /// Sets [`max_line_len`](Self::max_line_len).
-    pub fn max_line_len(mut self, n: usize) -> Self {
+    /// Longest header or inline line (default 64 KiB, Redis' `PROTO_INLINE_MAX_SIZE`).
+    pub fn max_line_len(&mut self, n: usize) -> &mut Self {
         self.max_line_len = n;
         self
     }
 }
 
-/// Decoder settings.
+/// Decoder settings; change them with the setters.
+///
+/// ```
+/// let mut config = resp_codec::Config::default();
+/// config.inline(true).limits_mut().max_depth(16).max_line_len(1024);
+/// let dec = resp_codec::Decoder::with_config(config);
+/// # let _ = dec;
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Config {
-    /// The limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
+    pub(crate) inline: bool,
+}
+
+impl Config {
+    /// With these limits.
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits, to change one.
+    pub fn limits_mut(&mut self) -> &mut Limits {
+        &mut self.limits
+    }
+
     /// Decode inline commands: a top-level frame that does not start with a RESP type byte is
     /// a line of space-separated (optionally quoted) arguments, as a server reads them from
     /// `redis-cli` or telnet. Empty lines are skipped. Off by default (a bad type byte is an
     /// error).
-    pub inline: bool,
+    pub fn inline(&mut self, on: bool) -> &mut Self {
+        self.inline = on;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -188,10 +188,8 @@ fn multi_part_reads_base_then_incrs_with_dbs_and_offsets() {
         ]
     );
     // history on request, first
-    let opts = aof_manifest::Options {
-        history: true,
-        ..Default::default()
-    };
+    let mut opts = aof_manifest::Options::default();
+    opts.history(true);
     let with_history = commands(AofReader::open(dir.path(), opts).unwrap()).unwrap();
     assert_eq!(with_history[0].3[1], "history");
     // a missing file is named

@@ -107,12 +107,12 @@ fn stream_bytes() -> Vec<u8> {
 fn handshake_sends_what_a_replica_sends() {
     let now = Instant::now();
     let mut cfg = ReplicaConfig::default();
-    cfg.auth = Some(Auth {
+    cfg.auth(Some(Auth {
         user: Some("repl".into()),
         password: "secret".into(),
-    });
-    cfg.listening_port = 6380;
-    cfg.ip_address = Some("10.0.0.1".into());
+    }));
+    cfg.listening_port(6380);
+    cfg.ip_address(Some("10.0.0.1".into()));
     let mut r = Replica::new(cfg);
     let s = handshake(&mut r, now);
     let want: Vec<Vec<&str>> = vec![
@@ -133,10 +133,10 @@ fn handshake_sends_what_a_replica_sends() {
 fn refused_credentials_are_auth_errors() {
     let now = Instant::now();
     let mut cfg = ReplicaConfig::default();
-    cfg.auth = Some(Auth {
+    cfg.auth(Some(Auth {
         user: None,
         password: "wrong".into(),
-    });
+    }));
     let mut r = Replica::new(cfg);
     r.handle_connected(now);
     assert_eq!(sent(&mut r), vec![vec!["AUTH", "wrong"]]);
@@ -429,7 +429,7 @@ fn acks_every_interval() {
 fn rdb_only_stops_after_the_rdb() {
     let now = Instant::now();
     let mut cfg = ReplicaConfig::default();
-    cfg.rdb_only = true;
+    cfg.rdb_only(true);
     let mut r = Replica::new(cfg);
     handshake(&mut r, now);
     r.handle_input(&full_sync_bytes(true, &cmd(&["SET", "a", "1"])), now)
@@ -546,7 +546,7 @@ fn a_silent_link_fails_from_the_last_byte() {
     let t0 = Instant::now();
     let s = Duration::from_secs;
     let mut cfg = ReplicaConfig::default();
-    cfg.read_timeout = Some(s(3));
+    cfg.read_timeout(Some(s(3)));
     let mut r = Replica::new(cfg);
     handshake(&mut r, t0);
     r.handle_input(&full_sync_bytes(false, &[]), t0).unwrap();
@@ -564,7 +564,7 @@ fn a_silent_link_fails_from_the_last_byte() {
     // a byte resets the clock, and so does the driver resuming after backpressure
     let mut r2 = Replica::new({
         let mut c = ReplicaConfig::default();
-        c.read_timeout = Some(s(3));
+        c.read_timeout(Some(s(3)));
         c
     });
     handshake(&mut r2, t0);
@@ -579,7 +579,7 @@ fn a_silent_link_fails_from_the_last_byte() {
     // and during the RDB transfer too (a master that stops mid-snapshot)
     let mut r3 = Replica::new({
         let mut c = ReplicaConfig::default();
-        c.read_timeout = Some(s(3));
+        c.read_timeout(Some(s(3)));
         c
     });
     handshake(&mut r3, t0);

@@ -15,8 +15,7 @@ fn bin() -> ServerBin {
 
 fn config(port: u16) -> ClientConfig {
     let mut c = ClientConfig::new("127.0.0.1", port);
-    c.backoff_min = Duration::from_millis(50);
-    c.backoff_max = Duration::from_millis(500);
+    c.backoff(Duration::from_millis(50), Duration::from_millis(500));
     c
 }
 
@@ -340,7 +339,7 @@ async fn resume_from_a_saved_position_or_resync_after_a_backlog_overrun() {
     let mut c = master.client().unwrap();
     c.ok(&["SET", "after", "1"]).unwrap();
     let mut cfg = config(master.port);
-    cfg.resume = Some((replid.clone(), pos));
+    cfg.resume(Some((replid.clone(), pos)));
     let mut client = Client::start(cfg);
     let mut ev = Vec::new();
     until(&mut client, &mut ev, |e| {
@@ -368,7 +367,7 @@ async fn resume_from_a_saved_position_or_resync_after_a_backlog_overrun() {
         c.ok(&["SET", &format!("big:{i}"), &big]).unwrap();
     }
     let mut cfg = config(master.port);
-    cfg.resume = Some((replid, pos));
+    cfg.resume(Some((replid, pos)));
     let mut client = Client::start(cfg);
     let mut ev = Vec::new();
     until(&mut client, &mut ev, synced).await;
@@ -424,7 +423,7 @@ async fn auth_acl_users_and_wrong_credentials() {
         },
     ] {
         let mut cfg = config(master.port);
-        cfg.replica.auth = Some(auth);
+        cfg.replica_mut().auth(Some(auth));
         let mut client = Client::start(cfg);
         let mut ev = Vec::new();
         until(&mut client, &mut ev, synced).await;
@@ -443,7 +442,7 @@ async fn auth_acl_users_and_wrong_credentials() {
         }),
     ] {
         let mut cfg = config(master.port);
-        cfg.replica.auth = auth;
+        cfg.replica_mut().auth(auth);
         let mut client = Client::start(cfg);
         let first = tokio::time::timeout(Duration::from_secs(10), client.recv())
             .await
@@ -549,7 +548,7 @@ async fn tls_with_a_client_certificate_and_a_wrong_ca() {
     };
     // the right CA and a client certificate: a full sync and the stream
     let mut cfg = config(port);
-    cfg.tls = Some(tls(&pki, true));
+    cfg.tls(Some(tls(&pki, true)));
     let mut client = Client::start(cfg);
     let mut ev = Vec::new();
     until(&mut client, &mut ev, synced).await;
@@ -562,7 +561,7 @@ async fn tls_with_a_client_certificate_and_a_wrong_ca() {
     client.shutdown().await;
     // a CA that did not sign the server's certificate: refused, not retried
     let mut cfg = config(port);
-    cfg.tls = Some(tls(&other, true));
+    cfg.tls(Some(tls(&other, true)));
     let mut client = Client::start(cfg);
     let e = tokio::time::timeout(Duration::from_secs(10), client.recv())
         .await
@@ -573,8 +572,8 @@ async fn tls_with_a_client_certificate_and_a_wrong_ca() {
     assert!(client.recv().await.is_none());
     // without the client certificate the server refuses us
     let mut cfg = config(port);
-    cfg.tls = Some(tls(&pki, false));
-    cfg.max_retries = Some(1);
+    cfg.tls(Some(tls(&pki, false)));
+    cfg.max_retries(Some(1));
     let mut client = Client::start(cfg);
     let mut failed = false;
     while let Some(r) = tokio::time::timeout(Duration::from_secs(10), client.recv())
@@ -734,7 +733,7 @@ async fn valkey_9_1_sends_the_format_the_replica_announces() {
 
     // no version announced: the primary refuses to write the hash into RDB 11
     let mut cfg = config(master.port);
-    cfg.replica.version = None;
+    cfg.replica_mut().version(None);
     let mut client = Client::start(cfg);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut refused = false;
@@ -756,7 +755,7 @@ async fn valkey_9_1_sends_the_format_the_replica_announces() {
     // without the field TTLs, the RDB 11 sync goes through
     c.ok(&["HPERSIST", "h", "FIELDS", "1", "a"]).unwrap();
     let mut cfg = config(master.port);
-    cfg.replica.version = None;
+    cfg.replica_mut().version(None);
     let mut client = Client::start(cfg);
     let mut ev = Vec::new();
     until(&mut client, &mut ev, synced).await;
@@ -776,7 +775,7 @@ async fn a_silent_link_is_noticed_and_resumed() {
     let master = Server::start(&bin(), &[("repl-diskless-sync-delay", "0")], None).unwrap();
     let proxy = test_support::proxy::Proxy::start(master.port).unwrap();
     let mut cfg = config(proxy.port);
-    cfg.read_timeout = Duration::from_secs(2);
+    cfg.read_timeout(Duration::from_secs(2));
     let mut client = Client::start(cfg);
     let mut ev = Vec::new();
     until(&mut client, &mut ev, synced).await;

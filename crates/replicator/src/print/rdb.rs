@@ -14,8 +14,8 @@ use crate::event::CommandEvent;
 /// what the encoder writes: RDB 9 to 14 and Valkey 80).
 ///
 /// ```
-/// assert_eq!(replicator::print::target_config(None, 7).unwrap().version, 9);
-/// assert_eq!(replicator::print::target_config(Some(11), 12).unwrap().version, 11);
+/// assert_eq!(replicator::print::target_config(None, 7).unwrap().version(), 9);
+/// assert_eq!(replicator::print::target_config(Some(11), 12).unwrap().version(), 11);
 /// assert!(replicator::print::target_config(Some(42), 12).is_err());
 /// ```
 pub fn target_config(asked: Option<u32>, source: u32) -> Result<EncodeConfig> {
@@ -183,7 +183,7 @@ impl<W: Write> Sink for Rdb<W> {
                     .w
                     .take()
                     .ok_or_else(|| Error::invalid("one RDB per output"))?;
-                self.version = cfg.version;
+                self.version = cfg.version();
                 self.enc = Some(Encoder::new(w, cfg)?);
             }
             return Ok(());
@@ -259,7 +259,7 @@ impl<W: Write> Restore<W> {
 
     /// The RDB version of the payloads (`None` before the source's header came).
     pub fn version(&self) -> Option<u32> {
-        self.cfg.map(|c| c.version)
+        self.cfg.map(|c| c.version())
     }
 }
 

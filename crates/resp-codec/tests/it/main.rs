@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use resp_codec::{Config, Decoder, ErrorKind, Frame, Limits, encode, encode_command};
+use resp_codec::{Config, Decoder, ErrorKind, Frame, encode, encode_command};
 
 /// Equality that treats NaN as equal to NaN and tells 0.0 from -0.0.
 fn same(a: &Frame, b: &Frame) -> bool {
@@ -141,14 +141,16 @@ proptest! {
         let frame = Frame::Inline(args.into_iter().map(Bytes::from).collect());
         let mut buf = BytesMut::new();
         encode(&frame, &mut buf);
-        let config = Config { inline: true, ..Config::default() };
+        let mut config = Config::default();
+        config.inline(true);
         let got = decode_split(config, &buf, &[buf.len() / 2]);
         prop_assert_eq!(got, vec![frame]);
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), inline in any::<bool>()) {
-        let config = Config { inline, limits: Limits::default().max_depth(8).max_line_len(64) };
+        let mut config = Config::default();
+        config.inline(inline).limits_mut().max_depth(8).max_line_len(64);
         let mut dec = Decoder::with_config(config);
         let mut buf = BytesMut::from(&bytes[..]);
         while let Ok(Some(_)) = dec.decode(&mut buf) {}
@@ -215,10 +217,8 @@ fn every_split_point_gives_the_same_frames() {
 
 #[test]
 fn inline_commands_as_redis_cli_and_telnet_send_them() {
-    let config = Config {
-        inline: true,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.inline(true);
     let input = b"PING\r\n\r\nset k \"a b\\x00\"\nGET 'it\\'s'\r\n*1\r\n$4\r\nPING\r\n";
     let got = decode_split(config, input, &[]);
     let want = vec![
@@ -320,7 +320,8 @@ fn malformed_input_gives_typed_errors_with_offsets() {
         &ErrorKind::LineTooLong { limit: 64 << 10 }
     );
     // an inline line with open quotes
-    let inline = Config { inline: true, ..d };
+    let mut inline = d;
+    inline.inline(true);
     assert_eq!(
         error_of(inline, b"SET \"k v\r\n").kind(),
         &ErrorKind::UnbalancedQuotes
@@ -414,10 +415,9 @@ proptest! {
 
 #[test]
 fn decode_command_takes_inline_and_refuses_other_frames() {
-    let mut dec = Decoder::with_config(Config {
-        inline: true,
-        ..Config::default()
-    });
+    let mut config = Config::default();
+    config.inline(true);
+    let mut dec = Decoder::with_config(config);
     let mut buf = BytesMut::from(&b"set \"a\\nb\" v\r\n+OK\r\n"[..]);
     let c = dec.decode_command(&mut buf).unwrap().unwrap();
     assert!(c.is("SET"));
