@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    test_support::workspace_root()
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -35,10 +35,9 @@ fn inputs(target: &str, seed_dirs: &[PathBuf]) -> Vec<Vec<u8>> {
 }
 
 fn corpus() -> Vec<PathBuf> {
-    let dir = std::env::var_os("RDB_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/corpus"));
-    if dir.is_dir() { vec![dir] } else { Vec::new() }
+    test_support::corpus_dir("the corpus as fuzz seeds")
+        .into_iter()
+        .collect()
 }
 
 #[test]

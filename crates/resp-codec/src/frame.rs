@@ -120,6 +120,45 @@ impl Frame {
     pub fn is_null(&self) -> bool {
         matches!(self, Self::Null | Self::NullBulk | Self::NullArray)
     }
+
+    /// Equality as a round trip needs it: doubles compare bit for bit, except that every NaN
+    /// equals every NaN (`==` says NaN differs from itself and 0.0 equals -0.0).
+    ///
+    /// ```
+    /// use resp_codec::Frame;
+    /// assert!(Frame::Double(f64::NAN).identical(&Frame::Double(f64::NAN)));
+    /// assert!(!Frame::Double(0.0).identical(&Frame::Double(-0.0)));
+    /// ```
+    pub fn identical(&self, other: &Self) -> bool {
+        fn pairs(x: &[(Frame, Frame)], y: &[(Frame, Frame)]) -> bool {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((a, b), (c, d))| a.identical(c) && b.identical(d))
+        }
+        match (self, other) {
+            (Self::Double(x), Self::Double(y)) => {
+                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+            }
+            (Self::Array(x), Self::Array(y))
+            | (Self::Set(x), Self::Set(y))
+            | (Self::Push(x), Self::Push(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| a.identical(b))
+            }
+            (Self::Map(x), Self::Map(y)) => pairs(x, y),
+            (
+                Self::Attribute {
+                    attributes: x,
+                    data: dx,
+                },
+                Self::Attribute {
+                    attributes: y,
+                    data: dy,
+                },
+            ) => pairs(x, y) && dx.identical(dy),
+            _ => self == other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Dev-only helpers: find redis-server/valkey-server binaries, start them on free loopback
 //! ports (never 6379) in their own temp directories, and talk RESP to them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -110,6 +110,60 @@ pub fn find_servers() -> Vec<ServerBin> {
         });
     }
     out
+}
+
+/// The installed server called `name` (`redis-7.0`, `valkey-9.1`, …), or `None` after saying
+/// on stderr that `what` was skipped for want of it.
+pub fn server_named(name: &str, what: &str) -> Option<ServerBin> {
+    static FOUND: std::sync::OnceLock<Vec<ServerBin>> = std::sync::OnceLock::new();
+    let s = FOUND
+        .get_or_init(find_servers)
+        .iter()
+        .find(|s| s.name == name)
+        .cloned();
+    if s.is_none() {
+        eprintln!("!!! {name} not installed here: {what} skipped");
+    }
+    s
+}
+
+/// `loadmodule` settings for a server that ships a module (FalkorDB), when `module` is asked.
+pub fn module_args(bin: &ServerBin, module: bool) -> Vec<(&'static str, String)> {
+    match (&bin.module, module) {
+        (Some(m), true) => vec![("loadmodule", m.display().to_string())],
+        _ => Vec::new(),
+    }
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bundled test data: `testdata/`.
+pub fn testdata() -> PathBuf {
+    workspace_root().join("testdata")
+}
+
+/// The third-party corpus: `$RDB_CORPUS_DIR`, or `../shared/corpus` beside the workspace.
+/// `None` when it is absent (said loudly on stderr, naming the test `what` that is skipped);
+/// a panic when `RDB_CORPUS_DIR` names no directory (a CI that sets it must have it).
+pub fn corpus_dir(what: &str) -> Option<PathBuf> {
+    let set = std::env::var_os("RDB_CORPUS_DIR");
+    let dir = set
+        .clone()
+        .map_or_else(|| workspace_root().join("../shared/corpus"), PathBuf::from);
+    if dir.is_dir() {
+        Some(dir)
+    } else if set.is_some() {
+        panic!("RDB_CORPUS_DIR={} is not a directory", dir.display());
+    } else {
+        eprintln!(
+            "\n!!! corpus directory {} absent: {what} SKIPPED !!!\n",
+            dir.display()
+        );
+        None
+    }
 }
 
 /// The first server found, or an error saying what to install.
@@ -342,6 +396,45 @@ impl Resp {
     }
 }
 
+/// Reads one RESP2 value.
+fn read_resp(r: &mut impl BufRead) -> Result<Resp> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line)?;
+    if line.len() < 3 || !line.ends_with(b"\r\n") {
+        bail!("bad reply line {:?}", String::from_utf8_lossy(&line));
+    }
+    let body = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
+    Ok(match line[0] {
+        b'+' => Resp::Simple(body),
+        b'-' => Resp::Error(body),
+        b':' => Resp::Int(body.parse()?),
+        b'$' => {
+            let n: i64 = body.parse()?;
+            if n < 0 {
+                Resp::Bulk(None)
+            } else {
+                let mut b = vec![0; n as usize + 2];
+                r.read_exact(&mut b)?;
+                b.truncate(n as usize);
+                Resp::Bulk(Some(b))
+            }
+        }
+        b'*' => {
+            let n: i64 = body.parse()?;
+            if n < 0 {
+                Resp::Array(None)
+            } else {
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(read_resp(r)?);
+                }
+                Resp::Array(Some(v))
+            }
+        }
+        other => bail!("unexpected reply type byte {other:#x}"),
+    })
+}
+
 /// A minimal blocking RESP2 client.
 #[derive(Debug)]
 pub struct Client {
@@ -406,41 +499,7 @@ impl Client {
 
     /// Reads one reply.
     pub fn read(&mut self) -> Result<Resp> {
-        let mut line = Vec::new();
-        self.r.read_until(b'\n', &mut line)?;
-        if line.len() < 3 || !line.ends_with(b"\r\n") {
-            bail!("bad reply line {:?}", String::from_utf8_lossy(&line));
-        }
-        let body = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
-        Ok(match line[0] {
-            b'+' => Resp::Simple(body),
-            b'-' => Resp::Error(body),
-            b':' => Resp::Int(body.parse()?),
-            b'$' => {
-                let n: i64 = body.parse()?;
-                if n < 0 {
-                    Resp::Bulk(None)
-                } else {
-                    let mut b = vec![0; n as usize + 2];
-                    self.r.read_exact(&mut b)?;
-                    b.truncate(n as usize);
-                    Resp::Bulk(Some(b))
-                }
-            }
-            b'*' => {
-                let n: i64 = body.parse()?;
-                if n < 0 {
-                    Resp::Array(None)
-                } else {
-                    let mut v = Vec::with_capacity(n as usize);
-                    for _ in 0..n {
-                        v.push(self.read()?);
-                    }
-                    Resp::Array(Some(v))
-                }
-            }
-            other => bail!("unexpected reply type byte {other:#x}"),
-        })
+        read_resp(&mut self.r)
     }
 
     /// Sends a command and fails on an error reply.
@@ -509,6 +568,81 @@ pub mod rdb {
 }
 
 /// A loopback TCP proxy in front of a server, for network-fault tests.
+/// A scripted master, byte for byte, for testing a replica without sockets or servers: what
+/// a master sends (handshake replies, a full sync with a disk or diskless RDB, a command
+/// stream) and a reader for what the replica sent.
+pub mod master {
+    /// A command as a master sends it: an array of bulk strings.
+    pub fn cmd(args: &[&str]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend(format!("${}\r\n", a.len()).as_bytes());
+            out.extend(a.as_bytes());
+            out.extend(b"\r\n");
+        }
+        out
+    }
+
+    /// The commands in `bytes` (arrays of bulk strings, as a replica sends them), as text.
+    /// Panics on anything else: a replica sends nothing else.
+    pub fn commands(bytes: &[u8]) -> Vec<Vec<String>> {
+        let mut r = std::io::BufReader::new(bytes);
+        let mut out = Vec::new();
+        while !r.buffer().is_empty() || {
+            use std::io::BufRead;
+            !r.fill_buf().expect("in memory").is_empty()
+        } {
+            match crate::read_resp(&mut r).expect("a whole command") {
+                crate::Resp::Array(Some(items)) => {
+                    out.push(items.iter().map(crate::Resp::text).collect());
+                }
+                other => panic!("not a command: {other:?}"),
+            }
+        }
+        out
+    }
+
+    /// The reply a master gives a handshake command: `+PONG` to PING, `+OK` to the rest.
+    pub fn handshake_reply(command: &[String]) -> &'static [u8] {
+        if command
+            .first()
+            .is_some_and(|c| c.eq_ignore_ascii_case("PING"))
+        {
+            b"+PONG\r\n"
+        } else {
+            b"+OK\r\n"
+        }
+    }
+
+    /// A whole full sync as a master sends it: keep-alives, `+FULLRESYNC replid offset`, the
+    /// RDB (`$len` then the bytes, or diskless: `$EOF:<40-byte mark>`, the bytes, the mark),
+    /// then `stream`.
+    pub fn full_sync(
+        replid: &str,
+        offset: u64,
+        rdb: &[u8],
+        diskless: bool,
+        stream: &[u8],
+    ) -> Vec<u8> {
+        let mut m = b"\n\n".to_vec();
+        m.extend(format!("+FULLRESYNC {replid} {offset}\r\n").as_bytes());
+        m.extend(b"\n\n\n");
+        if diskless {
+            let mark = [b'x'; 40];
+            m.extend(b"$EOF:");
+            m.extend(mark);
+            m.extend(b"\r\n");
+            m.extend_from_slice(rdb);
+            m.extend(mark);
+        } else {
+            m.extend(format!("${}\r\n", rdb.len()).as_bytes());
+            m.extend_from_slice(rdb);
+        }
+        m.extend(stream);
+        m
+    }
+}
+
 pub mod proxy {
     use std::io::{ErrorKind, Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};

@@ -5,22 +5,7 @@ use std::path::PathBuf;
 use aof_manifest::{AofReader, ErrorKind, Event};
 
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("RDB_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("RDB_CORPUS_DIR").is_some() {
-        panic!("RDB_CORPUS_DIR={} is not a directory", dir.display());
-    } else {
-        eprintln!(
-            "\n!!! corpus directory {} absent: AOF corpus test SKIPPED !!!\n",
-            dir.display()
-        );
-        None
-    }
+    test_support::corpus_dir("AOF corpus test")
 }
 
 /// (path, commands, RDB keys) for the files that must read cleanly.

@@ -14,20 +14,7 @@ const NEGATIVE: &[(&str, &str)] = &[
 ];
 
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("RDB_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("RDB_CORPUS_DIR").is_some() {
-        panic!("RDB_CORPUS_DIR={} is not a directory", dir.display());
-    } else {
-        eprintln!(
-            "\n!!! corpus directory {} absent: corpus test SKIPPED !!!\n",
-            dir.display()
-        );
-        None
-    }
+    test_support::corpus_dir("corpus test")
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

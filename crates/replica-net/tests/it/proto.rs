@@ -2,48 +2,29 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use replica_net::proto::{Auth, Event, Replica, ReplicaConfig};
+use test_support::master::{cmd, commands, full_sync, handshake_reply};
 
 const ID: &str = "0123456789abcdef0123456789abcdef01234567";
 const ID2: &str = "fedcba9876543210fedcba9876543210fedcba98";
 
 fn rdb() -> Vec<u8> {
-    std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/redis-7.0-compact.rdb"
-    ))
-    .unwrap()
-}
-
-fn cmd(args: &[&str]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    resp_codec::encode_command(args, &mut b);
-    b.to_vec()
+    std::fs::read(test_support::testdata().join("redis-7.0-compact.rdb")).unwrap()
 }
 
 fn sent(r: &mut Replica) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    let mut buf = BytesMut::new();
+    let mut buf = Vec::new();
     while let Some(b) = r.poll_transmit() {
         buf.extend_from_slice(&b);
     }
-    let mut dec = resp_codec::Decoder::new();
-    while let Some(c) = dec.decode_command(&mut buf).unwrap() {
-        out.push(
-            c.args()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect(),
-        );
-    }
-    out
+    commands(&buf)
 }
 
 fn events(r: &mut Replica) -> Vec<Event> {
     std::iter::from_fn(|| r.poll_event()).collect()
 }
 
-/// Runs the handshake up to PSYNC (answering +OK / +PONG) and returns what was sent.
+/// Runs the handshake up to PSYNC (answering as a master does) and returns what was sent.
 fn handshake(r: &mut Replica, now: Instant) -> Vec<Vec<String>> {
     r.handle_connected(now);
     let mut all = Vec::new();
@@ -51,43 +32,23 @@ fn handshake(r: &mut Replica, now: Instant) -> Vec<Vec<String>> {
         let s = sent(r);
         assert_eq!(s.len(), 1, "one command at a time: {s:?}");
         let done = s[0][0] == "PSYNC";
+        let reply = handshake_reply(&s[0]);
         all.extend(s);
         if done {
             return all;
         }
-        let reply: &[u8] = if all.last().unwrap()[0] == "PING" {
-            b"+PONG\r\n"
-        } else {
-            b"+OK\r\n"
-        };
         r.handle_input(reply, now).unwrap();
     }
 }
 
-/// A whole full sync as a master sends it: keep-alives, FULLRESYNC, RDB (disk or diskless),
-/// then a command stream.
+/// A whole full sync of the bundled RDB, then a command stream.
 fn full_sync_bytes(diskless: bool, stream: &[u8]) -> Vec<u8> {
     full_sync_of(&rdb(), diskless, stream)
 }
 
 /// The same with another RDB.
 fn full_sync_of(rdb: &[u8], diskless: bool, stream: &[u8]) -> Vec<u8> {
-    let mut m = b"\n\n".to_vec();
-    m.extend(format!("+FULLRESYNC {ID} 1000\r\n").as_bytes());
-    m.extend(b"\n\n\n");
-    if diskless {
-        let mark = [b'x'; 40];
-        m.extend(b"$EOF:");
-        m.extend(mark);
-        m.extend(b"\r\n");
-        m.extend_from_slice(rdb);
-        m.extend(mark);
-    } else {
-        m.extend(format!("${}\r\n", rdb.len()).as_bytes());
-        m.extend_from_slice(rdb);
-    }
-    m.extend(stream);
-    m
+    full_sync(ID, 1000, rdb, diskless, stream)
 }
 
 fn stream_bytes() -> Vec<u8> {

@@ -75,18 +75,13 @@ fn jsonl(args: &[&str]) -> Vec<J> {
 #[test]
 fn each_aof_fixture_rebuilds_what_the_server_held() {
     let cli = test_support::redis_cli().expect("redis-cli not found: cargo xtask test installs it");
-    let servers = test_support::find_servers();
     let mut rebuilt = 0;
     for fx in aof_fixtures() {
         let name = fx["name"].as_str().unwrap();
-        let Some(bin) = servers
-            .iter()
-            .find(|s| s.name == fx["server"].as_str().unwrap())
-        else {
-            eprintln!(
-                "!!! {name}: server {} not installed here, AOF rebuild skipped",
-                fx["server"]
-            );
+        let Some(bin) = &test_support::server_named(
+            fx["server"].as_str().unwrap(),
+            &format!("the AOF rebuild of {name}"),
+        ) else {
             continue;
         };
         let scratch = test_support::temp_dir(&format!("aof-{name}"));
@@ -395,12 +390,7 @@ fn truncate_to_timestamp_cuts_the_last_file_only() {
 
 #[test]
 fn corpus_lf_only_incr_file_is_a_clear_error() {
-    let Some(dir) = std::env::var_os("RDB_CORPUS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| Some(testdata().join("../../shared/corpus")))
-        .filter(|d| d.is_dir())
-    else {
-        eprintln!("!!! corpus absent: LF-only AOF test SKIPPED");
+    let Some(dir) = test_support::corpus_dir("LF-only AOF test") else {
         return;
     };
     let shake = dir.join("redisshake/test/aof_test/appendonlydir");

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 pub(crate) fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+    test_support::testdata()
 }
 
 pub(crate) fn replicator(args: &[&str]) -> Output {

@@ -413,13 +413,7 @@ fn lower_targets_refuse_or_drop_on_request() {
 }
 
 fn server(name: &str) -> Option<test_support::ServerBin> {
-    let s = test_support::find_servers()
-        .into_iter()
-        .find(|s| s.name == name);
-    if s.is_none() {
-        eprintln!("!!! {name} not installed: part of the downgrade test skipped");
-    }
-    s
+    test_support::server_named(name, "part of the downgrade test")
 }
 
 fn strings(r: &Resp) -> Vec<String> {

@@ -4,16 +4,9 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use test_support::{Client, Resp, Server, ServerBin};
+use test_support::{Client, Resp, Server, ServerBin, module_args, server_named};
 
 use crate::{fixtures, replicator, testdata};
-
-fn module_args(bin: &ServerBin, module: bool) -> Vec<(&'static str, String)> {
-    match (&bin.module, module) {
-        (Some(m), true) => vec![("loadmodule", m.display().to_string())],
-        _ => Vec::new(),
-    }
-}
 
 pub(crate) fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<String> {
     let mut facts = Vec::new();
@@ -87,18 +80,13 @@ fn resp_output_rebuilds_every_fixture() {
     let Some(cli) = test_support::redis_cli() else {
         panic!("redis-cli not found: install Debian's redis-tools (cargo xtask test does)");
     };
-    let servers = test_support::find_servers();
     let mut rebuilt = 0;
     for fx in fixtures() {
         let name = fx["name"].as_str().unwrap();
-        let Some(bin) = servers
-            .iter()
-            .find(|s| s.name == fx["server"].as_str().unwrap())
-        else {
-            eprintln!(
-                "!!! {name}: server {} not installed here, rebuild test skipped",
-                fx["server"]
-            );
+        let Some(bin) = &server_named(
+            fx["server"].as_str().unwrap(),
+            &format!("the rebuild test of {name}"),
+        ) else {
             continue;
         };
         let module = fx["module"].as_bool().unwrap_or(false);

@@ -2,17 +2,10 @@
 //! servers themselves: the re-encoded file loads with the same per-key digests, expiries,
 //! field TTLs and groups; the RESTORE stream rebuilds the same.
 
-use test_support::{Server, ServerBin};
+use test_support::{Server, ServerBin, module_args, server_named};
 
 use crate::rebuild::{key_facts, pipe_into};
 use crate::{fixtures, replicator, testdata};
-
-fn module_args(bin: &ServerBin, module: bool) -> Vec<(&'static str, String)> {
-    match (&bin.module, module) {
-        (Some(m), true) => vec![("loadmodule", m.display().to_string())],
-        _ => Vec::new(),
-    }
-}
 
 fn same_data(a: &Server, b: &Server, bin: &ServerBin, name: &str) -> usize {
     let mut ca = a.client().unwrap();
@@ -48,16 +41,14 @@ fn same_data(a: &Server, b: &Server, bin: &ServerBin, name: &str) -> usize {
 #[test]
 fn every_fixture_re_encoded_loads_with_the_same_data() {
     let cli = test_support::redis_cli().expect("redis-cli");
-    let servers = test_support::find_servers();
     let scratch = test_support::temp_dir("reencode");
     let mut checked = 0;
     for fx in fixtures() {
         let name = fx["name"].as_str().unwrap();
-        let Some(bin) = servers
-            .iter()
-            .find(|s| s.name == fx["server"].as_str().unwrap())
-        else {
-            eprintln!("!!! {name}: server not installed, re-encode test skipped");
+        let Some(bin) = &server_named(
+            fx["server"].as_str().unwrap(),
+            &format!("the re-encode test of {name}"),
+        ) else {
             continue;
         };
         let module = fx["module"].as_bool().unwrap_or(false);
@@ -156,8 +147,7 @@ fn a_filtered_rdb_holds_only_what_passed() {
 
 #[test]
 fn re_encoded_for_a_newer_version_loads_there_with_the_same_data() {
-    let servers = test_support::find_servers();
-    let by = |n: &str| servers.iter().find(|s| s.name == n);
+    let by = |n: &str| server_named(n, "part of the upgrade test");
     // (fixture, its server, target version, the newer server)
     let pairs = [
         ("redis-6.2-plain", "redis-6.2", "10", "redis-7.0"),
@@ -166,8 +156,7 @@ fn re_encoded_for_a_newer_version_loads_there_with_the_same_data() {
     let scratch = test_support::temp_dir("upgrade");
     let mut done = 0;
     for (fx, old, target, new) in pairs {
-        let (Some(old), Some(new)) = (by(old), by(new)) else {
-            eprintln!("!!! {fx}: {old} or {new} not installed, skipped");
+        let (Some(old), Some(new)) = (&by(old), &by(new)) else {
             continue;
         };
         let rdb = testdata().join(format!("{fx}.rdb"));

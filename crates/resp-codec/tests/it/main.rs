@@ -6,32 +6,7 @@ use resp_codec::{Config, Decoder, ErrorKind, Frame, encode, encode_command};
 
 /// Equality that treats NaN as equal to NaN and tells 0.0 from -0.0.
 fn same(a: &Frame, b: &Frame) -> bool {
-    use Frame::*;
-    match (a, b) {
-        (Double(x), Double(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
-        (Array(x), Array(y)) | (Set(x), Set(y)) | (Push(x), Push(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
-        (Map(x), Map(y)) => pairs_same(x, y),
-        (
-            Attribute {
-                attributes: x,
-                data: dx,
-            },
-            Attribute {
-                attributes: y,
-                data: dy,
-            },
-        ) => pairs_same(x, y) && same(dx, dy),
-        _ => a == b,
-    }
-}
-
-fn pairs_same(x: &[(Frame, Frame)], y: &[(Frame, Frame)]) -> bool {
-    x.len() == y.len()
-        && x.iter()
-            .zip(y)
-            .all(|((a, b), (c, d))| same(a, c) && same(b, d))
+    a.identical(b)
 }
 
 fn line_bytes() -> impl Strategy<Value = Bytes> {
