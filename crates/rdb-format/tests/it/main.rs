@@ -3,6 +3,7 @@
 mod corpus;
 mod dump_real;
 mod encode;
+mod golden;
 mod newest;
 mod robustness;
 mod validation;
