@@ -2,13 +2,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod config;
 mod cursor;
 mod decoder;
 mod dump;
 mod encode;
-mod encodings;
 mod error;
 mod lzf;
+mod packed;
 mod read_ahead;
 mod reader;
 mod value;

@@ -1,0 +1,156 @@
+//! Decoder settings: what to do with damage, limits, chunking, checks.
+
+/// What to do when a value is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// Stop at the first error (default).
+    #[default]
+    Abort,
+    /// Skip a key whose value is damaged when the format still tells where the next item
+    /// starts (a corrupt ziplist/listpack/intset inside a well-framed string); report it as
+    /// [`Item::Skipped`] and go on.
+    Skip,
+    /// Stop at the first error, but let the collecting helpers return what was decoded so far
+    /// together with the error ([`crate::decode_partial`]).
+    Partial,
+}
+
+/// Limits checked before anything is allocated or waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    pub(crate) max_string: u64,
+}
+
+impl Limits {
+    /// Largest string (key, element, blob, compressed or decompressed) accepted, in bytes.
+    /// Raw string *values* above [`Config::string_piece`] are streamed in pieces instead and are
+    /// not limited by this. Default 512 MiB, like Redis' `proto-max-bulk-len`.
+    pub fn max_string(&mut self, n: u64) -> &mut Self {
+        self.max_string = n;
+        self
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_string: 512 << 20,
+        }
+    }
+}
+
+/// Decoder settings.
+///
+/// ```
+/// let mut config = rdb_format::Config::default();
+/// config.chunk_threshold(10_000).string_piece(1 << 20).verify_checksum(true);
+/// let decoder = rdb_format::Decoder::with_config(config);
+/// # let _ = decoder;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub(crate) limits: Limits,
+    pub(crate) chunk_threshold: usize,
+    pub(crate) chunk_size: usize,
+    pub(crate) string_piece: u64,
+    pub(crate) recovery: Recovery,
+    pub(crate) verify_checksum: bool,
+    pub(crate) skip_values: bool,
+    pub(crate) relaxed_version: bool,
+    pub(crate) dup_check_limit: usize,
+    pub(crate) lenient: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            chunk_threshold: 8192,
+            chunk_size: 4096,
+            string_piece: 1 << 20,
+            recovery: Recovery::Abort,
+            verify_checksum: true,
+            skip_values: false,
+            relaxed_version: false,
+            dup_check_limit: 1 << 20,
+            lenient: false,
+        }
+    }
+}
+
+impl Config {
+    /// Collections with more elements than this come out as [`Item::KeyStart`], chunks and
+    /// [`Item::KeyEnd`] instead of one [`Item::Key`].
+    pub fn chunk_threshold(&mut self, n: usize) -> &mut Self {
+        self.chunk_threshold = n.max(1);
+        self
+    }
+
+    /// Number of elements per chunk of a big collection.
+    pub fn chunk_size(&mut self, n: usize) -> &mut Self {
+        self.chunk_size = n.max(1);
+        self
+    }
+
+    /// Raw string values longer than this come out in pieces of at most this many bytes.
+    pub fn string_piece(&mut self, n: u64) -> &mut Self {
+        self.string_piece = n.max(1);
+        self
+    }
+
+    /// Limits on lengths read from the input.
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The recovery policy.
+    pub fn recovery(&mut self, r: Recovery) -> &mut Self {
+        self.recovery = r;
+        self
+    }
+
+    /// Check every value (structure, LZF data, scores) without building it: each key then
+    /// comes out as one [`Item::KeyChecked`] with its metadata. For validating and counting,
+    /// where building values would be wasted work.
+    pub fn skip_values(&mut self, on: bool) -> &mut Self {
+        self.skip_values = on;
+        self
+    }
+
+    /// Try files whose RDB version this decoder does not know (a newer Redis or Valkey), like
+    /// Valkey's `rdb-version-check relaxed`: decoding then stops at the first type or opcode
+    /// byte it does not know, with that byte and its offset. Off by default: an unknown version
+    /// is refused up front with an error that names it.
+    pub fn relaxed_version(&mut self, on: bool) -> &mut Self {
+        self.relaxed_version = on;
+        self
+    }
+
+    /// How many members of one hashtable-encoded set, hash or sorted set are remembered (as
+    /// 16-byte hashes) to find duplicates, which Redis refuses. Past it, later members are
+    /// still checked against the remembered ones, and [`Decoder::partial_checks`] counts the
+    /// key. Default 1,048,576 (about 32 MiB at most). Compact encodings are always checked
+    /// whole.
+    pub fn dup_check_limit(&mut self, n: usize) -> &mut Self {
+        self.dup_check_limit = n;
+        self
+    }
+
+    /// Read, as Redis does, the two things this decoder otherwise refuses as corrupt: a text
+    /// score with trailing bytes (`"1.5x"` is 1.5, as `sscanf` reads it) and a string
+    /// special-encoding byte where a length belongs (its low 6 bits are the length). Off by
+    /// default: the errors name the byte, and this gets out whatever Redis would load.
+    pub fn lenient(&mut self, on: bool) -> &mut Self {
+        self.lenient = on;
+        self
+    }
+
+    /// Verify the CRC-64 at the end of the file (default on).
+    pub fn verify_checksum(&mut self, on: bool) -> &mut Self {
+        self.verify_checksum = on;
+        self
+    }
+}

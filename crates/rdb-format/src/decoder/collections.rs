@@ -1,0 +1,544 @@
+//! Collections element by element: lists, sets, sorted sets, hashes, and the packed blobs
+//! (ziplist, listpack, intset, zipmap) with their duplicate and order checks.
+
+use super::*;
+
+/// Walks a blob-encoded value and checks its shape; builds the value when `build`.
+/// Buffers reused from one blob to the next.
+#[derive(Debug, Default)]
+pub(super) struct BlobScratch {
+    pub(super) raws: Vec<encodings::Raw>,
+    /// (64-bit hash of a member's text, its index): sorted to find duplicates.
+    pub(super) hashes: Vec<(u64, u32)>,
+}
+
+/// The text of a blob element (integers formatted into `buf`).
+pub(super) fn raw_text<'a>(
+    r: encodings::Raw,
+    blob: &'a [u8],
+    buf: &'a mut itoa::Buffer,
+) -> &'a [u8] {
+    match r {
+        encodings::Raw::Range(a, e) => &blob[a..e],
+        encodings::Raw::Int(i) => buf.format(i).as_bytes(),
+    }
+}
+
+pub(super) fn decode_blob(
+    ty: u8,
+    blob: &Bytes,
+    build: bool,
+    scratch: &mut BlobScratch,
+) -> Result<Option<Value>, BlobError> {
+    let BlobScratch { raws, hashes } = scratch;
+    raws.clear();
+    let push = |e| {
+        raws.push(e);
+        Ok(())
+    };
+    match ty {
+        9 => encodings::zipmap(blob, |f, v| {
+            raws.push(f);
+            raws.push(v);
+            Ok(())
+        })?,
+        10 | 12 | 13 => encodings::ziplist(blob, push)?,
+        11 => encodings::intset(blob, push)?,
+        _ => encodings::listpack(blob, push)?,
+    }
+    let bad = |why: &str| BlobError {
+        what: "element list",
+        why: why.into(),
+        pos: 0,
+    };
+    let per = match ty {
+        9 | 12 | 13 | 16 | 17 => 2,
+        23 | 25 => 3,
+        _ => 1,
+    };
+    if raws.len() % per != 0 {
+        return Err(bad(match per {
+            2 => "odd number of elements in a map or sorted set",
+            _ => "hash listpack with TTLs is not made of triples",
+        }));
+    }
+    // members of sets, fields of hashes and members of sorted sets are unique (Redis checks
+    // them in every encoding); an intset checked its own order already
+    if ty != 10 && ty != 11 && raws.len() > per {
+        // hash every member's text, sort, and compare the texts of equal neighbours: no set
+        // to allocate for the small collections these encodings hold
+        hashes.clear();
+        let mut text = itoa::Buffer::new();
+        for (i, r) in raws.iter().step_by(per).enumerate() {
+            let h = xxhash_rust::xxh3::xxh3_64(raw_text(*r, blob, &mut text));
+            hashes.push((h, i as u32));
+        }
+        hashes.sort_unstable();
+        let mut other = itoa::Buffer::new();
+        // within a run of equal hashes, every pair (a 64-bit collision of two texts is not
+        // a duplicate; such runs are almost always two long)
+        let pairs = hashes.chunk_by(|x, y| x.0 == y.0).flat_map(|run| {
+            (0..run.len()).flat_map(move |i| (i + 1..run.len()).map(move |j| (run[i].1, run[j].1)))
+        });
+        for (i, j) in pairs {
+            let (a, b) = (raws[i as usize * per], raws[j as usize * per]);
+            let b_text = raw_text(b, blob, &mut other);
+            if raw_text(a, blob, &mut text) == b_text {
+                let at = match b {
+                    encodings::Raw::Range(s, _) => s,
+                    encodings::Raw::Int(_) => 0,
+                };
+                return Err(BlobError {
+                    what: match ty {
+                        12 | 17 => "sorted set",
+                        20 => "set",
+                        _ => "hash",
+                    },
+                    why: format!(
+                        "duplicate {} {}",
+                        if matches!(ty, 12 | 17 | 20) {
+                            "member"
+                        } else {
+                            "field"
+                        },
+                        crate::error::Shown(b_text)
+                    ),
+                    pos: at,
+                });
+            }
+        }
+    }
+    let score = |r: encodings::Raw| -> Result<f64, BlobError> {
+        match r {
+            encodings::Raw::Int(i) => Ok(i as f64),
+            r => std::str::from_utf8(r.bytes(blob))
+                .ok()
+                .and_then(crate::cursor::parse_double)
+                .ok_or_else(|| bad("score is not a number")),
+        }
+    };
+    let ttl = |r: encodings::Raw| -> Result<Option<u64>, BlobError> {
+        let t = r
+            .as_int(blob)
+            .ok_or_else(|| bad("field TTL is not an integer"))?;
+        Ok((t != 0).then_some(t as u64))
+    };
+    if !build {
+        for c in raws.chunks_exact(per) {
+            match ty {
+                12 | 17 => {
+                    score(c[1])?;
+                }
+                23 | 25 => {
+                    ttl(c[2])?;
+                }
+                _ => {}
+            }
+        }
+        return Ok(None);
+    }
+    let el = |r: encodings::Raw| r.elem(blob);
+    Ok(Some(match ty {
+        10 => Value::List(raws.iter().copied().map(el).collect()),
+        11 | 20 => Value::Set(raws.iter().copied().map(el).collect()),
+        12 | 17 => Value::SortedSet(
+            raws.chunks_exact(2)
+                .map(|c| Ok((el(c[0]), score(c[1])?)))
+                .collect::<Result<_, BlobError>>()?,
+        ),
+        9 | 13 | 16 => Value::Hash(
+            raws.chunks_exact(2)
+                .map(|c| HashField {
+                    field: el(c[0]),
+                    value: el(c[1]),
+                    expire_ms: None,
+                })
+                .collect(),
+        ),
+        23 | 25 => Value::Hash(
+            raws.chunks_exact(3)
+                .map(|c| {
+                    Ok(HashField {
+                        field: el(c[0]),
+                        value: el(c[1]),
+                        expire_ms: ttl(c[2])?,
+                    })
+                })
+                .collect::<Result<_, BlobError>>()?,
+        ),
+        _ => unreachable!("decode_blob is only called for blob types"),
+    }))
+}
+
+impl Decoder {
+    pub(super) fn step_seq<S: Source>(
+        &mut self,
+        src: &mut S,
+        mut seq: Box<SeqState>,
+    ) -> Result<bool> {
+        self.expect = type_name(seq.head.type_byte, self.flavor);
+        let start = self.pos;
+        let b = src.bytes();
+        let mut c = Cur::new(b, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
+        let mut raws = std::mem::take(&mut self.seq_raws);
+        raws.clear();
+        let mut done_at = 0;
+        let room = if seq.started {
+            self.config.chunk_size
+        } else {
+            self.config.chunk_threshold.saturating_add(1)
+        };
+        // Parse as many whole elements as the input holds (up to a chunk's worth), then
+        // consume them at once.
+        let mut budget = room.saturating_sub(seq.acc.len()).max(1);
+        while (raws.len() as u64) < seq.remaining && budget > 0 {
+            let r = match seq.kind {
+                SeqKind::List | SeqKind::Set => c.string().map(RawEl::One),
+                SeqKind::Zset1 => c
+                    .string()
+                    .and_then(|m| Ok(RawEl::Scored(m, c.text_double()?))),
+                SeqKind::Zset2 => c
+                    .string()
+                    .and_then(|m| Ok(RawEl::Scored(m, c.bin_double()?))),
+                SeqKind::Hash => c.string().and_then(|f| Ok(RawEl::Two(f, c.string()?))),
+                SeqKind::HashTtl(_) => c
+                    .len()
+                    .and_then(|ttl| Ok(RawEl::Ttl(ttl, c.string()?, c.string()?))),
+                SeqKind::ValkeyHash2 => valkey_hash2_field(&mut c),
+                SeqKind::Quicklist1 => c.string().map(|s| RawEl::Node(2, s)),
+                SeqKind::Quicklist2 => c.len().and_then(|k| Ok(RawEl::Node(k, c.string()?))),
+                SeqKind::StreamNodes(_) => {
+                    c.string().and_then(|id| Ok(RawEl::Stream(id, c.string()?)))
+                }
+                SeqKind::Array(_) => array_elem(&mut c),
+            };
+            match r {
+                Ok(r) => {
+                    raws.push(r);
+                    done_at = c.p;
+                    budget = budget.saturating_sub(match seq.kind {
+                        SeqKind::Quicklist1 | SeqKind::Quicklist2 | SeqKind::StreamNodes(_) => {
+                            // a node holds many elements: count it as a chunk's share
+                            budget.min(64)
+                        }
+                        _ => 1,
+                    });
+                }
+                Err(Stop::More) => break,
+                Err(Stop::Bad(kind, at)) => {
+                    let e = self.err(kind, at);
+                    return Err(e);
+                }
+            }
+        }
+        if raws.is_empty() && seq.remaining > 0 {
+            self.state = State::Seq(seq);
+            self.seq_raws = raws;
+            return Ok(false);
+        }
+        let chunk = self.consume(src, done_at);
+        seq.remaining -= raws.len() as u64;
+        for r in raws.drain(..) {
+            let res = self
+                .check_member(&mut seq, &chunk, start, &r)
+                .and_then(|()| self.push_raw(&mut seq, &chunk, start, r));
+            if let Err(e) = res {
+                let e = e.with_context(&self.ctx);
+                if self.config.recovery == Recovery::Skip && seq.damaged.is_none() {
+                    seq.damaged = Some(e);
+                } else if seq.damaged.is_none() {
+                    return Err(e);
+                }
+            }
+        }
+        self.seq_raws = raws;
+        if seq.damaged.is_some() {
+            seq.acc.take();
+        }
+        if !seq.started && seq.acc.len() > self.config.chunk_threshold && seq.damaged.is_none() {
+            seq.started = true;
+            self.out.push_back(Item::KeyStart(seq.head.clone()));
+        }
+        if seq.started {
+            // Chunks are cut at exact multiples of chunk_size, whatever the input's split.
+            while seq.acc.len() >= self.config.chunk_size {
+                let chunk = seq.acc.take_front(self.config.chunk_size);
+                self.out.push_back(Item::Chunk(chunk));
+            }
+        }
+        if seq.remaining == 0 {
+            if let SeqKind::StreamNodes(_) = seq.kind {
+                self.state = State::StreamTail(seq);
+                return Ok(true);
+            }
+            self.finish_seq(seq, None);
+        } else {
+            self.state = State::Seq(seq);
+        }
+        Ok(true)
+    }
+
+    /// Splits an oversized chunk into chunks of `chunk_size` elements.
+    pub(super) fn push_chunks(&mut self, chunk: Chunk) {
+        let n = self.config.chunk_size;
+        macro_rules! split {
+            ($v:expr, $ctor:path) => {{
+                let mut v = $v;
+                while v.len() > n {
+                    let rest = v.split_off(n);
+                    self.out.push_back(Item::Chunk($ctor(v)));
+                    v = rest;
+                }
+                if !v.is_empty() {
+                    self.out.push_back(Item::Chunk($ctor(v)));
+                }
+            }};
+        }
+        match chunk {
+            Chunk::List(v) => split!(v, Chunk::List),
+            Chunk::Set(v) => split!(v, Chunk::Set),
+            Chunk::SortedSet(v) => split!(v, Chunk::SortedSet),
+            Chunk::Hash(v) => split!(v, Chunk::Hash),
+            Chunk::StreamEntries(v) => split!(v, Chunk::StreamEntries),
+            Chunk::Array(v) => split!(v, Chunk::Array),
+            other => self.out.push_back(Item::Chunk(other)),
+        }
+    }
+
+    #[allow(clippy::boxed_local)] // the state machine holds it boxed; unboxing would copy it
+    pub(super) fn finish_seq(&mut self, mut seq: Box<SeqState>, meta: Option<StreamMeta>) {
+        if let Some(error) = seq.damaged.take() {
+            self.out.push_back(Item::Skipped {
+                key: seq.head.key.clone(),
+                error,
+            });
+        } else if self.config.skip_values {
+            self.out.push_back(Item::KeyChecked(seq.head));
+        } else if seq.started {
+            let rest = seq.acc.take();
+            if !rest.is_empty() {
+                self.push_chunks(rest);
+            }
+            if let Some(meta) = meta {
+                self.out
+                    .push_back(Item::Chunk(Chunk::StreamMeta(Box::new(meta))));
+            }
+            if let SeqKind::Array(insert_index) = seq.kind {
+                self.out
+                    .push_back(Item::Chunk(Chunk::ArrayEnd { insert_index }));
+            }
+            self.out.push_back(Item::KeyEnd);
+        } else {
+            let seq = *seq;
+            let insert = match seq.kind {
+                SeqKind::Array(i) => i,
+                _ => None,
+            };
+            self.out.push_back(Item::Key(KeyRecord {
+                head: seq.head,
+                value: seq.acc.into_value(meta, insert),
+            }));
+        }
+        self.state = State::Top;
+        self.ctx = Context::default();
+    }
+
+    /// Checks an element without building it (skip-values mode).
+    pub(super) fn check_raw(
+        &self,
+        seq: &SeqState,
+        chunk: &Bytes,
+        base: u64,
+        r: RawEl,
+    ) -> Result<()> {
+        let blob_err = |e: BlobError, s: SRef| blob_error(e, base, s);
+        match r {
+            RawEl::One(s) | RawEl::Scored(s, _) => self.check_sref(chunk, base, s),
+            RawEl::Array(_, ArrRaw::Str(s) | ArrRaw::Short(s)) => self.check_sref(chunk, base, s),
+            RawEl::Array(..) => Ok(()),
+            RawEl::Two(f, v) | RawEl::Ttl(_, f, v) => {
+                self.check_sref(chunk, base, f)?;
+                self.check_sref(chunk, base, v)
+            }
+            RawEl::Node(container, s) => {
+                let at = sref_at(s);
+                let blob = self.mat_bytes(chunk, base, s)?;
+                match (seq.kind, container) {
+                    (SeqKind::Quicklist2, 1) => Ok(()),
+                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, |_| Ok(())),
+                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, |_| Ok(())),
+                    _ => return Err(bad_container(container, base + at as u64)),
+                }
+                .map_err(|e| blob_err(e, s))
+            }
+            RawEl::Stream(id, lp_ref) => {
+                let id = self.mat_bytes(chunk, base, id)?;
+                let lp = self.mat_bytes(chunk, base, lp_ref)?;
+                stream_node(&id, &lp, None).map_err(|e| blob_err(e, lp_ref))
+            }
+        }
+    }
+
+    /// What Redis refuses in a set, hash or sorted set element by element: a member seen
+    /// before, a NaN score.
+    pub(super) fn check_member(
+        &mut self,
+        seq: &mut SeqState,
+        chunk: &Bytes,
+        base: u64,
+        r: &RawEl,
+    ) -> Result<()> {
+        let (member, what) = match (seq.kind, r) {
+            (SeqKind::Set, RawEl::One(m)) => (*m, "set"),
+            (SeqKind::Zset1 | SeqKind::Zset2, RawEl::Scored(m, score)) => {
+                if score.is_nan() {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt {
+                            what: "sorted set",
+                            why: "NaN score".into(),
+                        },
+                        base + sref_at(*m) as u64,
+                    ));
+                }
+                (*m, "sorted set")
+            }
+            (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Two(f, _))
+            | (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Ttl(_, f, _)) => {
+                (*f, "hash")
+            }
+            // a node's master ID is its key in the stream's radix tree
+            (SeqKind::StreamNodes(_), RawEl::Stream(id, _)) => (*id, "stream node"),
+            _ => return Ok(()),
+        };
+        let h = self.sref_hash(chunk, base, member)?;
+        let dup = if seq.seen.set.len() < self.config.dup_check_limit {
+            !seq.seen.set.insert(h)
+        } else {
+            // past the limit: still checked against the members remembered
+            if !seq.seen.partial {
+                seq.seen.partial = true;
+                self.partial_checks += 1;
+            }
+            seq.seen.set.contains(&h)
+        };
+        if dup {
+            return Err(Error::new(
+                ErrorKind::Corrupt {
+                    what,
+                    why: format!(
+                        "duplicate {} {}",
+                        match what {
+                            "hash" => "field",
+                            "stream node" => "master ID",
+                            _ => "member",
+                        },
+                        crate::error::Shown(&self.mat_bytes(chunk, base, member)?)
+                    ),
+                },
+                base + sref_at(member) as u64,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The 128-bit hash of a string's text (integers as decimal, LZF decompressed and checked).
+    pub(super) fn sref_hash(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<u128> {
+        use xxhash_rust::xxh3::xxh3_128;
+        Ok(match r {
+            SRef::Raw(a, b) => xxh3_128(&chunk[a..b]),
+            SRef::Int(i) => xxh3_128(itoa::Buffer::new().format(i).as_bytes()),
+            SRef::Lzf(s, e, ulen) => {
+                let mut scratch = self.scratch.take();
+                scratch.clear();
+                let ok = crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut scratch);
+                let h = xxh3_128(&scratch);
+                self.scratch.set(scratch);
+                ok.ok_or_else(|| Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64))?;
+                h
+            }
+        })
+    }
+
+    /// Only LZF strings can be wrong once framed: decompress them (into a reused buffer) to
+    /// be sure.
+    pub(super) fn check_sref(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<()> {
+        if let SRef::Lzf(s, e, ulen) = r {
+            let mut scratch = self.scratch.take();
+            scratch.clear();
+            let ok = crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut scratch);
+            self.scratch.set(scratch);
+            ok.ok_or_else(|| Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn push_raw(
+        &self,
+        seq: &mut SeqState,
+        chunk: &Bytes,
+        base: u64,
+        r: RawEl,
+    ) -> Result<()> {
+        if self.config.skip_values {
+            return self.check_raw(seq, chunk, base, r);
+        }
+        let blob_err = |e: BlobError, s: SRef| blob_error(e, base, s);
+        match (&mut seq.acc, r) {
+            (Acc::List(v) | Acc::Set(v), RawEl::One(s)) => v.push(self.mat(chunk, base, s)?),
+            (Acc::Array(v), RawEl::Array(index, a)) => v.push(ArrayItem {
+                index,
+                value: match a {
+                    ArrRaw::Str(s) => ArrayValue::String(self.mat_bytes(chunk, base, s)?),
+                    ArrRaw::Short(s) => ArrayValue::Short(self.mat_bytes(chunk, base, s)?),
+                    ArrRaw::Int(i) => ArrayValue::Int(i),
+                    ArrRaw::Float(d) => ArrayValue::Float(d),
+                },
+            }),
+            (Acc::Zset(v), RawEl::Scored(m, score)) => v.push((self.mat(chunk, base, m)?, score)),
+            (Acc::Hash(v), RawEl::Two(f, val)) => v.push(HashField {
+                field: self.mat(chunk, base, f)?,
+                value: self.mat(chunk, base, val)?,
+                expire_ms: None,
+            }),
+            (Acc::Hash(v), RawEl::Ttl(ttl, f, val)) => {
+                let expire_ms = match seq.kind {
+                    SeqKind::HashTtl(Some(min)) => (ttl != 0).then(|| ttl.saturating_add(min) - 1),
+                    SeqKind::HashTtl(None) => (ttl != 0).then_some(ttl),
+                    // Valkey HASH_2: the TTL is carried as an absolute time, u64::MAX = none
+                    _ => (ttl != u64::MAX).then_some(ttl),
+                };
+                v.push(HashField {
+                    field: self.mat(chunk, base, f)?,
+                    value: self.mat(chunk, base, val)?,
+                    expire_ms,
+                });
+            }
+            (Acc::List(v), RawEl::Node(container, s)) => {
+                let at = sref_at(s);
+                let blob = self.mat_bytes(chunk, base, s)?;
+                let push = |r: encodings::Raw| {
+                    v.push(r.elem(&blob));
+                    Ok(())
+                };
+                match (seq.kind, container) {
+                    (SeqKind::Quicklist2, 1) => {
+                        v.push(Elem::Bytes(blob.clone()));
+                        Ok(())
+                    }
+                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, push),
+                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, push),
+                    _ => return Err(bad_container(container, base + at as u64)),
+                }
+                .map_err(|e| blob_err(e, s))?;
+            }
+            (Acc::Stream(v), RawEl::Stream(id, lp_ref)) => {
+                let id = self.mat_bytes(chunk, base, id)?;
+                let lp = self.mat_bytes(chunk, base, lp_ref)?;
+                stream_node(&id, &lp, Some(v)).map_err(|e| blob_err(e, lp_ref))?;
+            }
+            _ => unreachable!("raw element kind always matches the accumulator"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1254 @@
+//! The sans-IO RDB decoder: fed bytes, returns items, never does I/O.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cursor::{Cur, P, SRef, Stop, StrHead};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::packed::{self as encodings, BlobError};
+use crate::value::*;
+
+pub use crate::config::{Config, Limits, Recovery};
+
+mod collections;
+mod module;
+mod stream;
+mod types;
+
+use collections::*;
+pub(crate) use module::key_meta_len;
+use module::*;
+use stream::*;
+use types::*;
+pub use types::{module_id, module_name, type_name};
+
+/// Input the decoder can consume from without copying: `BytesMut` (streaming) or `Bytes`
+/// (a whole file or an mmap).
+pub trait Source {
+    /// The bytes not yet consumed.
+    fn bytes(&self) -> &[u8];
+    /// Removes the first `n` bytes and returns them as `Bytes` sharing the same memory.
+    fn split(&mut self, n: usize) -> Bytes;
+}
+
+impl Source for BytesMut {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn split(&mut self, n: usize) -> Bytes {
+        self.split_to(n).freeze()
+    }
+}
+
+impl Source for Bytes {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn split(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
+    }
+}
+
+/// CRC-64/Jones as Redis computes it, over `data` (SIMD-accelerated through `crc-fast`).
+///
+/// ```
+/// assert_eq!(rdb_format::crc64(b"123456789"), 0xe9c6d914c4b8d9ca);
+/// ```
+pub fn crc64(data: &[u8]) -> u64 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Redis, data)
+}
+
+fn crc_digest() -> crc_fast::Digest {
+    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Redis)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeqKind {
+    List,
+    Set,
+    Zset1,
+    Zset2,
+    Hash,
+    /// Hash with field TTLs stored as len-encoded values: relative to `min` (+1) for type 24,
+    /// absolute for the 7.4 RC type 22.
+    HashTtl(Option<u64>),
+    /// Valkey 9 `HASH_2`.
+    ValkeyHash2,
+    Quicklist1,
+    Quicklist2,
+    StreamNodes(u8),
+    /// Redis 8.8 array, with its insert index.
+    Array(Option<u64>),
+}
+
+#[derive(Debug)]
+enum Acc {
+    List(Vec<Elem>),
+    Set(Vec<Elem>),
+    Zset(Vec<(Elem, f64)>),
+    Hash(Vec<HashField>),
+    Stream(Vec<StreamEntry>),
+    Array(Vec<ArrayItem>),
+}
+
+impl Acc {
+    fn len(&self) -> usize {
+        match self {
+            Self::List(v) | Self::Set(v) => v.len(),
+            Self::Zset(v) => v.len(),
+            Self::Hash(v) => v.len(),
+            Self::Stream(v) => v.len(),
+            Self::Array(v) => v.len(),
+        }
+    }
+
+    fn take(&mut self) -> Chunk {
+        match self {
+            Self::List(v) => Chunk::List(std::mem::take(v)),
+            Self::Set(v) => Chunk::Set(std::mem::take(v)),
+            Self::Zset(v) => Chunk::SortedSet(std::mem::take(v)),
+            Self::Hash(v) => Chunk::Hash(std::mem::take(v)),
+            Self::Stream(v) => Chunk::StreamEntries(std::mem::take(v)),
+            Self::Array(v) => Chunk::Array(std::mem::take(v)),
+        }
+    }
+
+    /// Takes the first `n` elements (all of them when fewer).
+    fn take_front(&mut self, n: usize) -> Chunk {
+        fn front<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+            let rest = v.split_off(n.min(v.len()));
+            std::mem::replace(v, rest)
+        }
+        match self {
+            Self::List(v) => Chunk::List(front(v, n)),
+            Self::Set(v) => Chunk::Set(front(v, n)),
+            Self::Zset(v) => Chunk::SortedSet(front(v, n)),
+            Self::Hash(v) => Chunk::Hash(front(v, n)),
+            Self::Stream(v) => Chunk::StreamEntries(front(v, n)),
+            Self::Array(v) => Chunk::Array(front(v, n)),
+        }
+    }
+
+    fn into_value(self, meta: Option<StreamMeta>, insert_index: Option<u64>) -> Value {
+        match self {
+            Self::List(v) => Value::List(v),
+            Self::Set(v) => Value::Set(v),
+            Self::Zset(v) => Value::SortedSet(v),
+            Self::Hash(v) => Value::Hash(v),
+            Self::Stream(entries) => Value::Stream(Box::new(Stream {
+                entries,
+                meta: meta.unwrap_or_default(),
+            })),
+            Self::Array(items) => Value::Array(Box::new(Array {
+                items,
+                insert_index,
+            })),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SeqState {
+    head: KeyHead,
+    kind: SeqKind,
+    remaining: u64,
+    acc: Acc,
+    started: bool,
+    damaged: Option<Error>,
+    /// Hashes of the members seen so far (sets, hashes, sorted sets), for duplicates.
+    seen: Seen,
+    /// The element (or node) count the value announced.
+    total: u64,
+}
+
+/// Hashes of a collection's members (128-bit xxh3: a false duplicate is out of reach), up to
+/// a limit; past it the check goes on for the members already seen and is partial.
+#[derive(Debug, Default)]
+struct Seen {
+    set: std::collections::HashSet<u128, std::hash::BuildHasherDefault<U128Hasher>>,
+    partial: bool,
+}
+
+/// The members' hashes are uniform already: use their low bits as they are.
+#[derive(Default)]
+struct U128Hasher(u64);
+
+impl std::hash::Hasher for U128Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Magic,
+    Top,
+    Value(Box<KeyHead>),
+    Seq(Box<SeqState>),
+    StreamTail(Box<SeqState>),
+    BigString { remaining: u64 },
+    Done,
+    Failed(Error),
+}
+
+/// Metadata opcodes seen before a key's type byte.
+#[derive(Debug, Default, Clone)]
+struct Pending {
+    start: Option<u64>,
+    expire_ms: Option<i64>,
+    idle_s: Option<u64>,
+    freq: Option<u8>,
+    /// A KEY_META block was read: the next byte must be a value type.
+    key_meta: Option<Vec<KeyMeta>>,
+}
+
+/// A whole key record parsed ahead in the same unit as the one before it.
+struct BatchRec {
+    meta: Pending,
+    ty: u8,
+    key: SRef,
+    whole: Whole,
+}
+
+/// A value that is one unit in the file, parsed but not yet materialized.
+enum Whole {
+    Str(SRef),
+    Blob(SRef),
+    /// Module value: where it starts and ends in the unit, and its module ID.
+    Module(usize, usize, u64),
+}
+
+/// A raw element parsed from the input, turned into values once its bytes are consumed.
+enum RawEl {
+    One(SRef),
+    Two(SRef, SRef),
+    Scored(SRef, f64),
+    Ttl(u64, SRef, SRef),
+    Node(u64, SRef),
+    Stream(SRef, SRef),
+    Array(u64, ArrRaw),
+}
+
+/// An array element's payload as found in the input.
+#[derive(Clone, Copy)]
+enum ArrRaw {
+    Str(SRef),
+    Int(i64),
+    Float(f64),
+    Short(SRef),
+}
+
+/// The sans-IO decoder.
+///
+/// Feed it bytes with [`Decoder::decode`]; it returns the next [`Item`], or `Ok(None)` when it
+/// needs more input. It never reads or allocates on the word of a length field alone.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use rdb_format::{Decoder, Item};
+///
+/// // An empty RDB 9 file with checksums disabled.
+/// let file = b"REDIS0009\xff\0\0\0\0\0\0\0\0";
+/// let mut dec = Decoder::new();
+/// let mut buf = BytesMut::new();
+/// let mut items = Vec::new();
+/// for &b in file.iter() {
+///     buf.extend_from_slice(&[b]); // one byte at a time: the decoder resumes where it stopped
+///     while let Some(item) = dec.decode(&mut buf).unwrap() {
+///         items.push(item);
+///     }
+/// }
+/// assert!(dec.is_done());
+/// assert!(matches!(items[1], Item::Eof { checksum: Some(0) }));
+/// ```
+pub struct Decoder {
+    config: Config,
+    state: State,
+    /// Absolute offset of the first unconsumed byte.
+    pos: u64,
+    crc: crc_fast::Digest,
+    version: u32,
+    flavor: Flavor,
+    db: u64,
+    pending: Pending,
+    out: VecDeque<Item>,
+    ctx: Context,
+    expect: &'static str,
+    /// Reused list of elements parsed in one step of a collection.
+    seq_raws: Vec<RawEl>,
+    /// Reused list of the elements of a blob.
+    blob_raws: std::cell::Cell<BlobScratch>,
+    /// Reused list of key records decoded together.
+    batch: Vec<BatchRec>,
+    /// Reused buffer for checking LZF strings without keeping them.
+    scratch: std::cell::Cell<Vec<u8>>,
+    /// Keys whose duplicate check stopped at the limit.
+    partial_checks: u64,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("version", &self.version)
+            .field("flavor", &self.flavor)
+            .field("offset", &self.pos)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The newest Redis RDB version this decoder knows (Redis 8.8).
+pub const MAX_REDIS_VERSION: u32 = 14;
+/// The newest Valkey RDB version this decoder knows (Valkey 9.0 and 9.1).
+pub const MAX_VALKEY_VERSION: u32 = 80;
+
+impl Decoder {
+    /// A decoder with the default [`Config`].
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    /// A decoder with the given settings.
+    pub fn with_config(config: Config) -> Self {
+        Self {
+            config,
+            state: State::Magic,
+            pos: 0,
+            crc: crc_digest(),
+            version: 0,
+            flavor: Flavor::Redis,
+            db: 0,
+            pending: Pending::default(),
+            out: VecDeque::new(),
+            ctx: Context::default(),
+            expect: "header",
+            seq_raws: Vec::new(),
+            blob_raws: std::cell::Cell::new(BlobScratch::default()),
+            batch: Vec::new(),
+            scratch: std::cell::Cell::new(Vec::new()),
+            partial_checks: 0,
+        }
+    }
+
+    /// How many keys were too big to be checked for duplicate members in full
+    /// ([`Config::dup_check_limit`]).
+    pub fn partial_checks(&self) -> u64 {
+        self.partial_checks
+    }
+
+    /// The RDB version from the header (0 before it was read).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The server family from the magic.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// Bytes consumed so far: the offset in the input of the next byte to decode.
+    pub fn offset(&self) -> u64 {
+        self.pos
+    }
+
+    /// True once the EOF item has been decoded.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done) && self.out.is_empty()
+    }
+
+    /// The error to report when the input ends before the file does.
+    fn truncated(&self) -> Error {
+        if let State::Failed(e) = &self.state {
+            return e.clone();
+        }
+        Error::new(ErrorKind::Truncated { what: self.expect }, self.pos).with_context(&self.ctx)
+    }
+
+    /// Decodes the next item from `src`, consuming its bytes. `Ok(None)`: more input needed
+    /// (or, once [`is_done`](Self::is_done), the file has ended). After an error the decoder
+    /// keeps returning it. The contract of `tokio_util::codec::Decoder`: call it while it gives
+    /// items, read more when it gives `None`, and call [`decode_eof`](Self::decode_eof) once
+    /// the input has ended.
+    pub fn decode<S: Source>(&mut self, src: &mut S) -> Result<Option<Item>> {
+        loop {
+            // items decoded before an error still come out first, in order
+            if let Some(item) = self.out.pop_front() {
+                return Ok(Some(item));
+            }
+            if let State::Failed(e) = &self.state {
+                return Err(e.clone());
+            }
+            match self.step(src) {
+                Ok(true) => {}
+                Ok(false) if self.out.is_empty() => return Ok(None),
+                Ok(false) => {}
+                Err(e) => self.state = State::Failed(e.with_context(&self.ctx)),
+            }
+        }
+    }
+
+    /// Decodes the next item when the input has ended: `Ok(None)` when the file ended cleanly
+    /// (its EOF item was decoded), a truncation error (with offset and key) when it did not.
+    pub fn decode_eof<S: Source>(&mut self, src: &mut S) -> Result<Option<Item>> {
+        match self.decode(src)? {
+            Some(item) => Ok(Some(item)),
+            None if self.is_done() => Ok(None),
+            None => {
+                let e = self.truncated();
+                self.state = State::Failed(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn err(&self, kind: ErrorKind, rel: usize) -> Error {
+        Error::new(kind, self.pos + rel as u64)
+    }
+
+    fn stop_err(&self, stop: Stop) -> Result<bool> {
+        match stop {
+            Stop::More => Ok(false),
+            Stop::Bad(kind, at) => Err(self.err(kind, at)),
+        }
+    }
+
+    /// Consumes `n` bytes (updating the checksum) and returns them.
+    fn consume<S: Source>(&mut self, src: &mut S, n: usize) -> Bytes {
+        let b = src.split(n);
+        self.crc.update(&b);
+        self.pos += n as u64;
+        b
+    }
+
+    fn mat(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<Elem> {
+        Ok(match r {
+            SRef::Raw(s, e) => Elem::Bytes(chunk.slice(s..e)),
+            SRef::Int(i) => Elem::Int(i),
+            SRef::Lzf(s, e, ulen) => {
+                let mut data = Vec::new();
+                crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut data).ok_or_else(
+                    || Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64),
+                )?;
+                Elem::Bytes(Bytes::from(data))
+            }
+        })
+    }
+
+    fn mat_bytes(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<Bytes> {
+        Ok(self.mat(chunk, base, r)?.to_bytes())
+    }
+
+    fn step<S: Source>(&mut self, src: &mut S) -> Result<bool> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Magic => {
+                self.state = State::Magic;
+                self.step_magic(src)
+            }
+            State::Top => {
+                self.state = State::Top;
+                self.step_top(src)
+            }
+            State::Value(head) => self.step_value(src, head),
+            State::Seq(seq) => self.step_seq(src, seq),
+            State::StreamTail(seq) => self.step_stream_tail(src, seq),
+            State::BigString { remaining } => self.step_big_string(src, remaining),
+            State::Done => Ok(false),
+            State::Failed(e) => {
+                self.state = State::Failed(e);
+                Ok(false)
+            }
+        }
+    }
+
+    fn step_magic<S: Source>(&mut self, src: &mut S) -> Result<bool> {
+        let b = src.bytes();
+        let (flavor, n) = if b.starts_with(b"VALKEY") || (b.len() < 6 && b"VALKEY".starts_with(b)) {
+            (Flavor::Valkey, 9)
+        } else {
+            (Flavor::Redis, 9)
+        };
+        let magic = if flavor == Flavor::Valkey {
+            &b"VALKEY"[..]
+        } else {
+            &b"REDIS"[..]
+        };
+        let m = magic.len().min(b.len());
+        if b[..m] != magic[..m] {
+            return Err(self.err(
+                ErrorKind::BadMagic {
+                    found: b[..b.len().min(9)].to_vec(),
+                },
+                0,
+            ));
+        }
+        if b.len() < n {
+            return Ok(false);
+        }
+        let digits = &b[magic.len()..n];
+        let version = std::str::from_utf8(digits)
+            .ok()
+            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse::<u32>().ok())
+            .ok_or_else(|| {
+                self.err(
+                    ErrorKind::BadMagic {
+                        found: b[..n].to_vec(),
+                    },
+                    0,
+                )
+            })?;
+        let invalid = match flavor {
+            // what Valkey's loader calls invalid: the two magics never carry these numbers
+            Flavor::Redis => version == 0 || version > 79,
+            Flavor::Valkey => version <= 79,
+        };
+        let known = match flavor {
+            Flavor::Redis => version <= MAX_REDIS_VERSION,
+            Flavor::Valkey => version == MAX_VALKEY_VERSION,
+        };
+        if invalid || (!known && !self.config.relaxed_version) {
+            return Err(self.err(
+                ErrorKind::UnsupportedVersion {
+                    flavor,
+                    version,
+                    likely: likely_writer(flavor, version, invalid),
+                    relaxable: !invalid,
+                },
+                magic.len(),
+            ));
+        }
+        self.consume(src, n);
+        self.version = version;
+        self.flavor = flavor;
+        self.state = State::Top;
+        self.out.push_back(Item::Header { flavor, version });
+        Ok(true)
+    }
+
+    fn ms_time(&self, c: &mut Cur<'_>) -> P<u64> {
+        c.u64_le()
+    }
+
+    fn step_top<S: Source>(&mut self, src: &mut S) -> Result<bool> {
+        let start = self.pos;
+        let b = src.bytes();
+        let mut c = Cur::new(b, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
+        let op = match c.u8() {
+            Ok(op) => op,
+            Err(s) => {
+                self.expect = "opcode";
+                return self.stop_err(s);
+            }
+        };
+        self.ctx = Context {
+            opcode: Some(op),
+            doing: None,
+            key: None,
+        };
+        if self.pending.key_meta.is_some() && (op >= 0xF0 || op == 107) {
+            return Err(self.err(
+                ErrorKind::Corrupt {
+                    what: "key metadata",
+                    why: format!(
+                        "opcode {op:#04x} follows a KEY_META block, where only a value type may"
+                    ),
+                },
+                0,
+            ));
+        }
+        macro_rules! p {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(s) => return self.stop_err(s),
+                }
+            };
+        }
+        match op {
+            0xFF => {
+                self.expect = "checksum";
+                self.ctx.doing = Some("checksum");
+                if self.version >= 5 {
+                    let stored = p!(c.u64_le());
+                    self.consume(src, 1);
+                    let actual = self.crc.finalize();
+                    src.split(8);
+                    self.pos += 8;
+                    if self.config.verify_checksum && stored != 0 && stored != actual {
+                        return Err(Error::new(
+                            ErrorKind::Checksum {
+                                expected: stored,
+                                actual,
+                            },
+                            self.pos - 8,
+                        ));
+                    }
+                    self.out.push_back(Item::Eof {
+                        checksum: Some(stored),
+                    });
+                } else {
+                    self.consume(src, 1);
+                    self.out.push_back(Item::Eof { checksum: None });
+                }
+                self.state = State::Done;
+                return Ok(true);
+            }
+            0xFE => {
+                self.expect = "SELECTDB";
+                let db = p!(c.len());
+                self.consume(src, c.p);
+                self.db = db;
+                self.out.push_back(Item::SelectDb(db));
+            }
+            0xFD => {
+                self.expect = "EXPIRETIME";
+                let secs = u32::from_le_bytes(p!(c.array()));
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+                self.pending.expire_ms = Some(i64::from(secs) * 1000);
+            }
+            0xFC => {
+                self.expect = "EXPIRETIME_MS";
+                let ms = p!(self.ms_time(&mut c));
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+                self.pending.expire_ms = Some(ms as i64);
+            }
+            0xFB => {
+                self.expect = "RESIZEDB";
+                let db_size = p!(c.len());
+                let expires_size = p!(c.len());
+                self.consume(src, c.p);
+                self.out.push_back(Item::ResizeDb {
+                    db_size,
+                    expires_size,
+                });
+            }
+            0xFA => {
+                self.expect = "AUX field";
+                self.ctx.doing = Some("aux");
+                let k = p!(c.string());
+                let v = p!(c.string());
+                let chunk = self.consume(src, c.p);
+                let key = self.mat_bytes(&chunk, start, k)?;
+                let value = self.mat_bytes(&chunk, start, v)?;
+                self.out.push_back(Item::Aux { key, value });
+            }
+            0xF9 => {
+                self.expect = "FREQ";
+                let f = p!(c.u8());
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+                self.pending.freq = Some(f);
+            }
+            0xF8 => {
+                self.expect = "IDLE";
+                let idle = p!(c.len());
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+                self.pending.idle_s = Some(idle);
+            }
+            0xF7 => {
+                self.expect = "MODULE_AUX";
+                self.ctx.doing = Some("module-aux");
+                let id = p!(c.len());
+                let when_op = p!(c.len());
+                if when_op != 2 {
+                    return Err(self.err(
+                        ErrorKind::Corrupt {
+                            what: "module aux",
+                            why: format!("'when' opcode is {when_op}, expected 2 (UINT)"),
+                        },
+                        c.p,
+                    ));
+                }
+                let when = p!(c.len());
+                let body = c.p;
+                p!(skip_module_body(&mut c));
+                let chunk = self.consume(src, c.p);
+                let (name, encver) = module_name(id);
+                self.out.push_back(Item::ModuleAux {
+                    name,
+                    encver,
+                    when,
+                    raw: chunk.slice(body..),
+                });
+            }
+            0xF6 => {
+                self.expect = "FUNCTION_PRE_GA";
+                self.ctx.doing = Some("function");
+                let name = p!(c.string());
+                let engine = p!(c.string());
+                let has_desc = p!(c.len());
+                let desc = if has_desc != 0 {
+                    Some(p!(c.string()))
+                } else {
+                    None
+                };
+                let code = p!(c.string());
+                let chunk = self.consume(src, c.p);
+                let description = match desc {
+                    Some(d) => Some(self.mat_bytes(&chunk, start, d)?),
+                    None => None,
+                };
+                self.out.push_back(Item::Function(Function {
+                    code: self.mat_bytes(&chunk, start, code)?,
+                    name: Some(self.mat_bytes(&chunk, start, name)?),
+                    engine: Some(self.mat_bytes(&chunk, start, engine)?),
+                    description,
+                }));
+            }
+            0xF5 => {
+                self.expect = "FUNCTION2";
+                self.ctx.doing = Some("function");
+                let code = p!(c.string());
+                let chunk = self.consume(src, c.p);
+                self.out.push_back(Item::Function(Function {
+                    code: self.mat_bytes(&chunk, start, code)?,
+                    name: None,
+                    engine: None,
+                    description: None,
+                }));
+            }
+            0xF4 if self.version >= 12 || self.flavor == Flavor::Valkey => {
+                self.expect = "SLOT_INFO";
+                let slot = p!(c.len());
+                let size = p!(c.len());
+                let expires_size = p!(c.len());
+                self.consume(src, c.p);
+                self.out.push_back(Item::SlotInfo {
+                    slot,
+                    size,
+                    expires_size,
+                });
+            }
+            107 if self.flavor == Flavor::Redis => {
+                // Redis Enterprise's RAM_LRU hint before a key: one length, nothing we use.
+                self.expect = "RAM_LRU";
+                p!(c.len());
+                self.consume(src, c.p);
+                self.pending.start.get_or_insert(start);
+            }
+            0xF3 if self.flavor == Flavor::Valkey => {
+                self.expect = "SLOT_IMPORT";
+                self.ctx.doing = Some("slot import");
+                let job = p!(c.string());
+                let n = p!(c.len());
+                let mut ranges = Vec::with_capacity(n.min(1024) as usize);
+                for _ in 0..n {
+                    let at = c.p;
+                    let (from, to) = (p!(c.len()), p!(c.len()));
+                    if from > to || to > 16383 {
+                        return Err(self.err(
+                            ErrorKind::Corrupt {
+                                what: "slot import",
+                                why: format!("bad slot range {from}-{to}"),
+                            },
+                            at,
+                        ));
+                    }
+                    ranges.push((from, to));
+                }
+                let chunk = self.consume(src, c.p);
+                let job = self.mat_bytes(&chunk, start, job)?;
+                self.out.push_back(Item::SlotImport { job, ranges });
+            }
+            0xF3 if self.version >= 13 => {
+                self.expect = "KEY_META";
+                self.ctx.doing = Some("key metadata");
+                let raw = p!(key_meta_block(&mut c));
+                let chunk = self.consume(src, c.p);
+                let metas = self.key_metas(raw, &chunk, start)?;
+                self.pending.start.get_or_insert(start);
+                self.pending.key_meta = Some(metas);
+            }
+            ty => {
+                self.expect = "key";
+                self.check_type(ty)?;
+                let k = p!(c.string());
+                let key_end = c.p;
+                // Fast path: a whole value that is all there is decoded in the same unit as
+                // its key. Anything else (sequences, big strings, more bytes needed, a
+                // malformed value) goes the step-by-step way, which also reports errors.
+                let whole = self.parse_whole(&mut c, ty).unwrap_or_default();
+                // More whole keys that follow are decoded in the same unit: one split and one
+                // checksum update for many small keys.
+                let mut batch = std::mem::take(&mut self.batch);
+                batch.clear();
+                if whole.is_some() {
+                    while batch.len() < 256 && c.p < (256 << 10) {
+                        let at = c.p;
+                        match self.whole_record(&mut c) {
+                            Some(rec) => batch.push(rec),
+                            None => {
+                                c.p = at;
+                                break;
+                            }
+                        }
+                    }
+                }
+                let end = if whole.is_some() { c.p } else { key_end };
+                let chunk = self.consume(src, end);
+                let pending = std::mem::take(&mut self.pending);
+                let head = self.key_head(&chunk, start, ty, k, pending)?;
+                let Some(w) = whole else {
+                    self.state = State::Value(Box::new(head));
+                    self.batch = batch;
+                    return Ok(true);
+                };
+                self.emit_whole_raw(head, &chunk, start, w)?;
+                for rec in batch.drain(..) {
+                    let head = self.key_head(&chunk, start, rec.ty, rec.key, rec.meta)?;
+                    self.emit_whole_raw(head, &chunk, start, rec.whole)?;
+                }
+                self.batch = batch;
+            }
+        }
+        Ok(true)
+    }
+
+    /// The head of a key whose type byte and key were parsed at `start + …` and consumed in
+    /// `chunk`; sets the error context to it.
+    fn key_head(
+        &mut self,
+        chunk: &Bytes,
+        start: u64,
+        ty: u8,
+        k: SRef,
+        meta: Pending,
+    ) -> Result<KeyHead> {
+        let key = self.mat_bytes(chunk, start, k)?;
+        let (value_type, encoding) = type_info(ty, self.flavor);
+        self.ctx = Context {
+            opcode: Some(ty),
+            doing: Some(type_name(ty, self.flavor)),
+            key: Some(key.clone()),
+        };
+        Ok(KeyHead {
+            db: self.db,
+            key,
+            value_type,
+            encoding,
+            type_byte: ty,
+            expire_ms: meta.expire_ms,
+            idle_s: meta.idle_s,
+            freq: meta.freq,
+            offset: meta.start.unwrap_or(start),
+            key_meta: meta.key_meta.unwrap_or_default(),
+        })
+    }
+
+    /// Parses one more record made of metadata opcodes, a type byte, a key and a whole value,
+    /// if it is all there and well formed; `None` otherwise (the caller rewinds).
+    fn whole_record(&self, c: &mut Cur<'_>) -> Option<BatchRec> {
+        let base = self.pos;
+        let mut meta = Pending::default();
+        loop {
+            let at = c.p;
+            let op = c.u8().ok()?;
+            match op {
+                0xFC => meta.expire_ms = Some(c.u64_le().ok()? as i64),
+                0xFD => {
+                    meta.expire_ms = Some(i64::from(u32::from_le_bytes(c.array().ok()?)) * 1000)
+                }
+                0xF8 => meta.idle_s = Some(c.len().ok()?),
+                0xF9 => meta.freq = Some(c.u8().ok()?),
+                ty if matches!(ty, 0 | 7 | 9..=13 | 16 | 17 | 20 | 25)
+                    && self.check_type(ty).is_ok() =>
+                {
+                    meta.start.get_or_insert(base + at as u64);
+                    let key = c.string().ok()?;
+                    let whole = self.parse_whole(c, ty).ok()??;
+                    return Some(BatchRec {
+                        meta,
+                        ty,
+                        key,
+                        whole,
+                    });
+                }
+                _ => return None,
+            }
+            meta.start.get_or_insert(base + at as u64);
+        }
+    }
+
+    fn check_type(&self, ty: u8) -> Result<()> {
+        let known = match ty {
+            0..=5 | 7 | 9..=21 => true,
+            6 => {
+                return Err(self.err(
+                    ErrorKind::Unsupported {
+                        ty,
+                        why: "module values of the 4.0 release candidates (type 6) carry no \
+                              framing and need the module's own decoder",
+                    },
+                    0,
+                ));
+            }
+            22 | 23 if self.flavor == Flavor::Valkey => true,
+            22..=25 => self.version >= 12 && self.flavor == Flavor::Redis,
+            26 => self.version >= 13 && self.flavor == Flavor::Redis,
+            27 | 28 => self.version >= 14 && self.flavor == Flavor::Redis,
+            _ => false,
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(self.err(ErrorKind::UnknownType(ty), 0))
+        }
+    }
+
+    fn step_value<S: Source>(&mut self, src: &mut S, head: Box<KeyHead>) -> Result<bool> {
+        let start = self.pos;
+        let ty = head.type_byte;
+        self.expect = type_name(ty, self.flavor);
+        let b = src.bytes();
+        let mut c = Cur::new(b, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
+        macro_rules! p {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(s) => {
+                        self.state = State::Value(head);
+                        return self.stop_err(s);
+                    }
+                }
+            };
+        }
+        let seq = |kind: SeqKind, remaining: u64, head: Box<KeyHead>| {
+            let cap = remaining.min(1024) as usize;
+            let acc = match kind {
+                SeqKind::List | SeqKind::Quicklist1 | SeqKind::Quicklist2 => {
+                    Acc::List(Vec::with_capacity(cap))
+                }
+                SeqKind::Set => Acc::Set(Vec::with_capacity(cap)),
+                SeqKind::Zset1 | SeqKind::Zset2 => Acc::Zset(Vec::with_capacity(cap)),
+                SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2 => {
+                    Acc::Hash(Vec::with_capacity(cap))
+                }
+                SeqKind::StreamNodes(_) => Acc::Stream(Vec::new()),
+                SeqKind::Array(_) => Acc::Array(Vec::with_capacity(cap)),
+            };
+            State::Seq(Box::new(SeqState {
+                head: *head,
+                kind,
+                remaining,
+                acc,
+                started: false,
+                damaged: None,
+                seen: Seen::default(),
+                total: remaining,
+            }))
+        };
+        match ty {
+            1 | 2 | 3 | 4 | 5 | 14 | 18 | 15 | 19 | 21 | 26 | 27 => {
+                let n = p!(c.len());
+                self.consume(src, c.p);
+                let kind = match ty {
+                    1 => SeqKind::List,
+                    2 => SeqKind::Set,
+                    3 => SeqKind::Zset1,
+                    4 => SeqKind::Hash,
+                    5 => SeqKind::Zset2,
+                    14 => SeqKind::Quicklist1,
+                    18 => SeqKind::Quicklist2,
+                    _ => SeqKind::StreamNodes(ty),
+                };
+                self.state = seq(kind, n, head);
+            }
+            28 => {
+                let at = c.p;
+                let n = p!(c.len());
+                if n == 0 {
+                    return Err(self.err(array_corrupt("an array with 0 elements".into()), at));
+                }
+                let at = c.p;
+                let insert = match p!(c.len()) {
+                    0 => None,
+                    1 => Some(p!(c.len())),
+                    x => {
+                        return Err(self.err(
+                            array_corrupt(format!("insert-index flag is {x}, expected 0 or 1")),
+                            at,
+                        ));
+                    }
+                };
+                self.consume(src, c.p);
+                self.state = seq(SeqKind::Array(insert), n, head);
+            }
+            22 if self.flavor == Flavor::Valkey => {
+                let n = p!(c.len());
+                self.consume(src, c.p);
+                self.state = seq(SeqKind::ValkeyHash2, n, head);
+            }
+            22 | 24 => {
+                let min = if ty == 24 {
+                    Some(p!(self.ms_time(&mut c)))
+                } else {
+                    None
+                };
+                let n = p!(c.len());
+                self.consume(src, c.p);
+                self.state = seq(SeqKind::HashTtl(min), n, head);
+            }
+            23 if self.flavor == Flavor::Valkey => {
+                return Err(self.err(
+                    ErrorKind::Unsupported {
+                        ty,
+                        why: "Valkey 9.2 PATH_HASH values are not decoded (layout not published)",
+                    },
+                    0,
+                ));
+            }
+            _ => match p!(self.parse_whole(&mut c, ty)) {
+                Some(w) => {
+                    let chunk = self.consume(src, c.p);
+                    self.emit_whole_raw(*head, &chunk, start, w)?;
+                }
+                None => {
+                    // a raw string longer than a piece: stream it
+                    let StrHead::Raw(n) = p!(c.string_header()) else {
+                        unreachable!("parse_whole only declines big raw strings")
+                    };
+                    self.consume(src, c.p);
+                    let mut head = head;
+                    head.encoding = Encoding::Raw;
+                    self.out.push_back(if self.config.skip_values {
+                        Item::KeyChecked(*head)
+                    } else {
+                        Item::KeyStart(*head)
+                    });
+                    self.state = State::BigString { remaining: n };
+                }
+            },
+        }
+        Ok(true)
+    }
+
+    /// Parses a value that is one unit in the file (a string, a blob, a module value).
+    /// `None`: the type is a sequence, or a raw string longer than a piece.
+    fn parse_whole(&self, c: &mut Cur<'_>, ty: u8) -> P<Option<Whole>> {
+        Ok(Some(match ty {
+            0 => {
+                let at = c.p;
+                if let StrHead::Raw(n) = c.string_header()? {
+                    if n > self.config.string_piece {
+                        c.p = at;
+                        return Ok(None);
+                    }
+                }
+                c.p = at;
+                Whole::Str(c.string()?)
+            }
+            7 => {
+                let body = c.p;
+                let id = c.len()?;
+                skip_module_body(c)?;
+                Whole::Module(body, c.p, id)
+            }
+            9..=13 | 16 | 17 | 20 | 25 => {
+                if ty == 25 {
+                    c.u64_le()?;
+                }
+                Whole::Blob(c.string()?)
+            }
+            23 if self.flavor == Flavor::Redis => Whole::Blob(c.string()?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Turns a parsed whole value into a key record (or a skipped key) once consumed.
+    fn emit_whole_raw(
+        &mut self,
+        mut head: KeyHead,
+        chunk: &Bytes,
+        base: u64,
+        w: Whole,
+    ) -> Result<()> {
+        match w {
+            Whole::Str(s) => {
+                head.encoding = match s {
+                    SRef::Int(_) => Encoding::Int,
+                    SRef::Lzf(..) => Encoding::Lzf,
+                    SRef::Raw(..) => Encoding::Raw,
+                };
+                if self.config.skip_values {
+                    self.check_sref(chunk, base, s)?;
+                    self.emit_checked(head);
+                } else {
+                    let v = self.mat_bytes(chunk, base, s)?;
+                    self.emit_whole(head, Value::String(v));
+                }
+            }
+            Whole::Module(..) if self.config.skip_values => self.emit_checked(head),
+            Whole::Module(body, end, id) => {
+                let (name, encver) = module_name(id);
+                let raw = chunk.slice(body..end);
+                self.emit_whole(head, Value::Module(ModuleValue { name, encver, raw }));
+            }
+            Whole::Blob(s) => {
+                let blob = self.mat_bytes(chunk, base, s)?;
+                let mut scratch = self.blob_raws.take();
+                let decoded = decode_blob(
+                    head.type_byte,
+                    &blob,
+                    !self.config.skip_values,
+                    &mut scratch,
+                );
+                self.blob_raws.set(scratch);
+                match decoded {
+                    Ok(Some(v)) => self.emit_whole(head, v),
+                    Ok(None) => self.emit_checked(head),
+                    Err(e) => {
+                        let err = blob_error(e, base, s).with_context(&self.ctx);
+                        if self.config.recovery != Recovery::Skip {
+                            return Err(err);
+                        }
+                        self.out.push_back(Item::Skipped {
+                            key: head.key.clone(),
+                            error: err,
+                        });
+                        self.state = State::Top;
+                        self.ctx = Context::default();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit_checked(&mut self, head: KeyHead) {
+        self.out.push_back(Item::KeyChecked(head));
+        self.state = State::Top;
+        self.ctx = Context::default();
+    }
+
+    fn emit_whole(&mut self, head: KeyHead, value: Value) {
+        self.out.push_back(Item::Key(KeyRecord { head, value }));
+        self.state = State::Top;
+        self.ctx = Context::default();
+    }
+
+    fn step_big_string<S: Source>(&mut self, src: &mut S, remaining: u64) -> Result<bool> {
+        self.expect = "string value";
+        if remaining == 0 {
+            if !self.config.skip_values {
+                self.out.push_back(Item::KeyEnd);
+            }
+            self.state = State::Top;
+            return Ok(true);
+        }
+        let want = remaining.min(self.config.string_piece);
+        let avail = src.bytes().len() as u64;
+        if avail < want {
+            self.state = State::BigString { remaining };
+            return Ok(false);
+        }
+        let piece = self.consume(src, want as usize);
+        if !self.config.skip_values {
+            self.out.push_back(Item::Chunk(Chunk::String(piece)));
+        }
+        self.state = State::BigString {
+            remaining: remaining - want,
+        };
+        Ok(true)
+    }
+}
+
+fn sref_at(s: SRef) -> usize {
+    match s {
+        SRef::Raw(a, _) | SRef::Lzf(a, _, _) => a,
+        SRef::Int(_) => 0,
+    }
+}
+
+/// An error inside a blob stored at `s` in a unit that starts at `base`: the file offset of
+/// the faulty byte, or for an LZF-compressed blob the offset of the compressed data with the
+/// position inside the decompressed bytes in the message.
+fn blob_error(e: BlobError, base: u64, s: SRef) -> Error {
+    let (at, why) = match s {
+        SRef::Lzf(a, _, _) => (
+            base + a as u64,
+            format!("{} (at byte {} of the decompressed blob)", e.why, e.pos),
+        ),
+        SRef::Raw(a, _) => (base + (a + e.pos) as u64, e.why),
+        SRef::Int(_) => (base, e.why),
+    };
+    Error::new(ErrorKind::Corrupt { what: e.what, why }, at)
+}
+
+fn bad_container(container: u64, at: u64) -> Error {
+    Error::new(
+        ErrorKind::Corrupt {
+            what: "quicklist node",
+            why: format!("unknown container type {container}"),
+        },
+        at,
+    )
+}
+
+fn valkey_hash2_field(c: &mut Cur<'_>) -> P<RawEl> {
+    // Valkey 9 HASH_2: field, value, then the field's absolute expiry in ms as 8 bytes LE,
+    // -1 for none (seen in files Valkey 9.0 and 9.1 write; see docs/format-notes.md).
+    let f = c.string()?;
+    let v = c.string()?;
+    let ttl = c.u64_le()?;
+    Ok(RawEl::Ttl(ttl, f, v))
+}
+
+fn array_corrupt(why: String) -> ErrorKind {
+    ErrorKind::Corrupt { what: "array", why }
+}
+
+/// The longest tag-3 (short string) element a 64-bit Redis writes or loads.
+const ARRAY_SHORT_MAX: u64 = 7;
+
+fn array_elem(c: &mut Cur<'_>) -> P<RawEl> {
+    let at = c.p;
+    let index = c.len()?;
+    if index == u64::MAX {
+        return c.bad(array_corrupt("index 2^64-1 is reserved".into()), at);
+    }
+    let at = c.p;
+    let value = match c.len()? {
+        0 => ArrRaw::Str(c.string()?),
+        1 => ArrRaw::Int(i64::from_le_bytes(c.array()?)),
+        2 => ArrRaw::Float(f64::from_le_bytes(c.array()?)),
+        3 => {
+            let s = c.string()?;
+            let n = match s {
+                SRef::Raw(a, b) => (b - a) as u64,
+                SRef::Int(i) => itoa::Buffer::new().format(i).len() as u64,
+                SRef::Lzf(_, _, ulen) => ulen,
+            };
+            if n > ARRAY_SHORT_MAX {
+                return c.bad(
+                    array_corrupt(format!(
+                        "short-string element of {n} bytes (at most {ARRAY_SHORT_MAX})"
+                    )),
+                    at,
+                );
+            }
+            ArrRaw::Short(s)
+        }
+        tag => return c.bad(array_corrupt(format!("unknown element tag {tag}")), at),
+    };
+    Ok(RawEl::Array(index, value))
+}
