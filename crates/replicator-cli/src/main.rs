@@ -5,7 +5,6 @@
 mod aof;
 mod replicate;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use replicator::files::{self, FileEvents};
 use replicator::filter::Filter;
 use replicator::print::{Count, Json, Jsonl, Keys, Printer, Rdb, Resp, Restore, Sink};
-use replicator::{Event, Item, KeyHead, ValueType};
+use replicator::stats::Stats;
+use replicator::{Event, ValueType};
 
 #[derive(Parser)]
 #[command(
@@ -420,83 +420,6 @@ fn report_left_out<W: Write>(r: &Resp<W>) {
     }
 }
 
-/// Type names in the order `check` prints them.
-const TYPE_NAMES: [&str; 8] = [
-    "array", "hash", "list", "module", "set", "stream", "string", "zset",
-];
-
-/// What `check` counts of an RDB.
-#[derive(Default)]
-struct Tally {
-    /// keys per db and type (indexed as TYPE_NAMES)
-    per_db: BTreeMap<u64, [u64; 8]>,
-    /// keys with an expiry; of them already expired; of them with a negative time
-    expiries: [u64; 3],
-    header: Option<(replicator::rdb::Flavor, u32)>,
-    aux: u64,
-    functions: u64,
-    checksum: Option<Option<u64>>,
-    /// a copy, so no key keeps the reader's buffer alive and it can be reused in place
-    last_key: Vec<u8>,
-}
-
-impl Tally {
-    fn key(&mut self, head: &KeyHead, now_ms: i64) {
-        let t = TYPE_NAMES
-            .iter()
-            .position(|n| *n == head.value_type.name())
-            .unwrap_or(0);
-        self.per_db.entry(head.db).or_default()[t] += 1;
-        if let Some(ms) = head.expire_ms {
-            self.expiries[0] += 1;
-            self.expiries[1] += u64::from(ms < now_ms);
-            self.expiries[2] += u64::from(ms < 0);
-        }
-        self.last_key.clear();
-        self.last_key.extend_from_slice(&head.key);
-    }
-
-    fn item(&mut self, item: &Item, now_ms: i64) {
-        match item {
-            Item::Header { flavor, version } => self.header = Some((*flavor, *version)),
-            Item::Key(rec) => self.key(&rec.head, now_ms),
-            Item::KeyStart(head) | Item::KeyChecked(head) => self.key(head, now_ms),
-            Item::Aux { .. } => self.aux += 1,
-            Item::Function(_) => self.functions += 1,
-            Item::Eof { checksum: c } => self.checksum = Some(*c),
-            _ => {}
-        }
-    }
-
-    fn print(&self, out: &mut impl Write) -> io::Result<()> {
-        if let Some((flavor, version)) = self.header {
-            writeln!(out, "RDB version {version} ({flavor:?})")?;
-        }
-        writeln!(
-            out,
-            "aux fields: {}, functions: {}",
-            self.aux, self.functions
-        )?;
-        let total: u64 = self.per_db.values().flatten().sum();
-        for (db, types) in &self.per_db {
-            let keys: u64 = types.iter().sum();
-            let detail: Vec<String> = TYPE_NAMES
-                .iter()
-                .zip(types)
-                .filter(|(_, n)| **n > 0)
-                .map(|(t, n)| format!("{t} {n}"))
-                .collect();
-            writeln!(out, "db {db}: {keys} keys ({})", detail.join(", "))?;
-        }
-        writeln!(out, "keys: {total}")?;
-        let [n, expired, negative] = self.expiries;
-        writeln!(
-            out,
-            "expires: {n} (already expired: {expired}, with a negative time: {negative})"
-        )
-    }
-}
-
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if files::is_aof(&args.file)? {
         return aof::check(args);
@@ -513,10 +436,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .dup_check_limit(args.dup_check_limit);
     let mut events = files::open_with(&args.file, &opts)?;
     let progress = Progress::new(events.len());
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut tally = Tally::default();
+    let mut tally = Stats::new();
     let mut n = 0u64;
     let result = loop {
         match events.next_event() {
@@ -525,7 +445,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 if n % 4096 == 0 {
                     progress.set(events.offset());
                 }
-                tally.item(&item, now_ms);
+                tally.add(&item);
             }
             Ok(Some(_)) => {}
             Ok(None) => break Ok(()),
@@ -534,7 +454,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     progress.done();
     let mut out = io::stdout().lock();
-    tally.print(&mut out)?;
+    write!(out, "{tally}")?;
     let partial = events.partial_checks();
     if partial > 0 {
         writeln!(
@@ -544,7 +464,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     let e = match result {
         Ok(()) => {
-            match tally.checksum {
+            match tally.checksum() {
                 Some(Some(0)) => writeln!(out, "checksum: disabled in file (0), not checked")?,
                 Some(Some(c)) => writeln!(out, "checksum: {c:016x} OK")?,
                 Some(None) => writeln!(out, "checksum: none (RDB version < 5)")?,
@@ -566,8 +486,11 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     match rdb.context().key.as_ref() {
         Some(k) => eprintln!("Key: {}", replicator::rdb::Shown(k)),
-        None if !tally.last_key.is_empty() => {
-            eprintln!("Last key read: {}", replicator::rdb::Shown(&tally.last_key));
+        None if !tally.last_key().is_empty() => {
+            eprintln!(
+                "Last key read: {}",
+                replicator::rdb::Shown(tally.last_key())
+            );
         }
         None => {}
     }

@@ -38,6 +38,8 @@ pub mod filter;
 pub mod print;
 #[cfg(feature = "net")]
 mod replicator;
+#[cfg(feature = "rdb")]
+pub mod stats;
 
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::event::{CommandEvent, Event, SyncStart};

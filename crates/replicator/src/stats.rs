@@ -1,0 +1,129 @@
+//! [`Stats`]: what an RDB holds, counted as it is read: keys per database and type, expiries,
+//! aux fields, functions, the version and the checksum — the report of `replicator check`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rdb_format::{Flavor, Item, KeyHead};
+
+/// Type names in the order the report prints them.
+const TYPE_NAMES: [&str; 8] = [
+    "array", "hash", "list", "module", "set", "stream", "string", "zset",
+];
+
+/// Counts of an RDB's items; [`Display`](fmt::Display) prints the report `replicator check`
+/// prints.
+///
+/// ```
+/// use replicator::{Item, KeyRecord, Value, stats::Stats};
+/// let mut s = Stats::new();
+/// s.add(&Item::Key(KeyRecord::new(0, "k".into(), Value::String("v".into()))));
+/// assert_eq!(s.keys(), 1);
+/// assert!(s.to_string().contains("db 0: 1 keys (string 1)"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Stats {
+    per_db: BTreeMap<u64, [u64; 8]>,
+    /// keys with an expiry; of them already expired; of them with a negative time
+    expiries: [u64; 3],
+    header: Option<(Flavor, u32)>,
+    aux: u64,
+    functions: u64,
+    checksum: Option<Option<u64>>,
+    /// a copy, so no key keeps the reader's buffer alive
+    last_key: Vec<u8>,
+    now_ms: i64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    /// Nothing counted; "already expired" is measured against the time now.
+    pub fn new() -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Self {
+            per_db: BTreeMap::new(),
+            expiries: [0; 3],
+            header: None,
+            aux: 0,
+            functions: 0,
+            checksum: None,
+            last_key: Vec::new(),
+            now_ms,
+        }
+    }
+
+    fn key(&mut self, head: &KeyHead) {
+        let t = TYPE_NAMES
+            .iter()
+            .position(|n| *n == head.value_type.name())
+            .unwrap_or(0);
+        self.per_db.entry(head.db).or_default()[t] += 1;
+        if let Some(ms) = head.expire_ms {
+            self.expiries[0] += 1;
+            self.expiries[1] += u64::from(ms < self.now_ms);
+            self.expiries[2] += u64::from(ms < 0);
+        }
+        self.last_key.clear();
+        self.last_key.extend_from_slice(&head.key);
+    }
+
+    /// Counts one item (a chunked key counts once, at its start).
+    pub fn add(&mut self, item: &Item) {
+        match item {
+            Item::Header { flavor, version } => self.header = Some((*flavor, *version)),
+            Item::Key(rec) => self.key(&rec.head),
+            Item::KeyStart(head) | Item::KeyChecked(head) => self.key(head),
+            Item::Aux { .. } => self.aux += 1,
+            Item::Function(_) => self.functions += 1,
+            Item::Eof { checksum } => self.checksum = Some(*checksum),
+            _ => {}
+        }
+    }
+
+    /// Keys counted.
+    pub fn keys(&self) -> u64 {
+        self.per_db.values().flatten().sum()
+    }
+
+    /// The EOF's checksum once the EOF was read (`Some(None)`: RDB < 5 has none).
+    pub fn checksum(&self) -> Option<Option<u64>> {
+        self.checksum
+    }
+
+    /// The last key read (to say where a damaged file went wrong).
+    pub fn last_key(&self) -> &[u8] {
+        &self.last_key
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((flavor, version)) = self.header {
+            writeln!(f, "RDB version {version} ({flavor:?})")?;
+        }
+        writeln!(f, "aux fields: {}, functions: {}", self.aux, self.functions)?;
+        for (db, types) in &self.per_db {
+            let keys: u64 = types.iter().sum();
+            let detail: Vec<String> = TYPE_NAMES
+                .iter()
+                .zip(types)
+                .filter(|(_, n)| **n > 0)
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            writeln!(f, "db {db}: {keys} keys ({})", detail.join(", "))?;
+        }
+        writeln!(f, "keys: {}", self.keys())?;
+        let [n, expired, negative] = self.expiries;
+        writeln!(
+            f,
+            "expires: {n} (already expired: {expired}, with a negative time: {negative})"
+        )
+    }
+}
