@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use crate::decoder::{Config, Decoder};
 use crate::error::{Error, Result};
+use crate::reader::turn;
 use crate::value::Item;
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -105,19 +106,8 @@ impl ReadAhead {
             return Ok(None);
         }
         loop {
-            let got = if self.eof {
-                self.dec.decode_eof(&mut self.buf)
-            } else {
-                self.dec.decode(&mut self.buf)
-            };
-            match got {
-                Ok(Some(item)) => return Ok(Some(item)),
-                Ok(None) if self.eof || self.dec.is_done() => return Ok(None),
-                Ok(None) => {}
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e);
-                }
+            if let Some(answer) = turn(&mut self.dec, &mut self.buf, self.eof, &mut self.failed)? {
+                return Ok(answer);
             }
             let block = match self.rx.recv() {
                 Ok(Ok(block)) => block,

@@ -4,11 +4,36 @@ use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::decoder::{Config, Decoder, Recovery};
+use crate::decoder::{Config, Decoder, Recovery, Source};
 use crate::error::{Error, Result};
 use crate::value::Item;
 
 const MIN_READ: usize = 64 * 1024;
+
+/// One turn of a driver's loop, the `decode` / `decode_eof` contract in one place:
+/// `Ok(Some(answer))` when the caller has its answer (an item, or `None` at a clean end),
+/// `Ok(None)` when more input is needed. An error marks the driver failed.
+pub(crate) fn turn<S: Source>(
+    dec: &mut Decoder,
+    buf: &mut S,
+    ended: bool,
+    failed: &mut bool,
+) -> Result<Option<Option<Item>>> {
+    let got = if ended {
+        dec.decode_eof(buf)
+    } else {
+        dec.decode(buf)
+    };
+    match got {
+        Ok(Some(item)) => Ok(Some(Some(item))),
+        Ok(None) if ended || dec.is_done() => Ok(Some(None)),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            *failed = true;
+            Err(e)
+        }
+    }
+}
 
 /// Blocking driver: decodes items from any [`Read`] in bounded memory.
 ///
@@ -60,19 +85,8 @@ impl<R: Read> Reader<R> {
             return Ok(None);
         }
         loop {
-            let got = if self.eof {
-                self.dec.decode_eof(&mut self.buf)
-            } else {
-                self.dec.decode(&mut self.buf)
-            };
-            match got {
-                Ok(Some(item)) => return Ok(Some(item)),
-                Ok(None) if self.eof || self.dec.is_done() => return Ok(None),
-                Ok(None) => {}
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e);
-                }
+            if let Some(answer) = turn(&mut self.dec, &mut self.buf, self.eof, &mut self.failed)? {
+                return Ok(answer);
             }
             // Read at least as much again as is buffered, so a unit that straddles many reads
             // is rescanned a logarithmic number of times, not once per read.
@@ -267,19 +281,8 @@ impl<R: tokio::io::AsyncRead + Unpin> AsyncReader<R> {
             return Ok(None);
         }
         loop {
-            let got = if self.eof {
-                self.dec.decode_eof(&mut self.buf)
-            } else {
-                self.dec.decode(&mut self.buf)
-            };
-            match got {
-                Ok(Some(item)) => return Ok(Some(item)),
-                Ok(None) if self.eof || self.dec.is_done() => return Ok(None),
-                Ok(None) => {}
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e);
-                }
+            if let Some(answer) = turn(&mut self.dec, &mut self.buf, self.eof, &mut self.failed)? {
+                return Ok(answer);
             }
             self.buf.reserve(MIN_READ.max(self.buf.len()));
             let n = self.inner.read_buf(&mut self.buf).await.map_err(|e| {

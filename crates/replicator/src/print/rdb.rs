@@ -44,6 +44,28 @@ impl Target {
     }
 }
 
+/// The parts of [`Sink`] a sink that takes whole keys only answers the same way: chunks are
+/// refused, a module value is a whole key.
+macro_rules! whole_keys_only {
+    () => {
+        fn start(&mut self, _: &KeyHead) -> Result<()> {
+            Err(not_whole("the start of a chunked key"))
+        }
+        fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> Result<()> {
+            Err(not_whole("a chunk"))
+        }
+        fn end(&mut self, _: &KeyHead) -> Result<()> {
+            Err(not_whole("a chunk"))
+        }
+        fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()> {
+            self.key(KeyRecord {
+                head: head.clone(),
+                value: rdb_format::Value::Module(value.clone()),
+            })
+        }
+    };
+}
+
 fn not_whole(what: &'static str) -> Error {
     Error::from(rdb_format::EncodeError::from(
         rdb_format::EncodeErrorKind::NotWhole(what),
@@ -155,21 +177,7 @@ impl<W: Write> Rdb<W> {
 }
 
 impl<W: Write> Sink for Rdb<W> {
-    fn start(&mut self, _: &KeyHead) -> Result<()> {
-        Err(not_whole("the start of a chunked key"))
-    }
-    fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> Result<()> {
-        Err(not_whole("a chunk"))
-    }
-    fn end(&mut self, _: &KeyHead) -> Result<()> {
-        Err(not_whole("a chunk"))
-    }
-    fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()> {
-        self.key(KeyRecord {
-            head: head.clone(),
-            value: rdb_format::Value::Module(value.clone()),
-        })
-    }
+    whole_keys_only!();
     fn key(&mut self, rec: KeyRecord) -> Result<()> {
         self.enc()?.key(&rec)?;
         self.keys += 1;
@@ -264,21 +272,7 @@ impl<W: Write> Restore<W> {
 }
 
 impl<W: Write> Sink for Restore<W> {
-    fn start(&mut self, _: &KeyHead) -> Result<()> {
-        Err(not_whole("the start of a chunked key"))
-    }
-    fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> Result<()> {
-        Err(not_whole("a chunk"))
-    }
-    fn end(&mut self, _: &KeyHead) -> Result<()> {
-        Err(not_whole("a chunk"))
-    }
-    fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()> {
-        self.key(KeyRecord {
-            head: head.clone(),
-            value: rdb_format::Value::Module(value.clone()),
-        })
-    }
+    whole_keys_only!();
     fn key(&mut self, rec: KeyRecord) -> Result<()> {
         let cfg = self
             .cfg
