@@ -101,6 +101,7 @@ impl ReadAhead {
     }
 
     /// The next item, `Ok(None)` at the end of the file.
+    #[inline]
     pub fn next_item(&mut self) -> Result<Option<Item>> {
         if self.failed {
             return Ok(None);

@@ -13,6 +13,7 @@ const MIN_READ: usize = 64 * 1024;
 /// One turn of a driver's loop, the `decode` / `decode_eof` contract in one place:
 /// `Ok(Some(answer))` when the caller has its answer (an item, or `None` at a clean end),
 /// `Ok(None)` when more input is needed. An error marks the driver failed.
+#[inline]
 pub(crate) fn turn<S: Source>(
     dec: &mut Decoder,
     buf: &mut S,

@@ -202,6 +202,7 @@ impl FileEvents {
     }
 
     /// The next event, `Ok(None)` at the end.
+    #[inline]
     pub fn next_event(&mut self) -> Result<Option<Event>> {
         let item: Option<Item> = match &mut self.inner {
             Inner::Mapped(r) => r.next_item()?,
