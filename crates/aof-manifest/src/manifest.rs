@@ -7,6 +7,7 @@ pub const MAX_LINE: usize = 1024;
 
 /// The role of a file in a multi-part AOF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FileKind {
     /// `type b`: the snapshot of the last rewrite (RDB or AOF format).
     Base,
@@ -17,6 +18,15 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// The word for it: `base`, `history`, `incr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Base => "base",
+            Self::History => "history",
+            Self::Incr => "incr",
+        }
+    }
+
     /// The manifest letter.
     pub fn letter(self) -> char {
         match self {

@@ -16,6 +16,7 @@ const READ: usize = 256 << 10;
 
 /// What a path holds, judged by its name and first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Detected {
     /// An RDB file (`REDIS`/`VALKEY` magic, not named `*.aof`).
     Rdb,

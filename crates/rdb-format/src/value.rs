@@ -773,6 +773,7 @@ pub struct Function {
 
 /// Which server family wrote the file (decides the meaning of types 22, 23 and opcode 243).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Flavor {
     /// `REDIS` magic.
     Redis,

@@ -61,12 +61,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(Event::FileEnd { file, size }) => {
                 let f = &files[file];
                 let s = stats[file];
-                let kind = match f.kind {
-                    Some(FileKind::Base) => "base",
-                    Some(FileKind::Incr) => "incr",
-                    Some(FileKind::History) => "history",
-                    None => "aof",
-                };
+                let kind = f.kind.map_or("aof", FileKind::name);
                 let format = if s.rdb { "RDB" } else { "RESP" };
                 writeln!(
                     out,

@@ -6,6 +6,7 @@ use crate::{Config, Decoder, Error, Frame, encode};
 
 /// An error from [`RespCodec`]: I/O or protocol.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// Reading or writing failed.
     #[error(transparent)]
