@@ -171,6 +171,66 @@ impl ClientConfig {
     }
 }
 
+/// Where a client connects: a handle shared with whoever follows the topology (a cluster's
+/// shards, a Sentinel's master). [`set`](Self::set) points the client at another node: a
+/// connection to the old one is dropped at once, and the next one, made there, continues with
+/// `PSYNC` from the position reached.
+///
+/// ```
+/// let e = replica_net::Endpoint::new("10.0.0.1", 6379);
+/// e.set("10.0.0.2", 6380);
+/// assert_eq!(e.get(), ("10.0.0.2".to_owned(), 6380));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Endpoint(Arc<EndpointInner>);
+
+#[derive(Debug)]
+struct EndpointInner {
+    addr: Mutex<(String, u16)>,
+    generation: std::sync::atomic::AtomicU64,
+    moved: tokio::sync::Notify,
+}
+
+impl Endpoint {
+    /// An endpoint at `host:port`.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self(Arc::new(EndpointInner {
+            addr: Mutex::new((host.into(), port)),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            moved: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// The node connections go to.
+    pub fn get(&self) -> (String, u16) {
+        self.0
+            .addr
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Points the client at `host:port` (nothing happens when it is there already).
+    pub fn set(&self, host: impl Into<String>, port: u16) {
+        let host = host.into();
+        {
+            let mut a = self.0.addr.lock().unwrap_or_else(|e| e.into_inner());
+            if a.0 == host && a.1 == port {
+                return;
+            }
+            *a = (host, port);
+        }
+        self.0
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.moved.notify_waiters();
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// What the client is doing, for status lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -185,6 +245,8 @@ pub struct Status {
     pub connections: u64,
     /// Time of the last bytes from the master.
     pub last_input: Option<Instant>,
+    /// The master's replication id, once a sync began.
+    pub replid: Option<String>,
 }
 
 /// Reads a client's [`Status`] from anywhere.
@@ -209,7 +271,7 @@ impl Stopper {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A replica of a live master. Events arrive through [`recv`](Self::recv) or the
@@ -240,13 +302,14 @@ pub struct Client {
     stop: Arc<watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<()>>,
     status: Arc<Mutex<Status>>,
+    endpoint: Endpoint,
 }
 
 /// The work of a [`Client`]: connecting, the protocol, reconnecting. Nothing happens until it
 /// is polled: spawn it on a runtime (`tokio::spawn(connection)`), as tokio-postgres hands back
 /// its `Connection`. It ends when the client stops, is dropped or fails for good.
 #[must_use = "the connection does nothing unless spawned or awaited"]
-pub struct Connection(Pin<Box<dyn Future<Output = ()> + Send>>);
+pub struct Connection(pub(crate) Pin<Box<dyn Future<Output = ()> + Send>>);
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -279,12 +342,20 @@ impl Client {
         let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
         let (stop, stop_rx) = watch::channel(false);
         let status = Arc::new(Mutex::new(Status::default()));
-        let conn = Connection(Box::pin(run(cfg, tx, stop_rx, status.clone())));
+        let endpoint = Endpoint::new(cfg.host.clone(), cfg.port);
+        let conn = Connection(Box::pin(run(
+            cfg,
+            tx,
+            stop_rx,
+            status.clone(),
+            endpoint.clone(),
+        )));
         let client = Self {
             rx,
             stop: Arc::new(stop),
             task: None,
             status,
+            endpoint,
         };
         (client, conn)
     }
@@ -315,6 +386,11 @@ impl Client {
     /// What the client is doing.
     pub fn status(&self) -> Status {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The handle to the node the client connects to (to follow a failover).
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
     }
 
     /// A handle that reads the status from another thread.
@@ -372,23 +448,27 @@ fn io_err(what: &str, e: std::io::Error) -> Error {
     Error::with_source(kind, what.to_owned(), e)
 }
 
-async fn connect(cfg: &ClientConfig) -> Result<(Box<dyn Io>, u16)> {
-    let addr = (cfg.host.as_str(), cfg.port);
-    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+/// A connection (TCP, then TLS when configured) to `host:port` and the local port.
+pub(crate) async fn connect(
+    cfg: &ClientConfig,
+    host: &str,
+    port: u16,
+) -> Result<(Box<dyn Io>, u16)> {
+    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect((host, port)))
         .await
         .map_err(|_| {
             Error::new(
                 Kind::Timeout,
-                format!("connecting to {}:{} timed out", cfg.host, cfg.port),
+                format!("connecting to {host}:{port} timed out"),
             )
         })?
-        .map_err(|e| io_err(&format!("cannot connect to {}:{}", cfg.host, cfg.port), e))?;
+        .map_err(|e| io_err(&format!("cannot connect to {host}:{port}"), e))?;
     let _ = tcp.set_nodelay(true);
     let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
     #[cfg(feature = "tls-rustls")]
     if let Some(t) = &cfg.tls {
         let config = crate::tls::client_config(t)?;
-        let name = crate::tls::server_name(t, &cfg.host)?;
+        let name = crate::tls::server_name(t, host)?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let stream = tokio::time::timeout(cfg.connect_timeout, connector.connect(name, tcp))
             .await
@@ -420,6 +500,11 @@ fn update(status: &Mutex<Status>, core: &Replica, input: bool) {
         s.phase = core.phase();
         s.rdb_bytes = core.rdb_bytes();
         s.offset = core.position().map(|p| p.1);
+        if let Some((id, _)) = core.position() {
+            if s.replid.as_deref() != Some(id) {
+                s.replid = Some(id.to_owned());
+            }
+        }
         if input {
             s.last_input = Some(Instant::now());
         }
@@ -432,10 +517,19 @@ async fn session(
     tx: &mpsc::Sender<Result<Event>>,
     stop: &mut watch::Receiver<bool>,
     status: &Mutex<Status>,
+    endpoint: &Endpoint,
 ) -> Result<End> {
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut buf = vec![0u8; 256 << 10];
+    let generation = endpoint.generation();
     loop {
+        if endpoint.generation() != generation {
+            let (h, p) = endpoint.get();
+            return Err(Error::new(
+                Kind::Closed,
+                format!("following the master to {h}:{p}"),
+            ));
+        }
         // due ACKs go out even when the socket is always readable (a timer raced against an
         // always-ready read in select! would never fire); a silent link fails here
         core.handle_timeout(Instant::now())?;
@@ -480,6 +574,7 @@ async fn session(
                 core.handle_timeout(Instant::now())?;
             }
             _ = stop.changed() => {}
+            () = endpoint.0.moved.notified() => {}
         }
     }
 }
@@ -489,6 +584,7 @@ async fn run(
     tx: mpsc::Sender<Result<Event>>,
     mut stop: watch::Receiver<bool>,
     status: Arc<Mutex<Status>>,
+    endpoint: Endpoint,
 ) {
     let mut replica_cfg = cfg.replica.clone();
     replica_cfg.read_timeout = Some(cfg.read_timeout);
@@ -498,7 +594,9 @@ async fn run(
         if *stop.borrow() {
             return;
         }
-        let attempt = connect(&cfg).await;
+        let generation = endpoint.generation();
+        let (host, port) = endpoint.get();
+        let attempt = connect(&cfg, &host, port).await;
         let (io, local_port) = match attempt {
             Ok(c) => c,
             Err(e) => {
@@ -518,7 +616,7 @@ async fn run(
                 {
                     return;
                 }
-                if !backoff(&cfg, failures, &mut stop).await {
+                if !backoff(&cfg, failures, &mut stop, &endpoint, generation).await {
                     return;
                 }
                 continue;
@@ -539,7 +637,7 @@ async fn run(
         }
         core.handle_connected(Instant::now());
         let before = core.position().map(|p| p.1);
-        match session(core, io, &tx, &mut stop, &status).await {
+        match session(core, io, &tx, &mut stop, &status, &endpoint).await {
             Ok(End::Stopped | End::Done) => {
                 let _ = deliver(core, &tx).await;
                 return;
@@ -567,7 +665,7 @@ async fn run(
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
-                if !backoff(&cfg, failures, &mut stop).await {
+                if !backoff(&cfg, failures, &mut stop, &endpoint, generation).await {
                     return;
                 }
             }
@@ -575,8 +673,18 @@ async fn run(
     }
 }
 
-/// Sleeps the capped exponential delay; false when asked to stop meanwhile.
-async fn backoff(cfg: &ClientConfig, failures: u32, stop: &mut watch::Receiver<bool>) -> bool {
+/// Sleeps the capped exponential delay, or not at all when the endpoint moved since
+/// `generation`; false when asked to stop meanwhile.
+async fn backoff(
+    cfg: &ClientConfig,
+    failures: u32,
+    stop: &mut watch::Receiver<bool>,
+    endpoint: &Endpoint,
+    generation: u64,
+) -> bool {
+    if endpoint.generation() != generation {
+        return !*stop.borrow();
+    }
     let exp = failures.saturating_sub(1).min(16);
     let delay = cfg
         .backoff_min
@@ -584,6 +692,7 @@ async fn backoff(cfg: &ClientConfig, failures: u32, stop: &mut watch::Receiver<b
         .min(cfg.backoff_max);
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
+        () = endpoint.0.moved.notified() => true,
         _ = stop.changed() => false,
     }
 }

@@ -12,13 +12,14 @@
 #![deny(unsafe_code)]
 
 mod client;
+pub mod cluster;
 mod error;
 pub mod proto;
 #[cfg(feature = "tls-rustls")]
 mod tls;
 mod url;
 
-pub use client::{Client, ClientConfig, Connection, Status, StatusHandle, Stopper};
+pub use client::{Client, ClientConfig, Connection, Endpoint, Status, StatusHandle, Stopper};
 pub use error::{Error, ErrorKind, Result};
 pub use proto::{ANNOUNCED_VERSION, Auth, CommandEvent, Event, Replica, ReplicaConfig, SyncStart};
 #[cfg(feature = "tls-rustls")]

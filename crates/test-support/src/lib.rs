@@ -347,6 +347,145 @@ impl Drop for Server {
     }
 }
 
+/// A Redis Cluster of real servers on free loopback ports, made with
+/// `redis-cli --cluster create`, with a writer that follows `MOVED` redirects.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Every node, in the order they were given to `--cluster create` (masters first).
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// `masters` masters with `replicas` replicas each (failure detection after 1 s, so
+    /// failovers are quick), every slot covered, waited for until the cluster state is ok on
+    /// every node and every replica's link is up.
+    pub fn start(bin: &ServerBin, masters: usize, replicas: usize) -> Result<Self> {
+        let cli = redis_cli().context("redis-cli not found (Debian's redis-tools)")?;
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            nodes.push(Server::start(
+                bin,
+                &[
+                    ("cluster-enabled", "yes"),
+                    ("cluster-config-file", "nodes.conf"),
+                    ("cluster-node-timeout", "1000"),
+                    ("repl-diskless-sync-delay", "0"),
+                    ("cluster-replica-validity-factor", "0"),
+                ],
+                None,
+            )?);
+        }
+        let mut cmd = Command::new(cli);
+        cmd.arg("--cluster").arg("create");
+        for n in &nodes {
+            cmd.arg(format!("127.0.0.1:{}", n.port));
+        }
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        let out = cmd.output().context("redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let c = Self { nodes };
+        c.wait(Duration::from_secs(60), |c| c.settled())?;
+        Ok(c)
+    }
+
+    /// True when every node says `cluster_state:ok` and every replica's link is up.
+    pub fn settled(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            let state = n
+                .client()
+                .ok()
+                .and_then(|mut c| c.cmd(&["CLUSTER", "INFO"]).ok())
+                .map(|r| r.text())
+                .unwrap_or_default();
+            state.lines().any(|l| l.trim() == "cluster_state:ok")
+                && (n.info("replication", "role").as_deref() != Some("slave")
+                    || n.info("replication", "master_link_status").as_deref() == Some("up"))
+        })
+    }
+
+    /// Waits until `f` holds, checking every 100 ms.
+    pub fn wait(&self, within: Duration, f: impl Fn(&Self) -> bool) -> Result<()> {
+        let deadline = Instant::now() + within;
+        while !f(self) {
+            if Instant::now() > deadline {
+                bail!("the cluster did not get there within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// The node listening on `port`.
+    pub fn node(&self, port: u16) -> Option<&Server> {
+        self.nodes.iter().find(|n| n.port == port)
+    }
+
+    /// The port of the master that serves `key` now (asked of the nodes in turn).
+    pub fn master_port_of(&self, key: &str) -> Result<u16> {
+        for n in &self.nodes {
+            let Ok(mut c) = n.client() else { continue };
+            let Ok(Resp::Int(slot)) = c.cmd(&["CLUSTER", "KEYSLOT", key]) else {
+                continue;
+            };
+            let Ok(Resp::Array(Some(ranges))) = c.cmd(&["CLUSTER", "SLOTS"]) else {
+                continue;
+            };
+            for r in ranges {
+                let Resp::Array(Some(r)) = r else { continue };
+                let (Some(a), Some(b)) =
+                    (r.first().and_then(Resp::int), r.get(1).and_then(Resp::int))
+                else {
+                    continue;
+                };
+                let port = match r.get(2) {
+                    Some(Resp::Array(Some(m))) if (a..=b).contains(&slot) => {
+                        m.get(1).and_then(Resp::int)
+                    }
+                    _ => None,
+                };
+                if let Some(p) = port {
+                    return Ok(p as u16);
+                }
+            }
+        }
+        bail!("no node says who serves {key:?}")
+    }
+
+    /// Runs a write command on the master of its key (`args[1]`), following `MOVED` and
+    /// retrying through a failover (up to 30 s), and fails on any other error reply.
+    pub fn write(&self, args: &[&str]) -> Result<Resp> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = match self
+                .master_port_of(args[1])
+                .and_then(Client::connect)
+                .and_then(|mut c| c.cmd(args))
+            {
+                Ok(Resp::Error(e))
+                    if e.starts_with("MOVED")
+                        || e.starts_with("CLUSTERDOWN")
+                        || e.starts_with("TRYAGAIN") =>
+                {
+                    e
+                }
+                Ok(Resp::Error(e)) => bail!("{args:?}: {e}"),
+                Ok(r) => return Ok(r),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                bail!("{args:?}: still failing after 30 s: {last}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// A RESP reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resp {

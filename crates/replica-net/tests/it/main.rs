@@ -1,4 +1,5 @@
 //! The protocol core against a scripted master, and the driver against real servers.
 
+mod cluster;
 mod proto;
 mod real;

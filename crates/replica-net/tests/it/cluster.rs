@@ -1,0 +1,285 @@
+//! A whole Redis Cluster as the source: 3 masters + 3 replicas made with
+//! `redis-cli --cluster create`, replicated shard by shard while written to, through a
+//! `CLUSTER FAILOVER` on one shard and the death of another shard's master.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdb_format::{Chunk, Elem, Item, Value};
+use replica_net::cluster::{ClusterClient, ClusterConfig};
+use replica_net::{ClientConfig, Event};
+use test_support::{Cluster, Resp};
+
+/// What the events say each key holds: strings and lists, enough for numbered writes.
+#[derive(Debug, Default)]
+struct Model {
+    keys: BTreeMap<Vec<u8>, Held>,
+    /// the list being delivered in chunks, per shard
+    chunked: BTreeMap<usize, Vec<u8>>,
+    partial_starts: usize,
+    full_starts: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Held {
+    Str(Vec<u8>),
+    List(Vec<Vec<u8>>),
+}
+
+fn bytes(e: &Elem) -> Vec<u8> {
+    e.to_bytes().to_vec()
+}
+
+impl Model {
+    fn apply(&mut self, shard: usize, ev: Event) {
+        match ev {
+            Event::SyncStart(s) if s.full => self.full_starts += 1,
+            Event::SyncStart(_) => self.partial_starts += 1,
+            Event::Rdb(Item::Key(k)) => {
+                let held = match k.value {
+                    Value::String(s) => Held::Str(s.to_vec()),
+                    Value::List(l) => Held::List(l.iter().map(bytes).collect()),
+                    _ => return,
+                };
+                self.keys.insert(k.head.key.to_vec(), held);
+            }
+            Event::Rdb(Item::KeyStart(h)) => {
+                self.keys.insert(h.key.to_vec(), Held::List(Vec::new()));
+                self.chunked.insert(shard, h.key.to_vec());
+            }
+            Event::Rdb(Item::Chunk(Chunk::List(v))) => {
+                if let Some(k) = self.chunked.get(&shard) {
+                    if let Some(Held::List(l)) = self.keys.get_mut(k) {
+                        l.extend(v.iter().map(bytes));
+                    }
+                }
+            }
+            Event::Command(c) => {
+                let args: Vec<Vec<u8>> = c.cmd.args().map(<[u8]>::to_vec).collect();
+                let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+                match name.as_str() {
+                    "SET" => {
+                        self.keys
+                            .insert(args[1].clone(), Held::Str(args[2].clone()));
+                    }
+                    "INCR" => {
+                        let n = match self.keys.get(&args[1]) {
+                            Some(Held::Str(s)) => {
+                                String::from_utf8_lossy(s).parse::<i64>().unwrap()
+                            }
+                            _ => 0,
+                        };
+                        self.keys
+                            .insert(args[1].clone(), Held::Str((n + 1).to_string().into_bytes()));
+                    }
+                    "RPUSH" => {
+                        let e = self
+                            .keys
+                            .entry(args[1].clone())
+                            .or_insert_with(|| Held::List(Vec::new()));
+                        if let Held::List(l) = e {
+                            l.extend(args[2..].iter().cloned());
+                        }
+                    }
+                    "DEL" => {
+                        for k in &args[1..] {
+                            self.keys.remove(k);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One key per master (hash tags found by asking the cluster who serves them).
+fn tags(cluster: &Cluster, masters: usize) -> Vec<String> {
+    let mut by_master: BTreeMap<u16, String> = BTreeMap::new();
+    for i in 0.. {
+        let tag = format!("t{i}");
+        let port = cluster.master_port_of(&format!("{{{tag}}}")).unwrap();
+        by_master.entry(port).or_insert(tag);
+        if by_master.len() == masters {
+            break;
+        }
+    }
+    by_master.into_values().collect()
+}
+
+/// Numbered writes to every tag: `INCR n{tag}` and `RPUSH l{tag} i`, rounds `from..to`.
+fn write_rounds(cluster: &Cluster, tags: &[String], from: u64, to: u64) {
+    for i in from..to {
+        for t in tags {
+            cluster.write(&["INCR", &format!("n{{{t}}}")]).unwrap();
+            cluster
+                .write(&["RPUSH", &format!("l{{{t}}}"), &i.to_string()])
+                .unwrap();
+        }
+    }
+}
+
+/// Waits until the model holds exactly the numbered writes `0..rounds` for every tag.
+fn wait_for(model: &Mutex<Model>, tags: &[String], rounds: u64) {
+    let want_list: Vec<Vec<u8>> = (0..rounds).map(|i| i.to_string().into_bytes()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = model.lock().unwrap();
+        let ok = tags.iter().all(|t| {
+            m.keys.get(format!("n{{{t}}}").as_bytes())
+                == Some(&Held::Str(rounds.to_string().into_bytes()))
+                && m.keys.get(format!("l{{{t}}}").as_bytes())
+                    == Some(&Held::List(want_list.clone()))
+        });
+        if ok {
+            return;
+        }
+        if Instant::now() > deadline {
+            for t in tags {
+                let n = m.keys.get(format!("n{{{t}}}").as_bytes());
+                let l = match m.keys.get(format!("l{{{t}}}").as_bytes()) {
+                    Some(Held::List(l)) => l.len(),
+                    _ => 0,
+                };
+                eprintln!("tag {t}: counter {n:?}, list of {l}");
+            }
+            panic!("the replicated data did not reach {rounds} numbered writes per shard");
+        }
+        drop(m);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sync_partial_ok(cluster: &Cluster, port: u16) -> u64 {
+    cluster
+        .node(port)
+        .and_then(|n| n.info("stats", "sync_partial_ok"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The replica of the master at `port`.
+fn replica_of(cluster: &Cluster, port: u16) -> u16 {
+    cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.info("replication", "master_port").as_deref() == Some(&port.to_string())
+                && n.info("replication", "role").as_deref() == Some("slave")
+        })
+        .map(|n| n.port)
+        .expect("every master has a replica")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_followed_through_a_failover_and_a_dead_master() {
+    let bin = test_support::default_server().unwrap();
+    assert!(
+        bin.major_minor() >= (7, 0),
+        "the cluster test wants Debian's redis-server 7.0 or newer, found {}",
+        bin.version
+    );
+    let cluster = tokio::task::block_in_place(|| Cluster::start(&bin, 3, 1)).unwrap();
+    let tags = tokio::task::block_in_place(|| tags(&cluster, 3));
+    // data before the replica starts (in the RDBs), spread over every slot range
+    tokio::task::block_in_place(|| {
+        for i in 0..300 {
+            cluster
+                .write(&["SET", &format!("k{i}"), &i.to_string()])
+                .unwrap();
+        }
+        write_rounds(&cluster, &tags, 0, 20);
+    });
+
+    let seed = cluster.nodes[0].port;
+    let mut base = ClientConfig::new("127.0.0.1", seed);
+    base.backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .read_timeout(Duration::from_secs(10));
+    let mut cfg = ClusterConfig::new(base);
+    cfg.refresh(Duration::from_millis(200));
+    let (mut client, connection) = ClusterClient::connect(cfg);
+    tokio::spawn(connection);
+    let model = Arc::new(Mutex::new(Model::default()));
+    let m = model.clone();
+    let (status_tx, mut status_rx) = tokio::sync::watch::channel(Vec::new());
+    let consumer = tokio::spawn(async move {
+        while let Some(ev) = client.recv().await {
+            let ev = ev.expect("no fatal error");
+            m.lock().unwrap().apply(ev.shard, ev.event);
+            let _ = status_tx.send(client.shards());
+        }
+    });
+
+    tokio::task::block_in_place(|| {
+        wait_for(&model, &tags, 20);
+        // every key written before the start came through the shards' RDBs
+        let m = model.lock().unwrap();
+        for i in 0..300 {
+            assert_eq!(
+                m.keys.get(format!("k{i}").as_bytes()),
+                Some(&Held::Str(i.to_string().into_bytes())),
+                "k{i}"
+            );
+        }
+        assert_eq!(m.full_starts, 3, "one full sync per shard");
+    });
+    assert_eq!(status_rx.borrow_and_update().len(), 3);
+
+    // a manual failover of the first tag's shard while writing
+    let old_master = tokio::task::block_in_place(|| {
+        let old = cluster.master_port_of(&format!("{{{}}}", tags[0])).unwrap();
+        let replica = replica_of(&cluster, old);
+        write_rounds(&cluster, &tags, 20, 40);
+        let mut c = cluster.node(replica).unwrap().client().unwrap();
+        assert_eq!(
+            c.cmd(&["CLUSTER", "FAILOVER"]).unwrap(),
+            Resp::Simple("OK".into())
+        );
+        cluster
+            .wait(Duration::from_secs(30), |c| {
+                c.master_port_of(&format!("{{{}}}", tags[0])).ok() == Some(replica)
+            })
+            .unwrap();
+        write_rounds(&cluster, &tags, 40, 60);
+        wait_for(&model, &tags, 60);
+        let partial = sync_partial_ok(&cluster, replica);
+        assert!(
+            partial >= 1,
+            "the promoted replica accepted our PSYNC ({partial})"
+        );
+        old
+    });
+    let _ = old_master;
+
+    // another shard's master dies; the cluster elects its replica
+    tokio::task::block_in_place(|| {
+        let victim = cluster.master_port_of(&format!("{{{}}}", tags[1])).unwrap();
+        let heir = replica_of(&cluster, victim);
+        let mut c = cluster.node(victim).unwrap().client().unwrap();
+        let _ = c.cmd(&["SHUTDOWN", "NOSAVE"]);
+        cluster
+            .wait(Duration::from_secs(60), |c| {
+                c.master_port_of(&format!("{{{}}}", tags[1])).ok() == Some(heir)
+            })
+            .unwrap();
+        write_rounds(&cluster, &tags, 60, 80);
+        wait_for(&model, &tags, 80);
+        let partial = sync_partial_ok(&cluster, heir);
+        assert!(
+            partial >= 1,
+            "the elected replica accepted our PSYNC ({partial})"
+        );
+    });
+    let m = model.lock().unwrap();
+    assert_eq!(m.full_starts, 3, "no shard needed a second full sync");
+    assert!(m.partial_starts >= 2, "{} partial syncs", m.partial_starts);
+    drop(m);
+    let shards = status_rx.borrow_and_update().clone();
+    assert!(
+        shards.iter().filter(|s| s.moves >= 1).count() >= 2,
+        "two shards followed their master: {shards:?}"
+    );
+    consumer.abort();
+}
