@@ -350,6 +350,8 @@ pub struct ShardStatus {
     pub replid: Option<String>,
     /// The offset reached.
     pub offset: Option<u64>,
+    /// The protocol phase of the shard's replica (`handshake`, `RDB transfer`, `streaming`, …).
+    pub phase: &'static str,
     /// Times the shard followed its master to another node.
     pub moves: u64,
 }
@@ -446,7 +448,33 @@ impl ClusterClient {
 
     /// Every shard's status.
     pub fn shards(&self) -> Vec<ShardStatus> {
-        let Ok(all) = self.status.lock() else {
+        self.shards_handle().get()
+    }
+
+    /// A handle that reads every shard's status from anywhere.
+    pub fn shards_handle(&self) -> ShardsHandle {
+        ShardsHandle(self.status.clone())
+    }
+
+    /// A handle that stops every shard from another task or thread.
+    pub fn stopper(&self) -> ClusterStopper {
+        ClusterStopper(self.stop.clone())
+    }
+
+    /// Stops every shard's replica (each sends a last ACK).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Reads a [`ClusterClient`]'s shard statuses from anywhere.
+#[derive(Debug, Clone)]
+pub struct ShardsHandle(Shared);
+
+impl ShardsHandle {
+    /// Every shard's status now.
+    pub fn get(&self) -> Vec<ShardStatus> {
+        let Ok(all) = self.0.lock() else {
             return Vec::new();
         };
         all.iter()
@@ -455,14 +483,21 @@ impl ClusterClient {
                 let mut s = s.clone();
                 s.replid = st.replid;
                 s.offset = st.offset;
+                s.phase = st.phase;
                 s
             })
             .collect()
     }
+}
 
+/// Stops a [`ClusterClient`] from another task or thread.
+#[derive(Debug, Clone)]
+pub struct ClusterStopper(Arc<watch::Sender<bool>>);
+
+impl ClusterStopper {
     /// Stops every shard's replica (each sends a last ACK).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        let _ = self.0.send(true);
     }
 }
 
@@ -520,6 +555,9 @@ async fn supervise(
         .flat_map(|s| s.nodes.iter().map(|n| (n.host.clone(), n.port)))
         .collect();
     let (down_tx, mut down_rx) = mpsc::unbounded_channel::<usize>();
+    // a big key comes in chunks: while one shard delivers one, the others wait, so every key's
+    // chunks reach the consumer together
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut running = Vec::new();
     for (i, shard) in topo.iter().enumerate() {
@@ -555,9 +593,20 @@ async fn supervise(
                 client.status_handle(),
             ));
         }
-        let (tx, down) = (tx.clone(), down_tx.clone());
+        let (tx, down, gate) = (tx.clone(), down_tx.clone(), gate.clone());
         tasks.spawn(async move {
+            let mut held = None;
             while let Some(ev) = client.recv().await {
+                let guard = match held.take() {
+                    Some(g) => g,
+                    None => gate.clone().lock_owned().await,
+                };
+                let inside = match &ev {
+                    Ok(Event::Rdb(rdb_format::Item::KeyStart(_) | rdb_format::Item::Chunk(_))) => {
+                        true
+                    }
+                    Ok(_) | Err(_) => false,
+                };
                 let ev = ev.map(|event| {
                     if matches!(event, Event::Disconnected { .. }) {
                         let _ = down.send(i);
@@ -571,6 +620,10 @@ async fn supervise(
                 if tx.send(ev).await.is_err() {
                     client.stop();
                     return;
+                }
+                // the gate opens after a key's last part went out
+                if inside {
+                    held = Some(guard);
                 }
             }
         });

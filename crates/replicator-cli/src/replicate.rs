@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use replicator::net::StatusHandle;
+use replicator::StatusHandle;
 use replicator::print::{Jsonl, Printer, Resp, Sink};
 use replicator::{Builder, Event, Replicator, TlsConfig};
 
@@ -146,20 +146,33 @@ fn status_line(
     if !io::stderr().is_terminal() {
         return None;
     }
+    let off = |o: Option<u64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
     Some(std::thread::spawn(move || {
         while running.load(Ordering::Relaxed) {
+            let shards = status.shards();
             let s = status.get();
             let idle = s.last_input.map_or_else(
                 || "-".to_owned(),
                 |t| format!("{:.1}s", t.elapsed().as_secs_f64()),
             );
-            eprint!(
-                "\r\x1b[K{} | RDB {} bytes | offset {} | last data {idle} ago | connections {}",
-                s.phase,
-                s.rdb_bytes,
-                s.offset.map_or_else(|| "-".to_owned(), |o| o.to_string()),
-                s.connections
-            );
+            let line = if shards.is_empty() {
+                format!(
+                    "{} | RDB {} bytes | offset {} | last data {idle} ago | connections {}",
+                    s.phase,
+                    s.rdb_bytes,
+                    off(s.offset),
+                    s.connections
+                )
+            } else {
+                // a cluster: one short part per shard
+                let parts: Vec<String> = shards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| format!("{i}:{} {} @{}", s.addr, s.phase, off(s.offset)))
+                    .collect();
+                parts.join(" | ")
+            };
+            eprint!("\r\x1b[K{line}");
             std::thread::sleep(Duration::from_millis(500));
         }
         eprint!("\r\x1b[K");
@@ -168,7 +181,7 @@ fn status_line(
 
 /// Stops the replica on SIGINT / SIGTERM: a last ACK, then the events end and what was
 /// received is flushed.
-async fn stop_on_signal(stopper: replicator::net::Stopper) {
+async fn stop_on_signal(stopper: replicator::Stopper) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -280,8 +293,9 @@ fn follow<S: Sink>(
                             seen.commands += 1;
                             seen.last_offset = c.offset.or(seen.last_offset);
                         }
-                        Event::Disconnected { reason } => {
-                            eprintln!("replicator: link lost: {reason}; reconnecting");
+                        Event::Disconnected { reason, shard } => {
+                            let of = shard.map_or_else(String::new, |s| format!(" (shard {s})"));
+                            eprintln!("replicator: link lost{of}: {reason}; reconnecting");
                         }
                         _ => {}
                     }

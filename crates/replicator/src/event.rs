@@ -31,6 +31,8 @@ pub enum Event {
     Disconnected {
         /// Why.
         reason: String,
+        /// The shard whose link it was (cluster sources).
+        shard: Option<usize>,
     },
 }
 
@@ -47,6 +49,10 @@ pub struct SyncStart {
     /// True when a partial sync was asked for and the master answered with a full one: what
     /// was delivered so far is replaced by the RDB that follows.
     pub resync: bool,
+    /// The shard (cluster sources): its index in the order discovered.
+    pub shard: Option<usize>,
+    /// The id of the cluster node the shard is replicated from.
+    pub node: Option<String>,
 }
 
 /// A command with where it applies and where it came from.
@@ -62,6 +68,8 @@ pub struct CommandEvent {
     pub offset: Option<u64>,
     /// The `#TS` annotation before it (AOF files written with `aof-timestamp-enabled`).
     pub ts: Option<i64>,
+    /// The shard it came from (cluster sources).
+    pub shard: Option<usize>,
 }
 
 impl CommandEvent {
@@ -77,6 +85,7 @@ impl CommandEvent {
             cmd,
             offset: None,
             ts: None,
+            shard: None,
         }
     }
 
@@ -106,14 +115,38 @@ impl Event {
                 replid: s.replid,
                 offset: s.offset,
                 resync: s.resync,
+                shard: None,
+                node: None,
             }),
             replica_net::Event::Rdb(item) => Self::Rdb(item),
             replica_net::Event::SyncEnd { checksum, bytes } => Self::SyncEnd { checksum, bytes },
             replica_net::Event::Command(c) => {
                 Self::Command(CommandEvent::new(c.db, c.cmd).with_offset(c.offset))
             }
-            replica_net::Event::Disconnected { reason } => Self::Disconnected { reason },
+            replica_net::Event::Disconnected { reason } => Self::Disconnected {
+                reason,
+                shard: None,
+            },
             _ => return None,
+        })
+    }
+
+    /// The facade's form of a cluster shard's event, naming the shard.
+    #[cfg(feature = "net")]
+    pub(crate) fn from_shard(ev: replica_net::cluster::ShardEvent) -> Option<Self> {
+        let shard = Some(ev.shard);
+        Some(match Self::from_net(ev.event)? {
+            Self::SyncStart(mut s) => {
+                s.shard = shard;
+                s.node = Some(ev.node);
+                Self::SyncStart(s)
+            }
+            Self::Command(mut c) => {
+                c.shard = shard;
+                Self::Command(c)
+            }
+            Self::Disconnected { reason, .. } => Self::Disconnected { reason, shard },
+            other => other,
         })
     }
 }

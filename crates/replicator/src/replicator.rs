@@ -1,12 +1,16 @@
 //! [`Replicator`]: a live replica as a stream of events.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 #[cfg(feature = "tls-rustls")]
 use replica_net::TlsConfig;
-use replica_net::{Auth, Client, ClientConfig, Connection, Status};
+use replica_net::cluster::{ClusterClient, ClusterConfig, ShardEvent, ShardStatus, ShardsHandle};
+use replica_net::{Auth, Client, ClientConfig, Status};
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -21,6 +25,9 @@ use crate::event::Event;
 #[derive(Debug, Clone)]
 pub struct Builder {
     cfg: ClientConfig,
+    capacity: usize,
+    cluster: Option<bool>,
+    prefer_replica: bool,
 }
 
 impl Builder {
@@ -110,6 +117,20 @@ impl Builder {
     /// Events buffered before the replica stops reading from the master.
     pub fn channel_capacity(&mut self, n: usize) -> &mut Self {
         self.cfg.channel_capacity(n);
+        self.capacity = n;
+        self
+    }
+
+    /// Whether the URL names a Redis Cluster node: `None` (the default) asks the node
+    /// (`INFO cluster`) when the connection starts; a cluster is replicated shard by shard.
+    pub fn cluster(&mut self, mode: Option<bool>) -> &mut Self {
+        self.cluster = mode;
+        self
+    }
+
+    /// For a cluster: replicate each shard from an online replica rather than its master.
+    pub fn prefer_replica(&mut self, on: bool) -> &mut Self {
+        self.prefer_replica = on;
         self
     }
 
@@ -127,20 +148,160 @@ impl Builder {
     /// # }
     /// ```
     pub fn connect(&self) -> (Replicator, Connection) {
-        let (client, conn) = Client::connect(self.cfg.clone());
-        (Replicator { client }, conn)
+        let (tx, rx) = mpsc::channel(self.capacity.max(1));
+        let (stop, stop_rx) = watch::channel(false);
+        let handles = Arc::new(Mutex::new(Handles::default()));
+        let conn = Connection(Box::pin(run(self.clone(), tx, stop_rx, handles.clone())));
+        (
+            Replicator {
+                rx,
+                stop: Arc::new(stop),
+                handles,
+                task: None,
+            },
+            conn,
+        )
     }
 
     /// Starts replicating, the connection spawned on the current tokio runtime (panics
     /// outside one).
     pub fn start(&self) -> Replicator {
-        Replicator {
-            client: Client::start(self.cfg.clone()),
+        let (mut r, conn) = self.connect();
+        r.task = Some(tokio::spawn(conn));
+        r
+    }
+}
+
+/// The work of a [`Replicator`]: finding out whether the node is a cluster's, replicating the
+/// master or every shard, following failovers. Nothing happens until it is polled.
+#[must_use = "the connection does nothing unless spawned or awaited"]
+pub struct Connection(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connection")
+    }
+}
+
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Handles {
+    single: Option<replica_net::StatusHandle>,
+    shards: Option<ShardsHandle>,
+}
+
+/// A client whose events are forwarded: a master's or a cluster's.
+trait Recv {
+    type Ev;
+    fn recv(&mut self) -> impl Future<Output = Option<Self::Ev>> + Send + '_;
+}
+
+impl Recv for Client {
+    type Ev = replica_net::Result<replica_net::Event>;
+    fn recv(&mut self) -> impl Future<Output = Option<Self::Ev>> + Send + '_ {
+        Self::recv(self)
+    }
+}
+
+impl Recv for ClusterClient {
+    type Ev = replica_net::Result<ShardEvent>;
+    fn recv(&mut self) -> impl Future<Output = Option<Self::Ev>> + Send + '_ {
+        Self::recv(self)
+    }
+}
+
+/// Forwards one client's events (converted by `convert`) until it ends; asks it to stop
+/// (through `stop_inner`) when the replicator is stopped or dropped.
+async fn forward<C: Recv>(
+    client: &mut C,
+    convert: impl Fn(C::Ev) -> Option<Result<Event>>,
+    stop_inner: impl Fn(),
+    tx: &mpsc::Sender<Result<Event>>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let mut stopping = *stop.borrow();
+    if stopping {
+        stop_inner();
+    }
+    loop {
+        let got = if stopping {
+            client.recv().await
+        } else {
+            tokio::select! {
+                got = client.recv() => got,
+                _ = stop.changed() => {
+                    stopping = true;
+                    stop_inner();
+                    continue;
+                }
+            }
+        };
+        let Some(got) = got else { return };
+        if let Some(ev) = convert(got) {
+            if tx.send(ev).await.is_err() && !stopping {
+                stopping = true;
+                stop_inner();
+            }
         }
     }
 }
 
-/// A replica of a live Redis or Valkey master.
+async fn run(
+    b: Builder,
+    tx: mpsc::Sender<Result<Event>>,
+    mut stop: watch::Receiver<bool>,
+    handles: Arc<Mutex<Handles>>,
+) {
+    let cluster = match b.cluster {
+        Some(m) => m,
+        None => {
+            let (host, port) = (b.cfg.host().to_owned(), b.cfg.port());
+            tokio::select! {
+                // a node that cannot be asked (down, refusing the credentials) is replicated as
+                // a master: its client retries and reports as it always does
+                r = replica_net::cluster::is_cluster(&b.cfg, &host, port) => r.unwrap_or(false),
+                _ = stop.changed() => return,
+            }
+        }
+    };
+    if cluster {
+        let mut cfg = ClusterConfig::new(b.cfg.clone());
+        cfg.prefer_replica(b.prefer_replica);
+        let (mut client, conn) = ClusterClient::connect(cfg);
+        let stopper = client.stopper();
+        if let Ok(mut h) = handles.lock() {
+            h.shards = Some(client.shards_handle());
+        }
+        let fwd = forward(
+            &mut client,
+            |r: replica_net::Result<ShardEvent>| match r {
+                Ok(ev) => Event::from_shard(ev).map(Ok),
+                Err(e) => Some(Err(Error::from(e))),
+            },
+            || stopper.stop(),
+            &tx,
+            &mut stop,
+        );
+        tokio::join!(conn, fwd);
+    } else {
+        let (mut client, conn) = Client::connect(b.cfg.clone());
+        let stopper = client.stopper();
+        if let Ok(mut h) = handles.lock() {
+            h.single = Some(client.status_handle());
+        }
+        let fwd = forward(&mut client, convert, || stopper.stop(), &tx, &mut stop);
+        tokio::join!(conn, fwd);
+    }
+}
+
+/// A replica of a live Redis or Valkey master, or of every shard of a Redis Cluster.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), replicator::Error> {
@@ -159,96 +320,134 @@ impl Builder {
 /// ```
 #[derive(Debug)]
 pub struct Replicator {
-    client: Client,
+    rx: mpsc::Receiver<Result<Event>>,
+    stop: Arc<watch::Sender<bool>>,
+    handles: Arc<Mutex<Handles>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Replicator {
-    /// Options from a `redis://[user:password@]host:port` or `rediss://` URL.
+    /// Options from a `redis://[user:password@]host:port` or `rediss://` URL (of a master, or
+    /// of any node of a cluster).
     pub fn builder(url: &str) -> Result<Builder> {
+        let cfg = ClientConfig::from_url(url)?;
         Ok(Builder {
-            cfg: ClientConfig::from_url(url)?,
+            capacity: 1024,
+            cfg,
+            cluster: None,
+            prefer_replica: false,
         })
     }
 
     /// The events, as a `futures::Stream`: sync start (full or partial), RDB items, sync end,
-    /// then commands with their db and offset; disconnections in between. A fatal error comes
-    /// as `Err` and ends the stream.
+    /// then commands with their db and offset; disconnections in between. From a cluster, each
+    /// shard's events in that shard's order (sync starts and commands name their shard; a big
+    /// key's chunks come together). A fatal error comes as `Err` and ends the stream.
     pub fn events(&mut self) -> Events<'_> {
-        Events(&mut self.client)
+        Events(&mut self.rx)
     }
 
     /// The next event (the same as polling [`events`](Self::events)).
     pub async fn next_event(&mut self) -> Option<Result<Event>> {
-        loop {
-            if let Some(ev) = convert(self.client.recv().await?) {
-                return Some(ev);
-            }
-        }
+        self.rx.recv().await
     }
 
     /// The next event, waiting without a runtime (for a consumer on its own thread).
     pub fn blocking_next_event(&mut self) -> Option<Result<Event>> {
-        loop {
-            if let Some(ev) = convert(self.client.blocking_recv()?) {
-                return Some(ev);
-            }
-        }
+        self.rx.blocking_recv()
     }
 
     /// The next event if one is waiting.
     pub fn try_next_event(&mut self) -> Option<Result<Event>> {
-        loop {
-            if let Some(ev) = convert(self.client.try_recv()?) {
-                return Some(ev);
-            }
-        }
+        self.rx.try_recv().ok()
     }
 
     /// A handle that stops the replica from another task or thread (a signal handler).
-    pub fn stopper(&self) -> replica_net::Stopper {
-        self.client.stopper()
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
     }
 
     /// A handle that reads the status from another thread.
-    pub fn status_handle(&self) -> replica_net::StatusHandle {
-        self.client.status_handle()
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.handles.clone())
     }
 
-    /// What the replica is doing.
+    /// What the replica of a single master is doing (the default before it started, and for a
+    /// cluster: see [`shards`](Self::shards)).
     pub fn status(&self) -> Status {
-        self.client.status()
+        self.status_handle().get()
     }
 
-    /// Sends a last `REPLCONF ACK` and closes.
-    pub async fn shutdown(self) {
-        self.client.shutdown().await;
+    /// What each shard's replica is doing (empty unless the source is a cluster).
+    pub fn shards(&self) -> Vec<ShardStatus> {
+        self.status_handle().shards()
     }
 
-    /// The underlying client (blocking receive, stop handles).
-    pub fn into_client(self) -> Client {
-        self.client
+    /// Sends a last `REPLCONF ACK` (on every shard) and closes.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        // let the connection finish its last writes even if the channel is full
+        self.rx.close();
+        while self.rx.recv().await.is_some() {}
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Stops a [`Replicator`] from another task or thread.
+#[derive(Debug, Clone)]
+pub struct Stopper(Arc<watch::Sender<bool>>);
+
+impl Stopper {
+    /// Asks the replica to stop: a last `REPLCONF ACK`, then the events end.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Reads a [`Replicator`]'s status from anywhere.
+#[derive(Debug, Clone)]
+pub struct StatusHandle(Arc<Mutex<Handles>>);
+
+impl StatusHandle {
+    /// The replica's status (single master).
+    pub fn get(&self) -> Status {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|h| h.single.as_ref().map(replica_net::StatusHandle::get))
+            .unwrap_or_default()
+    }
+
+    /// Each shard's status (cluster).
+    pub fn shards(&self) -> Vec<ShardStatus> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|h| h.shards.as_ref().map(ShardsHandle::get))
+            .unwrap_or_default()
     }
 }
 
 /// The event stream of a [`Replicator`].
 #[derive(Debug)]
-pub struct Events<'a>(&'a mut Client);
+pub struct Events<'a>(&'a mut mpsc::Receiver<Result<Event>>);
 
 impl futures_core::Stream for Events<'_> {
     type Item = Result<Event>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match Pin::new(&mut *self.0).poll_next(cx) {
-                Poll::Ready(Some(ev)) => {
-                    if let Some(ev) = convert(ev) {
-                        return Poll::Ready(Some(ev));
-                    }
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        self.0.poll_recv(cx)
     }
 }
 

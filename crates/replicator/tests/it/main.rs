@@ -70,3 +70,77 @@ async fn a_live_master_and_its_saved_file_give_the_same_events() {
     assert!(r.status().offset.is_some());
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_url_replicates_every_shard_with_whole_keys() {
+    let bin = test_support::default_server().unwrap();
+    assert!(bin.major_minor() >= (7, 0), "Debian's redis-server 7.0+");
+    let cluster = tokio::task::block_in_place(|| test_support::Cluster::start(&bin, 3, 0)).unwrap();
+    // small keys everywhere, and one big list per shard (more elements than a chunk), so that
+    // the three shards deliver chunked keys at the same time
+    let mut written = BTreeSet::new();
+    tokio::task::block_in_place(|| {
+        for i in 0..300 {
+            let k = format!("k{i}");
+            cluster.write(&["SET", &k, "v"]).unwrap();
+            written.insert(k.into_bytes());
+        }
+        for tag in ["a", "b", "c", "d", "e", "f"] {
+            let k = format!("big{{{tag}}}");
+            for chunk in 0..10 {
+                let mut args = vec!["RPUSH".to_owned(), k.clone()];
+                args.extend((0..1000).map(|i| format!("e{chunk}-{i}")));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                cluster.write(&args).unwrap();
+            }
+            written.insert(k.into_bytes());
+        }
+    });
+    let url = format!("redis://127.0.0.1:{}", cluster.nodes[1].port);
+    let mut r = Replicator::builder(&url).unwrap().start();
+    let mut keys = BTreeSet::new();
+    let mut shards = BTreeSet::new();
+    let mut ends = 0;
+    let mut open: Option<Vec<u8>> = None;
+    let mut chunked = 0;
+    let mut events = r.events();
+    while ends < 3 {
+        match next(&mut events).await.unwrap().unwrap() {
+            Event::SyncStart(s) => {
+                assert!(s.full && s.node.is_some());
+                shards.insert(s.shard.expect("a cluster's sync names its shard"));
+            }
+            Event::SyncEnd { .. } => ends += 1,
+            Event::Rdb(Item::KeyStart(h)) => {
+                assert!(open.is_none(), "a key started inside another's chunks");
+                open = Some(h.key.to_vec());
+                keys.insert(h.key.to_vec());
+                chunked += 1;
+            }
+            Event::Rdb(Item::Chunk(_)) => assert!(open.is_some(), "a chunk outside its key"),
+            Event::Rdb(Item::KeyEnd) => assert!(open.take().is_some()),
+            Event::Rdb(item) => {
+                assert!(open.is_none(), "{item:?} inside another key's chunks");
+                if let Item::Key(k) = item {
+                    keys.insert(k.head.key.to_vec());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(shards, BTreeSet::from([0, 1, 2]));
+    assert_eq!(keys, written);
+    assert!(chunked >= 6, "{chunked} chunked keys");
+    // commands come with their shard
+    tokio::task::block_in_place(|| cluster.write(&["SET", "after", "1"]).unwrap());
+    loop {
+        if let Event::Command(c) = next(&mut events).await.unwrap().unwrap() {
+            if c.cmd.is("SET") {
+                assert!(c.shard.is_some() && c.offset.is_some());
+                break;
+            }
+        }
+    }
+    assert_eq!(r.shards().len(), 3);
+    r.shutdown().await;
+}
