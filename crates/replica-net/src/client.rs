@@ -189,6 +189,7 @@ struct EndpointInner {
     addr: Mutex<(String, u16)>,
     generation: std::sync::atomic::AtomicU64,
     moved: tokio::sync::Notify,
+    lost: tokio::sync::Notify,
 }
 
 impl Endpoint {
@@ -198,6 +199,7 @@ impl Endpoint {
             addr: Mutex::new((host.into(), port)),
             generation: std::sync::atomic::AtomicU64::new(0),
             moved: tokio::sync::Notify::new(),
+            lost: tokio::sync::Notify::new(),
         }))
     }
 
@@ -224,6 +226,12 @@ impl Endpoint {
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.0.moved.notify_waiters();
+    }
+
+    /// Completes when the client's link to the node drops next (for a watcher that should
+    /// check the topology before the client reconnects).
+    pub async fn lost(&self) {
+        self.0.lost.notified().await;
     }
 
     fn generation(&self) -> u64 {
@@ -265,6 +273,11 @@ impl StatusHandle {
 pub struct Stopper(Arc<watch::Sender<bool>>);
 
 impl Stopper {
+    /// True once a stop was asked for.
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Asks the client to stop.
     pub fn stop(&self) {
         let _ = self.0.send(true);
@@ -590,6 +603,7 @@ async fn run(
     replica_cfg.read_timeout = Some(cfg.read_timeout);
     let mut core: Option<Replica> = None;
     let mut failures = 0u32;
+    let mut last_node: Option<(String, u16)> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -635,6 +649,14 @@ async fn run(
         if let Ok(mut s) = status.lock() {
             s.connections += 1;
         }
+        if last_node
+            .as_ref()
+            .is_some_and(|n| *n != (host.clone(), port))
+        {
+            // another node (a failover): continue from the last write, not the last byte
+            core.rewind_to_last_write();
+        }
+        last_node = Some((host.clone(), port));
         core.handle_connected(Instant::now());
         let before = core.position().map(|p| p.1);
         match session(core, io, &tx, &mut stop, &status, &endpoint).await {
@@ -657,6 +679,7 @@ async fn run(
                 }
                 failures += 1;
                 core.handle_disconnected(e.chain());
+                endpoint.0.lost.notify_waiters();
                 update(&status, core, false);
                 if !deliver(core, &tx).await {
                     return;

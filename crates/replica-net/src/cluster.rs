@@ -255,7 +255,12 @@ pub fn parse_nodes(reply: &str) -> Result<Vec<Shard>> {
 
 /// Sends one command to `host:port` (AUTH first when configured, TLS when configured) and
 /// reads one reply.
-async fn command(cfg: &ClientConfig, host: &str, port: u16, args: &[&str]) -> Result<Frame> {
+pub(crate) async fn command(
+    cfg: &ClientConfig,
+    host: &str,
+    port: u16,
+    args: &[&str],
+) -> Result<Frame> {
     let (mut io, _) = crate::client::connect(cfg, host, port).await?;
     let mut out = BytesMut::new();
     let mut replies = 1;

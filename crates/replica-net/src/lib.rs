@@ -15,6 +15,7 @@ mod client;
 pub mod cluster;
 mod error;
 pub mod proto;
+pub mod sentinel;
 #[cfg(feature = "tls-rustls")]
 mod tls;
 mod url;

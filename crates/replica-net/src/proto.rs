@@ -273,6 +273,13 @@ pub struct Replica {
     resp: resp_codec::Decoder,
     /// (replid, offset) of the data we hold: set when an RDB completes or a PSYNC continues.
     synced: Option<(String, u64)>,
+    /// The offset after the last command that changed data (PING, PUBLISH, REPLCONF, SELECT
+    /// and MULTI do not): where a new node's stream may start without losing a write.
+    safe: u64,
+    /// The highest offset of a command delivered: commands up to it are not delivered again.
+    delivered: u64,
+    /// The next PSYNC starts from `safe` (the master moved to another node).
+    rewind: bool,
     /// The sync in progress, until its RDB is complete.
     pending: Option<(String, u64)>,
     db: u64,
@@ -322,6 +329,9 @@ impl Replica {
             events: VecDeque::new(),
             resp: resp_codec::Decoder::new(),
             synced: None,
+            safe: 0,
+            delivered: 0,
+            rewind: false,
             pending: None,
             db: 0,
             last_ack: None,
@@ -335,6 +345,17 @@ impl Replica {
     /// Starts from a saved position: the next connection asks `PSYNC <replid> <offset+1>`.
     pub fn resume_from(&mut self, replid: impl Into<String>, offset: u64) {
         self.synced = Some((replid.into(), offset));
+        self.safe = offset;
+        self.delivered = offset;
+    }
+
+    /// The next connection goes to another node (the master moved: a failover): ask it to
+    /// continue from the last write rather than the last byte. What an old master sent after
+    /// its replica was promoted and before we moved (Sentinel hellos, PINGs) is not in the new
+    /// master's history; asking past it would force a full sync. Commands received again are
+    /// not delivered twice.
+    pub fn rewind_to_last_write(&mut self) {
+        self.rewind = true;
     }
 
     /// The replication id and offset of the data delivered so far (what to save to resume).
@@ -444,9 +465,12 @@ impl Replica {
                 };
                 self.send(&[b"REPLCONF", b"version", v.as_bytes()]);
             }
-            Step::Psync => match &self.synced {
+            Step::Psync => match &mut self.synced {
                 Some((id, off)) => {
-                    let next = (off + 1).to_string();
+                    if std::mem::take(&mut self.rewind) {
+                        *off = self.safe.min(*off);
+                    }
+                    let next = (*off + 1).to_string();
                     let id = id.clone();
                     self.send(&[b"PSYNC", id.as_bytes(), next.as_bytes()]);
                 }
@@ -843,6 +867,10 @@ impl Replica {
         let (checksum, bytes, diskless) = (rs.checksum, rs.bytes, rs.marker.is_some());
         self.events.push_back(Event::SyncEnd { checksum, bytes });
         self.synced = self.pending.take().filter(|_| !self.legacy);
+        if let Some((_, off)) = &self.synced {
+            self.safe = *off;
+            self.delivered = *off;
+        }
         if self.cfg.rdb_only {
             self.state = State::Done;
             return Ok(false);
@@ -878,6 +906,17 @@ impl Replica {
             }
             None => None,
         };
+        let data = !["PING", "PUBLISH", "SPUBLISH", "REPLCONF", "SELECT", "MULTI"]
+            .iter()
+            .any(|n| cmd.is(n));
+        // received again after a rewind: already delivered
+        let again = offset.is_some_and(|o| o <= self.delivered);
+        if let Some(o) = offset {
+            if data {
+                self.safe = o;
+            }
+            self.delivered = self.delivered.max(o);
+        }
         if cmd.is("PING") {
             return Ok(true);
         }
@@ -897,6 +936,9 @@ impl Replica {
                 .and_then(|d| d.parse().ok())
                 .ok_or_else(|| Error::new(Kind::Protocol, "SELECT without a db index"))?;
             self.db = db;
+        }
+        if again {
+            return Ok(true);
         }
         self.events.push_back(Event::Command(CommandEvent {
             db: self.db,

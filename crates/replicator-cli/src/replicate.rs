@@ -24,7 +24,9 @@ pub(crate) enum ReplFormat {
 
 #[derive(clap::Args)]
 pub(crate) struct ReplicateArgs {
-    /// `redis://[user:password@]host:port` or `rediss://…` (TLS).
+    /// `redis://[user:password@]host:port` or `rediss://…` (TLS) of a master or of any node of
+    /// a Redis Cluster (every shard is replicated), or
+    /// `redis+sentinel://[user:password@]host1:port1,host2:port2/master-name`.
     url: String,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value = "jsonl")]

@@ -9,6 +9,7 @@ use std::time::Duration;
 #[cfg(feature = "tls-rustls")]
 use replica_net::TlsConfig;
 use replica_net::cluster::{ClusterClient, ClusterConfig, ShardEvent, ShardStatus, ShardsHandle};
+use replica_net::sentinel::SentinelUrl;
 use replica_net::{Auth, Client, ClientConfig, Status};
 use tokio::sync::{mpsc, watch};
 
@@ -28,6 +29,8 @@ pub struct Builder {
     capacity: usize,
     cluster: Option<bool>,
     prefer_replica: bool,
+    /// Sentinels and the master's name (`redis+sentinel://` URLs).
+    sentinel: Option<(Vec<(String, u16)>, String)>,
 }
 
 impl Builder {
@@ -291,7 +294,15 @@ async fn run(
         );
         tokio::join!(conn, fwd);
     } else {
-        let (mut client, conn) = Client::connect(b.cfg.clone());
+        let (mut client, conn) = match &b.sentinel {
+            Some((sentinels, name)) => replica_net::sentinel::connect_with(
+                b.cfg.clone(),
+                sentinels.clone(),
+                name.clone(),
+                None,
+            ),
+            None => Client::connect(b.cfg.clone()),
+        };
         let stopper = client.stopper();
         if let Ok(mut h) = handles.lock() {
             h.single = Some(client.status_handle());
@@ -329,13 +340,43 @@ pub struct Replicator {
 impl Replicator {
     /// Options from a `redis://[user:password@]host:port` or `rediss://` URL (of a master, or
     /// of any node of a cluster).
+    ///
+    /// `redis+sentinel://[user:password@]host1:port1,host2:port2/master-name` (or
+    /// `rediss+sentinel://`) finds the master through Sentinels and follows its failovers.
+    ///
+    /// ```
+    /// let b = replicator::Replicator::builder("redis+sentinel://s1:26379,s2:26380/mymaster");
+    /// assert!(b.is_ok());
+    /// ```
     pub fn builder(url: &str) -> Result<Builder> {
+        if SentinelUrl::is_sentinel(url) {
+            let u = SentinelUrl::parse(url)?;
+            let mut cfg = ClientConfig::new("resolved-by-sentinel", 0);
+            if let Some(password) = u.password.clone() {
+                cfg.replica_mut().auth(Some(Auth {
+                    user: u.user.clone(),
+                    password,
+                }));
+            }
+            #[cfg(feature = "tls-rustls")]
+            if u.tls {
+                cfg.tls(Some(TlsConfig::default()));
+            }
+            return Ok(Builder {
+                capacity: 1024,
+                cfg,
+                cluster: Some(false),
+                prefer_replica: false,
+                sentinel: Some((u.sentinels, u.name)),
+            });
+        }
         let cfg = ClientConfig::from_url(url)?;
         Ok(Builder {
             capacity: 1024,
             cfg,
             cluster: None,
             prefer_replica: false,
+            sentinel: None,
         })
     }
 

@@ -486,6 +486,83 @@ impl Cluster {
     }
 }
 
+/// A Redis Sentinel on a free loopback port, monitoring one master as `name` (failure after
+/// 1 s, failovers quick), stopped and removed when dropped.
+#[derive(Debug)]
+pub struct Sentinel {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Sentinel {
+    /// Starts `bin` in Sentinel mode, monitoring `127.0.0.1:master_port` as `name` with a
+    /// quorum of `quorum`.
+    pub fn start(bin: &ServerBin, name: &str, master_port: u16, quorum: u32) -> Result<Self> {
+        let dir = temp_dir("sentinel");
+        let port = free_port();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 10000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.display(),
+                dir.join("sentinel.log").display()
+            ),
+        )?;
+        let child = Command::new(&bin.path)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {} --sentinel", bin.path.display()))?;
+        let s = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Client::connect(port)
+            .and_then(|mut c| c.cmd(&["PING"]))
+            .is_ok_and(|r| r == Resp::Simple("PONG".into()))
+        {
+            if Instant::now() > deadline {
+                bail!("the Sentinel on {port} did not answer PING within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(s)
+    }
+
+    /// The master's port the Sentinel names for `name` now.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        let r = Client::connect(self.port)
+            .ok()?
+            .cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name])
+            .ok()?;
+        r.items().get(1).map(Resp::text)?.parse().ok()
+    }
+
+    /// How many replicas of `name` the Sentinel knows.
+    pub fn replicas(&self, name: &str) -> usize {
+        Client::connect(self.port)
+            .ok()
+            .and_then(|mut c| c.cmd(&["SENTINEL", "REPLICAS", name]).ok())
+            .map_or(0, |r| r.items().len())
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A RESP reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resp {

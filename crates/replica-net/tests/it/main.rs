@@ -1,5 +1,7 @@
 //! The protocol core against a scripted master, and the driver against real servers.
 
 mod cluster;
+mod model;
 mod proto;
 mod real;
+mod sentinel;

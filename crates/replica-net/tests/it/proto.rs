@@ -551,3 +551,52 @@ fn a_silent_link_fails_from_the_last_byte() {
         .unwrap();
     assert!(r3.handle_timeout(t0 + s(4)).unwrap_err().is_timeout());
 }
+
+#[test]
+fn a_new_master_is_asked_from_the_last_write_and_nothing_is_delivered_twice() {
+    let now = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    let set = cmd(&["SET", "a", "1"]);
+    let hello = cmd(&["PUBLISH", "__sentinel__:hello", "x"]);
+    let stream = [set.clone(), cmd(&["PING"]), hello.clone()].concat();
+    r.handle_input(&full_sync_bytes(false, &stream), now)
+        .unwrap();
+    let delivered = events(&mut r)
+        .iter()
+        .filter(|e| matches!(e, Event::Command(_)))
+        .count();
+    assert_eq!(delivered, 2, "SET and PUBLISH");
+    sent(&mut r);
+    let (_, off) = r.position().unwrap();
+    let after_set = off - (cmd(&["PING"]).len() + hello.len()) as u64;
+    // the same node again: from the last byte
+    r.handle_disconnected("reset");
+    let s = handshake(&mut r, now);
+    assert_eq!(s.last().unwrap()[2], (off + 1).to_string());
+    r.handle_input(b"+CONTINUE\r\n", now).unwrap();
+    events(&mut r);
+    // another node (a promoted replica that never saw the PING and the hello): from the write
+    r.handle_disconnected("the master moved");
+    r.rewind_to_last_write();
+    let s = handshake(&mut r, now);
+    assert_eq!(s.last().unwrap()[2], (after_set + 1).to_string());
+    r.handle_input(format!("+CONTINUE {ID2}\r\n").as_bytes(), now)
+        .unwrap();
+    // the new master's own history from there: the hello again (not delivered twice), then
+    // a new write
+    r.handle_input(&[hello.clone(), cmd(&["SET", "b", "2"])].concat(), now)
+        .unwrap();
+    let cmds: Vec<String> = events(&mut r)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Command(c) => Some(String::from_utf8_lossy(c.cmd.arg(1).unwrap()).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cmds, vec!["b"], "only the new write");
+    assert_eq!(
+        r.position().unwrap().1,
+        after_set + (hello.len() + cmd(&["SET", "b", "2"]).len()) as u64
+    );
+}

@@ -1,0 +1,146 @@
+//! A Sentinel-managed master as the source: a master, 2 replicas and 3 Sentinels; the replica
+//! found through `redis+sentinel://`, then `SENTINEL FAILOVER` while writing.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use replica_net::sentinel::{self, SentinelUrl};
+use test_support::{Resp, Sentinel, Server};
+
+use crate::model::{Model, wait_for};
+
+fn rounds(port: u16, from: u64, to: u64) {
+    let mut c = test_support::Client::connect(port).unwrap();
+    for i in from..to {
+        c.ok(&["INCR", "n{s}"]).unwrap();
+        c.ok(&["RPUSH", "l{s}", &i.to_string()]).unwrap();
+    }
+}
+
+fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_is_followed_with_a_partial_resync() {
+    let bin = test_support::default_server().unwrap();
+    let (master, replicas, sentinels) = tokio::task::block_in_place(|| {
+        let master = Server::start(&bin, &[("repl-diskless-sync-delay", "0")], None).unwrap();
+        let replicas: Vec<Server> = (0..2)
+            .map(|_| {
+                let r = Server::start(&bin, &[], None).unwrap();
+                let port = master.port.to_string();
+                r.client()
+                    .unwrap()
+                    .ok(&["REPLICAOF", "127.0.0.1", &port])
+                    .unwrap();
+                r
+            })
+            .collect();
+        until("replicas linked", Duration::from_secs(30), || {
+            replicas
+                .iter()
+                .all(|r| r.info("replication", "master_link_status").as_deref() == Some("up"))
+        });
+        let sentinels: Vec<Sentinel> = (0..3)
+            .map(|_| Sentinel::start(&bin, "mymaster", master.port, 2).unwrap())
+            .collect();
+        until(
+            "Sentinels know the replicas",
+            Duration::from_secs(30),
+            || sentinels.iter().all(|s| s.replicas("mymaster") == 2),
+        );
+        rounds(master.port, 0, 20);
+        (master, replicas, sentinels)
+    });
+    let hosts: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let url =
+        SentinelUrl::parse(&format!("redis+sentinel://{}/mymaster", hosts.join(","))).unwrap();
+    let (mut client, connection) = sentinel::connect(url, Some(Duration::from_millis(500)));
+    tokio::spawn(connection);
+    let model = Arc::new(Mutex::new(Model::default()));
+    let m = model.clone();
+    let consumer = tokio::spawn(async move {
+        while let Some(ev) = client.recv().await {
+            let ev = ev.expect("no fatal error");
+            if std::env::var_os("SENTINEL_DEBUG").is_some()
+                && !matches!(
+                    ev,
+                    replica_net::Event::Command(_) | replica_net::Event::Rdb(_)
+                )
+            {
+                eprintln!("{:?} {ev:?}", std::time::SystemTime::now());
+            }
+            m.lock().unwrap().apply(0, ev);
+        }
+    });
+    let tags = vec!["s".to_owned()];
+    tokio::task::block_in_place(|| {
+        wait_for(&model, &tags, 20);
+        rounds(master.port, 20, 40);
+        wait_for(&model, &tags, 40);
+        // a failover ordered by a Sentinel while the replica streams
+        let mut c = test_support::Client::connect(sentinels[0].port).unwrap();
+        assert_eq!(
+            c.cmd(&["SENTINEL", "FAILOVER", "mymaster"]).unwrap(),
+            Resp::Simple("OK".into())
+        );
+        until(
+            "the Sentinel names a new master",
+            Duration::from_secs(60),
+            || {
+                sentinels[0]
+                    .master_port("mymaster")
+                    .is_some_and(|p| p != master.port)
+            },
+        );
+        let new = sentinels[0].master_port("mymaster").unwrap();
+        let promoted = replicas
+            .iter()
+            .find(|r| r.port == new)
+            .expect("a replica was promoted");
+        until(
+            "the promoted replica is a master",
+            Duration::from_secs(30),
+            || promoted.info("replication", "role").as_deref() == Some("master"),
+        );
+        // the replica moves to the new master (told by +switch-master or its next check) and
+        // continues there with PSYNC; until then the demoted master relays the stream
+        let partial = || -> u64 {
+            promoted
+                .info("stats", "sync_partial_ok")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        until(
+            "our PSYNC to the promoted replica",
+            Duration::from_secs(30),
+            || partial() >= 1,
+        );
+        if std::env::var_os("SENTINEL_DEBUG").is_some() {
+            std::thread::sleep(Duration::from_secs(6));
+            for l in promoted.log().lines().filter(|l| {
+                l.contains("resync")
+                    || l.contains("Partial")
+                    || l.contains("offset")
+                    || l.contains("MASTER MODE")
+            }) {
+                eprintln!("promoted: {l}");
+            }
+        }
+        rounds(new, 40, 60);
+        wait_for(&model, &tags, 60);
+    });
+    let m = model.lock().unwrap();
+    assert_eq!(m.full_starts, 1, "one full sync, at the start");
+    assert!(m.partial_starts >= 1);
+    drop(m);
+    consumer.abort();
+}
