@@ -565,8 +565,14 @@ async fn supervise(
     let gate = Arc::new(tokio::sync::Mutex::new(()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut running = Vec::new();
-    for (i, shard) in topo.iter().enumerate() {
-        let Some(node) = shard.source(cfg.prefer_replica) else {
+    let links = Links {
+        tx: tx.clone(),
+        down: down_tx.clone(),
+        gate: gate.clone(),
+        status: status.clone(),
+    };
+    for shard in &topo {
+        let Some(r) = spawn_shard(&cfg, running.len(), shard, &links, &mut tasks) else {
             let _ = tx
                 .send(Err(Error::new(
                     Kind::Protocol,
@@ -575,69 +581,16 @@ async fn supervise(
                 .await;
             return;
         };
-        let mut c = cfg.base.clone();
-        c.host.clone_from(&node.host);
-        c.port = node.port;
-        let (mut client, conn) = Client::connect(c);
-        tasks.spawn(conn);
-        let node_id = Arc::new(Mutex::new(node.id.clone()));
-        running.push(Running {
-            slots: shard.slots.clone(),
-            node: node_id.clone(),
-            endpoint: client.endpoint(),
-            stopper: client.stopper(),
-        });
-        if let Ok(mut s) = status.lock() {
-            s.push((
-                ShardStatus {
-                    slots: shard.slots.clone(),
-                    node: node.id.clone(),
-                    addr: format!("{}:{}", node.host, node.port),
-                    ..Default::default()
-                },
-                client.status_handle(),
-            ));
-        }
-        let (tx, down, gate) = (tx.clone(), down_tx.clone(), gate.clone());
-        tasks.spawn(async move {
-            let mut held = None;
-            while let Some(ev) = client.recv().await {
-                let guard = match held.take() {
-                    Some(g) => g,
-                    None => gate.clone().lock_owned().await,
-                };
-                let inside = match &ev {
-                    Ok(Event::Rdb(rdb_format::Item::KeyStart(_) | rdb_format::Item::Chunk(_))) => {
-                        true
-                    }
-                    Ok(_) | Err(_) => false,
-                };
-                let ev = ev.map(|event| {
-                    if matches!(event, Event::Disconnected { .. }) {
-                        let _ = down.send(i);
-                    }
-                    ShardEvent {
-                        shard: i,
-                        node: node_id.lock().map(|n| n.clone()).unwrap_or_default(),
-                        event,
-                    }
-                });
-                if tx.send(ev).await.is_err() {
-                    client.stop();
-                    return;
-                }
-                // the gate opens after a key's last part went out
-                if inside {
-                    held = Some(guard);
-                }
-            }
-        });
+        running.push(r);
     }
     drop(tx);
     drop(down_tx);
     // shards whose link is down, followed until their master is found again
     let mut down: Vec<usize> = Vec::new();
     let mut tick = tokio::time::interval(cfg.refresh);
+    // a full look at the topology now and then: shards that appear are replicated too
+    let mut survey = tokio::time::interval(cfg.refresh * 10);
+    survey.tick().await;
     loop {
         tokio::select! {
             Some(i) = down_rx.recv() => {
@@ -648,6 +601,25 @@ async fn supervise(
             }
             _ = tick.tick(), if !down.is_empty() => {
                 follow(&cfg, &mut running, &mut down, &mut known, &status).await;
+            }
+            _ = survey.tick() => {
+                if let Ok(topo) = discover(&cfg.base, &known).await {
+                    for shard in &topo {
+                        // a shard is known by its nodes (its slots may have come from others)
+                        let mut new = true;
+                        for r in running.iter_mut() {
+                            if r.node.lock().is_ok_and(|n| shard.has_node(&n)) {
+                                r.slots.clone_from(&shard.slots);
+                                new = false;
+                            }
+                        }
+                        if new {
+                            if let Some(r) = spawn_shard(&cfg, running.len(), shard, &links, &mut tasks) {
+                                running.push(r);
+                            }
+                        }
+                    }
+                }
             }
             r = tasks.join_next() => {
                 if r.is_none() {
@@ -663,6 +635,82 @@ async fn supervise(
             }
         }
     }
+}
+
+/// What a shard's forwarding task sends into and signals.
+struct Links {
+    tx: mpsc::Sender<Result<ShardEvent>>,
+    down: mpsc::UnboundedSender<usize>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    status: Shared,
+}
+
+/// Starts replicating shard `i` from its source node: its client's connection and the task
+/// that forwards its events (a big key's chunks together, through the gate).
+fn spawn_shard(
+    cfg: &ClusterConfig,
+    i: usize,
+    shard: &Shard,
+    links: &Links,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Option<Running> {
+    let node = shard.source(cfg.prefer_replica)?;
+    let mut c = cfg.base.clone();
+    c.host.clone_from(&node.host);
+    c.port = node.port;
+    let (mut client, conn) = Client::connect(c);
+    tasks.spawn(conn);
+    let node_id = Arc::new(Mutex::new(node.id.clone()));
+    let running = Running {
+        slots: shard.slots.clone(),
+        node: node_id.clone(),
+        endpoint: client.endpoint(),
+        stopper: client.stopper(),
+    };
+    if let Ok(mut s) = links.status.lock() {
+        s.push((
+            ShardStatus {
+                slots: shard.slots.clone(),
+                node: node.id.clone(),
+                addr: format!("{}:{}", node.host, node.port),
+                ..Default::default()
+            },
+            client.status_handle(),
+        ));
+    }
+    let (tx, down, gate) = (links.tx.clone(), links.down.clone(), links.gate.clone());
+    tasks.spawn(async move {
+        let mut held = None;
+        while let Some(ev) = client.recv().await {
+            let guard = match held.take() {
+                Some(g) => g,
+                None => gate.clone().lock_owned().await,
+            };
+            let inside = match &ev {
+                Ok(Event::Rdb(rdb_format::Item::KeyStart(_) | rdb_format::Item::Chunk(_))) => true,
+                Ok(_) | Err(_) => false,
+            };
+            let ev = ev.map(|event| {
+                if matches!(event, Event::Disconnected { .. }) {
+                    let _ = down.send(i);
+                }
+                ShardEvent {
+                    shard: i,
+                    node: node_id.lock().map(|n| n.clone()).unwrap_or_default(),
+                    event,
+                }
+            });
+            if tx.send(ev).await.is_err() {
+                client.stop();
+                return;
+            }
+            // the gate opens after a key's last part went out
+            if inside {
+                held = Some(guard);
+            }
+        }
+    });
+    Some(running)
 }
 
 /// Reads the topology again and points each shard in `down` at its current source node;

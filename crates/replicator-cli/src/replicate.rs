@@ -62,6 +62,9 @@ pub(crate) struct ReplicateArgs {
     /// Stop after the RDB snapshot.
     #[arg(long)]
     rdb_only: bool,
+    /// A cluster: replicate each shard from an online replica rather than its master.
+    #[arg(long)]
+    prefer_replica: bool,
     /// Try a snapshot whose RDB version this tool does not know (a newer master); decoding
     /// stops at the first type or opcode it does not know.
     #[arg(long)]
@@ -126,7 +129,8 @@ fn builder(args: &ReplicateArgs) -> anyhow::Result<Builder> {
     }
     let mut rdb = replicator::Config::default();
     rdb.relaxed_version(args.relaxed_version);
-    b.rdb_only(args.rdb_only)
+    b.prefer_replica(args.prefer_replica)
+        .rdb_only(args.rdb_only)
         .rdb_config(rdb)
         .ack_interval(Duration::from_millis(args.ack_interval.max(10)))
         .read_timeout(Duration::from_secs(args.read_timeout.max(1)));

@@ -457,6 +457,53 @@ impl Cluster {
         bail!("no node says who serves {key:?}")
     }
 
+    /// Adds a master and moves `slots` slots to it from the others (`redis-cli --cluster
+    /// add-node`, then `reshard`, which moves the slots' keys with MIGRATE); returns its port.
+    pub fn add_master(&mut self, bin: &ServerBin, slots: u32) -> Result<u16> {
+        let cli = redis_cli().context("redis-cli not found")?;
+        let node = Server::start(
+            bin,
+            &[
+                ("cluster-enabled", "yes"),
+                ("cluster-config-file", "nodes.conf"),
+                ("cluster-node-timeout", "1000"),
+                ("repl-diskless-sync-delay", "0"),
+            ],
+            None,
+        )?;
+        let port = node.port;
+        let seed = format!("127.0.0.1:{}", self.nodes[0].port);
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new(&cli).args(args).output()?;
+            if !out.status.success() {
+                bail!(
+                    "redis-cli {args:?}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        run(&["--cluster", "add-node", &format!("127.0.0.1:{port}"), &seed])?;
+        let id = node.client()?.cmd(&["CLUSTER", "MYID"])?.text();
+        self.nodes.push(node);
+        self.wait(Duration::from_secs(60), |c| c.settled())?;
+        run(&[
+            "--cluster",
+            "reshard",
+            &seed,
+            "--cluster-from",
+            "all",
+            "--cluster-to",
+            &id,
+            "--cluster-slots",
+            &slots.to_string(),
+            "--cluster-yes",
+        ])?;
+        self.wait(Duration::from_secs(60), |c| c.settled())?;
+        Ok(port)
+    }
+
     /// Runs a write command on the master of its key (`args[1]`), following `MOVED` and
     /// retrying through a failover (up to 30 s), and fails on any other error reply.
     pub fn write(&self, args: &[&str]) -> Result<Resp> {

@@ -169,3 +169,59 @@ async fn a_cluster_is_followed_through_a_failover_and_a_dead_master() {
     );
     consumer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_appears_is_replicated_too() {
+    let bin = test_support::default_server().unwrap();
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(&bin, 3, 0)).unwrap();
+    let mut base = ClientConfig::new("127.0.0.1", cluster.nodes[0].port);
+    base.backoff(Duration::from_millis(50), Duration::from_millis(500));
+    let mut cfg = ClusterConfig::new(base);
+    cfg.refresh(Duration::from_millis(100));
+    let (mut client, connection) = ClusterClient::connect(cfg);
+    tokio::spawn(connection);
+    let model = Arc::new(Mutex::new(Model::default()));
+    let m = model.clone();
+    let (status_tx, status_rx) = tokio::sync::watch::channel(Vec::new());
+    let consumer = tokio::spawn(async move {
+        while let Some(ev) = client.recv().await {
+            let ev = ev.expect("no fatal error");
+            m.lock().unwrap().apply(ev.shard, ev.event);
+            let _ = status_tx.send(client.shards());
+        }
+    });
+    tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while model.lock().unwrap().full_starts < 3 {
+            assert!(std::time::Instant::now() < deadline, "three shards synced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // an empty cluster: the reshard moves slots only; a fourth master appears
+        let port = cluster.add_master(&bin, 500).unwrap();
+        let tag = (0..)
+            .map(|i| format!("t{i}"))
+            .find(|t| cluster.master_port_of(&format!("{{{t}}}")).unwrap() == port)
+            .unwrap();
+        // the survey finds the new shard (every 10 refreshes), syncs it, and streams its writes
+        let tags = vec![tag];
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut round = 0;
+        loop {
+            write_rounds(&cluster, &tags, round, round + 1);
+            round += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            let m = model.lock().unwrap();
+            if m.full_starts == 4 && m.keys.contains_key(format!("n{{{}}}", tags[0]).as_bytes()) {
+                break;
+            }
+            drop(m);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new shard was not followed"
+            );
+        }
+        wait_for(&model, &tags, round);
+    });
+    assert_eq!(status_rx.borrow().len(), 4);
+    consumer.abort();
+}
