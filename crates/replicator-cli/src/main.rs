@@ -366,7 +366,6 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
     let Some(e) = failure else {
         return Ok(ExitCode::SUCCESS);
     };
-    #[allow(clippy::single_match_else)]
     match e.kind() {
         replicator::ErrorKind::Aof(a) if a.is_truncated_tail() => {
             eprintln!("replicator: {}", chain(&e));
