@@ -368,6 +368,7 @@ pub struct ClusterConfig {
     base: ClientConfig,
     prefer_replica: bool,
     refresh: Duration,
+    resume: Vec<(String, u64)>,
 }
 
 impl ClusterConfig {
@@ -377,7 +378,18 @@ impl ClusterConfig {
             base: seed,
             prefer_replica: false,
             refresh: Duration::from_secs(1),
+            resume: Vec::new(),
         }
+    }
+
+    /// Continue from saved positions, one per shard: the replid of the shard's last
+    /// [`SyncStart`](crate::SyncStart) and the offset of the last command applied (a
+    /// [`ShardStatus`] may be ahead of what was applied). Each shard asks `PSYNC <replid> <offset+1>` with the
+    /// position whose replid its node has as its replication id or its previous one (after a
+    /// failover); shards with none start with a full sync.
+    pub fn resume(&mut self, positions: Vec<(String, u64)>) -> &mut Self {
+        self.resume = positions;
+        self
     }
 
     /// Replicate each shard from a healthy replica rather than its master.
@@ -572,7 +584,11 @@ async fn supervise(
         status: status.clone(),
     };
     for shard in &topo {
-        let Some(r) = spawn_shard(&cfg, running.len(), shard, &links, &mut tasks) else {
+        let resume = match shard.source(cfg.prefer_replica) {
+            Some(n) if !cfg.resume.is_empty() => saved_position(&cfg, n).await,
+            _ => None,
+        };
+        let Some(r) = spawn_shard(&cfg, running.len(), shard, resume, &links, &mut tasks) else {
             let _ = tx
                 .send(Err(Error::new(
                     Kind::Protocol,
@@ -614,7 +630,9 @@ async fn supervise(
                             }
                         }
                         if new {
-                            if let Some(r) = spawn_shard(&cfg, running.len(), shard, &links, &mut tasks) {
+                            if let Some(r) =
+                                spawn_shard(&cfg, running.len(), shard, None, &links, &mut tasks)
+                            {
                                 running.push(r);
                             }
                         }
@@ -637,6 +655,27 @@ async fn supervise(
     }
 }
 
+/// The saved position that belongs to `node`'s shard: the one whose replid the node has as
+/// its replication id or its previous one (`INFO replication`).
+async fn saved_position(cfg: &ClusterConfig, node: &Node) -> Option<(String, u64)> {
+    let info = command(&cfg.base, &node.host, node.port, &["INFO", "replication"])
+        .await
+        .ok()?;
+    let info = text(&info)?;
+    let ids: Vec<&str> = info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("master_replid:")
+                .or_else(|| l.strip_prefix("master_replid2:"))
+        })
+        .map(str::trim)
+        .collect();
+    cfg.resume
+        .iter()
+        .find(|(id, _)| ids.contains(&id.as_str()))
+        .cloned()
+}
+
 /// What a shard's forwarding task sends into and signals.
 struct Links {
     tx: mpsc::Sender<Result<ShardEvent>>,
@@ -651,6 +690,7 @@ fn spawn_shard(
     cfg: &ClusterConfig,
     i: usize,
     shard: &Shard,
+    resume: Option<(String, u64)>,
     links: &Links,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Option<Running> {
@@ -658,6 +698,7 @@ fn spawn_shard(
     let mut c = cfg.base.clone();
     c.host.clone_from(&node.host);
     c.port = node.port;
+    c.resume = resume;
     let (mut client, conn) = Client::connect(c);
     tasks.spawn(conn);
     let node_id = Arc::new(Mutex::new(node.id.clone()));

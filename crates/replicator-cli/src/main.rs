@@ -394,28 +394,8 @@ fn report_dropped(d: replicator::rdb::Dropped, version: u32) {
 
 /// Says on stderr what `--format resp` left out because the target cannot hold it.
 fn report_left_out<W: Write>(r: &Resp<W>) {
-    let l = r.left_out();
-    let target = r.version();
-    if l.idmp_streams > 0 {
-        eprintln!(
-            "replicator: left out the IDMP state of {} streams: RDB {target} targets have no \
-             XCFGSET/XIDMPRECORD (Redis 8.6+)",
-            l.idmp_streams
-        );
-    }
-    if l.nacked_entries > 0 {
-        eprintln!(
-            "replicator: left out {} NACK-zone entries: RDB {target} targets have no XNACK \
-             (Redis 8.8+)",
-            l.nacked_entries
-        );
-    }
-    if l.key_meta_keys > 0 {
-        eprintln!(
-            "replicator: left out the module metadata of {} keys: no command attaches it \
-             (--restore carries it to Redis 8.6+ targets)",
-            l.key_meta_keys
-        );
+    for line in r.left_out().to_string().lines() {
+        eprintln!("replicator: {line}");
     }
 }
 

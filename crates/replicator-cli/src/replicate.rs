@@ -69,9 +69,9 @@ pub(crate) struct ReplicateArgs {
     /// stops at the first type or opcode it does not know.
     #[arg(long)]
     relaxed_version: bool,
-    /// Continue from a saved position: `PSYNC REPLID OFFSET+1`.
+    /// Continue from a saved position: `PSYNC REPLID OFFSET+1` (a cluster: once per shard).
     #[arg(long, value_name = "REPLID:OFFSET")]
-    resume: Option<String>,
+    resume: Vec<String>,
     #[command(flatten)]
     filters: FilterArgs,
     /// Also write non-key RDB items (jsonl).
@@ -134,7 +134,7 @@ fn builder(args: &ReplicateArgs) -> anyhow::Result<Builder> {
         .rdb_config(rdb)
         .ack_interval(Duration::from_millis(args.ack_interval.max(10)))
         .read_timeout(Duration::from_secs(args.read_timeout.max(1)));
-    if let Some(r) = &args.resume {
+    for r in &args.resume {
         let (id, off) = r
             .rsplit_once(':')
             .and_then(|(id, off)| Some((id, off.parse::<u64>().ok()?)))
@@ -242,12 +242,16 @@ pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
     let Followed {
         keys,
         commands,
-        last_offset,
+        positions,
         failure,
     } = followed?;
+    let at: Vec<String> = positions
+        .values()
+        .map(|(id, off)| format!("--resume {id}:{off}"))
+        .collect();
     eprintln!(
-        "replicator: {keys} key records, {commands} commands received, offset {}",
-        last_offset.map_or_else(|| "-".to_owned(), |o| o.to_string())
+        "replicator: {keys} key records, {commands} commands received; continue with {}",
+        at.join(" ")
     );
     match failure {
         Some(e) => {
@@ -262,7 +266,8 @@ pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
 struct Followed {
     keys: u64,
     commands: u64,
-    last_offset: Option<u64>,
+    /// Each shard's (a master's: shard 0) replid and the offset of the last command printed.
+    positions: std::collections::BTreeMap<usize, (String, u64)>,
     /// The error that ended the replica.
     failure: Option<replicator::Error>,
 }
@@ -282,7 +287,7 @@ fn follow<S: Sink>(
     let mut seen = Followed {
         keys: 0,
         commands: 0,
-        last_offset: None,
+        positions: Default::default(),
         failure: None,
     };
     while let Some(first) = r.blocking_next_event() {
@@ -291,13 +296,22 @@ fn follow<S: Sink>(
             match ev {
                 Ok(ev) => {
                     match &ev {
-                        Event::SyncStart(s) if s.full && s.resync => eprintln!(
-                            "replicator: full resync from {} at {}: the data is sent again",
-                            s.replid, s.offset
-                        ),
+                        Event::SyncStart(s) => {
+                            if s.full && s.resync {
+                                eprintln!(
+                                    "replicator: full resync from {} at {}: the data is sent again",
+                                    s.replid, s.offset
+                                );
+                            }
+                            let at = (s.replid.clone(), s.offset);
+                            seen.positions.insert(s.shard.unwrap_or(0), at);
+                        }
                         Event::Command(c) => {
                             seen.commands += 1;
-                            seen.last_offset = c.offset.or(seen.last_offset);
+                            let p = seen.positions.get_mut(&c.shard.unwrap_or(0));
+                            if let (Some(p), Some(o)) = (p, c.offset) {
+                                p.1 = o;
+                            }
                         }
                         Event::Disconnected { reason, shard } => {
                             let of = shard.map_or_else(String::new, |s| format!(" (shard {s})"));

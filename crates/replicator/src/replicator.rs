@@ -31,6 +31,8 @@ pub struct Builder {
     prefer_replica: bool,
     /// Sentinels and the master's name (`redis+sentinel://` URLs).
     sentinel: Option<(Vec<(String, u16)>, String)>,
+    /// Saved positions (one per shard of a cluster).
+    positions: Vec<(String, u64)>,
 }
 
 impl Builder {
@@ -93,9 +95,11 @@ impl Builder {
     }
 
     /// Start with `PSYNC <replid> <offset+1>` (a position saved from
-    /// [`SyncStart`](crate::SyncStart) and later command offsets).
+    /// [`SyncStart`](crate::SyncStart) and later command offsets). Call it once per shard for a
+    /// cluster: each shard takes the position whose replid its node has.
     pub fn resume(&mut self, replid: &str, offset: u64) -> &mut Self {
         self.cfg.resume(Some((replid.to_owned(), offset)));
+        self.positions.push((replid.to_owned(), offset));
         self
     }
 
@@ -276,7 +280,8 @@ async fn run(
     };
     if cluster {
         let mut cfg = ClusterConfig::new(b.cfg.clone());
-        cfg.prefer_replica(b.prefer_replica);
+        cfg.prefer_replica(b.prefer_replica)
+            .resume(b.positions.clone());
         let (mut client, conn) = ClusterClient::connect(cfg);
         let stopper = client.stopper();
         if let Ok(mut h) = handles.lock() {
@@ -368,6 +373,7 @@ impl Replicator {
                 cluster: Some(false),
                 prefer_replica: false,
                 sentinel: Some((u.sentinels, u.name)),
+                positions: Vec::new(),
             });
         }
         let cfg = ClientConfig::from_url(url)?;
@@ -377,6 +383,7 @@ impl Replicator {
             cluster: None,
             prefer_replica: false,
             sentinel: None,
+            positions: Vec::new(),
         })
     }
 

@@ -225,3 +225,71 @@ async fn a_shard_that_appears_is_replicated_too() {
     assert_eq!(status_rx.borrow().len(), 4);
     consumer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_shard_positions_resume_with_partial_syncs() {
+    let bin = test_support::default_server().unwrap();
+    let cluster = tokio::task::block_in_place(|| Cluster::start(&bin, 3, 0)).unwrap();
+    let tags = tokio::task::block_in_place(|| tags(&cluster, 3));
+    tokio::task::block_in_place(|| write_rounds(&cluster, &tags, 0, 10));
+    let base = ClientConfig::new("127.0.0.1", cluster.nodes[0].port);
+    let model = Arc::new(Mutex::new(Model::default()));
+    let run = |cfg: ClusterConfig| {
+        let (mut client, connection) = ClusterClient::connect(cfg);
+        tokio::spawn(connection);
+        let m = model.clone();
+        let (status_tx, status_rx) = tokio::sync::watch::channel(Vec::new());
+        let task = tokio::spawn(async move {
+            while let Some(ev) = client.recv().await {
+                let ev = ev.expect("no fatal error");
+                m.lock().unwrap().apply(ev.shard, ev.event);
+                let _ = status_tx.send(client.shards());
+            }
+        });
+        (task, status_rx)
+    };
+    let (first, status) = run(ClusterConfig::new(base.clone()));
+    tokio::task::block_in_place(|| {
+        write_rounds(&cluster, &tags, 10, 20);
+        wait_for(&model, &tags, 20);
+    });
+    // what a program saves: each shard's replid and the offset of the last command it applied
+    let positions: Vec<(String, u64)> = model.lock().unwrap().positions.values().cloned().collect();
+    assert_eq!(positions.len(), 3);
+    assert_eq!(status.borrow().len(), 3);
+    first.abort();
+    // written while no replica runs
+    tokio::task::block_in_place(|| write_rounds(&cluster, &tags, 20, 30));
+    let partial_before: u64 = (0..3)
+        .map(|i| {
+            cluster.nodes[i]
+                .info("stats", "sync_partial_ok")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0u64)
+        })
+        .sum();
+    let mut cfg = ClusterConfig::new(base);
+    cfg.resume(positions);
+    let (second, _status) = run(cfg);
+    tokio::task::block_in_place(|| {
+        write_rounds(&cluster, &tags, 30, 40);
+        wait_for(&model, &tags, 40);
+    });
+    let m = model.lock().unwrap();
+    assert_eq!(
+        m.full_starts, 3,
+        "the second start asked every shard for a partial sync"
+    );
+    assert_eq!(m.partial_starts, 3);
+    drop(m);
+    let partial_after: u64 = (0..3)
+        .map(|i| {
+            cluster.nodes[i]
+                .info("stats", "sync_partial_ok")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0u64)
+        })
+        .sum();
+    assert_eq!(partial_after - partial_before, 3);
+    second.abort();
+}

@@ -16,6 +16,8 @@ pub(crate) struct Model {
     chunked: BTreeMap<usize, Vec<u8>>,
     pub(crate) partial_starts: usize,
     pub(crate) full_starts: usize,
+    /// Each shard's position: the replid of its sync and the offset of the last command applied.
+    pub(crate) positions: BTreeMap<usize, (String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +33,14 @@ fn bytes(e: &Elem) -> Vec<u8> {
 impl Model {
     pub(crate) fn apply(&mut self, shard: usize, ev: Event) {
         match ev {
-            Event::SyncStart(s) if s.full => self.full_starts += 1,
-            Event::SyncStart(_) => self.partial_starts += 1,
+            Event::SyncStart(s) => {
+                if s.full {
+                    self.full_starts += 1;
+                } else {
+                    self.partial_starts += 1;
+                }
+                self.positions.insert(shard, (s.replid.clone(), s.offset));
+            }
             Event::Rdb(Item::Key(k)) => {
                 let held = match k.value {
                     Value::String(s) => Held::Str(s.to_vec()),
@@ -53,6 +61,9 @@ impl Model {
                 }
             }
             Event::Command(c) => {
+                if let (Some(o), Some(p)) = (c.offset, self.positions.get_mut(&shard)) {
+                    p.1 = o;
+                }
                 let args: Vec<Vec<u8>> = c.cmd.args().map(<[u8]>::to_vec).collect();
                 let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
                 match name.as_str() {

@@ -204,3 +204,30 @@ fn refused_credentials_end_with_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_cluster_node_url_gives_every_shards_keys() {
+    let cluster = test_support::Cluster::start(&bin(), 3, 0).unwrap();
+    let mut want = BTreeSet::new();
+    for i in 0..200 {
+        let k = format!("c:{i}");
+        cluster.write(&["SET", &k, "v"]).unwrap();
+        want.insert(k);
+    }
+    let url = format!("redis://127.0.0.1:{}", cluster.nodes[2].port);
+    let out = replicator(&["replicate", &url, "--rdb-only"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let got: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<J>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(got, want);
+    // one position per shard, to continue from
+    assert_eq!(err.matches("--resume ").count(), 3, "{err}");
+}

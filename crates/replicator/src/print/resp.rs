@@ -56,6 +56,46 @@ pub struct LeftOut {
     pub nacked_entries: u64,
     /// Keys whose module metadata no command attaches (`RESTORE` payloads carry it).
     pub key_meta_keys: u64,
+    /// The RDB version of the target the commands were for.
+    pub target: u32,
+}
+
+impl LeftOut {
+    /// True when nothing was left out.
+    pub fn is_empty(&self) -> bool {
+        self.idmp_streams == 0 && self.nacked_entries == 0 && self.key_meta_keys == 0
+    }
+}
+
+/// One line per kind of thing left out, saying why.
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = self.target;
+        if self.idmp_streams > 0 {
+            writeln!(
+                f,
+                "left out the IDMP state of {} streams: RDB {target} targets have no \
+                 XCFGSET/XIDMPRECORD (Redis 8.6+)",
+                self.idmp_streams
+            )?;
+        }
+        if self.nacked_entries > 0 {
+            writeln!(
+                f,
+                "left out {} NACK-zone entries: RDB {target} targets have no XNACK (Redis 8.8+)",
+                self.nacked_entries
+            )?;
+        }
+        if self.key_meta_keys > 0 {
+            writeln!(
+                f,
+                "left out the module metadata of {} keys: no command attaches it (--restore \
+                 carries it to Redis 8.6+ targets)",
+                self.key_meta_keys
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl<W: Write> Resp<W> {
@@ -91,7 +131,10 @@ impl<W: Write> Resp<W> {
 
     /// What was left out so far.
     pub fn left_out(&self) -> LeftOut {
-        self.left_out
+        LeftOut {
+            target: self.version(),
+            ..self.left_out
+        }
     }
 
     /// The RDB version the commands are for: the target's, else the source's.
