@@ -803,9 +803,15 @@ async fn a_silent_link_is_noticed_and_resumed() {
         "noticed after {noticed:?}"
     );
     proxy.stall(false);
-    // back through the proxy: a partial resync, and the commands written meanwhile
+    // back through the proxy: a partial resync, and the commands written meanwhile (which
+    // may have passed before the stall took hold: wait for the resync itself too)
     until(&mut client, &mut ev, |e| {
-        commands(e).iter().filter(|c| c.1[0] == "RPUSH").count() == 5
+        let lost = e
+            .iter()
+            .position(|x| matches!(x, Event::Disconnected { reason } if reason.contains("silent")));
+        let resumed =
+            lost.is_some_and(|at| e[at..].iter().any(|x| matches!(x, Event::SyncStart(_))));
+        resumed && commands(e).iter().filter(|c| c.1[0] == "RPUSH").count() == 5
     })
     .await;
     // one full sync, then partial ones only (a reconnect made while the proxy was still

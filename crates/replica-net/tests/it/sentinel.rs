@@ -86,6 +86,19 @@ async fn a_sentinel_failover_is_followed_with_a_partial_resync() {
         wait_for(&model, &tags, 20);
         rounds(master.port, 20, 40);
         wait_for(&model, &tags, 40);
+        // a forced failover does not wait for the replicas: let them have every write first
+        // (else the promoted one lacks writes we have, and only a full sync can follow)
+        let master_offset: u64 = master
+            .info("replication", "master_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        until("replicas caught up", Duration::from_secs(30), || {
+            replicas.iter().all(|r| {
+                r.info("replication", "slave_repl_offset")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|o| o >= master_offset)
+            })
+        });
         // a failover ordered by a Sentinel while the replica streams
         let mut c = test_support::Client::connect(sentinels[0].port).unwrap();
         assert_eq!(
