@@ -10,9 +10,12 @@
 //!
 //! Order: the events of one shard come in that shard's order (so per key, as long as the key
 //! stays in its shard); there is no order across shards. A key that moves between shards
-//! (MIGRATE-based resharding) shows up as a `DEL` in one shard's stream and a `RESTORE` in the
-//! other's, in no defined order with respect to each other; once writes stop, applying every
-//! shard's events gives the cluster's data.
+//! (MIGRATE-based resharding) shows up as a `RESTORE` in the new shard's stream and a `DEL` in
+//! the old one's, in no defined order with respect to each other. Once a key was restored by
+//! one shard, what other shards say of it is left out (their writes are in the payload, their
+//! `DEL` is the move's; [`ClusterConfig::raw_migrations`] turns this off), so applying the
+//! events in the order they come gives the cluster's data once writes stop. This remembers every
+//! key moved while the client runs.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -369,6 +372,7 @@ pub struct ClusterConfig {
     prefer_replica: bool,
     refresh: Duration,
     resume: Vec<(String, u64)>,
+    raw_migrations: bool,
 }
 
 impl ClusterConfig {
@@ -379,7 +383,15 @@ impl ClusterConfig {
             prefer_replica: false,
             refresh: Duration::from_secs(1),
             resume: Vec::new(),
+            raw_migrations: false,
         }
+    }
+
+    /// Pass every command as its shard sent it, the `DEL`s that key moves between shards leave
+    /// behind included (default: left out, see the module's notes on order).
+    pub fn raw_migrations(&mut self, on: bool) -> &mut Self {
+        self.raw_migrations = on;
+        self
     }
 
     /// Continue from saved positions, one per shard: the replid of the shard's last
@@ -582,6 +594,7 @@ async fn supervise(
         down: down_tx.clone(),
         gate: gate.clone(),
         status: status.clone(),
+        moved: (!cfg.raw_migrations).then(Default::default),
     };
     for shard in &topo {
         let resume = match shard.source(cfg.prefer_replica) {
@@ -682,6 +695,67 @@ struct Links {
     down: mpsc::UnboundedSender<usize>,
     gate: Arc<tokio::sync::Mutex<()>>,
     status: Shared,
+    /// Keys a shard received by migration (`RESTORE`), and which shard (`None`: raw events).
+    moved: Option<Arc<Mutex<Moved>>>,
+}
+
+/// Each key moved between shards while the client runs, and the shard it moved to.
+type Moved = std::collections::HashMap<Vec<u8>, usize>;
+
+/// Commands that name no key.
+const KEYLESS: &[&str] = &[
+    "SELECT", "MULTI", "EXEC", "DISCARD", "PING", "PUBLISH", "SPUBLISH", "FLUSHALL", "FLUSHDB",
+    "SWAPDB", "FUNCTION", "SCRIPT", "REPLCONF",
+];
+
+/// A command of shard `shard` as it should reach the consumer, given the keys moved between
+/// shards: resharding moves a key with MIGRATE, which shows as a `RESTORE` in the new shard's
+/// stream and a `DEL` in the old one's, in no defined order. Once a key was restored by one
+/// shard, what another shard says of it is older than that (its writes were in the payload, its
+/// `DEL` is the move's) and is left out, so whichever order the two streams arrive in, the key
+/// ends as the source holds it.
+fn migration_filter(
+    moved: &Mutex<Moved>,
+    shard: usize,
+    cmd: resp_codec::Command,
+) -> Option<resp_codec::Command> {
+    let Ok(mut moved) = moved.lock() else {
+        return Some(cmd);
+    };
+    let name = String::from_utf8_lossy(cmd.arg(0)?).to_ascii_uppercase();
+    if KEYLESS.contains(&name.as_str()) || cmd.len() < 2 {
+        return Some(cmd);
+    }
+    let elsewhere = |k: &[u8], m: &Moved| m.get(k).is_some_and(|&s| s != shard);
+    match name.as_str() {
+        "RESTORE" | "RESTORE-ASKING" => {
+            moved.insert(cmd.arg(1)?.to_vec(), shard);
+            Some(cmd)
+        }
+        "DEL" | "UNLINK" => {
+            let keys: Vec<&[u8]> = cmd.args().skip(1).collect();
+            let kept: Vec<&[u8]> = keys
+                .iter()
+                .copied()
+                .filter(|k| !elsewhere(k, &moved))
+                .collect();
+            for k in &kept {
+                // deleted where it lives: any shard may write it anew
+                moved.remove(*k);
+            }
+            if kept.is_empty() {
+                None
+            } else if kept.len() == keys.len() {
+                Some(cmd)
+            } else {
+                let mut args = vec![cmd.arg(0)?];
+                args.extend(kept);
+                Some(resp_codec::Command::from_args(args))
+            }
+        }
+        _ if elsewhere(cmd.arg(1)?, &moved) => None,
+        _ => Some(cmd),
+    }
 }
 
 /// Starts replicating shard `i` from its source node: its client's connection and the task
@@ -720,6 +794,7 @@ fn spawn_shard(
         ));
     }
     let (tx, down, gate) = (links.tx.clone(), links.down.clone(), links.gate.clone());
+    let moved = links.moved.clone();
     tasks.spawn(async move {
         let mut held = None;
         while let Some(ev) = client.recv().await {
@@ -730,6 +805,23 @@ fn spawn_shard(
             let inside = match &ev {
                 Ok(Event::Rdb(rdb_format::Item::KeyStart(_) | rdb_format::Item::Chunk(_))) => true,
                 Ok(_) | Err(_) => false,
+            };
+            let ev = match ev {
+                Ok(Event::Command(mut c)) if moved.is_some() => {
+                    let Some(cmd) = moved
+                        .as_deref()
+                        .and_then(|m| migration_filter(m, i, c.cmd.clone()))
+                    else {
+                        // a move's leftover: not the consumer's
+                        if inside {
+                            held = Some(guard);
+                        }
+                        continue;
+                    };
+                    c.cmd = cmd;
+                    Ok(Event::Command(c))
+                }
+                other => other,
             };
             let ev = ev.map(|event| {
                 if matches!(event, Event::Disconnected { .. }) {

@@ -504,6 +504,32 @@ impl Cluster {
         Ok(port)
     }
 
+    /// Moves `slots` slots with their keys (MIGRATE) from the other masters to the master on
+    /// `to` (`redis-cli --cluster reshard`).
+    pub fn reshard(&self, to: u16, slots: u32) -> Result<()> {
+        let cli = redis_cli().context("redis-cli not found")?;
+        let id = self
+            .node(to)
+            .context("no such node")?
+            .client()?
+            .cmd(&["CLUSTER", "MYID"])?
+            .text();
+        let out = Command::new(cli)
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{to}")])
+            .args(["--cluster-from", "all", "--cluster-to", &id])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .args(["--cluster-pipeline", "10"])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster reshard: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.wait(Duration::from_secs(60), |c| c.settled())
+    }
+
     /// Runs a write command on the master of its key (`args[1]`), following `MOVED` and
     /// retrying through a failover (up to 30 s), and fails on any other error reply.
     pub fn write(&self, args: &[&str]) -> Result<Resp> {
@@ -514,6 +540,21 @@ impl Cluster {
                 .and_then(Client::connect)
                 .and_then(|mut c| c.cmd(args))
             {
+                // the key is being moved: the importing node takes it after ASKING
+                Ok(Resp::Error(e)) if e.starts_with("ASK ") => {
+                    let port = e
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .context("bad ASK")?;
+                    let mut c = Client::connect(port)?;
+                    c.ok(&["ASKING"])?;
+                    match c.cmd(args)? {
+                        Resp::Error(e) if e.starts_with("TRYAGAIN") => e,
+                        Resp::Error(e) => bail!("{args:?} after ASK: {e}"),
+                        r => return Ok(r),
+                    }
+                }
                 Ok(Resp::Error(e))
                     if e.starts_with("MOVED")
                         || e.starts_with("CLUSTERDOWN")

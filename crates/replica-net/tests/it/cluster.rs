@@ -293,3 +293,60 @@ async fn saved_shard_positions_resume_with_partial_syncs() {
     assert_eq!(partial_after - partial_before, 3);
     second.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_moved_by_a_reshard_under_writes_end_as_the_cluster_holds_them() {
+    let bin = test_support::default_server().unwrap();
+    let cluster = tokio::task::block_in_place(|| Cluster::start(&bin, 3, 0)).unwrap();
+    // many tags, so that the reshard moves some of them
+    let tags: Vec<String> = (0..60).map(|i| format!("r{i}")).collect();
+    tokio::task::block_in_place(|| write_rounds(&cluster, &tags, 0, 5));
+    let before: Vec<u16> = tokio::task::block_in_place(|| {
+        tags.iter()
+            .map(|t| cluster.master_port_of(&format!("{{{t}}}")).unwrap())
+            .collect()
+    });
+    let mut base = ClientConfig::new("127.0.0.1", cluster.nodes[0].port);
+    base.backoff(Duration::from_millis(50), Duration::from_millis(500));
+    let mut cfg = ClusterConfig::new(base);
+    cfg.refresh(Duration::from_millis(200));
+    let (mut client, connection) = ClusterClient::connect(cfg);
+    tokio::spawn(connection);
+    let model = Arc::new(Mutex::new(Model::default()));
+    let m = model.clone();
+    let consumer = tokio::spawn(async move {
+        while let Some(ev) = client.recv().await {
+            let ev = ev.expect("no fatal error");
+            m.lock().unwrap().apply(ev.shard, ev.event);
+        }
+    });
+    let rounds = tokio::task::block_in_place(|| {
+        wait_for(&model, &tags, 5);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let rounds = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut r = 5;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    write_rounds(&cluster, &tags, r, r + 1);
+                    r += 1;
+                }
+                r
+            });
+            // a third of the slots move to the first master, keys and all, while writing
+            cluster.reshard(cluster.nodes[0].port, 5000).unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            writer.join().unwrap()
+        });
+        write_rounds(&cluster, &tags, rounds, rounds + 2);
+        rounds + 2
+    });
+    let moved = tokio::task::block_in_place(|| {
+        tags.iter()
+            .zip(&before)
+            .filter(|(t, p)| cluster.master_port_of(&format!("{{{t}}}")).unwrap() != **p)
+            .count()
+    });
+    assert!(moved >= 5, "the reshard moved {moved} of the keys");
+    tokio::task::block_in_place(|| wait_for(&model, &tags, rounds));
+    consumer.abort();
+}

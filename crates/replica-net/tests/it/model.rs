@@ -90,6 +90,14 @@ impl Model {
                             l.extend(args[2..].iter().cloned());
                         }
                     }
+                    "RESTORE" | "RESTORE-ASKING" => {
+                        let held = match rdb_format::decode_dump(&args[3]).unwrap().value {
+                            Value::String(s) => Held::Str(s.to_vec()),
+                            Value::List(l) => Held::List(l.iter().map(bytes).collect()),
+                            _ => return,
+                        };
+                        self.keys.insert(args[1].clone(), held);
+                    }
                     "DEL" => {
                         for k in &args[1..] {
                             self.keys.remove(k);
