@@ -30,6 +30,9 @@ pub struct SentinelUrl {
     pub user: Option<String>,
     /// The data nodes' password, if given.
     pub password: Option<String>,
+    /// The Sentinels' own credentials (`?sentinel_password=…[&sentinel_user=…]`), for
+    /// Sentinels with `requirepass`.
+    pub sentinel_auth: Option<crate::Auth>,
 }
 
 impl std::fmt::Debug for SentinelUrl {
@@ -40,6 +43,7 @@ impl std::fmt::Debug for SentinelUrl {
             .field("tls", &self.tls)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("sentinel_auth", &self.sentinel_auth)
             .finish()
     }
 }
@@ -73,9 +77,18 @@ impl SentinelUrl {
         let (hosts, name) = rest
             .split_once('/')
             .ok_or_else(|| bad("no master name after the Sentinels (…/mymaster)"))?;
-        let name = name.split(['/', '?']).next().unwrap_or_default();
+        let (name, query) = name.split_once('?').unwrap_or((name, ""));
+        let name = name.split('/').next().unwrap_or_default();
         if name.is_empty() {
             return Err(bad("no master name"));
+        }
+        let (mut s_user, mut s_password) = (None, None);
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            match kv.split_once('=') {
+                Some(("sentinel_password", v)) => s_password = Some(crate::url::unescape(v)?),
+                Some(("sentinel_user", v)) => s_user = Some(crate::url::unescape(v)?),
+                _ => return Err(bad(&format!("unknown parameter {kv:?}"))),
+            }
         }
         // the credentials and the first host parse as a plain URL; the rest are host:port
         let mut sentinels = Vec::new();
@@ -102,50 +115,12 @@ impl SentinelUrl {
             tls,
             user,
             password,
+            sentinel_auth: s_password.map(|password| crate::Auth {
+                user: s_user,
+                password,
+            }),
         })
     }
-}
-
-/// Sends commands to `host:port` without AUTH or TLS (Sentinels) and reads one reply each.
-async fn ask(host: &str, port: u16, timeout: Duration, args: &[&[&str]]) -> Result<Vec<Frame>> {
-    let io_err = |e| Error::with_source(Kind::Io, format!("{host}:{port}"), e);
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(io_err)?;
-        let mut out = BytesMut::new();
-        for a in args {
-            resp_codec::encode_command(a.iter(), &mut out);
-        }
-        s.write_all(&out).await.map_err(io_err)?;
-        read_frames(&mut s, args.len()).await
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| Error::new(Kind::Timeout, format!("{host}:{port}: no reply")))?
-}
-
-async fn read_frames(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> Result<Vec<Frame>> {
-    let mut dec = resp_codec::Decoder::new();
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut out = Vec::new();
-    while out.len() < n {
-        if let Some(f) = dec
-            .decode(&mut buf)
-            .map_err(|e| Error::with_source(Kind::Protocol, "bad reply", e))?
-        {
-            out.push(f);
-            continue;
-        }
-        let got = s
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| Error::with_source(Kind::Io, "read", e))?;
-        if got == 0 {
-            return Err(Error::new(Kind::Closed, "the connection closed"));
-        }
-    }
-    Ok(out)
 }
 
 fn text(f: &Frame) -> Option<String> {
@@ -160,23 +135,26 @@ fn text(f: &Frame) -> Option<String> {
 
 /// The master the Sentinels name for `name`, checked with `ROLE` on it; tries the Sentinels
 /// in turn and moves the one that answered to the front.
+///
+/// `sentinel_cfg` is for the Sentinels (their AUTH, TLS and timeouts), `cfg` for the master.
 pub async fn resolve(
     cfg: &ClientConfig,
+    sentinel_cfg: &ClientConfig,
     sentinels: &mut [(String, u16)],
     name: &str,
 ) -> Result<(String, u16)> {
     let mut last = Error::new(Kind::Config, "no Sentinel given");
     for i in 0..sentinels.len() {
         let (h, p) = sentinels[i].clone();
-        let reply = match ask(
+        let reply = match crate::cluster::command(
+            sentinel_cfg,
             &h,
             p,
-            cfg.connect_timeout,
-            &[&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name]],
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name],
         )
         .await
         {
-            Ok(mut r) => r.remove(0),
+            Ok(r) => r,
             Err(e) => {
                 last = e;
                 continue;
@@ -237,7 +215,7 @@ pub fn connect(url: SentinelUrl, refresh: Option<Duration>) -> (Client, Connecti
     if url.tls {
         cfg.tls(Some(crate::TlsConfig::default()));
     }
-    connect_with(cfg, url.sentinels, url.name, refresh)
+    connect_with(cfg, url.sentinels, url.name, url.sentinel_auth, refresh)
 }
 
 /// Like [`connect`], with client settings (AUTH, TLS, timeouts, the core's settings; their host
@@ -246,6 +224,7 @@ pub fn connect_with(
     cfg: ClientConfig,
     sentinels: Vec<(String, u16)>,
     name: String,
+    sentinel_auth: Option<crate::Auth>,
     refresh: Option<Duration>,
 ) -> (Client, Connection) {
     let refresh = refresh.unwrap_or(Duration::from_secs(2));
@@ -254,6 +233,9 @@ pub fn connect_with(
     // demoted master would otherwise be tried again (and relay, or force a full sync)
     cfg.backoff_min = cfg.backoff_min.max(Duration::from_millis(300));
     let (client, conn) = Client::connect(cfg.clone());
+    // the Sentinels: TLS as for the data nodes, their own credentials
+    let mut sentinel_cfg = cfg.clone();
+    sentinel_cfg.replica_mut().auth(sentinel_auth);
     let endpoint = client.endpoint();
     let stopper = client.stopper();
     let fut = async move {
@@ -263,13 +245,20 @@ pub fn connect_with(
             if stopper.is_stopped() {
                 return;
             }
-            if let Ok((h, p)) = resolve(&cfg, &mut sentinels, &name).await {
+            if let Ok((h, p)) = resolve(&cfg, &sentinel_cfg, &mut sentinels, &name).await {
                 endpoint.set(h, p);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let watch = watch_switches(cfg.clone(), sentinels, name, endpoint, refresh);
+        let watch = watch_switches(
+            cfg.clone(),
+            sentinel_cfg,
+            sentinels,
+            name,
+            endpoint,
+            refresh,
+        );
         tokio::select! {
             () = conn => {}
             () = watch => {}
@@ -281,6 +270,7 @@ pub fn connect_with(
 /// Follows failovers: `+switch-master` from a Sentinel, and a check every `refresh`.
 async fn watch_switches(
     cfg: ClientConfig,
+    sentinel_cfg: ClientConfig,
     mut sentinels: Vec<(String, u16)>,
     name: String,
     endpoint: Endpoint,
@@ -289,8 +279,19 @@ async fn watch_switches(
     loop {
         let (h, p) = sentinels[0].clone();
         let sub = async {
-            let mut s = tokio::net::TcpStream::connect((h.as_str(), p)).await.ok()?;
+            let (mut s, _) = crate::client::connect(&sentinel_cfg, &h, p).await.ok()?;
             let mut out = BytesMut::new();
+            if let Some(a) = sentinel_cfg.replica().auth_ref() {
+                match &a.user {
+                    Some(u) => resp_codec::encode_command(
+                        [&b"AUTH"[..], u.as_bytes(), a.password.as_bytes()],
+                        &mut out,
+                    ),
+                    None => {
+                        resp_codec::encode_command([&b"AUTH"[..], a.password.as_bytes()], &mut out)
+                    }
+                }
+            }
             resp_codec::encode_command(["SUBSCRIBE", "+switch-master"], &mut out);
             s.write_all(&out).await.ok()?;
             let mut dec = resp_codec::Decoder::new();
@@ -319,7 +320,7 @@ async fn watch_switches(
             _ = tokio::time::timeout(refresh, sub) => {}
             () = endpoint.lost() => {}
         }
-        if let Ok((mh, mp)) = resolve(&cfg, &mut sentinels, &name).await {
+        if let Ok((mh, mp)) = resolve(&cfg, &sentinel_cfg, &mut sentinels, &name).await {
             endpoint.set(mh, mp);
         }
     }

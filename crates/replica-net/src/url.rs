@@ -30,7 +30,7 @@ impl std::fmt::Debug for Url {
     }
 }
 
-fn unescape(s: &str) -> Result<String> {
+pub(crate) fn unescape(s: &str) -> Result<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -29,8 +29,8 @@ pub struct Builder {
     capacity: usize,
     cluster: Option<bool>,
     prefer_replica: bool,
-    /// Sentinels and the master's name (`redis+sentinel://` URLs).
-    sentinel: Option<(Vec<(String, u16)>, String)>,
+    /// Sentinels, the master's name and the Sentinels' credentials (`redis+sentinel://` URLs).
+    sentinel: Option<SentinelUrl>,
     /// Saved positions (one per shard of a cluster).
     positions: Vec<(String, u64)>,
 }
@@ -300,10 +300,11 @@ async fn run(
         tokio::join!(conn, fwd);
     } else {
         let (mut client, conn) = match &b.sentinel {
-            Some((sentinels, name)) => replica_net::sentinel::connect_with(
+            Some(u) => replica_net::sentinel::connect_with(
                 b.cfg.clone(),
-                sentinels.clone(),
-                name.clone(),
+                u.sentinels.clone(),
+                u.name.clone(),
+                u.sentinel_auth.clone(),
                 None,
             ),
             None => Client::connect(b.cfg.clone()),
@@ -347,7 +348,8 @@ impl Replicator {
     /// of any node of a cluster).
     ///
     /// `redis+sentinel://[user:password@]host1:port1,host2:port2/master-name` (or
-    /// `rediss+sentinel://`) finds the master through Sentinels and follows its failovers.
+    /// `rediss+sentinel://`) finds the master through Sentinels and follows its failovers;
+    /// `?sentinel_password=…[&sentinel_user=…]` for Sentinels with `requirepass`.
     ///
     /// ```
     /// let b = replicator::Replicator::builder("redis+sentinel://s1:26379,s2:26380/mymaster");
@@ -372,7 +374,7 @@ impl Replicator {
                 cfg,
                 cluster: Some(false),
                 prefer_replica: false,
-                sentinel: Some((u.sentinels, u.name)),
+                sentinel: Some(u),
                 positions: Vec::new(),
             });
         }

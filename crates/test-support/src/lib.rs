@@ -588,6 +588,18 @@ impl Sentinel {
     /// Starts `bin` in Sentinel mode, monitoring `127.0.0.1:master_port` as `name` with a
     /// quorum of `quorum`.
     pub fn start(bin: &ServerBin, name: &str, master_port: u16, quorum: u32) -> Result<Self> {
+        Self::start_with(bin, name, master_port, quorum, "")
+    }
+
+    /// Like [`start`](Self::start), with more lines for its configuration file
+    /// (`requirepass …`, `sentinel auth-pass …`).
+    pub fn start_with(
+        bin: &ServerBin,
+        name: &str,
+        master_port: u16,
+        quorum: u32,
+        extra: &str,
+    ) -> Result<Self> {
         let dir = temp_dir("sentinel");
         let port = free_port();
         let conf = dir.join("sentinel.conf");
@@ -598,7 +610,7 @@ impl Sentinel {
                  sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
                  sentinel down-after-milliseconds {name} 1000\n\
                  sentinel failover-timeout {name} 10000\n\
-                 sentinel parallel-syncs {name} 1\n",
+                 sentinel parallel-syncs {name} 1\n{extra}\n",
                 dir.display(),
                 dir.join("sentinel.log").display()
             ),
@@ -615,7 +627,12 @@ impl Sentinel {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !Client::connect(port)
             .and_then(|mut c| c.cmd(&["PING"]))
-            .is_ok_and(|r| r == Resp::Simple("PONG".into()))
+            .is_ok_and(|r| match r {
+                Resp::Simple(s) => s == "PONG",
+                // up, and wants a password
+                Resp::Error(e) => e.starts_with("NOAUTH"),
+                _ => false,
+            })
         {
             if Instant::now() > deadline {
                 bail!("the Sentinel on {port} did not answer PING within 30 s");

@@ -157,3 +157,43 @@ async fn a_sentinel_failover_is_followed_with_a_partial_resync() {
     drop(m);
     consumer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_protected_sentinels_and_master() {
+    let bin = test_support::default_server().unwrap();
+    let (master, sentinel) = tokio::task::block_in_place(|| {
+        let master = Server::start(&bin, &[("requirepass", "data-pw")], None).unwrap();
+        let mut c = master.client().unwrap();
+        c.ok(&["AUTH", "data-pw"]).unwrap();
+        c.ok(&["SET", "guarded", "1"]).unwrap();
+        let sentinel = Sentinel::start_with(
+            &bin,
+            "mymaster",
+            master.port,
+            1,
+            "requirepass sentinel-pw\nsentinel auth-pass mymaster data-pw",
+        )
+        .unwrap();
+        (master, sentinel)
+    });
+    let url = format!(
+        "redis+sentinel://:data-pw@127.0.0.1:{}/mymaster?sentinel_password=sentinel-pw",
+        sentinel.port
+    );
+    let u = SentinelUrl::parse(&url).unwrap();
+    assert!(u.sentinel_auth.is_some() && !format!("{u:?}").contains("sentinel-pw"));
+    let (mut client, connection) = sentinel::connect(u, Some(Duration::from_millis(500)));
+    tokio::spawn(connection);
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = client.recv().await {
+            if let replica_net::Event::Rdb(rdb_format::Item::Key(k)) = ev.unwrap() {
+                return Some(k.head.key.to_vec());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the key within 30 s");
+    assert_eq!(got.as_deref(), Some(&b"guarded"[..]));
+    drop(master);
+}
