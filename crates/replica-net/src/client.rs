@@ -324,6 +324,14 @@ pub struct Client {
 #[must_use = "the connection does nothing unless spawned or awaited"]
 pub struct Connection(pub(crate) Pin<Box<dyn Future<Output = ()> + Send>>);
 
+impl Connection {
+    /// A connection running `work` (for a layer above that drives clients its own way, as the
+    /// facade's cluster-or-master detection does).
+    pub fn new(work: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Box::pin(work))
+    }
+}
+
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Connection")

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::client::{Client, ClientConfig, Connection, Endpoint, Stopper};
 use crate::error::{Error, Kind, Result};
-use crate::proto::Event;
+use crate::proto::{CommandEvent, Event};
 
 /// A node of a cluster as the topology shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,7 +449,7 @@ impl ClusterClient {
         let (tx, rx) = mpsc::channel(cfg.base.channel_capacity.max(1));
         let (stop, stop_rx) = watch::channel(false);
         let status = Arc::new(Mutex::new(Vec::new()));
-        let conn = Connection(Box::pin(supervise(cfg, tx, stop_rx, status.clone())));
+        let conn = Connection::new(supervise(cfg, tx, stop_rx, status.clone()));
         (
             Self {
                 rx,
@@ -719,42 +719,43 @@ fn migration_filter(
     shard: usize,
     cmd: resp_codec::Command,
 ) -> Option<resp_codec::Command> {
+    // no allocation and no lock for the commands that name no key (a hot path)
+    if cmd.len() < 2 || KEYLESS.iter().any(|n| cmd.is(n)) {
+        return Some(cmd);
+    }
     let Ok(mut moved) = moved.lock() else {
         return Some(cmd);
     };
-    let name = String::from_utf8_lossy(cmd.arg(0)?).to_ascii_uppercase();
-    if KEYLESS.contains(&name.as_str()) || cmd.len() < 2 {
+    let elsewhere = |k: &[u8], m: &Moved| m.get(k).is_some_and(|&s| s != shard);
+    if cmd.is("RESTORE") || cmd.is("RESTORE-ASKING") {
+        moved.insert(cmd.arg(1)?.to_vec(), shard);
         return Some(cmd);
     }
-    let elsewhere = |k: &[u8], m: &Moved| m.get(k).is_some_and(|&s| s != shard);
-    match name.as_str() {
-        "RESTORE" | "RESTORE-ASKING" => {
-            moved.insert(cmd.arg(1)?.to_vec(), shard);
+    if !(cmd.is("DEL") || cmd.is("UNLINK")) {
+        return if elsewhere(cmd.arg(1)?, &moved) {
+            None
+        } else {
             Some(cmd)
-        }
-        "DEL" | "UNLINK" => {
-            let keys: Vec<&[u8]> = cmd.args().skip(1).collect();
-            let kept: Vec<&[u8]> = keys
-                .iter()
-                .copied()
-                .filter(|k| !elsewhere(k, &moved))
-                .collect();
-            for k in &kept {
-                // deleted where it lives: any shard may write it anew
-                moved.remove(*k);
-            }
-            if kept.is_empty() {
-                None
-            } else if kept.len() == keys.len() {
-                Some(cmd)
-            } else {
-                let mut args = vec![cmd.arg(0)?];
-                args.extend(kept);
-                Some(resp_codec::Command::from_args(args))
-            }
-        }
-        _ if elsewhere(cmd.arg(1)?, &moved) => None,
-        _ => Some(cmd),
+        };
+    }
+    let keys: Vec<&[u8]> = cmd.args().skip(1).collect();
+    let kept: Vec<&[u8]> = keys
+        .iter()
+        .copied()
+        .filter(|k| !elsewhere(k, &moved))
+        .collect();
+    for k in &kept {
+        // deleted where it lives: any shard may write it anew
+        moved.remove(*k);
+    }
+    if kept.is_empty() {
+        None
+    } else if kept.len() == keys.len() {
+        Some(cmd)
+    } else {
+        let mut args = vec![cmd.arg(0)?];
+        args.extend(kept);
+        Some(resp_codec::Command::from_args(args))
     }
 }
 
@@ -807,19 +808,14 @@ fn spawn_shard(
                 Ok(_) | Err(_) => false,
             };
             let ev = match ev {
-                Ok(Event::Command(mut c)) if moved.is_some() => {
-                    let Some(cmd) = moved
-                        .as_deref()
-                        .and_then(|m| migration_filter(m, i, c.cmd.clone()))
+                Ok(Event::Command(CommandEvent { db, cmd, offset })) if moved.is_some() => {
+                    let Some(cmd) = moved.as_deref().and_then(|m| migration_filter(m, i, cmd))
                     else {
-                        // a move's leftover: not the consumer's
-                        if inside {
-                            held = Some(guard);
-                        }
+                        // a move's leftover: not the consumer's (the guard was not held:
+                        // a command is not inside a key)
                         continue;
                     };
-                    c.cmd = cmd;
-                    Ok(Event::Command(c))
+                    Ok(Event::Command(CommandEvent { db, cmd, offset }))
                 }
                 other => other,
             };

@@ -264,7 +264,7 @@ pub fn connect_with(
             () = watch => {}
         }
     };
-    (client, Connection(Box::pin(fut)))
+    (client, Connection::new(fut))
 }
 
 /// Follows failovers: `+switch-master` from a Sentinel, and a check every `refresh`.

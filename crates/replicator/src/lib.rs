@@ -44,7 +44,7 @@ pub mod stats;
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::event::{CommandEvent, Event, SyncStart};
 #[cfg(feature = "net")]
-pub use crate::replicator::{Builder, Connection, Events, Replicator, StatusHandle, Stopper};
+pub use crate::replicator::{Builder, Events, Replicator, StatusHandle, Stopper};
 #[cfg(feature = "aof")]
 pub use aof_manifest as aof;
 #[cfg(feature = "aof")]
@@ -61,6 +61,6 @@ pub use replica_net::TlsConfig;
 #[cfg(feature = "net")]
 pub use replica_net::cluster::ShardStatus;
 #[cfg(feature = "net")]
-pub use replica_net::{ClientConfig, Status};
+pub use replica_net::{ClientConfig, Connection, Status};
 pub use resp_codec as resp;
 pub use resp_codec::{Command, Frame};

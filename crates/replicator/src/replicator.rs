@@ -10,7 +10,7 @@ use std::time::Duration;
 use replica_net::TlsConfig;
 use replica_net::cluster::{ClusterClient, ClusterConfig, ShardEvent, ShardStatus, ShardsHandle};
 use replica_net::sentinel::SentinelUrl;
-use replica_net::{Auth, Client, ClientConfig, Status};
+use replica_net::{Auth, Client, ClientConfig, Connection, Status};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
@@ -158,7 +158,9 @@ impl Builder {
         let (tx, rx) = mpsc::channel(self.capacity.max(1));
         let (stop, stop_rx) = watch::channel(false);
         let handles = Arc::new(Mutex::new(Handles::default()));
-        let conn = Connection(Box::pin(run(self.clone(), tx, stop_rx, handles.clone())));
+        // the work: finding out whether the node is a cluster's, replicating the master or every
+        // shard, following failovers
+        let conn = Connection::new(run(self.clone(), tx, stop_rx, handles.clone()));
         (
             Replicator {
                 rx,
@@ -176,25 +178,6 @@ impl Builder {
         let (mut r, conn) = self.connect();
         r.task = Some(tokio::spawn(conn));
         r
-    }
-}
-
-/// The work of a [`Replicator`]: finding out whether the node is a cluster's, replicating the
-/// master or every shard, following failovers. Nothing happens until it is polled.
-#[must_use = "the connection does nothing unless spawned or awaited"]
-pub struct Connection(Pin<Box<dyn Future<Output = ()> + Send>>);
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Connection")
-    }
-}
-
-impl Future for Connection {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
     }
 }
 

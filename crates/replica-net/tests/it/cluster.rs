@@ -12,6 +12,29 @@ use test_support::{Cluster, Resp};
 
 use crate::model::{Held, Model, wait_for};
 
+/// Runs a cluster replica whose events go into `model`; gives the consumer task and the shards'
+/// status as of the last event.
+fn replicate_into(
+    cfg: ClusterConfig,
+    model: &Arc<Mutex<Model>>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::watch::Receiver<Vec<replica_net::cluster::ShardStatus>>,
+) {
+    let (mut client, connection) = ClusterClient::connect(cfg);
+    tokio::spawn(connection);
+    let m = model.clone();
+    let (status_tx, status_rx) = tokio::sync::watch::channel(Vec::new());
+    let task = tokio::spawn(async move {
+        while let Some(ev) = client.recv().await {
+            let ev = ev.expect("no fatal error");
+            m.lock().unwrap().apply(ev.shard, ev.event);
+            let _ = status_tx.send(client.shards());
+        }
+    });
+    (task, status_rx)
+}
+
 /// One key per master (hash tags found by asking the cluster who serves them).
 fn tags(cluster: &Cluster, masters: usize) -> Vec<String> {
     let mut by_master: BTreeMap<u16, String> = BTreeMap::new();
@@ -85,18 +108,8 @@ async fn a_cluster_is_followed_through_a_failover_and_a_dead_master() {
         .read_timeout(Duration::from_secs(10));
     let mut cfg = ClusterConfig::new(base);
     cfg.refresh(Duration::from_millis(200));
-    let (mut client, connection) = ClusterClient::connect(cfg);
-    tokio::spawn(connection);
     let model = Arc::new(Mutex::new(Model::default()));
-    let m = model.clone();
-    let (status_tx, mut status_rx) = tokio::sync::watch::channel(Vec::new());
-    let consumer = tokio::spawn(async move {
-        while let Some(ev) = client.recv().await {
-            let ev = ev.expect("no fatal error");
-            m.lock().unwrap().apply(ev.shard, ev.event);
-            let _ = status_tx.send(client.shards());
-        }
-    });
+    let (consumer, mut status_rx) = replicate_into(cfg, &model);
 
     tokio::task::block_in_place(|| {
         wait_for(&model, &tags, 20);
@@ -178,18 +191,8 @@ async fn a_shard_that_appears_is_replicated_too() {
     base.backoff(Duration::from_millis(50), Duration::from_millis(500));
     let mut cfg = ClusterConfig::new(base);
     cfg.refresh(Duration::from_millis(100));
-    let (mut client, connection) = ClusterClient::connect(cfg);
-    tokio::spawn(connection);
     let model = Arc::new(Mutex::new(Model::default()));
-    let m = model.clone();
-    let (status_tx, status_rx) = tokio::sync::watch::channel(Vec::new());
-    let consumer = tokio::spawn(async move {
-        while let Some(ev) = client.recv().await {
-            let ev = ev.expect("no fatal error");
-            m.lock().unwrap().apply(ev.shard, ev.event);
-            let _ = status_tx.send(client.shards());
-        }
-    });
+    let (consumer, status_rx) = replicate_into(cfg, &model);
     tokio::task::block_in_place(|| {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while model.lock().unwrap().full_starts < 3 {
@@ -234,20 +237,7 @@ async fn saved_shard_positions_resume_with_partial_syncs() {
     tokio::task::block_in_place(|| write_rounds(&cluster, &tags, 0, 10));
     let base = ClientConfig::new("127.0.0.1", cluster.nodes[0].port);
     let model = Arc::new(Mutex::new(Model::default()));
-    let run = |cfg: ClusterConfig| {
-        let (mut client, connection) = ClusterClient::connect(cfg);
-        tokio::spawn(connection);
-        let m = model.clone();
-        let (status_tx, status_rx) = tokio::sync::watch::channel(Vec::new());
-        let task = tokio::spawn(async move {
-            while let Some(ev) = client.recv().await {
-                let ev = ev.expect("no fatal error");
-                m.lock().unwrap().apply(ev.shard, ev.event);
-                let _ = status_tx.send(client.shards());
-            }
-        });
-        (task, status_rx)
-    };
+    let run = |cfg: ClusterConfig| replicate_into(cfg, &model);
     let (first, status) = run(ClusterConfig::new(base.clone()));
     tokio::task::block_in_place(|| {
         write_rounds(&cluster, &tags, 10, 20);
@@ -310,16 +300,8 @@ async fn keys_moved_by_a_reshard_under_writes_end_as_the_cluster_holds_them() {
     base.backoff(Duration::from_millis(50), Duration::from_millis(500));
     let mut cfg = ClusterConfig::new(base);
     cfg.refresh(Duration::from_millis(200));
-    let (mut client, connection) = ClusterClient::connect(cfg);
-    tokio::spawn(connection);
     let model = Arc::new(Mutex::new(Model::default()));
-    let m = model.clone();
-    let consumer = tokio::spawn(async move {
-        while let Some(ev) = client.recv().await {
-            let ev = ev.expect("no fatal error");
-            m.lock().unwrap().apply(ev.shard, ev.event);
-        }
-    });
+    let (consumer, _) = replicate_into(cfg, &model);
     let rounds = tokio::task::block_in_place(|| {
         wait_for(&model, &tags, 5);
         let stop = std::sync::atomic::AtomicBool::new(false);
