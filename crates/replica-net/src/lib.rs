@@ -22,7 +22,9 @@ mod url;
 
 pub use client::{Client, ClientConfig, Connection, Endpoint, Status, StatusHandle, Stopper};
 pub use error::{Error, ErrorKind, Result};
-pub use proto::{ANNOUNCED_VERSION, Auth, CommandEvent, Event, Replica, ReplicaConfig, SyncStart};
+pub use proto::{
+    ANNOUNCED_VERSION, Auth, CommandEvent, Event, History, Replica, ReplicaConfig, SyncStart,
+};
 #[cfg(feature = "tls-rustls")]
 pub use tls::TlsConfig;
 pub use url::Url;

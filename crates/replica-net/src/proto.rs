@@ -171,6 +171,95 @@ pub struct SyncStart {
     /// True when a partial sync was asked for and the master answered with a full one: the
     /// data seen so far is replaced by the RDB that follows.
     pub resync: bool,
+    /// What the node said of its history before the PSYNC, when it was asked: on a node other
+    /// than the last one (a failover) and on a resumed position. `None` when not asked or when
+    /// the node refused `INFO replication`.
+    pub history: Option<History>,
+}
+
+/// Whether a node can continue our stream, judged from its `INFO replication`
+/// (`master_replid`, `master_replid2`, `second_repl_offset`, the backlog's range) before the
+/// PSYNC, the way the master itself will judge it.
+///
+/// ```
+/// use replica_net::History;
+/// let info = "master_replid:bbbb\r\nmaster_replid2:aaaa\r\nsecond_repl_offset:1001\r\n\
+///             master_repl_offset:1500\r\nrepl_backlog_active:1\r\n\
+///             repl_backlog_first_byte_offset:1\r\nrepl_backlog_histlen:1500\r\n";
+/// // we hold aaaa up to 1000: the promoted node has it through its replid2
+/// assert_eq!(
+///     History::judge(info, "aaaa", 1001),
+///     History::Inherited { second_repl_offset: 1001 }
+/// );
+/// assert!(matches!(History::judge(info, "cccc", 1001), History::Lost { .. }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum History {
+    /// The node's replication id is ours and its backlog holds the next offset.
+    Same,
+    /// The node was promoted: its previous id (`master_replid2`) is ours, valid up to
+    /// `second_repl_offset`, which reaches our next offset, and its backlog holds it.
+    Inherited {
+        /// Where the node's previous history ends (the first offset of its own).
+        second_repl_offset: u64,
+    },
+    /// The node cannot continue our stream: it will answer with a full sync.
+    Lost {
+        /// Why, with the node's figures.
+        why: String,
+    },
+}
+
+impl History {
+    /// Judges `INFO replication` text for a PSYNC of `replid` from offset `next`.
+    pub fn judge(info: &str, replid: &str, next: u64) -> Self {
+        let field = |name: &str| {
+            info.lines().find_map(|l| {
+                l.trim_end()
+                    .strip_prefix(name)
+                    .and_then(|r| r.strip_prefix(':'))
+            })
+        };
+        let num = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+        let id = field("master_replid").unwrap_or("");
+        let id2 = field("master_replid2").unwrap_or("");
+        let second = num("second_repl_offset");
+        let verdict = if id == replid {
+            Self::Same
+        } else if id2 == replid && second.is_some_and(|s| next <= s) {
+            Self::Inherited {
+                second_repl_offset: second.unwrap_or(0),
+            }
+        } else if id2 == replid {
+            return Self::Lost {
+                why: format!(
+                    "its previous id is ours but ends at offset {} (second_repl_offset), \
+                     before the {next} we need",
+                    second.map_or_else(|| "?".into(), |s| s.to_string())
+                ),
+            };
+        } else {
+            return Self::Lost {
+                why: format!(
+                    "it has another history (master_replid {id}, master_replid2 {id2}), \
+                     not {replid}"
+                ),
+            };
+        };
+        let active = num("repl_backlog_active") == Some(1);
+        let first = num("repl_backlog_first_byte_offset").unwrap_or(0);
+        let len = num("repl_backlog_histlen").unwrap_or(0);
+        if !active || next < first || next > first + len {
+            return Self::Lost {
+                why: format!(
+                    "its backlog holds offsets {first}..{} and we need {next}",
+                    first + len
+                ),
+            };
+        }
+        verdict
+    }
 }
 
 /// A command of the replication stream.
@@ -218,6 +307,7 @@ enum Step {
     Ip,
     Capa,
     Version,
+    Info,
     Psync,
 }
 
@@ -280,6 +370,10 @@ pub struct Replica {
     delivered: u64,
     /// The next PSYNC starts from `safe` (the master moved to another node).
     rewind: bool,
+    /// Ask the node's `INFO replication` before the next PSYNC (a new node, a resumed
+    /// position), and what it said.
+    check_history: bool,
+    history: Option<History>,
     /// The sync in progress, until its RDB is complete.
     pending: Option<(String, u64)>,
     db: u64,
@@ -332,6 +426,8 @@ impl Replica {
             safe: 0,
             delivered: 0,
             rewind: false,
+            check_history: false,
+            history: None,
             pending: None,
             db: 0,
             last_ack: None,
@@ -347,6 +443,7 @@ impl Replica {
         self.synced = Some((replid.into(), offset));
         self.safe = offset;
         self.delivered = offset;
+        self.check_history = true;
     }
 
     /// The next connection goes to another node (the master moved: a failover): ask it to
@@ -356,6 +453,7 @@ impl Replica {
     /// not delivered twice.
     pub fn rewind_to_last_write(&mut self) {
         self.rewind = true;
+        self.check_history = true;
     }
 
     /// The replication id and offset of the data delivered so far (what to save to resume).
@@ -461,15 +559,24 @@ impl Replica {
             Step::Capa => self.send(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"]),
             Step::Version => {
                 let Some(v) = self.cfg.version.clone() else {
-                    return self.step(Step::Psync);
+                    return self.step(Step::Info);
                 };
                 self.send(&[b"REPLCONF", b"version", v.as_bytes()]);
             }
-            Step::Psync => match &mut self.synced {
-                Some((id, off)) => {
+            Step::Info => {
+                if let Some((_, off)) = &mut self.synced {
                     if std::mem::take(&mut self.rewind) {
                         *off = self.safe.min(*off);
                     }
+                }
+                self.history = None;
+                if self.synced.is_none() || !std::mem::take(&mut self.check_history) {
+                    return self.step(Step::Psync);
+                }
+                self.send(&[b"INFO", b"replication"]);
+            }
+            Step::Psync => match &mut self.synced {
+                Some((id, off)) => {
                     let next = (*off + 1).to_string();
                     let id = id.clone();
                     self.send(&[b"PSYNC", id.as_bytes(), next.as_bytes()]);
@@ -632,7 +739,15 @@ impl Replica {
             Step::Port => self.step(Step::Ip),
             Step::Ip => self.step(Step::Capa),
             Step::Capa => self.step(Step::Version),
-            Step::Version => self.step(Step::Psync),
+            Step::Version => self.step(Step::Info),
+            Step::Info => {
+                // a node that refuses INFO (renamed, ACL) is tried all the same
+                if let (Frame::BulkString(text), Some((id, off))) = (&frame, &self.synced) {
+                    let info = String::from_utf8_lossy(text);
+                    self.history = Some(History::judge(&info, id, off + 1));
+                }
+                self.step(Step::Psync);
+            }
             Step::Psync => return self.psync_reply(&frame).map(|()| true),
         }
         if let Some(e) = err {
@@ -660,6 +775,7 @@ impl Replica {
                 replid: "?".into(),
                 offset: 0,
                 resync: self.synced.is_some() || self.full_syncs > 0,
+                history: self.history.take(),
             }));
             self.full_syncs += 1;
             self.synced = None;
@@ -688,6 +804,7 @@ impl Replica {
                     replid: id.to_owned(),
                     offset: off,
                     resync: self.synced.is_some() || self.full_syncs > 0,
+                    history: self.history.take(),
                 }));
                 self.full_syncs += 1;
                 // what was delivered is being replaced: if this RDB is cut short, the next
@@ -712,6 +829,7 @@ impl Replica {
                     replid: id.clone(),
                     offset: *off,
                     resync: false,
+                    history: self.history.take(),
                 };
                 self.events.push_back(Event::SyncStart(start));
                 self.enter_stream();

@@ -297,6 +297,17 @@ fn follow<S: Sink>(
                 Ok(ev) => {
                     match &ev {
                         Event::SyncStart(s) => {
+                            if let Some(h) = &s.history {
+                                let of = s
+                                    .shard
+                                    .map_or_else(String::new, |n| format!(" (shard {n})"));
+                                let then = if s.full {
+                                    "a full sync"
+                                } else {
+                                    "a partial sync"
+                                };
+                                eprintln!("replicator: new node{of}: {h}; {then} follows");
+                            }
                             if s.full && s.resync {
                                 eprintln!(
                                     "replicator: full resync from {} at {}: the data is sent again",

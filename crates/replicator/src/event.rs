@@ -53,6 +53,65 @@ pub struct SyncStart {
     pub shard: Option<usize>,
     /// The id of the cluster node the shard is replicated from.
     pub node: Option<String>,
+    /// What the node said of its history before the PSYNC, when asked (a node other than
+    /// the last one, as after a failover, or a resumed position).
+    pub history: Option<History>,
+}
+
+/// Whether a node could continue our stream, judged from its `INFO replication` before the
+/// PSYNC ([`replica_net::History`] when the `net` feature is on).
+///
+/// ```
+/// let h = replicator::History::Inherited { second_repl_offset: 1001 };
+/// assert!(h.to_string().contains("1001"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum History {
+    /// The node's replication id is ours and its backlog holds the next offset.
+    Same,
+    /// The node was promoted: its previous id (`master_replid2`) is ours, valid up to
+    /// `second_repl_offset`, which reaches our next offset.
+    Inherited {
+        /// Where the node's previous history ends.
+        second_repl_offset: u64,
+    },
+    /// The node cannot continue our stream: it will answer with a full sync.
+    Lost {
+        /// Why, with the node's figures.
+        why: String,
+    },
+}
+
+impl std::fmt::Display for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Same => f.write_str("the node has our replication id"),
+            Self::Inherited { second_repl_offset } => write!(
+                f,
+                "the node was promoted and inherited our history (master_replid2, up to \
+                 second_repl_offset {second_repl_offset})"
+            ),
+            Self::Lost { why } => write!(f, "the node cannot continue our stream: {why}"),
+        }
+    }
+}
+
+#[cfg(feature = "net")]
+impl From<replica_net::History> for History {
+    fn from(h: replica_net::History) -> Self {
+        match h {
+            replica_net::History::Same => Self::Same,
+            replica_net::History::Inherited { second_repl_offset } => {
+                Self::Inherited { second_repl_offset }
+            }
+            replica_net::History::Lost { why } => Self::Lost { why },
+            // a judgement this facade does not know: say it as the net crate does
+            other => Self::Lost {
+                why: format!("{other:?}"),
+            },
+        }
+    }
 }
 
 /// A command with where it applies and where it came from.
@@ -117,6 +176,7 @@ impl Event {
                 resync: s.resync,
                 shard: None,
                 node: None,
+                history: s.history.map(History::from),
             }),
             replica_net::Event::Rdb(item) => Self::Rdb(item),
             replica_net::Event::SyncEnd { checksum, bytes } => Self::SyncEnd { checksum, bytes },

@@ -42,7 +42,7 @@ mod replicator;
 pub mod stats;
 
 pub use crate::error::{Error, ErrorKind, Result};
-pub use crate::event::{CommandEvent, Event, SyncStart};
+pub use crate::event::{CommandEvent, Event, History, SyncStart};
 #[cfg(feature = "net")]
 pub use crate::replicator::{Builder, Events, Replicator, StatusHandle, Stopper};
 #[cfg(feature = "aof")]

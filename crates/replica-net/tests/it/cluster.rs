@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use replica_net::ClientConfig;
 use replica_net::cluster::{ClusterClient, ClusterConfig};
+use replica_net::{ClientConfig, History};
 use test_support::{Cluster, Resp};
 
 use crate::model::{Held, Model, wait_for};
@@ -174,6 +174,20 @@ async fn a_cluster_is_followed_through_a_failover_and_a_dead_master() {
     let m = model.lock().unwrap();
     assert_eq!(m.full_starts, 3, "no shard needed a second full sync");
     assert!(m.partial_starts >= 2, "{} partial syncs", m.partial_starts);
+    // each new master was asked before the PSYNC, and said it had inherited our history
+    assert!(
+        m.histories
+            .iter()
+            .filter(|h| matches!(h, History::Inherited { .. }))
+            .count()
+            >= 2
+            && !m
+                .histories
+                .iter()
+                .any(|h| matches!(h, History::Lost { .. })),
+        "{:?}",
+        m.histories
+    );
     drop(m);
     let shards = status_rx.borrow_and_update().clone();
     assert!(
@@ -271,6 +285,8 @@ async fn saved_shard_positions_resume_with_partial_syncs() {
         "the second start asked every shard for a partial sync"
     );
     assert_eq!(m.partial_starts, 3);
+    // a resumed position is checked with the node first
+    assert_eq!(m.histories, vec![History::Same; 3]);
     drop(m);
     let partial_after: u64 = (0..3)
         .map(|i| {

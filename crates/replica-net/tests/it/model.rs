@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdb_format::{Chunk, Elem, Item, Value};
-use replica_net::Event;
+use replica_net::{Event, History};
 
 /// What the events say each key holds: strings and lists, enough for numbered writes.
 #[derive(Debug, Default)]
@@ -18,6 +18,8 @@ pub(crate) struct Model {
     pub(crate) full_starts: usize,
     /// Each shard's position: the replid of its sync and the offset of the last command applied.
     pub(crate) positions: BTreeMap<usize, (String, u64)>,
+    /// What new nodes said of their history before each PSYNC they were asked.
+    pub(crate) histories: Vec<History>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +36,7 @@ impl Model {
     pub(crate) fn apply(&mut self, shard: usize, ev: Event) {
         match ev {
             Event::SyncStart(s) => {
+                self.histories.extend(s.history.clone());
                 if s.full {
                     self.full_starts += 1;
                 } else {

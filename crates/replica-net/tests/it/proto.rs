@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use replica_net::proto::{Auth, Event, Replica, ReplicaConfig};
+use replica_net::proto::{Auth, Event, History, Replica, ReplicaConfig};
 use test_support::master::{cmd, commands, full_sync, handshake_reply};
 
 const ID: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -599,4 +599,103 @@ fn a_new_master_is_asked_from_the_last_write_and_nothing_is_delivered_twice() {
         r.position().unwrap().1,
         after_set + (hello.len() + cmd(&["SET", "b", "2"]).len()) as u64
     );
+}
+
+/// Runs the handshake answering `INFO replication` with `info` (a bulk string); returns the
+/// commands sent.
+fn handshake_with_info(r: &mut Replica, now: Instant, info: &str) -> Vec<Vec<String>> {
+    r.handle_connected(now);
+    let mut all = Vec::new();
+    loop {
+        let s = sent(r);
+        assert_eq!(s.len(), 1, "one command at a time: {s:?}");
+        let done = s[0][0] == "PSYNC";
+        let reply = if s[0][0] == "INFO" {
+            format!("${}\r\n{info}\r\n", info.len()).into_bytes()
+        } else {
+            handshake_reply(&s[0]).to_vec()
+        };
+        all.extend(s);
+        if done {
+            return all;
+        }
+        r.handle_input(&reply, now).unwrap();
+    }
+}
+
+#[test]
+fn a_new_node_is_asked_whether_it_holds_our_history_before_the_psync() {
+    let now = Instant::now();
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    r.handle_input(&full_sync_bytes(false, &cmd(&["SET", "a", "1"])), now)
+        .unwrap();
+    events(&mut r);
+    sent(&mut r);
+    let (_, off) = r.position().unwrap();
+    let backlog = format!(
+        "repl_backlog_active:1\r\nrepl_backlog_first_byte_offset:1\r\nrepl_backlog_histlen:{}\r\n",
+        off + 500
+    );
+    // the same node again: not asked
+    r.handle_disconnected("reset");
+    let s = handshake(&mut r, now);
+    assert!(!s.iter().any(|c| c[0] == "INFO"), "{s:?}");
+    r.handle_input(b"+CONTINUE\r\n", now).unwrap();
+    let ev = events(&mut r);
+    assert!(matches!(&ev[1], Event::SyncStart(s) if s.history.is_none()));
+    // a promoted replica whose replid2 is ours, up to past our offset: inherited
+    r.handle_disconnected("the master moved");
+    r.rewind_to_last_write();
+    let info = format!(
+        "# Replication\r\nrole:master\r\nmaster_replid:{ID2}\r\nmaster_replid2:{ID}\r\n\
+         master_repl_offset:{}\r\nsecond_repl_offset:{}\r\n{backlog}",
+        off + 100,
+        off + 1
+    );
+    let s = handshake_with_info(&mut r, now, &info);
+    assert_eq!(s[s.len() - 2], ["INFO", "replication"]);
+    r.handle_input(format!("+CONTINUE {ID2}\r\n").as_bytes(), now)
+        .unwrap();
+    let ev = events(&mut r);
+    assert!(
+        matches!(&ev[1], Event::SyncStart(s) if !s.full && s.history == Some(History::Inherited { second_repl_offset: off + 1 })),
+        "{ev:?}"
+    );
+    // a node whose previous history ended before our offset: lost, and the master agrees
+    r.handle_disconnected("the master moved again");
+    r.rewind_to_last_write();
+    let info = format!(
+        "master_replid:{}\r\nmaster_replid2:{ID2}\r\nsecond_repl_offset:{off}\r\n{backlog}",
+        "c".repeat(40)
+    );
+    handshake_with_info(&mut r, now, &info);
+    r.handle_input(&full_sync_bytes(false, &[]), now).unwrap();
+    let ev = events(&mut r);
+    let Event::SyncStart(s) = &ev[1] else {
+        panic!("{ev:?}")
+    };
+    assert!(s.full && s.resync);
+    let Some(History::Lost { why }) = &s.history else {
+        panic!("{s:?}")
+    };
+    assert!(why.contains("second_repl_offset"), "{why}");
+    // a node that refuses INFO is tried all the same, with nothing said
+    r.handle_disconnected("once more");
+    r.rewind_to_last_write();
+    r.handle_connected(now);
+    loop {
+        let s = sent(&mut r);
+        if s[0][0] == "PSYNC" {
+            break;
+        }
+        let reply: &[u8] = if s[0][0] == "INFO" {
+            b"-ERR unknown command 'INFO'\r\n"
+        } else {
+            handshake_reply(&s[0])
+        };
+        r.handle_input(reply, now).unwrap();
+    }
+    r.handle_input(b"+CONTINUE\r\n", now).unwrap();
+    assert!(matches!(&events(&mut r)[1], Event::SyncStart(s) if s.history.is_none()));
 }

@@ -154,6 +154,13 @@ async fn a_sentinel_failover_is_followed_with_a_partial_resync() {
     let m = model.lock().unwrap();
     assert_eq!(m.full_starts, 1, "one full sync, at the start");
     assert!(m.partial_starts >= 1);
+    assert!(
+        m.histories
+            .iter()
+            .any(|h| matches!(h, replica_net::History::Inherited { .. })),
+        "the promoted replica was asked and had our history: {:?}",
+        m.histories
+    );
     drop(m);
     consumer.abort();
 }
