@@ -360,7 +360,17 @@ impl Client {
     /// # }
     /// ```
     pub fn connect(cfg: ClientConfig) -> (Self, Connection) {
+        let (client, conn, _) = Self::connect_reporting(cfg);
+        (client, conn)
+    }
+
+    /// [`connect`](Self::connect), and a sender into the client's event stream for a layer
+    /// above (the Sentinel resolver) to report what it finds before the connection runs.
+    pub(crate) fn connect_reporting(
+        cfg: ClientConfig,
+    ) -> (Self, Connection, mpsc::Sender<Result<Event>>) {
         let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+        let reporter = tx.clone();
         let (stop, stop_rx) = watch::channel(false);
         let status = Arc::new(Mutex::new(Status::default()));
         let endpoint = Endpoint::new(cfg.host.clone(), cfg.port);
@@ -378,7 +388,7 @@ impl Client {
             status,
             endpoint,
         };
-        (client, conn)
+        (client, conn, reporter)
     }
 
     /// Starts replicating with [`connect`](Self::connect), the connection spawned on the

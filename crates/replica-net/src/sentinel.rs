@@ -137,6 +137,8 @@ fn text(f: &Frame) -> Option<String> {
 /// in turn and moves the one that answered to the front.
 ///
 /// `sentinel_cfg` is for the Sentinels (their AUTH, TLS and timeouts), `cfg` for the master.
+/// The error is [fatal](Error::is_fatal) only when every Sentinel refused for good (refused
+/// credentials, a TLS failure, no master of that name): then retrying cannot help.
 pub async fn resolve(
     cfg: &ClientConfig,
     sentinel_cfg: &ClientConfig,
@@ -144,6 +146,18 @@ pub async fn resolve(
     name: &str,
 ) -> Result<(String, u16)> {
     let mut last = Error::new(Kind::Config, "no Sentinel given");
+    // the first refusal for good, and how many Sentinels refused so
+    let (mut fatal, mut refusals): (Option<Error>, usize) = (None, 0);
+    let mut refused = |e: Error, last: &mut Error| {
+        if e.is_fatal() {
+            refusals += 1;
+            if fatal.is_none() {
+                fatal = Some(e);
+                return;
+            }
+        }
+        *last = e;
+    };
     for i in 0..sentinels.len() {
         let (h, p) = sentinels[i].clone();
         let reply = match crate::cluster::command(
@@ -156,7 +170,10 @@ pub async fn resolve(
         {
             Ok(r) => r,
             Err(e) => {
-                last = e;
+                refused(
+                    Error::with_source(e.kind(), format!("Sentinel {h}:{p}"), e),
+                    &mut last,
+                );
                 continue;
             }
         };
@@ -167,10 +184,11 @@ pub async fn resolve(
             _ => None,
         };
         let Some((mh, mp)) = addr else {
-            last = Error::new(
+            let e = Error::new(
                 Kind::Config,
                 format!("Sentinel {h}:{p} knows no master named {name:?}"),
             );
+            refused(e, &mut last);
             continue;
         };
         // the node must say it is a master (a Sentinel may answer before a failover ends)
@@ -186,7 +204,17 @@ pub async fn resolve(
             Err(e) => last = e,
         }
     }
-    Err(last)
+    match fatal {
+        // every Sentinel refused for good: retrying cannot help
+        Some(f) if refusals == sentinels.len() => Err(f),
+        // another may answer later
+        Some(f) => Err(Error::with_source(
+            Kind::Retry,
+            format!("no Sentinel named the master ({last})"),
+            f,
+        )),
+        None => Err(last),
+    }
 }
 
 /// A replica of the master the Sentinels name: a [`Client`] (its events, status and stop as
@@ -232,7 +260,7 @@ pub fn connect_with(
     // after a lost link, give the watcher time to ask the Sentinels before reconnecting: a
     // demoted master would otherwise be tried again (and relay, or force a full sync)
     cfg.backoff_min = cfg.backoff_min.max(Duration::from_millis(300));
-    let (client, conn) = Client::connect(cfg.clone());
+    let (client, conn, report) = Client::connect_reporting(cfg.clone());
     // the Sentinels: TLS as for the data nodes, their own credentials
     let mut sentinel_cfg = cfg.clone();
     sentinel_cfg.replica_mut().auth(sentinel_auth);
@@ -241,16 +269,39 @@ pub fn connect_with(
     let fut = async move {
         let mut sentinels = sentinels;
         // the master first: the client's connection is not polled before it is known
+        let mut said = String::new();
+        let mut pause = Duration::from_millis(200);
         loop {
             if stopper.is_stopped() {
                 return;
             }
-            if let Ok((h, p)) = resolve(&cfg, &sentinel_cfg, &mut sentinels, &name).await {
-                endpoint.set(h, p);
-                break;
+            match resolve(&cfg, &sentinel_cfg, &mut sentinels, &name).await {
+                Ok((h, p)) => {
+                    endpoint.set(h, p);
+                    break;
+                }
+                Err(e) if e.is_fatal() => {
+                    let _ = report.send(Err(e)).await;
+                    return;
+                }
+                Err(e) => {
+                    // said once per new reason, as a lost link is
+                    let reason = e.chain();
+                    if reason != said {
+                        let ev = Ok(crate::Event::Disconnected {
+                            reason: reason.clone(),
+                        });
+                        if report.send(ev).await.is_err() {
+                            return;
+                        }
+                        said = reason;
+                    }
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
+        drop(report);
         let watch = watch_switches(
             cfg.clone(),
             sentinel_cfg,

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod model;
+mod pki;
 mod proto;
 mod real;
 mod sentinel;

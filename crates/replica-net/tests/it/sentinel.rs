@@ -202,5 +202,133 @@ async fn password_protected_sentinels_and_master() {
     .await
     .expect("the key within 30 s");
     assert_eq!(got.as_deref(), Some(&b"guarded"[..]));
+    client.stop();
+
+    // a wrong Sentinel password, and a name no Sentinel monitors: an error at once, naming
+    // the Sentinel, without the password, not retries for ever
+    for (query, kind, words) in [
+        (
+            "/mymaster?sentinel_password=wrong-pw",
+            replica_net::ErrorKind::Auth,
+            "WRONGPASS",
+        ),
+        (
+            "/othermaster?sentinel_password=sentinel-pw",
+            replica_net::ErrorKind::Config,
+            "othermaster",
+        ),
+    ] {
+        let url = format!(
+            "redis+sentinel://:data-pw@127.0.0.1:{}{query}",
+            sentinel.port
+        );
+        let (mut client, connection) = sentinel::connect(SentinelUrl::parse(&url).unwrap(), None);
+        tokio::spawn(connection);
+        let err = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(ev) = client.recv().await {
+                if let Err(e) = ev {
+                    return e;
+                }
+            }
+            panic!("the stream ended without an error")
+        })
+        .await
+        .expect("an error within 10 s");
+        let mut text = err.to_string();
+        let mut src = std::error::Error::source(&err);
+        while let Some(e) = src {
+            text = format!("{text}: {e}");
+            src = e.source();
+        }
+        assert_eq!(err.kind(), kind, "{text}");
+        assert!(text.contains(words), "{text}");
+        assert!(
+            text.contains(&format!("Sentinel 127.0.0.1:{}", sentinel.port)),
+            "{text}"
+        );
+        assert!(
+            !text.contains("wrong-pw") && !text.contains("data-pw"),
+            "{text}"
+        );
+        assert!(client.recv().await.is_none(), "the stream ends");
+    }
     drop(master);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_and_master_over_tls() {
+    let bin = test_support::default_server().unwrap();
+    let pki = crate::pki::make_pki("pki-sentinel");
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    let (master_tls, sentinel_tls) = (test_support::free_port(), test_support::free_port());
+    let (master, _sentinel) = tokio::task::block_in_place(|| {
+        let port = master_tls.to_string();
+        let master = Server::start(
+            &bin,
+            &[
+                ("tls-port", &port),
+                ("tls-cert-file", &cert),
+                ("tls-key-file", &key),
+                ("tls-ca-cert-file", &ca),
+                ("tls-auth-clients", "no"),
+                ("repl-diskless-sync-delay", "0"),
+            ],
+            None,
+        )
+        .unwrap();
+        master
+            .client()
+            .unwrap()
+            .ok(&["SET", "sealed", "1"])
+            .unwrap();
+        // the Sentinel speaks TLS on its TLS port and to the master (tls-replication)
+        let sentinel = Sentinel::start_with(
+            &bin,
+            "mymaster",
+            master_tls,
+            1,
+            &format!(
+                "tls-port {sentinel_tls}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+                 tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes"
+            ),
+        )
+        .unwrap();
+        (master, sentinel)
+    });
+    // only the Sentinel's TLS port is given: a plain connection there would fail
+    let mut cfg = replica_net::ClientConfig::new("unused", 0);
+    let mut tls = replica_net::TlsConfig::default();
+    tls.ca_file(std::path::Path::new(&ca));
+    cfg.tls(Some(tls));
+    let (mut client, connection) = sentinel::connect_with(
+        cfg,
+        vec![("127.0.0.1".into(), sentinel_tls)],
+        "mymaster".into(),
+        None,
+        Some(Duration::from_millis(500)),
+    );
+    tokio::spawn(connection);
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = client.recv().await {
+            if let replica_net::Event::Rdb(rdb_format::Item::Key(k)) = ev.unwrap() {
+                return Some(k.head.key.to_vec());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the key within 30 s");
+    assert_eq!(got.as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(
+        client.endpoint().get().1,
+        master_tls,
+        "the master's TLS port"
+    );
+    client.stop();
+    drop(master);
+    let _ = std::fs::remove_dir_all(&pki.dir);
 }
