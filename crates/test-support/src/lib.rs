@@ -533,10 +533,16 @@ impl Cluster {
     /// Runs a write command on the master of its key (`args[1]`), following `MOVED` and
     /// retrying through a failover (up to 30 s), and fails on any other error reply.
     pub fn write(&self, args: &[&str]) -> Result<Resp> {
+        self.write_keyed(args[1], args)
+    }
+
+    /// [`write`](Self::write) for a command whose key is not its first argument (`XGROUP
+    /// CREATE key …`, `XREADGROUP … STREAMS key >`).
+    pub fn write_keyed(&self, key: &str, args: &[&str]) -> Result<Resp> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let last = match self
-                .master_port_of(args[1])
+                .master_port_of(key)
                 .and_then(Client::connect)
                 .and_then(|mut c| c.cmd(args))
             {
@@ -859,6 +865,8 @@ impl Client {
 }
 
 /// Writing RDB bytes by hand for synthetic test and bench files.
+pub mod random;
+
 pub mod rdb {
     /// Appends an RDB length.
     pub fn len(n: u64, out: &mut Vec<u8>) {

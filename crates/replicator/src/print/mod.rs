@@ -78,8 +78,12 @@ pub trait Sink {
         let _ = filtered;
         false
     }
-    /// A full resync replaces what was written so far ([`Resp`]: `FLUSHALL`).
-    fn resync(&mut self) -> Result<()> {
+    /// A full resync replaces what was written so far ([`Resp`]: `FLUSHALL`). `shard` is the
+    /// cluster shard that resynced (`None` for a single master): only its keys are replaced,
+    /// and a sink that cannot remove one shard's keys alone must fail rather than keep them
+    /// or remove the others'.
+    fn resync(&mut self, shard: Option<usize>) -> Result<()> {
+        let _ = shard;
         Ok(())
     }
     /// Writes out what is buffered (a live stream must not wait for a full buffer).
@@ -113,8 +117,8 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn wants_other_items(&self, filtered: bool) -> bool {
         (**self).wants_other_items(filtered)
     }
-    fn resync(&mut self) -> Result<()> {
-        (**self).resync()
+    fn resync(&mut self, shard: Option<usize>) -> Result<()> {
+        (**self).resync(shard)
     }
     fn flush(&mut self) -> Result<()> {
         (**self).flush()
@@ -238,7 +242,7 @@ impl<S: Sink> Printer<S> {
             Event::Command(c) => self.command(&c),
             Event::SyncStart(s) if s.full && s.resync => {
                 self.current = None;
-                self.sink.resync()
+                self.sink.resync(s.shard)
             }
             _ => Ok(()),
         }

@@ -505,7 +505,16 @@ impl<W: Write> Sink for Resp<W> {
         Ok(())
     }
 
-    fn resync(&mut self) -> Result<()> {
+    fn resync(&mut self, shard: Option<usize>) -> Result<()> {
+        if let Some(n) = shard {
+            // FLUSHALL would remove every shard's keys, and nothing in a command stream removes
+            // the keys of one shard's slots alone
+            return Err(Error::invalid(format!(
+                "shard {n} answered with a full resync: the RESP stream cannot replace one \
+                 shard's keys alone (FLUSHALL would remove the other shards' too); replicate \
+                 the cluster again into an empty target"
+            )));
+        }
         self.cmd(&[b"FLUSHALL"])?;
         self.db = None;
         Ok(())

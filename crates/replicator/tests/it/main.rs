@@ -144,3 +144,18 @@ async fn a_cluster_node_url_replicates_every_shard_with_whole_keys() {
     assert_eq!(r.shards().len(), 3);
     r.shutdown().await;
 }
+
+#[test]
+fn a_shards_full_resync_is_refused_by_the_resp_stream_rather_than_flushing_every_shard() {
+    use replicator::print::{Resp, Sink};
+    let mut out = Vec::new();
+    let mut resp = Resp::new(&mut out);
+    // a single master: FLUSHALL, then the new data
+    resp.resync(None).unwrap();
+    // one shard of a cluster: FLUSHALL would remove the others' keys too
+    let err = resp.resync(Some(2)).unwrap_err();
+    assert!(err.to_string().contains("shard 2"), "{err}");
+    resp.finish().unwrap();
+    drop(resp);
+    assert_eq!(out, b"*1\r\n$8\r\nFLUSHALL\r\n");
+}
