@@ -18,7 +18,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn bits(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -27,13 +27,13 @@ impl Rng {
 
     /// A number below `n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.bits() % n.max(1)
     }
 
     /// A word: an integer, a run of one letter, a member name or random letters.
     pub fn word(&mut self) -> String {
         match self.below(4) {
-            0 => (self.next() as i64 >> self.below(60)).to_string(),
+            0 => (self.bits() as i64 >> self.below(60)).to_string(),
             1 => "x".repeat(self.below(100) as usize + 1),
             2 => format!("member-{}", self.below(1000)),
             _ => (0..self.below(30))
