@@ -362,6 +362,9 @@ pub struct ShardStatus {
     pub phase: &'static str,
     /// Times the shard followed its master to another node.
     pub moves: u64,
+    /// The shard is gone: its slots moved to a shard that is followed already, and its node
+    /// left the cluster or became a replica in that shard; its replica stopped.
+    pub retired: bool,
 }
 
 /// Settings of a [`ClusterClient`]: the per-shard client settings (AUTH, TLS, timeouts, the
@@ -512,7 +515,7 @@ impl ShardsHandle {
                 let mut s = s.clone();
                 s.replid = st.replid;
                 s.offset = st.offset;
-                s.phase = st.phase;
+                s.phase = if s.retired { "retired" } else { st.phase };
                 s
             })
             .collect()
@@ -537,6 +540,7 @@ impl Drop for ClusterClient {
 }
 
 struct Running {
+    retired: bool,
     slots: Vec<(u16, u16)>,
     node: Arc<Mutex<String>>,
     endpoint: Endpoint,
@@ -626,17 +630,17 @@ async fn supervise(
                 if !down.contains(&i) {
                     down.push(i);
                 }
-                follow(&cfg, &mut running, &mut down, &mut known, &status).await;
+                follow(&cfg, &mut running, &mut down, &mut known, &status, &links).await;
             }
             _ = tick.tick(), if !down.is_empty() => {
-                follow(&cfg, &mut running, &mut down, &mut known, &status).await;
+                follow(&cfg, &mut running, &mut down, &mut known, &status, &links).await;
             }
             _ = survey.tick() => {
                 if let Ok(topo) = discover(&cfg.base, &known).await {
                     for shard in &topo {
                         // a shard is known by its nodes (its slots may have come from others)
                         let mut new = true;
-                        for r in running.iter_mut() {
+                        for r in running.iter_mut().filter(|r| !r.retired) {
                             if r.node.lock().is_ok_and(|n| shard.has_node(&n)) {
                                 r.slots.clone_from(&shard.slots);
                                 new = false;
@@ -778,6 +782,7 @@ fn spawn_shard(
     tasks.spawn(conn);
     let node_id = Arc::new(Mutex::new(node.id.clone()));
     let running = Running {
+        retired: false,
         slots: shard.slots.clone(),
         node: node_id.clone(),
         endpoint: client.endpoint(),
@@ -850,6 +855,7 @@ async fn follow(
     down: &mut Vec<usize>,
     known: &mut Vec<(String, u16)>,
     status: &Mutex<Vec<(ShardStatus, crate::StatusHandle)>>,
+    links: &Links,
 ) {
     // ask the nodes of the shards that went down first: they know of their own demotion
     let mut ask: Vec<(String, u16)> = down
@@ -867,16 +873,45 @@ async fn follow(
             known.push(a);
         }
     }
+    // which node each shard follows now, to tell a failover from a shard that is gone
+    let followed: Vec<Option<String>> = running
+        .iter()
+        .map(|r| {
+            (!r.retired)
+                .then(|| r.node.lock().map(|n| n.clone()).ok())
+                .flatten()
+        })
+        .collect();
+    let mut retired = Vec::new();
     down.retain(|&i| {
         let r = &mut running[i];
+        if r.retired {
+            return false;
+        }
         let current = r.node.lock().map(|n| n.clone()).unwrap_or_default();
-        let shard = topo
+        let own = topo
             .iter()
-            .find(|s| s.has_node(&current) && s.shares_slots(&r.slots))
-            .or_else(|| topo.iter().find(|s| s.shares_slots(&r.slots)));
+            .find(|s| s.has_node(&current) && s.shares_slots(&r.slots));
+        // its node is not in the topology (CLUSTER NODES leaves out a failed master whose
+        // slots a replica took over): the shard that serves its slots now
+        let shard = own.or_else(|| topo.iter().find(|s| s.shares_slots(&r.slots)));
         let Some(shard) = shard else {
             return true;
         };
+        let other = followed
+            .iter()
+            .enumerate()
+            .any(|(j, n)| j != i && n.as_deref().is_some_and(|n| shard.has_node(n)));
+        if other {
+            // its slots went to a shard another replica follows, and its node left or joined
+            // that shard (a master that gives away its last slot becomes a replica of the
+            // master that took it): the shard is gone, and following that shard too would
+            // deliver its data twice
+            r.retired = true;
+            r.stopper.stop();
+            retired.push(i);
+            return false;
+        }
         let Some(node) = shard.source(cfg.prefer_replica) else {
             return true;
         };
@@ -895,4 +930,23 @@ async fn follow(
         }
         false
     });
+    for i in retired {
+        if let Some((s, _)) = status.lock().ok().as_mut().and_then(|s| s.get_mut(i)) {
+            s.retired = true;
+        }
+        let reason = "shard retired: its slots moved to a shard that is followed already (its \
+                      node left the cluster or became a replica there)";
+        let ev = ShardEvent {
+            shard: i,
+            node: running[i]
+                .node
+                .lock()
+                .map(|n| n.clone())
+                .unwrap_or_default(),
+            event: Event::Disconnected {
+                reason: reason.into(),
+            },
+        };
+        let _ = links.tx.send(Ok(ev)).await;
+    }
 }

@@ -504,6 +504,57 @@ impl Cluster {
         Ok(port)
     }
 
+    /// Moves every slot of the master on `port` (with its keys) to the first other master and
+    /// removes the node from the cluster (`redis-cli --cluster reshard`, then `del-node`, which
+    /// shuts it down).
+    pub fn remove_master(&mut self, port: u16) -> Result<()> {
+        let cli = redis_cli().context("redis-cli not found")?;
+        let id_of = |p: u16| -> Result<String> {
+            Ok(self
+                .node(p)
+                .context("no such node")?
+                .client()?
+                .cmd(&["CLUSTER", "MYID"])?
+                .text())
+        };
+        let id = id_of(port)?;
+        let to = self
+            .nodes
+            .iter()
+            .find(|n| n.port != port && n.info("replication", "role").as_deref() == Some("master"))
+            .context("no other master")?
+            .port;
+        let to_id = id_of(to)?;
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new(&cli).args(args).output()?;
+            if !out.status.success() {
+                bail!(
+                    "redis-cli {args:?}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        let seed = format!("127.0.0.1:{to}");
+        run(&[
+            "--cluster",
+            "reshard",
+            &seed,
+            "--cluster-from",
+            &id,
+            "--cluster-to",
+            &to_id,
+            "--cluster-slots",
+            "16384",
+            "--cluster-yes",
+        ])?;
+        self.wait(Duration::from_secs(60), |c| c.settled())?;
+        run(&["--cluster", "del-node", &seed, &id])?;
+        self.nodes.retain(|n| n.port != port);
+        self.wait(Duration::from_secs(60), |c| c.settled())
+    }
+
     /// Moves `slots` slots with their keys (MIGRATE) from the other masters to the master on
     /// `to` (`redis-cli --cluster reshard`).
     pub fn reshard(&self, to: u16, slots: u32) -> Result<()> {

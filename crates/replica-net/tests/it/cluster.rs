@@ -198,7 +198,7 @@ async fn a_cluster_is_followed_through_a_failover_and_a_dead_master() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shard_that_appears_is_replicated_too() {
+async fn a_shard_that_appears_is_replicated_and_one_that_leaves_is_retired() {
     let bin = test_support::default_server().unwrap();
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(&bin, 3, 0)).unwrap();
     let mut base = ClientConfig::new("127.0.0.1", cluster.nodes[0].port);
@@ -238,8 +238,28 @@ async fn a_shard_that_appears_is_replicated_too() {
             );
         }
         wait_for(&model, &tags, round);
+        // the fourth master gives its slots back and leaves: its shard is retired, and its
+        // slots' writes come through the shard that took them, with no second full sync
+        cluster.remove_master(port).unwrap();
+        write_rounds(&cluster, &tags, round, round + 20);
+        wait_for(&model, &tags, round + 20);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !status_rx.borrow().iter().any(|s| s.retired) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gone shard was not retired: {:?}",
+                status_rx.borrow()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     });
-    assert_eq!(status_rx.borrow().len(), 4);
+    let shards = status_rx.borrow().clone();
+    assert_eq!(shards.len(), 4);
+    assert_eq!(shards.iter().filter(|s| s.retired).count(), 1, "{shards:?}");
+    assert_eq!(shards.iter().find(|s| s.retired).unwrap().phase, "retired");
+    let m = model.lock().unwrap();
+    assert_eq!(m.full_starts, 4, "no shard was synced twice");
+    drop(m);
     consumer.abort();
 }
 
