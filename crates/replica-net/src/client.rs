@@ -284,7 +284,8 @@ impl Stopper {
     }
 }
 
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A connection's byte stream: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A replica of a live master. Events arrive through [`recv`](Self::recv) or the
@@ -477,6 +478,13 @@ fn io_err(what: &str, e: std::io::Error) -> Error {
         Kind::Io
     };
     Error::with_source(kind, what.to_owned(), e)
+}
+
+/// A connection to `host:port` as `cfg` says: TCP with its connect timeout, then TLS when
+/// configured (no AUTH: the caller speaks first). For other clients of the same servers, as
+/// the write side (`redis-sink`) is.
+pub async fn connect_io(cfg: &ClientConfig, host: &str, port: u16) -> Result<Box<dyn Io>> {
+    connect(cfg, host, port).await.map(|(io, _)| io)
 }
 
 /// A connection (TCP, then TLS when configured) to `host:port` and the local port.

@@ -257,13 +257,9 @@ pub fn parse_nodes(reply: &str) -> Result<Vec<Shard>> {
 }
 
 /// Sends one command to `host:port` (AUTH first when configured, TLS when configured) and
-/// reads one reply.
-pub(crate) async fn command(
-    cfg: &ClientConfig,
-    host: &str,
-    port: u16,
-    args: &[&str],
-) -> Result<Frame> {
+/// reads one reply; an error reply is an error ([`ErrorKind::Auth`](crate::ErrorKind) for
+/// refused credentials).
+pub async fn command(cfg: &ClientConfig, host: &str, port: u16, args: &[&str]) -> Result<Frame> {
     let (mut io, _) = crate::client::connect(cfg, host, port).await?;
     let mut out = BytesMut::new();
     let mut replies = 1;

@@ -20,7 +20,9 @@ pub mod sentinel;
 mod tls;
 mod url;
 
-pub use client::{Client, ClientConfig, Connection, Endpoint, Status, StatusHandle, Stopper};
+pub use client::{
+    Client, ClientConfig, Connection, Endpoint, Io, Status, StatusHandle, Stopper, connect_io,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use proto::{
     ANNOUNCED_VERSION, Auth, CommandEvent, Event, History, Replica, ReplicaConfig, SyncStart,

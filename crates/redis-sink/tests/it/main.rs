@@ -1,0 +1,3 @@
+//! The sink core against a simulated cluster, and the driver against real servers.
+
+mod core;
