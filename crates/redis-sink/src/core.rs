@@ -739,7 +739,8 @@ impl Pipeline {
     pub fn handle_connected(&mut self, node: NodeId) {
         let n = &mut self.nodes[node];
         n.link = Link::Up;
-        n.db = None;
+        // a new connection starts in db 0
+        n.db = Some(0);
         n.failures = 0;
         let lanes: Vec<u32> = self.lanes.keys().copied().collect();
         for id in lanes {
@@ -862,7 +863,7 @@ impl Pipeline {
             let bytes = e.unit.bytes.clone();
             let replies = e.unit.replies;
             let node = &mut self.nodes[to];
-            if node.db != Some(db) && (db != 0 || node.db.is_some() || !self.cluster) {
+            if node.db != Some(db) {
                 let n = itoa::Buffer::new().format(db).to_owned();
                 resp_codec::encode_command([&b"SELECT"[..], n.as_bytes()], &mut node.out);
                 node.sent.push_back(Expect::Select);
