@@ -300,7 +300,6 @@ fn refusals_stop_or_are_counted_and_conflicts_likewise() {
     p.push(set("a"));
     p.push(set("b").position(0, Some(9)));
     p.poll_transmit().unwrap();
-    p.handle_reply(0, ok(), now).unwrap(); // SELECT 0
     p.handle_reply(
         0,
         err("BUSYKEY Target key name already exists.".into()),
