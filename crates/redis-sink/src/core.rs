@@ -1037,6 +1037,7 @@ impl Pipeline {
                 self.resolve(lane, now);
             }
             self.make_ready(lane);
+            self.wake_node(node);
             return Ok(());
         }
         if let Some(text) = error {
@@ -1198,6 +1199,42 @@ impl Pipeline {
         self.held.is_empty()
             && self.global.is_none()
             && self.lanes.values().all(|l| l.entries.is_empty())
+    }
+
+    #[doc(hidden)]
+    pub fn debug_state(&self) -> String {
+        let mut out = String::new();
+        for (id, l) in &self.lanes {
+            out += &format!(
+                "lane {id}: inflight {} on {:?} draining {} blocked {:?} barrier {} ready {} states {:?}\n",
+                l.inflight,
+                l.on,
+                l.draining,
+                l.blocked_until,
+                l.barrier_out,
+                l.ready,
+                l.entries
+                    .iter()
+                    .map(|e| (e.state, e.ask, e.failed.is_some()))
+                    .collect::<Vec<_>>()
+            );
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            out += &format!(
+                "node {i}: {:?} sent {} waiting {:?} inflight {}\n",
+                n.link,
+                n.sent.len(),
+                n.waiting,
+                n.inflight_cmds
+            );
+        }
+        out += &format!(
+            "ready {:?} held {} global {:?}\n",
+            self.ready,
+            self.held.len(),
+            self.global
+        );
+        out
     }
 
     /// Units pushed and not yet acknowledged.

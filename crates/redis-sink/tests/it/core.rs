@@ -152,7 +152,11 @@ fn run_sim(seed: u64) {
     let mut spins = 0;
     while pushed < total || !p.is_idle() {
         spins += 1;
-        assert!(spins < 200_000, "seed {seed}: no progress");
+        assert!(
+            spins < 200_000,
+            "seed {seed}: no progress\n{}",
+            p.debug_state()
+        );
         now += Duration::from_millis(1);
         p.handle_timeout(now);
         while let Some(a) = p.poll_action(now) {
