@@ -4,7 +4,6 @@
 
 /// What a command names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Keys {
     /// No key: server-wide, transaction or connection commands (`FLUSHALL`, `FUNCTION`,
     /// `SELECT`, `MULTI`, `PING`…).

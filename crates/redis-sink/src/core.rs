@@ -58,6 +58,11 @@ pub struct Unit {
     pub(crate) key: Bytes,
     /// `BUSYKEY` is a conflict (a `RESTORE` without `REPLACE`), counted or fatal.
     pub(crate) busy_is_conflict: bool,
+    /// The units written for one key share a group.
+    pub(crate) group: u64,
+    /// An `EXISTS` whose 1 is a conflict: the group's later units are dropped (or the
+    /// pipeline stops).
+    pub(crate) guard: bool,
 }
 
 impl Unit {
@@ -80,7 +85,37 @@ impl Unit {
             offset: None,
             key: Bytes::new(),
             busy_is_conflict: false,
+            group: 0,
+            guard: false,
         }
+    }
+
+    /// A position marker: no command; `offset` of `shard` is reported once everything pushed
+    /// before it is acknowledged.
+    ///
+    /// ```
+    /// let m = redis_sink::Unit::marker(0, 1234);
+    /// assert!(m.is_empty());
+    /// ```
+    pub fn marker(shard: usize, offset: u64) -> Self {
+        Self::new(Bytes::new(), 0, Route::Slot(0), 0).position(shard, Some(offset))
+    }
+
+    /// The units written for one key share a non-zero group (see [`guard`](Self::guard)).
+    #[must_use]
+    pub fn group(mut self, group: u64) -> Self {
+        self.group = group;
+        self
+    }
+
+    /// This unit is an `EXISTS` of its group's key, sent alone: a reply of 1 means the key was
+    /// in the target before; that is a conflict ([`Config::on_conflict`]): the pipeline stops,
+    /// or the group's later units are dropped and the key counted.
+    #[must_use]
+    pub fn guard(mut self, on: bool) -> Self {
+        self.guard = on;
+        self.barrier |= on;
+        self
     }
 
     /// The key it writes (for errors and counts).
@@ -291,6 +326,7 @@ enum Expect {
         left: u32,
         failure: Option<Failure>,
         error: Option<String>,
+        guard: bool,
     },
 }
 
@@ -317,19 +353,16 @@ struct Node {
     waiting: Vec<u32>,
 }
 
-/// Positions of one source shard: which units are unacknowledged, and the offsets to report.
+/// Offsets of one source shard waiting to be reported, and the last reported.
 #[derive(Debug, Default)]
 struct Positions {
-    /// unacknowledged units (seq → copies left)
-    outstanding: BTreeMap<u64, u32>,
-    /// (seq, offset) in push order
+    /// (seq, offset) in push order: reported once every unit pushed up to seq is acknowledged
     marks: VecDeque<(u64, u64)>,
     acked: Option<u64>,
 }
 
 impl Positions {
-    fn advance(&mut self) {
-        let low = self.outstanding.keys().next().copied();
+    fn advance(&mut self, low: Option<u64>) {
         while let Some(&(seq, off)) = self.marks.front() {
             if low.is_some_and(|l| l <= seq) {
                 break;
@@ -379,6 +412,12 @@ pub struct Pipeline {
     global: Option<(u64, Vec<u32>)>,
     seq: u64,
     positions: HashMap<usize, Positions>,
+    /// groups whose key was found in the target (their later units are dropped on push)
+    dropped_groups: std::collections::BTreeSet<u64>,
+    /// unacknowledged units, whatever their shard (seq → copies left): an offset is reported
+    /// once everything pushed before it is acknowledged, which covers the snapshot's keys
+    /// (they carry no offset) of every shard
+    outstanding: BTreeMap<u64, u32>,
     queued_bytes: usize,
     queued_units: usize,
     actions: VecDeque<Action>,
@@ -458,6 +497,8 @@ impl Pipeline {
             global: None,
             seq: 0,
             positions: HashMap::new(),
+            outstanding: BTreeMap::new(),
+            dropped_groups: std::collections::BTreeSet::new(),
             queued_bytes: 0,
             queued_units: 0,
             actions: VecDeque::new(),
@@ -551,22 +592,26 @@ impl Pipeline {
     pub fn push(&mut self, unit: Unit) {
         self.seq += 1;
         let seq = self.seq;
-        if let Some(shard) = unit.shard {
+        if !unit.is_empty() {
+            // an all-masters unit counts its copies when they are made
+            self.outstanding.insert(seq, 1);
+        }
+        if let (Some(shard), Some(off)) = (unit.shard, unit.offset) {
+            let low = self.outstanding.keys().next().copied();
             let pos = self.positions.entry(shard).or_default();
-            if !unit.is_empty() {
-                let copies = match unit.route {
-                    Route::AllMasters => 0, // counted when sent
-                    Route::Slot(_) => 1,
-                };
-                pos.outstanding.insert(seq, copies.max(1));
-            }
-            if let Some(off) = unit.offset {
-                pos.marks.push_back((seq, off));
-            }
-            pos.advance();
+            pos.marks.push_back((seq, off));
+            pos.advance(low);
         }
         if unit.is_empty() {
             return;
+        }
+        if unit.group != 0 && !self.dropped_groups.is_empty() {
+            // groups come in increasing order: older ones are over
+            self.dropped_groups = self.dropped_groups.split_off(&unit.group);
+            if self.dropped_groups.contains(&unit.group) {
+                self.outstanding.remove(&seq);
+                return;
+            }
         }
         self.queued_bytes += unit.len();
         self.queued_units += 1;
@@ -630,12 +675,10 @@ impl Pipeline {
             }
             let (seq, u) = self.held.pop_front().expect("front exists");
             let masters = self.masters();
-            if let Some(shard) = u.shard {
-                let pos = self.positions.entry(shard).or_default();
-                pos.outstanding.insert(seq, masters.len().max(1) as u32);
-                if masters.is_empty() {
-                    pos.outstanding.remove(&seq);
-                }
+            if masters.is_empty() {
+                self.outstanding.remove(&seq);
+            } else {
+                self.outstanding.insert(seq, masters.len() as u32);
             }
             let mut ids = Vec::new();
             for m in masters {
@@ -853,12 +896,13 @@ impl Pipeline {
                 self.nodes[to].waiting.push(id);
                 return;
             }
-            let (seq, db, asking, barrier, resend) = (
+            let (seq, db, asking, barrier, resend, guard) = (
                 e.seq,
                 e.unit.db,
                 e.ask.is_some(),
                 e.unit.barrier,
                 e.sent_before,
+                e.unit.guard,
             );
             let bytes = e.unit.bytes.clone();
             let replies = e.unit.replies;
@@ -880,6 +924,7 @@ impl Pipeline {
                 left: replies.max(1),
                 failure: None,
                 error: None,
+                guard,
             });
             node.inflight_cmds += cmds;
             node.inflight_bytes += len;
@@ -944,8 +989,12 @@ impl Pipeline {
                 left,
                 failure,
                 error,
+                guard,
                 ..
             } => {
+                if *guard && frame == Frame::Integer(1) {
+                    *error = Some("EXISTS the key was in the target before".into());
+                }
                 if let Some(e) = err {
                     if failure.is_none() && error.is_none() {
                         match classify(&e) {
@@ -1040,9 +1089,14 @@ impl Pipeline {
             self.wake_node(node);
             return Ok(());
         }
+        let mut drop_group = 0;
         if let Some(text) = error {
             let key = e.unit.key.clone();
-            let conflict = e.unit.busy_is_conflict && text.starts_with("BUSYKEY");
+            let guarded = e.unit.guard && text.starts_with("EXISTS");
+            if guarded {
+                drop_group = e.unit.group;
+            }
+            let conflict = guarded || (e.unit.busy_is_conflict && text.starts_with("BUSYKEY"));
             if is_auth(&text) {
                 return Err(self.fail(Error::new(
                     Kind::Auth,
@@ -1098,8 +1152,24 @@ impl Pipeline {
         let l = self.lanes.get_mut(&lane).expect("lane exists");
         let e = find(&mut l.entries, seq).expect("entry exists");
         e.state = State::Done;
-        let shard = e.unit.shard;
         l.retries = 0;
+        if drop_group != 0 {
+            self.dropped_groups.insert(drop_group);
+            // the key was there before: what was to be written of it is dropped, unsent
+            let mut dropped = Vec::new();
+            for e in l.entries.iter_mut() {
+                if e.unit.group == drop_group && e.state == State::Queued {
+                    e.state = State::Done;
+                    dropped.push((e.seq, e.unit.len()));
+                }
+            }
+            for (seq, len) in dropped {
+                self.queued_bytes = self.queued_bytes.saturating_sub(len);
+                self.queued_units = self.queued_units.saturating_sub(1);
+                self.outstanding.remove(&seq);
+            }
+        }
+        let l = self.lanes.get_mut(&lane).expect("lane exists");
         while l.entries.front().is_some_and(|e| e.state == State::Done) {
             l.entries.pop_front();
         }
@@ -1114,16 +1184,15 @@ impl Pipeline {
         }
         // the node's window has room again: its other lanes may go
         self.wake_node(node);
-        if let Some(shard) = shard {
-            if let Some(pos) = self.positions.get_mut(&shard) {
-                if let Some(c) = pos.outstanding.get_mut(&seq) {
-                    *c -= 1;
-                    if *c == 0 {
-                        pos.outstanding.remove(&seq);
-                    }
-                }
-                pos.advance();
+        if let Some(c) = self.outstanding.get_mut(&seq) {
+            *c -= 1;
+            if *c == 0 {
+                self.outstanding.remove(&seq);
             }
+        }
+        let low = self.outstanding.keys().next().copied();
+        for pos in self.positions.values_mut() {
+            pos.advance(low);
         }
         if let Some((gseq, ids)) = &mut self.global {
             if *gseq == seq {

@@ -121,7 +121,9 @@ enum Ev {
 /// target.blocking_flush()?; // everything acknowledged
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+///
+/// Clones share the writer: a clone is a handle to read counts from another thread.
+#[derive(Debug, Clone)]
 pub struct Target {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Mutex<Shared>>,

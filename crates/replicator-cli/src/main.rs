@@ -4,6 +4,7 @@
 
 mod aof;
 mod replicate;
+mod sync;
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -38,6 +39,9 @@ enum Cmd {
     Check(CheckArgs),
     /// Be a replica of a live master: print its data (the RDB) and then every command.
     Replicate(replicate::ReplicateArgs),
+    /// Write a file, an AOF or a live master into Redis, Valkey or a Redis Cluster, in order,
+    /// resumable.
+    Sync(sync::SyncArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
         Cmd::Dump(args) => dump(&args),
         Cmd::Check(args) => check(&args),
         Cmd::Replicate(args) => replicate::replicate(args),
+        Cmd::Sync(args) => sync::sync(args),
     };
     match result {
         Ok(code) => code,

@@ -187,7 +187,7 @@ fn status_line(
 
 /// Stops the replica on SIGINT / SIGTERM: a last ACK, then the events end and what was
 /// received is flushed.
-async fn stop_on_signal(stopper: replicator::Stopper) {
+pub(crate) async fn stop_on_signal(stopper: replicator::Stopper) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

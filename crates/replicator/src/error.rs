@@ -31,6 +31,9 @@ pub enum ErrorKind {
     /// The replication link.
     #[cfg(feature = "net")]
     Net(replica_net::Error),
+    /// Writing into a live target (`sync`).
+    #[cfg(feature = "sink")]
+    Sink(redis_sink::Error),
     /// Reading or writing a file or stream.
     Io {
         /// What was being done ("cannot open dump.rdb"), empty when nothing more is known.
@@ -89,6 +92,8 @@ impl Error {
         match &*self.inner {
             ErrorKind::Rdb(e) => e.context().key.as_deref(),
             ErrorKind::Encode(e) => e.key().map(|k| &k[..]),
+            #[cfg(feature = "sink")]
+            ErrorKind::Sink(e) => e.key(),
             _ => None,
         }
     }
@@ -114,6 +119,8 @@ impl fmt::Display for Error {
             ErrorKind::Aof(e) => e.fmt(f),
             #[cfg(feature = "net")]
             ErrorKind::Net(e) => e.fmt(f),
+            #[cfg(feature = "sink")]
+            ErrorKind::Sink(e) => e.fmt(f),
             ErrorKind::Io { what, source } if what.is_empty() => source.fmt(f),
             ErrorKind::Io { what, .. } => f.write_str(what),
             ErrorKind::Invalid(why) => f.write_str(why),
@@ -130,6 +137,8 @@ impl std::error::Error for Error {
             ErrorKind::Aof(e) => e.source(),
             #[cfg(feature = "net")]
             ErrorKind::Net(e) => e.source(),
+            #[cfg(feature = "sink")]
+            ErrorKind::Sink(e) => e.source(),
             ErrorKind::Io { what, source } if !what.is_empty() => Some(source),
             ErrorKind::Io { source, .. } => source.source(),
             ErrorKind::Invalid(_) => None,
@@ -160,6 +169,13 @@ impl From<aof_manifest::Error> for Error {
 impl From<replica_net::Error> for Error {
     fn from(e: replica_net::Error) -> Self {
         Self::new(ErrorKind::Net(e))
+    }
+}
+
+#[cfg(feature = "sink")]
+impl From<redis_sink::Error> for Error {
+    fn from(e: redis_sink::Error) -> Self {
+        Self::new(ErrorKind::Sink(e))
     }
 }
 

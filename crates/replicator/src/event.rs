@@ -24,6 +24,8 @@ pub enum Event {
         checksum: Option<u64>,
         /// Bytes transferred.
         bytes: u64,
+        /// The shard whose RDB it was (cluster sources).
+        shard: Option<usize>,
     },
     /// A command (AOF, replication stream).
     Command(CommandEvent),
@@ -179,7 +181,11 @@ impl Event {
                 history: s.history.map(History::from),
             }),
             replica_net::Event::Rdb(item) => Self::Rdb(item),
-            replica_net::Event::SyncEnd { checksum, bytes } => Self::SyncEnd { checksum, bytes },
+            replica_net::Event::SyncEnd { checksum, bytes } => Self::SyncEnd {
+                checksum,
+                bytes,
+                shard: None,
+            },
             replica_net::Event::Command(c) => {
                 Self::Command(CommandEvent::new(c.db, c.cmd).with_offset(c.offset))
             }
@@ -206,6 +212,13 @@ impl Event {
                 Self::Command(c)
             }
             Self::Disconnected { reason, .. } => Self::Disconnected { reason, shard },
+            Self::SyncEnd {
+                checksum, bytes, ..
+            } => Self::SyncEnd {
+                checksum,
+                bytes,
+                shard,
+            },
             other => other,
         })
     }

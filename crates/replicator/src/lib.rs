@@ -16,6 +16,7 @@
 //! | `rdb` | yes | RDB files, printers, filters (no async runtime, no sockets) |
 //! | `aof` | yes | AOF files, directories and manifests |
 //! | `net` | yes | [`Replicator`]: tokio, TCP |
+//! | `sink` | yes | [`sync`]: writing into Redis, Valkey and Redis Cluster |
 //! | `tls-rustls` | yes | `rediss://` through rustls |
 //! | `full` | yes | all of the above |
 //!
@@ -40,6 +41,8 @@ pub mod print;
 mod replicator;
 #[cfg(feature = "rdb")]
 pub mod stats;
+#[cfg(feature = "sink")]
+pub mod sync;
 
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::event::{CommandEvent, Event, History, SyncStart};

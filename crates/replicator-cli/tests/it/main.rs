@@ -6,6 +6,7 @@ mod newest;
 mod rebuild;
 mod reencode;
 mod replicate;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -32,7 +32,7 @@ use std::io::Write;
 use rdb_format::{Chunk, Item, KeyHead, KeyRecord, ModuleValue, Value};
 
 use crate::error::Result;
-use crate::event::{CommandEvent, Event};
+use crate::event::{CommandEvent, Event, SyncStart};
 use crate::filter::Filter;
 
 pub use json::{Json, Jsonl};
@@ -86,6 +86,20 @@ pub trait Sink {
         let _ = shard;
         Ok(())
     }
+    /// A live master's sync begins (a full sync with an RDB, or a partial one). Default: a full
+    /// resync calls [`resync`](Self::resync).
+    fn sync_start(&mut self, s: &SyncStart) -> Result<()> {
+        if s.full && s.resync {
+            self.resync(s.shard)
+        } else {
+            Ok(())
+        }
+    }
+    /// The RDB of a full sync is complete (`shard`: the cluster shard's). Default: nothing.
+    fn sync_end(&mut self, shard: Option<usize>) -> Result<()> {
+        let _ = shard;
+        Ok(())
+    }
     /// Writes out what is buffered (a live stream must not wait for a full buffer).
     fn flush(&mut self) -> Result<()>;
     /// Ends the output (closing brackets, trailer, flush).
@@ -119,6 +133,12 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn resync(&mut self, shard: Option<usize>) -> Result<()> {
         (**self).resync(shard)
+    }
+    fn sync_start(&mut self, s: &SyncStart) -> Result<()> {
+        (**self).sync_start(s)
+    }
+    fn sync_end(&mut self, shard: Option<usize>) -> Result<()> {
+        (**self).sync_end(shard)
     }
     fn flush(&mut self) -> Result<()> {
         (**self).flush()
@@ -240,10 +260,13 @@ impl<S: Sink> Printer<S> {
         match ev {
             Event::Rdb(item) => self.item(item),
             Event::Command(c) => self.command(&c),
-            Event::SyncStart(s) if s.full && s.resync => {
-                self.current = None;
-                self.sink.resync(s.shard)
+            Event::SyncStart(s) => {
+                if s.full && s.resync {
+                    self.current = None;
+                }
+                self.sink.sync_start(&s)
             }
+            Event::SyncEnd { shard, .. } => self.sink.sync_end(shard),
             _ => Ok(()),
         }
     }

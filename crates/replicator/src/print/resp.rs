@@ -44,6 +44,10 @@ pub struct Resp<W: Write> {
     array: Vec<ArrayItem>,
     /// What the target cannot hold and was left out.
     left_out: LeftOut,
+    /// Write no `SELECT` (a caller that routes each key's commands itself).
+    no_select: bool,
+    /// `RESTORE` with `REPLACE`.
+    replace: bool,
 }
 
 /// What [`Resp`] left out because the target (or any command) cannot express it.
@@ -114,7 +118,28 @@ impl<W: Write> Resp<W> {
             target: None,
             array: Vec::new(),
             left_out: LeftOut::default(),
+            no_select: false,
+            replace: true,
         }
+    }
+
+    /// Write no `SELECT`: for a caller that sends each key's commands to its database
+    /// itself (default: `SELECT` where the db changes).
+    pub fn no_select(&mut self, on: bool) -> &mut Self {
+        self.no_select = on;
+        self
+    }
+
+    /// `RESTORE` with `REPLACE` (the default) or without (a key already there is refused
+    /// with `BUSYKEY`).
+    pub fn restore_replace(&mut self, on: bool) -> &mut Self {
+        self.replace = on;
+        self
+    }
+
+    /// The writer, to take what was written (after [`flush`](Sink::flush)).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.w
     }
 
     /// At most `n` elements per command (`RPUSH`, `SADD`, `ZADD`, `HSET`).
@@ -251,11 +276,16 @@ impl<W: Write> Resp<W> {
                 args.push(f.as_bytes());
             }
         }
-        args.push(b"REPLACE");
+        if self.replace {
+            args.push(b"REPLACE");
+        }
         self.cmd(&args)
     }
 
     fn select(&mut self, db: u64) -> Result<()> {
+        if self.no_select {
+            return Ok(());
+        }
         if self.db != Some(db) {
             self.db = Some(db);
             let n = db.to_string();

@@ -1,0 +1,372 @@
+//! `replicator sync` into real servers and a real cluster: fixtures key by key, both write
+//! modes, conflicts, database mapping, cross-slot commands, credentials, and a live master
+//! followed through a checkpointed restart.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use test_support::{Client, Cluster, Server, ServerBin, module_args, server_named};
+
+use crate::rebuild::key_facts;
+use crate::{fixtures, testdata};
+
+fn bin() -> ServerBin {
+    test_support::default_server().expect("redis-server")
+}
+
+fn sync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_replicator"))
+        .arg("sync")
+        .args(args)
+        .output()
+        .expect("run replicator sync")
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every key of every database of `a` is in `b` with the same facts, and no other.
+fn same_data(a: &mut Client, b: &mut Client, bin: &ServerBin, dbs: &[u64], what: &str) {
+    for db in dbs {
+        a.ok(&["SELECT", &db.to_string()]).unwrap();
+        b.ok(&["SELECT", &db.to_string()]).unwrap();
+        let keys = a.keys().unwrap();
+        assert_eq!(keys, b.keys().unwrap(), "{what} db {db}: key sets differ");
+        for k in &keys {
+            assert_eq!(
+                key_facts(a, bin, k),
+                key_facts(b, bin, k),
+                "{what} db {db} key {:?}",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+}
+
+/// Every key of the cluster's masters, with its facts; and the facts of `b` for the same keys.
+fn cluster_matches(cluster: &Cluster, b: &mut Client, bin: &ServerBin, what: &str) -> usize {
+    let mut all = BTreeSet::new();
+    for n in &cluster.nodes {
+        if n.info("replication", "role").as_deref() != Some("master") {
+            continue;
+        }
+        let mut c = n.client().unwrap();
+        for k in c.keys().unwrap() {
+            // b is the source (standalone): the same key there
+            assert_eq!(
+                key_facts(&mut c, bin, &k),
+                key_facts(b, bin, &k),
+                "{what}: key {:?} on {}",
+                String::from_utf8_lossy(&k),
+                n.port
+            );
+            all.insert(k);
+        }
+    }
+    let source: BTreeSet<Vec<u8>> = b.keys().unwrap().into_iter().collect();
+    assert_eq!(all, source, "{what}: the cluster holds the source's keys");
+    all.len()
+}
+
+#[test]
+fn fixtures_sync_into_a_standalone_server_key_for_key_in_both_modes() {
+    let mut synced = 0;
+    for fx in fixtures() {
+        let name = fx["name"].as_str().unwrap();
+        let Some(bin) = &server_named(fx["server"].as_str().unwrap(), "the sync test") else {
+            continue;
+        };
+        let module = fx["module"].as_bool().unwrap_or(false);
+        let rdb = testdata().join(format!("{name}.rdb"));
+        let margs = module_args(bin, module);
+        let margs: Vec<(&str, &str)> = margs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let original = Server::start(bin, &margs, Some(&rdb)).unwrap();
+        for mode in ["auto", "commands"] {
+            if module && mode == "commands" {
+                continue;
+            }
+            let fresh = Server::start(bin, &margs, None).unwrap();
+            let url = format!("redis://127.0.0.1:{}", fresh.port);
+            let out = sync(&[
+                rdb.to_str().unwrap(),
+                &url,
+                "--mode",
+                mode,
+                "--batch",
+                "100",
+            ]);
+            assert!(out.status.success(), "{name} {mode}: {}", err(&out));
+            let mut a = original.client().unwrap();
+            let mut b = fresh.client().unwrap();
+            same_data(&mut a, &mut b, bin, &[0, 1], &format!("{name} {mode}"));
+            if bin.major_minor() >= (7, 0) {
+                a.ok(&["SELECT", "0"]).unwrap();
+                b.ok(&["SELECT", "0"]).unwrap();
+                let fa = a.ok(&["FUNCTION", "LIST"]).unwrap();
+                assert_eq!(
+                    fa,
+                    b.ok(&["FUNCTION", "LIST"]).unwrap(),
+                    "{name}: functions"
+                );
+            }
+        }
+        synced += 1;
+    }
+    assert!(
+        synced > 0,
+        "no fixture could be synced: no server installed"
+    );
+}
+
+#[test]
+fn a_file_syncs_into_a_cluster_and_conflicts_credentials_dbs_and_cross_slot_end_as_documented() {
+    let bin = bin();
+    let cluster = Cluster::start(&bin, 3, 0).unwrap();
+    let url = format!("redis://127.0.0.1:{}", cluster.nodes[1].port);
+    // the source: random data of every type in db 0 of a standalone server, saved
+    let source = Server::start(&bin, &[], None).unwrap();
+    let mut c = source.client().unwrap();
+    let mut w = test_support::random::Writes::new(7, 400);
+    for _ in 0..2500 {
+        let args = w.next_command();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.ok(&args).unwrap();
+    }
+    c.ok(&["SAVE"]).unwrap();
+    let rdb = source.dir.join("dump.rdb");
+    let rdb = rdb.to_str().unwrap();
+
+    // into the cluster, RESTORE where it fits; then the same with commands
+    let out = sync(&[rdb, &url]);
+    assert!(out.status.success(), "{}", err(&out));
+    let n = cluster_matches(&cluster, &mut c, &bin, "restore");
+    assert!(n > 500, "{n} keys");
+    // again: every key is there already (the default stops, naming one)
+    let out = sync(&[rdb, &url]);
+    assert!(!out.status.success());
+    assert!(
+        err(&out).contains("already exists in the target"),
+        "{}",
+        err(&out)
+    );
+    // skip leaves them and counts them; replace overwrites
+    let out = sync(&[rdb, &url, "--on-conflict", "skip"]);
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(
+        err(&out).contains(&format!("{n} keys already in the target")),
+        "{}",
+        err(&out)
+    );
+    let out = sync(&[rdb, &url, "--on-conflict", "replace", "--mode", "commands"]);
+    assert!(out.status.success(), "{}", err(&out));
+    cluster_matches(&cluster, &mut c, &bin, "commands, replaced");
+
+    // another database into a cluster: refused, with the fix in the message
+    c.ok(&["SELECT", "3"]).unwrap();
+    c.ok(&["SET", "in-db-3", "x"]).unwrap();
+    c.ok(&["SAVE"]).unwrap();
+    c.ok(&["SELECT", "0"]).unwrap();
+    let out = sync(&[rdb, &url, "--on-conflict", "replace"]);
+    assert!(!out.status.success());
+    assert!(err(&out).contains("--db-map 3:0"), "{}", err(&out));
+    let out = sync(&[rdb, &url, "--on-conflict", "replace", "--db-map", "3:0"]);
+    assert!(out.status.success(), "{}", err(&out));
+    let got = cluster.write(&["GET", "in-db-3"]).unwrap();
+    assert_eq!(got.text(), "x");
+
+    // an AOF with a command across slots that cannot be split, and one that can
+    let dir = test_support::temp_dir("sync-aof");
+    let aof = dir.join("cross.aof");
+    let mut text = Vec::new();
+    for cmd in [
+        vec!["SELECT", "0"],
+        vec!["SET", "a", "1"],
+        vec!["MSET", "b", "2", "c", "3", "d", "4"],
+        vec!["DEL", "a", "b"],
+        vec!["SUNIONSTORE", "dest", "s1", "s2"],
+        vec!["SET", "after", "1"],
+    ] {
+        resp_command(&cmd, &mut text);
+    }
+    std::fs::write(&aof, &text).unwrap();
+    let aof = aof.to_str().unwrap();
+    let out = sync(&[aof, &url, "--on-conflict", "replace"]);
+    assert!(!out.status.success());
+    assert!(
+        err(&out).contains("SUNIONSTORE") && err(&out).contains("--skip-cross-slot"),
+        "{}",
+        err(&out)
+    );
+    let out = sync(&[aof, &url, "--skip-cross-slot"]);
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(
+        err(&out).contains("1 cross-slot commands skipped"),
+        "{}",
+        err(&out)
+    );
+    assert!(
+        err(&out).contains("2 multi-key commands split per slot"),
+        "{}",
+        err(&out)
+    );
+    for (k, v) in [("c", "3"), ("d", "4"), ("after", "1")] {
+        assert_eq!(cluster.write(&["GET", k]).unwrap().text(), v, "{k}");
+    }
+    for k in ["a", "b"] {
+        assert_eq!(cluster.write(&["EXISTS", k]).unwrap().int(), Some(0), "{k}");
+    }
+
+    // wrong credentials: a clear error at once, without the password
+    let guarded = Server::start(&bin, &[("requirepass", "right")], None).unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_replicator"))
+        .args(["sync", rdb, &format!("redis://127.0.0.1:{}", guarded.port)])
+        .env("REPLICATOR_TARGET_PASSWORD", "wrong-one")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        err(&out).contains("AUTH") || err(&out).contains("WRONGPASS"),
+        "{}",
+        err(&out)
+    );
+    assert!(!err(&out).contains("wrong-one"), "{}", err(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn resp_command(args: &[&str], out: &mut Vec<u8>) {
+    out.extend(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        out.extend(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+}
+
+fn wait(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn term(child: &mut std::process::Child) -> (bool, String) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut e = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut e).unwrap();
+    (status.success(), e)
+}
+
+#[test]
+fn a_live_master_syncs_into_a_cluster_and_a_restart_continues_from_the_checkpoint() {
+    let bin = bin();
+    let cluster = Cluster::start(&bin, 3, 0).unwrap();
+    let target = format!("redis://127.0.0.1:{}", cluster.nodes[0].port);
+    let master = Server::start(
+        &bin,
+        &[
+            ("repl-diskless-sync-delay", "0"),
+            ("repl-backlog-size", "64mb"),
+        ],
+        None,
+    )
+    .unwrap();
+    let mut c = master.client().unwrap();
+    let mut w = test_support::random::Writes::new(11, 300);
+    let mut write = |c: &mut Client, n: usize| {
+        for _ in 0..n {
+            let args = w.next_command();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.ok(&args).unwrap();
+        }
+    };
+    write(&mut c, 1000);
+    let dir = test_support::temp_dir("sync-live");
+    let ckpt = dir.join("checkpoint");
+    let source = format!("redis://127.0.0.1:{}", master.port);
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_replicator"))
+            .args(["sync", &source, &target, "--checkpoint"])
+            .arg(&ckpt)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    // numbered writes in a transaction (one slot), and random writes
+    let numbered = |c: &mut Client, from: u64, to: u64| {
+        for i in from..to {
+            c.ok(&["MULTI"]).unwrap();
+            c.cmd(&["INCR", "{n}count"]).unwrap();
+            c.cmd(&["RPUSH", "{n}list", &i.to_string()]).unwrap();
+            c.ok(&["EXEC"]).unwrap();
+        }
+    };
+    numbered(&mut c, 0, 100);
+    write(&mut c, 1000);
+    let offset = |m: &Server| -> u64 {
+        m.info("replication", "master_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let saved = || -> u64 {
+        std::fs::read_to_string(&ckpt)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| !l.starts_with('#'))
+                    .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    // the checkpoint reaches the master's offset (the last writes acknowledged)
+    wait("the checkpoint", Duration::from_secs(60), || {
+        saved() >= offset(&master)
+    });
+    let (ok, e) = term(&mut child);
+    assert!(ok, "{e}");
+    // written while no sync runs
+    numbered(&mut c, 100, 200);
+    write(&mut c, 500);
+    let partial = |m: &Server| -> u64 {
+        m.info("stats", "sync_partial_ok")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = partial(&master);
+    let mut child = start();
+    numbered(&mut c, 200, 300);
+    wait("the second checkpoint", Duration::from_secs(60), || {
+        saved() >= offset(&master)
+    });
+    let (ok, e) = term(&mut child);
+    assert!(ok, "{e}");
+    assert_eq!(
+        partial(&master),
+        before + 1,
+        "the restart continued with a partial sync"
+    );
+    // nothing lost: the counter and the list are whole
+    assert_eq!(cluster.write(&["GET", "{n}count"]).unwrap().text(), "300");
+    let list = cluster.write(&["LRANGE", "{n}list", "0", "-1"]).unwrap();
+    let got: Vec<String> = list.items().iter().map(test_support::Resp::text).collect();
+    let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    cluster_matches(&cluster, &mut c, &bin, "live");
+    // a full resync without --flush-target stops with the reason
+    std::fs::write(&ckpt, "0 0000000000000000000000000000000000000000 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_replicator"))
+        .args(["sync", &source, &target, "--checkpoint"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(err(&out).contains("--flush-target"), "{}", err(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
