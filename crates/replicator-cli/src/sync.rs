@@ -237,7 +237,7 @@ pub(crate) fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         Some(p) => read_checkpoint(p)?,
         None => Vec::new(),
     };
-    let mut writer = Writer::new(target.clone(), opts)?;
+    let mut writer = Writer::new(target.clone(), opts.clone())?;
     let running = Arc::new(AtomicBool::new(true));
     let started = Instant::now();
     let mut failure = None;
@@ -315,6 +315,23 @@ pub(crate) fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         if !saved.is_empty() {
             anyhow::bail!("--checkpoint continues a live source; a file is synced whole");
+        }
+        if target.info().cluster {
+            // every database the file uses must have a place before anything is written
+            let scan =
+                replicator::files::open(Path::new(&args.source), replicator::Config::default())
+                    .with_context(|| format!("cannot open {}", args.source))?;
+            let mut seen = std::collections::BTreeSet::new();
+            for ev in scan {
+                let db = match ev? {
+                    Event::Rdb(replicator::Item::SelectDb(db)) => db,
+                    Event::Command(c) => c.db,
+                    _ => continue,
+                };
+                if seen.insert(db) {
+                    opts.check_db(db, target.info())?;
+                }
+            }
         }
         let status = status_line(target.clone(), None, running.clone());
         printer = Printer::new(writer);

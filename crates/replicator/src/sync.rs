@@ -19,7 +19,7 @@
 //! let _guard = rt.enter();
 //! let target = rt.block_on(replicator::sync::connect("redis://127.0.0.1:7000", Options::default()))?;
 //! let mut printer = Printer::new(Writer::new(target, Options::default())?);
-//! for ev in replicator::files::open("dump.rdb")? {
+//! for ev in replicator::files::open("dump.rdb".as_ref(), Default::default())? {
 //!     printer.event(ev?)?;
 //! }
 //! printer.finish()?; // waits until the target acknowledged everything
@@ -147,6 +147,25 @@ impl Options {
     /// The target database for source database `db`.
     pub fn target_db(&self, db: u64) -> u64 {
         self.db_map.get(&db).copied().unwrap_or(db)
+    }
+
+    /// The target database for source database `db`, or why the target cannot take it (a
+    /// cluster serves db 0 only, Valkey 9 clusters `cluster-databases`), with the fix.
+    pub fn check_db(&self, db: u64, info: &TargetInfo) -> Result<u64> {
+        let to = self.target_db(db);
+        if to >= info.databases.max(1) {
+            let what = if info.cluster {
+                "the target cluster serves db 0 only"
+            } else {
+                "the target has fewer databases"
+            };
+            return Err(Error::invalid(format!(
+                "source db {db} goes to target db {to}, but {what} ({} database(s)); map it \
+                 with --db-map {db}:0",
+                info.databases
+            )));
+        }
+        Ok(to)
     }
 }
 
@@ -355,21 +374,7 @@ impl Writer {
     }
 
     fn target_db(&self, db: u64) -> Result<u64> {
-        let to = self.opts.target_db(db);
-        let info = self.target.info();
-        if to >= info.databases.max(1) {
-            let what = if info.cluster {
-                "the target cluster serves db 0 only"
-            } else {
-                "the target has fewer databases"
-            };
-            return Err(Error::invalid(format!(
-                "source db {db} goes to target db {to}, but {what} ({} database(s)); map it \
-                 with --db-map {db}:0",
-                info.databases
-            )));
-        }
-        Ok(to)
+        self.opts.check_db(db, self.target.info())
     }
 
     fn send(&mut self, unit: Unit) -> Result<()> {

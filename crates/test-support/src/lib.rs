@@ -504,6 +504,12 @@ impl Cluster {
         Ok(port)
     }
 
+    /// Leaves the node on `port` out of this handle (a node the test killed): it is stopped
+    /// and no longer checked by [`settled`](Self::settled).
+    pub fn forget(&mut self, port: u16) {
+        self.nodes.retain(|n| n.port != port);
+    }
+
     /// Moves every slot of the master on `port` (with its keys) to the first other master and
     /// removes the node from the cluster (`redis-cli --cluster reshard`, then `del-node`, which
     /// shuts it down).

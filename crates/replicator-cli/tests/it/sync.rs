@@ -47,6 +47,18 @@ fn same_data(a: &mut Client, b: &mut Client, bin: &ServerBin, dbs: &[u64], what:
 
 /// Every key of the cluster's masters, with its facts; and the facts of `b` for the same keys.
 fn cluster_matches(cluster: &Cluster, b: &mut Client, bin: &ServerBin, what: &str) -> usize {
+    cluster_matches_within(cluster, b, bin, what, 0)
+}
+
+/// The same, expiries allowed to differ by `slack_ms` (a cluster that moved slots with MIGRATE
+/// sends relative TTLs: each move shifts an expiry by its transit time).
+fn cluster_matches_within(
+    cluster: &Cluster,
+    b: &mut Client,
+    bin: &ServerBin,
+    what: &str,
+    slack_ms: i64,
+) -> usize {
     let mut all = BTreeSet::new();
     for n in &cluster.nodes {
         if n.info("replication", "role").as_deref() != Some("master") {
@@ -55,19 +67,60 @@ fn cluster_matches(cluster: &Cluster, b: &mut Client, bin: &ServerBin, what: &st
         let mut c = n.client().unwrap();
         for k in c.keys().unwrap() {
             // b is the source (standalone): the same key there
-            assert_eq!(
-                key_facts(&mut c, bin, &k),
-                key_facts(b, bin, &k),
-                "{what}: key {:?} on {}",
-                String::from_utf8_lossy(&k),
-                n.port
-            );
+            let (mut got, want) = (key_facts(&mut c, bin, &k), key_facts(b, bin, &k));
+            if let (Some(g), Some(w)) = (expiry(&got), expiry(&want)) {
+                if g != w && (g - w).abs() <= slack_ms {
+                    got.clone_from(&want);
+                }
+            }
+            if got != want && bin.major_minor() < (7, 2) {
+                // Redis before 7.2 does not propagate a consumer group's entries_read when
+                // XREADGROUP advances it (redis#9127): a live source's stream cannot carry it,
+                // and a real replica differs from its master the same way (see the replicate
+                // test that compares with one)
+                assert_eq!(
+                    without_entries_read(&got),
+                    without_entries_read(&want),
+                    "{what}: key {:?} on {}",
+                    String::from_utf8_lossy(&k),
+                    n.port
+                );
+            } else {
+                assert_eq!(
+                    got,
+                    want,
+                    "{what}: key {:?} on {}",
+                    String::from_utf8_lossy(&k),
+                    n.port
+                );
+            }
             all.insert(k);
         }
     }
     let source: BTreeSet<Vec<u8>> = b.keys().unwrap().into_iter().collect();
     assert_eq!(all, source, "{what}: the cluster holds the source's keys");
     all.len()
+}
+
+/// The expiry in key facts (`expire Int(ms)`).
+fn expiry(facts: &[String]) -> Option<i64> {
+    facts.iter().find_map(|f| {
+        f.strip_prefix("expire Int(")?
+            .strip_suffix(')')?
+            .parse()
+            .ok()
+    })
+}
+
+/// Key facts without the consumer groups' `entries-read`.
+fn without_entries_read(facts: &[String]) -> Vec<String> {
+    facts
+        .iter()
+        .map(|f| match f.find(" read ") {
+            Some(i) if f.starts_with("group ") => f[..i].to_owned(),
+            _ => f.clone(),
+        })
+        .collect()
 }
 
 #[test]
@@ -217,6 +270,34 @@ fn a_file_syncs_into_a_cluster_and_conflicts_credentials_dbs_and_cross_slot_end_
     for k in ["a", "b"] {
         assert_eq!(cluster.write(&["EXISTS", k]).unwrap().int(), Some(0), "{k}");
     }
+
+    // a write the target refuses: the sync stops with the target's words, or counts it
+    let bad = dir.join("wrongtype.aof");
+    let mut text = Vec::new();
+    for cmd in [
+        vec!["SET", "w", "1"],
+        vec!["LPUSH", "w", "x"],
+        vec!["SET", "after2", "1"],
+    ] {
+        resp_command(&cmd, &mut text);
+    }
+    std::fs::write(&bad, &text).unwrap();
+    let bad = bad.to_str().unwrap();
+    let out = sync(&[bad, &url]);
+    assert!(!out.status.success());
+    assert!(
+        err(&out).contains("WRONGTYPE") && err(&out).contains("\"w\""),
+        "{}",
+        err(&out)
+    );
+    let out = sync(&[bad, &url, "--on-error", "skip"]);
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(
+        err(&out).contains("1 writes refused with WRONGTYPE"),
+        "{}",
+        err(&out)
+    );
+    assert_eq!(cluster.write(&["GET", "after2"]).unwrap().text(), "1");
 
     // wrong credentials: a clear error at once, without the password
     let guarded = Server::start(&bin, &[("requirepass", "right")], None).unwrap();
@@ -368,5 +449,170 @@ fn a_live_master_syncs_into_a_cluster_and_a_restart_continues_from_the_checkpoin
         .unwrap();
     assert!(!out.status.success());
     assert!(err(&out).contains("--flush-target"), "{}", err(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_live_master_into_a_cluster_that_reshards_and_fails_over_ends_equal() {
+    let bin = bin();
+    let mut cluster = Cluster::start(&bin, 3, 1).unwrap();
+    let target = format!("redis://127.0.0.1:{}", cluster.nodes[0].port);
+    let master = Server::start(&bin, &[("repl-diskless-sync-delay", "0")], None).unwrap();
+    let mut c = master.client().unwrap();
+    let mut w = test_support::random::Writes::new(23, 500);
+    let mut write = |c: &mut Client, n: usize, round: &mut u64| {
+        for _ in 0..n {
+            let args = w.next_command();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.ok(&args).unwrap();
+            // and numbered writes, to see nothing lost or doubled
+            *round += 1;
+            c.ok(&["INCR", "{num}count"]).unwrap();
+            c.ok(&["RPUSH", "{num}list", &round.to_string()]).unwrap();
+        }
+    };
+    let mut round = 0;
+    write(&mut c, 1000, &mut round);
+    let dir = test_support::temp_dir("sync-faults");
+    let ckpt = dir.join("checkpoint");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replicator"))
+        .args([
+            "sync",
+            &format!("redis://127.0.0.1:{}", master.port),
+            &target,
+        ])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let offset = || -> u64 {
+        master
+            .info("replication", "master_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let caught_up = || {
+        let want = offset();
+        wait(
+            "the target to acknowledge the source",
+            Duration::from_secs(60),
+            || {
+                std::fs::read_to_string(&ckpt)
+                    .ok()
+                    .and_then(|t| {
+                        t.lines()
+                            .find(|l| !l.starts_with('#'))
+                            .and_then(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+                    })
+                    .is_some_and(|o| o >= want)
+            },
+        );
+    };
+    write(&mut c, 500, &mut round);
+    // the target moves 1,000 slots with their keys (MIGRATE) while the sync writes
+    let to = cluster
+        .nodes
+        .iter()
+        .find(|n| n.info("replication", "role").as_deref() == Some("master"))
+        .unwrap()
+        .port;
+    std::thread::scope(|s| {
+        let mover = s.spawn(|| cluster.reshard(to, 1000));
+        write(&mut c, 1500, &mut round);
+        mover.join().unwrap().unwrap();
+    });
+    write(&mut c, 200, &mut round);
+    // a manual failover on one target master's replica
+    let some_master = cluster.master_port_of("{num}").unwrap();
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| n.info("replication", "master_port").as_deref() == Some(&some_master.to_string()))
+        .unwrap()
+        .port;
+    let mut rc = cluster.node(replica).unwrap().client().unwrap();
+    assert_eq!(rc.ok(&["CLUSTER", "FAILOVER"]).unwrap().text(), "OK");
+    write(&mut c, 500, &mut round);
+    cluster
+        .wait(Duration::from_secs(30), |cl| {
+            cl.master_port_of("{num}").ok() == Some(replica)
+        })
+        .unwrap();
+    write(&mut c, 300, &mut round);
+    // another master dies (everything acknowledged first: a command that ran on a dying master
+    // and whose reply was lost would be sent again, the documented at-least-once case)
+    caught_up();
+    // a master that serves slots, not the one just promoted, and its replica
+    let victim = (0..)
+        .map(|i| cluster.master_port_of(&format!("{{v{i}}}")).unwrap())
+        .find(|&p| p != replica)
+        .unwrap();
+    let heir = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.info("replication", "role").as_deref() == Some("slave")
+                && n.info("replication", "master_port").as_deref() == Some(&victim.to_string())
+        })
+        .unwrap()
+        .port;
+    let _ = cluster
+        .node(victim)
+        .unwrap()
+        .client()
+        .unwrap()
+        .cmd(&["SHUTDOWN", "NOSAVE"]);
+    cluster.forget(victim);
+    write(&mut c, 300, &mut round);
+    let elected = cluster.wait(Duration::from_secs(60), |cl| {
+        cl.node(heir)
+            .and_then(|n| n.info("replication", "role"))
+            .as_deref()
+            == Some("master")
+            && cl.settled()
+    });
+    if let Err(e) = elected {
+        let nodes = cluster
+            .node(heir)
+            .unwrap()
+            .client()
+            .unwrap()
+            .cmd(&["CLUSTER", "NODES"]);
+        panic!("{e}: heir {heir}, victim {victim}: {nodes:?}");
+    }
+    write(&mut c, 300, &mut round);
+    caught_up();
+    let (ok, e) = term(&mut child);
+    assert!(ok, "{e}");
+    // the target's redirects were followed (the report: "after N MOVED, M ASK")
+    let n = |word: &str| -> u64 {
+        e.split(&format!(" {word}"))
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(n("MOVED") + n("ASK") > 0, "{e}");
+    assert_eq!(
+        cluster.write(&["GET", "{num}count"]).unwrap().text(),
+        round.to_string()
+    );
+    let list = cluster.write(&["LRANGE", "{num}list", "0", "-1"]).unwrap();
+    let got: Vec<String> = list.items().iter().map(test_support::Resp::text).collect();
+    let want: Vec<String> = (1..=round).map(|i| i.to_string()).collect();
+    assert!(
+        got == want,
+        "numbered writes lost or doubled: {} of {}",
+        got.len(),
+        want.len()
+    );
+    cluster_matches_within(
+        &cluster,
+        &mut c,
+        &bin,
+        "through reshard and failovers",
+        1000,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
