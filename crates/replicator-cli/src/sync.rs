@@ -82,6 +82,10 @@ pub(crate) struct SyncArgs {
     /// file continues from there (PSYNC replid offset+1).
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
+    /// A standalone target keeps the position itself, exactly once: commands go in
+    /// transactions that also set this key (db 0) to `replid offset`; a restart reads it.
+    #[arg(long, value_name = "KEY")]
+    checkpoint_key: Option<String>,
     /// Unacknowledged commands per target node.
     #[arg(long, default_value_t = 1024)]
     window: usize,
@@ -141,7 +145,8 @@ fn options(args: &SyncArgs) -> anyhow::Result<Options> {
     .flush_target(args.flush_target)
     .skip_cross_slot(args.skip_cross_slot)
     .strict_transactions(args.strict_transactions)
-    .window(args.window, args.window_mib.max(1) << 20);
+    .window(args.window, args.window_mib.max(1) << 20)
+    .checkpoint_key(args.checkpoint_key.as_deref().map(str::as_bytes));
     for m in &args.db_map {
         let (a, b) = m
             .split_once(':')
@@ -233,10 +238,19 @@ pub(crate) fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         .block_on(replicator::sync::connect(&target_url(&args), opts.clone()))
         .context("cannot use the target")?;
     let live = args.source.contains("://");
-    let saved = match &args.checkpoint {
+    let mut saved = match &args.checkpoint {
         Some(p) => read_checkpoint(p)?,
         None => Vec::new(),
     };
+    if let (Some(key), true) = (&args.checkpoint_key, live) {
+        // the target's own record wins: it is exactly what was applied
+        let url = target_url(&args);
+        if let Some((id, off)) =
+            rt.block_on(replicator::sync::read_checkpoint_key(&url, key.as_bytes()))?
+        {
+            saved = vec![(0, id, off)];
+        }
+    }
     let mut writer = Writer::new(target.clone(), opts.clone())?;
     let running = Arc::new(AtomicBool::new(true));
     let started = Instant::now();
@@ -302,6 +316,12 @@ pub(crate) fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
                     break;
                 }
                 next = r.try_next_event();
+            }
+            if failure.is_none() {
+                // what was gathered goes out while the source is quiet
+                if let Err(e) = printer.flush() {
+                    failure = Some(e);
+                }
             }
             if failure.is_some() {
                 break;

@@ -79,6 +79,7 @@ pub struct Options {
     skip_cross_slot: bool,
     strict_transactions: bool,
     window: (usize, usize),
+    checkpoint_key: Option<Bytes>,
 }
 
 impl Default for Options {
@@ -93,6 +94,7 @@ impl Default for Options {
             skip_cross_slot: false,
             strict_transactions: false,
             window: (1024, 64 << 20),
+            checkpoint_key: None,
         }
     }
 }
@@ -139,6 +141,14 @@ impl Options {
         self.strict_transactions = on;
         self
     }
+    /// Exactly once into a standalone target: commands of a live source go in transactions
+    /// (`MULTI` … `SET key "replid offset"` … `EXEC`, in db 0), so the target holds the position
+    /// of exactly what it applied; [`read_checkpoint_key`] reads it back for a restart.
+    pub fn checkpoint_key(&mut self, key: Option<&[u8]>) -> &mut Self {
+        self.checkpoint_key = key.map(Bytes::copy_from_slice);
+        self
+    }
+
     /// The in-flight window per node: commands and bytes (default 1024 and 64 MiB).
     pub fn window(&mut self, commands: usize, bytes: usize) -> &mut Self {
         self.window = (commands, bytes);
@@ -186,6 +196,28 @@ pub async fn connect(url: &str, opts: Options) -> Result<Target> {
 
 pub(crate) fn sink_err(e: redis_sink::Error) -> Error {
     Error::new(crate::ErrorKind::Sink(e))
+}
+
+/// The position a target holds in its checkpoint key (db 0): `(replid, offset)`, or `None` when
+/// it has none.
+pub async fn read_checkpoint_key(url: &str, key: &[u8]) -> Result<Option<(String, u64)>> {
+    let cfg = TargetConfig::from_url(url).map_err(sink_err)?;
+    let c = cfg.client();
+    let key = String::from_utf8_lossy(key).into_owned();
+    let reply = replica_net::cluster::command(c, c.host(), c.port(), &["GET", &key]).await?;
+    let text = match reply {
+        resp_codec::Frame::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        _ => return Ok(None),
+    };
+    let (id, off) = text
+        .split_once(' ')
+        .and_then(|(id, off)| Some((id.to_owned(), off.parse().ok()?)))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "checkpoint key {key:?} holds {text:?}, not \"replid offset\""
+            ))
+        })?;
+    Ok(Some((id, off)))
 }
 
 /// The RDB version a server of this version reads.
@@ -296,6 +328,18 @@ pub struct Writer {
     shard: Option<usize>,
     now_ms: i64,
     keys_since_clock: u32,
+    /// `checkpoint_key`: the commands of the transaction being gathered
+    batch: Batch,
+}
+
+/// Commands gathered for one exactly-once transaction.
+#[derive(Debug, Default)]
+struct Batch {
+    db: u64,
+    shard: usize,
+    offset: Option<u64>,
+    buf: BytesMut,
+    n: u32,
 }
 
 /// A command as `redis-cli` would show it, shortened.
@@ -324,6 +368,12 @@ impl Writer {
     /// A writer into `target`. Refuses settings the target cannot meet.
     pub fn new(target: Target, opts: Options) -> Result<Self> {
         let info = target.info().clone();
+        if opts.checkpoint_key.is_some() && info.cluster {
+            return Err(Error::invalid(
+                "a checkpoint key needs a standalone target: a cluster has no transaction \
+                 across slots to keep it with the data (use a checkpoint file)",
+            ));
+        }
         let version = rdb_version_of(&info.version, info.valkey);
         let mut cmds = Resp::new(Vec::new());
         cmds.batch(opts.batch)
@@ -344,6 +394,7 @@ impl Writer {
             shard: None,
             now_ms: now_ms(),
             keys_since_clock: 0,
+            batch: Batch::default(),
         })
     }
 
@@ -552,6 +603,67 @@ impl Writer {
         }
     }
 
+    /// Sends the gathered transaction with the position it covers.
+    fn send_batch(&mut self) -> Result<()> {
+        let Some(key) = self.opts.checkpoint_key.clone() else {
+            return Ok(());
+        };
+        if self.batch.n == 0 {
+            return Ok(());
+        }
+        let b = std::mem::take(&mut self.batch);
+        let replid = self
+            .synced
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&b.shard).map(|s| s.replid.clone()))
+            .unwrap_or_default();
+        let mut buf = BytesMut::with_capacity(b.buf.len() + 128);
+        resp_codec::encode_command(["MULTI"], &mut buf);
+        buf.extend_from_slice(&b.buf);
+        let db = b.db.to_string();
+        let pos = format!("{replid} {}", b.offset.unwrap_or(0));
+        resp_codec::encode_command(["SELECT", "0"], &mut buf);
+        resp_codec::encode_command([&b"SET"[..], &key, pos.as_bytes()], &mut buf);
+        resp_codec::encode_command(["SELECT", &db], &mut buf);
+        resp_codec::encode_command(["EXEC"], &mut buf);
+        let u = Unit::new(buf.freeze(), b.n + 5, Route::Slot(0), b.db)
+            .key(key)
+            .barrier(true)
+            .position(b.shard, b.offset);
+        self.send(u)
+    }
+
+    /// Adds a command of a live source to the exactly-once transaction.
+    fn batch_command(&mut self, c: &CommandEvent, db: u64) -> Result<()> {
+        let shard = c.shard.or(self.shard).unwrap_or(0);
+        if self.batch.n > 0 && (self.batch.db != db || self.batch.shard != shard) {
+            self.send_batch()?;
+        }
+        // a source transaction is inside ours: its MULTI and EXEC go
+        let skip = ["MULTI", "EXEC", "SELECT", "PING", "REPLCONF"]
+            .iter()
+            .any(|n| c.cmd.is(n))
+            || (c.cmd.is("PUBLISH")
+                && c.cmd
+                    .arg(1)
+                    .is_some_and(|ch| ch.starts_with(b"__sentinel__")));
+        if !skip {
+            self.batch.buf.extend_from_slice(c.cmd.raw());
+            self.batch.n += 1;
+            self.counts.commands += 1;
+        }
+        self.batch.db = db;
+        self.batch.shard = shard;
+        if c.offset.is_some() {
+            self.batch.offset = c.offset;
+        }
+        if self.batch.n >= 256 || self.batch.buf.len() >= 1 << 20 {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
     fn end_block(&mut self, exec_off: Option<u64>) -> Result<()> {
         let Some(b) = self.block.take() else {
             return Ok(());
@@ -730,6 +842,9 @@ impl Sink for Writer {
     fn command(&mut self, c: &CommandEvent) -> Result<()> {
         self.flush_once()?;
         let db = self.target_db(c.db)?;
+        if self.opts.checkpoint_key.is_some() && c.offset.is_some() {
+            return self.batch_command(c, db);
+        }
         if c.cmd.is("MULTI") {
             self.block = Some(Block {
                 db,
@@ -813,16 +928,31 @@ impl Sink for Writer {
         });
         if let Some(start) = start {
             self.send(Unit::marker(shard, start))?;
+            if let Some(key) = self.opts.checkpoint_key.clone() {
+                let replid = self
+                    .synced
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(&shard).map(|s| s.replid.clone()))
+                    .unwrap_or_default();
+                let pos = format!("{replid} {start}");
+                let mut buf = BytesMut::new();
+                resp_codec::encode_command(["SELECT", "0"], &mut buf);
+                resp_codec::encode_command([&b"SET"[..], &key, pos.as_bytes()], &mut buf);
+                // after every key of the snapshot, before any command
+                self.send(Unit::new(buf.freeze(), 2, Route::AllMasters, 0).key(key))?;
+            }
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
-        Ok(())
+        self.send_batch()
     }
 
     fn finish(&mut self) -> Result<()> {
         self.end_block(None)?;
+        self.send_batch()?;
         self.target.blocking_flush().map_err(sink_err)
     }
 }

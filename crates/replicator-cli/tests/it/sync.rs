@@ -616,3 +616,91 @@ fn a_live_master_into_a_cluster_that_reshards_and_fails_over_ends_equal() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_checkpoint_key_makes_a_killed_sync_continue_exactly_once() {
+    let bin = bin();
+    let master = Server::start(
+        &bin,
+        &[
+            ("repl-diskless-sync-delay", "0"),
+            ("repl-backlog-size", "64mb"),
+        ],
+        None,
+    )
+    .unwrap();
+    let target = Server::start(&bin, &[], None).unwrap();
+    let (source, to) = (
+        format!("redis://127.0.0.1:{}", master.port),
+        format!("redis://127.0.0.1:{}", target.port),
+    );
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_replicator"))
+            .args(["sync", &source, &to, "--checkpoint-key", "__sync_pos"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut c = master.client().unwrap();
+    let numbered = |c: &mut Client, from: u64, to: u64| {
+        for i in from..to {
+            c.ok(&["INCR", "count"]).unwrap();
+            c.ok(&["RPUSH", "list", &i.to_string()]).unwrap();
+            c.ok(&["SELECT", "2"]).unwrap();
+            c.ok(&["HINCRBY", "h", "f", "1"]).unwrap();
+            c.ok(&["SELECT", "0"]).unwrap();
+        }
+    };
+    numbered(&mut c, 0, 50);
+    let mut child = start();
+    // killed hard three times while the writes go on: each restart reads the key back
+    let mut next = 50;
+    for _ in 0..3 {
+        let until = next + 400;
+        numbered(&mut c, next, until);
+        next = until;
+        wait("the key to move", Duration::from_secs(30), || {
+            target
+                .client()
+                .ok()
+                .and_then(|mut t| t.cmd(&["GET", "__sync_pos"]).ok())
+                .is_some_and(|r| r.bytes().is_some())
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        numbered(&mut c, next, next + 100);
+        next += 100;
+        child = start();
+    }
+    let offset = master
+        .info("replication", "master_repl_offset")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    wait("the last writes", Duration::from_secs(30), || {
+        target
+            .client()
+            .ok()
+            .and_then(|mut t| t.cmd(&["GET", "__sync_pos"]).ok())
+            .and_then(|r| r.text().split(' ').nth(1)?.parse::<u64>().ok())
+            .is_some_and(|o| o >= offset)
+    });
+    let (ok, e) = term(&mut child);
+    assert!(ok, "{e}");
+    let mut t = target.client().unwrap();
+    assert_eq!(
+        t.ok(&["GET", "count"]).unwrap().text(),
+        next.to_string(),
+        "{e}"
+    );
+    let list = t.ok(&["LRANGE", "list", "0", "-1"]).unwrap();
+    let got: Vec<String> = list.items().iter().map(test_support::Resp::text).collect();
+    let want: Vec<String> = (0..next).map(|i| i.to_string()).collect();
+    assert!(
+        got == want,
+        "lost or doubled: {} of {}",
+        got.len(),
+        want.len()
+    );
+    t.ok(&["SELECT", "2"]).unwrap();
+    assert_eq!(t.ok(&["HGET", "h", "f"]).unwrap().text(), next.to_string());
+}
