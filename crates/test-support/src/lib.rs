@@ -360,20 +360,29 @@ impl Cluster {
     /// failovers are quick), every slot covered, waited for until the cluster state is ok on
     /// every node and every replica's link is up.
     pub fn start(bin: &ServerBin, masters: usize, replicas: usize) -> Result<Self> {
+        Self::start_with(bin, masters, replicas, &[])
+    }
+
+    /// Like [`start`](Self::start), with more settings for every node (Valkey 9's
+    /// `cluster-databases`).
+    pub fn start_with(
+        bin: &ServerBin,
+        masters: usize,
+        replicas: usize,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
         let cli = redis_cli().context("redis-cli not found (Debian's redis-tools)")?;
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            nodes.push(Server::start(
-                bin,
-                &[
-                    ("cluster-enabled", "yes"),
-                    ("cluster-config-file", "nodes.conf"),
-                    ("cluster-node-timeout", "1000"),
-                    ("repl-diskless-sync-delay", "0"),
-                    ("cluster-replica-validity-factor", "0"),
-                ],
-                None,
-            )?);
+            let mut args = vec![
+                ("cluster-enabled", "yes"),
+                ("cluster-config-file", "nodes.conf"),
+                ("cluster-node-timeout", "1000"),
+                ("repl-diskless-sync-delay", "0"),
+                ("cluster-replica-validity-factor", "0"),
+            ];
+            args.extend_from_slice(extra);
+            nodes.push(Server::start(bin, &args, None)?);
         }
         let mut cmd = Command::new(cli);
         cmd.arg("--cluster").arg("create");

@@ -704,3 +704,170 @@ fn a_checkpoint_key_makes_a_killed_sync_continue_exactly_once() {
     t.ok(&["SELECT", "2"]).unwrap();
     assert_eq!(t.ok(&["HGET", "h", "f"]).unwrap().text(), next.to_string());
 }
+
+/// Every key of every master of `cluster` in `db`.
+fn cluster_keys(cluster: &Cluster, db: u64) -> BTreeSet<Vec<u8>> {
+    let mut all = BTreeSet::new();
+    for n in &cluster.nodes {
+        if n.info("replication", "role").as_deref() != Some("master") {
+            continue;
+        }
+        let mut c = n.client().unwrap();
+        c.ok(&["SELECT", &db.to_string()]).unwrap();
+        all.extend(c.keys().unwrap());
+    }
+    all
+}
+
+#[test]
+fn a_two_million_field_hash_and_a_multi_part_aof_sync_whole_into_a_server_and_a_cluster() {
+    let bin = bin();
+    // the source: appendonly (a multi-part AOF: a base and an incr file), a big hash, random
+    // data and transactions
+    let source = Server::start(
+        &bin,
+        &[
+            ("appendonly", "yes"),
+            ("aof-use-rdb-preamble", "yes"),
+            ("auto-aof-rewrite-percentage", "0"),
+        ],
+        None,
+    )
+    .unwrap();
+    let mut c = source.client().unwrap();
+    let mut w = test_support::random::Writes::new(31, 200);
+    let mut write = |c: &mut Client, n: usize| {
+        for _ in 0..n {
+            let args = w.next_command();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.ok(&args).unwrap();
+        }
+    };
+    write(&mut c, 800);
+    c.ok(&["BGREWRITEAOF"]).unwrap();
+    wait("the AOF rewrite", Duration::from_secs(60), || {
+        source
+            .info("persistence", "aof_rewrite_in_progress")
+            .as_deref()
+            == Some("0")
+            && source
+                .info("persistence", "aof_rewrite_scheduled")
+                .as_deref()
+                == Some("0")
+    });
+    write(&mut c, 800);
+    for i in 0..20 {
+        c.ok(&["MULTI"]).unwrap();
+        c.cmd(&["INCR", "{tx}n"]).unwrap();
+        c.cmd(&["RPUSH", "{tx}l", &i.to_string()]).unwrap();
+        c.ok(&["EXEC"]).unwrap();
+    }
+    // the AOF as it is now (a base and an incr file), kept aside
+    let manifest = source.dir.join("appendonlydir");
+    assert!(manifest.join("appendonly.aof.manifest").is_file());
+    let scratch = test_support::temp_dir("sync-aof-copy");
+    for f in std::fs::read_dir(&manifest).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, scratch.join(f.file_name().unwrap())).unwrap();
+    }
+    let aof_dir = scratch.to_str().unwrap().to_owned();
+    let mut aof_keys = Client::connect(source.port).unwrap();
+    let aof_source = Server::start(&bin, &[], None).unwrap();
+    {
+        // what the AOF holds, to compare with: the source's data now, copied aside
+        let out = sync(&[&aof_dir, &format!("redis://127.0.0.1:{}", aof_source.port)]);
+        assert!(out.status.success(), "{}", err(&out));
+        let mut b = aof_source.client().unwrap();
+        same_data(&mut aof_keys, &mut b, &bin, &[0], "the AOF into a server");
+    }
+    // the RDB: the same data and a hash of 2,000,000 fields
+    // 2,000 pipelined HSETs of 1,000 fields
+    let mut cmds = Vec::new();
+    for batch in 0..2000 {
+        let mut args: Vec<String> = vec!["HSET".into(), "{big}hash".into()];
+        for i in 0..1000 {
+            let f = batch * 1000 + i;
+            args.push(format!("field:{f}"));
+            args.push(format!("value-{}", f % 977));
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        resp_command(&a, &mut cmds);
+    }
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", source.port)).unwrap();
+    std::io::Write::write_all(&mut raw, &cmds).unwrap();
+    wait("the big hash", Duration::from_secs(60), || {
+        c.ok(&["HLEN", "{big}hash"]).unwrap().int() == Some(2_000_000)
+    });
+    assert_eq!(c.ok(&["HLEN", "{big}hash"]).unwrap().int(), Some(2_000_000));
+    c.ok(&["SAVE"]).unwrap();
+    let rdb = source.dir.join("dump.rdb").to_str().unwrap().to_owned();
+
+    let cluster = Cluster::start(&bin, 3, 0).unwrap();
+    let curl = format!("redis://127.0.0.1:{}", cluster.nodes[0].port);
+    // the RDB into a server
+    let fresh = Server::start(&bin, &[], None).unwrap();
+    let out = sync(&[&rdb, &format!("redis://127.0.0.1:{}", fresh.port)]);
+    assert!(out.status.success(), "{}", err(&out));
+    same_data(
+        &mut c,
+        &mut fresh.client().unwrap(),
+        &bin,
+        &[0],
+        "the RDB into a server",
+    );
+    // the big hash went as commands, in chunks
+    assert!(err(&out).contains("1 as commands"), "{}", err(&out));
+    // both into the cluster (emptied in between)
+    let out = sync(&[&aof_dir, &curl]);
+    assert!(out.status.success(), "{}", err(&out));
+    cluster_matches(
+        &cluster,
+        &mut aof_source.client().unwrap(),
+        &bin,
+        "the AOF into a cluster",
+    );
+    let out = sync(&[&rdb, &curl, "--flush-target"]);
+    assert!(out.status.success(), "{}", err(&out));
+    cluster_matches(&cluster, &mut c, &bin, "the RDB into a cluster");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn a_valkey_9_cluster_with_several_databases_takes_every_db() {
+    let Some(bin) = server_named("valkey-9.1", "the Valkey cluster sync test") else {
+        return;
+    };
+    let cluster = Cluster::start_with(&bin, 3, 0, &[("cluster-databases", "4")]).unwrap();
+    let source = Server::start(&bin, &[], None).unwrap();
+    let mut c = source.client().unwrap();
+    for db in [0u64, 1, 3] {
+        c.ok(&["SELECT", &db.to_string()]).unwrap();
+        for i in 0..200 {
+            c.ok(&["SET", &format!("k{i}"), &format!("db{db}")])
+                .unwrap();
+            c.ok(&["RPUSH", &format!("l{i}"), "a", "b"]).unwrap();
+        }
+    }
+    c.ok(&["SAVE"]).unwrap();
+    let rdb = source.dir.join("dump.rdb");
+    let url = format!("redis://127.0.0.1:{}", cluster.nodes[0].port);
+    let out = sync(&[rdb.to_str().unwrap(), &url]);
+    assert!(out.status.success(), "{}", err(&out));
+    for db in [0u64, 1, 2, 3] {
+        c.ok(&["SELECT", &db.to_string()]).unwrap();
+        let want: BTreeSet<Vec<u8>> = c.keys().unwrap().into_iter().collect();
+        assert_eq!(cluster_keys(&cluster, db), want, "db {db}");
+    }
+    // a database past cluster-databases is refused before anything is written
+    c.ok(&["SELECT", "0"]).unwrap();
+    let out = sync(&[
+        rdb.to_str().unwrap(),
+        &url,
+        "--db-map",
+        "1:7",
+        "--on-conflict",
+        "replace",
+    ]);
+    assert!(!out.status.success());
+    assert!(err(&out).contains("target db 7"), "{}", err(&out));
+}
