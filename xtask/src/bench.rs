@@ -1,5 +1,6 @@
-//! `cargo xtask bench [files|replication] [--keys N] [--hash-fields N] [--reuse]`: whole-file
-//! figures, then replication figures (`bench_repl.rs`).
+//! `cargo xtask bench [files|replication|sync] [--keys N] [--hash-fields N] [--reuse]`:
+//! whole-file figures, then replication figures (`bench_repl.rs`); `sync` alone writes the data
+//! set into live servers and clusters (`bench_sync.rs`).
 //!
 //! Makes a mixed data set with a real redis-server (DEBUG POPULATE strings, lists, sets, zsets,
 //! hashes, streams, plus one big hash), saves it, then times `replicator check`,
@@ -62,6 +63,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // `bench` runs both parts; `bench files` / `bench replication` one of them
     let which = args.first().map(String::as_str);
     let (bin, file) = prepare(args)?;
+    if which == Some("sync") {
+        return crate::bench_sync::run(&bin, &file);
+    }
     if which != Some("replication") {
         files(&bin, &file)?;
     }

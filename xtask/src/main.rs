@@ -13,6 +13,7 @@
 mod aof_fixtures;
 mod bench;
 mod bench_repl;
+mod bench_sync;
 mod differential;
 mod fixtures;
 

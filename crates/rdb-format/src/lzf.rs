@@ -73,16 +73,22 @@ mod tests {
 /// Compresses `input` in LZF format (what Redis' `lzf_compress` writes and
 /// [`decompress_into`] reads). `None` when the result would not be shorter than `max_out`.
 pub(crate) fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
-    const HLOG: usize = 14;
     const MAX_OFF: usize = 1 << 13;
     const MAX_REF: usize = (1 << 8) + (1 << 3);
     let n = input.len();
+    if n >= u32::MAX as usize {
+        // positions are kept as u32: such a string is written as it is
+        return None;
+    }
     let mut out = Vec::with_capacity(max_out.min(n + n / 16 + 64));
-    let mut table = vec![usize::MAX; 1 << HLOG];
+    // a table the input's size (up to 2^14 entries): filling a large one for every short
+    // string cost more than compressing it
+    let hlog = (usize::BITS - n.max(2).leading_zeros()).clamp(8, 14);
+    let mut table = vec![u32::MAX; 1 << hlog];
     let hash = |p: usize| {
         let v =
             (u32::from(input[p]) << 16) | (u32::from(input[p + 1]) << 8) | u32::from(input[p + 2]);
-        (v.wrapping_mul(2_654_435_761) >> (32 - HLOG)) as usize
+        (v.wrapping_mul(2_654_435_761) >> (32 - hlog)) as usize
     };
     let mut lit_start = 0;
     let mut ip = 0;
@@ -97,9 +103,13 @@ pub(crate) fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
     };
     while ip + 2 < n {
         let h = hash(ip);
-        let r = table[h];
-        table[h] = ip;
-        if r != usize::MAX && ip - r <= MAX_OFF && r < ip && input[r..r + 3] == input[ip..ip + 3] {
+        let r = table[h] as usize;
+        table[h] = ip as u32;
+        if r != u32::MAX as usize
+            && r < ip
+            && ip - r <= MAX_OFF
+            && input[r..r + 3] == input[ip..ip + 3]
+        {
             let max = (n - ip).min(MAX_REF);
             let mut len = 3;
             while len < max && input[r + len] == input[ip + len] {

@@ -97,13 +97,14 @@ struct Shared {
 
 enum Msg {
     Unit(Unit),
+    Units(Vec<Unit>),
     Flush(oneshot::Sender<Result<()>>),
 }
 
 enum Ev {
     Connected(NodeId, u64, Box<dyn replica_net::Io>),
     ConnectFailed(NodeId, Error),
-    Reply(NodeId, u64, Frame),
+    Replies(NodeId, u64, Vec<Frame>),
     Closed(NodeId, u64, String),
     Topology(Result<Vec<Master>>),
 }
@@ -324,6 +325,20 @@ impl Target {
             .map_err(|_| self.error())
     }
 
+    /// Adds units in order, waiting while the window is full (from a thread outside the
+    /// runtime): cheaper than one [`blocking_send`](Self::blocking_send) each.
+    pub fn blocking_send_all(&self, units: Vec<Unit>) -> Result<()> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        if let Some(e) = self.shared.lock().ok().and_then(|s| s.error.clone()) {
+            return Err(e);
+        }
+        self.tx
+            .blocking_send(Msg::Units(units))
+            .map_err(|_| self.error())
+    }
+
     /// Adds a unit, waiting while the window is full.
     pub async fn send(&self, unit: Unit) -> Result<()> {
         if let Some(e) = self.shared.lock().ok().and_then(|s| s.error.clone()) {
@@ -414,19 +429,21 @@ fn spawn_connection(
         let mut dec = resp_codec::Decoder::new();
         let mut buf = BytesMut::with_capacity(64 << 10);
         loop {
+            // the replies of one read go together
+            let mut frames = Vec::new();
             loop {
                 match dec.decode(&mut buf) {
-                    Ok(Some(f)) => {
-                        if ev.send(Ev::Reply(node, generation, f)).is_err() {
-                            return;
-                        }
-                    }
+                    Ok(Some(f)) => frames.push(f),
                     Ok(None) => break,
                     Err(e) => {
+                        let _ = ev.send(Ev::Replies(node, generation, frames));
                         let _ = ev.send(Ev::Closed(node, generation, format!("bad reply: {e}")));
                         return;
                     }
                 }
+            }
+            if !frames.is_empty() && ev.send(Ev::Replies(node, generation, frames)).is_err() {
+                return;
             }
             match rd.read_buf(&mut buf).await {
                 Ok(0) => {
@@ -531,11 +548,13 @@ async fn run(
                     while p.can_accept() {
                         match rx.try_recv() {
                             Ok(Msg::Unit(u)) => p.push(u),
+                            Ok(Msg::Units(us)) => us.into_iter().for_each(|u| p.push(u)),
                             Ok(Msg::Flush(f)) => { flushes.push(f); break; }
                             Err(_) => break,
                         }
                     }
                 }
+                Some(Msg::Units(us)) => us.into_iter().for_each(|u| p.push(u)),
                 Some(Msg::Flush(f)) => flushes.push(f),
                 None => input_open = false,
             },
@@ -561,10 +580,14 @@ async fn run(
                             }
                             p.handle_disconnected(node, now);
                         }
-                        Ev::Reply(node, g, f) => {
+                        Ev::Replies(node, g, frames) => {
                             if conns.get(&node).is_some_and(|c| c.generation == g) {
-                                // the error is kept by the core and reported above
-                                let _ = p.handle_reply(node, f, now);
+                                for f in frames {
+                                    // the error is kept by the core and reported above
+                                    if p.handle_reply(node, f, now).is_err() {
+                                        break;
+                                    }
+                                }
                             }
                         }
                         Ev::Closed(node, g, _why) => {

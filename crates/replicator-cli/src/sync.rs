@@ -86,6 +86,9 @@ pub(crate) struct SyncArgs {
     /// transactions that also set this key (db 0) to `replid offset`; a restart reads it.
     #[arg(long, value_name = "KEY")]
     checkpoint_key: Option<String>,
+    /// LZF-compress the strings of RESTORE payloads (for a target across a slow link).
+    #[arg(long)]
+    compress: bool,
     /// Unacknowledged commands per target node.
     #[arg(long, default_value_t = 1024)]
     window: usize,
@@ -146,7 +149,8 @@ fn options(args: &SyncArgs) -> anyhow::Result<Options> {
     .skip_cross_slot(args.skip_cross_slot)
     .strict_transactions(args.strict_transactions)
     .window(args.window, args.window_mib.max(1) << 20)
-    .checkpoint_key(args.checkpoint_key.as_deref().map(str::as_bytes));
+    .checkpoint_key(args.checkpoint_key.as_deref().map(str::as_bytes))
+    .compress(args.compress);
     for m in &args.db_map {
         let (a, b) = m
             .split_once(':')

@@ -80,6 +80,7 @@ pub struct Options {
     strict_transactions: bool,
     window: (usize, usize),
     checkpoint_key: Option<Bytes>,
+    compress: bool,
 }
 
 impl Default for Options {
@@ -95,6 +96,7 @@ impl Default for Options {
             strict_transactions: false,
             window: (1024, 64 << 20),
             checkpoint_key: None,
+            compress: false,
         }
     }
 }
@@ -146,6 +148,13 @@ impl Options {
     /// of exactly what it applied; [`read_checkpoint_key`] reads it back for a restart.
     pub fn checkpoint_key(&mut self, key: Option<&[u8]>) -> &mut Self {
         self.checkpoint_key = key.map(Bytes::copy_from_slice);
+        self
+    }
+
+    /// LZF-compress the strings of `RESTORE` payloads (default off: the target spends as long
+    /// decompressing as we do compressing, for bytes that mostly cross a local network).
+    pub fn compress(&mut self, on: bool) -> &mut Self {
+        self.compress = on;
         self
     }
 
@@ -286,6 +295,9 @@ struct Synced {
     rdb_done: bool,
 }
 
+/// Units handed to the target at once.
+const OUT_BATCH: usize = 128;
+
 /// Reads a [`Writer`]'s acknowledged source positions from anywhere.
 #[derive(Debug, Clone)]
 pub struct Positions {
@@ -330,6 +342,8 @@ pub struct Writer {
     keys_since_clock: u32,
     /// `checkpoint_key`: the commands of the transaction being gathered
     batch: Batch,
+    /// units not yet handed to the target (they go in batches)
+    out: Vec<Unit>,
 }
 
 /// Commands gathered for one exactly-once transaction.
@@ -395,6 +409,7 @@ impl Writer {
             now_ms: now_ms(),
             keys_since_clock: 0,
             batch: Batch::default(),
+            out: Vec::with_capacity(OUT_BATCH),
         })
     }
 
@@ -429,7 +444,17 @@ impl Writer {
     }
 
     fn send(&mut self, unit: Unit) -> Result<()> {
-        self.target.blocking_send(unit).map_err(sink_err)
+        self.out.push(unit);
+        if self.out.len() >= OUT_BATCH {
+            self.send_out()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the units gathered so far to the target.
+    fn send_out(&mut self) -> Result<()> {
+        let units = std::mem::replace(&mut self.out, Vec::with_capacity(OUT_BATCH));
+        self.target.blocking_send_all(units).map_err(sink_err)
     }
 
     fn flush_once(&mut self) -> Result<()> {
@@ -821,7 +846,7 @@ impl Sink for Writer {
             Item::Header { version, .. } => {
                 self.cmds.other(item)?;
                 let mut cfg = crate::print::target_config(Some(self.version), *version)?;
-                cfg.lossy(false);
+                cfg.lossy(false).compress(self.opts.compress);
                 self.cfg = Some(cfg);
             }
             Item::Function(f) if f.name.is_none() => {
@@ -947,12 +972,14 @@ impl Sink for Writer {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.send_batch()
+        self.send_batch()?;
+        self.send_out()
     }
 
     fn finish(&mut self) -> Result<()> {
         self.end_block(None)?;
         self.send_batch()?;
+        self.send_out()?;
         self.target.blocking_flush().map_err(sink_err)
     }
 }
