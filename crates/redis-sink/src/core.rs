@@ -599,12 +599,12 @@ impl Pipeline {
         self.masters = (0..seen.len()).filter(|&i| seen[i]).collect();
     }
 
-    /// True when more units may be pushed: what waits to be sent is under the byte window
-    /// and twice the command window. A driver stops reading its input while this is false,
-    /// which holds the source back.
+    /// True when more units may be pushed: what waits to be sent is under a quarter of the
+    /// byte window (at least 1 MiB) and twice the command window. A driver stops reading its
+    /// input while this is false, which holds the source back; memory stays near the window.
     pub fn can_accept(&self) -> bool {
         self.failed.is_none()
-            && self.queued_bytes < self.cfg.window_bytes
+            && self.queued_bytes < (self.cfg.window_bytes / 4).max(1 << 20)
             && self.queued_units < self.cfg.window_commands * 2
     }
 

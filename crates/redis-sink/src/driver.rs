@@ -296,7 +296,8 @@ impl Target {
             databases,
             masters,
         };
-        let (tx, rx) = mpsc::channel(256);
+        // messages of up to 128 units: what waits here stays small next to the window
+        let (tx, rx) = mpsc::channel(16);
         let shared = Arc::new(Mutex::new(Shared::default()));
         tokio::spawn(run(cfg.client.clone(), pipeline, rx, shared.clone()));
         Ok(Self { tx, shared, info })

@@ -292,6 +292,10 @@ pub enum Event {
     },
     /// A command of the stream.
     Command(CommandEvent),
+    /// The stream moved on with a command that carries no data and is not delivered (`PING`,
+    /// `REPLCONF GETACK`): the offset after it, which a consumer that saves positions may save
+    /// once it applied everything before (else a master that only pings looks ahead of it).
+    Offset(u64),
     /// The link dropped (the driver reconnects unless the error is fatal).
     Disconnected {
         /// Why.
@@ -1035,15 +1039,16 @@ impl Replica {
             }
             self.delivered = self.delivered.max(o);
         }
-        if cmd.is("PING") {
-            return Ok(true);
-        }
-        if cmd.is("REPLCONF") {
-            if cmd
-                .arg(1)
-                .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
+        if cmd.is("PING") || cmd.is("REPLCONF") {
+            if cmd.is("REPLCONF")
+                && cmd
+                    .arg(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
             {
                 self.send_ack(now);
+            }
+            if let (Some(o), false) = (offset, again) {
+                self.events.push_back(Event::Offset(o));
             }
             return Ok(true);
         }

@@ -328,6 +328,11 @@ fn follow<S: Sink>(
                             let of = shard.map_or_else(String::new, |s| format!(" (shard {s})"));
                             eprintln!("replicator: link lost{of}: {reason}; reconnecting");
                         }
+                        Event::Offset { offset, shard } => {
+                            if let Some(p) = seen.positions.get_mut(&shard.unwrap_or(0)) {
+                                p.1 = *offset;
+                            }
+                        }
                         _ => {}
                     }
                     printer.event(ev)?;

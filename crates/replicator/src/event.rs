@@ -29,6 +29,14 @@ pub enum Event {
     },
     /// A command (AOF, replication stream).
     Command(CommandEvent),
+    /// A live master's stream moved on without data (`PING`, `REPLCONF GETACK`): the offset
+    /// after it, for consumers that save positions.
+    Offset {
+        /// The replication offset.
+        offset: u64,
+        /// The shard (cluster sources).
+        shard: Option<usize>,
+    },
     /// The link to a master was lost; the replica reconnects and continues.
     Disconnected {
         /// Why.
@@ -193,6 +201,10 @@ impl Event {
                 reason,
                 shard: None,
             },
+            replica_net::Event::Offset(offset) => Self::Offset {
+                offset,
+                shard: None,
+            },
             _ => return None,
         })
     }
@@ -212,6 +224,7 @@ impl Event {
                 Self::Command(c)
             }
             Self::Disconnected { reason, .. } => Self::Disconnected { reason, shard },
+            Self::Offset { offset, .. } => Self::Offset { offset, shard },
             Self::SyncEnd {
                 checksum, bytes, ..
             } => Self::SyncEnd {

@@ -295,8 +295,9 @@ struct Synced {
     rdb_done: bool,
 }
 
-/// Units handed to the target at once.
+/// Units handed to the target at once, at most, and their bytes (big keys' commands are big).
 const OUT_BATCH: usize = 128;
+const OUT_BYTES: usize = 256 << 10;
 
 /// Reads a [`Writer`]'s acknowledged source positions from anywhere.
 #[derive(Debug, Clone)]
@@ -342,8 +343,9 @@ pub struct Writer {
     keys_since_clock: u32,
     /// `checkpoint_key`: the commands of the transaction being gathered
     batch: Batch,
-    /// units not yet handed to the target (they go in batches)
+    /// units not yet handed to the target (they go in batches), and their bytes
     out: Vec<Unit>,
+    out_bytes: usize,
 }
 
 /// Commands gathered for one exactly-once transaction.
@@ -410,6 +412,7 @@ impl Writer {
             keys_since_clock: 0,
             batch: Batch::default(),
             out: Vec::with_capacity(OUT_BATCH),
+            out_bytes: 0,
         })
     }
 
@@ -444,8 +447,9 @@ impl Writer {
     }
 
     fn send(&mut self, unit: Unit) -> Result<()> {
+        self.out_bytes += unit.len();
         self.out.push(unit);
-        if self.out.len() >= OUT_BATCH {
+        if self.out.len() >= OUT_BATCH || self.out_bytes >= OUT_BYTES {
             self.send_out()?;
         }
         Ok(())
@@ -453,6 +457,7 @@ impl Writer {
 
     /// Hands the units gathered so far to the target.
     fn send_out(&mut self) -> Result<()> {
+        self.out_bytes = 0;
         let units = std::mem::replace(&mut self.out, Vec::with_capacity(OUT_BATCH));
         self.target.blocking_send_all(units).map_err(sink_err)
     }
@@ -942,6 +947,16 @@ impl Sink for Writer {
             )?;
         }
         Ok(())
+    }
+
+    fn offset(&mut self, offset: u64, shard: Option<usize>) -> Result<()> {
+        if self.opts.checkpoint_key.is_some() && self.batch.n > 0 {
+            // inside the transaction being gathered: it covers this offset too
+            self.batch.offset = Some(offset);
+            return Ok(());
+        }
+        let shard = shard.or(self.shard).unwrap_or(0);
+        self.send(Unit::marker(shard, offset))
     }
 
     fn sync_end(&mut self, shard: Option<usize>) -> Result<()> {

@@ -95,6 +95,12 @@ pub trait Sink {
             Ok(())
         }
     }
+    /// A live master's stream moved on without data (`PING`): `offset` of `shard`. Default:
+    /// nothing.
+    fn offset(&mut self, offset: u64, shard: Option<usize>) -> Result<()> {
+        let _ = (offset, shard);
+        Ok(())
+    }
     /// The RDB of a full sync is complete (`shard`: the cluster shard's). Default: nothing.
     fn sync_end(&mut self, shard: Option<usize>) -> Result<()> {
         let _ = shard;
@@ -139,6 +145,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn sync_end(&mut self, shard: Option<usize>) -> Result<()> {
         (**self).sync_end(shard)
+    }
+    fn offset(&mut self, offset: u64, shard: Option<usize>) -> Result<()> {
+        (**self).offset(offset, shard)
     }
     fn flush(&mut self) -> Result<()> {
         (**self).flush()
@@ -267,6 +276,7 @@ impl<S: Sink> Printer<S> {
                 self.sink.sync_start(&s)
             }
             Event::SyncEnd { shard, .. } => self.sink.sync_end(shard),
+            Event::Offset { offset, shard } => self.sink.offset(offset, shard),
             _ => Ok(()),
         }
     }
