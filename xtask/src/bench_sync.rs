@@ -159,6 +159,60 @@ fn peak_rss(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The same load with a real replica (`REPLICAOF`) in our place: how far behind a redis-server
+/// falls on this machine (its own processed offset, sampled every 50 ms).
+fn live_real_replica(seconds: u64) -> Result<(u64, f64)> {
+    let server_bin = test_support::default_server()?;
+    let master = Server::start(&server_bin, &[("repl-diskless-sync-delay", "0")], None)?;
+    let replica = Server::start(&server_bin, &[], None)?;
+    replica
+        .client()?
+        .ok(&["REPLICAOF", "127.0.0.1", &master.port.to_string()])?;
+    let offset =
+        |s: &Server| -> Option<u64> { s.info("replication", "master_repl_offset")?.parse().ok() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica.info("replication", "master_link_status").as_deref() != Some("up") {
+        anyhow::ensure!(Instant::now() < deadline, "the replica did not sync");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut bench = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &master.port.to_string(),
+            "-P",
+            "16",
+            "-t",
+            "set,lpush",
+        ])
+        .args(["-r", "100000", "-n", "2000000000", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("redis-benchmark (Debian's redis-tools)")?;
+    let start = Instant::now();
+    let (mut max_lag, mut max_lag_s) = (0u64, 0f64);
+    let mut history: Vec<(Instant, u64)> = Vec::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let now = Instant::now();
+        let mo = offset(&master).unwrap_or(0);
+        history.push((now, mo));
+        if let Some(a) = offset(&replica) {
+            max_lag = max_lag.max(mo.saturating_sub(a));
+            if a < mo {
+                let reached = history
+                    .iter()
+                    .find(|(_, o)| *o > a)
+                    .map_or(now, |(t, _)| *t);
+                max_lag_s = max_lag_s.max(now.duration_since(reached).as_secs_f64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = bench.kill();
+    let _ = bench.wait();
+    Ok((max_lag, max_lag_s))
+}
+
 fn live(bin: &Path, seconds: u64) -> Result<()> {
     let server_bin = test_support::default_server()?;
     let master = Server::start(&server_bin, &[("repl-diskless-sync-delay", "0")], None)?;
@@ -258,6 +312,10 @@ fn live(bin: &Path, seconds: u64) -> Result<()> {
         applied / (elapsed + caught),
         written as f64 / elapsed / 1e6,
         rss as f64 / 1024.0
+    );
+    let (real_lag, real_lag_s) = live_real_replica(seconds)?;
+    println!(
+        "| (a redis-server replica under the same load) | — | {real_lag} | {real_lag_s:.2} | — | — |"
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -403,6 +403,9 @@ impl Target {
     }
 }
 
+/// How often the shared counts and positions are refreshed while the pipeline is busy.
+const PUBLISH: std::time::Duration = std::time::Duration::from_millis(10);
+
 struct Conn {
     generation: u64,
     tx: mpsc::UnboundedSender<Bytes>,
@@ -473,6 +476,7 @@ async fn run(
     let mut generation = 0u64;
     let mut flushes: Vec<oneshot::Sender<Result<()>>> = Vec::new();
     let mut input_open = true;
+    let mut published = Instant::now();
     loop {
         let now = Instant::now();
         while let Some(a) = p.poll_action(now) {
@@ -515,15 +519,21 @@ async fn run(
             }
         }
         let failed = p.error().cloned();
-        if let Ok(mut s) = shared.lock() {
-            for (shard, a) in p.positions() {
-                s.acked.insert(shard, a);
-            }
-            s.counters = p.counters().clone();
-            s.inflight = p.inflight();
-            s.pending = p.pending();
-            if failed.is_some() {
-                s.error.clone_from(&failed);
+        let idle = p.is_idle();
+        // what others read: every 10 ms at most while busy (it costs allocations), at once
+        // when idle, failed or waited for
+        if idle || failed.is_some() || !flushes.is_empty() || published.elapsed() >= PUBLISH {
+            published = Instant::now();
+            if let Ok(mut s) = shared.lock() {
+                for (shard, a) in p.positions() {
+                    s.acked.insert(shard, a);
+                }
+                s.counters = p.counters().clone();
+                s.inflight = p.inflight();
+                s.pending = p.pending();
+                if failed.is_some() {
+                    s.error.clone_from(&failed);
+                }
             }
         }
         if let Some(e) = failed {
@@ -540,7 +550,11 @@ async fn run(
                 return;
             }
         }
-        let wake = p.poll_timeout().map(tokio::time::Instant::from_std);
+        // while busy, wake for the next publication too
+        let wake = p
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .or_else(|| (!idle).then(|| tokio::time::Instant::from_std(published + PUBLISH)));
         tokio::select! {
             m = rx.recv(), if input_open && p.can_accept() => match m {
                 Some(Msg::Unit(u)) => {

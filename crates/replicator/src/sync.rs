@@ -565,9 +565,8 @@ impl Writer {
             Keys::At(k) => k,
         };
         let slots: Vec<u16> = ks.iter().map(|&i| key_slot(args[i])).collect();
-        let first = ks
-            .first()
-            .map_or(Bytes::new(), |&i| Bytes::copy_from_slice(args[i]));
+        // a slice of the command's bytes, not a copy
+        let first = ks.first().and_then(|&i| c.arg_bytes(i)).unwrap_or_default();
         let same = slots.windows(2).all(|w| w[0] == w[1]) || !self.target.info().cluster;
         if same {
             let slot = slots.first().copied().unwrap_or(0);
