@@ -871,3 +871,76 @@ fn a_valkey_9_cluster_with_several_databases_takes_every_db() {
     assert!(!out.status.success());
     assert!(err(&out).contains("target db 7"), "{}", err(&out));
 }
+
+#[test]
+fn a_cluster_source_syncs_into_one_server() {
+    let bin = bin();
+    let source = Cluster::start(&bin, 3, 0).unwrap();
+    let target = Server::start(&bin, &[], None).unwrap();
+    let mut w = test_support::random::Writes::new(41, 300);
+    let mut write = |n: usize| {
+        for _ in 0..n {
+            let args = w.next_command();
+            let key = test_support::random::Writes::key_of(&args).to_owned();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            source.write_keyed(&key, &args).unwrap();
+        }
+    };
+    write(800);
+    let dir = test_support::temp_dir("sync-cluster-source");
+    let ckpt = dir.join("checkpoint");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replicator"))
+        .args([
+            "sync",
+            &format!("redis://127.0.0.1:{}", source.nodes[2].port),
+            &format!("redis://127.0.0.1:{}", target.port),
+        ])
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write(800);
+    // every shard's acknowledged offset reaches its master's
+    let masters: Vec<&Server> = source.nodes.iter().collect();
+    wait("every shard acknowledged", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&ckpt).unwrap_or_default();
+        let saved: Vec<(String, u64)> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                Some((w.get(1)?.to_string(), w.get(2)?.parse().ok()?))
+            })
+            .collect();
+        saved.len() == 3
+            && masters.iter().all(|m| {
+                let id = m.info("replication", "master_replid").unwrap_or_default();
+                let off: u64 = m
+                    .info("replication", "master_repl_offset")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                saved.iter().any(|(i, o)| *i == id && *o >= off)
+            })
+    });
+    let (ok, e) = term(&mut child);
+    assert!(ok, "{e}");
+    // the server holds the union of the shards, key for key
+    let mut t = target.client().unwrap();
+    let mut all = BTreeSet::new();
+    for m in &masters {
+        let mut c = m.client().unwrap();
+        for k in c.keys().unwrap() {
+            let (want, got) = (key_facts(&mut c, &bin, &k), key_facts(&mut t, &bin, &k));
+            if bin.major_minor() < (7, 2) {
+                assert_eq!(without_entries_read(&got), without_entries_read(&want));
+            } else {
+                assert_eq!(got, want);
+            }
+            all.insert(k);
+        }
+    }
+    let held: BTreeSet<Vec<u8>> = t.keys().unwrap().into_iter().collect();
+    assert_eq!(held, all);
+    let _ = std::fs::remove_dir_all(&dir);
+}
