@@ -314,6 +314,9 @@ struct Lane {
     /// the node its units in flight went to: a lane has units in flight on one connection at
     /// a time, so its replies come in its order and a lost connection loses them together
     on: Option<NodeId>,
+    /// no entry before this index waits to be sent (a hot key's lane holds a window of units
+    /// in flight: scanning them for every send was quadratic)
+    hint: usize,
 }
 
 #[derive(Debug)]
@@ -838,6 +841,7 @@ impl Pipeline {
                     if let Some(en) = find(&mut l.entries, seq) {
                         if en.state == State::Sent {
                             en.state = State::Queued;
+                            l.hint = 0;
                             l.inflight = l.inflight.saturating_sub(1);
                             if en.unit.barrier {
                                 l.barrier_out = false;
@@ -886,7 +890,17 @@ impl Pipeline {
             if l.draining || l.blocked_until.is_some() || l.barrier_out {
                 return;
             }
-            let Some(i) = l.entries.iter().position(|e| e.state == State::Queued) else {
+            let from = l.hint.min(l.entries.len());
+            let Some(i) = l
+                .entries
+                .iter()
+                .skip(from)
+                .position(|e| e.state == State::Queued)
+                .map(|p| p + from)
+            else {
+                if let Some(l) = self.lanes.get_mut(&id) {
+                    l.hint = l.entries.len();
+                }
                 return;
             };
             let e = &l.entries[i];
@@ -957,6 +971,7 @@ impl Pipeline {
             let l = self.lanes.get_mut(&id).expect("lane exists");
             l.inflight += 1;
             l.on = Some(to);
+            l.hint = i + 1;
             l.barrier_out = barrier;
             let e = &mut l.entries[i];
             e.state = State::Sent;
@@ -1101,6 +1116,7 @@ impl Pipeline {
             let e = find(&mut l.entries, seq).expect("entry exists");
             e.state = State::Queued;
             e.failed = Some(f);
+            l.hint = 0;
             l.draining = true;
             if l.inflight == 0 {
                 self.resolve(lane, now);
@@ -1192,6 +1208,7 @@ impl Pipeline {
         let l = self.lanes.get_mut(&lane).expect("lane exists");
         while l.entries.front().is_some_and(|e| e.state == State::Done) {
             l.entries.pop_front();
+            l.hint = l.hint.saturating_sub(1);
         }
         let empty = l.entries.is_empty() && l.inflight == 0;
         if l.draining && l.inflight == 0 {
