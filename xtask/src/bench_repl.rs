@@ -24,14 +24,14 @@ fn replica_offset(s: &Server) -> Option<u64> {
         .find_map(|p| p.strip_prefix("offset=")?.parse().ok())
 }
 
-fn master_offset(s: &Server) -> u64 {
+pub(crate) fn master_offset(s: &Server) -> u64 {
     s.info("replication", "master_repl_offset")
         .and_then(|o| o.parse().ok())
         .unwrap_or(0)
 }
 
 /// Peak resident set of a running process, from /proc (KiB).
-fn peak_rss(pid: u32) -> u64 {
+pub(crate) fn peak_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

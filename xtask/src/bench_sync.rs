@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use test_support::{Cluster, Server};
 
 use crate::bench::measure;
+use crate::bench_repl::{master_offset, peak_rss};
 
 fn dbsize_all(ports: &[u16]) -> u64 {
     ports
@@ -144,19 +145,52 @@ fn clusters(bin: &Path, file: &Path, keys: u64) -> Result<()> {
     Ok(())
 }
 
-fn master_offset(s: &Server) -> u64 {
-    s.info("replication", "master_repl_offset")
-        .and_then(|o| o.parse().ok())
-        .unwrap_or(0)
-}
-
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// Runs `redis-benchmark -P 16 -t set,lpush` at `master` for `seconds`, sampling every 50 ms
+/// how far `applied` (an offset of the master's stream) is behind: the largest lag in bytes and
+/// in seconds of writes (how long ago the master's offset passed it). Gives them and the
+/// master's offset when the load began.
+fn load_and_sample(
+    master: &Server,
+    seconds: u64,
+    applied: impl Fn() -> Option<u64>,
+) -> Result<(u64, f64, u64)> {
+    let mut bench = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &master.port.to_string(),
+            "-P",
+            "16",
+            "-t",
+            "set,lpush",
+        ])
+        .args(["-r", "100000", "-n", "2000000000", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("redis-benchmark (Debian's redis-tools)")?;
+    let start = Instant::now();
+    let start_offset = master_offset(master);
+    let (mut max_lag, mut max_lag_s) = (0u64, 0f64);
+    let mut history: Vec<(Instant, u64)> = Vec::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let now = Instant::now();
+        let mo = master_offset(master);
+        history.push((now, mo));
+        if let Some(a) = applied() {
+            max_lag = max_lag.max(mo.saturating_sub(a));
+            if a < mo {
+                let reached = history
+                    .iter()
+                    .find(|(_, o)| *o > a)
+                    .map_or(now, |(t, _)| *t);
+                max_lag_s = max_lag_s.max(now.duration_since(reached).as_secs_f64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = bench.kill();
+    let _ = bench.wait();
+    Ok((max_lag, max_lag_s, start_offset))
 }
 
 /// The same load with a real replica (`REPLICAOF`) in our place: how far behind a redis-server
@@ -175,41 +209,7 @@ fn live_real_replica(seconds: u64) -> Result<(u64, f64)> {
         anyhow::ensure!(Instant::now() < deadline, "the replica did not sync");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut bench = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &master.port.to_string(),
-            "-P",
-            "16",
-            "-t",
-            "set,lpush",
-        ])
-        .args(["-r", "100000", "-n", "2000000000", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("redis-benchmark (Debian's redis-tools)")?;
-    let start = Instant::now();
-    let (mut max_lag, mut max_lag_s) = (0u64, 0f64);
-    let mut history: Vec<(Instant, u64)> = Vec::new();
-    while start.elapsed() < Duration::from_secs(seconds) {
-        let now = Instant::now();
-        let mo = offset(&master).unwrap_or(0);
-        history.push((now, mo));
-        if let Some(a) = offset(&replica) {
-            max_lag = max_lag.max(mo.saturating_sub(a));
-            if a < mo {
-                let reached = history
-                    .iter()
-                    .find(|(_, o)| *o > a)
-                    .map_or(now, |(t, _)| *t);
-                max_lag_s = max_lag_s.max(now.duration_since(reached).as_secs_f64());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = bench.kill();
-    let _ = bench.wait();
+    let (max_lag, max_lag_s, _) = load_and_sample(&master, seconds, || offset(&replica))?;
     Ok((max_lag, max_lag_s))
 }
 
@@ -246,42 +246,8 @@ fn live(bin: &Path, seconds: u64) -> Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "the sync did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut bench = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &master.port.to_string(),
-            "-P",
-            "16",
-            "-t",
-            "set,lpush",
-        ])
-        .args(["-r", "100000", "-n", "2000000000", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("redis-benchmark (Debian's redis-tools)")?;
     let start = Instant::now();
-    let start_offset = master_offset(&master);
-    let (mut max_lag, mut max_lag_s) = (0u64, 0f64);
-    let mut history: Vec<(Instant, u64)> = Vec::new();
-    while start.elapsed() < Duration::from_secs(seconds) {
-        let now = Instant::now();
-        let mo = master_offset(&master);
-        history.push((now, mo));
-        if let Some(a) = acked() {
-            max_lag = max_lag.max(mo.saturating_sub(a));
-            if a < mo {
-                let reached = history
-                    .iter()
-                    .find(|(_, o)| *o > a)
-                    .map_or(now, |(t, _)| *t);
-                max_lag_s = max_lag_s.max(now.duration_since(reached).as_secs_f64());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = bench.kill();
-    let _ = bench.wait();
+    let (max_lag, max_lag_s, start_offset) = load_and_sample(&master, seconds, acked)?;
     let elapsed = start.elapsed().as_secs_f64();
     let written = master_offset(&master) - start_offset;
     let catch_up = Instant::now();

@@ -558,7 +558,7 @@ impl Writer {
                 // PING, REPLCONF, SELECT, Sentinel hellos: nothing to write, but the position
                 // moves on
                 if let (Some(s), Some(o)) = (shard, off) {
-                    self.send(Unit::new(Bytes::new(), 0, Route::Slot(0), db).position(s, Some(o)))?;
+                    self.send(Unit::marker(s, o))?;
                 }
                 return Ok(());
             }
@@ -615,9 +615,7 @@ impl Writer {
                 if self.opts.skip_cross_slot {
                     self.counts.cross_slot_skipped += 1;
                     if let (Some(s), Some(o)) = (shard, off) {
-                        self.send(
-                            Unit::new(Bytes::new(), 0, Route::Slot(0), db).position(s, Some(o)),
-                        )?;
+                        self.send(Unit::marker(s, o))?;
                     }
                     return Ok(());
                 }
@@ -632,6 +630,15 @@ impl Writer {
         }
     }
 
+    /// The replid of `shard`'s current sync.
+    fn replid_of(&self, shard: usize) -> String {
+        self.synced
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&shard).map(|s| s.replid.clone()))
+            .unwrap_or_default()
+    }
+
     /// Sends the gathered transaction with the position it covers.
     fn send_batch(&mut self) -> Result<()> {
         let Some(key) = self.opts.checkpoint_key.clone() else {
@@ -641,12 +648,7 @@ impl Writer {
             return Ok(());
         }
         let b = std::mem::take(&mut self.batch);
-        let replid = self
-            .synced
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&b.shard).map(|s| s.replid.clone()))
-            .unwrap_or_default();
+        let replid = self.replid_of(b.shard);
         let mut buf = BytesMut::with_capacity(b.buf.len() + 128);
         resp_codec::encode_command(["MULTI"], &mut buf);
         buf.extend_from_slice(&b.buf);
@@ -941,9 +943,7 @@ impl Sink for Writer {
         }
         if !s.full {
             // a partial sync: the position is where it starts until commands are acknowledged
-            self.send(
-                Unit::new(Bytes::new(), 0, Route::Slot(0), 0).position(shard, Some(s.offset)),
-            )?;
+            self.send(Unit::marker(shard, s.offset))?;
         }
         Ok(())
     }
@@ -968,12 +968,7 @@ impl Sink for Writer {
         if let Some(start) = start {
             self.send(Unit::marker(shard, start))?;
             if let Some(key) = self.opts.checkpoint_key.clone() {
-                let replid = self
-                    .synced
-                    .lock()
-                    .ok()
-                    .and_then(|s| s.get(&shard).map(|s| s.replid.clone()))
-                    .unwrap_or_default();
+                let replid = self.replid_of(shard);
                 let pos = format!("{replid} {start}");
                 let mut buf = BytesMut::new();
                 resp_codec::encode_command(["SELECT", "0"], &mut buf);

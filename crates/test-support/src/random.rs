@@ -177,6 +177,27 @@ impl Writes {
         a
     }
 
+    /// Runs the next `n` commands on a server (every one must succeed).
+    pub fn run(&mut self, c: &mut crate::Client, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            let args = self.next_command();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.ok(&args)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the next `n` commands on a cluster, each on the master of its key.
+    pub fn run_on_cluster(&mut self, cluster: &crate::Cluster, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            let args = self.next_command();
+            let key = Self::key_of(&args).to_owned();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cluster.write_keyed(&key, &args)?;
+        }
+        Ok(())
+    }
+
     /// The key a command routes on: `args[1]`, or the stream of `XGROUP`/`XREADGROUP`.
     pub fn key_of(args: &[String]) -> &str {
         match args[0].as_str() {

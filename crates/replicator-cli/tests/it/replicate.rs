@@ -255,14 +255,7 @@ fn a_cluster_under_random_writes_is_rebuilt_whole_from_the_resp_stream() {
     let cli = test_support::redis_cli().expect("redis-cli");
     let cluster = test_support::Cluster::start(&bin, 3, 1).unwrap();
     let mut writes = test_support::random::Writes::new(0x5eed_c105, 300);
-    let mut write = |n: usize| {
-        for _ in 0..n {
-            let args = writes.next_command();
-            let key = test_support::random::Writes::key_of(&args).to_owned();
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            cluster.write_keyed(&key, &args).unwrap();
-        }
-    };
+    let mut write = |n: usize| writes.run_on_cluster(&cluster, n).unwrap();
     // in the shards' RDBs
     write(1500);
     let scratch = test_support::temp_dir("replicate-cluster-resp");

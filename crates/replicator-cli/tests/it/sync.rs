@@ -182,11 +182,7 @@ fn a_file_syncs_into_a_cluster_and_conflicts_credentials_dbs_and_cross_slot_end_
     let source = Server::start(&bin, &[], None).unwrap();
     let mut c = source.client().unwrap();
     let mut w = test_support::random::Writes::new(7, 400);
-    for _ in 0..2500 {
-        let args = w.next_command();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        c.ok(&args).unwrap();
-    }
+    w.run(&mut c, 2500).unwrap();
     c.ok(&["SAVE"]).unwrap();
     let rdb = source.dir.join("dump.rdb");
     let rdb = rdb.to_str().unwrap();
@@ -318,6 +314,18 @@ fn a_file_syncs_into_a_cluster_and_conflicts_credentials_dbs_and_cross_slot_end_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The offset of the first line of a checkpoint file (`shard replid offset`).
+fn checkpoint_offset(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find(|l| !l.starts_with('#'))?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
 fn resp_command(args: &[&str], out: &mut Vec<u8>) {
     out.extend(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
@@ -360,13 +368,7 @@ fn a_live_master_syncs_into_a_cluster_and_a_restart_continues_from_the_checkpoin
     .unwrap();
     let mut c = master.client().unwrap();
     let mut w = test_support::random::Writes::new(11, 300);
-    let mut write = |c: &mut Client, n: usize| {
-        for _ in 0..n {
-            let args = w.next_command();
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            c.ok(&args).unwrap();
-        }
-    };
+    let mut write = |c: &mut Client, n: usize| w.run(c, n).unwrap();
     write(&mut c, 1000);
     let dir = test_support::temp_dir("sync-live");
     let ckpt = dir.join("checkpoint");
@@ -396,16 +398,7 @@ fn a_live_master_syncs_into_a_cluster_and_a_restart_continues_from_the_checkpoin
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let saved = || -> u64 {
-        std::fs::read_to_string(&ckpt)
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| !l.starts_with('#'))
-                    .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
-            })
-            .unwrap_or(0)
-    };
+    let saved = || checkpoint_offset(&ckpt).unwrap_or(0);
     // the checkpoint reaches the master's offset (the last writes acknowledged)
     wait("the checkpoint", Duration::from_secs(60), || {
         saved() >= offset(&master)
@@ -497,16 +490,7 @@ fn a_live_master_into_a_cluster_that_reshards_and_fails_over_ends_equal() {
         wait(
             "the target to acknowledge the source",
             Duration::from_secs(60),
-            || {
-                std::fs::read_to_string(&ckpt)
-                    .ok()
-                    .and_then(|t| {
-                        t.lines()
-                            .find(|l| !l.starts_with('#'))
-                            .and_then(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
-                    })
-                    .is_some_and(|o| o >= want)
-            },
+            || checkpoint_offset(&ckpt).is_some_and(|o| o >= want),
         );
     };
     write(&mut c, 500, &mut round);
@@ -736,13 +720,7 @@ fn a_two_million_field_hash_and_a_multi_part_aof_sync_whole_into_a_server_and_a_
     .unwrap();
     let mut c = source.client().unwrap();
     let mut w = test_support::random::Writes::new(31, 200);
-    let mut write = |c: &mut Client, n: usize| {
-        for _ in 0..n {
-            let args = w.next_command();
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            c.ok(&args).unwrap();
-        }
-    };
+    let mut write = |c: &mut Client, n: usize| w.run(c, n).unwrap();
     write(&mut c, 800);
     c.ok(&["BGREWRITEAOF"]).unwrap();
     wait("the AOF rewrite", Duration::from_secs(60), || {
@@ -878,14 +856,7 @@ fn a_cluster_source_syncs_into_one_server() {
     let source = Cluster::start(&bin, 3, 0).unwrap();
     let target = Server::start(&bin, &[], None).unwrap();
     let mut w = test_support::random::Writes::new(41, 300);
-    let mut write = |n: usize| {
-        for _ in 0..n {
-            let args = w.next_command();
-            let key = test_support::random::Writes::key_of(&args).to_owned();
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            source.write_keyed(&key, &args).unwrap();
-        }
-    };
+    let mut write = |n: usize| w.run_on_cluster(&source, n).unwrap();
     write(800);
     let dir = test_support::temp_dir("sync-cluster-source");
     let ckpt = dir.join("checkpoint");
