@@ -465,6 +465,61 @@ fn spawn_connection(
     tx
 }
 
+/// The sink's [`metrics`], labelled with the target's address (the node given).
+struct SinkMetrics {
+    written: metrics::Counter,
+    moved: metrics::Counter,
+    ask: metrics::Counter,
+    retries: metrics::Counter,
+    resent: metrics::Counter,
+    disconnects: metrics::Counter,
+    refused: metrics::Counter,
+    inflight: metrics::Gauge,
+}
+
+impl SinkMetrics {
+    fn new(target: &str) -> Self {
+        let t = target.to_owned();
+        let redirects = |kind: &'static str| metrics::counter!("replicator_sink_redirects_total", "target" => t.clone(), "kind" => kind);
+        Self {
+            written: metrics::counter!("replicator_sink_written_total", "target" => t.clone()),
+            moved: redirects("moved"),
+            ask: redirects("ask"),
+            retries: metrics::counter!("replicator_sink_retries_total", "target" => t.clone()),
+            resent: metrics::counter!("replicator_sink_resent_total", "target" => t.clone()),
+            disconnects: metrics::counter!("replicator_sink_disconnects_total", "target" => t.clone()),
+            refused: metrics::counter!("replicator_sink_refused_total", "target" => t.clone()),
+            inflight: metrics::gauge!("replicator_sink_inflight_commands", "target" => t),
+        }
+    }
+
+    fn publish(&self, c: &Counters, inflight: &[(String, usize, usize)], before: &Counters) {
+        if c.moved > before.moved || c.ask > before.ask {
+            tracing::info!(
+                moved = c.moved - before.moved,
+                ask = c.ask - before.ask,
+                "redirected by the cluster; the slots' unacknowledged commands go again in order"
+            );
+        }
+        if c.retries > before.retries {
+            tracing::info!(
+                retries = c.retries - before.retries,
+                "the target asked to retry"
+            );
+        }
+        self.written.absolute(c.acked);
+        self.moved.absolute(c.moved);
+        self.ask.absolute(c.ask);
+        self.retries.absolute(c.retries);
+        self.resent.absolute(c.resent);
+        self.disconnects.absolute(c.disconnects);
+        self.refused
+            .absolute(c.refused.values().map(|r| r.count).sum::<u64>() + c.conflicts_skipped.count);
+        self.inflight
+            .set(inflight.iter().map(|(_, n, _)| *n as f64).sum::<f64>());
+    }
+}
+
 async fn run(
     client: ClientConfig,
     mut p: Pipeline,
@@ -477,6 +532,7 @@ async fn run(
     let mut flushes: Vec<oneshot::Sender<Result<()>>> = Vec::new();
     let mut input_open = true;
     let mut published = Instant::now();
+    let metrics = SinkMetrics::new(&format!("{}:{}", client.host(), client.port()));
     loop {
         let now = Instant::now();
         while let Some(a) = p.poll_action(now) {
@@ -528,8 +584,9 @@ async fn run(
                 for (shard, a) in p.positions() {
                     s.acked.insert(shard, a);
                 }
-                s.counters = p.counters().clone();
+                let before = std::mem::replace(&mut s.counters, p.counters().clone());
                 s.inflight = p.inflight();
+                metrics.publish(&s.counters, &s.inflight, &before);
                 s.pending = p.pending();
                 if failed.is_some() {
                     s.error.clone_from(&failed);
@@ -537,6 +594,7 @@ async fn run(
             }
         }
         if let Some(e) = failed {
+            tracing::error!(error = %e, "writing into the target stops");
             for f in flushes.drain(..) {
                 let _ = f.send(Err(e.clone()));
             }
@@ -579,12 +637,14 @@ async fn run(
                     let now = Instant::now();
                     match ev {
                         Ev::Connected(node, g, io) => {
+                            tracing::debug!(node, "connected to a target node");
                             let tx = spawn_connection(node, g, io, ev_tx.clone());
                             conns.insert(node, Conn { generation: g, tx });
                             p.handle_connected(node);
                         }
                         Ev::ConnectFailed(node, e) => {
                             if e.kind() == Kind::Auth || e.kind() == Kind::Config {
+                                tracing::error!(node, error = %e, "the target refuses us");
                                 if let Ok(mut s) = shared.lock() {
                                     s.error = Some(e.clone());
                                 }
@@ -593,6 +653,7 @@ async fn run(
                                 }
                                 return;
                             }
+                            tracing::warn!(node, error = %e, "cannot connect to a target node; retrying");
                             p.handle_disconnected(node, now);
                         }
                         Ev::Replies(node, g, frames) => {
@@ -605,14 +666,21 @@ async fn run(
                                 }
                             }
                         }
-                        Ev::Closed(node, g, _why) => {
+                        Ev::Closed(node, g, why) => {
                             if conns.get(&node).is_some_and(|c| c.generation == g) {
+                                tracing::warn!(node, %why, "connection to a target node lost; unacknowledged commands go again");
                                 conns.remove(&node);
                                 p.handle_disconnected(node, now);
                             }
                         }
-                        Ev::Topology(Ok(t)) => p.handle_topology(&t),
-                        Ev::Topology(Err(_)) => p.handle_topology_failed(),
+                        Ev::Topology(Ok(t)) => {
+                            tracing::info!(shards = t.len(), "target topology read");
+                            p.handle_topology(&t);
+                        }
+                        Ev::Topology(Err(e)) => {
+                            tracing::warn!(error = %e, "cannot read the target's topology; retrying");
+                            p.handle_topology_failed();
+                        }
                     }
                     next = ev_rx.try_recv().ok();
                 }

@@ -527,11 +527,39 @@ enum End {
 
 async fn deliver(core: &mut Replica, tx: &mpsc::Sender<Result<Event>>) -> bool {
     while let Some(ev) = core.poll_event() {
+        trace_event(&ev);
         if tx.send(Ok(ev)).await.is_err() {
             return false;
         }
     }
     true
+}
+
+/// The events worth a log line: syncs begun and ended, lost links.
+fn trace_event(ev: &Event) {
+    match ev {
+        Event::SyncStart(s) => {
+            let history = s.history.as_ref().map(|h| format!("{h:?}"));
+            tracing::info!(
+                full = s.full,
+                replid = %s.replid,
+                offset = s.offset,
+                resync = s.resync,
+                history = history.as_deref(),
+                "{} sync begins",
+                if s.full { "full" } else { "partial" }
+            );
+        }
+        Event::SyncEnd { bytes, checksum } => {
+            tracing::info!(
+                bytes,
+                checksum = checksum.map(|c| format!("{c:016x}")),
+                "RDB received"
+            );
+        }
+        Event::Disconnected { reason } => tracing::warn!(%reason, "link to the master lost"),
+        _ => {}
+    }
 }
 
 fn update(status: &Mutex<Status>, core: &Replica, input: bool) {
@@ -638,12 +666,17 @@ async fn run(
         let (host, port) = endpoint.get();
         let attempt = connect(&cfg, &host, port).await;
         let (io, local_port) = match attempt {
-            Ok(c) => c,
+            Ok(c) => {
+                tracing::debug!(master = %format_args!("{host}:{port}"), "connected");
+                c
+            }
             Err(e) => {
                 if e.is_fatal() {
+                    tracing::error!(master = %format_args!("{host}:{port}"), error = %e.chain(), "cannot connect");
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
+                tracing::warn!(master = %format_args!("{host}:{port}"), error = %e.chain(), attempt = failures + 1, "cannot connect; retrying");
                 failures += 1;
                 if cfg.max_retries.is_some_and(|m| failures > m) {
                     let _ = tx.send(Err(e)).await;
@@ -696,6 +729,7 @@ async fn run(
                     return;
                 }
                 if e.is_fatal() {
+                    tracing::error!(master = %format_args!("{host}:{port}"), error = %e.chain(), "replication ends");
                     let _ = tx.send(Err(e)).await;
                     return;
                 }

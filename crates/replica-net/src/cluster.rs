@@ -643,6 +643,7 @@ async fn supervise(
                             }
                         }
                         if new {
+                            tracing::info!(slots = ?shard.slots, "a new shard joined the cluster");
                             if let Some(r) =
                                 spawn_shard(&cfg, running.len(), shard, None, &links, &mut tasks)
                             {
@@ -905,6 +906,7 @@ async fn follow(
             // deliver its data twice
             r.retired = true;
             r.stopper.stop();
+            tracing::info!(shard = i, "shard retired: its slots went to a shard followed already");
             retired.push(i);
             return false;
         }
@@ -922,6 +924,7 @@ async fn follow(
                 s.slots.clone_from(&shard.slots);
                 s.moves += 1;
             }
+            tracing::info!(shard = i, node = %node.id, addr = %format_args!("{}:{}", node.host, node.port), "shard follows its master to another node");
             r.endpoint.set(node.host.clone(), node.port);
         }
         false

@@ -372,6 +372,9 @@ async fn watch_switches(
             () = endpoint.lost() => {}
         }
         if let Ok((mh, mp)) = resolve(&cfg, &sentinel_cfg, &mut sentinels, &name).await {
+            if endpoint.get() != (mh.clone(), mp) {
+                tracing::info!(master = %name, addr = %format_args!("{mh}:{mp}"), "the Sentinels name a new master");
+            }
             endpoint.set(mh, mp);
         }
     }

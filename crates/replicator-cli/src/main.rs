@@ -3,9 +3,12 @@
 //! arguments, progress, messages and exit codes.
 
 mod aof;
+mod config;
+mod obs;
 mod replicate;
 mod sync;
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use obs::{FileMetrics, Observed};
 use replicator::files::{self, FileEvents};
 use replicator::filter::Filter;
 use replicator::print::{Count, Json, Jsonl, Keys, Printer, Rdb, Resp, Restore, Sink};
@@ -26,8 +30,36 @@ use replicator::{Event, ValueType};
     about = "Decode, check and convert Redis/Valkey RDB and AOF files; replicate a live master"
 )]
 struct Cli {
+    #[command(flatten)]
+    ops: OpsArgs,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Options of every command: configuration, logs, metrics.
+#[derive(clap::Args)]
+struct OpsArgs {
+    /// A TOML file of options, named as the long flags (docs/config.md); flags and
+    /// `REPLICATOR_*` environment variables win over it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log lines as text or as JSON objects (on stderr).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: obs::LogFormat,
+    /// Which log lines: a level (`info`) or `RUST_LOG`-style filters (`replica_net=debug`).
+    /// Default: RUST_LOG, else `info` for replicate and sync and `warn` for the rest.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Serve Prometheus metrics at /metrics, and /health and /ready, on this address.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+    /// /ready answers 200 only while every source lags its master by at most this many bytes.
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = 1 << 20)]
+    ready_lag: u64,
+    /// Keep serving the metrics address this many seconds after the work ended (a last scrape
+    /// of a `dump` or `check`).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 0)]
+    metrics_linger: u64,
 }
 
 #[derive(Subcommand)]
@@ -42,6 +74,23 @@ enum Cmd {
     /// Write a file, an AOF or a live master into Redis, Valkey or a Redis Cluster, in order,
     /// resumable.
     Sync(sync::SyncArgs),
+    /// Show the options a command would run with and where each came from (flag,
+    /// environment, file, default); secrets redacted.
+    Config(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Print every option of every command as a Markdown table instead (docs/config.md).
+    #[arg(long)]
+    table: bool,
+    /// The command and its arguments, as they would be run: `sync SOURCE TARGET --mode …`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND [ARGS]"
+    )]
+    args: Vec<OsString>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -169,13 +218,60 @@ fn parse_type(s: &str) -> Result<ValueType, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.cmd {
-        Cmd::Dump(args) => dump(&args),
-        Cmd::Check(args) => check(&args),
-        Cmd::Replicate(args) => replicate::replicate(args),
-        Cmd::Sync(args) => sync::sync(args),
+    let (cli, _, _) = match config::parse(std::env::args_os().collect()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("replicator: {e:#}");
+            return ExitCode::from(2);
+        }
     };
+    let live = matches!(cli.cmd, Cmd::Replicate(_) | Cmd::Sync(_));
+    let level = if live { "info" } else { "warn" };
+    if let Err(e) = obs::init_logs(cli.ops.log_format, cli.ops.log_level.as_deref(), level) {
+        eprintln!("replicator: {e:#}");
+        return ExitCode::from(2);
+    }
+    let observed = match &cli.ops.metrics_addr {
+        Some(addr) => match obs::serve(addr, cli.ops.ready_lag) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!("replicator: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let result = match cli.cmd {
+        Cmd::Dump(args) => dump(&args, observed.as_deref()),
+        Cmd::Check(args) => check(&args, observed.as_deref()),
+        Cmd::Replicate(args) => replicate::replicate(args, observed.as_deref()),
+        Cmd::Sync(args) => sync::sync(args, observed.as_deref()),
+        Cmd::Config(mut args) => {
+            if let Some(c) = &cli.ops.config {
+                if !args
+                    .args
+                    .iter()
+                    .any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="))
+                {
+                    args.args.push("--config".into());
+                    args.args.push(c.into());
+                }
+            }
+            if args.table {
+                print!("{}", config::table());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                config::show(&args.args).map(|text| {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                })
+            }
+        }
+    };
+    if let (Some(o), true) = (&observed, cli.ops.metrics_linger > 0) {
+        o.job("done");
+        std::thread::sleep(std::time::Duration::from_secs(cli.ops.metrics_linger));
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -279,6 +375,7 @@ fn drive<S: Sink>(
     filter: Filter,
     all: bool,
     finish_on_error: bool,
+    metrics: &FileMetrics,
 ) -> anyhow::Result<(S, Option<replicator::Error>)> {
     let progress = Progress::new(events.len());
     let mut p = Printer::new(sink);
@@ -293,6 +390,7 @@ fn drive<S: Sink>(
                 n += 1;
                 if n % 4096 == 0 {
                     progress.set(events.offset());
+                    metrics.set(p.keys(), events.offset());
                 }
                 p.event(ev)?;
             }
@@ -301,6 +399,7 @@ fn drive<S: Sink>(
         }
     };
     progress.done();
+    metrics.finish(p.keys(), events.offset(), failure.is_none());
     if failure.is_some() && !finish_on_error {
         p.flush()?;
         return Ok((p.into_sink(), failure));
@@ -308,7 +407,11 @@ fn drive<S: Sink>(
     Ok((p.finish()?, failure))
 }
 
-fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
+fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode> {
+    if let Some(o) = observed {
+        o.job("decoding");
+    }
+    let fm = FileMetrics::new(&args.file.display().to_string());
     let aof = files::is_aof(&args.file)?;
     let filter = args.filters.filter()?;
     if !aof && filter.filters_commands() {
@@ -333,16 +436,16 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
     let mut events = files::open_with(&args.file, &opts)?;
     let out = open_output(args.output.as_deref())?;
     let failure = match args.format {
-        Format::Jsonl => drive(&mut events, Jsonl::new(out), filter, args.all, true)?.1,
-        Format::Json => drive(&mut events, Json::new(out), filter, args.all, true)?.1,
-        Format::Keys => drive(&mut events, Keys::new(out), filter, args.all, true)?.1,
-        Format::Count => drive(&mut events, Count::new(out), filter, false, true)?.1,
+        Format::Jsonl => drive(&mut events, Jsonl::new(out), filter, args.all, true, &fm)?.1,
+        Format::Json => drive(&mut events, Json::new(out), filter, args.all, true, &fm)?.1,
+        Format::Keys => drive(&mut events, Keys::new(out), filter, args.all, true, &fm)?.1,
+        Format::Count => drive(&mut events, Count::new(out), filter, false, true, &fm)?.1,
         Format::Resp if args.restore => {
             let mut r = Restore::new(out);
             r.target_version(args.target_version)
                 .no_compression(args.no_compression)
                 .lossy(args.lossy);
-            let (r, failure) = drive(&mut events, r, filter, args.all, true)?;
+            let (r, failure) = drive(&mut events, r, filter, args.all, true, &fm)?;
             if let Some(v) = r.version() {
                 report_dropped(r.dropped(), v);
             }
@@ -351,7 +454,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
         Format::Resp => {
             let mut r = Resp::new(out);
             r.batch(args.batch).target_version(args.target_version);
-            let (r, failure) = drive(&mut events, r, filter, args.all, true)?;
+            let (r, failure) = drive(&mut events, r, filter, args.all, true, &fm)?;
             report_left_out(&r);
             failure
         }
@@ -360,7 +463,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
             r.target_version(args.target_version)
                 .no_compression(args.no_compression)
                 .lossy(args.lossy);
-            let (r, failure) = drive(&mut events, r, filter, true, false)?;
+            let (r, failure) = drive(&mut events, r, filter, true, false, &fm)?;
             if failure.is_none() {
                 eprintln!("replicator: {} keys written", r.keys());
                 report_dropped(r.dropped(), r.version());
@@ -404,7 +507,11 @@ fn report_left_out<W: Write>(r: &Resp<W>) {
     }
 }
 
-fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode> {
+    if let Some(o) = observed {
+        o.job("checking");
+    }
+    let fm = FileMetrics::new(&args.file.display().to_string());
     if files::is_aof(&args.file)? {
         return aof::check(args);
     }
@@ -428,6 +535,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 n += 1;
                 if n % 4096 == 0 {
                     progress.set(events.offset());
+                    fm.set(tally.keys(), events.offset());
                 }
                 tally.add(&item);
             }
@@ -437,6 +545,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
     progress.done();
+    fm.finish(tally.keys(), events.offset(), result.is_ok());
     let mut out = io::stdout().lock();
     write!(out, "{tally}")?;
     let partial = events.partial_checks();

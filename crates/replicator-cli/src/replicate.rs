@@ -207,8 +207,14 @@ pub(crate) async fn stop_on_signal(stopper: replicator::Stopper) {
     stopper.stop();
 }
 
-pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
-    let b = builder(&args)?;
+pub(crate) fn replicate(
+    args: ReplicateArgs,
+    observed: Option<&crate::obs::Observed>,
+) -> anyhow::Result<ExitCode> {
+    let mut b = builder(&args)?;
+    if observed.is_some() {
+        b.poll_master(Some(Duration::from_secs(1)));
+    }
     let filter = args.filters.filter()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -216,6 +222,9 @@ pub(crate) fn replicate(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("tokio runtime")?;
     let (mut r, connection) = b.connect();
+    if let Some(o) = observed {
+        o.watch(r.monitor());
+    }
     rt.spawn(connection);
     rt.spawn(stop_on_signal(r.stopper()));
     let running = Arc::new(AtomicBool::new(true));
@@ -306,12 +315,13 @@ fn follow<S: Sink>(
                                 } else {
                                     "a partial sync"
                                 };
-                                eprintln!("replicator: new node{of}: {h}; {then} follows");
+                                tracing::info!("new node{of}: {h}; {then} follows");
                             }
                             if s.full && s.resync {
-                                eprintln!(
-                                    "replicator: full resync from {} at {}: the data is sent again",
-                                    s.replid, s.offset
+                                tracing::warn!(
+                                    "full resync from {} at {}: the data is sent again",
+                                    s.replid,
+                                    s.offset
                                 );
                             }
                             let at = (s.replid.clone(), s.offset);
@@ -324,9 +334,8 @@ fn follow<S: Sink>(
                                 p.1 = o;
                             }
                         }
-                        Event::Disconnected { reason, shard } => {
-                            let of = shard.map_or_else(String::new, |s| format!(" (shard {s})"));
-                            eprintln!("replicator: link lost{of}: {reason}; reconnecting");
+                        Event::Disconnected { .. } => {
+                            // said by the library's log
                         }
                         Event::Offset { offset, shard } => {
                             if let Some(p) = seen.positions.get_mut(&shard.unwrap_or(0)) {

@@ -161,6 +161,13 @@ fn options(args: &SyncArgs) -> anyhow::Result<Options> {
     Ok(o)
 }
 
+/// `host:port` of a target URL (no credentials), as the sink's metrics label it.
+fn target_addr(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+}
+
 fn target_url(args: &SyncArgs) -> String {
     match std::env::var("REPLICATOR_TARGET_PASSWORD") {
         Ok(pw) if !args.target.contains('@') => {
@@ -230,7 +237,54 @@ fn status_line(
     }))
 }
 
-pub(crate) fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+/// `/health`'s target part, and the acknowledged offsets' gauges, read at each scrape.
+fn observe_target(
+    o: &crate::obs::Observed,
+    target: Target,
+    positions: replicator::sync::Positions,
+    monitor: Option<replicator::observe::Monitor>,
+    addr: String,
+) {
+    o.hook(move || {
+        let pos = positions.get();
+        let labels: Vec<String> = monitor
+            .as_ref()
+            .map(|m| m.sources().into_iter().map(|s| s.source).collect())
+            .unwrap_or_default();
+        for (shard, _, off) in &pos {
+            if let Some(source) = labels.get(*shard) {
+                metrics::gauge!(
+                    "replicator_sink_acked_offset_bytes",
+                    "source" => source.clone(),
+                    "target" => addr.clone()
+                )
+                .set(*off as f64);
+            }
+        }
+        let c = target.counters();
+        let inflight: usize = target.inflight().iter().map(|(_, n, _)| n).sum();
+        Some((
+            "target",
+            serde_json::json!({
+                "target": addr,
+                "acknowledged_commands": c.acked,
+                "inflight_commands": inflight,
+                "pending_units": target.pending(),
+                "moved": c.moved,
+                "ask": c.ask,
+                "retries": c.retries,
+                "lost_connections": c.disconnects,
+                "positions": pos.iter().map(|(s, id, off)| serde_json::json!({"shard": s, "replid": id, "offset": off})).collect::<Vec<_>>(),
+                "error": target.failure().map(|e| e.to_string()),
+            }),
+        ))
+    });
+}
+
+pub(crate) fn sync(
+    args: SyncArgs,
+    observed: Option<&crate::obs::Observed>,
+) -> anyhow::Result<ExitCode> {
     let opts = options(&args)?;
     let filter = args.filters.filter()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -278,8 +332,21 @@ pub(crate) fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         for (_, id, off) in &saved {
             b.resume(id, *off);
         }
+        if observed.is_some() {
+            b.poll_master(Some(Duration::from_secs(1)));
+        }
         let _guard = rt.enter();
         let (mut r, connection) = b.connect();
+        if let Some(o) = observed {
+            o.watch(r.monitor());
+            observe_target(
+                o,
+                target.clone(),
+                writer.positions_handle(),
+                Some(r.monitor()),
+                target_addr(&args.target),
+            );
+        }
         rt.spawn(connection);
         rt.spawn(crate::replicate::stop_on_signal(r.stopper()));
         let status = status_line(target.clone(), Some(r.status_handle()), running.clone());
@@ -305,10 +372,6 @@ pub(crate) fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             while let Some(ev) = next.take() {
                 match ev {
                     Ok(ev) => {
-                        if let Event::Disconnected { reason, shard } = &ev {
-                            let of = shard.map_or_else(String::new, |s| format!(" (shard {s})"));
-                            eprintln!("replicator: source link lost{of}: {reason}; reconnecting");
-                        }
                         if let Err(e) = printer.event(ev) {
                             failure = Some(e);
                             r.stopper().stop();
@@ -356,6 +419,16 @@ pub(crate) fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
                     opts.check_db(db, target.info())?;
                 }
             }
+        }
+        if let Some(o) = observed {
+            o.job("writing a file");
+            observe_target(
+                o,
+                target.clone(),
+                writer.positions_handle(),
+                None,
+                target_addr(&args.target),
+            );
         }
         let status = status_line(target.clone(), None, running.clone());
         printer = Printer::new(writer);

@@ -35,6 +35,8 @@ mod event;
 pub mod files;
 #[cfg(feature = "rdb")]
 pub mod filter;
+#[cfg(feature = "net")]
+pub mod observe;
 #[cfg(feature = "rdb")]
 pub mod print;
 #[cfg(feature = "net")]

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::observe::Monitor;
 
 /// Options for a [`Replicator`], from a URL plus setters.
 ///
@@ -33,6 +34,8 @@ pub struct Builder {
     sentinel: Option<SentinelUrl>,
     /// Saved positions (one per shard of a cluster).
     positions: Vec<(String, u64)>,
+    /// Poll each source's `INFO replication` this often (for the lag).
+    poll_master: Option<Duration>,
 }
 
 impl Builder {
@@ -141,6 +144,22 @@ impl Builder {
         self
     }
 
+    /// Reads each source's offset from its master (`INFO replication` on a connection of its
+    /// own, with the same credentials and TLS) this often, for the lag in
+    /// [`Replicator::monitor`] and its metrics. Off by default.
+    pub fn poll_master(&mut self, every: Option<Duration>) -> &mut Self {
+        self.poll_master = every.map(|d| d.max(Duration::from_millis(100)));
+        self
+    }
+
+    /// The `source` label of a single master (`host:port`, or a Sentinel master's name).
+    fn source_label(&self) -> String {
+        match &self.sentinel {
+            Some(u) => u.name.clone(),
+            None => format!("{}:{}", self.cfg.host(), self.cfg.port()),
+        }
+    }
+
     /// The replica and its [`Connection`], for the caller to run (`tokio::spawn`); needs no
     /// runtime until the connection is polled.
     ///
@@ -158,6 +177,10 @@ impl Builder {
         let (tx, rx) = mpsc::channel(self.capacity.max(1));
         let (stop, stop_rx) = watch::channel(false);
         let handles = Arc::new(Mutex::new(Handles::default()));
+        let monitor = Monitor::new(self.source_label());
+        if let Ok(mut h) = handles.lock() {
+            h.monitor = monitor.clone();
+        }
         // the work: finding out whether the node is a cluster's, replicating the master or every
         // shard, following failovers
         let conn = Connection::new(run(self.clone(), tx, stop_rx, handles.clone()));
@@ -184,7 +207,10 @@ impl Builder {
 #[derive(Debug, Default)]
 struct Handles {
     single: Option<replica_net::StatusHandle>,
+    /// Where a single master's client connects (it moves with a Sentinel's failovers).
+    endpoint: Option<replica_net::Endpoint>,
     shards: Option<ShardsHandle>,
+    monitor: Monitor,
 }
 
 /// A client whose events are forwarded: a master's or a cluster's.
@@ -249,6 +275,10 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     handles: Arc<Mutex<Handles>>,
 ) {
+    let monitor = handles
+        .lock()
+        .map(|h| h.monitor.clone())
+        .unwrap_or_default();
     let cluster = match b.cluster {
         Some(m) => m,
         None => {
@@ -261,6 +291,21 @@ async fn run(
             }
         }
     };
+    let poll = b.poll_master.map(|every| {
+        monitor.set_polled(every);
+        poll_masters(
+            b.cfg.clone(),
+            handles.clone(),
+            monitor.clone(),
+            every,
+            stop.clone(),
+        )
+    });
+    let poll = async move {
+        if let Some(p) = poll {
+            p.await;
+        }
+    };
     if cluster {
         let mut cfg = ClusterConfig::new(b.cfg.clone());
         cfg.prefer_replica(b.prefer_replica)
@@ -270,17 +315,26 @@ async fn run(
         if let Ok(mut h) = handles.lock() {
             h.shards = Some(client.shards_handle());
         }
-        let fwd = forward(
-            &mut client,
-            |r: replica_net::Result<ShardEvent>| match r {
-                Ok(ev) => Event::from_shard(ev).map(Ok),
-                Err(e) => Some(Err(Error::from(e))),
-            },
-            || stopper.stop(),
-            &tx,
-            &mut stop,
-        );
-        tokio::join!(conn, fwd);
+        let m = monitor.clone();
+        let fwd = async {
+            forward(
+                &mut client,
+                |r: replica_net::Result<ShardEvent>| {
+                    let (shard, ev) = match r {
+                        Ok(ev) => (Some(ev.shard), Event::from_shard(ev).map(Ok)?),
+                        Err(e) => (None, Err(Error::from(e))),
+                    };
+                    m.observe(shard, &ev);
+                    Some(ev)
+                },
+                || stopper.stop(),
+                &tx,
+                &mut stop,
+            )
+            .await;
+            m.ended();
+        };
+        tokio::join!(conn, fwd, poll);
     } else {
         let (mut client, conn) = match &b.sentinel {
             Some(u) => replica_net::sentinel::connect_with(
@@ -295,9 +349,116 @@ async fn run(
         let stopper = client.stopper();
         if let Ok(mut h) = handles.lock() {
             h.single = Some(client.status_handle());
+            h.endpoint = Some(client.endpoint());
         }
-        let fwd = forward(&mut client, convert, || stopper.stop(), &tx, &mut stop);
-        tokio::join!(conn, fwd);
+        let m = monitor.clone();
+        let fwd = async {
+            forward(
+                &mut client,
+                |r| {
+                    let ev = convert(r)?;
+                    m.observe(None, &ev);
+                    Some(ev)
+                },
+                || stopper.stop(),
+                &tx,
+                &mut stop,
+            )
+            .await;
+            m.ended();
+        };
+        tokio::join!(conn, fwd, poll);
+    }
+}
+
+/// Reads every source's `master_repl_offset` each `every` until stopped: a single master at
+/// its client's endpoint, a cluster's shards at the nodes they are replicated from.
+async fn poll_masters(
+    cfg: ClientConfig,
+    handles: Arc<Mutex<Handles>>,
+    monitor: Monitor,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        // (shard, host, port) of every source seen so far
+        let mut nodes: Vec<(Option<usize>, String, u16)> = Vec::new();
+        if let Ok(h) = handles.lock() {
+            if let Some(e) = &h.endpoint {
+                if monitor.len() > 0 {
+                    let (host, port) = e.get();
+                    nodes.push((None, host, port));
+                }
+            }
+            if let Some(sh) = &h.shards {
+                for (i, s) in sh.get().iter().enumerate() {
+                    if s.retired {
+                        monitor.retire(i);
+                        continue;
+                    }
+                    if let Some((host, port)) = s
+                        .addr
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                    {
+                        nodes.push((Some(i), host, port));
+                    }
+                }
+            }
+        }
+        let polls: Vec<_> = nodes
+            .into_iter()
+            .map(|(shard, host, port)| {
+                let (cfg, monitor) = (cfg.clone(), monitor.clone());
+                tokio::spawn(async move {
+                    let ask =
+                        replica_net::cluster::command(&cfg, &host, port, &["INFO", "replication"]);
+                    let got = match tokio::time::timeout(every.max(Duration::from_secs(1)), ask)
+                        .await
+                    {
+                        Err(_) => Err((
+                            format!("INFO replication on {host}:{port}: no reply"),
+                            false,
+                        )),
+                        Ok(Err(e)) => {
+                            let why = e.to_string();
+                            let refused = why.contains("NOPERM") || why.contains("unknown command");
+                            Err((format!("INFO replication on {host}:{port}: {why}"), refused))
+                        }
+                        Ok(Ok(f)) => {
+                            let text = match &f {
+                                resp_codec::Frame::BulkString(b)
+                                | resp_codec::Frame::Verbatim { text: b, .. } => {
+                                    String::from_utf8_lossy(b).into_owned()
+                                }
+                                _ => String::new(),
+                            };
+                            crate::observe::master_repl_offset(&text).ok_or_else(|| {
+                                (
+                                    format!(
+                                        "INFO replication on {host}:{port}: no master_repl_offset"
+                                    ),
+                                    false,
+                                )
+                            })
+                        }
+                    };
+                    monitor.polled(shard, got);
+                })
+            })
+            .collect();
+        for p in polls {
+            let _ = p.await;
+        }
     }
 }
 
@@ -359,6 +520,7 @@ impl Replicator {
                 prefer_replica: false,
                 sentinel: Some(u),
                 positions: Vec::new(),
+                poll_master: None,
             });
         }
         let cfg = ClientConfig::from_url(url)?;
@@ -369,6 +531,7 @@ impl Replicator {
             prefer_replica: false,
             sentinel: None,
             positions: Vec::new(),
+            poll_master: None,
         })
     }
 
@@ -414,6 +577,14 @@ impl Replicator {
     /// What each shard's replica is doing (empty unless the source is a cluster).
     pub fn shards(&self) -> Vec<ShardStatus> {
         self.status_handle().shards()
+    }
+
+    /// Each source's phase, offsets, lag and counts, and readiness; readable from any thread.
+    pub fn monitor(&self) -> Monitor {
+        self.handles
+            .lock()
+            .map(|h| h.monitor.clone())
+            .unwrap_or_default()
     }
 
     /// Sends a last `REPLCONF ACK` (on every shard) and closes.
