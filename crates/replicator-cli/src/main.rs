@@ -227,12 +227,17 @@ fn main() -> ExitCode {
     };
     let live = matches!(cli.cmd, Cmd::Replicate(_) | Cmd::Sync(_));
     let level = if live { "info" } else { "warn" };
+    let live_source = match &cli.cmd {
+        Cmd::Replicate(_) => true,
+        Cmd::Sync(a) => a.is_live(),
+        _ => false,
+    };
     if let Err(e) = obs::init_logs(cli.ops.log_format, cli.ops.log_level.as_deref(), level) {
         eprintln!("replicator: {e:#}");
         return ExitCode::from(2);
     }
     let observed = match &cli.ops.metrics_addr {
-        Some(addr) => match obs::serve(addr, cli.ops.ready_lag) {
+        Some(addr) => match obs::serve(addr, cli.ops.ready_lag, live_source) {
             Ok(o) => Some(o),
             Err(e) => {
                 eprintln!("replicator: {e:#}");

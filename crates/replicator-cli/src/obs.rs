@@ -57,6 +57,8 @@ pub(crate) struct Observed {
     monitor: Mutex<Option<Monitor>>,
     hooks: Mutex<Vec<Hook>>,
     ready_lag: u64,
+    /// A live source is expected: not ready before it is watched.
+    live: bool,
     started: Instant,
     /// A file job: what it is doing (`decoding`, `done`, …).
     job: Mutex<Option<String>>,
@@ -142,6 +144,7 @@ impl Observed {
     fn ready(&self) -> Result<(), String> {
         match self.monitor() {
             Some(m) => m.ready(self.ready_lag),
+            None if self.live => Err("starting".into()),
             None => Ok(()),
         }
     }
@@ -182,8 +185,9 @@ impl Observed {
 }
 
 /// Installs the Prometheus recorder and serves `/metrics`, `/health` and `/ready` on `addr`
-/// from a thread of its own (it answers whatever the work is doing).
-pub(crate) fn serve(addr: &str, ready_lag: u64) -> anyhow::Result<Arc<Observed>> {
+/// from a thread of its own (it answers whatever the work is doing). `live`: a replica will be
+/// [watched](Observed::watch); until then `/ready` says 503.
+pub(crate) fn serve(addr: &str, ready_lag: u64, live: bool) -> anyhow::Result<Arc<Observed>> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
     listener.set_nonblocking(true)?;
@@ -196,6 +200,7 @@ pub(crate) fn serve(addr: &str, ready_lag: u64) -> anyhow::Result<Arc<Observed>>
         monitor: Mutex::new(None),
         hooks: Mutex::new(Vec::new()),
         ready_lag,
+        live,
         started: Instant::now(),
         job: Mutex::new(None),
     });

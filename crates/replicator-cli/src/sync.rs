@@ -99,6 +99,13 @@ pub(crate) struct SyncArgs {
     filters: FilterArgs,
 }
 
+impl SyncArgs {
+    /// The source is a live master, not a file.
+    pub(crate) fn is_live(&self) -> bool {
+        self.source.contains("://")
+    }
+}
+
 /// The checkpoint file: one line per source shard, `shard replid offset`.
 fn read_checkpoint(path: &Path) -> anyhow::Result<Vec<(usize, String, u64)>> {
     let text = match std::fs::read_to_string(path) {
@@ -295,7 +302,7 @@ pub(crate) fn sync(
     let target = rt
         .block_on(replicator::sync::connect(&target_url(&args), opts.clone()))
         .context("cannot use the target")?;
-    let live = args.source.contains("://");
+    let live = args.is_live();
     let mut saved = match &args.checkpoint {
         Some(p) => read_checkpoint(p)?,
         None => Vec::new(),

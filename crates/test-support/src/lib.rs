@@ -1062,6 +1062,8 @@ pub mod proxy {
         fragment: Arc<AtomicU64>,
         /// The client-side sockets of the open connections, to reset them.
         open: Arc<Mutex<Vec<TcpStream>>>,
+        /// Each connection's own stall switch.
+        switches: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
         accept: Option<JoinHandle<()>>,
     }
 
@@ -1076,8 +1078,9 @@ pub mod proxy {
             let connections = Arc::new(AtomicU64::new(0));
             let fragment = Arc::new(AtomicU64::new(0));
             let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+            let switches: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
             let (st, sp, cn) = (stalled.clone(), stop.clone(), connections.clone());
-            let (fr, op) = (fragment.clone(), open.clone());
+            let (fr, op, sw) = (fragment.clone(), open.clone(), switches.clone());
             let accept = std::thread::spawn(move || {
                 while !sp.load(Ordering::Relaxed) {
                     match listener.accept() {
@@ -1091,13 +1094,20 @@ pub mod proxy {
                                 open.retain(|s| s.peer_addr().is_ok());
                                 open.push(c);
                             }
+                            let own = Arc::new(AtomicBool::new(false));
+                            if let Ok(mut sw) = sw.lock() {
+                                sw.push(own.clone());
+                            }
                             for (from, to) in [
                                 (client.try_clone(), server.try_clone()),
                                 (server.try_clone(), client.try_clone()),
                             ] {
                                 if let (Ok(from), Ok(to)) = (from, to) {
                                     let (st, sp, fr) = (st.clone(), sp.clone(), fr.clone());
-                                    std::thread::spawn(move || pump(from, to, &st, &sp, &fr, n));
+                                    let own = own.clone();
+                                    std::thread::spawn(move || {
+                                        pump(from, to, [&st, &own], &sp, &fr, n)
+                                    });
                                 }
                             }
                         }
@@ -1115,6 +1125,7 @@ pub mod proxy {
                 connections,
                 fragment,
                 open,
+                switches,
                 accept: Some(accept),
             })
         }
@@ -1143,6 +1154,16 @@ pub mod proxy {
             self.stalled.store(on, Ordering::Relaxed);
         }
 
+        /// Stops (true) or resumes (false) forwarding on the connections open now; later
+        /// connections flow: a replication link stuck while the master answers others.
+        pub fn stall_open(&self, on: bool) {
+            if let Ok(sw) = self.switches.lock() {
+                for s in sw.iter() {
+                    s.store(on, Ordering::Relaxed);
+                }
+            }
+        }
+
         /// Connections accepted so far.
         pub fn connections(&self) -> u64 {
             self.connections.load(Ordering::Relaxed)
@@ -1152,7 +1173,7 @@ pub mod proxy {
     fn pump(
         mut from: TcpStream,
         mut to: TcpStream,
-        stalled: &AtomicBool,
+        stalled: [&AtomicBool; 2],
         stop: &AtomicBool,
         fragment: &AtomicU64,
         n: u64,
@@ -1161,7 +1182,7 @@ pub mod proxy {
         let mut buf = vec![0u8; 64 << 10];
         let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ n;
         while !stop.load(Ordering::Relaxed) {
-            if stalled.load(Ordering::Relaxed) {
+            if stalled.iter().any(|s| s.load(Ordering::Relaxed)) {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }

@@ -3,6 +3,7 @@
 mod aof;
 mod fixtures;
 mod newest;
+mod ops;
 mod rebuild;
 mod reencode;
 mod replicate;
