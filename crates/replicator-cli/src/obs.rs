@@ -59,6 +59,8 @@ pub(crate) struct Observed {
     ready_lag: u64,
     /// A live source is expected: not ready before it is watched.
     live: bool,
+    /// Milliseconds since `started` when the work's runtime last ticked (0: not watched).
+    beat: Arc<std::sync::atomic::AtomicU64>,
     started: Instant,
     /// A file job: what it is doing (`decoding`, `done`, …).
     job: Mutex<Option<String>>,
@@ -70,6 +72,29 @@ impl Observed {
         if let Ok(mut g) = self.monitor.lock() {
             *g = Some(m);
         }
+    }
+
+    /// Ticks once a second on the current tokio runtime (the work's): `/health` answers 503
+    /// when it stopped ticking for 10 s.
+    pub(crate) fn heartbeat(&self, rt: &tokio::runtime::Runtime) {
+        let (beat, started) = (self.beat.clone(), self.started);
+        rt.spawn(async move {
+            loop {
+                let ms = started.elapsed().as_millis() as u64;
+                beat.store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// How long ago the work's runtime ticked, when it is watched.
+    fn silent_for(&self) -> Option<Duration> {
+        let b = self.beat.load(std::sync::atomic::Ordering::Relaxed);
+        (b > 0).then(|| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(b))
+        })
     }
 
     /// A file job's phase for `/health` (`/ready` says 200 for files: there is no lag).
@@ -127,13 +152,17 @@ impl Observed {
                 })
             })
             .collect();
+        let stuck = self.silent_for().filter(|d| *d > Duration::from_secs(10));
         let mut doc = json!({
-            "status": "ok",
+            "status": if stuck.is_some() { "stuck" } else { "ok" },
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "sources": sources,
         });
         if let Some(j) = self.job.lock().ok().and_then(|j| j.clone()) {
             doc["job"] = json!(j);
+        }
+        if let Some(d) = stuck {
+            doc["stuck_seconds"] = json!(d.as_secs_f64());
         }
         for (k, v) in parts {
             doc[k] = v;
@@ -167,7 +196,15 @@ impl Observed {
                     self.metrics.render(),
                 )
             }
-            "/health" => json_reply(StatusCode::OK, &self.health()),
+            "/health" => {
+                let h = self.health();
+                let code = if h["status"] == "ok" {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_reply(code, &h)
+            }
             "/ready" => match self.ready() {
                 Ok(()) => json_reply(StatusCode::OK, &json!({"ready": true})),
                 Err(why) => json_reply(
@@ -201,6 +238,7 @@ pub(crate) fn serve(addr: &str, ready_lag: u64, live: bool) -> anyhow::Result<Ar
         hooks: Mutex::new(Vec::new()),
         ready_lag,
         live,
+        beat: Arc::default(),
         started: Instant::now(),
         job: Mutex::new(None),
     });

@@ -224,6 +224,7 @@ pub(crate) fn replicate(
     let (mut r, connection) = b.connect();
     if let Some(o) = observed {
         o.watch(r.monitor());
+        o.heartbeat(&rt);
     }
     rt.spawn(connection);
     rt.spawn(stop_on_signal(r.stopper()));

@@ -346,6 +346,7 @@ pub(crate) fn sync(
         let (mut r, connection) = b.connect();
         if let Some(o) = observed {
             o.watch(r.monitor());
+            o.heartbeat(&rt);
             observe_target(
                 o,
                 target.clone(),

@@ -19,7 +19,7 @@ fn bin() -> ServerBin {
 }
 
 /// `GET path` on 127.0.0.1:port: the status code and the body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
@@ -36,7 +36,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Every sample of `/metrics`, parsed by a Prometheus text-format parser, as
 /// `name{label=value,…}` (labels sorted) → value.
-fn metrics(port: u16) -> BTreeMap<String, f64> {
+pub(crate) fn metrics(port: u16) -> BTreeMap<String, f64> {
     let Some((200, body)) = get(port, "/metrics") else {
         return BTreeMap::new();
     };
@@ -262,6 +262,12 @@ fn replicate_metrics_health_and_readiness_through_a_kill_and_a_stall() {
 fn sync_metrics_match_the_targets_own_counts() {
     let master = Server::start(&bin(), &[("repl-diskless-sync-delay", "0")], None).unwrap();
     let target = Server::start(&bin(), &[], None).unwrap();
+    // the target wants a password
+    target
+        .client()
+        .unwrap()
+        .ok(&["CONFIG", "SET", "requirepass", SECRET])
+        .unwrap();
     let mut c = master.client().unwrap();
     for i in 0..200 {
         c.ok(&["RPUSH", &format!("l:{i}"), "a", "b"]).unwrap();
@@ -272,11 +278,12 @@ fn sync_metrics_match_the_targets_own_counts() {
         .args([
             "sync",
             &format!("redis://127.0.0.1:{}", master.port),
-            &format!("redis://{taddr}"),
+            &format!("redis://:{SECRET}@{taddr}"),
             "--mode",
             "restore",
         ])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--log-level", "debug"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -304,12 +311,9 @@ fn sync_metrics_match_the_targets_own_counts() {
     });
     let m = metrics(port);
     // what the target says it ran
-    let stats = target
-        .client()
-        .unwrap()
-        .cmd(&["INFO", "commandstats"])
-        .unwrap()
-        .text();
+    let mut tc = target.client().unwrap();
+    tc.ok(&["AUTH", SECRET]).unwrap();
+    let stats = tc.cmd(&["INFO", "commandstats"]).unwrap().text();
     let calls = |cmd: &str| -> f64 {
         stats
             .lines()
@@ -317,6 +321,7 @@ fn sync_metrics_match_the_targets_own_counts() {
             .and_then(|r| r.split(',').next())
             .map_or(0.0, |v| v.parse().unwrap())
     };
+    assert!(calls("auth") >= 2.0, "ours and the sink's: {stats}");
     assert_eq!(calls("restore"), 200.0, "{stats}");
     assert_eq!(calls("incr"), n as f64, "{stats}");
     let written = m[&format!("replicator_sink_written_total{{{t}}}")];
@@ -344,7 +349,11 @@ fn sync_metrics_match_the_targets_own_counts() {
         "{h}"
     );
     assert_eq!(h["sources"][0]["phase"], "streaming", "{h}");
-    stop(child);
+    let body = get(port, "/metrics").unwrap().1 + &h.to_string();
+    let err = stop(child);
+    assert!(!body.contains(SECRET), "{body}");
+    assert!(!err.contains(SECRET), "the password is in the logs: {err}");
+    assert!(err.contains("full sync begins"), "{err}");
 }
 
 #[test]

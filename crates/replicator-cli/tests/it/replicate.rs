@@ -261,9 +261,11 @@ fn a_cluster_under_random_writes_is_rebuilt_whole_from_the_resp_stream() {
     let scratch = test_support::temp_dir("replicate-cluster-resp");
     let out = scratch.join("stream.resp");
     let url = format!("redis://127.0.0.1:{}", cluster.nodes[1].port);
+    let mport = test_support::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_replicator"))
         .args(["replicate", &url, "--format", "resp", "-o"])
         .arg(&out)
+        .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -277,6 +279,29 @@ fn a_cluster_under_random_writes_is_rebuilt_whole_from_the_resp_stream() {
     assert_eq!(masters.len(), 3);
     wait("every shard's replicas at their master's offset", || {
         masters.iter().all(|m| all_replicas_at_master_offset(m))
+    });
+    // the metrics: one source per shard, each at its master's offset, polled from its node
+    let mut offsets: Vec<String> = masters
+        .iter()
+        .map(|m| m.info("replication", "master_repl_offset").unwrap())
+        .collect();
+    offsets.sort();
+    wait("each shard's polled offset", || {
+        let m = crate::ops::metrics(mport);
+        let mut ours: Vec<String> = (0..3)
+            .filter_map(|i| {
+                let s = format!("{{source=shard-{i}}}");
+                let o = m.get(&format!("replicator_offset_bytes{s}"))?;
+                (m.get(&format!("replicator_master_offset_bytes{s}")) == Some(o)
+                    && m.get(&format!("replicator_up{s}")) == Some(&1.0))
+                .then(|| o.to_string())
+            })
+            .collect();
+        ours.sort();
+        ours == offsets
+    });
+    wait("/ready", || {
+        crate::ops::get(mport, "/ready").is_some_and(|(c, _)| c == 200)
     });
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
