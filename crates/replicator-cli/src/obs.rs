@@ -37,7 +37,7 @@ pub(crate) fn init_logs(
     };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(LineClearing(std::io::stderr().is_terminal()));
     let done = match format {
         LogFormat::Text => b
             .with_ansi(std::io::stderr().is_terminal())
@@ -46,6 +46,40 @@ pub(crate) fn init_logs(
         LogFormat::Json => b.json().flatten_event(true).try_init(),
     };
     done.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+/// Stderr for log lines; on a terminal each line first clears the status line drawn there
+/// (it is drawn again within half a second).
+struct LineClearing(bool);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineClearing {
+    type Writer = LineClearingWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineClearingWriter(self.0)
+    }
+}
+
+struct LineClearingWriter(bool);
+
+impl std::io::Write for LineClearingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        if self.0 {
+            // one write per event: the clearing and the line go out together
+            let mut line = Vec::with_capacity(buf.len() + 4);
+            line.extend_from_slice(b"\r\x1b[K");
+            line.extend_from_slice(buf);
+            err.write_all(&line)?;
+        } else {
+            err.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Figures about the sync's target for `/health`, and gauges to set before a scrape.

@@ -164,7 +164,11 @@ fn status_line(
             let line = if shards.is_empty() {
                 format!(
                     "{} | RDB {} bytes | offset {} | last data {idle} ago | connections {}",
-                    s.phase,
+                    if s.phase.is_empty() {
+                        "connecting"
+                    } else {
+                        s.phase
+                    },
                     s.rdb_bytes,
                     off(s.offset),
                     s.connections
