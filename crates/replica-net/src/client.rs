@@ -54,6 +54,11 @@ pub struct ClientConfig {
     pub(crate) channel_capacity: usize,
     /// Start with `PSYNC <replid> <offset+1>` (resume after a restart of your program).
     pub(crate) resume: Option<(String, u64)>,
+    /// A two-channel full sync holds the stream that arrives during the RDB: this many bytes
+    /// in memory, the rest in a temporary file.
+    pub(crate) hold_memory: usize,
+    /// Where that file goes (default: the system's temporary directory).
+    pub(crate) hold_dir: Option<std::path::PathBuf>,
 }
 
 impl ClientConfig {
@@ -72,6 +77,8 @@ impl ClientConfig {
             max_retries: None,
             channel_capacity: 1024,
             resume: None,
+            hold_memory: 64 << 20,
+            hold_dir: None,
         }
     }
 
@@ -143,6 +150,15 @@ impl ClientConfig {
     /// Start with `PSYNC <replid> <offset+1>` (resume after a restart of your program).
     pub fn resume(&mut self, at: Option<(String, u64)>) -> &mut Self {
         self.resume = at;
+        self
+    }
+
+    /// A two-channel full sync holds the writes made during the RDB transfer: up to `bytes`
+    /// in memory (default 64 MiB), beyond that in a temporary file in `dir` (default: the
+    /// system's), deleted when the sync ends.
+    pub fn hold(&mut self, bytes: usize, dir: Option<std::path::PathBuf>) -> &mut Self {
+        self.hold_memory = bytes;
+        self.hold_dir = dir;
         self
     }
 
@@ -578,6 +594,135 @@ fn update(status: &Mutex<Status>, core: &Replica, input: bool) {
     }
 }
 
+/// The stream a two-channel sync holds during its RDB: in memory up to a limit, then in a
+/// temporary file (deleted on drop).
+struct Spool {
+    mem: Vec<bytes::BytesMut>,
+    mem_len: usize,
+    limit: usize,
+    dir: Option<std::path::PathBuf>,
+    file: Option<(std::path::PathBuf, std::fs::File)>,
+    /// Bytes in the file (all older than those in `mem` once the file exists).
+    file_len: u64,
+}
+
+impl Spool {
+    fn new(cfg: &ClientConfig) -> Self {
+        Self {
+            mem: Vec::new(),
+            mem_len: 0,
+            limit: cfg.hold_memory,
+            dir: cfg.hold_dir.clone(),
+            file: None,
+            file_len: 0,
+        }
+    }
+
+    fn push(&mut self, b: bytes::BytesMut) -> Result<()> {
+        if self.file.is_none() && self.mem_len + b.len() <= self.limit {
+            self.mem_len += b.len();
+            self.mem.push(b);
+            return Ok(());
+        }
+        let spill = |e| io_err("cannot write the held stream to its file", e);
+        if self.file.is_none() {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+            let path = dir.join(format!(
+                "replicator-held-{}-{}.resp",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(spill)?;
+            tracing::info!(path = %path.display(), held = self.mem_len, "the held stream outgrew memory: spilling to a file");
+            self.file = Some((path, f));
+            // what memory held is older: it goes first
+            for m in std::mem::take(&mut self.mem) {
+                self.write(&m)?;
+            }
+            self.mem_len = 0;
+        }
+        self.write(&b)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        if let Some((_, f)) = &mut self.file {
+            f.write_all(b)
+                .map_err(|e| io_err("cannot write the held stream to its file", e))?;
+            self.file_len += b.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.file_len + self.mem_len as u64
+    }
+
+    /// Gives everything back in order, a piece at a time, to `f`; empties the spool.
+    async fn replay(
+        &mut self,
+        core: &mut Replica,
+        tx: &mpsc::Sender<Result<Event>>,
+    ) -> Result<bool> {
+        use std::io::{Read as _, Seek as _};
+        if let Some((path, mut f)) = self.file.take() {
+            let mut chunk = vec![0u8; 1 << 20];
+            f.rewind()
+                .map_err(|e| io_err("cannot read the held stream's file", e))?;
+            loop {
+                let n = f
+                    .read(&mut chunk)
+                    .map_err(|e| io_err("cannot read the held stream's file", e))?;
+                if n == 0 {
+                    break;
+                }
+                core.handle_replay(&chunk[..n], Instant::now())?;
+                if !deliver(core, tx).await {
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(false);
+                }
+            }
+            drop(f);
+            let _ = std::fs::remove_file(&path);
+            self.file_len = 0;
+        }
+        for m in std::mem::take(&mut self.mem) {
+            core.handle_replay(&m, Instant::now())?;
+            if !deliver(core, tx).await {
+                return Ok(false);
+            }
+        }
+        self.mem_len = 0;
+        Ok(true)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some((path, _)) = self.file.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Reads from the RDB channel when there is one.
+async fn read_opt(
+    rd: &mut Option<tokio::io::ReadHalf<Box<dyn Io>>>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match rd {
+        Some(r) => r.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn session(
     core: &mut Replica,
     io: Box<dyn Io>,
@@ -585,11 +730,53 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
     status: &Mutex<Status>,
     endpoint: &Endpoint,
+    cfg: &ClientConfig,
+    (host, port): (&str, u16),
 ) -> Result<End> {
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut buf = vec![0u8; 256 << 10];
+    let mut rbuf = vec![0u8; 256 << 10];
     let generation = endpoint.generation();
+    // a two-channel sync's RDB channel, and the stream held meanwhile
+    let mut rdb_rd: Option<tokio::io::ReadHalf<Box<dyn Io>>> = None;
+    let mut rdb_wr: Option<tokio::io::WriteHalf<Box<dyn Io>>> = None;
+    let mut spool = Spool::new(cfg);
     loop {
+        if core.poll_rdb_channel() {
+            tracing::info!(master = %format_args!("{host}:{port}"), "two-channel full sync: opening the RDB channel");
+            let (io, _) = connect(cfg, host, port).await?;
+            let (r, w) = tokio::io::split(io);
+            (rdb_rd, rdb_wr) = (Some(r), Some(w));
+            core.handle_rdb_connected(Instant::now());
+        }
+        if let Some(w) = &mut rdb_wr {
+            while let Some(b) = core.poll_rdb_transmit() {
+                w.write_all(&b)
+                    .await
+                    .map_err(|e| io_err("write to the RDB channel", e))?;
+            }
+        }
+        while let Some(b) = core.take_held() {
+            spool.push(b)?;
+        }
+        if core.needs_replay() {
+            // the RDB is loaded: the channel closes, and what the main one held goes in
+            if let Some(mut w) = rdb_wr.take() {
+                let _ = w.shutdown().await;
+            }
+            rdb_rd = None;
+            tracing::info!(held = spool.len(), "RDB loaded: the stream held meanwhile follows");
+            if !deliver(core, tx).await || !spool.replay(core, tx).await? {
+                return Ok(End::Stopped);
+            }
+            core.end_replay(Instant::now())?;
+        }
+        if rdb_wr.is_some() && !core.is_rdb_channel_open() {
+            if let Some(mut w) = rdb_wr.take() {
+                let _ = w.shutdown().await;
+            }
+            rdb_rd = None;
+        }
         if endpoint.generation() != generation {
             let (h, p) = endpoint.get();
             return Err(Error::new(
@@ -626,6 +813,15 @@ async fn session(
         }
         let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
+            r = read_opt(&mut rdb_rd, &mut rbuf), if rdb_rd.is_some() => {
+                let n = match r {
+                    Err(e) => return Err(io_err("read from the RDB channel", e)),
+                    Ok(0) => return Err(Error::new(Kind::Closed, "the master closed the RDB channel before the RDB's end")),
+                    Ok(n) => n,
+                };
+                core.handle_rdb_input(&rbuf[..n], Instant::now())?;
+                update(status, core, true);
+            }
             // silence is measured by the core from the last byte received (a timeout around
             // each read, re-armed by every ACK tick, never fired once the stream began)
             r = rd.read(&mut buf) => {
@@ -718,7 +914,18 @@ async fn run(
         last_node = Some((host.clone(), port));
         core.handle_connected(Instant::now());
         let before = core.position().map(|p| p.1);
-        match session(core, io, &tx, &mut stop, &status, &endpoint).await {
+        match session(
+            core,
+            io,
+            &tx,
+            &mut stop,
+            &status,
+            &endpoint,
+            &cfg,
+            (&host, port),
+        )
+        .await
+        {
             Ok(End::Stopped | End::Done) => {
                 let _ = deliver(core, &tx).await;
                 return;

@@ -65,6 +65,28 @@ pub struct ReplicaConfig {
     pub(crate) rdb: rdb_format::Config,
     /// Stop after the RDB (no command stream).
     pub(crate) rdb_only: bool,
+    /// Whether a full sync may come over a second connection.
+    pub(crate) channels: Channels,
+}
+
+/// How a full sync travels.
+///
+/// With two channels the RDB comes over a connection of its own while the master streams
+/// the writes made meanwhile on the main one, where the replica holds them until the RDB is
+/// loaded (Redis 8 `repl-rdb-channel`, Valkey 8+ `dual-channel-replication-enabled`; both need
+/// the master's `repl-diskless-sync yes`). The master then keeps no copy of those writes in
+/// its replica output buffer, so a big data set under heavy writes does not overrun
+/// `client-output-buffer-limit replica` and loop through full syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channels {
+    /// One connection: the classic full sync.
+    One,
+    /// Two connections where the master offers them, else one.
+    #[default]
+    Auto,
+    /// Two connections or an error: a master that answers with a classic full sync fails
+    /// the replica ([`ErrorKind::Config`](crate::ErrorKind)).
+    Two,
 }
 
 /// The version announced with `REPLCONF version`: the newest Valkey whose RDB format the
@@ -141,6 +163,12 @@ impl ReplicaConfig {
     pub fn is_rdb_only(&self) -> bool {
         self.rdb_only
     }
+
+    /// Whether a full sync may come over a second connection (default: where offered).
+    pub fn channels(&mut self, c: Channels) -> &mut Self {
+        self.channels = c;
+        self
+    }
 }
 
 impl Default for ReplicaConfig {
@@ -154,6 +182,7 @@ impl Default for ReplicaConfig {
             read_timeout: Some(Duration::from_secs(60)),
             rdb: rdb_format::Config::default(),
             rdb_only: false,
+            channels: Channels::Auto,
         }
     }
 }
@@ -327,10 +356,65 @@ struct RdbState {
     done: bool,
 }
 
+/// The RDB channel's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RStep {
+    /// Waiting for the driver to connect it.
+    Connecting,
+    Auth,
+    Replconf,
+    /// `PSYNC ? -1` (Redis) or `SYNC` (Valkey) sent: `+FULLRESYNC` / `$ENDOFF` comes.
+    Sync,
+    /// The RDB flows.
+    Transfer,
+    /// The RDB is in: the driver closes the channel and gives back what the main one held.
+    Done,
+}
+
+/// The main channel's steps during a two-channel sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MStep {
+    /// Valkey: nothing until the RDB channel has its `$ENDOFF`.
+    AwaitEndoff,
+    /// Valkey: `REPLCONF set-rdb-client-id` sent.
+    SetId,
+    /// Valkey: `PSYNC <replid> <endoff+1>` sent.
+    Continue,
+    /// The stream flows and is held until the RDB is loaded.
+    Holding,
+}
+
+/// A two-channel full sync in progress.
+#[derive(Debug)]
+struct Two {
+    /// Valkey's dual channel (else Redis' rdb channel).
+    valkey: bool,
+    /// Redis: the main channel's client id, for the RDB channel's REPLCONF.
+    main_id: Option<String>,
+    rstep: RStep,
+    /// The RDB channel's input (its handshake replies; the RDB itself goes through the core's
+    /// RDB states) and output.
+    rbuf: BytesMut,
+    rout: BytesMut,
+    /// The main channel's input before the stream begins (Valkey's replies).
+    mbuf: BytesMut,
+    mstep: MStep,
+    /// The main channel's stream, held until the RDB is loaded.
+    held: BytesMut,
+    /// Valkey `$ENDOFF`: the db the stream starts in (`None`: a `SELECT` comes first).
+    dbid: Option<u64>,
+    /// The driver was asked to connect the RDB channel.
+    asked: bool,
+    /// Valkey: the replid and offset of `$ENDOFF`, for the main channel's PSYNC.
+    endoff: Option<(String, u64)>,
+}
+
 #[derive(Debug)]
 enum State {
     Idle,
     Handshake(Step),
+    /// A two-channel sync: the RDB channel's handshake.
+    RdbChannel,
     RdbHeader,
     Rdb(Box<RdbState>),
     Stream,
@@ -391,6 +475,8 @@ pub struct Replica {
     /// After a diskless RDB, until the stream's first byte: the master starts the stream on an
     /// ACK that arrives once it has seen its RDB child finish, which our first ACK may beat.
     awaiting_stream: bool,
+    /// A two-channel full sync in progress.
+    two: Option<Box<Two>>,
 }
 
 fn simple(frame: &Frame) -> Option<String> {
@@ -405,6 +491,15 @@ fn error_text(frame: &Frame) -> Option<String> {
         Frame::Error(s) | Frame::BulkError(s) => Some(rdb_format::printable(s)),
         _ => None,
     }
+}
+
+/// One reply frame from `buf`, after any bare `\n` keep-alives.
+fn decode_reply(buf: &mut BytesMut) -> Result<Option<Frame>> {
+    let n = buf.iter().take_while(|&&b| b == b'\n').count();
+    buf.advance(n);
+    resp_codec::Decoder::new()
+        .decode(buf)
+        .map_err(|e| Error::with_source(Kind::Protocol, "bad reply", e))
 }
 
 fn is_auth_error(text: &str) -> bool {
@@ -439,6 +534,7 @@ impl Replica {
             legacy: false,
             full_syncs: 0,
             awaiting_stream: false,
+            two: None,
         }
     }
 
@@ -480,6 +576,7 @@ impl Replica {
         match self.state {
             State::Idle => "disconnected",
             State::Handshake(_) => "handshake",
+            State::RdbChannel => "RDB channel handshake",
             State::RdbHeader => "waiting for the RDB",
             State::Rdb(_) => "RDB transfer",
             State::Stream => "streaming",
@@ -519,6 +616,7 @@ impl Replica {
         self.pending = None;
         self.db = 0;
         self.last_ack = None;
+        self.two = None;
         self.step(if self.cfg.auth.is_some() {
             Step::Auth
         } else {
@@ -532,6 +630,7 @@ impl Replica {
         self.last_input = None;
         self.state = State::Idle;
         self.pending = None;
+        self.two = None;
         self.buf.clear();
         self.events.push_back(Event::Disconnected {
             reason: reason.into(),
@@ -560,7 +659,21 @@ impl Replica {
                 };
                 self.send(&[b"REPLCONF", b"ip-address", ip.as_bytes()]);
             }
-            Step::Capa => self.send(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"]),
+            Step::Capa => match self.cfg.channels {
+                Channels::One => self.send(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"]),
+                // Redis 8 and Valkey 8+ each take the capa they know and ignore the other
+                Channels::Auto | Channels::Two => self.send(&[
+                    b"REPLCONF",
+                    b"capa",
+                    b"eof",
+                    b"capa",
+                    b"psync2",
+                    b"capa",
+                    b"rdb-channel-repl",
+                    b"capa",
+                    b"dual-channel",
+                ]),
+            },
             Step::Version => {
                 let Some(v) = self.cfg.version.clone() else {
                     return self.step(Step::Info);
@@ -676,8 +789,298 @@ impl Replica {
         if !data.is_empty() {
             self.last_input = Some(now);
         }
+        if self.two.is_some() {
+            return self.main_input(data);
+        }
+        self.buf.extend_from_slice(data);
+        self.process(now)?;
+        if self.two.is_some() {
+            // a two-channel sync began: what followed its reply is the main channel's
+            let rest = self.buf.split();
+            self.main_input(&rest)?;
+        }
+        Ok(())
+    }
+
+    /// True once, when the driver must open the RDB channel: a new connection to the same
+    /// master, then [`handle_rdb_connected`](Self::handle_rdb_connected).
+    pub fn poll_rdb_channel(&mut self) -> bool {
+        match &mut self.two {
+            Some(t) if !t.asked => {
+                t.asked = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True while a two-channel sync needs its RDB channel (the driver closes it after).
+    pub fn is_rdb_channel_open(&self) -> bool {
+        self.two
+            .as_ref()
+            .is_some_and(|t| t.asked && t.rstep != RStep::Done)
+    }
+
+    /// The RDB channel is connected: its handshake begins.
+    pub fn handle_rdb_connected(&mut self, now: Instant) {
+        self.last_input = Some(now);
+        let auth = self.cfg.auth.clone();
+        let Some(t) = &mut self.two else { return };
+        t.rbuf.clear();
+        t.rout.clear();
+        match auth {
+            Some(a) => {
+                match &a.user {
+                    Some(u) => resp_codec::encode_command(
+                        [&b"AUTH"[..], u.as_bytes(), a.password.as_bytes()],
+                        &mut t.rout,
+                    ),
+                    None => resp_codec::encode_command(
+                        [&b"AUTH"[..], a.password.as_bytes()],
+                        &mut t.rout,
+                    ),
+                }
+                t.rstep = RStep::Auth;
+            }
+            None => self.rdb_channel_replconf(),
+        }
+    }
+
+    fn rdb_channel_replconf(&mut self) {
+        let port = self.cfg.listening_port.to_string();
+        let version = self.cfg.version.clone();
+        let Some(t) = &mut self.two else { return };
+        let mut args: Vec<&[u8]> = vec![b"REPLCONF", b"capa", b"eof", b"rdb-only", b"1", b"rdb-channel", b"1"];
+        if let Some(id) = &t.main_id {
+            args.extend([&b"main-ch-client-id"[..], id.as_bytes()]);
+        }
+        args.extend([&b"listening-port"[..], port.as_bytes()]);
+        if let (true, Some(v)) = (t.valkey, &version) {
+            args.extend([&b"version"[..], v.as_bytes()]);
+        }
+        resp_codec::encode_command(args, &mut t.rout);
+        t.rstep = RStep::Replconf;
+    }
+
+    /// Bytes to send on the RDB channel, if any.
+    pub fn poll_rdb_transmit(&mut self) -> Option<Bytes> {
+        let t = self.two.as_mut()?;
+        (!t.rout.is_empty()).then(|| t.rout.split().freeze())
+    }
+
+    /// Bytes from the RDB channel.
+    pub fn handle_rdb_input(&mut self, data: &[u8], now: Instant) -> Result<()> {
+        if !data.is_empty() {
+            self.last_input = Some(now);
+        }
+        let Some(t) = &mut self.two else {
+            return Ok(());
+        };
+        t.rbuf.extend_from_slice(data);
+        loop {
+            let Some(t) = &mut self.two else {
+                return Ok(());
+            };
+            match t.rstep {
+                RStep::Connecting | RStep::Done => {
+                    t.rbuf.clear();
+                    return Ok(());
+                }
+                RStep::Auth | RStep::Replconf => {
+                    let step = t.rstep;
+                    let Some(frame) = decode_reply(&mut t.rbuf)? else {
+                        return Ok(());
+                    };
+                    if let Some(e) = error_text(&frame) {
+                        let kind = if is_auth_error(&e) { Kind::Auth } else { Kind::Retry };
+                        return Err(Error::new(kind, format!("the RDB channel was refused: {e}")));
+                    }
+                    if step == RStep::Auth {
+                        self.rdb_channel_replconf();
+                    } else if t.valkey {
+                        t.rout.extend_from_slice(b"SYNC\r\n");
+                        t.rstep = RStep::Sync;
+                    } else {
+                        resp_codec::encode_command([&b"PSYNC"[..], b"?", b"-1"], &mut t.rout);
+                        t.rstep = RStep::Sync;
+                    }
+                }
+                RStep::Sync => {
+                    let n = t.rbuf.iter().take_while(|&&b| b == b'\n').count();
+                    t.rbuf.advance(n);
+                    let Some(nl) = memchr::memchr(b'\n', &t.rbuf) else {
+                        if t.rbuf.len() > 512 {
+                            return Err(Error::new(Kind::Protocol, "RDB channel reply line too long"));
+                        }
+                        return Ok(());
+                    };
+                    let line = t.rbuf.split_to(nl + 1);
+                    let line = String::from_utf8_lossy(line.strip_suffix(b"\r\n").unwrap_or(&line)).into_owned();
+                    self.rdb_channel_sync_reply(&line)?;
+                }
+                RStep::Transfer => {
+                    // the RDB states read the RDB channel's bytes
+                    std::mem::swap(&mut self.buf, &mut t.rbuf);
+                    let r = self.process(now);
+                    let Some(t) = &mut self.two else {
+                        return r;
+                    };
+                    std::mem::swap(&mut self.buf, &mut t.rbuf);
+                    r?;
+                    if matches!(self.state, State::Stream | State::Done) {
+                        t.rstep = RStep::Done;
+                        t.rbuf.clear();
+                        if let (State::Stream, Some(db)) = (&self.state, t.dbid) {
+                            self.db = db;
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// `+FULLRESYNC` (Redis) or `$ENDOFF` (Valkey) on the RDB channel.
+    fn rdb_channel_sync_reply(&mut self, line: &str) -> Result<()> {
+        if let Some(e) = line.strip_prefix('-') {
+            return Err(Error::new(Kind::Retry, format!("master failed the sync: {e}")));
+        }
+        let valkey = self.two.as_ref().is_some_and(|t| t.valkey);
+        if !valkey {
+            let mut w = line.strip_prefix('+').unwrap_or("").split_ascii_whitespace();
+            let (Some("FULLRESYNC"), Some(id), Some(off)) =
+                (w.next(), w.next(), w.next().and_then(|o| o.parse().ok()))
+            else {
+                return Err(Error::new(
+                    Kind::Protocol,
+                    format!("unexpected reply on the RDB channel: {line:?}"),
+                ));
+            };
+            self.begin_full(id, off);
+            if let Some(t) = &mut self.two {
+                t.rstep = RStep::Transfer;
+            }
+            return Ok(());
+        }
+        // $ENDOFF:<offset> <replid> <dbid> <rdb client id>
+        let bad = || Error::new(Kind::Protocol, format!("bad $ENDOFF line {line:?}"));
+        let rest = line.strip_prefix("$ENDOFF:").ok_or_else(bad)?;
+        let w: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let [off, id, dbid, client] = w[..] else {
+            return Err(bad());
+        };
+        let off: u64 = off.parse().map_err(|_| bad())?;
+        let dbid: i64 = dbid.parse().map_err(|_| bad())?;
+        let (id, client) = (id.to_owned(), client.to_owned());
+        self.begin_full(&id, off);
+        // PSYNC after its +OK: a master refuses PSYNC with a reply still in its output buffer
+        self.send(&[b"REPLCONF", b"set-rdb-client-id", client.as_bytes()]);
+        if let Some(t) = &mut self.two {
+            t.rstep = RStep::Transfer;
+            t.mstep = MStep::SetId;
+            t.dbid = u64::try_from(dbid).ok();
+            t.endoff = Some((id, off));
+        }
+        Ok(())
+    }
+
+    /// Main-channel bytes during a two-channel sync: Valkey's replies, then the held stream.
+    fn main_input(&mut self, data: &[u8]) -> Result<()> {
+        let Some(t) = &mut self.two else {
+            return Ok(());
+        };
+        if t.mstep == MStep::Holding {
+            t.held.extend_from_slice(data);
+            return Ok(());
+        }
+        t.mbuf.extend_from_slice(data);
+        loop {
+            match t.mstep {
+                MStep::Holding => {
+                    let rest = t.mbuf.split();
+                    t.held.unsplit(rest);
+                    return Ok(());
+                }
+                MStep::AwaitEndoff => {
+                    let n = t.mbuf.iter().take_while(|&&b| b == b'\n').count();
+                    t.mbuf.advance(n);
+                    if !t.mbuf.is_empty() {
+                        return Err(Error::new(
+                            Kind::Protocol,
+                            "the main channel spoke before the RDB channel's $ENDOFF",
+                        ));
+                    }
+                    return Ok(());
+                }
+                MStep::SetId | MStep::Continue => {
+                    let Some(frame) = decode_reply(&mut t.mbuf)? else {
+                        return Ok(());
+                    };
+                    if let Some(e) = error_text(&frame) {
+                        return Err(Error::new(
+                            Kind::Retry,
+                            format!("the main channel could not join the RDB channel: {e}"),
+                        ));
+                    }
+                    if t.mstep == MStep::SetId {
+                        t.mstep = MStep::Continue;
+                        if let Some((id, off)) = &t.endoff {
+                            let next = (off + 1).to_string();
+                            resp_codec::encode_command(
+                                [&b"PSYNC"[..], id.as_bytes(), next.as_bytes()],
+                                &mut self.out,
+                            );
+                        }
+                        continue;
+                    }
+                    let text = simple(&frame).unwrap_or_default();
+                    if !text.starts_with("CONTINUE") {
+                        return Err(Error::new(
+                            Kind::Retry,
+                            format!("the main channel's PSYNC was answered {text:?}, not CONTINUE"),
+                        ));
+                    }
+                    t.mstep = MStep::Holding;
+                }
+            }
+        }
+    }
+
+    /// The main channel's stream held so far (to keep elsewhere: memory or a file). Give it
+    /// back, in order, through [`handle_replay`](Self::handle_replay) once
+    /// [`needs_replay`](Self::needs_replay).
+    pub fn take_held(&mut self) -> Option<BytesMut> {
+        let t = self.two.as_mut()?;
+        (!t.held.is_empty()).then(|| t.held.split())
+    }
+
+    /// True when the RDB of a two-channel sync is loaded: the held stream goes in now
+    /// ([`handle_replay`](Self::handle_replay)), then [`end_replay`](Self::end_replay).
+    pub fn needs_replay(&self) -> bool {
+        self.two
+            .as_ref()
+            .is_some_and(|t| t.rstep == RStep::Done && t.mstep == MStep::Holding)
+            && self.is_streaming()
+    }
+
+    /// Held stream bytes, in the order [`take_held`](Self::take_held) gave them.
+    pub fn handle_replay(&mut self, data: &[u8], now: Instant) -> Result<()> {
         self.buf.extend_from_slice(data);
         self.process(now)
+    }
+
+    /// The held stream is all in: what is still held here goes too, and the main channel's
+    /// bytes are read as a classic stream from now on.
+    pub fn end_replay(&mut self, now: Instant) -> Result<()> {
+        if let Some(t) = self.two.take() {
+            self.buf.extend_from_slice(&t.held);
+        }
+        self.process(now)
+    }
+
+    /// True during a two-channel full sync (until the held stream is replayed).
+    pub fn is_two_channel(&self) -> bool {
+        self.two.is_some()
     }
 
     fn process(&mut self, now: Instant) -> Result<()> {
@@ -691,6 +1094,7 @@ impl Replica {
                     let step = *step;
                     self.handshake_reply(step)?
                 }
+                State::RdbChannel => false,
                 State::RdbHeader => self.rdb_header()?,
                 State::Rdb(_) => self.rdb(now)?,
                 State::Stream => self.stream(now)?,
@@ -803,19 +1207,43 @@ impl Replica {
                         format!("bad FULLRESYNC reply {text:?}"),
                     ));
                 };
-                self.events.push_back(Event::SyncStart(SyncStart {
-                    full: true,
-                    replid: id.to_owned(),
-                    offset: off,
-                    resync: self.synced.is_some() || self.full_syncs > 0,
-                    history: self.history.take(),
+                if self.cfg.channels == Channels::Two && self.two.is_none() {
+                    return Err(Error::new(
+                        Kind::Config,
+                        "the master answered with a classic full sync: two channels need Redis \
+                         8 with repl-rdb-channel, or Valkey 8+ with \
+                         dual-channel-replication-enabled, and repl-diskless-sync yes",
+                    ));
+                }
+                self.begin_full(id, off);
+            }
+            Some(w @ ("RDBCHANNELSYNC" | "DUALCHANNELSYNC")) if self.cfg.channels != Channels::One => {
+                let valkey = w == "DUALCHANNELSYNC";
+                let main_id = words.next().map(str::to_owned);
+                if !valkey && main_id.is_none() {
+                    return Err(Error::new(
+                        Kind::Protocol,
+                        format!("{text:?} without the main channel's client id"),
+                    ));
+                }
+                self.two = Some(Box::new(Two {
+                    valkey,
+                    main_id,
+                    rstep: RStep::Connecting,
+                    rbuf: BytesMut::new(),
+                    rout: BytesMut::new(),
+                    mbuf: BytesMut::new(),
+                    mstep: if valkey {
+                        MStep::AwaitEndoff
+                    } else {
+                        MStep::Holding
+                    },
+                    held: BytesMut::new(),
+                    dbid: None,
+                    asked: false,
+                    endoff: None,
                 }));
-                self.full_syncs += 1;
-                // what was delivered is being replaced: if this RDB is cut short, the next
-                // sync must be a full one too
-                self.synced = None;
-                self.pending = Some((id.to_owned(), off));
-                self.state = State::RdbHeader;
+                self.state = State::RdbChannel;
             }
             Some("CONTINUE") => {
                 let Some((id, off)) = self.synced.as_mut() else {
@@ -846,6 +1274,24 @@ impl Replica {
             }
         }
         Ok(())
+    }
+
+    /// A full sync of `id` at `off` begins: an RDB follows (on the RDB channel of a
+    /// two-channel sync).
+    fn begin_full(&mut self, id: &str, off: u64) {
+        self.events.push_back(Event::SyncStart(SyncStart {
+            full: true,
+            replid: id.to_owned(),
+            offset: off,
+            resync: self.synced.is_some() || self.full_syncs > 0,
+            history: self.history.take(),
+        }));
+        self.full_syncs += 1;
+        // what was delivered is being replaced: if this RDB is cut short, the next sync must
+        // be a full one too
+        self.synced = None;
+        self.pending = Some((id.to_owned(), off));
+        self.state = State::RdbHeader;
     }
 
     fn enter_stream(&mut self) {

@@ -22,6 +22,26 @@ pub(crate) enum ReplFormat {
     Resp,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ChannelsArg {
+    /// Two where the master offers them, else one.
+    Auto,
+    /// One connection: the classic full sync.
+    One,
+    /// Two connections, or an error.
+    Two,
+}
+
+impl ChannelsArg {
+    pub(crate) fn channels(self) -> replicator::Channels {
+        match self {
+            Self::Auto => replicator::Channels::Auto,
+            Self::One => replicator::Channels::One,
+            Self::Two => replicator::Channels::Two,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub(crate) struct ReplicateArgs {
     /// `redis://[user:password@]host:port` or `rediss://…` (TLS) of a master or of any node of
@@ -83,6 +103,16 @@ pub(crate) struct ReplicateArgs {
     /// Seconds of silence from the master before reconnecting.
     #[arg(long, default_value_t = 60)]
     read_timeout: u64,
+    /// How a full sync travels: `two` connections (the RDB on one, the writes made meanwhile
+    /// on the other, held here: the master buffers nothing; Redis 8 with repl-rdb-channel,
+    /// Valkey 8+ with dual-channel-replication-enabled, both with repl-diskless-sync), `one`
+    /// (classic), or `auto`: two where the master offers them.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) sync_channels: ChannelsArg,
+    /// During a two-channel sync, MiB of held writes kept in memory; the rest goes to a
+    /// temporary file.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub(crate) hold_mib: usize,
     /// Milliseconds between `REPLCONF ACK`s in the command stream (a replica sends one a
     /// second; less makes the master's view of our offset fresher).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
@@ -129,6 +159,8 @@ fn builder(args: &ReplicateArgs) -> anyhow::Result<Builder> {
     }
     let mut rdb = replicator::Config::default();
     rdb.relaxed_version(args.relaxed_version);
+    b.sync_channels(args.sync_channels.channels())
+        .hold(args.hold_mib.max(1) << 20, None);
     b.prefer_replica(args.prefer_replica)
         .rdb_only(args.rdb_only)
         .rdb_config(rdb)

@@ -95,6 +95,13 @@ pub(crate) struct SyncArgs {
     /// Unacknowledged bytes per target node, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     window_mib: usize,
+    /// A live source's full sync: `two` connections, `one`, or `auto` (see `replicate`).
+    #[arg(long, value_enum, default_value = "auto")]
+    sync_channels: crate::replicate::ChannelsArg,
+    /// During a two-channel sync, MiB of held writes kept in memory; the rest goes to a
+    /// temporary file.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    hold_mib: usize,
     #[command(flatten)]
     filters: FilterArgs,
 }
@@ -342,6 +349,8 @@ pub(crate) fn sync(
         if observed.is_some() {
             b.poll_master(Some(Duration::from_secs(1)));
         }
+        b.sync_channels(args.sync_channels.channels())
+            .hold(args.hold_mib.max(1) << 20, None);
         let _guard = rt.enter();
         let (mut r, connection) = b.connect();
         if let Some(o) = observed {

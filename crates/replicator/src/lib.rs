@@ -66,6 +66,6 @@ pub use replica_net::TlsConfig;
 #[cfg(feature = "net")]
 pub use replica_net::cluster::ShardStatus;
 #[cfg(feature = "net")]
-pub use replica_net::{ClientConfig, Connection, Status};
+pub use replica_net::{Channels, ClientConfig, Connection, Status};
 pub use resp_codec as resp;
 pub use resp_codec::{Command, Frame};

@@ -144,6 +144,21 @@ impl Builder {
         self
     }
 
+    /// How full syncs travel: over a second connection where the master offers it (the
+    /// default: Redis 8's rdb channel, Valkey's dual channel), always over one, or over two
+    /// or not at all. See [`Channels`](replica_net::Channels).
+    pub fn sync_channels(&mut self, c: replica_net::Channels) -> &mut Self {
+        self.cfg.replica_mut().channels(c);
+        self
+    }
+
+    /// A two-channel full sync holds the writes made during the RDB transfer: up to `bytes`
+    /// in memory (default 64 MiB), then in a temporary file in `dir` (default: the system's).
+    pub fn hold(&mut self, bytes: usize, dir: Option<std::path::PathBuf>) -> &mut Self {
+        self.cfg.hold(bytes, dir);
+        self
+    }
+
     /// Reads each source's offset from its master (`INFO replication` on a connection of its
     /// own, with the same credentials and TLS) this often, for the lag in
     /// [`Replicator::monitor`] and its metrics. Off by default.
