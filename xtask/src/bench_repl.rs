@@ -6,7 +6,10 @@
 //! * the command stream under `redis-benchmark -P 16 -t set,lpush` for 20 s at the master:
 //!   commands/s consumed, the largest lag (master offset − our ACK, sampled every 50 ms) in
 //!   bytes and in seconds of writes (how long ago the master's offset passed our ACK), and our
-//!   peak RSS.
+//!   peak RSS;
+//! * a full sync under that write load from Redis 8.2 and Valkey 9.1 over one connection and
+//!   over two (`--sync-channels`): time, lag after, our peak RSS, the master's peak
+//!   `mem_total_replication_buffers` (`BENCH_TWO_CHANNELS_ONLY=1` for these rows alone).
 
 use std::io::Read;
 use std::path::Path;
@@ -235,9 +238,126 @@ fn stream(bin: &Path, ack_ms: u64, seconds: u64) -> Result<()> {
     Ok(())
 }
 
+/// `mem_total_replication_buffers` of a server (0 where it has none).
+fn repl_buffers(s: &Server) -> u64 {
+    s.info("memory", "mem_total_replication_buffers")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A full sync of the bench data set from `server` under `redis-benchmark -P 16 -t set,lpush`,
+/// over one connection or two: seconds until the master says our replica is online, the
+/// largest lag in the 10 s after, our peak RSS and the master's peak replication buffers.
+fn two_channel_row(bin: &Path, file: &Path, server: &str, channels: &str) -> Result<()> {
+    let Some(sbin) = test_support::server_named(server, "two-channel bench") else {
+        return Ok(());
+    };
+    let valkey = sbin.is_valkey();
+    let feature = if valkey {
+        ("dual-channel-replication-enabled", "yes")
+    } else {
+        ("repl-rdb-channel", "yes")
+    };
+    let master = Server::start(
+        &sbin,
+        &[
+            ("repl-diskless-sync", "yes"),
+            ("repl-diskless-sync-delay", "0"),
+            feature,
+        ],
+        Some(file),
+    )?;
+    let mut bench = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &master.port.to_string(),
+            "-P",
+            "16",
+            "-t",
+            "set,lpush",
+        ])
+        .args(["-r", "100000", "-n", "2000000000", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("redis-benchmark (Debian's redis-tools)")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let url = format!("redis://127.0.0.1:{}", master.port);
+    let start = Instant::now();
+    let mut ours: Child = Command::new(bin)
+        .args(["replicate", &url, "--format", "resp", "-o", "/dev/null"])
+        .args(["--sync-channels", channels])
+        .stderr(Stdio::null())
+        .spawn()?;
+    let online = |m: &Server| {
+        let text = m
+            .client()
+            .and_then(|mut c| c.cmd(&["INFO", "replication"]))
+            .map(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .any(|l| l.starts_with("slave") && l.contains("state=online"))
+    };
+    let mut peak_buf = 0;
+    let deadline = start + Duration::from_secs(300);
+    while !online(&master) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{server} {channels}: no sync in 300 s"
+        );
+        peak_buf = peak_buf.max(repl_buffers(&master));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sync_s = start.elapsed().as_secs_f64();
+    let mut max_lag = 0u64;
+    let after = Instant::now();
+    while after.elapsed() < Duration::from_secs(10) {
+        let mo = master_offset(&master);
+        if let Some(ack) = replica_offset(&master) {
+            max_lag = max_lag.max(mo.saturating_sub(ack));
+        }
+        peak_buf = peak_buf.max(repl_buffers(&master));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rss = peak_rss(ours.id());
+    let _ = bench.kill();
+    let _ = bench.wait();
+    let _ = ours.kill();
+    let _ = ours.wait();
+    println!(
+        "| {} {} | {channels} | {sync_s:.2} | {max_lag} | {:.1} | {:.1} |",
+        if valkey { "Valkey" } else { "Redis" },
+        sbin.version,
+        rss as f64 / 1024.0,
+        peak_buf as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+fn two_channels(bin: &Path, file: &Path) -> Result<()> {
+    println!();
+    println!(
+        "full sync under redis-benchmark -P 16 -t set,lpush, one connection or two (time until the master says online; lag = master offset − our ACK over the next 10 s):"
+    );
+    println!(
+        "| master | channels | full sync s | max lag bytes after | our peak RSS MiB | master peak replication buffers MiB |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for server in ["redis-8.2", "valkey-9.1"] {
+        for channels in ["one", "two"] {
+            two_channel_row(bin, file, server, channels)?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run(bin: &Path, file: &Path) -> Result<()> {
+    if std::env::var_os("BENCH_TWO_CHANNELS_ONLY").is_some() {
+        return two_channels(bin, file);
+    }
     if std::env::var_os("BENCH_STREAM_ONLY").is_none() {
         full_sync(bin, file)?;
+        two_channels(bin, file)?;
     }
     println!();
     println!(

@@ -595,25 +595,28 @@ fn update(status: &Mutex<Status>, core: &Replica, input: bool) {
 }
 
 /// The stream a two-channel sync holds during its RDB: in memory up to a limit, then in a
-/// temporary file (deleted on drop).
+/// temporary file (deleted on drop). Read back in order while more is added at the end.
 struct Spool {
-    mem: Vec<bytes::BytesMut>,
+    mem: std::collections::VecDeque<bytes::BytesMut>,
     mem_len: usize,
     limit: usize,
     dir: Option<std::path::PathBuf>,
+    /// Once memory overflowed, everything goes through the file: its path, the file, where
+    /// reading is and where its end is.
     file: Option<(std::path::PathBuf, std::fs::File)>,
-    /// Bytes in the file (all older than those in `mem` once the file exists).
+    read_at: u64,
     file_len: u64,
 }
 
 impl Spool {
     fn new(cfg: &ClientConfig) -> Self {
         Self {
-            mem: Vec::new(),
+            mem: std::collections::VecDeque::new(),
             mem_len: 0,
             limit: cfg.hold_memory,
             dir: cfg.hold_dir.clone(),
             file: None,
+            read_at: 0,
             file_len: 0,
         }
     }
@@ -621,10 +624,9 @@ impl Spool {
     fn push(&mut self, b: bytes::BytesMut) -> Result<()> {
         if self.file.is_none() && self.mem_len + b.len() <= self.limit {
             self.mem_len += b.len();
-            self.mem.push(b);
+            self.mem.push_back(b);
             return Ok(());
         }
-        let spill = |e| io_err("cannot write the held stream to its file", e);
         if self.file.is_none() {
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -638,68 +640,54 @@ impl Spool {
                 .write(true)
                 .create_new(true)
                 .open(&path)
-                .map_err(spill)?;
+                .map_err(|e| io_err("cannot create the held stream's file", e))?;
             tracing::info!(path = %path.display(), held = self.mem_len, "the held stream outgrew memory: spilling to a file");
             self.file = Some((path, f));
-            // what memory held is older: it goes first
+            // what memory holds is older: it goes first
             for m in std::mem::take(&mut self.mem) {
-                self.write(&m)?;
+                self.append(&m)?;
             }
             self.mem_len = 0;
         }
-        self.write(&b)
+        self.append(&b)
     }
 
-    fn write(&mut self, b: &[u8]) -> Result<()> {
-        use std::io::Write as _;
+    fn append(&mut self, b: &[u8]) -> Result<()> {
+        use std::io::{Seek as _, Write as _};
         if let Some((_, f)) = &mut self.file {
-            f.write_all(b)
-                .map_err(|e| io_err("cannot write the held stream to its file", e))?;
+            let err = |e| io_err("cannot write the held stream to its file", e);
+            f.seek(std::io::SeekFrom::Start(self.file_len))
+                .map_err(err)?;
+            f.write_all(b).map_err(err)?;
             self.file_len += b.len() as u64;
         }
         Ok(())
     }
 
     fn len(&self) -> u64 {
-        self.file_len + self.mem_len as u64
+        self.file_len - self.read_at + self.mem_len as u64
     }
 
-    /// Gives everything back in order, a piece at a time, to `f`; empties the spool.
-    async fn replay(
-        &mut self,
-        core: &mut Replica,
-        tx: &mpsc::Sender<Result<Event>>,
-    ) -> Result<bool> {
+    /// The oldest bytes not yet read back (`None`: nothing is held).
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
         use std::io::{Read as _, Seek as _};
-        if let Some((path, mut f)) = self.file.take() {
-            let mut chunk = vec![0u8; 1 << 20];
-            f.rewind()
-                .map_err(|e| io_err("cannot read the held stream's file", e))?;
-            loop {
-                let n = f
-                    .read(&mut chunk)
-                    .map_err(|e| io_err("cannot read the held stream's file", e))?;
-                if n == 0 {
-                    break;
-                }
-                core.handle_replay(&chunk[..n], Instant::now())?;
-                if !deliver(core, tx).await {
-                    let _ = std::fs::remove_file(&path);
-                    return Ok(false);
-                }
+        if let Some((_, f)) = &mut self.file {
+            if self.read_at < self.file_len {
+                let err = |e| io_err("cannot read the held stream's file", e);
+                let want = (self.file_len - self.read_at).min(1 << 20) as usize;
+                let mut chunk = vec![0u8; want];
+                f.seek(std::io::SeekFrom::Start(self.read_at))
+                    .map_err(err)?;
+                f.read_exact(&mut chunk).map_err(err)?;
+                self.read_at += want as u64;
+                return Ok(Some(chunk));
             }
-            drop(f);
-            let _ = std::fs::remove_file(&path);
-            self.file_len = 0;
+            return Ok(None);
         }
-        for m in std::mem::take(&mut self.mem) {
-            core.handle_replay(&m, Instant::now())?;
-            if !deliver(core, tx).await {
-                return Ok(false);
-            }
-        }
-        self.mem_len = 0;
-        Ok(true)
+        Ok(self.mem.pop_front().map(|m| {
+            self.mem_len -= m.len();
+            m.to_vec()
+        }))
     }
 }
 
@@ -760,16 +748,58 @@ async fn session(
             spool.push(b)?;
         }
         if core.needs_replay() {
-            // the RDB is loaded: the channel closes, and what the main one held goes in
+            // the RDB is loaded: its channel closes, and what the main one held goes in, in
+            // order, while the main channel is still read (into the hold) so that the master
+            // buffers nothing meanwhile
             if let Some(mut w) = rdb_wr.take() {
                 let _ = w.shutdown().await;
             }
             rdb_rd = None;
-            tracing::info!(held = spool.len(), "RDB loaded: the stream held meanwhile follows");
-            if !deliver(core, tx).await || !spool.replay(core, tx).await? {
+            tracing::info!(
+                held = spool.len(),
+                "RDB loaded: the stream held meanwhile follows"
+            );
+            if !deliver(core, tx).await {
                 return Ok(End::Stopped);
             }
+            loop {
+                loop {
+                    let got = tokio::select! {
+                        biased;
+                        r = rd.read(&mut buf) => Some(r),
+                        () = std::future::ready(()) => None,
+                    };
+                    match got {
+                        None => break,
+                        Some(Err(e)) => return Err(io_err("read from the master", e)),
+                        Some(Ok(0)) => {
+                            return Err(Error::new(
+                                Kind::Closed,
+                                "the master closed the connection",
+                            ));
+                        }
+                        Some(Ok(n)) => core.handle_input(&buf[..n], Instant::now())?,
+                    }
+                }
+                while let Some(b) = core.take_held() {
+                    spool.push(b)?;
+                }
+                let Some(chunk) = spool.next_chunk()? else {
+                    break;
+                };
+                core.handle_replay(&chunk, Instant::now())?;
+                core.handle_timeout(Instant::now())?;
+                while let Some(b) = core.poll_transmit() {
+                    wr.write_all(&b)
+                        .await
+                        .map_err(|e| io_err("write to the master", e))?;
+                }
+                if !deliver(core, tx).await || *stop.borrow() {
+                    return Ok(End::Stopped);
+                }
+            }
             core.end_replay(Instant::now())?;
+            spool = Spool::new(cfg);
         }
         if rdb_wr.is_some() && !core.is_rdb_channel_open() {
             if let Some(mut w) = rdb_wr.take() {

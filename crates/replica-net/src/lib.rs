@@ -25,7 +25,8 @@ pub use client::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use proto::{
-    ANNOUNCED_VERSION, Auth, Channels, CommandEvent, Event, History, Replica, ReplicaConfig, SyncStart,
+    ANNOUNCED_VERSION, Auth, Channels, CommandEvent, Event, History, Replica, ReplicaConfig,
+    SyncStart,
 };
 #[cfg(feature = "tls-rustls")]
 pub use tls::TlsConfig;

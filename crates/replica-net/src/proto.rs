@@ -850,7 +850,15 @@ impl Replica {
         let port = self.cfg.listening_port.to_string();
         let version = self.cfg.version.clone();
         let Some(t) = &mut self.two else { return };
-        let mut args: Vec<&[u8]> = vec![b"REPLCONF", b"capa", b"eof", b"rdb-only", b"1", b"rdb-channel", b"1"];
+        let mut args: Vec<&[u8]> = vec![
+            b"REPLCONF",
+            b"capa",
+            b"eof",
+            b"rdb-only",
+            b"1",
+            b"rdb-channel",
+            b"1",
+        ];
         if let Some(id) = &t.main_id {
             args.extend([&b"main-ch-client-id"[..], id.as_bytes()]);
         }
@@ -892,8 +900,15 @@ impl Replica {
                         return Ok(());
                     };
                     if let Some(e) = error_text(&frame) {
-                        let kind = if is_auth_error(&e) { Kind::Auth } else { Kind::Retry };
-                        return Err(Error::new(kind, format!("the RDB channel was refused: {e}")));
+                        let kind = if is_auth_error(&e) {
+                            Kind::Auth
+                        } else {
+                            Kind::Retry
+                        };
+                        return Err(Error::new(
+                            kind,
+                            format!("the RDB channel was refused: {e}"),
+                        ));
                     }
                     if step == RStep::Auth {
                         self.rdb_channel_replconf();
@@ -910,12 +925,16 @@ impl Replica {
                     t.rbuf.advance(n);
                     let Some(nl) = memchr::memchr(b'\n', &t.rbuf) else {
                         if t.rbuf.len() > 512 {
-                            return Err(Error::new(Kind::Protocol, "RDB channel reply line too long"));
+                            return Err(Error::new(
+                                Kind::Protocol,
+                                "RDB channel reply line too long",
+                            ));
                         }
                         return Ok(());
                     };
                     let line = t.rbuf.split_to(nl + 1);
-                    let line = String::from_utf8_lossy(line.strip_suffix(b"\r\n").unwrap_or(&line)).into_owned();
+                    let line = String::from_utf8_lossy(line.strip_suffix(b"\r\n").unwrap_or(&line))
+                        .into_owned();
                     self.rdb_channel_sync_reply(&line)?;
                 }
                 RStep::Transfer => {
@@ -943,11 +962,17 @@ impl Replica {
     /// `+FULLRESYNC` (Redis) or `$ENDOFF` (Valkey) on the RDB channel.
     fn rdb_channel_sync_reply(&mut self, line: &str) -> Result<()> {
         if let Some(e) = line.strip_prefix('-') {
-            return Err(Error::new(Kind::Retry, format!("master failed the sync: {e}")));
+            return Err(Error::new(
+                Kind::Retry,
+                format!("master failed the sync: {e}"),
+            ));
         }
         let valkey = self.two.as_ref().is_some_and(|t| t.valkey);
         if !valkey {
-            let mut w = line.strip_prefix('+').unwrap_or("").split_ascii_whitespace();
+            let mut w = line
+                .strip_prefix('+')
+                .unwrap_or("")
+                .split_ascii_whitespace();
             let (Some("FULLRESYNC"), Some(id), Some(off)) =
                 (w.next(), w.next(), w.next().and_then(|o| o.parse().ok()))
             else {
@@ -1217,7 +1242,9 @@ impl Replica {
                 }
                 self.begin_full(id, off);
             }
-            Some(w @ ("RDBCHANNELSYNC" | "DUALCHANNELSYNC")) if self.cfg.channels != Channels::One => {
+            Some(w @ ("RDBCHANNELSYNC" | "DUALCHANNELSYNC"))
+                if self.cfg.channels != Channels::One =>
+            {
                 let valkey = w == "DUALCHANNELSYNC";
                 let main_id = words.next().map(str::to_owned);
                 if !valkey && main_id.is_none() {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use replica_net::proto::{Auth, Event, History, Replica, ReplicaConfig};
+use replica_net::proto::{Auth, Channels, Event, History, Replica, ReplicaConfig};
 use test_support::master::{cmd, commands, full_sync, handshake_reply};
 
 const ID: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -81,7 +81,17 @@ fn handshake_sends_what_a_replica_sends() {
         vec!["PING"],
         vec!["REPLCONF", "listening-port", "6380"],
         vec!["REPLCONF", "ip-address", "10.0.0.1"],
-        vec!["REPLCONF", "capa", "eof", "capa", "psync2"],
+        vec![
+            "REPLCONF",
+            "capa",
+            "eof",
+            "capa",
+            "psync2",
+            "capa",
+            "rdb-channel-repl",
+            "capa",
+            "dual-channel",
+        ],
         vec!["REPLCONF", "version", "9.1.0"],
         vec!["PSYNC", "?", "-1"],
     ];
@@ -717,4 +727,241 @@ fn a_new_node_is_asked_whether_it_holds_our_history_before_the_psync() {
     }
     r.handle_input(b"+CONTINUE\r\n", now).unwrap();
     assert!(matches!(&events(&mut r)[1], Event::SyncStart(s) if s.history.is_none()));
+}
+
+fn rdb_sent(r: &mut Replica) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while let Some(b) = r.poll_rdb_transmit() {
+        buf.extend_from_slice(&b);
+    }
+    buf
+}
+
+/// The diskless RDB transfer of `rdb` as the RDB channel carries it.
+fn eof_transfer(rdb: &[u8]) -> Vec<u8> {
+    let mark = [b'm'; 40];
+    [b"$EOF:".as_slice(), &mark, b"\r\n", rdb, &mark].concat()
+}
+
+/// Everything after the sync: commands with their db and offset.
+fn commands_of(evs: &[Event]) -> Vec<(u64, String, Option<u64>)> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Command(c) => Some((
+                c.db,
+                String::from_utf8_lossy(c.cmd.arg(0).unwrap()).into_owned(),
+                c.offset,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn redis_rdb_channel_holds_the_stream_until_the_rdb_is_loaded() {
+    let now = Instant::now();
+    let mut cfg = ReplicaConfig::default();
+    cfg.auth(Some(Auth {
+        user: None,
+        password: "pw".into(),
+    }))
+    .listening_port(7001);
+    let mut r = Replica::new(cfg);
+    handshake(&mut r, now);
+    // the master moves the full sync to an RDB channel; stream bytes may follow at once
+    let stream = stream_bytes();
+    let (early, late) = stream.split_at(10);
+    r.handle_input(&[b"+RDBCHANNELSYNC 42\r\n".as_slice(), early].concat(), now)
+        .unwrap();
+    assert!(r.is_two_channel());
+    assert!(r.poll_rdb_channel());
+    assert!(!r.poll_rdb_channel(), "asked once");
+    r.handle_rdb_connected(now);
+    assert_eq!(commands(&rdb_sent(&mut r)), vec![vec!["AUTH", "pw"]]);
+    r.handle_rdb_input(b"+OK\r\n", now).unwrap();
+    assert_eq!(
+        commands(&rdb_sent(&mut r)),
+        vec![vec![
+            "REPLCONF",
+            "capa",
+            "eof",
+            "rdb-only",
+            "1",
+            "rdb-channel",
+            "1",
+            "main-ch-client-id",
+            "42",
+            "listening-port",
+            "7001"
+        ]]
+    );
+    r.handle_rdb_input(b"+OK\r\n", now).unwrap();
+    assert_eq!(commands(&rdb_sent(&mut r)), vec![vec!["PSYNC", "?", "-1"]]);
+    // keep-alives, the snapshot's offset, the RDB
+    let transfer = [
+        b"\n\n".as_slice(),
+        format!("+FULLRESYNC {ID} 1000\r\n").as_bytes(),
+        &eof_transfer(&rdb()),
+    ]
+    .concat();
+    let (a, b) = transfer.split_at(transfer.len() / 2);
+    r.handle_rdb_input(a, now).unwrap();
+    // more of the stream arrives meanwhile: held, not delivered
+    r.handle_input(late, now).unwrap();
+    assert!(!r.needs_replay());
+    let held: Vec<u8> = std::iter::from_fn(|| r.take_held()).flatten().collect();
+    assert_eq!(
+        held, stream,
+        "everything after RDBCHANNELSYNC is held, in order"
+    );
+    r.handle_rdb_input(b, now).unwrap();
+    assert!(!r.is_rdb_channel_open());
+    assert!(r.needs_replay());
+    let evs = events(&mut r);
+    assert!(matches!(&evs[0], Event::SyncStart(s) if s.full && s.offset == 1000 && s.replid == ID));
+    assert!(matches!(evs.last(), Some(Event::SyncEnd { .. })));
+    assert!(commands_of(&evs).is_empty());
+    // an ACK of the snapshot's offset goes on the main channel after the load
+    assert!(sent(&mut r).contains(&vec!["REPLCONF".into(), "ACK".into(), "1000".into()]));
+    r.handle_replay(&held, now).unwrap();
+    r.end_replay(now).unwrap();
+    assert!(!r.is_two_channel());
+    // the same events as a classic sync's stream, with exact offsets
+    let mut classic = Replica::new(ReplicaConfig::default());
+    handshake(&mut classic, now);
+    classic
+        .handle_input(&full_sync_bytes(true, &stream), now)
+        .unwrap();
+    let want = commands_of(&events(&mut classic));
+    assert_eq!(commands_of(&events(&mut r)), want);
+    assert_eq!(r.position().map(|p| p.1), classic.position().map(|p| p.1));
+    // the main channel is a plain stream again
+    r.handle_input(&cmd(&["SET", "after", "1"]), now).unwrap();
+    assert_eq!(commands_of(&events(&mut r)).len(), 1);
+}
+
+#[test]
+fn valkey_dual_channel_joins_the_rdb_channel_and_starts_in_its_db() {
+    let now = Instant::now();
+    let mut cfg = ReplicaConfig::default();
+    cfg.listening_port(7002);
+    let mut r = Replica::new(cfg);
+    handshake(&mut r, now);
+    r.handle_input(b"+DUALCHANNELSYNC\r\n", now).unwrap();
+    assert!(r.poll_rdb_channel());
+    r.handle_rdb_connected(now);
+    let replconf = commands(&rdb_sent(&mut r));
+    assert_eq!(
+        replconf,
+        vec![vec![
+            "REPLCONF",
+            "capa",
+            "eof",
+            "rdb-only",
+            "1",
+            "rdb-channel",
+            "1",
+            "listening-port",
+            "7002",
+            "version",
+            "9.1.0"
+        ]]
+    );
+    r.handle_rdb_input(b"+OK\r\n", now).unwrap();
+    assert_eq!(rdb_sent(&mut r), b"SYNC\r\n");
+    // the snapshot's end offset, the replid, the db the stream starts in, the RDB client id
+    r.handle_rdb_input(format!("\n$ENDOFF:500 {ID} 2 17\r\n").as_bytes(), now)
+        .unwrap();
+    assert_eq!(
+        sent(&mut r),
+        vec![vec!["REPLCONF", "set-rdb-client-id", "17"]],
+        "PSYNC waits for the +OK"
+    );
+    r.handle_input(b"+OK\r\n", now).unwrap();
+    assert_eq!(sent(&mut r), vec![vec!["PSYNC", ID, "501"]]);
+    // CONTINUE, then the stream: no SELECT first, it is db 2's
+    let stream = [
+        cmd(&["SET", "a", "1"]),
+        cmd(&["SELECT", "5"]),
+        cmd(&["SET", "b", "2"]),
+    ]
+    .concat();
+    r.handle_input(
+        &[format!("+CONTINUE {ID}\r\n").as_bytes(), &stream].concat(),
+        now,
+    )
+    .unwrap();
+    r.handle_rdb_input(&eof_transfer(&rdb()), now).unwrap();
+    assert!(r.needs_replay());
+    let held: Vec<u8> = std::iter::from_fn(|| r.take_held()).flatten().collect();
+    assert_eq!(held, stream);
+    r.handle_replay(&held, now).unwrap();
+    r.end_replay(now).unwrap();
+    let evs = events(&mut r);
+    assert!(matches!(&evs[0], Event::SyncStart(s) if s.full && s.offset == 500));
+    let a = cmd(&["SET", "a", "1"]).len() as u64;
+    let sel = cmd(&["SELECT", "5"]).len() as u64;
+    let b = cmd(&["SET", "b", "2"]).len() as u64;
+    assert_eq!(
+        commands_of(&evs),
+        vec![
+            (2, "SET".into(), Some(500 + a)),
+            (5, "SELECT".into(), Some(500 + a + sel)),
+            (5, "SET".into(), Some(500 + a + sel + b)),
+        ]
+    );
+}
+
+#[test]
+fn two_channel_refusals_and_the_classic_answer() {
+    let now = Instant::now();
+    // the main channel cannot join the RDB channel: a retryable error
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    r.handle_input(b"+DUALCHANNELSYNC\r\n", now).unwrap();
+    assert!(r.poll_rdb_channel());
+    r.handle_rdb_connected(now);
+    r.handle_rdb_input(b"+OK\r\n", now).unwrap();
+    r.handle_rdb_input(format!("$ENDOFF:0 {ID} -1 9\r\n").as_bytes(), now)
+        .unwrap();
+    let e = r
+        .handle_input(b"-ERR Unrecognized RDB client id\r\n", now)
+        .unwrap_err();
+    assert_eq!(e.kind(), replica_net::ErrorKind::Retry);
+    assert!(e.to_string().contains("Unrecognized"), "{e}");
+    // a disconnection forgets the two-channel sync: the next one starts over, full
+    r.handle_disconnected("gone");
+    assert!(!r.is_two_channel());
+    let s = handshake(&mut r, now);
+    assert_eq!(s.last().unwrap(), &vec!["PSYNC", "?", "-1"]);
+
+    // the RDB channel refused
+    let mut r = Replica::new(ReplicaConfig::default());
+    handshake(&mut r, now);
+    r.handle_input(b"+RDBCHANNELSYNC 3\r\n", now).unwrap();
+    r.handle_rdb_connected(now);
+    let e = r
+        .handle_rdb_input(b"-ERR Unrecognized REPLCONF option\r\n", now)
+        .unwrap_err();
+    assert!(e.to_string().contains("RDB channel was refused"), "{e}");
+
+    // one channel: the capa is not offered
+    let mut cfg = ReplicaConfig::default();
+    cfg.channels(Channels::One);
+    let mut r = Replica::new(cfg);
+    let s = handshake(&mut r, now);
+    assert!(
+        s.iter()
+            .any(|c| c == &vec!["REPLCONF", "capa", "eof", "capa", "psync2"])
+    );
+    // two channels or nothing: a classic answer is a configuration error
+    let mut cfg = ReplicaConfig::default();
+    cfg.channels(Channels::Two);
+    let mut r = Replica::new(cfg);
+    handshake(&mut r, now);
+    let e = r
+        .handle_input(format!("+FULLRESYNC {ID} 0\r\n").as_bytes(), now)
+        .unwrap_err();
+    assert_eq!(e.kind(), replica_net::ErrorKind::Config);
+    assert!(e.is_fatal());
 }

@@ -8,6 +8,7 @@ mod rebuild;
 mod reencode;
 mod replicate;
 mod sync;
+mod twochannel;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -28,7 +28,7 @@ fn err(o: &Output) -> String {
 }
 
 /// Every key of every database of `a` is in `b` with the same facts, and no other.
-fn same_data(a: &mut Client, b: &mut Client, bin: &ServerBin, dbs: &[u64], what: &str) {
+pub(crate) fn same_data(a: &mut Client, b: &mut Client, bin: &ServerBin, dbs: &[u64], what: &str) {
     for db in dbs {
         a.ok(&["SELECT", &db.to_string()]).unwrap();
         b.ok(&["SELECT", &db.to_string()]).unwrap();
