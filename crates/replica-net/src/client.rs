@@ -622,6 +622,12 @@ impl Spool {
     }
 
     fn push(&mut self, b: bytes::BytesMut) -> Result<()> {
+        // what memory holds is counted by its length: keep no spare capacity beside it
+        let b = if b.capacity() > b.len() + b.len() / 4 {
+            bytes::BytesMut::from(&b[..])
+        } else {
+            b
+        };
         if self.file.is_none() && self.mem_len + b.len() <= self.limit {
             self.mem_len += b.len();
             self.mem.push_back(b);
