@@ -229,6 +229,12 @@ fn live(bin: &Path, seconds: u64) -> Result<()> {
         ])
         .arg("--checkpoint")
         .arg(&ckpt)
+        // more flags to try (`BENCH_SYNC_EXTRA="--window 4096"`)
+        .args(
+            std::env::var("BENCH_SYNC_EXTRA")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stderr(Stdio::piped())
         .spawn()?;
     let acked = || -> Option<u64> {

@@ -177,8 +177,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            window_commands: 1024,
-            window_bytes: 64 << 20,
+            window_commands: 8192,
+            window_bytes: 16 << 20,
             on_error: OnError::Fail,
             on_conflict: OnError::Fail,
             backoff_min: Duration::from_millis(20),
@@ -189,8 +189,13 @@ impl Default for Config {
 }
 
 impl Config {
-    /// At most `commands` commands and `bytes` bytes unacknowledged per node (defaults 1024
-    /// and 64 MiB); a unit bigger than the byte window goes alone.
+    /// At most `commands` commands and `bytes` bytes unacknowledged per node (defaults 8192
+    /// and 16 MiB); a unit bigger than the byte window goes alone.
+    ///
+    /// Many small commands in flight keep a busy target fed through scheduling gaps (1024
+    /// capped a live sync at about 200,000 commands/s on two shared cores, and its lag at
+    /// 1.7 s of writes; 8192: 0.2 s); few bytes in flight bound memory when big keys go in
+    /// pieces (64 MiB of them raised the peak RSS of a file sync from 110 to 150 MiB).
     pub fn window(&mut self, commands: usize, bytes: usize) -> &mut Self {
         self.window_commands = commands.max(1);
         self.window_bytes = bytes.max(1);

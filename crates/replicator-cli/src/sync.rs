@@ -90,10 +90,10 @@ pub(crate) struct SyncArgs {
     #[arg(long)]
     compress: bool,
     /// Unacknowledged commands per target node.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 8192)]
     window: usize,
     /// Unacknowledged bytes per target node, in MiB.
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
     window_mib: usize,
     /// A live source's full sync: `two` connections, `one`, or `auto` (see `replicate`).
     #[arg(long, value_enum, default_value = "auto")]
@@ -199,9 +199,11 @@ fn target_url(args: &SyncArgs) -> String {
     }
 }
 
-/// A status line on stderr while `running`.
+/// A status line on stderr while `running`: keys and commands per second, the source's
+/// offset, the acknowledged offset and the lag, commands in flight per node.
 fn status_line(
     target: Target,
+    positions: replicator::sync::Positions,
     source: Option<replicator::StatusHandle>,
     running: Arc<AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
@@ -210,12 +212,15 @@ fn status_line(
     }
     Some(std::thread::spawn(move || {
         let start = Instant::now();
-        let (mut last, mut last_acked) = (Instant::now(), 0u64);
+        let (mut last, mut last_acked, mut last_keys) = (Instant::now(), 0u64, 0u64);
         while running.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(500));
             let c = target.counters();
-            let rate = (c.acked - last_acked) as f64 / last.elapsed().as_secs_f64().max(1e-3);
-            (last, last_acked) = (Instant::now(), c.acked);
+            let keys = positions.keys();
+            let secs = last.elapsed().as_secs_f64().max(1e-3);
+            let rate = (c.acked - last_acked) as f64 / secs;
+            let key_rate = keys.saturating_sub(last_keys) as f64 / secs;
+            (last, last_acked, last_keys) = (Instant::now(), c.acked, keys);
             let inflight: Vec<String> = target
                 .inflight()
                 .iter()
@@ -231,13 +236,17 @@ fn status_line(
                 };
                 format!(
                     " | source {} @{}{lag} | acked @{}",
-                    st.phase,
+                    if st.phase.is_empty() {
+                        "connecting"
+                    } else {
+                        st.phase
+                    },
                     st.offset.map_or("-".into(), |o| o.to_string()),
                     acked.map_or("-".into(), |o| o.to_string())
                 )
             });
             eprint!(
-                "\r\x1b[K{:.0}s | {} commands acked, {rate:.0}/s{src} | in flight {}",
+                "\r\x1b[K{:.0}s | {keys} keys, {key_rate:.0}/s | {} commands acked, {rate:.0}/s{src} | in flight {}",
                 start.elapsed().as_secs_f64(),
                 c.acked,
                 if inflight.is_empty() {
@@ -366,7 +375,12 @@ pub(crate) fn sync(
         }
         rt.spawn(connection);
         rt.spawn(crate::replicate::stop_on_signal(r.stopper()));
-        let status = status_line(target.clone(), Some(r.status_handle()), running.clone());
+        let status = status_line(
+            target.clone(),
+            writer.positions_handle(),
+            Some(r.status_handle()),
+            running.clone(),
+        );
         // the checkpoint follows the target's acknowledgements, whether the source is busy or not
         let saver = args.checkpoint.clone().map(|path| {
             let (pos, running) = (writer.positions_handle(), running.clone());
@@ -447,7 +461,12 @@ pub(crate) fn sync(
                 target_addr(&args.target),
             );
         }
-        let status = status_line(target.clone(), None, running.clone());
+        let status = status_line(
+            target.clone(),
+            writer.positions_handle(),
+            None,
+            running.clone(),
+        );
         printer = Printer::new(writer);
         printer.filter(filter);
         let events =

@@ -94,7 +94,7 @@ impl Default for Options {
             flush_target: false,
             skip_cross_slot: false,
             strict_transactions: false,
-            window: (1024, 64 << 20),
+            window: (8192, 16 << 20),
             checkpoint_key: None,
             compress: false,
         }
@@ -158,7 +158,7 @@ impl Options {
         self
     }
 
-    /// The in-flight window per node: commands and bytes (default 1024 and 64 MiB).
+    /// The in-flight window per node: commands and bytes (default 8192 and 16 MiB).
     pub fn window(&mut self, commands: usize, bytes: usize) -> &mut Self {
         self.window = (commands, bytes);
         self
@@ -304,9 +304,16 @@ const OUT_BYTES: usize = 256 << 10;
 pub struct Positions {
     synced: Arc<Mutex<BTreeMap<usize, Synced>>>,
     target: Target,
+    keys: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Positions {
+    /// Keys the writer has written so far (handed to the target; see the target's counters
+    /// for what it acknowledged).
+    pub fn keys(&self) -> u64 {
+        self.keys.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Each source shard's acknowledged position: (shard, replid, offset).
     pub fn get(&self) -> Vec<(usize, String, u64)> {
         let Ok(synced) = self.synced.lock() else {
@@ -335,6 +342,8 @@ pub struct Writer {
     group: u64,
     block: Option<Block>,
     counts: Counts,
+    /// `counts.keys` for other threads (the status line's keys per second).
+    keys_shared: Arc<std::sync::atomic::AtomicU64>,
     synced: Arc<Mutex<BTreeMap<usize, Synced>>>,
     flushed: bool,
     /// the source position of what is being written (shard of the current sync)
@@ -405,6 +414,7 @@ impl Writer {
             group: 0,
             block: None,
             counts: Counts::default(),
+            keys_shared: Arc::default(),
             synced: Arc::default(),
             flushed: false,
             shard: None,
@@ -426,6 +436,12 @@ impl Writer {
         &self.counts
     }
 
+    fn key_written(&mut self) {
+        self.counts.keys += 1;
+        self.keys_shared
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Each source shard's position whose writes the target has all acknowledged: (shard,
     /// replid, offset), for `PSYNC replid offset+1`. Shards whose snapshot is not complete and
     /// acknowledged have none.
@@ -439,6 +455,7 @@ impl Writer {
         Positions {
             synced: self.synced.clone(),
             target: self.target.clone(),
+            keys: self.keys_shared.clone(),
         }
     }
 
@@ -763,7 +780,7 @@ impl Sink for Writer {
             return Ok(());
         }
         let db = self.target_db(rec.head.db)?;
-        self.counts.keys += 1;
+        self.key_written();
         let max = self.target.info().max_bulk_len as usize;
         if self.opts.mode != Mode::Commands {
             if let Some(cfg) = &self.cfg {
@@ -809,7 +826,7 @@ impl Sink for Writer {
             return Ok(());
         }
         let db = self.target_db(head.db)?;
-        self.counts.keys += 1;
+        self.key_written();
         self.counts.as_commands += 1;
         self.key_guard(head, db)?;
         self.cmds.start(head)?;
@@ -838,7 +855,7 @@ impl Sink for Writer {
     fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()> {
         self.flush_once()?;
         let db = self.target_db(head.db)?;
-        self.counts.keys += 1;
+        self.key_written();
         self.counts.restored += 1;
         self.group += 1;
         let replace = self.opts.conflict == Conflict::Replace;
