@@ -1130,6 +1130,36 @@ impl Pipeline {
             self.wake_node(node);
             return Ok(());
         }
+        // a write answered while an earlier write of the same key waits to go again (a
+        // CLUSTERDOWN or LOADING that ended between two commands of one pipeline): the key's
+        // order is already broken, and going on would hide it
+        if l.draining && !e.unit.key.is_empty() {
+            let key = e.unit.key.clone();
+            let i = l.entries.partition_point(|x| x.seq < seq);
+            let earlier = l
+                .entries
+                .iter()
+                .take(i)
+                .find(|x| x.unit.key == key && matches!(x.failed, Some(Failure::Retry { .. })));
+            if earlier.is_some() {
+                return Err(self.fail(
+                    Error::new(
+                        Kind::Target,
+                        format!(
+                            "key {}: a write was refused for a moment (CLUSTERDOWN, LOADING, \
+                             TRYAGAIN…) while a later write of the same key in the same \
+                             pipeline was applied; sending the first again would reorder the \
+                             key, so the sync stops (resume from the checkpoint)",
+                            rdb_format::Shown(&key)
+                        ),
+                    )
+                    .with_key(key),
+                ));
+            }
+        }
+        let Some(e) = find(&mut l.entries, seq) else {
+            return Ok(());
+        };
         let mut drop_group = 0;
         if let Some(text) = error {
             let key = e.unit.key.clone();

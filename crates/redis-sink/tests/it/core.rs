@@ -363,3 +363,53 @@ fn an_all_masters_unit_waits_for_everything_before_it_and_holds_back_what_follow
     p.handle_reply(n, Frame::Integer(2), now).unwrap();
     assert_eq!(p.acked(0), Some(3));
 }
+
+#[test]
+fn a_retry_refusal_passed_by_a_later_write_of_its_key_stops_the_pipeline() {
+    let now = Instant::now();
+    let start = || {
+        let mut p = Pipeline::standalone(Config::default(), "127.0.0.1", 7000);
+        let Some(Action::Connect { node, .. }) = p.poll_action(now) else {
+            panic!()
+        };
+        p.handle_connected(node);
+        p
+    };
+    // two keys: the refused one goes again after a backoff, the other is done
+    let mut p = start();
+    p.push(unit("a", 1, 10));
+    p.push(unit("b", 1, 20));
+    p.poll_transmit().unwrap();
+    p.handle_reply(0, err("CLUSTERDOWN The cluster is down".into()), now)
+        .unwrap();
+    p.handle_reply(0, Frame::Integer(1), now).unwrap();
+    assert_eq!(p.acked(0), None, "a is not applied yet");
+    let later = now + Duration::from_secs(2);
+    p.handle_timeout(later);
+    let again = p.poll_transmit().expect("a goes again");
+    assert_eq!(
+        Decoder::new()
+            .decode_command(&mut BytesMut::from(&again.1[..]))
+            .unwrap()
+            .unwrap()
+            .arg(1),
+        Some(&b"a"[..])
+    );
+    p.handle_reply(0, Frame::Integer(1), later).unwrap();
+    assert_eq!(p.acked(0), Some(20));
+    // one key: its second write was applied before its first: stop, naming it
+    let mut p = start();
+    p.push(unit("k", 1, 10));
+    p.push(unit("k", 2, 20));
+    p.poll_transmit().unwrap();
+    p.handle_reply(
+        0,
+        err("LOADING Redis is loading the dataset in memory".into()),
+        now,
+    )
+    .unwrap();
+    let e = p.handle_reply(0, Frame::Integer(2), now).unwrap_err();
+    assert!(e.to_string().contains("reorder"), "{e}");
+    assert_eq!(e.key(), Some(&b"k"[..]));
+    assert!(p.error().is_some());
+}
