@@ -63,6 +63,8 @@ pub struct Unit {
     /// An `EXISTS` whose 1 is a conflict: the group's later units are dropped (or the
     /// pipeline stops).
     pub(crate) guard: bool,
+    /// What to send instead when it goes again after a lost connection, and its replies.
+    pub(crate) resend_as: Option<std::sync::Arc<(Bytes, u32)>>,
 }
 
 impl Unit {
@@ -87,6 +89,7 @@ impl Unit {
             busy_is_conflict: false,
             group: 0,
             guard: false,
+            resend_as: None,
         }
     }
 
@@ -115,6 +118,16 @@ impl Unit {
     pub fn guard(mut self, on: bool) -> Self {
         self.guard = on;
         self.barrier |= on;
+        self
+    }
+
+    /// Sent again after a lost connection (it may have run: its reply was lost), the unit
+    /// goes as `bytes` instead, which give `replies` replies: a form that checks whether the
+    /// first one ran (a transaction that records its own position, resent as a script that
+    /// runs it only if that position is not there yet).
+    #[must_use]
+    pub fn resend_as(mut self, bytes: Bytes, replies: u32) -> Self {
+        self.resend_as = Some(std::sync::Arc::new((bytes, replies)));
         self
     }
 
@@ -304,6 +317,8 @@ struct Entry {
     failed: Option<Failure>,
     ask: Option<NodeId>,
     sent_before: bool,
+    /// Bytes and commands it took in the window when sent (its resend form may differ).
+    sent: (usize, usize),
 }
 
 #[derive(Debug, Default)]
@@ -662,6 +677,7 @@ impl Pipeline {
             failed: None,
             ask: None,
             sent_before: false,
+            sent: (0, 0),
         });
         self.make_ready(id);
     }
@@ -721,6 +737,7 @@ impl Pipeline {
                     failed: None,
                     ask: None,
                     sent_before: false,
+                    sent: (0, 0),
                 });
                 self.make_ready(id);
             }
@@ -925,8 +942,11 @@ impl Pipeline {
             if node.link != Link::Up {
                 return;
             }
-            let len = e.unit.len();
-            let cmds = e.unit.replies as usize;
+            let alt = e.unit.resend_as.clone().filter(|_| e.sent_before);
+            let (len, cmds) = match &alt {
+                Some(a) => (a.0.len(), a.1 as usize),
+                None => (e.unit.len(), e.unit.replies as usize),
+            };
             if node.inflight_cmds > 0
                 && (node.inflight_cmds + cmds > self.cfg.window_commands
                     || node.inflight_bytes + len > self.cfg.window_bytes)
@@ -943,8 +963,10 @@ impl Pipeline {
                 e.sent_before,
                 e.unit.guard,
             );
-            let bytes = e.unit.bytes.clone();
-            let replies = e.unit.replies;
+            let (bytes, replies) = match &alt {
+                Some(a) => (a.0.clone(), a.1),
+                None => (e.unit.bytes.clone(), e.unit.replies),
+            };
             let node = &mut self.nodes[to];
             if node.db != Some(db) {
                 let n = itoa::Buffer::new().format(db).to_owned();
@@ -981,6 +1003,7 @@ impl Pipeline {
             let e = &mut l.entries[i];
             e.state = State::Sent;
             e.sent_before = true;
+            e.sent = (len, cmds);
         }
     }
 
@@ -1091,7 +1114,7 @@ impl Pipeline {
         let Some(e) = find(&mut l.entries, seq) else {
             return Ok(());
         };
-        let (len, cmds) = (e.unit.len(), e.unit.replies as usize);
+        let (len, cmds) = e.sent;
         let n = &mut self.nodes[node];
         n.inflight_cmds = n.inflight_cmds.saturating_sub(cmds);
         n.inflight_bytes = n.inflight_bytes.saturating_sub(len);

@@ -367,6 +367,65 @@ struct Batch {
     n: u32,
 }
 
+/// Runs an exactly-once transaction sent again after a lost connection: only if the
+/// position key (db 0) does not already hold its offset or a later one (the first sending
+/// ran, and only its reply was lost). `KEYS[1]`: the position key; `ARGV`: the batch's offset,
+/// its db, the position to record, then per command its argument count and arguments. As in
+/// `MULTI`/`EXEC`, a command's error does not stop the others; the first is returned.
+const RESEND_SCRIPT: &str = "\
+redis.call('SELECT', '0') \
+local v = redis.call('GET', KEYS[1]) \
+if v then \
+  local o = tonumber(string.match(v, '(%d+)$')) \
+  if o and o >= tonumber(ARGV[1]) then \
+    redis.call('SELECT', ARGV[2]) \
+    return 0 \
+  end \
+end \
+redis.call('SELECT', ARGV[2]) \
+local i = 4 \
+local err = nil \
+while i <= #ARGV do \
+  local n = tonumber(ARGV[i]) \
+  local r = redis.pcall(unpack(ARGV, i + 1, i + n)) \
+  if type(r) == 'table' and r.err and not err then err = r.err end \
+  i = i + n + 1 \
+end \
+redis.call('SELECT', '0') \
+redis.call('SET', KEYS[1], ARGV[3]) \
+redis.call('SELECT', ARGV[2]) \
+if err then return redis.error_reply(err) end \
+return 1";
+
+/// The batch `b` as one `EVAL` of [`RESEND_SCRIPT`].
+fn resend_form(key: &[u8], b: &Batch, pos: &str) -> Result<Bytes> {
+    let offset = b.offset.unwrap_or(0).to_string();
+    let db = b.db.to_string();
+    let mut args: Vec<Bytes> = vec![
+        Bytes::from_static(b"EVAL"),
+        Bytes::from_static(RESEND_SCRIPT.as_bytes()),
+        Bytes::from_static(b"1"),
+        Bytes::copy_from_slice(key),
+        Bytes::from(offset),
+        Bytes::from(db),
+        Bytes::copy_from_slice(pos.as_bytes()),
+    ];
+    let mut rest = b.buf.clone();
+    let mut dec = resp_codec::Decoder::new();
+    while let Some(c) = dec.decode_command(&mut rest).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a batch of the stream: {e}"),
+        )
+    })? {
+        args.push(Bytes::from(c.len().to_string()));
+        args.extend(c.to_vec());
+    }
+    let mut out = BytesMut::new();
+    resp_codec::encode_command(args.iter(), &mut out);
+    Ok(out.freeze())
+}
+
 /// A command as `redis-cli` would show it, shortened.
 fn shown(c: &Command) -> String {
     let mut out = Vec::new();
@@ -675,10 +734,12 @@ impl Writer {
         resp_codec::encode_command([&b"SET"[..], &key, pos.as_bytes()], &mut buf);
         resp_codec::encode_command(["SELECT", &db], &mut buf);
         resp_codec::encode_command(["EXEC"], &mut buf);
+        let again = resend_form(&key, &b, &pos)?;
         let u = Unit::new(buf.freeze(), b.n + 5, Route::Slot(0), b.db)
             .key(key)
             .barrier(true)
-            .position(b.shard, b.offset);
+            .position(b.shard, b.offset)
+            .resend_as(again, 1);
         self.send(u)
     }
 

@@ -1064,6 +1064,8 @@ pub mod proxy {
         open: Arc<Mutex<Vec<TcpStream>>>,
         /// Each connection's own stall switch.
         switches: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+        /// Replies (server to client) are read and thrown away.
+        swallow: Arc<AtomicBool>,
         accept: Option<JoinHandle<()>>,
     }
 
@@ -1081,6 +1083,8 @@ pub mod proxy {
             let switches: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
             let (st, sp, cn) = (stalled.clone(), stop.clone(), connections.clone());
             let (fr, op, sw) = (fragment.clone(), open.clone(), switches.clone());
+            let swallow = Arc::new(AtomicBool::new(false));
+            let swl = swallow.clone();
             let accept = std::thread::spawn(move || {
                 while !sp.load(Ordering::Relaxed) {
                     match listener.accept() {
@@ -1098,15 +1102,16 @@ pub mod proxy {
                             if let Ok(mut sw) = sw.lock() {
                                 sw.push(own.clone());
                             }
-                            for (from, to) in [
-                                (client.try_clone(), server.try_clone()),
-                                (server.try_clone(), client.try_clone()),
+                            let none = Arc::new(AtomicBool::new(false));
+                            for (from, to, drop) in [
+                                (client.try_clone(), server.try_clone(), none),
+                                (server.try_clone(), client.try_clone(), swl.clone()),
                             ] {
                                 if let (Ok(from), Ok(to)) = (from, to) {
                                     let (st, sp, fr) = (st.clone(), sp.clone(), fr.clone());
                                     let own = own.clone();
                                     std::thread::spawn(move || {
-                                        pump(from, to, [&st, &own], &sp, &fr, n)
+                                        pump(from, to, [&st, &own], &sp, &fr, &drop, n)
                                     });
                                 }
                             }
@@ -1126,6 +1131,7 @@ pub mod proxy {
                 fragment,
                 open,
                 switches,
+                swallow,
                 accept: Some(accept),
             })
         }
@@ -1164,6 +1170,14 @@ pub mod proxy {
             }
         }
 
+        /// Throws the server's replies away (true) or forwards them again (false): commands
+        /// still reach the server and run, their replies are lost (with [`reset`](Self::reset)
+        /// after: a connection that died after the server ran a command and before its reply
+        /// arrived).
+        pub fn swallow_replies(&self, on: bool) {
+            self.swallow.store(on, Ordering::Relaxed);
+        }
+
         /// Connections accepted so far.
         pub fn connections(&self) -> u64 {
             self.connections.load(Ordering::Relaxed)
@@ -1176,6 +1190,7 @@ pub mod proxy {
         stalled: [&AtomicBool; 2],
         stop: &AtomicBool,
         fragment: &AtomicU64,
+        swallow: &AtomicBool,
         n: u64,
     ) {
         let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
@@ -1188,6 +1203,7 @@ pub mod proxy {
             }
             match from.read(&mut buf) {
                 Ok(0) => break,
+                Ok(_) if swallow.load(Ordering::Relaxed) => {}
                 Ok(n) => {
                     let seed = fragment.load(Ordering::Relaxed);
                     let mut rest = &buf[..n];

@@ -413,3 +413,42 @@ fn a_retry_refusal_passed_by_a_later_write_of_its_key_stops_the_pipeline() {
     assert_eq!(e.key(), Some(&b"k"[..]));
     assert!(p.error().is_some());
 }
+
+#[test]
+fn a_unit_sent_again_goes_in_its_resend_form() {
+    let now = Instant::now();
+    let mut p = Pipeline::standalone(Config::default(), "127.0.0.1", 7000);
+    let Some(Action::Connect { node, .. }) = p.poll_action(now) else {
+        panic!()
+    };
+    p.handle_connected(node);
+    let tx = [
+        Command::from_args(["MULTI"]).raw().clone(),
+        Command::from_args(["INCR", "n"]).raw().clone(),
+        Command::from_args(["EXEC"]).raw().clone(),
+    ]
+    .concat();
+    let again = Command::from_args(["EVAL", "script", "0"]).raw().clone();
+    p.push(
+        Unit::new(tx.clone().into(), 3, Route::Slot(0), 0)
+            .position(0, Some(50))
+            .resend_as(again.clone(), 1),
+    );
+    let (_, first) = p.poll_transmit().unwrap();
+    assert_eq!(&first[..], &tx[..]);
+    // the reply is lost with the connection
+    p.handle_disconnected(node, now);
+    let later = now + Duration::from_secs(5);
+    p.handle_timeout(later);
+    if let Some(Action::Connect { node, .. }) = p.poll_action(later) {
+        p.handle_connected(node);
+    }
+    let (_, second) = p.poll_transmit().unwrap();
+    assert_eq!(&second[..], &again[..]);
+    // one reply for the script, and the window is free again
+    p.handle_reply(node, Frame::Integer(0), later).unwrap();
+    assert_eq!(p.acked(0), Some(50));
+    assert!(p.is_idle());
+    assert_eq!(p.inflight()[0].1, 0);
+    assert_eq!(p.counters().resent, 1);
+}

@@ -601,6 +601,39 @@ fn a_live_master_into_a_cluster_that_reshards_and_fails_over_ends_equal() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Numbered writes `from..to` in db 0 and db 2: a counter, a list of the numbers, a hash
+/// counter (nothing can be lost or doubled without showing).
+fn numbered(c: &mut Client, from: u64, to: u64) {
+    for i in from..to {
+        c.ok(&["INCR", "count"]).unwrap();
+        c.ok(&["RPUSH", "list", &i.to_string()]).unwrap();
+        c.ok(&["SELECT", "2"]).unwrap();
+        c.ok(&["HINCRBY", "h", "f", "1"]).unwrap();
+        c.ok(&["SELECT", "0"]).unwrap();
+    }
+}
+
+/// The target holds exactly the numbered writes `0..next`.
+fn exactly_numbered(t: &mut Client, next: u64, log: &str) {
+    assert_eq!(
+        t.ok(&["GET", "count"]).unwrap().text(),
+        next.to_string(),
+        "{log}"
+    );
+    let list = t.ok(&["LRANGE", "list", "0", "-1"]).unwrap();
+    let got: Vec<String> = list.items().iter().map(test_support::Resp::text).collect();
+    let want: Vec<String> = (0..next).map(|i| i.to_string()).collect();
+    assert!(
+        got == want,
+        "lost or doubled: {} of {}",
+        got.len(),
+        want.len()
+    );
+    t.ok(&["SELECT", "2"]).unwrap();
+    assert_eq!(t.ok(&["HGET", "h", "f"]).unwrap().text(), next.to_string());
+    t.ok(&["SELECT", "0"]).unwrap();
+}
+
 #[test]
 fn a_checkpoint_key_makes_a_killed_sync_continue_exactly_once() {
     let bin = bin();
@@ -626,15 +659,6 @@ fn a_checkpoint_key_makes_a_killed_sync_continue_exactly_once() {
             .unwrap()
     };
     let mut c = master.client().unwrap();
-    let numbered = |c: &mut Client, from: u64, to: u64| {
-        for i in from..to {
-            c.ok(&["INCR", "count"]).unwrap();
-            c.ok(&["RPUSH", "list", &i.to_string()]).unwrap();
-            c.ok(&["SELECT", "2"]).unwrap();
-            c.ok(&["HINCRBY", "h", "f", "1"]).unwrap();
-            c.ok(&["SELECT", "0"]).unwrap();
-        }
-    };
     numbered(&mut c, 0, 50);
     let mut child = start();
     // killed hard three times while the writes go on: each restart reads the key back
@@ -671,22 +695,7 @@ fn a_checkpoint_key_makes_a_killed_sync_continue_exactly_once() {
     let (ok, e) = term(&mut child);
     assert!(ok, "{e}");
     let mut t = target.client().unwrap();
-    assert_eq!(
-        t.ok(&["GET", "count"]).unwrap().text(),
-        next.to_string(),
-        "{e}"
-    );
-    let list = t.ok(&["LRANGE", "list", "0", "-1"]).unwrap();
-    let got: Vec<String> = list.items().iter().map(test_support::Resp::text).collect();
-    let want: Vec<String> = (0..next).map(|i| i.to_string()).collect();
-    assert!(
-        got == want,
-        "lost or doubled: {} of {}",
-        got.len(),
-        want.len()
-    );
-    t.ok(&["SELECT", "2"]).unwrap();
-    assert_eq!(t.ok(&["HGET", "h", "f"]).unwrap().text(), next.to_string());
+    exactly_numbered(&mut t, next, &e);
 }
 
 /// Every key of every master of `cluster` in `db`.
@@ -1020,4 +1029,71 @@ fn a_sentinel_source_is_followed_through_a_failover_into_the_target() {
     assert!(err.contains("the Sentinels name a new master"), "{err}");
     let (mut a, mut b) = (replica.client().unwrap(), target.client().unwrap());
     same_data(&mut a, &mut b, &bin, &[0], "sentinel source");
+}
+
+#[test]
+fn a_checkpoint_key_transaction_whose_reply_was_lost_is_not_applied_twice() {
+    let bin = bin();
+    let master = Server::start(&bin, &[("repl-diskless-sync-delay", "0")], None).unwrap();
+    let target = Server::start(&bin, &[], None).unwrap();
+    // between us and the target: replies can be thrown away and connections reset
+    let proxy = test_support::proxy::Proxy::start(target.port).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replicator"))
+        .args([
+            "sync",
+            &format!("redis://127.0.0.1:{}", master.port),
+            &format!("redis://127.0.0.1:{}", proxy.port),
+            "--checkpoint-key",
+            "__sync_pos",
+            "--log-level",
+            "debug",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut c = master.client().unwrap();
+    let pos = || -> Option<u64> {
+        let mut t = target.client().ok()?;
+        let r = t.cmd(&["GET", "__sync_pos"]).ok()?;
+        r.text().split(' ').nth(1)?.parse().ok()
+    };
+    numbered(&mut c, 0, 100);
+    wait("the first writes", Duration::from_secs(30), || {
+        pos().is_some()
+    });
+    let mut next = 100;
+    for round in 0..4 {
+        // the target runs what comes (a transaction is a barrier: one at a time), and its
+        // reply is lost; then the link dies
+        proxy.swallow_replies(true);
+        numbered(&mut c, next, next + 200);
+        next += 200;
+        std::thread::sleep(Duration::from_millis(500));
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut e = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut e).unwrap();
+            panic!("round {round}: the sync ended ({status}): {e}");
+        }
+        proxy.reset();
+        proxy.swallow_replies(false);
+        numbered(&mut c, next, next + 50);
+        next += 50;
+    }
+    let offset: u64 = master
+        .info("replication", "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    wait("the last writes", Duration::from_secs(30), || {
+        pos().is_some_and(|o| o >= offset)
+    });
+    let (ok, e) = term(&mut child);
+    assert!(ok, "{e}");
+    let mut t = target.client().unwrap();
+    exactly_numbered(&mut t, next, &e);
+    // the transactions were sent again, as the script that checks the position first
+    let stats = t.cmd(&["INFO", "commandstats"]).unwrap().text();
+    assert!(
+        stats.contains("cmdstat_eval:"),
+        "nothing was sent again: {stats}"
+    );
 }
