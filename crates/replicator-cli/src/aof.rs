@@ -19,7 +19,7 @@ struct FileStats {
     annotations: u64,
 }
 
-pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn check(args: &CheckArgs, fm: &crate::obs::FileMetrics) -> anyhow::Result<ExitCode> {
     let mut opts = Options::default();
     opts.rdb_mut().skip_values(true);
     let reader = match AofReader::open(&args.file, opts) {
@@ -38,6 +38,12 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut stats = vec![FileStats::default(); files.len()];
     let mut cut_at = None;
     let mut failure = None;
+    let mut read = 0u64;
+    let totals = |stats: &[FileStats]| {
+        stats
+            .iter()
+            .fold((0, 0), |(k, c), s| (k + s.keys, c + s.commands))
+    };
     for ev in reader {
         match ev {
             Ok(Event::FileStart { file, rdb }) => stats[file].rdb = rdb,
@@ -59,6 +65,10 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(Event::FileEnd { file, size }) => {
+                read += size;
+                let (keys, commands) = totals(&stats);
+                fm.set(keys, read);
+                fm.commands(commands);
                 let f = &files[file];
                 let s = stats[file];
                 let kind = f.kind.map_or("aof", FileKind::name);
@@ -76,6 +86,9 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let (keys, commands) = totals(&stats);
+    fm.commands(commands);
+    fm.finish(keys, read, failure.is_none() && cut_at.is_none());
     if let Some(e) = failure {
         let name = e
             .file()

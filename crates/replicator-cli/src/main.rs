@@ -518,7 +518,7 @@ fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCo
     }
     let fm = FileMetrics::new(&args.file.display().to_string());
     if files::is_aof(&args.file)? {
-        return aof::check(args);
+        return aof::check(args, &fm);
     }
     if args.fix || args.truncate_to_timestamp.is_some() {
         anyhow::bail!("--fix and --truncate-to-timestamp apply to AOF files only");

@@ -314,6 +314,7 @@ pub(crate) fn serve(addr: &str, ready_lag: u64, live: bool) -> anyhow::Result<Ar
 /// The decode figures of `dump` and `check`, labelled with the file.
 pub(crate) struct FileMetrics {
     keys: metrics::Gauge,
+    commands: metrics::Gauge,
     bytes: metrics::Gauge,
     duration: metrics::Gauge,
     done: metrics::Gauge,
@@ -325,6 +326,7 @@ impl FileMetrics {
         let f = file.to_owned();
         Self {
             keys: metrics::gauge!("replicator_file_keys", "file" => f.clone()),
+            commands: metrics::gauge!("replicator_file_commands", "file" => f.clone()),
             bytes: metrics::gauge!("replicator_file_read_bytes", "file" => f.clone()),
             duration: metrics::gauge!("replicator_file_duration_seconds", "file" => f.clone()),
             done: metrics::gauge!("replicator_file_done", "file" => f),
@@ -337,6 +339,11 @@ impl FileMetrics {
         self.keys.set(keys as f64);
         self.bytes.set(bytes as f64);
         self.duration.set(self.started.elapsed().as_secs_f64());
+    }
+
+    /// Commands so far (AOF files).
+    pub(crate) fn commands(&self, n: u64) {
+        self.commands.set(n as f64);
     }
 
     /// The last figures; `ok`: the file was read whole and sound.

@@ -388,6 +388,43 @@ fn a_file_jobs_figures_are_served_until_the_linger_ends() {
     let mut child = child;
     child.kill().unwrap();
     child.wait().unwrap();
+
+    // a multi-part AOF: its keys and commands, as `check` counts them
+    let dir = testdata().join("aof/redis-7.0-preamble");
+    let o = replicator(&["check", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (keys, commands): (f64, f64) = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("keys: ")?;
+            let (k, rest) = rest.split_once(", commands: ")?;
+            let c = rest.split(',').next()?;
+            Some((k.parse().ok()?, c.parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no totals in {text}"));
+    assert!(commands > 0.0);
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replicator"))
+        .args(["check", dir.to_str().unwrap()])
+        .args([
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-linger",
+            "60",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let label = format!("file={}", dir.display());
+    wait("the AOF check's last figures", 30, || {
+        metrics(port).get(&format!("replicator_file_done{{{label}}}")) == Some(&1.0)
+    });
+    let m = metrics(port);
+    assert_eq!(m[&format!("replicator_file_keys{{{label}}}")], keys);
+    assert_eq!(m[&format!("replicator_file_commands{{{label}}}")], commands);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 fn config_of(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
