@@ -363,31 +363,10 @@ fn a_file_jobs_figures_are_served_until_the_linger_ends() {
         let o = replicator(&["dump", "-f", "count", file.to_str().unwrap()]);
         String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
     };
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_replicator"))
-        .args(["check", file.to_str().unwrap()])
-        .args([
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-linger",
-            "60",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let label = format!("file={}", file.display());
-    wait("the check's last figures", 30, || {
-        metrics(port).get(&format!("replicator_file_done{{{label}}}")) == Some(&1.0)
-    });
-    let m = metrics(port);
+    let (_, m, label) = checked_with_metrics(&file);
     assert_eq!(m[&format!("replicator_file_keys{{{label}}}")], keys);
     let len = std::fs::metadata(&file).unwrap().len() as f64;
     assert_eq!(m[&format!("replicator_file_read_bytes{{{label}}}")], len);
-    assert_eq!(health(port)["job"], "done");
-    let mut child = child;
-    child.kill().unwrap();
-    child.wait().unwrap();
 
     // a multi-part AOF: its keys and commands, as `check` counts them
     let dir = testdata().join("aof/redis-7.0-preamble");
@@ -403,28 +382,34 @@ fn a_file_jobs_figures_are_served_until_the_linger_ends() {
         })
         .unwrap_or_else(|| panic!("no totals in {text}"));
     assert!(commands > 0.0);
+    let (_, m, label) = checked_with_metrics(&dir);
+    assert_eq!(m[&format!("replicator_file_keys{{{label}}}")], keys);
+    assert_eq!(m[&format!("replicator_file_commands{{{label}}}")], commands);
+}
+
+/// `check FILE --metrics-addr … --metrics-linger 60`: its port, its metrics once the check is
+/// done (the process is then killed), and the `file` label.
+fn checked_with_metrics(file: &std::path::Path) -> (u16, BTreeMap<String, f64>, String) {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_replicator"))
-        .args(["check", dir.to_str().unwrap()])
-        .args([
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-linger",
-            "60",
-        ])
+        .args(["check", file.to_str().unwrap()])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-linger", "60"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let label = format!("file={}", dir.display());
-    wait("the AOF check's last figures", 30, || {
+    let label = format!("file={}", file.display());
+    wait("the check's last figures", 30, || {
         metrics(port).get(&format!("replicator_file_done{{{label}}}")) == Some(&1.0)
     });
     let m = metrics(port);
-    assert_eq!(m[&format!("replicator_file_keys{{{label}}}")], keys);
-    assert_eq!(m[&format!("replicator_file_commands{{{label}}}")], commands);
+    // /health is read before the kill
+    let job = health(port)["job"].clone();
+    assert_eq!(job, "done");
     child.kill().unwrap();
     child.wait().unwrap();
+    (port, m, label)
 }
 
 fn config_of(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
