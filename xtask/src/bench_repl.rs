@@ -33,6 +33,18 @@ pub(crate) fn master_offset(s: &Server) -> u64 {
         .unwrap_or(0)
 }
 
+/// `redis-benchmark -P 16 -t set,lpush -r 100000` at the server on `port`, running until
+/// killed: the write load of every replication and sync bench.
+pub(crate) fn write_load(port: u16) -> Result<Child> {
+    Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-P", "16", "-t", "set,lpush"])
+        .args(["-r", "100000", "-n", "2000000000", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("redis-benchmark (Debian's redis-tools)")
+}
+
 /// Peak resident set of a running process, from /proc (KiB).
 pub(crate) fn peak_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -153,24 +165,7 @@ fn stream(bin: &Path, ack_ms: u64, seconds: u64) -> Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "the replica did not come online");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut bench = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &master.port.to_string(),
-            "-P",
-            "16",
-            "-t",
-            "set,lpush",
-            "-r",
-            "100000",
-            "-n",
-            "2000000000",
-            "-q",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("redis-benchmark (Debian's redis-tools)")?;
+    let mut bench = write_load(master.port)?;
     let start = Instant::now();
     let start_offset = master_offset(&master);
     let (mut max_lag, mut max_lag_s, mut samples) = (0u64, 0f64, 0u64);
@@ -267,20 +262,7 @@ fn two_channel_row(bin: &Path, file: &Path, server: &str, channels: &str) -> Res
         ],
         Some(file),
     )?;
-    let mut bench = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &master.port.to_string(),
-            "-P",
-            "16",
-            "-t",
-            "set,lpush",
-        ])
-        .args(["-r", "100000", "-n", "2000000000", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("redis-benchmark (Debian's redis-tools)")?;
+    let mut bench = write_load(master.port)?;
     std::thread::sleep(Duration::from_millis(500));
     let url = format!("redis://127.0.0.1:{}", master.port);
     let start = Instant::now();

@@ -154,20 +154,7 @@ fn load_and_sample(
     seconds: u64,
     applied: impl Fn() -> Option<u64>,
 ) -> Result<(u64, f64, u64)> {
-    let mut bench = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &master.port.to_string(),
-            "-P",
-            "16",
-            "-t",
-            "set,lpush",
-        ])
-        .args(["-r", "100000", "-n", "2000000000", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("redis-benchmark (Debian's redis-tools)")?;
+    let mut bench = crate::bench_repl::write_load(master.port)?;
     let start = Instant::now();
     let start_offset = master_offset(master);
     let (mut max_lag, mut max_lag_s) = (0u64, 0f64);
@@ -237,16 +224,7 @@ fn live(bin: &Path, seconds: u64) -> Result<()> {
         )
         .stderr(Stdio::piped())
         .spawn()?;
-    let acked = || -> Option<u64> {
-        std::fs::read_to_string(&ckpt)
-            .ok()?
-            .lines()
-            .find(|l| !l.starts_with('#'))?
-            .split_whitespace()
-            .nth(2)?
-            .parse()
-            .ok()
-    };
+    let acked = || test_support::checkpoint_offset(&ckpt);
     let deadline = Instant::now() + Duration::from_secs(30);
     while acked().is_none() {
         anyhow::ensure!(Instant::now() < deadline, "the sync did not start");

@@ -1111,7 +1111,8 @@ impl Pipeline {
         let Some(l) = self.lanes.get_mut(&lane) else {
             return Ok(());
         };
-        let Some(e) = find(&mut l.entries, seq) else {
+        let i = l.entries.partition_point(|x| x.seq < seq);
+        let Some(e) = l.entries.get(i).filter(|e| e.seq == seq) else {
             return Ok(());
         };
         let (len, cmds) = e.sent;
@@ -1158,13 +1159,11 @@ impl Pipeline {
         // order is already broken, and going on would hide it
         if l.draining && !e.unit.key.is_empty() {
             let key = e.unit.key.clone();
-            let i = l.entries.partition_point(|x| x.seq < seq);
             let earlier = l
                 .entries
-                .iter()
-                .take(i)
-                .find(|x| x.unit.key == key && matches!(x.failed, Some(Failure::Retry { .. })));
-            if earlier.is_some() {
+                .range(..i)
+                .any(|x| x.unit.key == key && matches!(x.failed, Some(Failure::Retry { .. })));
+            if earlier {
                 return Err(self.fail(
                     Error::new(
                         Kind::Target,
@@ -1180,9 +1179,7 @@ impl Pipeline {
                 ));
             }
         }
-        let Some(e) = find(&mut l.entries, seq) else {
-            return Ok(());
-        };
+        let e = &mut l.entries[i];
         let mut drop_group = 0;
         if let Some(text) = error {
             let key = e.unit.key.clone();

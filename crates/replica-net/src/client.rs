@@ -543,39 +543,11 @@ enum End {
 
 async fn deliver(core: &mut Replica, tx: &mpsc::Sender<Result<Event>>) -> bool {
     while let Some(ev) = core.poll_event() {
-        trace_event(&ev);
         if tx.send(Ok(ev)).await.is_err() {
             return false;
         }
     }
     true
-}
-
-/// The events worth a log line: syncs begun and ended, lost links.
-fn trace_event(ev: &Event) {
-    match ev {
-        Event::SyncStart(s) => {
-            let history = s.history.as_ref().map(|h| format!("{h:?}"));
-            tracing::info!(
-                full = s.full,
-                replid = %s.replid,
-                offset = s.offset,
-                resync = s.resync,
-                history = history.as_deref(),
-                "{} sync begins",
-                if s.full { "full" } else { "partial" }
-            );
-        }
-        Event::SyncEnd { bytes, checksum } => {
-            tracing::info!(
-                bytes,
-                checksum = checksum.map(|c| format!("{c:016x}")),
-                "RDB received"
-            );
-        }
-        Event::Disconnected { reason } => tracing::warn!(%reason, "link to the master lost"),
-        _ => {}
-    }
 }
 
 fn update(status: &Mutex<Status>, core: &Replica, input: bool) {
@@ -675,13 +647,13 @@ impl Spool {
     }
 
     /// The oldest bytes not yet read back (`None`: nothing is held).
-    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+    fn next_chunk(&mut self) -> Result<Option<bytes::BytesMut>> {
         use std::io::{Read as _, Seek as _};
         if let Some((_, f)) = &mut self.file {
             if self.read_at < self.file_len {
                 let err = |e| io_err("cannot read the held stream's file", e);
                 let want = (self.file_len - self.read_at).min(1 << 20) as usize;
-                let mut chunk = vec![0u8; want];
+                let mut chunk = bytes::BytesMut::zeroed(want);
                 f.seek(std::io::SeekFrom::Start(self.read_at))
                     .map_err(err)?;
                 f.read_exact(&mut chunk).map_err(err)?;
@@ -690,10 +662,7 @@ impl Spool {
             }
             return Ok(None);
         }
-        Ok(self.mem.pop_front().map(|m| {
-            self.mem_len -= m.len();
-            m.to_vec()
-        }))
+        Ok(self.mem.pop_front().inspect(|m| self.mem_len -= m.len()))
     }
 }
 

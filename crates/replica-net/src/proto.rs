@@ -596,6 +596,12 @@ impl Replica {
         resp_codec::encode_command(args, &mut self.out);
     }
 
+    /// Queues an event that gets a log line too.
+    fn push_rare(&mut self, ev: Event) {
+        trace_rare(&ev);
+        self.events.push_back(ev);
+    }
+
     fn send_ack(&mut self, now: Instant) {
         if self.legacy {
             return;
@@ -632,7 +638,7 @@ impl Replica {
         self.pending = None;
         self.two = None;
         self.buf.clear();
-        self.events.push_back(Event::Disconnected {
+        self.push_rare(Event::Disconnected {
             reason: reason.into(),
         });
     }
@@ -1203,13 +1209,14 @@ impl Replica {
             self.legacy = true;
             self.send(&[b"SYNC"]);
             self.pending = Some(("?".into(), 0));
-            self.events.push_back(Event::SyncStart(SyncStart {
+            let start = Event::SyncStart(SyncStart {
                 full: true,
                 replid: "?".into(),
                 offset: 0,
                 resync: self.synced.is_some() || self.full_syncs > 0,
                 history: self.history.take(),
-            }));
+            });
+            self.push_rare(start);
             self.full_syncs += 1;
             self.synced = None;
             self.state = State::RdbHeader;
@@ -1290,7 +1297,7 @@ impl Replica {
                     resync: false,
                     history: self.history.take(),
                 };
-                self.events.push_back(Event::SyncStart(start));
+                self.push_rare(Event::SyncStart(start));
                 self.enter_stream();
             }
             _ => {
@@ -1306,13 +1313,14 @@ impl Replica {
     /// A full sync of `id` at `off` begins: an RDB follows (on the RDB channel of a
     /// two-channel sync).
     fn begin_full(&mut self, id: &str, off: u64) {
-        self.events.push_back(Event::SyncStart(SyncStart {
+        let start = Event::SyncStart(SyncStart {
             full: true,
             replid: id.to_owned(),
             offset: off,
             resync: self.synced.is_some() || self.full_syncs > 0,
             history: self.history.take(),
-        }));
+        });
+        self.push_rare(start);
         self.full_syncs += 1;
         // what was delivered is being replaced: if this RDB is cut short, the next sync must
         // be a full one too
@@ -1460,7 +1468,7 @@ impl Replica {
             }
         }
         let (checksum, bytes, diskless) = (rs.checksum, rs.bytes, rs.marker.is_some());
-        self.events.push_back(Event::SyncEnd { checksum, bytes });
+        self.push_rare(Event::SyncEnd { checksum, bytes });
         self.synced = self.pending.take().filter(|_| !self.legacy);
         if let Some((_, off)) = &self.synced {
             self.safe = *off;
@@ -1542,5 +1550,34 @@ impl Replica {
             offset,
         }));
         Ok(true)
+    }
+}
+
+/// A log line for the events worth one: syncs begun and ended, lost links (pushed here, off
+/// the path of the stream's commands and the RDB's items).
+#[cold]
+fn trace_rare(ev: &Event) {
+    match ev {
+        Event::SyncStart(s) => {
+            let history = s.history.as_ref().map(|h| format!("{h:?}"));
+            tracing::info!(
+                full = s.full,
+                replid = %s.replid,
+                offset = s.offset,
+                resync = s.resync,
+                history = history.as_deref(),
+                "{} sync begins",
+                if s.full { "full" } else { "partial" }
+            );
+        }
+        Event::SyncEnd { bytes, checksum } => {
+            tracing::info!(
+                bytes,
+                checksum = checksum.map(|c| format!("{c:016x}")),
+                "RDB received"
+            );
+        }
+        Event::Disconnected { reason } => tracing::warn!(%reason, "link to the master lost"),
+        _ => {}
     }
 }

@@ -26,6 +26,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -131,7 +132,8 @@ struct Inner {
 struct Source {
     label: String,
     phase: Phase,
-    offset: Option<u64>,
+    /// What every event moves (keys, commands, bytes, our offset), kept outside the lock.
+    hot: Arc<Hot>,
     master_offset: Option<u64>,
     /// When the master's offset was read last.
     polled_at: Option<Instant>,
@@ -140,16 +142,82 @@ struct Source {
     /// The last failed poll; `refused`: the credentials do not allow `INFO`.
     poll_error: Option<(String, bool)>,
     last_error: Option<String>,
-    counts: [u64; 6],
+    counts: [u64; 3],
     m: Handles,
 }
 
 const FULL: usize = 0;
 const PARTIAL: usize = 1;
 const RECONNECTS: usize = 2;
-const KEYS: usize = 3;
-const COMMANDS: usize = 4;
-const BYTES: usize = 5;
+
+/// A source's figures that change with (nearly) every event: atomics and their metrics, so
+/// that the forwarding loop updates them without taking the monitor's lock.
+#[derive(Debug)]
+pub(crate) struct Hot {
+    keys: AtomicU64,
+    commands: AtomicU64,
+    bytes: AtomicU64,
+    /// Our offset; [`NO_OFFSET`] before the first sync.
+    offset: AtomicU64,
+    m_keys: Counter,
+    m_commands: Counter,
+    m_bytes: Counter,
+    m_offset: Gauge,
+}
+
+const NO_OFFSET: u64 = u64::MAX;
+
+impl Hot {
+    fn new(s: &str) -> Self {
+        Self {
+            keys: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            offset: AtomicU64::new(NO_OFFSET),
+            m_keys: metrics::counter!("replicator_keys_total", "source" => s.to_owned()),
+            m_commands: metrics::counter!("replicator_commands_total", "source" => s.to_owned()),
+            m_bytes: metrics::counter!("replicator_received_bytes_total", "source" => s.to_owned()),
+            m_offset: metrics::gauge!("replicator_offset_bytes", "source" => s.to_owned()),
+        }
+    }
+
+    fn key(&self) {
+        self.keys.fetch_add(1, Ordering::Relaxed);
+        self.m_keys.increment(1);
+    }
+
+    fn command(&self, offset: Option<u64>) {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        self.m_commands.increment(1);
+        if let Some(o) = offset {
+            self.advance(o);
+        }
+    }
+
+    fn add_bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.m_bytes.increment(n);
+    }
+
+    /// Our offset moved to `o` (bytes of the stream received in between).
+    fn advance(&self, o: u64) {
+        let prev = self.offset.swap(o, Ordering::Relaxed);
+        if prev != NO_OFFSET {
+            self.add_bytes(o.saturating_sub(prev));
+        }
+        self.m_offset.set(o as f64);
+    }
+
+    /// A sync starts at `o` (no bytes counted: an RDB's are counted at its end).
+    fn start_at(&self, o: u64) {
+        self.offset.store(o, Ordering::Relaxed);
+        self.m_offset.set(o as f64);
+    }
+
+    fn offset(&self) -> Option<u64> {
+        Some(self.offset.load(Ordering::Relaxed)).filter(|&o| o != NO_OFFSET)
+    }
+}
 
 /// Samples kept for the lag in seconds: ten minutes at one poll a second.
 const SAMPLES: usize = 600;
@@ -163,10 +231,6 @@ struct Handles {
     link_errors: Counter,
     fatal: Counter,
     info_errors: Counter,
-    keys: Counter,
-    commands: Counter,
-    bytes: Counter,
-    offset: Gauge,
     master_offset: Gauge,
     lag_bytes: Gauge,
     lag_seconds: Gauge,
@@ -184,10 +248,6 @@ impl Handles {
             link_errors: err("link"),
             fatal: err("fatal"),
             info_errors: err("info"),
-            keys: metrics::counter!("replicator_keys_total", "source" => s.clone()),
-            commands: metrics::counter!("replicator_commands_total", "source" => s.clone()),
-            bytes: metrics::counter!("replicator_received_bytes_total", "source" => s.clone()),
-            offset: metrics::gauge!("replicator_offset_bytes", "source" => s.clone()),
             master_offset: metrics::gauge!("replicator_master_offset_bytes", "source" => s.clone()),
             lag_bytes: metrics::gauge!("replicator_lag_bytes", "source" => s.clone()),
             lag_seconds: metrics::gauge!("replicator_lag_seconds", "source" => s),
@@ -200,30 +260,27 @@ impl Source {
         let m = Handles::new(&label);
         m.up.set(0.0);
         Self {
+            hot: Arc::new(Hot::new(&label)),
             label,
             phase: Phase::Connecting,
-            offset: None,
             master_offset: None,
             polled_at: None,
             samples: VecDeque::new(),
             poll_error: None,
             last_error: None,
-            counts: [0; 6],
+            counts: [0; 3],
             m,
         }
     }
 
-    fn count(&mut self, which: usize, n: u64) {
-        self.counts[which] += n;
+    fn count(&mut self, which: usize) {
+        self.counts[which] += 1;
         let c = match which {
             FULL => &self.m.full,
             PARTIAL => &self.m.partial,
-            RECONNECTS => &self.m.reconnects,
-            KEYS => &self.m.keys,
-            COMMANDS => &self.m.commands,
-            _ => &self.m.bytes,
+            _ => &self.m.reconnects,
         };
-        c.increment(n);
+        c.increment(1);
     }
 
     fn set_phase(&mut self, p: Phase) {
@@ -231,23 +288,14 @@ impl Source {
         self.m.up.set(if p == Phase::Streaming { 1.0 } else { 0.0 });
     }
 
-    /// Our offset moved to `o` (bytes of the stream received in between).
-    fn advance(&mut self, o: u64) {
-        if let Some(prev) = self.offset {
-            self.count(BYTES, o.saturating_sub(prev));
-        }
-        self.offset = Some(o);
-        self.m.offset.set(o as f64);
-    }
-
     fn lag_bytes(&self) -> Option<u64> {
-        Some(self.master_offset?.saturating_sub(self.offset?))
+        Some(self.master_offset?.saturating_sub(self.hot.offset()?))
     }
 
     /// How long ago the master's offset passed ours: the polls' times, interpolated between
     /// the two around our offset (the write rate between them).
     fn lag_seconds(&self, now: Instant) -> Option<f64> {
-        let ours = self.offset?;
+        let ours = self.hot.offset()?;
         let &(_, latest) = self.samples.back()?;
         if ours >= latest {
             return Some(0.0);
@@ -277,7 +325,7 @@ impl Source {
         SourceHealth {
             source: self.label.clone(),
             phase: self.phase,
-            offset: self.offset,
+            offset: self.hot.offset(),
             master_offset: self.master_offset,
             lag_bytes: self.lag_bytes(),
             lag_seconds: self.lag_seconds(now),
@@ -286,9 +334,9 @@ impl Source {
             full_syncs: self.counts[FULL],
             partial_syncs: self.counts[PARTIAL],
             reconnects: self.counts[RECONNECTS],
-            keys: self.counts[KEYS],
-            commands: self.counts[COMMANDS],
-            received_bytes: self.counts[BYTES],
+            keys: self.hot.keys.load(Ordering::Relaxed),
+            commands: self.hot.commands.load(Ordering::Relaxed),
+            received_bytes: self.hot.bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -369,6 +417,11 @@ impl Monitor {
         &mut g.sources[i]
     }
 
+    /// The lock-free figures of `shard`'s source (created when first seen).
+    fn hot(&self, shard: Option<usize>) -> Arc<Hot> {
+        Self::source(&mut self.lock(), shard).hot.clone()
+    }
+
     /// Counts an event of `shard` (None: a single master).
     pub(crate) fn observe(&self, shard: Option<usize>, ev: &Result<Event, Error>) {
         let mut g = self.lock();
@@ -391,44 +444,27 @@ impl Monitor {
         match ev {
             Event::SyncStart(st) => {
                 if st.full {
-                    s.count(FULL, 1);
+                    s.count(FULL);
                     s.set_phase(Phase::FullSync);
-                    // the RDB's bytes are counted at its end
-                    s.offset = Some(st.offset);
-                    s.m.offset.set(st.offset as f64);
                 } else {
-                    s.count(PARTIAL, 1);
+                    s.count(PARTIAL);
                     s.set_phase(Phase::Streaming);
-                    s.offset = Some(st.offset);
-                    s.m.offset.set(st.offset as f64);
                 }
+                s.hot.start_at(st.offset);
             }
-            Event::Rdb(
-                rdb_format::Item::Key(_)
-                | rdb_format::Item::KeyStart(_)
-                | rdb_format::Item::KeyChecked(_),
-            ) => s.count(KEYS, 1),
-            Event::Rdb(_) => {}
             Event::SyncEnd { bytes, .. } => {
-                s.count(BYTES, *bytes);
+                s.hot.add_bytes(*bytes);
                 s.set_phase(Phase::Streaming);
             }
-            Event::Command(c) => {
-                s.count(COMMANDS, 1);
-                if let Some(o) = c.offset {
-                    s.advance(o);
-                }
-            }
-            Event::Offset { offset, .. } => s.advance(*offset),
             Event::Disconnected { reason, .. } => {
-                s.count(RECONNECTS, 1);
+                s.count(RECONNECTS);
                 s.m.link_errors.increment(1);
                 s.last_error = Some(reason.clone());
                 s.set_phase(Phase::BackingOff);
             }
+            ev => observe_hot(&s.hot, ev),
         }
     }
-
     /// The replica ended without an error (stopped).
     pub(crate) fn ended(&self) {
         for s in &mut self.lock().sources {
@@ -479,6 +515,59 @@ impl Monitor {
                 s.poll_error = Some(e);
             }
         }
+    }
+}
+
+/// What most events change: keys, commands, our offset.
+#[inline]
+fn observe_hot(hot: &Hot, ev: &Event) {
+    match ev {
+        Event::Rdb(
+            rdb_format::Item::Key(_)
+            | rdb_format::Item::KeyStart(_)
+            | rdb_format::Item::KeyChecked(_),
+        ) => hot.key(),
+        Event::Command(c) => hot.command(c.offset),
+        Event::Offset { offset, .. } => hot.advance(*offset),
+        _ => {}
+    }
+}
+
+/// The forwarding loop's view of a [`Monitor`]: keys, commands and offsets go to each source's
+/// atomics (kept here per shard), the rare events through the monitor's lock.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    monitor: Monitor,
+    hot: Vec<Option<Arc<Hot>>>,
+}
+
+impl Observer {
+    pub(crate) fn new(monitor: Monitor) -> Self {
+        Self {
+            monitor,
+            hot: Vec::new(),
+        }
+    }
+
+    /// Counts an event of `shard` (None: a single master).
+    #[inline]
+    pub(crate) fn observe(&mut self, shard: Option<usize>, ev: &Result<Event, Error>) {
+        match ev {
+            Ok(e @ (Event::Rdb(_) | Event::Command(_) | Event::Offset { .. })) => {
+                let i = shard.unwrap_or(0);
+                if self.hot.len() <= i {
+                    self.hot.resize(i + 1, None);
+                }
+                let hot = self.hot[i].get_or_insert_with(|| self.monitor.hot(shard));
+                observe_hot(hot, e);
+            }
+            ev => self.monitor.observe(shard, ev),
+        }
+    }
+
+    /// The replica ended.
+    pub(crate) fn ended(&self) {
+        self.monitor.ended();
     }
 }
 
@@ -560,13 +649,13 @@ mod tests {
         let t0 = Instant::now();
         s.samples
             .extend([(t0, 1000), (t0 + Duration::from_secs(10), 2000)]);
-        s.offset = Some(1500);
+        s.hot.start_at(1500);
         let now = t0 + Duration::from_secs(12);
         let l = s.lag_seconds(now).unwrap();
         assert!((l - 7.0).abs() < 0.01, "{l}");
-        s.offset = Some(2000);
+        s.hot.start_at(2000);
         assert_eq!(s.lag_seconds(now), Some(0.0));
-        s.offset = Some(10);
+        s.hot.start_at(10);
         assert!((s.lag_seconds(now).unwrap() - 12.0).abs() < 0.01);
     }
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::observe::Monitor;
+use crate::observe::{Monitor, Observer};
 
 /// Options for a [`Replicator`], from a URL plus setters.
 ///
@@ -248,15 +248,19 @@ impl Recv for ClusterClient {
     }
 }
 
-/// Forwards one client's events (converted by `convert`) until it ends; asks it to stop
-/// (through `stop_inner`) when the replicator is stopped or dropped.
+/// Forwards one client's events (converted by `convert`, counted in `monitor` under the shard
+/// `shard_of` names) until it ends; asks it to stop (through `stop_inner`) when the replicator
+/// is stopped or dropped.
 async fn forward<C: Recv>(
     client: &mut C,
+    shard_of: impl Fn(&C::Ev) -> Option<usize>,
     convert: impl Fn(C::Ev) -> Option<Result<Event>>,
     stop_inner: impl Fn(),
     tx: &mpsc::Sender<Result<Event>>,
     stop: &mut watch::Receiver<bool>,
+    monitor: &Monitor,
 ) {
+    let mut observer = Observer::new(monitor.clone());
     let mut stopping = *stop.borrow();
     if stopping {
         stop_inner();
@@ -274,14 +278,17 @@ async fn forward<C: Recv>(
                 }
             }
         };
-        let Some(got) = got else { return };
+        let Some(got) = got else { break };
+        let shard = shard_of(&got);
         if let Some(ev) = convert(got) {
+            observer.observe(shard, &ev);
             if tx.send(ev).await.is_err() && !stopping {
                 stopping = true;
                 stop_inner();
             }
         }
     }
+    observer.ended();
 }
 
 async fn run(
@@ -330,25 +337,18 @@ async fn run(
         if let Ok(mut h) = handles.lock() {
             h.shards = Some(client.shards_handle());
         }
-        let m = monitor.clone();
-        let fwd = async {
-            forward(
-                &mut client,
-                |r: replica_net::Result<ShardEvent>| {
-                    let (shard, ev) = match r {
-                        Ok(ev) => (Some(ev.shard), Event::from_shard(ev).map(Ok)?),
-                        Err(e) => (None, Err(Error::from(e))),
-                    };
-                    m.observe(shard, &ev);
-                    Some(ev)
-                },
-                || stopper.stop(),
-                &tx,
-                &mut stop,
-            )
-            .await;
-            m.ended();
-        };
+        let fwd = forward(
+            &mut client,
+            |r: &replica_net::Result<ShardEvent>| r.as_ref().ok().map(|ev| ev.shard),
+            |r: replica_net::Result<ShardEvent>| match r {
+                Ok(ev) => Event::from_shard(ev).map(Ok),
+                Err(e) => Some(Err(Error::from(e))),
+            },
+            || stopper.stop(),
+            &tx,
+            &mut stop,
+            &monitor,
+        );
         tokio::join!(conn, fwd, poll);
     } else {
         let (mut client, conn) = match &b.sentinel {
@@ -366,22 +366,15 @@ async fn run(
             h.single = Some(client.status_handle());
             h.endpoint = Some(client.endpoint());
         }
-        let m = monitor.clone();
-        let fwd = async {
-            forward(
-                &mut client,
-                |r| {
-                    let ev = convert(r)?;
-                    m.observe(None, &ev);
-                    Some(ev)
-                },
-                || stopper.stop(),
-                &tx,
-                &mut stop,
-            )
-            .await;
-            m.ended();
-        };
+        let fwd = forward(
+            &mut client,
+            |_| None,
+            convert,
+            || stopper.stop(),
+            &tx,
+            &mut stop,
+            &monitor,
+        );
         tokio::join!(conn, fwd, poll);
     }
 }

@@ -195,6 +195,19 @@ pub fn free_port() -> u16 {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The offset of the first position line of a `replicator sync --checkpoint` file
+/// (`shard replid offset`).
+pub fn checkpoint_offset(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find(|l| !l.starts_with('#'))?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
 /// A fresh empty temp directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -17,6 +17,20 @@ pub(crate) fn testdata() -> PathBuf {
     test_support::testdata()
 }
 
+/// SIGTERM to `child` (a `replicator` with piped stderr): whether it exited 0, and its stderr.
+pub(crate) fn term(child: &mut std::process::Child) -> (bool, String) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = child.wait().expect("wait");
+    let mut e = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut err, &mut e).expect("stderr");
+    }
+    (status.success(), e)
+}
+
 pub(crate) fn replicator(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_replicator"))
         .args(args)

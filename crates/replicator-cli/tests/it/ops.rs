@@ -79,19 +79,8 @@ fn ready(port: u16) -> (u16, String) {
 }
 
 fn stop(mut child: Child) -> String {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "{status}: {err}");
+    let (ok, err) = crate::term(&mut child);
+    assert!(ok, "{err}");
     err
 }
 

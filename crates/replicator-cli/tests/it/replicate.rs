@@ -140,14 +140,8 @@ fn resp_stream_rebuilds_the_master_through_kills_and_a_full_resync() {
     });
     c.ok(&["SET", "last", "1"]).unwrap();
     wait("the last write", || online_at_master_offset(&master));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{status}: {err}");
+    let (ok, err) = crate::term(&mut child);
+    assert!(ok, "{err}");
     assert!(err.contains("full resync"), "{err}");
     let stream = std::fs::read(&out).unwrap();
     assert!(stream.windows(8).any(|w| w == b"FLUSHALL"));
@@ -303,14 +297,8 @@ fn a_cluster_under_random_writes_is_rebuilt_whole_from_the_resp_stream() {
     wait("/ready", || {
         crate::ops::get(mport, "/ready").is_some_and(|(c, _)| c == 200)
     });
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{status}: {err}");
+    let (ok, err) = crate::term(&mut child);
+    assert!(ok, "{err}");
     assert_eq!(err.matches("--resume ").count(), 3, "{err}");
 
     // the union of the shards, rebuilt in one standalone server

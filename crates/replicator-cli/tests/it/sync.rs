@@ -6,10 +6,12 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use test_support::{Client, Cluster, Server, ServerBin, module_args, server_named};
+use test_support::{
+    Client, Cluster, Server, ServerBin, checkpoint_offset, module_args, server_named,
+};
 
 use crate::rebuild::key_facts;
-use crate::{fixtures, testdata};
+use crate::{fixtures, term, testdata};
 
 fn bin() -> ServerBin {
     test_support::default_server().expect("redis-server")
@@ -314,18 +316,6 @@ fn a_file_syncs_into_a_cluster_and_conflicts_credentials_dbs_and_cross_slot_end_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The offset of the first line of a checkpoint file (`shard replid offset`).
-fn checkpoint_offset(path: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find(|l| !l.starts_with('#'))?
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
-}
-
 fn resp_command(args: &[&str], out: &mut Vec<u8>) {
     out.extend(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
@@ -339,17 +329,6 @@ fn wait(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn term(child: &mut std::process::Child) -> (bool, String) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut e = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut e).unwrap();
-    (status.success(), e)
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! path; a cut RDB channel and a cut main channel; and a write load that makes the classic
 //! sync loop on a small replica output buffer while the two-channel one completes.
 
-use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,19 +58,7 @@ fn start(url: &str, out: &std::path::Path, channels: &str, extra: &[&str]) -> Ch
 }
 
 fn stop(mut child: Child) -> (bool, String) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.success(), err)
+    crate::term(&mut child)
 }
 
 /// `INFO replication`'s replica lines.
