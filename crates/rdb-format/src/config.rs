@@ -61,6 +61,7 @@ pub struct Config {
     pub(crate) relaxed_version: bool,
     pub(crate) dup_check_limit: usize,
     pub(crate) lenient: bool,
+    pub(crate) packed_sizes: bool,
 }
 
 impl Default for Config {
@@ -73,6 +74,7 @@ impl Default for Config {
             recovery: Recovery::Abort,
             verify_checksum: true,
             skip_values: false,
+            packed_sizes: false,
             relaxed_version: false,
             dup_check_limit: 1 << 20,
             lenient: false,
@@ -117,6 +119,15 @@ impl Config {
     /// where building values would be wasted work.
     pub fn skip_values(&mut self, on: bool) -> &mut Self {
         self.skip_values = on;
+        self
+    }
+
+    /// Also deliver, just before each key's last item, an [`Item::Packed`] with the sizes of
+    /// the key's packed blobs (listpacks, ziplists, intsets, zipmaps; each quicklist node and
+    /// stream listpack): what a memory estimate needs and the values do not tell. Off by
+    /// default. Works with [`Config::skip_values`].
+    pub fn packed_sizes(&mut self, on: bool) -> &mut Self {
+        self.packed_sizes = on;
         self
     }
 

@@ -758,6 +758,50 @@ impl Chunk {
     }
 }
 
+/// The packed blobs of one key, as the file holds them: what a server that loads the file
+/// keeps in memory byte for byte (a listpack, an intset), or converts (a ziplist or zipmap into
+/// a listpack on Redis 7 and newer). Sizes are decompressed sizes.
+///
+/// ```
+/// let mut p = rdb_format::Packed::default();
+/// p.add(100, None);
+/// p.add(8191, None);
+/// assert_eq!((p.count, p.total, p.sizes.len()), (2, 8291, 2));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Packed {
+    /// Blobs seen (quicklist nodes, stream listpacks; 1 for a value that is one blob).
+    pub count: u64,
+    /// Their bytes in all.
+    pub total: u64,
+    /// Each blob's size in file order, for the first [`Packed::KEEP`] blobs (past that only
+    /// `count` and `total` grow: a huge value costs bounded memory).
+    pub sizes: Vec<u64>,
+    /// A stream's node keys (each listpack's master ID) in file order, for the first
+    /// [`Packed::KEEP`] nodes; empty for other types.
+    pub stream_nodes: Vec<StreamId>,
+}
+
+impl Packed {
+    /// How many sizes and stream node IDs are kept per key.
+    pub const KEEP: usize = 1 << 16;
+
+    /// Records one blob of `bytes` (and the stream node it is the listpack of).
+    pub fn add(&mut self, bytes: u64, node: Option<StreamId>) {
+        self.count += 1;
+        self.total += bytes;
+        if self.sizes.len() < Self::KEEP {
+            self.sizes.push(bytes);
+        }
+        if let Some(id) = node {
+            if self.stream_nodes.len() < Self::KEEP {
+                self.stream_nodes.push(id);
+            }
+        }
+    }
+}
+
 /// A function library (`FUNCTION2`, or the 7.0 release-candidate form).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Function {
@@ -854,6 +898,11 @@ pub enum Item {
         /// Why it was skipped.
         error: crate::Error,
     },
+    /// The sizes of the packed blobs (listpacks, ziplists, intsets, zipmaps) of the key whose
+    /// last item ([`Item::Key`], [`Item::KeyChecked`] or [`Item::KeyEnd`]) comes next; only
+    /// with [`Config::packed_sizes`](crate::Config::packed_sizes), and only for keys stored
+    /// with such blobs.
+    Packed(Box<Packed>),
     /// End of file.
     Eof {
         /// The checksum stored in the file: `None` before RDB 5, `Some(0)` when the writer

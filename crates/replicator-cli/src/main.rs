@@ -4,6 +4,7 @@
 
 mod aof;
 mod config;
+mod memory;
 mod obs;
 mod replicate;
 mod sync;
@@ -74,6 +75,9 @@ enum Cmd {
     /// Write a file, an AOF or a live master into Redis, Valkey or a Redis Cluster, in order,
     /// resumable.
     Sync(sync::SyncArgs),
+    /// Estimate each key's memory on the server that wrote the file (or on `--server-version`)
+    /// and report where it goes: CSV per key, or a JSON or HTML summary.
+    Memory(memory::MemoryArgs),
     /// Show the options a command would run with and where each came from (flag,
     /// environment, file, default); secrets redacted.
     Config(ConfigArgs),
@@ -251,6 +255,7 @@ fn main() -> ExitCode {
         Cmd::Check(args) => check(&args, observed.as_deref()),
         Cmd::Replicate(args) => replicate::replicate(args, observed.as_deref()),
         Cmd::Sync(args) => sync::sync(args, observed.as_deref()),
+        Cmd::Memory(args) => memory::memory(&args),
         Cmd::Config(mut args) => {
             if let Some(c) = &cli.ops.config {
                 if !args

@@ -9,6 +9,8 @@
 //! * The crates, whole: [`rdb`] (RDB decoder and encoder), [`resp`] (RESP codec), [`aof`] (AOF
 //!   reader), [`net`] (the replication client and its sans-IO core); and [`commands`] (a
 //!   command's key and value type, for filters).
+//! * [`memory`]: per-key memory estimates (`MEMORY USAGE` as the writing server would say it)
+//!   and the report of `replicator memory`.
 //! * One [`Error`] for all of them.
 //!
 //! | feature | default | what |
@@ -35,6 +37,8 @@ mod event;
 pub mod files;
 #[cfg(feature = "rdb")]
 pub mod filter;
+#[cfg(feature = "rdb")]
+pub mod memory;
 #[cfg(feature = "net")]
 pub mod observe;
 #[cfg(feature = "rdb")]

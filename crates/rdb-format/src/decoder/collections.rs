@@ -240,6 +240,9 @@ impl Decoder {
         let chunk = self.consume(src, done_at);
         seq.remaining -= raws.len() as u64;
         for r in raws.drain(..) {
+            if self.config.packed_sizes {
+                self.note_packed(&mut seq, &chunk, start, &r);
+            }
             let res = self
                 .check_member(&mut seq, &chunk, start, &r)
                 .and_then(|()| self.push_raw(&mut seq, &chunk, start, r));
@@ -306,8 +309,36 @@ impl Decoder {
         }
     }
 
+    /// Records a quicklist node's or stream node's blob ([`Config::packed_sizes`]): its
+    /// decompressed size, and a stream node's master ID when it reads as one (a bad one is
+    /// the element check's to report).
+    fn note_packed(&self, seq: &mut SeqState, chunk: &Bytes, base: u64, r: &RawEl) {
+        let size = |s: SRef| match s {
+            SRef::Raw(a, b) => b.saturating_sub(a) as u64,
+            SRef::Lzf(_, _, n) => n,
+            SRef::Int(_) => 0,
+        };
+        let (bytes, node) = match *r {
+            RawEl::Node(_, s) => (size(s), None),
+            RawEl::Stream(id, lp) => {
+                let node = self
+                    .mat_bytes(chunk, base, id)
+                    .ok()
+                    .and_then(|b| stream_id(&b).ok());
+                (size(lp), node)
+            }
+            _ => return,
+        };
+        seq.packed.get_or_insert_with(Box::default).add(bytes, node);
+    }
+
     #[allow(clippy::boxed_local)] // the state machine holds it boxed; unboxing would copy it
     pub(super) fn finish_seq(&mut self, mut seq: Box<SeqState>, meta: Option<StreamMeta>) {
+        if let Some(p) = seq.packed.take() {
+            if seq.damaged.is_none() {
+                self.out.push_back(Item::Packed(p));
+            }
+        }
         if let Some(error) = seq.damaged.take() {
             self.out.push_back(Item::Skipped {
                 key: seq.head.key.clone(),

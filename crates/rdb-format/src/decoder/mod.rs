@@ -160,6 +160,8 @@ struct SeqState {
     seen: Seen,
     /// The element (or node) count the value announced.
     total: u64,
+    /// The packed blobs seen ([`Config::packed_sizes`]).
+    packed: Option<Box<Packed>>,
 }
 
 /// Hashes of a collection's members (128-bit xxh3: a false duplicate is out of reach), up to
@@ -955,6 +957,7 @@ impl Decoder {
                 damaged: None,
                 seen: Seen::default(),
                 total: remaining,
+                packed: None,
             }))
         };
         match ty {
@@ -1113,6 +1116,11 @@ impl Decoder {
                     &mut scratch,
                 );
                 self.blob_raws.set(scratch);
+                if self.config.packed_sizes && decoded.is_ok() {
+                    let mut p = Box::<Packed>::default();
+                    p.add(blob.len() as u64, None);
+                    self.out.push_back(Item::Packed(p));
+                }
                 match decoded {
                     Ok(Some(v)) => self.emit_whole(head, v),
                     Ok(None) => self.emit_checked(head),

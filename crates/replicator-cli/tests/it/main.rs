@@ -2,6 +2,7 @@
 
 mod aof;
 mod fixtures;
+mod memory;
 mod newest;
 mod ops;
 mod rebuild;

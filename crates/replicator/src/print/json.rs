@@ -16,7 +16,7 @@ use crate::event::CommandEvent;
 // ---------------------------------------------------------------- JSON
 
 /// Writes a byte string as the spec says: a JSON string when UTF-8, else `{"base64": …}`.
-fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
     let plain = plain_ascii_prefix(b);
     if plain == b.len() {
         // the common case: printable ASCII with nothing to escape
@@ -93,7 +93,7 @@ fn next_escape(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-fn json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     escape_into(out, s.as_bytes());
     out.push(b'"');

@@ -23,7 +23,7 @@
 //! # Ok::<(), replicator::Error>(())
 //! ```
 
-mod json;
+pub(crate) mod json;
 mod rdb;
 mod resp;
 

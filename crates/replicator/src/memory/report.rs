@@ -1,0 +1,439 @@
+//! The summary of a memory report, in bounded memory.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use bytes::Bytes;
+
+use super::KeyMemory;
+
+/// Keys and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Keys.
+    pub keys: u64,
+    /// Estimated bytes.
+    pub bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: u64) {
+        self.keys += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// One of the biggest keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopKey {
+    /// Database.
+    pub db: u64,
+    /// The key.
+    pub key: Bytes,
+    /// Its type's name.
+    pub value_type: &'static str,
+    /// Its encoding.
+    pub encoding: &'static str,
+    /// Estimated bytes.
+    pub size: u64,
+    /// Elements.
+    pub elements: u64,
+}
+
+/// A key prefix and what its keys hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixStat {
+    /// The prefix, its last separator included.
+    pub prefix: Bytes,
+    /// How many separators it has (1 for `user:`).
+    pub depth: usize,
+    /// Its keys and their bytes.
+    pub tally: Tally,
+}
+
+/// A key just over a compact-encoding threshold, and what the compact encoding would save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    /// Database.
+    pub db: u64,
+    /// The key.
+    pub key: Bytes,
+    /// The setting whose default keeps it out of the compact encoding.
+    pub setting: &'static str,
+    /// Its estimated bytes now.
+    pub size: u64,
+    /// Bytes the compact encoding would save.
+    pub saves: u64,
+}
+
+/// Keys by time to live, measured from the report's "now".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TtlBuckets(pub [Tally; 7]);
+
+impl TtlBuckets {
+    /// The buckets' names, in order.
+    pub const NAMES: [&'static str; 7] = [
+        "none", "expired", "< 1 h", "< 1 d", "< 7 d", "< 30 d", ">= 30 d",
+    ];
+
+    /// The bucket of a key with this expiry, at `now_ms`.
+    ///
+    /// ```
+    /// use replicator::memory::TtlBuckets;
+    /// assert_eq!(TtlBuckets::bucket(None, 0), 0);
+    /// assert_eq!(TtlBuckets::bucket(Some(5), 10), 1);
+    /// assert_eq!(TtlBuckets::bucket(Some(7_200_000), 0), 3);
+    /// ```
+    pub fn bucket(expire_ms: Option<i64>, now_ms: i64) -> usize {
+        let Some(at) = expire_ms else { return 0 };
+        let left = at.saturating_sub(now_ms);
+        const H: i64 = 3_600_000;
+        match left {
+            ..=0 => 1,
+            l if l < H => 2,
+            l if l < 24 * H => 3,
+            l if l < 7 * 24 * H => 4,
+            l if l < 30 * 24 * H => 5,
+            _ => 6,
+        }
+    }
+}
+
+/// A bounded top-N list: the N largest by a weight, ties broken by arrival.
+#[derive(Debug, Clone)]
+struct Top<T> {
+    n: usize,
+    seq: u64,
+    heap: BinaryHeap<Reverse<Entry<T>>>,
+}
+
+/// A heap entry: weight, arrival (earlier wins ties) and the value.
+type Entry<T> = (u64, Reverse<u64>, Slot<T>);
+
+/// Carries a value through the heap without ordering by it.
+#[derive(Debug, Clone)]
+struct Slot<T>(T);
+
+impl<T> PartialEq for Slot<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> Eq for Slot<T> {}
+impl<T> PartialOrd for Slot<T> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<T> Ord for Slot<T> {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl<T> Top<T> {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            seq: 0,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn would_take(&self, w: u64) -> bool {
+        self.n > 0
+            && (self.heap.len() < self.n || self.heap.peek().is_some_and(|Reverse(t)| w > t.0))
+    }
+
+    fn push(&mut self, w: u64, make: impl FnOnce() -> T) {
+        if !self.would_take(w) {
+            return;
+        }
+        self.seq += 1;
+        self.heap
+            .push(Reverse((w, Reverse(self.seq), Slot(make()))));
+        if self.heap.len() > self.n {
+            self.heap.pop();
+        }
+    }
+
+    /// Largest first.
+    fn sorted(&self) -> Vec<&T> {
+        let mut v: Vec<_> = self.heap.iter().map(|Reverse(t)| t).collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        v.into_iter().map(|t| &t.2.0).collect()
+    }
+}
+
+/// The summary of a memory report: totals per database, type and encoding, the biggest keys
+/// by bytes and by elements, bytes per key prefix, a TTL histogram and encoding hints.
+///
+/// Bounded whatever the input: the top lists hold `top` keys each, and the prefix table at
+/// most [`Report::MAX_PREFIXES`] prefixes — past that the least-used half is folded into
+/// one "other" row per depth, and [`Report::folded`] counts what was folded (a folded prefix
+/// that shows up again starts over, so prefix figures are then lower bounds).
+///
+/// ```
+/// use replicator::memory::Report;
+/// let r = Report::new(10, b":", 3);
+/// assert_eq!(r.total_bytes(), 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Report {
+    top_n: usize,
+    sep: Vec<u8>,
+    depth: usize,
+    now_ms: i64,
+    total: Tally,
+    by_db: BTreeMap<u64, Tally>,
+    by_type: BTreeMap<&'static str, Tally>,
+    by_encoding: BTreeMap<(&'static str, &'static str), Tally>,
+    top_size: Top<TopKey>,
+    top_elems: Top<TopKey>,
+    prefixes: HashMap<Bytes, Tally>,
+    other: Vec<Tally>,
+    folded: u64,
+    no_prefix: Tally,
+    ttl: TtlBuckets,
+    hints: Top<Hint>,
+    hint_tally: Tally,
+    hint_saves: u64,
+    server: String,
+}
+
+impl Report {
+    /// Prefixes kept before the least-used are folded.
+    pub const MAX_PREFIXES: usize = 1 << 17;
+
+    /// A report keeping the `top` biggest keys, with prefixes cut at `sep` down to `depth`.
+    pub fn new(top: usize, sep: &[u8], depth: usize) -> Self {
+        Self {
+            top_n: top,
+            sep: sep.to_vec(),
+            depth,
+            now_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            total: Tally::default(),
+            by_db: BTreeMap::new(),
+            by_type: BTreeMap::new(),
+            by_encoding: BTreeMap::new(),
+            top_size: Top::new(top),
+            top_elems: Top::new(top),
+            prefixes: HashMap::new(),
+            other: vec![Tally::default(); depth],
+            folded: 0,
+            no_prefix: Tally::default(),
+            ttl: TtlBuckets::default(),
+            hints: Top::new(top),
+            hint_tally: Tally::default(),
+            hint_saves: 0,
+            server: String::new(),
+        }
+    }
+
+    /// The time TTLs are measured from (default: when the report was made; the CLI passes
+    /// the file's `ctime`).
+    pub fn now_ms(&mut self, ms: i64) -> &mut Self {
+        self.now_ms = ms;
+        self
+    }
+
+    /// A line naming the server model, shown in the rendered reports.
+    pub fn server(&mut self, text: &str) -> &mut Self {
+        self.server = text.to_string();
+        self
+    }
+
+    /// Counts one key.
+    pub fn add(&mut self, k: &KeyMemory) {
+        let ty = type_name(k.value_type);
+        self.total.add(k.size);
+        self.by_db.entry(k.db).or_default().add(k.size);
+        self.by_type.entry(ty).or_default().add(k.size);
+        self.by_encoding
+            .entry((ty, k.encoding))
+            .or_default()
+            .add(k.size);
+        let top = || TopKey {
+            db: k.db,
+            key: k.key.clone(),
+            value_type: ty,
+            encoding: k.encoding,
+            size: k.size,
+            elements: k.num_elements,
+        };
+        self.top_size.push(k.size, top);
+        self.top_elems.push(k.num_elements, top);
+        self.ttl.0[TtlBuckets::bucket(k.expire_ms, self.now_ms)].add(k.size);
+        if let Some((saves, setting)) = k.hint {
+            self.hint_tally.add(k.size);
+            self.hint_saves += saves;
+            self.hints.push(saves, || Hint {
+                db: k.db,
+                key: k.key.clone(),
+                setting,
+                size: k.size,
+                saves,
+            });
+        }
+        self.prefix(&k.key, k.size);
+    }
+
+    fn prefix(&mut self, key: &Bytes, size: u64) {
+        let mut found = 0;
+        let mut at = 0;
+        let sep = self.sep.len();
+        while found < self.depth && sep > 0 {
+            let Some(i) = find(&key[at..], &self.sep) else {
+                break;
+            };
+            at += i + sep;
+            found += 1;
+            self.prefixes.entry(key.slice(..at)).or_default().add(size);
+        }
+        if found == 0 {
+            self.no_prefix.add(size);
+        }
+        if self.prefixes.len() > Self::MAX_PREFIXES {
+            self.fold();
+        }
+    }
+
+    /// Folds the least-used half of the prefixes into the "other" rows.
+    fn fold(&mut self) {
+        let mut all: Vec<(Bytes, Tally)> = self.prefixes.drain().collect();
+        all.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(b.1.keys.cmp(&a.1.keys)));
+        let keep = Self::MAX_PREFIXES / 2;
+        for (p, t) in all.drain(keep..) {
+            let d = self.depth_of(&p).clamp(1, self.depth) - 1;
+            self.other[d].keys += t.keys;
+            self.other[d].bytes += t.bytes;
+            self.folded += 1;
+        }
+        self.prefixes.extend(all);
+    }
+
+    fn depth_of(&self, p: &[u8]) -> usize {
+        let mut n = 0;
+        let mut at = 0;
+        while let Some(i) = find(&p[at..], &self.sep) {
+            at += i + self.sep.len();
+            n += 1;
+        }
+        n
+    }
+
+    /// Estimated bytes of every key.
+    pub fn total_bytes(&self) -> u64 {
+        self.total.bytes
+    }
+
+    /// Keys and bytes in all.
+    pub fn total(&self) -> Tally {
+        self.total
+    }
+
+    /// Per database.
+    pub fn by_db(&self) -> &BTreeMap<u64, Tally> {
+        &self.by_db
+    }
+
+    /// Per type name (`string`, `list`, `set`, `zset`, `hash`, `stream`, …).
+    pub fn by_type(&self) -> &BTreeMap<&'static str, Tally> {
+        &self.by_type
+    }
+
+    /// Per type and encoding.
+    pub fn by_encoding(&self) -> &BTreeMap<(&'static str, &'static str), Tally> {
+        &self.by_encoding
+    }
+
+    /// The biggest keys by bytes, biggest first.
+    pub fn top_by_size(&self) -> Vec<&TopKey> {
+        self.top_size.sorted()
+    }
+
+    /// The biggest keys by elements, biggest first.
+    pub fn top_by_elements(&self) -> Vec<&TopKey> {
+        self.top_elems.sorted()
+    }
+
+    /// Prefixes by bytes, biggest first (ties by prefix).
+    pub fn prefixes(&self) -> Vec<PrefixStat> {
+        let mut v: Vec<PrefixStat> = self
+            .prefixes
+            .iter()
+            .map(|(p, t)| PrefixStat {
+                prefix: p.clone(),
+                depth: self.depth_of(p),
+                tally: *t,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.tally
+                .bytes
+                .cmp(&a.tally.bytes)
+                .then_with(|| a.prefix.cmp(&b.prefix))
+        });
+        v
+    }
+
+    /// Keys with no separator in their name.
+    pub fn no_prefix(&self) -> Tally {
+        self.no_prefix
+    }
+
+    /// The folded "other" rows, one per depth (1 first).
+    pub fn other(&self) -> &[Tally] {
+        &self.other
+    }
+
+    /// How many prefixes were folded into "other".
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
+    /// The TTL histogram.
+    pub fn ttl(&self) -> TtlBuckets {
+        self.ttl
+    }
+
+    /// Keys just over a compact-encoding threshold: the ones that would save most, and the
+    /// keys, bytes and savings of all of them.
+    pub fn hints(&self) -> (Vec<&Hint>, Tally, u64) {
+        (self.hints.sorted(), self.hint_tally, self.hint_saves)
+    }
+
+    pub(crate) fn top_n(&self) -> usize {
+        self.top_n
+    }
+
+    pub(crate) fn sep(&self) -> &[u8] {
+        &self.sep
+    }
+
+    pub(crate) fn depth(&self) -> usize {
+        self.depth
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.now_ms
+    }
+
+    pub(crate) fn server_text(&self) -> &str {
+        &self.server
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.len() == 1 {
+        return hay.iter().position(|&c| c == needle[0]);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The type's name as `TYPE` prints it.
+pub(crate) fn type_name(t: rdb_format::ValueType) -> &'static str {
+    t.name()
+}
