@@ -206,7 +206,6 @@ impl Sizer {
     fn zset(&self, acc: &mut KeyAcc, v: &[(Elem, f64)]) {
         for (m, score) in v {
             self.elem(acc, m);
-            acc.n -= 1;
             // the score as a listpack holds it: an integer when it is one, else its text
             let s = if score.fract() == 0.0 && score.abs() < 1e17 {
                 Elem::Int(*score as i64)
@@ -412,12 +411,12 @@ impl Sizer {
                 }
                 _ => {
                     let size = over + m.table(acc.n) + acc.members;
-                    if acc.n > 128 && acc.n <= 160 && !acc.long_elems {
+                    if acc.n > 512 && acc.n <= 640 && !acc.long_elems {
                         hint = Some((
                             size.saturating_sub(over + m.a(lp)),
                             "hash-max-listpack-entries",
                         ));
-                    } else if acc.n <= 128 && acc.long_elems && acc.largest <= 80 {
+                    } else if acc.n <= 512 && acc.long_elems && acc.largest <= 80 {
                         hint = Some((
                             size.saturating_sub(over + m.a(lp)),
                             "hash-max-listpack-value",

@@ -474,13 +474,23 @@ impl Model {
     /// members: what a collection's table costs besides its members.
     pub(crate) fn table(&self, n: u64) -> u64 {
         if self.layout.entryless() {
-            // 64-byte buckets of 7 entries, filled up to 100 %; the struct itself
-            let buckets = if n == 0 {
-                0
-            } else {
-                n.div_ceil(7).next_power_of_two()
-            };
-            return self.a(64 * buckets) * u64::from(buckets > 0) + 56;
+            // 64-byte buckets of 7 entries, grown past 100 % fill; a full bucket chains a
+            // child bucket: their expected number for keys spread at random (Poisson)
+            if n == 0 {
+                return 56;
+            }
+            let buckets = n.div_ceil(7).next_power_of_two();
+            let lambda = n as f64 / buckets as f64;
+            let mut p = (-lambda).exp();
+            let mut children = 0.0;
+            for k in 1..64u32 {
+                p *= lambda / f64::from(k);
+                if k > 7 {
+                    children += p * f64::from((k - 7).div_ceil(6));
+                }
+            }
+            let children = (children * buckets as f64).round() as u64;
+            return self.a(64 * buckets) + 56 + children * self.a(64);
         }
         let dict = if self.layout == Layout::Redis6 {
             96
@@ -504,14 +514,14 @@ impl Model {
     pub(crate) fn hash_field(&self, flen: u64, vlen: u64) -> u64 {
         match self.layout {
             Layout::Valkey81 | Layout::Valkey9 => {
-                // one entry: the field embedded, the value as an sds beside it (or inside
-                // the entry when small)
+                // one entry: the field embedded, the value inside it up to 128 bytes in all,
+                // else beside it behind a pointer
                 let field = 1 + sds_req(flen);
-                let val = 3 + vlen + 1;
-                if 8 + field + val <= 64 {
-                    self.a(8 + field + val)
+                let inside = field + 3 + vlen + 1;
+                if inside <= 128 {
+                    self.a(inside)
                 } else {
-                    self.a(8 + field) + self.a(sds_req(vlen))
+                    self.a(field + 8) + self.a(sds_req(vlen))
                 }
             }
             _ => self.sds(flen) + self.sds(vlen) + 24,
@@ -525,8 +535,8 @@ impl Model {
         let mut p = 0.75f64;
         for level in 1..=32u64 {
             let node = match self.layout {
-                // the member is embedded in the node
-                Layout::Valkey81 | Layout::Valkey9 => 24 + 16 * level + sds_req(len),
+                // the member embedded after the levels, no element pointer
+                Layout::Valkey9 => 16 + 16 * level + 1 + sds_req(len),
                 _ => 24 + 16 * level,
             };
             expected += p * self.a(node) as f64;
@@ -534,7 +544,11 @@ impl Model {
         }
         let node = expected.round() as u64;
         match self.layout {
-            Layout::Valkey81 | Layout::Valkey9 => node,
+            Layout::Valkey9 => node,
+            // the member's own string; a dict entry where the table has entries
+            Layout::Valkey81 => node + self.sds(len),
+            // a dict entry without a value slot
+            Layout::Redis8 => node + self.sds(len) + 16,
             _ => node + self.sds(len) + 24,
         }
     }
