@@ -5,5 +5,6 @@ mod dump_real;
 mod encode;
 mod golden;
 mod newest;
+mod packed;
 mod robustness;
 mod validation;

@@ -407,3 +407,222 @@ fn accuracy_valkey_8_1() {
 fn accuracy_valkey_9_1() {
     against("valkey-9.1", "libc");
 }
+
+#[test]
+fn the_html_report_is_html_with_svg_charts_and_the_json_has_every_part() {
+    let file = super::testdata().join("redis-7.0-compact.rdb");
+    let file = file.to_str().expect("path");
+    let dir = test_support::temp_dir("memory-html");
+    let html = dir.join("report.html");
+    let out = replicator(&[
+        "memory",
+        file,
+        "--format",
+        "html",
+        "-o",
+        html.to_str().expect("path"),
+        "--top",
+        "5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).expect("html");
+    let dom = tl::parse(&page, tl::ParserOptions::default()).expect("HTML parses");
+    let parser = dom.parser();
+    let count = |sel: &str| dom.query_selector(sel).map_or(0, Iterator::count);
+    assert_eq!(count("h1"), 1);
+    assert!(count("table") >= 1, "a table of the biggest keys");
+    assert_eq!(
+        count("svg"),
+        4,
+        "type and encoding bars, treemap, TTL chart"
+    );
+    // self-contained: nothing fetched
+    for tag in ["script", "link", "img", "iframe"] {
+        assert_eq!(count(tag), 0, "no <{tag}>");
+    }
+    let ns = "xmlns=\"http://www.w3.org/2000/svg\"";
+    assert_eq!(
+        page.matches("http").count(),
+        page.matches(ns).count(),
+        "only SVG namespaces"
+    );
+    // the biggest-keys table lists 5 keys (one header row)
+    let rows = dom
+        .query_selector("tr")
+        .expect("rows")
+        .filter(|r| {
+            r.get(parser)
+                .is_some_and(|n| n.inner_html(parser).contains("<td"))
+        })
+        .count();
+    assert!(rows >= 5, "{rows} rows");
+    // every chart is well-formed XML
+    let mut at = 0;
+    let mut svgs = 0;
+    while let Some(i) = page[at..].find("<svg") {
+        let start = at + i;
+        let end = start + page[start..].find("</svg>").expect("closed svg") + "</svg>".len();
+        let doc = roxmltree::Document::parse(&page[start..end])
+            .unwrap_or_else(|e| panic!("SVG is not XML: {e}\n{}", &page[start..end]));
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        svgs += 1;
+        at = end;
+    }
+    assert_eq!(svgs, 4);
+
+    let out = replicator(&["memory", file, "--format", "json", "--top", "5"]);
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for field in [
+        "server",
+        "total",
+        "databases",
+        "types",
+        "encodings",
+        "top_by_bytes",
+        "top_by_elements",
+        "prefixes",
+        "ttl",
+        "encoding_hints",
+    ] {
+        assert!(!j[field].is_null(), "json lacks {field}");
+    }
+    assert_eq!(j["top_by_bytes"].as_array().expect("top").len(), 5);
+    let top: Vec<u64> = j["top_by_bytes"]
+        .as_array()
+        .expect("top")
+        .iter()
+        .map(|k| k["bytes"].as_u64().expect("bytes"))
+        .collect();
+    assert!(
+        top.windows(2).all(|w| w[0] >= w[1]),
+        "biggest first: {top:?}"
+    );
+    assert_eq!(j["ttl"].as_array().expect("ttl").len(), 7);
+    assert!(
+        j["server"]
+            .as_str()
+            .expect("server")
+            .starts_with("Redis 7.0")
+    );
+}
+
+#[test]
+fn csv_keys_round_trip_through_a_csv_reader_and_filters_apply() {
+    let Some(bin) = server_named("redis-7.0", "memory CSV keys") else {
+        return;
+    };
+    let server = Server::start(&bin, &[], None).expect("server");
+    let mut c = server.client().expect("client");
+    let odd: [&[u8]; 5] = [b"a,b", b"say \"hi\"", b"two\nlines", b"plain", b"tab\there"];
+    for k in odd {
+        c.cmd_bytes(&[b"SET", k, b"v"]).expect("set");
+    }
+    c.cmd(&["HSET", "h", "f", "v"]).expect("hset");
+    c.cmd(&["SELECT", "2"]).expect("select");
+    c.cmd(&["SET", "other", "1"]).expect("set");
+    c.ok(&["SAVE"]).expect("save");
+    let dump = server.dir.join("dump.rdb");
+    let dump = dump.to_str().expect("path");
+    let out = replicator(&["memory", dump]);
+    assert!(out.status.success());
+    let rows = parse_csv(&out.stdout);
+    let mut want: Vec<Vec<u8>> = odd.iter().map(|k| k.to_vec()).collect();
+    want.push(b"h".to_vec());
+    want.push(b"other".to_vec());
+    want.sort();
+    assert_eq!(rows.keys().cloned().collect::<Vec<_>>(), want);
+
+    let out = replicator(&["memory", dump, "--db", "0", "--type", "hash"]);
+    assert!(out.status.success());
+    let rows = parse_csv(&out.stdout);
+    assert_eq!(
+        rows.keys().cloned().collect::<Vec<_>>(),
+        vec![b"h".to_vec()]
+    );
+    assert_eq!(rows[&b"h".to_vec()].ty, "hash");
+}
+
+#[test]
+fn a_live_master_and_its_saved_file_give_the_same_report() {
+    let Some(bin) = server_named("redis-7.0", "memory from a live master") else {
+        return;
+    };
+    let mut server = Server::start(&bin, &[], None).expect("server");
+    let mut c = server.client().expect("client");
+    fill(&mut c, 7, true);
+    drop(c);
+    server.restart().expect("restart");
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let live = replicator(&[
+        "memory",
+        &url,
+        "--format",
+        "json",
+        "--allocator",
+        "jemalloc-16",
+    ]);
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let dump = server.dir.join("dump.rdb");
+    let file = replicator(&[
+        "memory",
+        dump.to_str().expect("path"),
+        "--format",
+        "json",
+        "--allocator",
+        "jemalloc-16",
+    ]);
+    assert!(file.status.success());
+    let a: serde_json::Value = serde_json::from_slice(&live.stdout).expect("json");
+    let b: serde_json::Value = serde_json::from_slice(&file.stdout).expect("json");
+    for field in ["total", "types", "encodings", "prefixes", "top_by_bytes"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+    assert!(a["total"]["keys"].as_u64().expect("keys") > 600);
+}
+
+#[test]
+fn an_aofs_base_is_reported() {
+    let Some(bin) = server_named("redis-7.0", "memory of an AOF base") else {
+        return;
+    };
+    let server = Server::start(
+        &bin,
+        &[("appendonly", "yes"), ("aof-use-rdb-preamble", "yes")],
+        None,
+    )
+    .expect("server");
+    let mut c = server.client().expect("client");
+    let n = fill(&mut c, 11, true);
+    c.ok(&["BGREWRITEAOF"]).expect("rewrite");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server
+        .info("persistence", "aof_rewrite_in_progress")
+        .as_deref()
+        != Some("0")
+        || server
+            .info("persistence", "aof_rewrite_scheduled")
+            .as_deref()
+            != Some("0")
+    {
+        assert!(std::time::Instant::now() < deadline, "rewrite did not end");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dir = server.dir.join("appendonlydir");
+    let out = replicator(&["memory", dir.to_str().expect("path"), "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(j["total"]["keys"], n as u64);
+}

@@ -277,7 +277,6 @@ pub(crate) struct RaxCount {
     prev: Option<[u8; 16]>,
     /// Depths of the open branch nodes, shallowest first, with their child counts.
     stack: Vec<(u32, u64)>,
-    /// Shallowest branch depth seen (the root's compressed prefix length when above 0).
     keys: u64,
     nodes: u64,
     bytes: u64,
@@ -306,8 +305,7 @@ impl RaxCount {
         let lcp = lcp.min(ID_LEN - 1);
         // close branches deeper than the split point; the previous key hangs from the
         // deepest open branch at or above it
-        let mut child_depth = ID_LEN; // the previous leaf
-        self.edge(self.last_parent.max(lcp), child_depth, true, alloc);
+        self.edge(self.last_parent.max(lcp), ID_LEN, true, alloc);
         while let Some(&(d, kids)) = self.stack.last() {
             if d <= lcp {
                 break;
@@ -316,9 +314,7 @@ impl RaxCount {
             let parent = self.stack.last().map_or(lcp, |&(p, _)| p.max(lcp));
             self.branch(kids, alloc);
             self.edge(parent, d, false, alloc);
-            child_depth = d;
         }
-        let _ = child_depth;
         match self.stack.last_mut() {
             Some((d, kids)) if *d == lcp => *kids += 1,
             _ => {
@@ -398,12 +394,9 @@ impl Model {
         self.alloc.usable(n)
     }
 
-    /// `sdsAllocSize` of a fresh `sds` of `len` bytes: its allocation (a type-5 `sds` knows
-    /// only its length).
+    /// What `MEMORY USAGE` counts for an `sds` of `len` bytes made to measure: its
+    /// allocation.
     pub(crate) fn sds(&self, len: u64) -> u64 {
-        if sds_hdr(len) == 1 && self.layout < Layout::Valkey81 {
-            return self.a(sds_req(len));
-        }
         self.a(sds_req(len))
     }
 
@@ -602,5 +595,83 @@ impl Model {
     /// Whether the file's encoding is what this server holds in memory.
     pub(crate) fn keeps(&self, enc: Encoding) -> bool {
         !matches!(enc, Encoding::Ziplist | Encoding::Zipmap) || self.layout.ziplists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rax(ids: &[(u64, u64)]) -> (u64, u64) {
+        let mut r = RaxCount::default();
+        for &(ms, seq) in ids {
+            r.push(StreamId { ms, seq }, Allocator::Libc);
+        }
+        let (k, n, _) = r.finish(Allocator::Libc);
+        (k, n)
+    }
+
+    #[test]
+    fn radix_tree_node_counts() {
+        // one key: the root holds it compressed, then the leaf
+        assert_eq!(rax(&[(1, 0)]), (1, 2));
+        // two keys differing in the last byte: prefix root, branch, two leaves
+        assert_eq!(rax(&[(1, 0), (1, 1)]), (2, 4));
+        // three under one branch
+        assert_eq!(rax(&[(1, 0), (1, 1), (1, 2)]), (3, 5));
+        // differing in byte 7 and in byte 15: root, branch at 7 with two children,
+        // the first child's compressed path, a branch at 15, three leaves, and the
+        // second child's compressed path to its leaf
+        assert_eq!(rax(&[(1, 0), (1, 1), (2, 0)]), (3, 8));
+    }
+
+    #[test]
+    fn listpack_and_ziplist_sizes() {
+        let mut c = CompactSize::default();
+        for e in [Elem::from("a"), Elem::Int(5), Elem::Int(100_000)] {
+            c.push(&e);
+        }
+        // a: 1+1+1; 5: 1+1; 100000: 4+1 (24-bit)
+        assert_eq!(c.listpack(), 6 + 3 + 2 + 5 + 1);
+        // ziplist: prevlen 1 each; "a" 1+1; 5 immediate 1; 100000 1+3
+        assert_eq!(c.ziplist(), 10 + 3 + 2 + 5 + 1);
+        assert_eq!(int_like(b"0123"), None);
+        assert_eq!(int_like(b"-12"), Some(-12));
+        assert_eq!(int_like(b"+1"), None);
+    }
+
+    #[test]
+    fn string_keys_as_the_servers_say() {
+        // figures read off the servers with MEMORY USAGE (key "c")
+        let x = Elem::from("x");
+        let r70 = Model {
+            layout: Layout::Redis70,
+            alloc: Allocator::Jemalloc16,
+        };
+        assert_eq!(r70.string_key(1, false, &x), 64);
+        let r8 = Model {
+            layout: Layout::Redis8,
+            alloc: Allocator::Jemalloc,
+        };
+        assert_eq!(r8.string_key(1, false, &x), 32);
+        assert_eq!(r8.string_len_key(1, false, 41), 72);
+        let v81 = Model {
+            layout: Layout::Valkey81,
+            alloc: Allocator::Libc,
+        };
+        assert_eq!(v81.string_key(1, false, &x), 40);
+        assert_eq!(v81.string_len_key(1, false, 41), 80);
+        let v9 = Model {
+            layout: Layout::Valkey9,
+            alloc: Allocator::Libc,
+        };
+        assert_eq!(v9.string_key(1, false, &x), 24);
+        assert_eq!(v9.string_len_key(1, false, 113), 144);
+        let r6 = Model {
+            layout: Layout::Redis6,
+            alloc: Allocator::Libc,
+        };
+        assert_eq!(r6.string_key(1, false, &x), 67);
+        assert_eq!(r6.string_len_key(1, false, 45), 120);
     }
 }

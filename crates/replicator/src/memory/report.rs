@@ -99,16 +99,19 @@ impl TtlBuckets {
     }
 }
 
-/// A bounded top-N list: the N largest by a weight, ties broken by arrival.
+/// A bounded top-N list: the N largest by a weight, ties broken by (db, key), smaller first,
+/// so the same keys in any order give the same list.
 #[derive(Debug, Clone)]
 struct Top<T> {
     n: usize,
-    seq: u64,
     heap: BinaryHeap<Reverse<Entry<T>>>,
 }
 
-/// A heap entry: weight, arrival (earlier wins ties) and the value.
-type Entry<T> = (u64, Reverse<u64>, Slot<T>);
+/// Which of two keys comes first among equal weights.
+type Tie = Reverse<(u64, Bytes)>;
+
+/// A heap entry: weight, tie-break and the value.
+type Entry<T> = (u64, Tie, Slot<T>);
 
 /// Carries a value through the heap without ordering by it.
 #[derive(Debug, Clone)]
@@ -135,23 +138,24 @@ impl<T> Top<T> {
     fn new(n: usize) -> Self {
         Self {
             n,
-            seq: 0,
             heap: BinaryHeap::new(),
         }
     }
 
-    fn would_take(&self, w: u64) -> bool {
-        self.n > 0
-            && (self.heap.len() < self.n || self.heap.peek().is_some_and(|Reverse(t)| w > t.0))
-    }
-
-    fn push(&mut self, w: u64, make: impl FnOnce() -> T) {
-        if !self.would_take(w) {
+    fn push(&mut self, w: u64, db: u64, key: &Bytes, make: impl FnOnce() -> T) {
+        if self.n == 0 {
             return;
         }
-        self.seq += 1;
-        self.heap
-            .push(Reverse((w, Reverse(self.seq), Slot(make()))));
+        let tie = Reverse((db, key.clone()));
+        if self.heap.len() >= self.n {
+            let Some(Reverse(min)) = self.heap.peek() else {
+                return;
+            };
+            if (w, &tie) <= (min.0, &min.1) {
+                return;
+            }
+        }
+        self.heap.push(Reverse((w, tie, Slot(make()))));
         if self.heap.len() > self.n {
             self.heap.pop();
         }
@@ -160,7 +164,7 @@ impl<T> Top<T> {
     /// Largest first.
     fn sorted(&self) -> Vec<&T> {
         let mut v: Vec<_> = self.heap.iter().map(|Reverse(t)| t).collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
         v.into_iter().map(|t| &t.2.0).collect()
     }
 }
@@ -199,6 +203,7 @@ pub struct Report {
     hint_tally: Tally,
     hint_saves: u64,
     server: String,
+    max_prefixes: usize,
 }
 
 impl Report {
@@ -229,6 +234,7 @@ impl Report {
             hint_tally: Tally::default(),
             hint_saves: 0,
             server: String::new(),
+            max_prefixes: Self::MAX_PREFIXES,
         }
     }
 
@@ -236,6 +242,13 @@ impl Report {
     /// the file's `ctime`).
     pub fn now_ms(&mut self, ms: i64) -> &mut Self {
         self.now_ms = ms;
+        self
+    }
+
+    /// How many prefixes are kept before the least-used half is folded (default
+    /// [`Report::MAX_PREFIXES`]; at least 2).
+    pub fn max_prefixes(&mut self, n: usize) -> &mut Self {
+        self.max_prefixes = n.max(2);
         self
     }
 
@@ -263,13 +276,13 @@ impl Report {
             size: k.size,
             elements: k.num_elements,
         };
-        self.top_size.push(k.size, top);
-        self.top_elems.push(k.num_elements, top);
+        self.top_size.push(k.size, k.db, &k.key, top);
+        self.top_elems.push(k.num_elements, k.db, &k.key, top);
         self.ttl.0[TtlBuckets::bucket(k.expire_ms, self.now_ms)].add(k.size);
         if let Some((saves, setting)) = k.hint {
             self.hint_tally.add(k.size);
             self.hint_saves += saves;
-            self.hints.push(saves, || Hint {
+            self.hints.push(saves, k.db, &k.key, || Hint {
                 db: k.db,
                 key: k.key.clone(),
                 setting,
@@ -295,7 +308,7 @@ impl Report {
         if found == 0 {
             self.no_prefix.add(size);
         }
-        if self.prefixes.len() > Self::MAX_PREFIXES {
+        if self.prefixes.len() > self.max_prefixes {
             self.fold();
         }
     }
@@ -304,7 +317,7 @@ impl Report {
     fn fold(&mut self) {
         let mut all: Vec<(Bytes, Tally)> = self.prefixes.drain().collect();
         all.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(b.1.keys.cmp(&a.1.keys)));
-        let keep = Self::MAX_PREFIXES / 2;
+        let keep = self.max_prefixes / 2;
         for (p, t) in all.drain(keep..) {
             let d = self.depth_of(&p).clamp(1, self.depth) - 1;
             self.other[d].keys += t.keys;
@@ -436,4 +449,90 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// The type's name as `TYPE` prints it.
 pub(crate) fn type_name(t: rdb_format::ValueType) -> &'static str {
     t.name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdb_format::ValueType;
+
+    fn key(db: u64, k: &str, size: u64) -> KeyMemory {
+        KeyMemory {
+            db,
+            key: Bytes::from(k.to_owned()),
+            value_type: ValueType::String,
+            encoding: "raw",
+            size,
+            num_elements: size,
+            len_largest_element: size,
+            expire_ms: None,
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn top_lists_do_not_depend_on_the_order_keys_come_in() {
+        let keys: Vec<KeyMemory> = (0..50)
+            .map(|i| key(0, &format!("k{i:02}"), i % 7))
+            .collect();
+        let mut a = Report::new(5, b":", 2);
+        let mut b = Report::new(5, b":", 2);
+        for k in &keys {
+            a.add(k);
+        }
+        for k in keys.iter().rev() {
+            b.add(k);
+        }
+        let names =
+            |r: &Report| -> Vec<Bytes> { r.top_by_size().iter().map(|t| t.key.clone()).collect() };
+        assert_eq!(names(&a), names(&b));
+        assert_eq!(names(&a), ["k06", "k13", "k20", "k27", "k34"]);
+    }
+
+    #[test]
+    fn the_prefix_table_stays_bounded_and_accounts_for_what_it_folds() {
+        let mut r = Report::new(3, b":", 2);
+        r.max_prefixes(64);
+        for i in 0..5000u64 {
+            // a few heavy prefixes and many light ones
+            let k = if i % 10 == 0 {
+                format!("heavy{}:x:{i}", i % 3)
+            } else {
+                format!("light{i}:y:{i}")
+            };
+            r.add(&key(0, &k, if i % 10 == 0 { 1000 } else { 1 }));
+            assert!(r.prefixes.len() <= 64 + 2);
+        }
+        assert!(r.folded() > 0);
+        let kept: Vec<PrefixStat> = r.prefixes();
+        for h in 0..3 {
+            let p = format!("heavy{h}:");
+            let s = kept
+                .iter()
+                .find(|s| s.prefix == p)
+                .expect("heavy prefix kept");
+            assert!(s.tally.keys >= 160, "{p}: {:?}", s.tally);
+        }
+        // every key is in a depth-1 row or in depth 1's "other"
+        let depth1: u64 = kept
+            .iter()
+            .filter(|s| s.depth == 1)
+            .map(|s| s.tally.keys)
+            .sum();
+        assert_eq!(depth1 + r.other()[0].keys + r.no_prefix().keys, 5000);
+    }
+
+    #[test]
+    fn ttl_buckets_and_totals() {
+        let mut r = Report::new(3, b":", 1);
+        r.now_ms(1_000_000);
+        let mut k = key(1, "a", 10);
+        k.expire_ms = Some(1_000_000 + 2 * 3_600_000);
+        r.add(&k);
+        r.add(&key(0, "b", 5));
+        assert_eq!(r.ttl().0[3], Tally { keys: 1, bytes: 10 });
+        assert_eq!(r.ttl().0[0], Tally { keys: 1, bytes: 5 });
+        assert_eq!(r.by_db()[&1], Tally { keys: 1, bytes: 10 });
+        assert_eq!(r.total(), Tally { keys: 2, bytes: 15 });
+    }
 }
