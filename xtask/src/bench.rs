@@ -4,7 +4,8 @@
 //!
 //! Makes a mixed data set with a real redis-server (DEBUG POPULATE strings, lists, sets, zsets,
 //! hashes, streams, plus one big hash), saves it, then times `replicator check`,
-//! `replicator dump --format count` and `dump --format jsonl > /dev/null` (wall time, MB/s,
+//! `replicator dump --format count`, `dump --format jsonl > /dev/null` and the memory report
+//! (`memory --format csv|json|html`) (wall time, MB/s,
 //! keys/s, peak RSS from `getrusage` of the child) next to redis-server's own load time of the
 //! same file (from its log) and redis-check-rdb.
 
@@ -144,6 +145,18 @@ fn files(bin: &Path, file: &Path) -> Result<()> {
         (
             "replicator dump --format jsonl",
             vec![b, "dump", f, "--format", "jsonl"],
+        ),
+        (
+            "replicator memory --format csv",
+            vec![b, "memory", f, "--format", "csv"],
+        ),
+        (
+            "replicator memory --format json",
+            vec![b, "memory", f, "--format", "json"],
+        ),
+        (
+            "replicator memory --format html",
+            vec![b, "memory", f, "--format", "html"],
         ),
     ];
     if Path::new("/usr/bin/redis-check-rdb").is_file() {

@@ -62,6 +62,7 @@ pub struct Config {
     pub(crate) dup_check_limit: usize,
     pub(crate) lenient: bool,
     pub(crate) packed_sizes: bool,
+    pub(crate) build_packed: bool,
 }
 
 impl Default for Config {
@@ -75,6 +76,7 @@ impl Default for Config {
             verify_checksum: true,
             skip_values: false,
             packed_sizes: false,
+            build_packed: true,
             relaxed_version: false,
             dup_check_limit: 1 << 20,
             lenient: false,
@@ -128,6 +130,16 @@ impl Config {
     /// default. Works with [`Config::skip_values`].
     pub fn packed_sizes(&mut self, on: bool) -> &mut Self {
         self.packed_sizes = on;
+        self
+    }
+
+    /// `false`: values stored as packed blobs (listpacks, ziplists, intsets, zipmaps, and
+    /// quicklists of them) are checked but not built and come out as [`Item::KeyChecked`];
+    /// with [`Config::packed_sizes`] their [`Item::Packed`] tells their size, element count
+    /// and longest element. Other values are built as usual. Default `true`. For a memory
+    /// estimate, which needs the elements of hashtables but only the sizes of packed values.
+    pub fn build_packed(&mut self, on: bool) -> &mut Self {
+        self.build_packed = on;
         self
     }
 

@@ -781,11 +781,23 @@ pub struct Packed {
     /// A stream's node keys (each listpack's master ID) in file order, for the first
     /// [`Packed::KEEP`] nodes; empty for other types.
     pub stream_nodes: Vec<StreamId>,
+    /// Elements the blobs hold: list items, set members, sorted-set members, hash fields (0 for
+    /// streams).
+    pub elements: u64,
+    /// The longest element's text in bytes (of hashes: fields and values; of sorted sets:
+    /// members).
+    pub largest: u64,
 }
 
 impl Packed {
     /// How many sizes and stream node IDs are kept per key.
     pub const KEEP: usize = 1 << 16;
+
+    /// Records elements of the blobs: `n` more, the longest `largest` bytes.
+    pub fn elements(&mut self, n: u64, largest: u64) {
+        self.elements += n;
+        self.largest = self.largest.max(largest);
+    }
 
     /// Records one blob of `bytes` (and the stream node it is the listpack of).
     pub fn add(&mut self, bytes: u64, node: Option<StreamId>) {

@@ -201,8 +201,10 @@ pub(crate) fn memory(args: &MemoryArgs) -> anyhow::Result<ExitCode> {
     } else {
         let path = PathBuf::from(&args.source);
         let mut opts = files::Options::new();
+        // packed values need only their sizes: checked, not built
         opts.rdb_mut()
             .packed_sizes(true)
+            .build_packed(false)
             .relaxed_version(args.relaxed_version);
         let mut events = files::open_with(&path, &opts)?;
         let progress = crate::Progress::new(events.len());
@@ -260,7 +262,9 @@ fn live(
 ) -> anyhow::Result<()> {
     let mut b = replicator::Replicator::builder(url)?;
     let mut rdb = replicator::Config::default();
-    rdb.packed_sizes(true).relaxed_version(relaxed);
+    rdb.packed_sizes(true)
+        .build_packed(false)
+        .relaxed_version(relaxed);
     b.rdb_only(true)
         .rdb_config(rdb)
         .read_timeout(Duration::from_secs(60));

@@ -309,6 +309,11 @@ impl Decoder {
         }
     }
 
+    /// Whether this value is a quicklist left unbuilt ([`Config::build_packed`] off).
+    fn skips_packed(&self, seq: &SeqState) -> bool {
+        !self.config.build_packed && matches!(seq.kind, SeqKind::Quicklist1 | SeqKind::Quicklist2)
+    }
+
     /// Records a quicklist node's or stream node's blob ([`Config::packed_sizes`]): its
     /// decompressed size, and a stream node's master ID when it reads as one (a bad one is
     /// the element check's to report).
@@ -344,7 +349,7 @@ impl Decoder {
                 key: seq.head.key.clone(),
                 error,
             });
-        } else if self.config.skip_values {
+        } else if self.config.skip_values || self.skips_packed(&seq) {
             self.out.push_back(Item::KeyChecked(seq.head));
         } else if seq.started {
             let rest = seq.acc.take();
@@ -378,7 +383,7 @@ impl Decoder {
     /// Checks an element without building it (skip-values mode).
     pub(super) fn check_raw(
         &self,
-        seq: &SeqState,
+        seq: &mut SeqState,
         chunk: &Bytes,
         base: u64,
         r: RawEl,
@@ -395,13 +400,27 @@ impl Decoder {
             RawEl::Node(container, s) => {
                 let at = sref_at(s);
                 let blob = self.mat_bytes(chunk, base, s)?;
+                let (mut n, mut largest) = (0u64, 0u64);
+                let count = |r: encodings::Raw| {
+                    n += 1;
+                    largest = largest.max(r.text_len());
+                    Ok(())
+                };
                 match (seq.kind, container) {
-                    (SeqKind::Quicklist2, 1) => Ok(()),
-                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, |_| Ok(())),
-                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, |_| Ok(())),
+                    (SeqKind::Quicklist2, 1) => {
+                        n = 1;
+                        largest = blob.len() as u64;
+                        Ok(())
+                    }
+                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, count),
+                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, count),
                     _ => return Err(bad_container(container, base + at as u64)),
                 }
-                .map_err(|e| blob_err(e, s))
+                .map_err(|e| blob_err(e, s))?;
+                if let Some(p) = seq.packed.as_mut() {
+                    p.elements(n, largest);
+                }
+                Ok(())
             }
             RawEl::Stream(id, lp_ref) => {
                 let id = self.mat_bytes(chunk, base, id)?;
@@ -511,7 +530,7 @@ impl Decoder {
         base: u64,
         r: RawEl,
     ) -> Result<()> {
-        if self.config.skip_values {
+        if self.config.skip_values || self.skips_packed(seq) {
             return self.check_raw(seq, chunk, base, r);
         }
         let blob_err = |e: BlobError, s: SRef| blob_error(e, base, s);
@@ -548,6 +567,7 @@ impl Decoder {
             (Acc::List(v), RawEl::Node(container, s)) => {
                 let at = sref_at(s);
                 let blob = self.mat_bytes(chunk, base, s)?;
+                let before = v.len();
                 let push = |r: encodings::Raw| {
                     v.push(r.elem(&blob));
                     Ok(())
@@ -562,6 +582,11 @@ impl Decoder {
                     _ => return Err(bad_container(container, base + at as u64)),
                 }
                 .map_err(|e| blob_err(e, s))?;
+                if let Some(p) = seq.packed.as_mut() {
+                    let new = &v[before..];
+                    let largest = new.iter().map(|e| e.len() as u64).max().unwrap_or(0);
+                    p.elements(new.len() as u64, largest);
+                }
             }
             (Acc::Stream(v), RawEl::Stream(id, lp_ref)) => {
                 let id = self.mat_bytes(chunk, base, id)?;

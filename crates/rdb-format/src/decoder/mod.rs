@@ -1112,15 +1112,17 @@ impl Decoder {
                 let decoded = decode_blob(
                     head.type_byte,
                     &blob,
-                    !self.config.skip_values,
+                    !self.config.skip_values && self.config.build_packed,
                     &mut scratch,
                 );
-                self.blob_raws.set(scratch);
                 if self.config.packed_sizes && decoded.is_ok() {
                     let mut p = Box::<Packed>::default();
                     p.add(blob.len() as u64, None);
+                    let (n, largest) = blob_elements(head.type_byte, &scratch.raws);
+                    p.elements(n, largest);
                     self.out.push_back(Item::Packed(p));
                 }
+                self.blob_raws.set(scratch);
                 match decoded {
                     Ok(Some(v)) => self.emit_whole(head, v),
                     Ok(None) => self.emit_checked(head),
@@ -1178,6 +1180,28 @@ impl Decoder {
         };
         Ok(true)
     }
+}
+
+/// Elements of a decoded blob and the longest one's text: hash fields (fields and values
+/// measured), sorted-set members (members measured), list items and set members.
+fn blob_elements(ty: u8, raws: &[encodings::Raw]) -> (u64, u64) {
+    let per = match ty {
+        9 | 12 | 13 | 16 | 17 => 2,
+        23 | 25 => 3,
+        _ => 1,
+    };
+    let measured = match ty {
+        12 | 17 => 1,
+        9 | 13 | 16 | 23 | 25 => 2,
+        _ => 1,
+    };
+    let largest = raws
+        .chunks_exact(per)
+        .flat_map(|c| c[..measured].iter())
+        .map(|r| r.text_len())
+        .max()
+        .unwrap_or(0);
+    ((raws.len() / per) as u64, largest)
 }
 
 fn sref_at(s: SRef) -> usize {

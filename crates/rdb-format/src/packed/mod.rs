@@ -28,6 +28,17 @@ pub(crate) enum Raw {
 }
 
 impl Raw {
+    /// Length of the element's text.
+    pub(crate) fn text_len(self) -> u64 {
+        match self {
+            Self::Range(a, b) => (b - a) as u64,
+            Self::Int(i) => {
+                let digits = i.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1);
+                u64::from(digits) + u64::from(i < 0)
+            }
+        }
+    }
+
     pub(crate) fn elem(self, blob: &Bytes) -> Elem {
         match self {
             Self::Range(a, b) => Elem::Bytes(blob.slice(a..b)),

@@ -43,7 +43,7 @@ pub use model::{Allocator, Layout, Model};
 pub use render::{CSV_HEADER, csv_row};
 pub use report::{Hint, PrefixStat, Report, Tally, TopKey, TtlBuckets};
 
-use model::{CompactSize, RaxCount, int_like, int_width, intset_bytes};
+use model::{CompactSize, RaxCount, Shape, int_width, intset_bytes};
 
 /// What one key costs, with what the CSV report shows of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +77,10 @@ struct KeyAcc {
     n: u64,
     largest: u64,
     compact: CompactSize,
+    /// The elements were not seen, only the packed sizes (an unbuilt packed value).
+    from_sizes: bool,
+    /// Whether the compact sizes are still wanted (a conversion or a hint may need them).
+    compact_on: bool,
     /// All members are integers (sets), and the widest needs this many bytes.
     all_int: bool,
     int_width: u64,
@@ -97,6 +101,8 @@ struct KeyAcc {
 #[derive(Debug)]
 pub struct Sizer {
     model: Model,
+    /// Skiplist member costs by member length, for lengths under 256.
+    zset_costs: Vec<u64>,
     db: u64,
     cur: Option<KeyAcc>,
     packed: Option<Box<Packed>>,
@@ -107,6 +113,7 @@ impl Sizer {
     pub fn new(model: Model) -> Self {
         Self {
             model,
+            zset_costs: (0..256).map(|len| model.zset_member(len)).collect(),
             db: 0,
             cur: None,
             packed: None,
@@ -138,6 +145,22 @@ impl Sizer {
                 self.cur = Some(self.start(head));
                 None
             }
+            Item::KeyChecked(head) => {
+                // a packed value left unbuilt (`Config::build_packed(false)`): its sizes say
+                // what is needed
+                let mut acc = self.start(head);
+                if let Some(p) = &self.packed {
+                    acc.n = p.elements;
+                    acc.largest = p.largest;
+                    acc.long_elems = p.largest > 64;
+                    acc.all_int = head.encoding == Encoding::Intset;
+                    if acc.all_int && p.elements > 0 {
+                        acc.int_width = p.total.saturating_sub(8) / p.elements;
+                    }
+                }
+                acc.from_sizes = true;
+                Some(self.finish(acc))
+            }
             Item::Chunk(c) => {
                 let mut acc = self.cur.take()?;
                 self.chunk(&mut acc, c);
@@ -163,6 +186,8 @@ impl Sizer {
             n: 0,
             largest: 0,
             compact: CompactSize::default(),
+            compact_on: self.needs_compact(head),
+            from_sizes: false,
             all_int: true,
             int_width: 2,
             long_elems: false,
@@ -175,19 +200,46 @@ impl Sizer {
         }
     }
 
-    fn elem(&self, acc: &mut KeyAcc, e: &Elem) {
-        let len = e.len() as u64;
+    /// Whether a key's compact size must be worked out from its elements: when the server
+    /// would convert the file's encoding, or a hint may want the listpack size.
+    fn needs_compact(&self, h: &KeyHead) -> bool {
+        let m = self.model;
+        match (h.value_type, h.encoding) {
+            (ValueType::String | ValueType::Stream | ValueType::Module, _) => false,
+            (ValueType::List, Encoding::Quicklist) => {
+                h.type_byte != 18 && m.loads_ziplist_as_listpack()
+            }
+            (_, Encoding::Intset) => false,
+            (_, Encoding::Listpack) => !m.loads_ziplist_as_listpack(),
+            (_, Encoding::Ziplist) => m.loads_ziplist_as_listpack(),
+            _ => true,
+        }
+    }
+
+    /// Counts one element; its length.
+    fn elem(&self, acc: &mut KeyAcc, e: &Elem) -> u64 {
+        let shape = Shape::of(e);
+        let len = shape.len();
         acc.n += 1;
         acc.largest = acc.largest.max(len);
-        acc.compact.push(e);
-        acc.long_elems |= len > 64;
-        match e {
-            Elem::Int(v) => acc.int_width = acc.int_width.max(int_width(*v)),
-            Elem::Bytes(b) => match int_like(b) {
-                Some(v) => acc.int_width = acc.int_width.max(int_width(v)),
-                None => acc.all_int = false,
-            },
+        if acc.compact_on {
+            acc.compact.push(shape);
+            // past every threshold a hint looks at, a table stays a table
+            if acc.n > 1280
+                && matches!(
+                    acc.head.encoding,
+                    Encoding::Hashtable | Encoding::Skiplist | Encoding::Raw
+                )
+            {
+                acc.compact_on = false;
+            }
         }
+        acc.long_elems |= len > 64;
+        match shape {
+            Shape::Int(v) => acc.int_width = acc.int_width.max(int_width(v)),
+            Shape::Str(_) => acc.all_int = false,
+        }
+        len
     }
 
     fn list(&self, acc: &mut KeyAcc, v: &[Elem]) {
@@ -198,35 +250,36 @@ impl Sizer {
 
     fn set(&self, acc: &mut KeyAcc, v: &[Elem]) {
         for e in v {
-            self.elem(acc, e);
-            acc.members += self.model.set_member(e.len() as u64);
+            let len = self.elem(acc, e);
+            acc.members += self.model.set_member(len);
         }
     }
 
     fn zset(&self, acc: &mut KeyAcc, v: &[(Elem, f64)]) {
         for (m, score) in v {
-            self.elem(acc, m);
-            // the score as a listpack holds it: an integer when it is one, else its text
-            let s = if score.fract() == 0.0 && score.abs() < 1e17 {
-                Elem::Int(*score as i64)
-            } else {
-                Elem::Bytes(Bytes::from(
-                    ryu::Buffer::new().format(*score).as_bytes().to_vec(),
-                ))
+            let len = self.elem(acc, m);
+            if acc.compact_on {
+                // the score as a listpack holds it: an integer when it is one, else its text
+                let s = if score.fract() == 0.0 && score.abs() < 1e17 {
+                    Shape::Int(*score as i64)
+                } else {
+                    Shape::Str(ryu::Buffer::new().format(*score).len() as u64)
+                };
+                acc.compact.push(s);
+            }
+            acc.members += match self.zset_costs.get(len as usize) {
+                Some(&c) => c,
+                None => self.model.zset_member(len),
             };
-            acc.compact.push(&s);
-            acc.members += self.model.zset_member(m.len() as u64);
         }
     }
 
     fn hash(&self, acc: &mut KeyAcc, v: &[HashField]) {
         for f in v {
-            self.elem(acc, &f.field);
-            self.elem(acc, &f.value);
+            let flen = self.elem(acc, &f.field);
+            let vlen = self.elem(acc, &f.value);
             acc.n -= 1;
-            acc.members += self
-                .model
-                .hash_field(f.field.len() as u64, f.value.len() as u64);
+            acc.members += self.model.hash_field(flen, vlen);
         }
     }
 
@@ -256,9 +309,8 @@ impl Sizer {
             Value::Module(m) => acc.module_bytes = m.raw.len() as u64,
             Value::Array(a) => {
                 for it in &a.items {
-                    let e = Elem::Bytes(it.value.to_bytes());
-                    self.elem(acc, &e);
-                    acc.members += self.model.set_member(e.len() as u64);
+                    let len = self.elem(acc, &Elem::Bytes(it.value.to_bytes()));
+                    acc.members += self.model.set_member(len);
                 }
             }
             _ => {}
@@ -276,9 +328,8 @@ impl Sizer {
             Chunk::StreamMeta(m) => acc.meta = Some(m.clone()),
             Chunk::Array(v) => {
                 for it in v {
-                    let e = Elem::Bytes(it.value.to_bytes());
-                    self.elem(acc, &e);
-                    acc.members += self.model.set_member(e.len() as u64);
+                    let len = self.elem(acc, &Elem::Bytes(it.value.to_bytes()));
+                    acc.members += self.model.set_member(len);
                 }
             }
             _ => {}
@@ -292,13 +343,26 @@ impl Sizer {
         let klen = h.key.len() as u64;
         let expires = h.expire_ms.is_some();
         let over = m.key_overhead(klen, expires);
-        let blob = |fallback: u64| -> u64 {
+        let lp = acc.compact.listpack();
+        // a one-blob value as this server holds it: the file's blob when the server keeps that
+        // encoding, else the listpack (or 6.2's ziplist) it converts it to
+        let compact = || -> u64 {
+            let kept = matches!(
+                (h.encoding, m.loads_ziplist_as_listpack()),
+                (Encoding::Intset, _) | (Encoding::Listpack, true) | (Encoding::Ziplist, false)
+            );
             match &packed {
-                Some(p) if m.keeps(h.encoding) && p.count == 1 => p.total,
-                _ => fallback,
+                Some(p) if kept && p.count == 1 => p.total,
+                // elements unseen: a listpack is 4 bytes of header smaller than the ziplist
+                // of the same entries, entry for entry about the same
+                Some(p) if acc.from_sizes && m.loads_ziplist_as_listpack() => {
+                    p.total.saturating_sub(4)
+                }
+                Some(p) if acc.from_sizes => p.total + 4,
+                _ if m.loads_ziplist_as_listpack() => lp,
+                _ => acc.compact.ziplist(),
             }
         };
-        let lp = acc.compact.listpack();
         let mut hint = None;
         let (encoding, size, elements) = match h.value_type {
             ValueType::String => {
@@ -307,9 +371,8 @@ impl Sizer {
                     None => m.string_len_key(klen, expires, acc.string_len),
                 };
                 let enc = match &acc.string {
-                    Some(v) if int_like(&v.to_bytes()).is_some() => "int",
-                    _ if acc.string_len <= 44 => "embstr",
-                    _ => "raw",
+                    Some(v) if matches!(Shape::of(v), Shape::Int(_)) => "int",
+                    _ => m.string_encoding(klen, expires, acc.string_len),
                 };
                 (enc, size, acc.string_len)
             }
@@ -356,11 +419,15 @@ impl Sizer {
             ValueType::Set => {
                 let lp_ok = m.small_lists_are_listpacks() && acc.n <= 128 && !acc.long_elems;
                 match h.encoding {
-                    Encoding::Intset => {
-                        ("intset", over + m.a(blob(8 + acc.n * acc.int_width)), acc.n)
-                    }
+                    Encoding::Intset => (
+                        "intset",
+                        over + m.a(packed
+                            .as_ref()
+                            .map_or(intset_bytes(acc.n, acc.int_width), |p| p.total)),
+                        acc.n,
+                    ),
                     Encoding::Listpack if m.small_lists_are_listpacks() => {
-                        ("listpack", over + m.a(blob(lp)), acc.n)
+                        ("listpack", over + m.a(compact()), acc.n)
                     }
                     _ if acc.all_int && acc.n <= 512 => (
                         "intset",
@@ -387,7 +454,7 @@ impl Sizer {
                     } else {
                         "listpack"
                     };
-                    (enc, over + m.a(blob(lp)), acc.n)
+                    (enc, over + m.a(compact()), acc.n)
                 }
                 _ => {
                     let size = over + m.zset_fixed() + m.table(acc.n) + acc.members;
@@ -407,7 +474,7 @@ impl Sizer {
                     } else {
                         "listpack"
                     };
-                    (enc, over + m.a(blob(lp)), acc.n)
+                    (enc, over + m.a(compact()), acc.n)
                 }
                 _ => {
                     let size = over + m.table(acc.n) + acc.members;

@@ -161,29 +161,70 @@ fn sds_req(len: u64) -> u64 {
     sds_hdr(len) + len + 1
 }
 
-/// Parses a string as Redis' `string2ll` would for an integer encoding (canonical form).
+/// Parses a string as Redis' `string2ll` would for an integer encoding (canonical form: no
+/// sign but `-`, no leading zeros, no `-0`).
 pub(crate) fn int_like(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 20 {
+    let (neg, digits) = match b.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    let s = std::str::from_utf8(b).ok()?;
-    let v: i64 = s.parse().ok()?;
-    // no leading zeros, no '+', no "-0"
-    let mut buf = itoa::Buffer::new();
-    (buf.format(v).as_bytes() == b).then_some(v)
+    if digits[0] == b'0' && (digits.len() > 1 || neg) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    if neg {
+        if v > 1 << 63 {
+            return None;
+        }
+        Some((v as i64).wrapping_neg())
+    } else {
+        i64::try_from(v).ok()
+    }
 }
 
-fn elem_int(e: &Elem) -> Option<i64> {
-    match e {
-        Elem::Int(i) => Some(*i),
-        Elem::Bytes(b) => int_like(b),
+/// An element as the compact encodings see it: an integer, or bytes of some length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
+    Int(i64),
+    Str(u64),
+}
+
+impl Shape {
+    pub(crate) fn of(e: &Elem) -> Self {
+        match e {
+            Elem::Int(i) => Self::Int(*i),
+            Elem::Bytes(b) => match int_like(b) {
+                Some(v) => Self::Int(v),
+                None => Self::Str(b.len() as u64),
+            },
+        }
+    }
+
+    /// Length of the element's text.
+    pub(crate) fn len(self) -> u64 {
+        match self {
+            Self::Int(v) => {
+                let digits = v.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1);
+                u64::from(digits) + u64::from(v < 0)
+            }
+            Self::Str(n) => n,
+        }
     }
 }
 
 /// A listpack entry's bytes for an element (encoding, data and back-length).
-pub(crate) fn lp_entry(e: &Elem) -> u64 {
-    let enc = match elem_int(e) {
-        Some(v) => match v {
+pub(crate) fn lp_entry(e: Shape) -> u64 {
+    let enc = match e {
+        Shape::Int(v) => match v {
             0..=127 => 1,
             -4096..=4095 => 2,
             -32768..=32767 => 3,
@@ -191,8 +232,7 @@ pub(crate) fn lp_entry(e: &Elem) -> u64 {
             -2_147_483_648..=2_147_483_647 => 5,
             _ => 9,
         },
-        None => {
-            let l = e.len() as u64;
+        Shape::Str(l) => {
             l + match l {
                 0..64 => 1,
                 64..4096 => 2,
@@ -210,16 +250,15 @@ pub(crate) fn lp_entry(e: &Elem) -> u64 {
 }
 
 /// A ziplist entry's bytes (without its prevlen) for an element.
-fn zl_entry(e: &Elem) -> u64 {
-    match elem_int(e) {
-        Some(0..=12) => 1,
-        Some(v) if i8::try_from(v).is_ok() => 2,
-        Some(v) if i16::try_from(v).is_ok() => 3,
-        Some(-8_388_608..=8_388_607) => 4,
-        Some(v) if i32::try_from(v).is_ok() => 5,
-        Some(_) => 9,
-        None => {
-            let l = e.len() as u64;
+fn zl_entry(e: Shape) -> u64 {
+    match e {
+        Shape::Int(0..=12) => 1,
+        Shape::Int(v) if i8::try_from(v).is_ok() => 2,
+        Shape::Int(v) if i16::try_from(v).is_ok() => 3,
+        Shape::Int(-8_388_608..=8_388_607) => 4,
+        Shape::Int(v) if i32::try_from(v).is_ok() => 5,
+        Shape::Int(_) => 9,
+        Shape::Str(l) => {
             l + match l {
                 0..64 => 1,
                 64..16384 => 2,
@@ -238,7 +277,7 @@ pub(crate) struct CompactSize {
 }
 
 impl CompactSize {
-    pub(crate) fn push(&mut self, e: &Elem) {
+    pub(crate) fn push(&mut self, e: Shape) {
         self.lp += lp_entry(e);
         let prevlen = if self.zl_prev < 254 { 1 } else { 5 };
         let here = prevlen + zl_entry(e);
@@ -420,10 +459,28 @@ impl Model {
 
     /// `MEMORY USAGE` of a string key.
     pub fn string_key(&self, klen: u64, expires: bool, v: &Elem) -> u64 {
-        if elem_int(v).is_some() {
-            return self.key_overhead(klen, expires);
+        match Shape::of(v) {
+            Shape::Int(_) => self.key_overhead(klen, expires),
+            Shape::Str(n) => self.string_len_key(klen, expires, n),
         }
-        self.string_len_key(klen, expires, v.len() as u64)
+    }
+
+    /// The encoding `OBJECT ENCODING` names for a string value of `len` bytes (not an
+    /// integer): `embstr` when the value lives inside the object.
+    pub fn string_encoding(&self, klen: u64, expires: bool, len: u64) -> &'static str {
+        let emb_val = 3 + len + 1;
+        let inside = match self.layout {
+            Layout::Redis6 | Layout::Redis70 | Layout::Redis72 => len <= 44,
+            Layout::Redis8 | Layout::Valkey81 => {
+                let expire = expires || (self.layout == Layout::Valkey81 && klen >= 128);
+                16 + 8 * u64::from(expire) + self.emb_key(klen) + emb_val <= 64
+            }
+            Layout::Valkey9 => {
+                let expire = expires || klen >= 128;
+                8 + 8 * u64::from(expire) + self.emb_key(klen) + emb_val <= 128
+            }
+        };
+        if inside { "embstr" } else { "raw" }
     }
 
     /// `MEMORY USAGE` of a string key whose value (not an integer) has `len` bytes.
@@ -629,8 +686,15 @@ mod tests {
     fn listpack_and_ziplist_sizes() {
         let mut c = CompactSize::default();
         for e in [Elem::from("a"), Elem::Int(5), Elem::Int(100_000)] {
-            c.push(&e);
+            c.push(Shape::of(&e));
         }
+        for v in [0i64, 9, 10, -1, -10, i64::MIN, i64::MAX] {
+            assert_eq!(Shape::Int(v).len(), v.to_string().len() as u64);
+            assert_eq!(int_like(v.to_string().as_bytes()), Some(v));
+        }
+        assert_eq!(int_like(b"-0"), None);
+        assert_eq!(int_like(b"9223372036854775808"), None);
+        assert_eq!(int_like(b""), None);
         // a: 1+1+1; 5: 1+1; 100000: 4+1 (24-bit)
         assert_eq!(c.listpack(), 6 + 3 + 2 + 5 + 1);
         // ziplist: prevlen 1 each; "a" 1+1; 5 immediate 1; 100000 1+3

@@ -51,17 +51,19 @@ pub fn csv_row(out: &mut Vec<u8>, k: &KeyMemory) {
     } else {
         out.extend_from_slice(&k.key);
     }
-    let mut line = String::new();
-    let _ = write!(
-        line,
-        ",{},{},{},{},",
-        k.size, k.encoding, k.num_elements, k.len_largest_element
-    );
-    if let Some(ms) = k.expire_ms {
-        line.push_str(&iso_time(ms));
+    out.push(b',');
+    out.extend_from_slice(b.format(k.size).as_bytes());
+    out.push(b',');
+    out.extend_from_slice(k.encoding.as_bytes());
+    for v in [k.num_elements, k.len_largest_element] {
+        out.push(b',');
+        out.extend_from_slice(b.format(v).as_bytes());
     }
-    line.push('\n');
-    out.extend_from_slice(line.as_bytes());
+    out.push(b',');
+    if let Some(ms) = k.expire_ms {
+        out.extend_from_slice(iso_time(ms).as_bytes());
+    }
+    out.push(b'\n');
 }
 
 impl KeyMemory {

@@ -2,6 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
@@ -146,15 +147,21 @@ impl<T> Top<T> {
         if self.n == 0 {
             return;
         }
-        let tie = Reverse((db, key.clone()));
         if self.heap.len() >= self.n {
             let Some(Reverse(min)) = self.heap.peek() else {
                 return;
             };
-            if (w, &tie) <= (min.0, &min.1) {
+            let Reverse((mdb, mkey)) = &min.1;
+            // (w, Reverse((db, key))) against the smallest kept
+            let worse = w
+                .cmp(&min.0)
+                .then_with(|| (*mdb, &mkey[..]).cmp(&(db, &key[..])));
+            if worse != std::cmp::Ordering::Greater {
                 return;
             }
         }
+        // an owned copy: a slice of the decoder's block would keep the whole block alive
+        let tie = Reverse((db, Bytes::copy_from_slice(key)));
         self.heap.push(Reverse((w, tie, Slot(make()))));
         if self.heap.len() > self.n {
             self.heap.pop();
@@ -190,11 +197,12 @@ pub struct Report {
     now_ms: i64,
     total: Tally,
     by_db: BTreeMap<u64, Tally>,
-    by_type: BTreeMap<&'static str, Tally>,
-    by_encoding: BTreeMap<(&'static str, &'static str), Tally>,
+    /// Per (type, encoding): a handful of rows, found by a short scan.
+    by_encoding: Vec<((&'static str, &'static str), Tally)>,
+    last_db: Option<(u64, Tally)>,
     top_size: Top<TopKey>,
     top_elems: Top<TopKey>,
-    prefixes: HashMap<Bytes, Tally>,
+    prefixes: HashMap<Bytes, Tally, BuildHasherDefault<Fx>>,
     other: Vec<Tally>,
     folded: u64,
     no_prefix: Tally,
@@ -221,11 +229,11 @@ impl Report {
                 .map_or(0, |d| d.as_millis() as i64),
             total: Tally::default(),
             by_db: BTreeMap::new(),
-            by_type: BTreeMap::new(),
-            by_encoding: BTreeMap::new(),
+            by_encoding: Vec::new(),
+            last_db: None,
             top_size: Top::new(top),
             top_elems: Top::new(top),
-            prefixes: HashMap::new(),
+            prefixes: HashMap::default(),
             other: vec![Tally::default(); depth],
             folded: 0,
             no_prefix: Tally::default(),
@@ -262,15 +270,38 @@ impl Report {
     pub fn add(&mut self, k: &KeyMemory) {
         let ty = type_name(k.value_type);
         self.total.add(k.size);
-        self.by_db.entry(k.db).or_default().add(k.size);
-        self.by_type.entry(ty).or_default().add(k.size);
-        self.by_encoding
-            .entry((ty, k.encoding))
-            .or_default()
-            .add(k.size);
+        // keys come database by database: count in place until the database changes
+        match &mut self.last_db {
+            Some((db, t)) if *db == k.db => t.add(k.size),
+            _ => {
+                if let Some((db, t)) = self.last_db.take() {
+                    let e = self.by_db.entry(db).or_default();
+                    e.keys += t.keys;
+                    e.bytes += t.bytes;
+                }
+                let mut t = Tally::default();
+                t.add(k.size);
+                self.last_db = Some((k.db, t));
+            }
+        }
+        let row = (ty, k.encoding);
+        // names are static strings: the same name is almost always the same pointer
+        let at = self
+            .by_encoding
+            .iter()
+            .position(|r| std::ptr::eq(r.0.0, row.0) && std::ptr::eq(r.0.1, row.1))
+            .or_else(|| self.by_encoding.iter().position(|r| r.0 == row));
+        match at.map(|i| &mut self.by_encoding[i]) {
+            Some(r) => r.1.add(k.size),
+            None => {
+                let mut t = Tally::default();
+                t.add(k.size);
+                self.by_encoding.push((row, t));
+            }
+        }
         let top = || TopKey {
             db: k.db,
-            key: k.key.clone(),
+            key: Bytes::copy_from_slice(&k.key),
             value_type: ty,
             encoding: k.encoding,
             size: k.size,
@@ -284,7 +315,7 @@ impl Report {
             self.hint_saves += saves;
             self.hints.push(saves, k.db, &k.key, || Hint {
                 db: k.db,
-                key: k.key.clone(),
+                key: Bytes::copy_from_slice(&k.key),
                 setting,
                 size: k.size,
                 saves,
@@ -303,7 +334,15 @@ impl Report {
             };
             at += i + sep;
             found += 1;
-            self.prefixes.entry(key.slice(..at)).or_default().add(size);
+            match self.prefixes.get_mut(&key[..at]) {
+                Some(t) => t.add(size),
+                None => {
+                    // owned: a slice would keep the decoder's whole block alive
+                    let mut t = Tally::default();
+                    t.add(size);
+                    self.prefixes.insert(Bytes::copy_from_slice(&key[..at]), t);
+                }
+            }
         }
         if found == 0 {
             self.no_prefix.add(size);
@@ -348,18 +387,30 @@ impl Report {
     }
 
     /// Per database.
-    pub fn by_db(&self) -> &BTreeMap<u64, Tally> {
-        &self.by_db
+    pub fn by_db(&self) -> BTreeMap<u64, Tally> {
+        let mut m = self.by_db.clone();
+        if let Some((db, t)) = self.last_db {
+            let e = m.entry(db).or_default();
+            e.keys += t.keys;
+            e.bytes += t.bytes;
+        }
+        m
     }
 
     /// Per type name (`string`, `list`, `set`, `zset`, `hash`, `stream`, …).
-    pub fn by_type(&self) -> &BTreeMap<&'static str, Tally> {
-        &self.by_type
+    pub fn by_type(&self) -> BTreeMap<&'static str, Tally> {
+        let mut m: BTreeMap<&'static str, Tally> = BTreeMap::new();
+        for ((ty, _), t) in &self.by_encoding {
+            let e = m.entry(ty).or_default();
+            e.keys += t.keys;
+            e.bytes += t.bytes;
+        }
+        m
     }
 
     /// Per type and encoding.
-    pub fn by_encoding(&self) -> &BTreeMap<(&'static str, &'static str), Tally> {
-        &self.by_encoding
+    pub fn by_encoding(&self) -> BTreeMap<(&'static str, &'static str), Tally> {
+        self.by_encoding.iter().copied().collect()
     }
 
     /// The biggest keys by bytes, biggest first.
@@ -436,6 +487,29 @@ impl Report {
 
     pub(crate) fn server_text(&self) -> &str {
         &self.server
+    }
+}
+
+/// A fast hash for the prefix table (keys are not chosen by an attacker here: a report of a
+/// file).
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
     }
 }
 
