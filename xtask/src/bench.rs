@@ -179,6 +179,64 @@ fn files(bin: &Path, file: &Path) -> Result<()> {
             load / s
         );
     }
+    if std::env::var_os("BENCH_NO_RDBTOOLS").is_none() {
+        if let Err(e) = rdbtools_memory(b, file, mb, total_keys, load) {
+            println!("(redis-rdb-tools memory report not measured: {e:#})");
+        }
+    }
+    Ok(())
+}
+
+/// redis-rdb-tools' memory report (`rdb -c memory`, Python; reads RDB <= 9 only) beside ours,
+/// both on an RDB 9 copy of the file that we write; one run each (rdb-tools takes minutes).
+/// rdb-tools is installed with pip into target/bench-tools (BENCH_NO_RDBTOOLS=1 skips this).
+fn rdbtools_memory(b: &str, file: &Path, mb: f64, keys: u64, load: f64) -> Result<()> {
+    let root = super::root();
+    let tools = root.join("target/bench-tools/rdbtools");
+    if !tools.join("bin/rdb").is_file() {
+        let st = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "--target"])
+            .arg(&tools)
+            .args(["rdbtools", "python-lzf"])
+            .status()?;
+        anyhow::ensure!(st.success(), "pip install rdbtools failed");
+    }
+    let v9 = root.join("target/bench-mixed-v9.rdb");
+    if !v9.is_file() {
+        let st = Command::new(b)
+            .arg("dump")
+            .arg(file)
+            .args(["--format", "rdb", "--target-version", "9", "-o"])
+            .arg(&v9)
+            .status()?;
+        anyhow::ensure!(st.success(), "RDB 9 copy failed");
+    }
+    let v = v9.to_str().unwrap_or_default();
+    let rdb = tools.join("bin/rdb");
+    let script = format!(
+        "PYTHONPATH={} exec python3 {} -c memory {v}",
+        tools.display(),
+        rdb.display()
+    );
+    for (name, cmd) in [
+        (
+            "replicator memory --format csv (RDB 9 copy)",
+            vec![b, "memory", v, "--format", "csv"],
+        ),
+        (
+            "redis-rdb-tools 0.1.15 `rdb -c memory` (RDB 9 copy)",
+            vec!["sh", "-c", script.as_str()],
+        ),
+    ] {
+        let (s, rss) = measure(&cmd)?;
+        println!(
+            "| {name} | {s:.2} | {:.0} | {:.0} | {:.1} | {:.2} |",
+            mb / s,
+            keys as f64 / s,
+            rss as f64 / 1024.0,
+            load / s
+        );
+    }
     Ok(())
 }
 

@@ -417,21 +417,21 @@ fn bars(h: &mut String, rows: &[(String, Tally)]) {
     let height = 26 * rows.len().max(1) + 4;
     let _ = write!(
         h,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"560\" height=\"{height}\" \
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"520\" height=\"{height}\" \
          role=\"img\">"
     );
     for (i, (name, t)) in rows.iter().enumerate() {
         let y = 26 * i + 2;
-        let w = (t.bytes as f64 / max as f64 * 260.0).max(1.0);
+        let w = (t.bytes as f64 / max as f64 * 210.0).max(1.0);
         let _ = write!(
             h,
             "<text x=\"0\" y=\"{}\" class=\"l\">{}</text>\
-             <rect x=\"170\" y=\"{y}\" width=\"{w:.1}\" height=\"20\" fill=\"{}\"/>\
+             <rect x=\"150\" y=\"{y}\" width=\"{w:.1}\" height=\"20\" fill=\"{}\"/>\
              <text x=\"{:.1}\" y=\"{}\" class=\"v\">{} &#183; {} keys</text>",
             y + 15,
             esc(name),
             PALETTE[i % PALETTE.len()],
-            176.0 + w,
+            156.0 + w,
             y + 15,
             human(t.bytes),
             t.keys
@@ -444,10 +444,10 @@ fn ttl_chart(h: &mut String, r: &Report) {
     let b = r.ttl().0;
     let max = b.iter().map(|t| t.keys).max().unwrap_or(0).max(1);
     h.push_str(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"560\" height=\"230\" role=\"img\">",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"520\" height=\"230\" role=\"img\">",
     );
     for (i, (name, t)) in TtlBuckets::NAMES.iter().zip(b).enumerate() {
-        let x = 10 + i * 78;
+        let x = 10 + i * 72;
         let hgt = (t.keys as f64 / max as f64 * 160.0).max(1.0);
         let y = 180.0 - hgt;
         let _ = write!(
@@ -457,12 +457,12 @@ fn ttl_chart(h: &mut String, r: &Report) {
              <text x=\"{}\" y=\"198\" class=\"c\">{}</text>\
              <text x=\"{}\" y=\"214\" class=\"c s\">{}</text>",
             PALETTE[i % PALETTE.len()],
-            x + 30,
+            x + 28,
             y - 4.0,
             t.keys,
-            x + 30,
+            x + 28,
             esc(name),
-            x + 30,
+            x + 28,
             human(t.bytes)
         );
     }
@@ -481,10 +481,11 @@ fn treemap(h: &mut String, r: &Report) {
     top.sort_by_key(|p| std::cmp::Reverse(p.tally.bytes));
     let shown_bytes: u64 = top.iter().map(|p| p.tally.bytes).sum();
     let rest = total.saturating_sub(shown_bytes);
-    let (w, hgt) = (1100.0f64, 420.0f64);
+    let (w, hgt) = (1080.0f64, 420.0f64);
     let _ = write!(
         h,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" role=\"img\">"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" \
+         viewBox=\"0 0 {w} {hgt}\" style=\"max-width:100%;height:auto\" role=\"img\">"
     );
     let mut x = 0.0;
     let mut cells: Vec<Cell> = top
@@ -592,7 +593,7 @@ h1{margin:0 0 4px;font-size:24px}h2{font-size:16px;margin:18px 0 8px}\
 .cards{display:flex;gap:12px;flex-wrap:wrap}\
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 14px;\
 display:flex;flex-direction:column}\
-.row{display:flex;gap:32px;flex-wrap:wrap}\
+.row{display:flex;gap:20px;flex-wrap:wrap}.row section{flex:1 1 520px}\
 section{background:#fff;border:1px solid #e4e4e4;border-radius:6px;padding:4px 16px 12px;\
 margin-top:14px}\
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;\
