@@ -56,6 +56,11 @@ pub(crate) struct MemoryArgs {
     /// Try a file whose RDB version this tool does not know.
     #[arg(long)]
     relaxed_version: bool,
+    /// Members of one big set, hash or sorted set remembered to find duplicates (16 bytes
+    /// each). Lower than `check`'s default: a report needs no full duplicate check, and the
+    /// report stays at about 20 MiB (run `check` for that).
+    #[arg(long, value_name = "N", default_value_t = 1 << 16)]
+    dup_check_limit: usize,
 }
 
 fn parse_alloc(s: &str) -> Result<Allocator, String> {
@@ -195,9 +200,7 @@ pub(crate) fn memory(args: &MemoryArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     };
     if args.source.starts_with("redis://") || args.source.starts_with("rediss://") {
-        live(&args.source, args.relaxed_version, &mut |i| {
-            on_item(i, &mut out)
-        })?;
+        live(args, &mut |i| on_item(i, &mut out))?;
     } else {
         let path = PathBuf::from(&args.source);
         let mut opts = files::Options::new();
@@ -205,6 +208,7 @@ pub(crate) fn memory(args: &MemoryArgs) -> anyhow::Result<ExitCode> {
         opts.rdb_mut()
             .packed_sizes(true)
             .build_packed(false)
+            .dup_check_limit(args.dup_check_limit)
             .relaxed_version(args.relaxed_version);
         let mut events = files::open_with(&path, &opts)?;
         let progress = crate::Progress::new(events.len());
@@ -256,15 +260,15 @@ fn pass(f: &replicator::filter::Filter, k: &KeyMemory) -> bool {
 
 /// A full sync from a live master: its RDB's items, then done.
 fn live(
-    url: &str,
-    relaxed: bool,
+    args: &MemoryArgs,
     on_item: &mut dyn FnMut(Item) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut b = replicator::Replicator::builder(url)?;
+    let mut b = replicator::Replicator::builder(&args.source)?;
     let mut rdb = replicator::Config::default();
     rdb.packed_sizes(true)
         .build_packed(false)
-        .relaxed_version(relaxed);
+        .dup_check_limit(args.dup_check_limit)
+        .relaxed_version(args.relaxed_version);
     b.rdb_only(true)
         .rdb_config(rdb)
         .read_timeout(Duration::from_secs(60));
