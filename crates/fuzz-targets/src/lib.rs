@@ -62,6 +62,42 @@ pub fn rdb_file(data: &[u8]) {
     let mut check = rdb_config();
     check.skip_values(true);
     for _ in rdb_format::BytesReader::with_config(Bytes::copy_from_slice(data), check) {}
+    memory_report(data);
+}
+
+/// The memory report's path: packed values sized but not built, every key estimated for every
+/// server layout and allocator, and reported.
+fn memory_report(data: &[u8]) {
+    use replicator::memory::{Allocator, Model, Report, Sizer};
+    let mut c = rdb_config();
+    c.packed_sizes(true).build_packed(false);
+    let items: Vec<rdb_format::Item> =
+        rdb_format::BytesReader::with_config(Bytes::copy_from_slice(data), c)
+            .map_while(Result::ok)
+            .collect();
+    for (version, valkey) in [
+        ("6.2", false),
+        ("7.0", false),
+        ("7.2", false),
+        ("8.2", false),
+        ("8.1", true),
+        ("9.1", true),
+    ] {
+        for alloc in [Allocator::Jemalloc, Allocator::Jemalloc16, Allocator::Libc] {
+            let Some(model) = Model::for_version(version, valkey, alloc) else {
+                panic!("no model for {version}");
+            };
+            let mut sizer = Sizer::new(model);
+            let mut report = Report::new(3, b":", 2);
+            for item in &items {
+                if let Some(k) = sizer.item(item) {
+                    assert!(k.size > 0, "a key of no bytes: {k:?}");
+                    report.add(&k);
+                }
+            }
+            let _ = (report.to_json(), report.to_html());
+        }
+    }
 }
 
 /// `DUMP` payload decoding.
