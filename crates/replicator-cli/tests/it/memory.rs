@@ -299,7 +299,7 @@ fn against(name: &str, allocator: &str) {
         s.2 += 1;
         worst.push((
             e,
-            String::from_utf8_lossy(k).into_owned(),
+            format!("{} {}/{}", String::from_utf8_lossy(k), t.ty, row.encoding),
             row.size,
             t.usage,
         ));

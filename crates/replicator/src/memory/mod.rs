@@ -410,9 +410,9 @@ impl Sizer {
                     }
                 };
                 if m.small_lists_are_listpacks() && nodes.len() == 1 && nodes[0] <= 8192 {
-                    ("listpack", over + m.a(nodes[0]), acc.n)
+                    ("listpack", over + m.packed(nodes[0]), acc.n)
                 } else {
-                    let sum: u64 = nodes.iter().map(|&s| node + m.a(s)).sum();
+                    let sum: u64 = nodes.iter().map(|&s| node + m.packed(s)).sum();
                     ("quicklist", over + ql + sum, acc.n)
                 }
             }
@@ -421,25 +421,27 @@ impl Sizer {
                 match h.encoding {
                     Encoding::Intset => (
                         "intset",
-                        over + m.a(packed
-                            .as_ref()
-                            .map_or(intset_bytes(acc.n, acc.int_width), |p| p.total)),
+                        over + m.packed(
+                            packed
+                                .as_ref()
+                                .map_or(intset_bytes(acc.n, acc.int_width), |p| p.total),
+                        ),
                         acc.n,
                     ),
                     Encoding::Listpack if m.small_lists_are_listpacks() => {
-                        ("listpack", over + m.a(compact()), acc.n)
+                        ("listpack", over + m.packed(compact()), acc.n)
                     }
                     _ if acc.all_int && acc.n <= 512 => (
                         "intset",
-                        over + m.a(intset_bytes(acc.n, acc.int_width)),
+                        over + m.packed(intset_bytes(acc.n, acc.int_width)),
                         acc.n,
                     ),
-                    _ if lp_ok => ("listpack", over + m.a(lp), acc.n),
+                    _ if lp_ok => ("listpack", over + m.packed(lp), acc.n),
                     _ => {
                         let size = over + m.table(acc.n) + acc.members;
                         if m.small_lists_are_listpacks() && acc.n <= 160 && !acc.long_elems {
                             hint = Some((
-                                size.saturating_sub(over + m.a(lp)),
+                                size.saturating_sub(over + m.packed(lp)),
                                 "set-max-listpack-entries",
                             ));
                         }
@@ -454,13 +456,13 @@ impl Sizer {
                     } else {
                         "listpack"
                     };
-                    (enc, over + m.a(compact()), acc.n)
+                    (enc, over + m.packed(compact()), acc.n)
                 }
                 _ => {
                     let size = over + m.zset_fixed() + m.table(acc.n) + acc.members;
                     if acc.n > 128 && acc.n <= 160 && !acc.long_elems {
                         hint = Some((
-                            size.saturating_sub(over + m.a(lp)),
+                            size.saturating_sub(over + m.packed(lp)),
                             "zset-max-listpack-entries",
                         ));
                     }
@@ -474,18 +476,18 @@ impl Sizer {
                     } else {
                         "listpack"
                     };
-                    (enc, over + m.a(compact()), acc.n)
+                    (enc, over + m.packed(compact()), acc.n)
                 }
                 _ => {
                     let size = over + m.table(acc.n) + acc.members;
                     if acc.n > 512 && acc.n <= 640 && !acc.long_elems {
                         hint = Some((
-                            size.saturating_sub(over + m.a(lp)),
+                            size.saturating_sub(over + m.packed(lp)),
                             "hash-max-listpack-entries",
                         ));
                     } else if acc.n <= 512 && acc.long_elems && acc.largest <= 80 {
                         hint = Some((
-                            size.saturating_sub(over + m.a(lp)),
+                            size.saturating_sub(over + m.packed(lp)),
                             "hash-max-listpack-value",
                         ));
                     }

@@ -433,6 +433,16 @@ impl Model {
         self.alloc.usable(n)
     }
 
+    /// What `MEMORY USAGE` counts for a packed blob (listpack, ziplist, intset, quicklist
+    /// node) of `n` bytes: its allocation, or on Redis 6 its length (`ziplistBlobLen`).
+    pub(crate) fn packed(&self, n: u64) -> u64 {
+        if self.layout == Layout::Redis6 {
+            n
+        } else {
+            self.a(n)
+        }
+    }
+
     /// What `MEMORY USAGE` counts for an `sds` of `len` bytes made to measure: its
     /// allocation.
     pub(crate) fn sds(&self, len: u64) -> u64 {
