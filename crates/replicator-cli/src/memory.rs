@@ -25,8 +25,9 @@ pub(crate) enum MemFormat {
 
 #[derive(clap::Args)]
 pub(crate) struct MemoryArgs {
-    /// An RDB file (`-` for standard input), an AOF (its base is read), or `redis://HOST:PORT`
-    /// (a full sync as a replica: no SCAN load on the master).
+    /// An RDB file (`-` for standard input), an AOF (its base is read), or
+    /// `redis://[user:password@]HOST:PORT`, `rediss://…` or `redis+sentinel://…` of a master
+    /// or of any node of a cluster (a full sync as a replica of every shard: no SCAN load).
     source: String,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value = "csv")]
@@ -53,6 +54,12 @@ pub(crate) struct MemoryArgs {
     allocator: Allocator,
     #[command(flatten)]
     filters: FilterArgs,
+    #[command(flatten)]
+    conn: crate::replicate::ConnArgs,
+    /// The server ran in cluster mode (Redis 7.0–7.2 and Valkey 7.2 then keep 16 more bytes a
+    /// key). Found by itself when SOURCE is a cluster node.
+    #[arg(long)]
+    cluster_mode: bool,
     /// Try a file whose RDB version this tool does not know.
     #[arg(long)]
     relaxed_version: bool,
@@ -97,7 +104,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn model(&self, alloc: Allocator) -> (Model, String) {
+    fn model(&self, alloc: Allocator, cluster: bool) -> (Model, String) {
         let (valkey, v) = match (&self.valkey_ver, &self.redis_ver) {
             (Some(v), _) => (true, v.clone()),
             (None, Some(v)) => (false, v.clone()),
@@ -112,10 +119,9 @@ impl Writer {
                 (self.valkey_magic, guess.to_string())
             }
         };
-        let m = Model::for_version(&v, valkey, alloc).unwrap_or(Model {
-            layout: memory::Layout::Redis70,
-            alloc,
-        });
+        let m = Model::for_version(&v, valkey, alloc)
+            .unwrap_or(Model::new(memory::Layout::Redis70, alloc))
+            .cluster(cluster);
         let name = if valkey { "Valkey" } else { "Redis" };
         (
             m,
@@ -144,6 +150,7 @@ pub(crate) fn memory(args: &MemoryArgs) -> anyhow::Result<ExitCode> {
         out.write_all(memory::CSV_HEADER.as_bytes())?;
     }
     let mut writer = Writer::default();
+    let cluster_seen = std::cell::Cell::new(false);
     let mut sizer: Option<Sizer> = None;
     let mut row = Vec::with_capacity(256);
     let mut keys = 0u64;
@@ -176,9 +183,9 @@ pub(crate) fn memory(args: &MemoryArgs) -> anyhow::Result<ExitCode> {
                         redis_ver: (!valkey).then(|| v.clone()),
                         ..Writer::default()
                     };
-                    w.model(args.allocator)
+                    w.model(args.allocator, args.cluster_mode || cluster_seen.get())
                 }
-                None => writer.model(args.allocator),
+                None => writer.model(args.allocator, args.cluster_mode || cluster_seen.get()),
             };
             report.server(&text);
             if let Some(ms) = writer.ctime_ms {
@@ -199,8 +206,11 @@ pub(crate) fn memory(args: &MemoryArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    if args.source.starts_with("redis://") || args.source.starts_with("rediss://") {
-        live(args, &mut |i| on_item(i, &mut out))?;
+    if ["redis://", "rediss://", "redis+sentinel://"]
+        .iter()
+        .any(|p| args.source.starts_with(p))
+    {
+        live(args, &cluster_seen, &mut |i| on_item(i, &mut out))?;
     } else {
         let path = PathBuf::from(&args.source);
         let mut opts = files::Options::new();
@@ -258,12 +268,14 @@ fn pass(f: &replicator::filter::Filter, k: &KeyMemory) -> bool {
     f.pass_key(&head)
 }
 
-/// A full sync from a live master: its RDB's items, then done.
+/// A full sync from a live master (every shard of a cluster): the RDBs' items, then done.
 fn live(
     args: &MemoryArgs,
+    cluster: &std::cell::Cell<bool>,
     on_item: &mut dyn FnMut(Item) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut b = replicator::Replicator::builder(&args.source)?;
+    args.conn.apply(&mut b)?;
     let mut rdb = replicator::Config::default();
     rdb.packed_sizes(true)
         .build_packed(false)
@@ -288,7 +300,8 @@ fn live(
                     break;
                 }
             }
-            Ok(Event::SyncEnd { .. }) => break,
+            Ok(Event::SyncStart(s)) if s.shard.is_some() => cluster.set(true),
+            // the stream ends after the last RDB (every shard's, for a cluster)
             Ok(_) => {}
             Err(e) => {
                 result = Err(e.into());

@@ -42,18 +42,9 @@ impl ChannelsArg {
     }
 }
 
+/// How to reach a master: credentials and TLS (`replicate`, `memory`).
 #[derive(clap::Args)]
-pub(crate) struct ReplicateArgs {
-    /// `redis://[user:password@]host:port` or `rediss://…` (TLS) of a master or of any node of
-    /// a Redis Cluster (every shard is replicated), or
-    /// `redis+sentinel://[user:password@]host1:port1,host2:port2/master-name`.
-    url: String,
-    /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value = "jsonl")]
-    format: ReplFormat,
-    /// Write to this file instead of standard output.
-    #[arg(long, short = 'o')]
-    output: Option<PathBuf>,
+pub(crate) struct ConnArgs {
     /// ACL user (also from the URL).
     #[arg(long)]
     user: Option<String>,
@@ -79,6 +70,65 @@ pub(crate) struct ReplicateArgs {
     /// Do not verify the server's certificate (dangerous).
     #[arg(long)]
     tls_insecure: bool,
+}
+
+impl ConnArgs {
+    /// Applies the credentials and TLS settings to a builder.
+    pub(crate) fn apply(&self, b: &mut Builder) -> anyhow::Result<()> {
+        let password = self
+            .password
+            .clone()
+            .or_else(|| std::env::var("REPLICATOR_PASSWORD").ok());
+        if let Some(password) = password {
+            let user = self
+                .user
+                .clone()
+                .or_else(|| b.auth_user().flatten().map(str::to_owned));
+            b.auth(user.as_deref(), &password);
+        } else if let Some(user) = &self.user {
+            b.user(Some(user));
+        }
+        let wants_tls = self.tls
+            || self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_insecure
+            || self.tls_sni.is_some();
+        if wants_tls || b.is_tls() {
+            let mut t = TlsConfig::default();
+            if let Some(ca) = &self.tls_ca {
+                t.ca_file(ca);
+            }
+            match (&self.tls_cert, &self.tls_key) {
+                (Some(c), Some(k)) => {
+                    t.client_cert(c, k);
+                }
+                (None, None) => {}
+                _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+            }
+            if let Some(sni) = &self.tls_sni {
+                t.server_name(sni);
+            }
+            t.insecure(self.tls_insecure);
+            b.tls(t);
+        }
+        Ok(())
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ReplicateArgs {
+    /// `redis://[user:password@]host:port` or `rediss://…` (TLS) of a master or of any node of
+    /// a Redis Cluster (every shard is replicated), or
+    /// `redis+sentinel://[user:password@]host1:port1,host2:port2/master-name`.
+    url: String,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value = "jsonl")]
+    format: ReplFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Stop after the RDB snapshot.
     #[arg(long)]
     rdb_only: bool,
@@ -121,42 +171,7 @@ pub(crate) struct ReplicateArgs {
 
 fn builder(args: &ReplicateArgs) -> anyhow::Result<Builder> {
     let mut b = Replicator::builder(&args.url)?;
-    let password = args
-        .password
-        .clone()
-        .or_else(|| std::env::var("REPLICATOR_PASSWORD").ok());
-    if let Some(password) = password {
-        let user = args
-            .user
-            .clone()
-            .or_else(|| b.auth_user().flatten().map(str::to_owned));
-        b.auth(user.as_deref(), &password);
-    } else if let Some(user) = &args.user {
-        b.user(Some(user));
-    }
-    let wants_tls = args.tls
-        || args.tls_ca.is_some()
-        || args.tls_cert.is_some()
-        || args.tls_insecure
-        || args.tls_sni.is_some();
-    if wants_tls || b.is_tls() {
-        let mut t = TlsConfig::default();
-        if let Some(ca) = &args.tls_ca {
-            t.ca_file(ca);
-        }
-        match (&args.tls_cert, &args.tls_key) {
-            (Some(c), Some(k)) => {
-                t.client_cert(c, k);
-            }
-            (None, None) => {}
-            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
-        }
-        if let Some(sni) = &args.tls_sni {
-            t.server_name(sni);
-        }
-        t.insecure(args.tls_insecure);
-        b.tls(t);
-    }
+    args.conn.apply(&mut b)?;
     let mut rdb = replicator::Config::default();
     rdb.relaxed_version(args.relaxed_version);
     b.sync_channels(args.sync_channels.channels())

@@ -626,3 +626,71 @@ fn an_aofs_base_is_reported() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(j["total"]["keys"], n as u64);
 }
+
+#[test]
+fn a_guarded_master_and_a_whole_cluster_are_reported() {
+    let Some(bin) = server_named("redis-7.0", "memory from a guarded master and a cluster") else {
+        return;
+    };
+    // a password, given as a flag
+    let guarded = Server::start(&bin, &[("requirepass", "s3cret")], None).expect("server");
+    let mut c = guarded.client().expect("client");
+    c.cmd(&["AUTH", "s3cret"]).expect("auth");
+    for i in 0..50 {
+        c.cmd(&["SET", &format!("g:{i}"), "v"]).expect("set");
+    }
+    let url = format!("redis://127.0.0.1:{}", guarded.port);
+    let out = replicator(&["memory", &url, "--format", "json"]);
+    assert!(!out.status.success(), "no password, no report");
+    let out = replicator(&["memory", &url, "--format", "json", "--password", "s3cret"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(j["total"]["keys"], 50);
+
+    // any node of a cluster: every shard's keys, one report
+    let cluster = test_support::Cluster::start(&bin, 3, 0).expect("cluster");
+    let mut usage = 0u64;
+    for i in 0..300 {
+        let k = format!("c:{i}");
+        cluster
+            .write(&["SET", &k, &"x".repeat(i % 90)])
+            .expect("set");
+    }
+    for node in &cluster.nodes {
+        let mut c = node.client().expect("client");
+        for k in c.keys().expect("scan") {
+            let k = String::from_utf8(k).expect("utf-8");
+            usage += c
+                .cmd(&["MEMORY", "USAGE", &k, "SAMPLES", "0"])
+                .expect("usage")
+                .int()
+                .expect("int") as u64;
+        }
+    }
+    let url = format!("redis://127.0.0.1:{}", cluster.nodes[1].port);
+    let out = replicator(&[
+        "memory",
+        &url,
+        "--format",
+        "json",
+        "--allocator",
+        "jemalloc-16",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(j["total"]["keys"], 300);
+    assert_eq!(j["prefixes"][0]["prefix"], "c:");
+    // strings are estimated exactly on this server (the accuracy test holds it per key)
+    assert_eq!(
+        j["total"]["bytes"], usage,
+        "the cluster's MEMORY USAGE in all"
+    );
+}

@@ -143,6 +143,11 @@ pub struct Model {
     pub layout: Layout,
     /// The allocator.
     pub alloc: Allocator,
+    /// The version keeps two slot-list pointers in each key's `dictEntry` in cluster mode
+    /// (Redis 7.0–7.2, Valkey 7.2).
+    slot_links: bool,
+    /// Bytes a key's entry carries for the cluster's slot lists (16 in cluster mode there).
+    cluster_extra: u64,
 }
 
 /// `sds` header size for a string of `len` bytes (`sdsReqType`).
@@ -426,7 +431,38 @@ impl Model {
         Some(Self {
             layout: Layout::of(valkey, major, minor),
             alloc,
+            slot_links: if valkey {
+                major < 8
+            } else {
+                (7..=7).contains(&major) && minor <= 2
+            },
+            cluster_extra: 0,
         })
+    }
+
+    /// A layout and allocator, not in cluster mode.
+    pub fn new(layout: Layout, alloc: Allocator) -> Self {
+        Self {
+            layout,
+            alloc,
+            slot_links: matches!(layout, Layout::Redis70 | Layout::Redis72),
+            cluster_extra: 0,
+        }
+    }
+
+    /// For a server in cluster mode: Redis 7.0–7.2 and Valkey 7.2 keep two slot-list pointers
+    /// in each key's `dictEntry`, and `MEMORY USAGE` counts them (16 bytes a key); other
+    /// versions keep per-slot tables instead, which it does not count.
+    ///
+    /// ```
+    /// use replicator::memory::{Allocator, Model};
+    /// let m = Model::for_version("7.0.15", false, Allocator::Jemalloc16).unwrap();
+    /// let x = replicator::Elem::from("x");
+    /// assert_eq!(m.cluster(true).string_key(1, false, &x), m.string_key(1, false, &x) + 16);
+    /// ```
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster_extra = if on && self.slot_links { 16 } else { 0 };
+        self
     }
 
     pub(crate) fn a(&self, n: u64) -> u64 {
@@ -498,7 +534,7 @@ impl Model {
         let emb_val = 3 + len + 1;
         match self.layout {
             Layout::Redis6 | Layout::Redis70 | Layout::Redis72 => {
-                let key = self.a(sds_req(klen)) + 24;
+                let key = self.a(sds_req(klen)) + 24 + self.cluster_extra;
                 if len <= 44 {
                     key + if self.layout == Layout::Redis6 {
                         len + 2 + 16
@@ -718,33 +754,18 @@ mod tests {
     fn string_keys_as_the_servers_say() {
         // figures read off the servers with MEMORY USAGE (key "c")
         let x = Elem::from("x");
-        let r70 = Model {
-            layout: Layout::Redis70,
-            alloc: Allocator::Jemalloc16,
-        };
+        let r70 = Model::new(Layout::Redis70, Allocator::Jemalloc16);
         assert_eq!(r70.string_key(1, false, &x), 64);
-        let r8 = Model {
-            layout: Layout::Redis8,
-            alloc: Allocator::Jemalloc,
-        };
+        let r8 = Model::new(Layout::Redis8, Allocator::Jemalloc);
         assert_eq!(r8.string_key(1, false, &x), 32);
         assert_eq!(r8.string_len_key(1, false, 41), 72);
-        let v81 = Model {
-            layout: Layout::Valkey81,
-            alloc: Allocator::Libc,
-        };
+        let v81 = Model::new(Layout::Valkey81, Allocator::Libc);
         assert_eq!(v81.string_key(1, false, &x), 40);
         assert_eq!(v81.string_len_key(1, false, 41), 80);
-        let v9 = Model {
-            layout: Layout::Valkey9,
-            alloc: Allocator::Libc,
-        };
+        let v9 = Model::new(Layout::Valkey9, Allocator::Libc);
         assert_eq!(v9.string_key(1, false, &x), 24);
         assert_eq!(v9.string_len_key(1, false, 113), 144);
-        let r6 = Model {
-            layout: Layout::Redis6,
-            alloc: Allocator::Libc,
-        };
+        let r6 = Model::new(Layout::Redis6, Allocator::Libc);
         assert_eq!(r6.string_key(1, false, &x), 67);
         assert_eq!(r6.string_len_key(1, false, 45), 120);
     }
