@@ -301,6 +301,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// A multi-threaded tokio runtime with `workers` threads, for the commands that talk to
+/// servers.
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
 /// An error and its causes on one line, joined with `: `.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

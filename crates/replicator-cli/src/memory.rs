@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::ValueEnum;
 use replicator::files;
 use replicator::memory::{self, Allocator, KeyMemory, Model, Report, Sizer};
@@ -193,7 +192,7 @@ pub(crate) fn memory(args: &MemoryArgs) -> anyhow::Result<ExitCode> {
             }
             Sizer::new(model)
         });
-        if let Some(k) = s.item(&item) {
+        if let Some(k) = s.take(item) {
             if pass(&filter, &k) {
                 keys += 1;
                 report.add(&k);
@@ -284,11 +283,7 @@ fn live(
     b.rdb_only(true)
         .rdb_config(rdb)
         .read_timeout(Duration::from_secs(60));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = crate::runtime(1)?;
     let (mut r, connection) = b.connect();
     rt.spawn(connection);
     let mut result = Ok(());

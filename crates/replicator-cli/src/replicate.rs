@@ -267,11 +267,7 @@ pub(crate) fn replicate(
         b.poll_master(Some(Duration::from_secs(1)));
     }
     let filter = args.filters.filter()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = crate::runtime(1)?;
     let (mut r, connection) = b.connect();
     if let Some(o) = observed {
         o.watch(r.monitor());

@@ -310,11 +310,7 @@ pub(crate) fn sync(
 ) -> anyhow::Result<ExitCode> {
     let opts = options(&args)?;
     let filter = args.filters.filter()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = crate::runtime(2)?;
     let target = rt
         .block_on(replicator::sync::connect(&target_url(&args), opts.clone()))
         .context("cannot use the target")?;

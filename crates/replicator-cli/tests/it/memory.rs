@@ -3,32 +3,22 @@
 
 use std::collections::BTreeMap;
 
+use test_support::random::Rng;
 use test_support::{Client, Server, server_named};
 
 use super::replicator;
 
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
+/// `len` random lowercase letters.
+fn text(r: &mut Rng, len: u64) -> String {
+    (0..len)
+        .map(|_| char::from(b'a' + r.below(26) as u8))
+        .collect()
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn span(&mut self, min: u64, extra: u64) -> String {
-        let n = min + self.below(extra);
-        self.text(n)
-    }
-    fn text(&mut self, len: u64) -> String {
-        (0..len)
-            .map(|_| char::from(b'a' + self.below(26) as u8))
-            .collect()
-    }
+/// Random letters, `min` to `min + extra - 1` of them.
+fn span(r: &mut Rng, min: u64, extra: u64) -> String {
+    let n = min + r.below(extra);
+    text(r, n)
 }
 
 /// TTLs in the middle of the report's buckets (seconds): < 1 h, < 1 d, < 7 d, < 30 d, more.
@@ -36,7 +26,7 @@ const TTLS: [u64; 5] = [1800, 43_200, 259_200, 1_296_000, 5_184_000];
 
 /// Fills the server with keys of every type, in small (compact) and big encodings.
 fn fill(c: &mut Client, seed: u64, streams: bool) -> usize {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let mut cmds: Vec<Vec<String>> = Vec::new();
     let prefixes = ["user", "session", "cache:page", "cache:img", "q", "idx:a:b"];
     let mut n = 0;
@@ -45,17 +35,17 @@ fn fill(c: &mut Client, seed: u64, streams: bool) -> usize {
         let key = if i % 10 == 0 {
             format!("plain{i}")
         } else {
-            format!("{p}:{i}:{}", r.span(1, 12))
+            format!("{p}:{i}:{}", span(&mut r, 1, 12))
         };
         let big = r.below(4) == 0;
-        let s = |r: &mut Rng, max: u64| r.span(1, max);
+        let s = |r: &mut Rng, max: u64| span(r, 1, max);
         let mut cmd: Vec<String> = match r.below(if streams { 7 } else { 6 }) {
             0 => {
                 let v = match r.below(4) {
                     0 => r.below(1_000_000_000_000).to_string(),
                     1 => s(&mut r, 40),
-                    2 => r.span(45, 120),
-                    _ => r.span(200, 3000),
+                    2 => span(&mut r, 45, 120),
+                    _ => span(&mut r, 200, 3000),
                 };
                 vec!["SET".into(), key.clone(), v]
             }
@@ -121,7 +111,7 @@ fn fill(c: &mut Client, seed: u64, streams: bool) -> usize {
                 for j in 0..k {
                     c.push(format!("f{j}"));
                     c.push(if long && j == 0 {
-                        r.span(70, 100)
+                        span(&mut r, 70, 100)
                     } else if r.below(3) == 0 {
                         r.below(1_000_000).to_string()
                     } else {
@@ -205,6 +195,20 @@ fn truth(c: &mut Client) -> BTreeMap<Vec<u8>, Truth> {
         out.insert(k, Truth { usage, ty, pttl });
     }
     out
+}
+
+/// `replicator memory ARGS --format json`, which must succeed: the summary.
+fn summary(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["memory"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    let out = replicator(&all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json summary")
 }
 
 struct Row {
@@ -336,9 +340,7 @@ fn against(name: &str, allocator: &str) {
     assert!(total <= 0.05, "{name}: total error {total}\n{table}");
 
     // the summary's counts are the server's
-    let out = replicator(&["memory", dump, "--format", "json", "--allocator", allocator]);
-    assert!(out.status.success());
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    let j = summary(&[dump, "--allocator", allocator]);
     assert_eq!(j["total"]["keys"], truth.len() as u64);
     let mut types: BTreeMap<String, u64> = BTreeMap::new();
     let mut prefixes: BTreeMap<String, u64> = BTreeMap::new();
@@ -474,9 +476,7 @@ fn the_html_report_is_html_with_svg_charts_and_the_json_has_every_part() {
     }
     assert_eq!(svgs, 4);
 
-    let out = replicator(&["memory", file, "--format", "json", "--top", "5"]);
-    assert!(out.status.success());
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let j = summary(&[file, "--top", "5"]);
     for field in [
         "server",
         "total",
@@ -558,31 +558,9 @@ fn a_live_master_and_its_saved_file_give_the_same_report() {
     drop(c);
     server.restart().expect("restart");
     let url = format!("redis://127.0.0.1:{}", server.port);
-    let live = replicator(&[
-        "memory",
-        &url,
-        "--format",
-        "json",
-        "--allocator",
-        "jemalloc-16",
-    ]);
-    assert!(
-        live.status.success(),
-        "{}",
-        String::from_utf8_lossy(&live.stderr)
-    );
+    let a = summary(&[&url, "--allocator", "jemalloc-16"]);
     let dump = server.dir.join("dump.rdb");
-    let file = replicator(&[
-        "memory",
-        dump.to_str().expect("path"),
-        "--format",
-        "json",
-        "--allocator",
-        "jemalloc-16",
-    ]);
-    assert!(file.status.success());
-    let a: serde_json::Value = serde_json::from_slice(&live.stdout).expect("json");
-    let b: serde_json::Value = serde_json::from_slice(&file.stdout).expect("json");
+    let b = summary(&[dump.to_str().expect("path"), "--allocator", "jemalloc-16"]);
     for field in ["total", "types", "encodings", "prefixes", "top_by_bytes"] {
         assert_eq!(a[field], b[field], "{field}");
     }
@@ -617,13 +595,7 @@ fn an_aofs_base_is_reported() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let dir = server.dir.join("appendonlydir");
-    let out = replicator(&["memory", dir.to_str().expect("path"), "--format", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let j = summary(&[dir.to_str().expect("path")]);
     assert_eq!(j["total"]["keys"], n as u64);
 }
 
@@ -642,13 +614,7 @@ fn a_guarded_master_and_a_whole_cluster_are_reported() {
     let url = format!("redis://127.0.0.1:{}", guarded.port);
     let out = replicator(&["memory", &url, "--format", "json"]);
     assert!(!out.status.success(), "no password, no report");
-    let out = replicator(&["memory", &url, "--format", "json", "--password", "s3cret"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let j = summary(&[&url, "--password", "s3cret"]);
     assert_eq!(j["total"]["keys"], 50);
 
     // any node of a cluster: every shard's keys, one report
@@ -672,20 +638,7 @@ fn a_guarded_master_and_a_whole_cluster_are_reported() {
         }
     }
     let url = format!("redis://127.0.0.1:{}", cluster.nodes[1].port);
-    let out = replicator(&[
-        "memory",
-        &url,
-        "--format",
-        "json",
-        "--allocator",
-        "jemalloc-16",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let j = summary(&[&url, "--allocator", "jemalloc-16"]);
     assert_eq!(j["total"]["keys"], 300);
     assert_eq!(j["prefixes"][0]["prefix"], "c:");
     // strings are estimated exactly on this server (the accuracy test holds it per key)

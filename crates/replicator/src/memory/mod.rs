@@ -125,6 +125,17 @@ impl Sizer {
         self.model
     }
 
+    /// Takes one item by value (no copy of the packed sizes); see [`Sizer::item`].
+    pub fn take(&mut self, item: Item) -> Option<KeyMemory> {
+        match item {
+            Item::Packed(p) => {
+                self.packed = Some(p);
+                None
+            }
+            other => self.item(&other),
+        }
+    }
+
     /// Takes one item; a key's estimate comes back with the key's last item.
     pub fn item(&mut self, item: &Item) -> Option<KeyMemory> {
         match item {
@@ -344,6 +355,15 @@ impl Sizer {
         let expires = h.expire_ms.is_some();
         let over = m.key_overhead(klen, expires);
         let lp = acc.compact.listpack();
+        let compact_name = if m.keeps(Encoding::Ziplist) {
+            "ziplist"
+        } else {
+            "listpack"
+        };
+        // what the listpack would save against a table of `size` bytes
+        let saving = |size: u64, setting: &'static str| {
+            Some((size.saturating_sub(over + m.packed(lp)), setting))
+        };
         // a one-blob value as this server holds it: the file's blob when the server keeps that
         // encoding, else the listpack (or 6.2's ziplist) it converts it to
         let compact = || -> u64 {
@@ -378,25 +398,31 @@ impl Sizer {
             }
             ValueType::List => {
                 let (ql, node) = m.quicklist_sizes();
-                let nodes: Vec<u64> = match (&packed, h.encoding) {
+                // (nodes, the first node's bytes, what the nodes cost)
+                let mut nodes = (0u64, 0u64, 0u64);
+                let mut add = |s: u64| {
+                    if nodes.0 == 0 {
+                        nodes.1 = s;
+                    }
+                    nodes.0 += 1;
+                    nodes.2 += node + m.packed(s);
+                };
+                match (&packed, h.encoding) {
                     (Some(p), Encoding::Quicklist) if !p.sizes.is_empty() => {
                         let scale = if m.keeps(Encoding::Ziplist) || h.type_byte == 18 {
                             1.0
                         } else {
                             lp as f64 / acc.compact.ziplist().max(1) as f64
                         };
-                        let mut v: Vec<u64> = p
-                            .sizes
-                            .iter()
-                            .map(|&s| (s as f64 * scale).round() as u64)
-                            .collect();
+                        for &s in &p.sizes {
+                            add((s as f64 * scale).round() as u64);
+                        }
                         // sizes past the kept ones: their average
                         let left = p.count - p.sizes.len() as u64;
                         if let Some(avg) = (p.total - p.sizes.iter().sum::<u64>()).checked_div(left)
                         {
-                            v.extend(std::iter::repeat_n(avg, left as usize));
+                            (0..left).for_each(|_| add(avg));
                         }
-                        v
                     }
                     _ => {
                         // rebuilt as pushes build it: nodes of at most 8 KiB
@@ -406,14 +432,14 @@ impl Sizer {
                             acc.compact.ziplist()
                         };
                         let k = total.div_ceil(8192).max(1);
-                        vec![total / k; k as usize]
+                        (0..k).for_each(|_| add(total / k));
                     }
-                };
-                if m.small_lists_are_listpacks() && nodes.len() == 1 && nodes[0] <= 8192 {
-                    ("listpack", over + m.packed(nodes[0]), acc.n)
+                }
+                let (count, first, cost) = nodes;
+                if m.small_lists_are_listpacks() && count == 1 && first <= 8192 {
+                    ("listpack", over + m.packed(first), acc.n)
                 } else {
-                    let sum: u64 = nodes.iter().map(|&s| node + m.packed(s)).sum();
-                    ("quicklist", over + ql + sum, acc.n)
+                    ("quicklist", over + ql + cost, acc.n)
                 }
             }
             ValueType::Set => {
@@ -440,10 +466,7 @@ impl Sizer {
                     _ => {
                         let size = over + m.table(acc.n) + acc.members;
                         if m.small_lists_are_listpacks() && acc.n <= 160 && !acc.long_elems {
-                            hint = Some((
-                                size.saturating_sub(over + m.packed(lp)),
-                                "set-max-listpack-entries",
-                            ));
+                            hint = saving(size, "set-max-listpack-entries");
                         }
                         ("hashtable", size, acc.n)
                     }
@@ -451,45 +474,26 @@ impl Sizer {
             }
             ValueType::SortedSet => match h.encoding {
                 Encoding::Listpack | Encoding::Ziplist => {
-                    let enc = if m.keeps(Encoding::Ziplist) {
-                        "ziplist"
-                    } else {
-                        "listpack"
-                    };
-                    (enc, over + m.packed(compact()), acc.n)
+                    (compact_name, over + m.packed(compact()), acc.n)
                 }
                 _ => {
                     let size = over + m.zset_fixed() + m.table(acc.n) + acc.members;
                     if acc.n > 128 && acc.n <= 160 && !acc.long_elems {
-                        hint = Some((
-                            size.saturating_sub(over + m.packed(lp)),
-                            "zset-max-listpack-entries",
-                        ));
+                        hint = saving(size, "zset-max-listpack-entries");
                     }
                     ("skiplist", size, acc.n)
                 }
             },
             ValueType::Hash => match h.encoding {
                 Encoding::Listpack | Encoding::Ziplist | Encoding::Zipmap => {
-                    let enc = if m.keeps(Encoding::Ziplist) {
-                        "ziplist"
-                    } else {
-                        "listpack"
-                    };
-                    (enc, over + m.packed(compact()), acc.n)
+                    (compact_name, over + m.packed(compact()), acc.n)
                 }
                 _ => {
                     let size = over + m.table(acc.n) + acc.members;
                     if acc.n > 512 && acc.n <= 640 && !acc.long_elems {
-                        hint = Some((
-                            size.saturating_sub(over + m.packed(lp)),
-                            "hash-max-listpack-entries",
-                        ));
+                        hint = saving(size, "hash-max-listpack-entries");
                     } else if acc.n <= 512 && acc.long_elems && acc.largest <= 80 {
-                        hint = Some((
-                            size.saturating_sub(over + m.packed(lp)),
-                            "hash-max-listpack-value",
-                        ));
+                        hint = saving(size, "hash-max-listpack-value");
                     }
                     ("hashtable", size, acc.n)
                 }

@@ -268,7 +268,7 @@ impl Report {
 
     /// Counts one key.
     pub fn add(&mut self, k: &KeyMemory) {
-        let ty = type_name(k.value_type);
+        let ty = k.value_type.name();
         self.total.add(k.size);
         // keys come database by database: count in place until the database changes
         match &mut self.last_db {
@@ -518,11 +518,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
         return hay.iter().position(|&c| c == needle[0]);
     }
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The type's name as `TYPE` prints it.
-pub(crate) fn type_name(t: rdb_format::ValueType) -> &'static str {
-    t.name()
 }
 
 #[cfg(test)]
