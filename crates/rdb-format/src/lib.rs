@@ -20,7 +20,8 @@ pub use decoder::{
 };
 pub use dump::{Dump, decode_dump, seal_dump};
 pub use encode::{
-    Dropped, EncodeConfig, Encoder, dump_payload, dump_payload_counted, dump_payload_with_meta,
+    Dropped, EncodeConfig, Encoder, ValueHead, ValueWriter, dump_payload, dump_payload_counted,
+    dump_payload_len, dump_payload_spooled, dump_payload_with_meta,
 };
 pub use error::{
     Context, EncodeError, EncodeErrorKind, Error, ErrorKind, Result, Shown, printable,

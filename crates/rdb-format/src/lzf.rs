@@ -70,72 +70,123 @@ mod tests {
     }
 }
 
+/// The compressor's hash table, kept from one string to the next: an entry is a position plus
+/// the `base` of the string it was made for, so entries of earlier strings (below `base`) are
+/// stale without clearing the table between strings.
+struct Table {
+    slots: Vec<u32>,
+    base: u32,
+}
+
+thread_local! {
+    static TABLE: std::cell::RefCell<Table> = const {
+        std::cell::RefCell::new(Table { slots: Vec::new(), base: 0 })
+    };
+    static OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+const HLOG: u32 = 14;
+
 /// Compresses `input` in LZF format (what Redis' `lzf_compress` writes and
-/// [`decompress_into`] reads). `None` when the result would not be shorter than `max_out`.
-pub(crate) fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
-    const MAX_OFF: usize = 1 << 13;
-    const MAX_REF: usize = (1 << 8) + (1 << 3);
+/// [`decompress_into`] reads) and calls `with` on the result; `None` when the result would
+/// not be shorter than `max_out`. The output buffer and the hash table are reused.
+pub(crate) fn compress_with<R>(
+    input: &[u8],
+    max_out: usize,
+    with: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     let n = input.len();
-    if n >= u32::MAX as usize {
+    if n >= (u32::MAX / 2) as usize {
         // positions are kept as u32: such a string is written as it is
         return None;
     }
-    let mut out = Vec::with_capacity(max_out.min(n + n / 16 + 64));
-    // a table the input's size (up to 2^14 entries): filling a large one for every short
-    // string cost more than compressing it
-    let hlog = (usize::BITS - n.max(2).leading_zeros()).clamp(8, 14);
-    let mut table = vec![u32::MAX; 1 << hlog];
-    let hash = |p: usize| {
-        let v =
-            (u32::from(input[p]) << 16) | (u32::from(input[p + 1]) << 8) | u32::from(input[p + 2]);
-        (v.wrapping_mul(2_654_435_761) >> (32 - hlog)) as usize
+    let done = TABLE.with_borrow_mut(|t| {
+        OUT.with_borrow_mut(|out| {
+            out.clear();
+            if t.slots.is_empty() {
+                t.slots = vec![0; 1 << HLOG];
+            }
+            // entries are base + position + 1 (0 is never valid)
+            if u32::MAX - t.base <= n as u32 + 1 {
+                t.slots.fill(0);
+                t.base = 0;
+            }
+            let ok = compress_into(input, max_out, &mut t.slots, t.base, out);
+            t.base += n as u32 + 1;
+            ok
+        })
+    });
+    if !done {
+        return None;
+    }
+    Some(OUT.with_borrow(|out| with(out)))
+}
+
+/// Compresses `input` into `out` with `slots` as the hash table, whose entries below `base` are
+/// stale; false when the result would not be shorter than `max_out`.
+fn compress_into(
+    input: &[u8],
+    max_out: usize,
+    slots: &mut [u32],
+    base: u32,
+    out: &mut Vec<u8>,
+) -> bool {
+    const MAX_OFF: usize = 1 << 13;
+    const MAX_REF: usize = (1 << 8) + (1 << 3);
+    let n = input.len();
+    out.reserve(max_out.min(n + n / 16 + 64));
+    let mask = slots.len() - 1;
+    let flush = |out: &mut Vec<u8>, from: usize, to: usize| {
+        for run in input[from..to].chunks(32) {
+            out.push((run.len() - 1) as u8);
+            out.extend_from_slice(run);
+        }
     };
     let mut lit_start = 0;
     let mut ip = 0;
-    let flush = |out: &mut Vec<u8>, from: usize, to: usize| {
-        let mut s = from;
-        while s < to {
-            let run = (to - s).min(32);
-            out.push((run - 1) as u8);
-            out.extend_from_slice(&input[s..s + run]);
-            s += run;
-        }
-    };
     while ip + 2 < n {
-        let h = hash(ip);
-        let r = table[h] as usize;
-        table[h] = ip as u32;
-        if r != u32::MAX as usize
-            && r < ip
-            && ip - r <= MAX_OFF
-            && input[r..r + 3] == input[ip..ip + 3]
-        {
-            let max = (n - ip).min(MAX_REF);
-            let mut len = 3;
-            while len < max && input[r + len] == input[ip + len] {
-                len += 1;
+        let tri = &input[ip..ip + 3];
+        let v = (u32::from(tri[0]) << 16) | (u32::from(tri[1]) << 8) | u32::from(tri[2]);
+        let h = (v.wrapping_mul(2_654_435_761) >> (32 - HLOG)) as usize & mask;
+        let e = slots[h];
+        slots[h] = base + ip as u32 + 1;
+        if e > base {
+            let r = (e - base - 1) as usize;
+            if ip - r <= MAX_OFF && input[r..r + 3] == *tri {
+                let max = (n - ip).min(MAX_REF);
+                let len = 3 + input[r + 3..r + max]
+                    .iter()
+                    .zip(&input[ip + 3..ip + max])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                flush(out, lit_start, ip);
+                let off = ip - r - 1;
+                let l = len - 2;
+                if l < 7 {
+                    out.push(((l << 5) | (off >> 8)) as u8);
+                } else {
+                    out.push(((7 << 5) | (off >> 8)) as u8);
+                    out.push((l - 7) as u8);
+                }
+                out.push((off & 0xff) as u8);
+                ip += len;
+                lit_start = ip;
+                if out.len() >= max_out {
+                    return false;
+                }
+                continue;
             }
-            flush(&mut out, lit_start, ip);
-            let off = ip - r - 1;
-            let l = len - 2;
-            if l < 7 {
-                out.push(((l << 5) | (off >> 8)) as u8);
-            } else {
-                out.push(((7 << 5) | (off >> 8)) as u8);
-                out.push((l - 7) as u8);
-            }
-            out.push((off & 0xff) as u8);
-            ip += len;
-            lit_start = ip;
-            if out.len() >= max_out {
-                return None;
-            }
-        } else {
-            ip += 1;
         }
+        ip += 1;
     }
-    flush(&mut out, lit_start, n);
-    (out.len() < max_out).then_some(out)
+    flush(out, lit_start, n);
+    out.len() < max_out
+}
+
+/// Like [`compress_with`], returning the compressed bytes.
+#[cfg(test)]
+pub(crate) fn compress(input: &[u8], max_out: usize) -> Option<Vec<u8>> {
+    compress_with(input, max_out, <[u8]>::to_vec)
 }
 
 #[cfg(test)]

@@ -449,10 +449,6 @@ fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode
         .lenient(args.lenient)
         // count and keys need no values: check them without building them
         .skip_values(matches!(args.format, Format::Count | Format::Keys));
-    if args.format == Format::Rdb || args.restore {
-        // whole keys: an encoder needs a value's size before its elements
-        config.chunk_threshold(usize::MAX).string_piece(u64::MAX);
-    }
     let mut events = files::open_with(&args.file, &opts)?;
     let out = open_output(args.output.as_deref())?;
     let failure = match args.format {

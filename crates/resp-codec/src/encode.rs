@@ -27,6 +27,18 @@ fn blob(dst: &mut BytesMut, ty: u8, body: &[u8]) {
     dst.put_slice(b"\r\n");
 }
 
+/// Appends a header line: `*3\r\n` for `(b'*', 3)`, `$5\r\n` for `(b'$', 5)`; for writing a
+/// big bulk string's body straight to its destination after its header.
+///
+/// ```
+/// let mut out = bytes::BytesMut::new();
+/// resp_codec::encode_header(b'$', 5, &mut out);
+/// assert_eq!(&out[..], b"$5\r\n");
+/// ```
+pub fn encode_header(ty: u8, n: usize, dst: &mut BytesMut) {
+    header(dst, ty, n);
+}
+
 /// Appends `frame` to `dst`. Simple strings and errors are written as they are: they must not
 /// contain CR or LF (use bulk strings for arbitrary bytes).
 ///

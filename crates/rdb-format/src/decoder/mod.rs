@@ -172,9 +172,18 @@ struct Seen {
     partial: bool,
 }
 
+impl Seen {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            set: std::collections::HashSet::with_capacity_and_hasher(n, Default::default()),
+            partial: false,
+        }
+    }
+}
+
 /// The members' hashes are uniform already: use their low bits as they are.
 #[derive(Default)]
-struct U128Hasher(u64);
+pub(crate) struct U128Hasher(u64);
 
 impl std::hash::Hasher for U128Hasher {
     fn finish(&self) -> u64 {
@@ -934,8 +943,21 @@ impl Decoder {
                 }
             };
         }
+        let dup_limit = self.config.dup_check_limit as u64;
         let seq = |kind: SeqKind, remaining: u64, head: Box<KeyHead>| {
             let cap = remaining.min(1024) as usize;
+            // the members' hashes, sized once for what the value announces (up to the limit):
+            // no rehash, and no old table beside the new one while growing
+            let seen = match kind {
+                SeqKind::Set
+                | SeqKind::Zset1
+                | SeqKind::Zset2
+                | SeqKind::Hash
+                | SeqKind::HashTtl(_)
+                | SeqKind::ValkeyHash2
+                | SeqKind::StreamNodes(_) => Seen::with_capacity(remaining.min(dup_limit) as usize),
+                _ => Seen::default(),
+            };
             let acc = match kind {
                 SeqKind::List | SeqKind::Quicklist1 | SeqKind::Quicklist2 => {
                     Acc::List(Vec::with_capacity(cap))
@@ -955,7 +977,7 @@ impl Decoder {
                 acc,
                 started: false,
                 damaged: None,
-                seen: Seen::default(),
+                seen,
                 total: remaining,
                 packed: None,
             }))

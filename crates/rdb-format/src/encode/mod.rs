@@ -9,11 +9,13 @@ use crate::error::{EncodeError, EncodeErrorKind};
 
 type Result<T> = std::result::Result<T, EncodeError>;
 
+mod chunked;
 mod config;
 mod primitives;
 mod stream;
 mod values;
 
+pub use chunked::{ValueHead, ValueWriter, dump_payload_len, dump_payload_spooled};
 pub use config::{Dropped, EncodeConfig};
 pub(crate) use primitives::*;
 use stream::*;
@@ -21,8 +23,8 @@ use values::*;
 
 use crate::packed::{intset, listpack::Listpack, ziplist::Ziplist};
 use crate::value::{
-    Array, ArrayValue, Elem, HashField, Item, KeyHead, KeyMeta, KeyRecord, ModuleItem, Stream,
-    StreamEntry, StreamId, Value,
+    Array, ArrayItem, ArrayValue, Elem, HashField, Item, KeyHead, KeyMeta, KeyRecord, ModuleItem,
+    Stream, StreamEntry, StreamId, StreamMeta, Value,
 };
 
 fn cannot(why: &'static str) -> EncodeError {
@@ -265,14 +267,52 @@ impl<W: Write> Encoder<W> {
     pub fn key_parts(&mut self, head: &KeyHead, value: &Value) -> Result<()> {
         self.select_db(head.db)?;
         let mut obj = BytesMut::new();
-        let mut meta = BytesMut::new();
         let mut dropped = Dropped::default();
-        let ty = object(value, &self.cfg, &mut obj, &mut dropped)
-            .and_then(|ty| {
-                key_meta(&head.key_meta, &self.cfg, &mut meta, &mut dropped).map(|()| ty)
-            })
-            .map_err(|e| e.for_key(&head.key))?;
+        let ty =
+            object(value, &self.cfg, &mut obj, &mut dropped).map_err(|e| e.for_key(&head.key))?;
+        self.put_head(head, ty, &mut dropped)?;
         self.dropped.add(dropped);
+        if obj.len() > 1 << 16 {
+            self.flush_buf()?;
+            self.buf = obj;
+            return self.flush_buf();
+        }
+        self.buf.put_slice(&obj);
+        self.maybe_flush()
+    }
+
+    /// A big key written with a [`ValueWriter`]: its head, the writer's [`ValueHead`], then the
+    /// body read from `body` in pieces, so that nothing but a piece is held.
+    ///
+    /// See [`ValueWriter`] for an example.
+    pub fn key_spooled(
+        &mut self,
+        head: &KeyHead,
+        value: &ValueHead,
+        body: &mut dyn std::io::Read,
+    ) -> Result<()> {
+        self.select_db(head.db)?;
+        let mut dropped = value.dropped;
+        self.put_head(head, value.type_byte, &mut dropped)?;
+        self.dropped.add(dropped);
+        self.buf.put_slice(&value.prefix);
+        self.flush_buf()?;
+        let mut piece = vec![0u8; 1 << 16];
+        loop {
+            let n = body.read(&mut piece).map_err(EncodeError::io)?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.crc.update(&piece[..n]);
+            self.w.write_all(&piece[..n]).map_err(EncodeError::io)?;
+        }
+    }
+
+    /// Expiry, LRU/LFU, key metadata, type byte and key.
+    fn put_head(&mut self, head: &KeyHead, ty: u8, dropped: &mut Dropped) -> Result<()> {
+        let mut meta = BytesMut::new();
+        key_meta(&head.key_meta, &self.cfg, &mut meta, dropped)
+            .map_err(|e| e.for_key(&head.key))?;
         if let Some(ms) = head.expire_ms {
             self.buf.put_u8(0xFC);
             self.buf.put_i64_le(ms);
@@ -287,13 +327,7 @@ impl<W: Write> Encoder<W> {
         self.buf.put_slice(&meta);
         self.buf.put_u8(ty);
         put_raw_string(&mut self.buf, &head.key, false);
-        if obj.len() > 1 << 16 {
-            self.flush_buf()?;
-            self.buf = obj;
-            return self.flush_buf();
-        }
-        self.buf.put_slice(&obj);
-        self.maybe_flush()
+        Ok(())
     }
 
     /// Ends the file: EOF and the CRC-64; returns the writer.

@@ -17,23 +17,40 @@ pub(crate) fn put_len(out: &mut BytesMut, n: u64) {
     }
 }
 
-/// The integer a string is, if it is one exactly as Redis prints integers.
+/// The integer a string is, if it is one exactly as Redis prints integers (no sign but `-`,
+/// no leading zero, no `-0`).
 pub(crate) fn canonical_int(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 20 {
+    let (neg, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 19 || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
         return None;
     }
-    let v: i64 = std::str::from_utf8(b).ok()?.parse().ok()?;
-    let mut buf = itoa::Buffer::new();
-    (buf.format(v).as_bytes() == b).then_some(v)
+    let mut v: u64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d); // 19 digits fit in a u64
+    }
+    match neg {
+        true if v <= 1 << 63 => Some((v as i64).wrapping_neg()),
+        false if v <= i64::MAX as u64 => Some(v as i64),
+        _ => None,
+    }
 }
 
 pub(crate) fn put_raw_string(out: &mut BytesMut, b: &[u8], compress: bool) {
     if compress && b.len() > 20 {
-        if let Some(c) = crate::lzf::compress(b, b.len() - 4) {
+        let done = crate::lzf::compress_with(b, b.len() - 4, |c| {
             out.put_u8(0xC3);
             put_len(out, c.len() as u64);
             put_len(out, b.len() as u64);
-            out.put_slice(&c);
+            out.put_slice(c);
+        });
+        if done.is_some() {
             return;
         }
     }
@@ -71,4 +88,30 @@ pub(crate) fn put_elem(out: &mut BytesMut, e: &Elem, compress: bool) {
 pub(crate) fn put_raw_id(out: &mut BytesMut, id: StreamId) {
     out.put_u64(id.ms);
     out.put_u64(id.seq);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn canonical_ints_are_what_redis_prints() {
+        for (s, v) in [
+            ("0", Some(0)),
+            ("7", Some(7)),
+            ("-7", Some(-7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("-0", None),
+            ("07", None),
+            ("+7", None),
+            ("", None),
+            ("-", None),
+            ("1a", None),
+            (" 1", None),
+            ("99999999999999999999", None),
+        ] {
+            assert_eq!(super::canonical_int(s.as_bytes()), v, "{s:?}");
+        }
+    }
 }

@@ -71,17 +71,12 @@ pub(super) fn estimate_entries_read(
     UNKNOWN
 }
 
-pub(super) fn stream(
-    s: &Stream,
-    cfg: &EncodeConfig,
-    out: &mut BytesMut,
-    dropped: &mut Dropped,
-) -> Result<u8> {
-    let z = cfg.compress;
+/// What a target of `cfg`'s version cannot hold of a stream's metadata: refused, or counted
+/// as dropped when lossy.
+pub(super) fn stream_check(meta: &StreamMeta, cfg: &EncodeConfig) -> Result<Dropped> {
     let level = cfg.level();
-    let idmp_lost = level < 13 && s.meta.idmp.as_ref().is_some_and(|i| !i.is_default());
-    let nacked: u64 = s
-        .meta
+    let idmp_lost = level < 13 && meta.idmp.as_ref().is_some_and(|i| !i.is_default());
+    let nacked: u64 = meta
         .groups
         .iter()
         .map(|g| g.nacked.as_ref().map_or(0, Vec::len) as u64)
@@ -101,23 +96,62 @@ pub(super) fn stream(
     if nack_lost {
         here.nacked_entries = nacked;
     }
+    Ok(here)
+}
+
+/// One listpack node: its master ID as a 16-byte key, then the listpack.
+pub(super) fn put_stream_node(out: &mut BytesMut, id: StreamId, lp: &[u8], compress: bool) {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&id.ms.to_be_bytes());
+    key[8..].copy_from_slice(&id.seq.to_be_bytes());
+    put_raw_string(out, &key, false);
+    put_raw_string(out, lp, compress);
+}
+
+/// The stream type byte for the target.
+pub(super) fn stream_type(cfg: &EncodeConfig) -> u8 {
+    match cfg.level() {
+        9 => 15,
+        10 => 19,
+        11 | 12 => 21,
+        13 => 26,
+        _ => 27,
+    }
+}
+
+pub(super) fn stream(
+    s: &Stream,
+    cfg: &EncodeConfig,
+    out: &mut BytesMut,
+    dropped: &mut Dropped,
+) -> Result<u8> {
+    let here = stream_check(&s.meta, cfg)?;
     let nodes = stream_nodes(&s.entries, cfg.stream_node_entries);
     put_len(out, nodes.len() as u64);
     for (id, lp) in &nodes {
-        let mut key = BytesMut::with_capacity(16);
-        put_raw_id(&mut key, *id);
-        put_raw_string(out, &key, false);
-        put_raw_string(out, lp, z);
+        put_stream_node(out, *id, lp, cfg.compress);
     }
-    let m = &s.meta;
+    stream_tail(&s.meta, s.entries.first().map(|e| e.id), cfg, out);
+    dropped.add(here);
+    Ok(stream_type(cfg))
+}
+
+/// What follows the nodes: length, IDs, counters, groups with their PELs and consumers, IDMP
+/// state. `first_entry`: the first entry's ID, for a stream from before RDB 10.
+pub(super) fn stream_tail(
+    m: &StreamMeta,
+    first_entry: Option<StreamId>,
+    cfg: &EncodeConfig,
+    out: &mut BytesMut,
+) {
+    let z = cfg.compress;
+    let level = cfg.level();
+    let nack_lost = level < 14;
     put_len(out, m.length);
     put_len(out, m.last_id.ms);
     put_len(out, m.last_id.seq);
     // what a stream from before RDB 10 gets when Redis loads it
-    let first = m
-        .first_id
-        .or_else(|| s.entries.first().map(|e| e.id))
-        .unwrap_or_default();
+    let first = m.first_id.or(first_entry).unwrap_or_default();
     let deleted = m.max_deleted_id.unwrap_or_default();
     let added = m.entries_added.unwrap_or(m.length);
     if level >= 10 {
@@ -180,7 +214,7 @@ pub(super) fn stream(
     }
     if level >= 13 {
         let default = crate::value::StreamIdmp::default();
-        let i = s.meta.idmp.as_ref().unwrap_or(&default);
+        let i = m.idmp.as_ref().unwrap_or(&default);
         put_len(out, i.duration_s);
         put_len(out, i.max_entries);
         put_len(out, i.producers.len() as u64);
@@ -196,12 +230,4 @@ pub(super) fn stream(
         put_len(out, i.iids_added);
         put_len(out, i.iids_duplicates);
     }
-    dropped.add(here);
-    Ok(match level {
-        9 => 15,
-        10 => 19,
-        11 | 12 => 21,
-        13 => 26,
-        _ => 27,
-    })
 }

@@ -50,9 +50,12 @@ impl Packed {
 }
 
 pub(super) fn unique<'a>(items: impl Iterator<Item = &'a Elem>, what: &'static str) -> Result<()> {
-    let mut seen = HashSet::new();
+    // 128-bit hashes of the members' texts: a false duplicate is out of reach, and nothing is
+    // copied (the decoder's check works the same way)
+    let mut seen: HashSet<u128, std::hash::BuildHasherDefault<crate::decoder::U128Hasher>> =
+        HashSet::default();
     for e in items {
-        if !seen.insert(e.to_bytes()) {
+        if !seen.insert(e.with_bytes(xxhash_rust::xxh3::xxh3_128)) {
             return Err(EncodeError::new(EncodeErrorKind::Invalid {
                 what,
                 why: format!("duplicate element {e:?}"),
@@ -329,33 +332,39 @@ pub(super) fn array(a: &Array, cfg: &EncodeConfig, out: &mut BytesMut) -> Result
         None => put_len(out, 0),
     }
     for it in &a.items {
-        if it.index == u64::MAX {
-            return Err(cannot("array index 2^64-1 is reserved"));
-        }
-        put_len(out, it.index);
-        match &it.value {
-            ArrayValue::String(b) => {
-                put_len(out, 0);
-                put_string(out, b, cfg.compress);
-            }
-            ArrayValue::Int(i) => {
-                put_len(out, 1);
-                out.put_i64_le(*i);
-            }
-            ArrayValue::Float(d) => {
-                put_len(out, 2);
-                out.put_f64_le(*d);
-            }
-            ArrayValue::Short(b) => {
-                if b.len() > 7 {
-                    return Err(cannot(
-                        "a short-string array element is longer than 7 bytes",
-                    ));
-                }
-                put_len(out, 3);
-                put_string(out, b, false);
-            }
-        }
+        array_item(it, cfg, out)?;
     }
     Ok(28)
+}
+
+/// One array element: its index, then its tagged value.
+pub(super) fn array_item(it: &ArrayItem, cfg: &EncodeConfig, out: &mut BytesMut) -> Result<()> {
+    if it.index == u64::MAX {
+        return Err(cannot("array index 2^64-1 is reserved"));
+    }
+    put_len(out, it.index);
+    match &it.value {
+        ArrayValue::String(b) => {
+            put_len(out, 0);
+            put_string(out, b, cfg.compress);
+        }
+        ArrayValue::Int(i) => {
+            put_len(out, 1);
+            out.put_i64_le(*i);
+        }
+        ArrayValue::Float(d) => {
+            put_len(out, 2);
+            out.put_f64_le(*d);
+        }
+        ArrayValue::Short(b) => {
+            if b.len() > 7 {
+                return Err(cannot(
+                    "a short-string array element is longer than 7 bytes",
+                ));
+            }
+            put_len(out, 3);
+            put_string(out, b, false);
+        }
+    }
+    Ok(())
 }

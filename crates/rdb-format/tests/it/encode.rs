@@ -227,7 +227,7 @@ fn stream() -> impl Strategy<Value = Value> {
         })
 }
 
-fn value() -> impl Strategy<Value = Value> {
+pub(crate) fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..3000).prop_map(|v| Value::String(Bytes::from(v))),
         "[0-9]{1,19}".prop_map(|s| Value::String(Bytes::from(s))),
@@ -261,7 +261,7 @@ fn value() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn ttl_hash() -> impl Strategy<Value = Value> {
+pub(crate) fn ttl_hash() -> impl Strategy<Value = Value> {
     (
         unique_elems(200),
         proptest::collection::vec(

@@ -1,5 +1,6 @@
 //! Integration tests for the RDB decoder.
 
+mod chunked;
 mod corpus;
 mod dump_real;
 mod encode;

@@ -191,3 +191,152 @@ fn re_encoded_for_a_newer_version_loads_there_with_the_same_data() {
     assert!(done > 0);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// Fills `c` with one key of each type past the decoder's chunk threshold (8,192 elements) and
+/// a 3 MiB string, some with expiries, field TTLs where the server has them, and a stream
+/// with a consumer group and pending entries.
+fn fill_big_keys(c: &mut test_support::Client) {
+    const N: usize = 20_000;
+    let big: String = (0..3 << 20)
+        .map(|i| (b'a' + (i % 7) as u8) as char)
+        .collect();
+    c.ok(&["SET", "big:string", &big]).unwrap();
+    c.ok(&["PEXPIREAT", "big:string", "4102444800000"]).unwrap();
+    for part in 0..N / 1000 {
+        let range = part * 1000..(part + 1) * 1000;
+        let mut list = vec!["RPUSH".to_owned(), "big:list".into()];
+        let mut set = vec!["SADD".to_owned(), "big:set".into()];
+        let mut zset = vec!["ZADD".to_owned(), "big:zset".into()];
+        let mut hash = vec!["HSET".to_owned(), "big:hash".into()];
+        for i in range {
+            list.push(if i % 3 == 0 {
+                i.to_string()
+            } else {
+                format!("element-{i}")
+            });
+            set.push(if i % 2 == 0 {
+                i.to_string()
+            } else {
+                format!("member-{i}")
+            });
+            zset.push(format!("{}", i as f64 / 7.0));
+            zset.push(format!("m{i}"));
+            hash.push(format!("field-{i}"));
+            hash.push(if i % 5 == 0 {
+                i.to_string()
+            } else {
+                format!("value-{i}")
+            });
+        }
+        for args in [list, set, zset, hash] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.ok(&args).unwrap();
+        }
+    }
+    c.ok(&["PEXPIREAT", "big:set", "4102444800000"]).unwrap();
+    if c.has_command("HPEXPIREAT") {
+        c.ok(&["HSET", "big:ttlhash", "f", "v"]).unwrap();
+        for part in 0..N / 1000 {
+            let mut hash = vec!["HSET".to_owned(), "big:ttlhash".into()];
+            for i in part * 1000..(part + 1) * 1000 {
+                hash.push(format!("field-{i}"));
+                hash.push(format!("value-{i}"));
+            }
+            let args: Vec<&str> = hash.iter().map(String::as_str).collect();
+            c.ok(&args).unwrap();
+        }
+        for i in (0..N).step_by(97) {
+            let (at, f) = (
+                (4_102_444_800_000u64 + i as u64).to_string(),
+                format!("field-{i}"),
+            );
+            c.ok(&["HPEXPIREAT", "big:ttlhash", &at, "FIELDS", "1", &f])
+                .unwrap();
+        }
+    }
+    for i in 0..N {
+        let v = i.to_string();
+        c.send(&["XADD", "big:stream", "*", "n", &v, "kind", "event"])
+            .unwrap();
+    }
+    c.drain(N).unwrap();
+    c.ok(&["XGROUP", "CREATE", "big:stream", "readers", "0"])
+        .unwrap();
+    c.ok(&[
+        "XREADGROUP",
+        "GROUP",
+        "readers",
+        "alice",
+        "COUNT",
+        "300",
+        "STREAMS",
+        "big:stream",
+        ">",
+    ])
+    .unwrap();
+    c.ok(&["SAVE"]).unwrap();
+}
+
+#[test]
+fn big_keys_are_re_encoded_chunk_by_chunk() {
+    let cli = test_support::redis_cli().expect("redis-cli");
+    let scratch = test_support::temp_dir("reencode-big");
+    let mut checked = 0;
+    for name in [
+        "redis-6.2",
+        "redis-7.0",
+        "redis-8.2",
+        "valkey-8.1",
+        "valkey-9.1",
+    ] {
+        let Some(bin) = server_named(name, "the big-key re-encode test") else {
+            continue;
+        };
+        let source = Server::start(&bin, &[], None).unwrap();
+        fill_big_keys(&mut source.client().unwrap());
+        let rdb = scratch.join(format!("{name}.rdb"));
+        std::fs::copy(source.dir.join("dump.rdb"), &rdb).unwrap();
+        drop(source);
+        let out = scratch.join(format!("{name}-out.rdb"));
+        let r = replicator(&[
+            "dump",
+            rdb.to_str().unwrap(),
+            "--format",
+            "rdb",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            r.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let original = Server::start(&bin, &[], Some(&rdb)).unwrap();
+        let reencoded = Server::start(&bin, &[], Some(&out)).unwrap();
+        let n = same_data(&original, &reencoded, &bin, name);
+        assert!(n >= 6, "{name}: only {n} keys");
+
+        let fresh = Server::start(&bin, &[], None).unwrap();
+        let r = replicator(&[
+            "dump",
+            rdb.to_str().unwrap(),
+            "--format",
+            "resp",
+            "--restore",
+        ]);
+        assert!(
+            r.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        // one RESTORE per key, however big
+        let restores = r.stdout.windows(9).filter(|w| w == b"\r\nRESTORE").count();
+        assert_eq!(restores, n, "{name}: RESTORE commands");
+        pipe_into(&cli, fresh.port, &r.stdout, name);
+        same_data(&original, &fresh, &bin, name);
+        eprintln!("{name}: {n} big keys re-encoded and restored chunk by chunk");
+        checked += 1;
+    }
+    assert!(checked > 0);
+    let _ = std::fs::remove_dir_all(&scratch);
+}

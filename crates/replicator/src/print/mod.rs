@@ -26,6 +26,7 @@
 pub(crate) mod json;
 mod rdb;
 mod resp;
+mod spool;
 
 use std::io::Write;
 

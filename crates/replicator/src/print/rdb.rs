@@ -6,6 +6,7 @@ use rdb_format::{
     Chunk, Dropped, EncodeConfig, Encoder, Item, KeyHead, KeyRecord, ModuleValue, Shown,
 };
 
+use super::spool::{BigKey, Spool};
 use super::{Resp, Sink};
 use crate::error::{Error, Result};
 use crate::event::CommandEvent;
@@ -44,19 +45,9 @@ impl Target {
     }
 }
 
-/// The parts of [`Sink`] a sink that takes whole keys only answers the same way: chunks are
-/// refused, a module value is a whole key.
-macro_rules! whole_keys_only {
+/// The module value of a key as a whole key (module values never come in chunks).
+macro_rules! module_as_key {
     () => {
-        fn start(&mut self, _: &KeyHead) -> Result<()> {
-            Err(not_whole("the start of a chunked key"))
-        }
-        fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> Result<()> {
-            Err(not_whole("a chunk"))
-        }
-        fn end(&mut self, _: &KeyHead) -> Result<()> {
-            Err(not_whole("a chunk"))
-        }
         fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()> {
             self.key(KeyRecord {
                 head: head.clone(),
@@ -66,10 +57,17 @@ macro_rules! whole_keys_only {
     };
 }
 
-fn not_whole(what: &'static str) -> Error {
-    Error::from(rdb_format::EncodeError::from(
-        rdb_format::EncodeErrorKind::NotWhole(what),
-    ))
+/// A chunk for the big key being written, which must have started.
+fn big_key(big: &mut Option<BigKey>) -> Result<&mut BigKey> {
+    big.as_mut()
+        .ok_or_else(|| Error::invalid("a chunk without the start of its key"))
+}
+
+/// The end of the big key being written: its head, value head and body.
+fn finish_big(big: &mut Option<BigKey>) -> Result<(KeyHead, rdb_format::ValueHead, Spool)> {
+    big.take()
+        .ok_or_else(|| Error::invalid("the end of a key that did not start"))?
+        .finish()
 }
 
 fn commands_need_a_server(c: &CommandEvent) -> Error {
@@ -80,15 +78,15 @@ fn commands_need_a_server(c: &CommandEvent) -> Error {
     ))
 }
 
-/// Writes a new RDB file: the source's aux fields, functions, module aux records and whole
-/// keys, for the target version. Keys must come whole: decode with
-/// `Config::chunk_threshold(usize::MAX)` and `string_piece(u64::MAX)`.
+/// Writes a new RDB file: the source's aux fields, functions, module aux records and keys, for
+/// the target version. Big keys (chunks) are encoded chunk by chunk into a spool (memory up
+/// to 4 MiB, then an unnamed temporary file) until their count is known, so memory stays
+/// bounded whatever the key's size.
 ///
 /// ```
 /// use replicator::{files, print::{Printer, Rdb}};
 /// # let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/redis-7.0-compact.rdb"));
-/// let mut config = replicator::Config::default();
-/// config.chunk_threshold(usize::MAX).string_piece(u64::MAX);
+/// let config = replicator::Config::default();
 /// let mut rdb = Rdb::new(Vec::new());
 /// rdb.target_version(Some(11));
 /// let mut p = Printer::new(rdb);
@@ -106,6 +104,7 @@ pub struct Rdb<W: Write> {
     keys: u64,
     dropped: Dropped,
     version: u32,
+    big: Option<BigKey>,
 }
 
 impl<W: Write> std::fmt::Debug for Rdb<W> {
@@ -127,6 +126,7 @@ impl<W: Write> Rdb<W> {
             keys: 0,
             dropped: Dropped::default(),
             version: 0,
+            big: None,
         }
     }
 
@@ -177,9 +177,24 @@ impl<W: Write> Rdb<W> {
 }
 
 impl<W: Write> Sink for Rdb<W> {
-    whole_keys_only!();
+    module_as_key!();
     fn key(&mut self, rec: KeyRecord) -> Result<()> {
         self.enc()?.key(&rec)?;
+        self.keys += 1;
+        Ok(())
+    }
+    fn start(&mut self, head: &KeyHead) -> Result<()> {
+        let cfg = *self.enc()?.config();
+        self.big = Some(BigKey::new(head, &cfg)?);
+        Ok(())
+    }
+    fn chunk(&mut self, _: &KeyHead, chunk: &Chunk) -> Result<()> {
+        big_key(&mut self.big)?.chunk(chunk)
+    }
+    fn end(&mut self, _: &KeyHead) -> Result<()> {
+        let (head, vh, mut body) = finish_big(&mut self.big)?;
+        let enc = self.enc()?;
+        body.drain(|r| Ok(enc.key_spooled(&head, &vh, r)?))?;
         self.keys += 1;
         Ok(())
     }
@@ -221,14 +236,16 @@ impl<W: Write> Sink for Rdb<W> {
 
 /// One `RESTORE key ttl payload [ABSTTL] [IDLETIME|FREQ] REPLACE` per key, with payloads for
 /// the target version (default: the source's): keeps every encoding detail, the fastest way
-/// to move data between servers. Functions go as `FUNCTION LOAD`, commands as they came. Keys
-/// must come whole (see [`Rdb`]).
+/// to move data between servers. Functions go as `FUNCTION LOAD`, commands as they came. A big
+/// key's payload is encoded chunk by chunk into a spool (see [`Rdb`]) and written out in
+/// pieces: one `RESTORE` whatever its size.
 #[derive(Debug)]
 pub struct Restore<W: Write> {
     resp: Resp<W>,
     target: Target,
     cfg: Option<EncodeConfig>,
     dropped: Dropped,
+    big: Option<BigKey>,
 }
 
 impl<W: Write> Restore<W> {
@@ -239,6 +256,7 @@ impl<W: Write> Restore<W> {
             target: Target::default(),
             cfg: None,
             dropped: Dropped::default(),
+            big: None,
         }
     }
 
@@ -271,13 +289,53 @@ impl<W: Write> Restore<W> {
     }
 }
 
-impl<W: Write> Sink for Restore<W> {
-    whole_keys_only!();
-    fn key(&mut self, rec: KeyRecord) -> Result<()> {
-        let cfg = self
-            .cfg
+impl<W: Write> Restore<W> {
+    fn cfg(&self) -> Result<&EncodeConfig> {
+        self.cfg
             .as_ref()
-            .ok_or_else(|| Error::invalid("no RDB header"))?;
+            .ok_or_else(|| Error::invalid("no RDB header"))
+    }
+}
+
+impl<W: Write> Sink for Restore<W> {
+    module_as_key!();
+    fn start(&mut self, head: &KeyHead) -> Result<()> {
+        self.big = Some(BigKey::new(head, self.cfg()?)?);
+        Ok(())
+    }
+    fn chunk(&mut self, _: &KeyHead, chunk: &Chunk) -> Result<()> {
+        big_key(&mut self.big)?.chunk(chunk)
+    }
+    fn end(&mut self, _: &KeyHead) -> Result<()> {
+        let (head, vh, mut body) = finish_big(&mut self.big)?;
+        let cfg = *self.cfg()?;
+        let meta = &head.key_meta;
+        let len = rdb_format::dump_payload_len(meta, &vh, body.len(), &cfg)
+            .map_err(|e| e.for_key(&head.key))?;
+        self.dropped.add(vh.dropped);
+        let resp = &mut self.resp;
+        let dropped = &mut self.dropped;
+        body.drain(|r| {
+            let mut r = Some(r);
+            resp.restore_streamed(&head, len, true, &mut |w| {
+                let r = r
+                    .take()
+                    .ok_or_else(|| Error::invalid("payload written twice"))?;
+                let (n, d) = rdb_format::dump_payload_spooled(meta, &vh, r, &cfg, w)
+                    .map_err(|e| e.for_key(&head.key))?;
+                dropped.add(d);
+                if n != len {
+                    return Err(Error::invalid(format!(
+                        "key {}: the payload came out {n} bytes, not {len}",
+                        Shown(&head.key)
+                    )));
+                }
+                Ok(())
+            })
+        })
+    }
+    fn key(&mut self, rec: KeyRecord) -> Result<()> {
+        let cfg = self.cfg()?;
         let (payload, d) = rdb_format::dump_payload_counted(&rec.value, &rec.head.key_meta, cfg)
             .map_err(|e| e.for_key(&rec.head.key))?;
         self.dropped.add(d);

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use rdb_format::{ArrayItem, Chunk, Elem, Item, KeyHead, ModuleValue, StreamId, Value, ValueType};
 
 use super::Sink;
@@ -256,30 +256,67 @@ impl<W: Write> Resp<W> {
     /// `RESTORE key ttl payload [ABSTTL] REPLACE` (after a `SELECT` where the db changes),
     /// with `IDLETIME`/`FREQ` when `lru` and the head has them.
     pub fn restore(&mut self, head: &KeyHead, payload: &[u8], lru: bool) -> Result<()> {
+        self.restore_streamed(head, payload.len() as u64, lru, &mut |w| {
+            w.write_all(payload)?;
+            Ok(())
+        })
+    }
+
+    /// Like [`restore`](Self::restore), with a payload of `len` bytes that `payload` writes
+    /// straight to the output (a big key's, written piece by piece).
+    pub fn restore_streamed(
+        &mut self,
+        head: &KeyHead,
+        len: u64,
+        lru: bool,
+        payload: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
         self.select(head.db)?;
         // RESTORE takes no negative time: a key expired before 1970 is as expired at 1 ms
         let ttl = head
             .expire_ms
             .map_or_else(|| "0".to_owned(), |ms| ms.max(1).to_string());
-        let mut args: Vec<&[u8]> = vec![b"RESTORE", &head.key, ttl.as_bytes(), payload];
+        let mut after: Vec<&[u8]> = Vec::new();
         if head.expire_ms.is_some() {
-            args.push(b"ABSTTL");
+            after.push(b"ABSTTL");
         }
         let idle = head.idle_s.map(|i| i.to_string());
         let freq = head.freq.map(|f| f.to_string());
         if lru {
             if let Some(i) = &idle {
-                args.push(b"IDLETIME");
-                args.push(i.as_bytes());
+                after.push(b"IDLETIME");
+                after.push(i.as_bytes());
             } else if let Some(f) = &freq {
-                args.push(b"FREQ");
-                args.push(f.as_bytes());
+                after.push(b"FREQ");
+                after.push(f.as_bytes());
             }
         }
         if self.replace {
-            args.push(b"REPLACE");
+            after.push(b"REPLACE");
         }
-        self.cmd(&args)
+        let bulk = |buf: &mut BytesMut, b: &[u8]| {
+            resp_codec::encode_header(b'$', b.len(), buf);
+            buf.extend_from_slice(b);
+            buf.extend_from_slice(b"\r\n");
+        };
+        resp_codec::encode_header(b'*', 4 + after.len(), &mut self.buf);
+        bulk(&mut self.buf, b"RESTORE");
+        bulk(&mut self.buf, &head.key);
+        bulk(&mut self.buf, ttl.as_bytes());
+        resp_codec::encode_header(b'$', len as usize, &mut self.buf);
+        if len > 1 << 16 {
+            // a big payload goes straight out
+            self.w.write_all(&self.buf)?;
+            self.buf.clear();
+            payload(&mut self.w)?;
+        } else {
+            payload(&mut (&mut self.buf).writer())?;
+        }
+        self.buf.extend_from_slice(b"\r\n");
+        for a in after {
+            bulk(&mut self.buf, a);
+        }
+        self.flush_if_big()
     }
 
     fn select(&mut self, db: u64) -> Result<()> {
