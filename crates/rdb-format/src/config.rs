@@ -65,6 +65,10 @@ pub struct Config {
     pub(crate) build_packed: bool,
 }
 
+/// The default [`Config::dup_check_limit`]: 917,504 member hashes, what a table of 2^20
+/// 16-byte slots holds at its load factor (16 MiB); one more member would double it.
+pub const DUP_CHECK_LIMIT: usize = 917_504;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -78,7 +82,7 @@ impl Default for Config {
             packed_sizes: false,
             build_packed: true,
             relaxed_version: false,
-            dup_check_limit: 1 << 20,
+            dup_check_limit: DUP_CHECK_LIMIT,
             lenient: false,
         }
     }
@@ -155,7 +159,7 @@ impl Config {
     /// How many members of one hashtable-encoded set, hash or sorted set are remembered (as
     /// 16-byte hashes) to find duplicates, which Redis refuses. Past it, later members are
     /// still checked against the remembered ones, and [`Decoder::partial_checks`] counts the
-    /// key. Default 1,048,576 (about 32 MiB at most). Compact encodings are always checked
+    /// key. Default 917,504 ([`DUP_CHECK_LIMIT`]: what a 16 MiB table holds). Compact encodings are always checked
     /// whole.
     pub fn dup_check_limit(&mut self, n: usize) -> &mut Self {
         self.dup_check_limit = n;

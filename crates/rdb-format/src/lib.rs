@@ -10,10 +10,13 @@ mod encode;
 mod error;
 mod lzf;
 mod packed;
+#[cfg(unix)]
+mod parallel;
 mod read_ahead;
 mod reader;
 mod value;
 
+pub use config::DUP_CHECK_LIMIT;
 pub use decoder::{
     Config, Decoder, Limits, MAX_REDIS_VERSION, MAX_VALKEY_VERSION, Recovery, Source, crc64,
     module_id, module_name, type_name,
@@ -26,6 +29,8 @@ pub use encode::{
 pub use error::{
     Context, EncodeError, EncodeErrorKind, Error, ErrorKind, Result, Shown, printable,
 };
+#[cfg(unix)]
+pub use parallel::{Batch, Part, Pipeline};
 pub use read_ahead::ReadAhead;
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;

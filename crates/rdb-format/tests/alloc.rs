@@ -93,6 +93,93 @@ fn allocations_stay_within_the_bound() {
     lying_lengths_do_not_allocate();
     arbitrary_bytes_allocate_within_the_bound();
     mutated_fixtures_allocate_within_the_bound();
+    big_keys_cost_the_pipeline_and_the_encoder_no_more_than_small_ones();
+}
+
+/// A file with one list of `n` elements (and a few small keys around it).
+fn file_with_a_list(n: usize) -> std::path::PathBuf {
+    use rdb_format::{EncodeConfig, Encoder, KeyRecord, Value};
+    let mut enc = Encoder::new(Vec::new(), EncodeConfig::new(11).unwrap()).unwrap();
+    for i in 0..100 {
+        let v = Value::String(format!("value-{i}").into_bytes().into());
+        enc.key(&KeyRecord::new(
+            0,
+            format!("small-{i}").into_bytes().into(),
+            v,
+        ))
+        .unwrap();
+    }
+    let list = (0..n as i64)
+        .map(|i| rdb_format::Elem::Bytes(format!("element-{i}").into_bytes().into()))
+        .collect();
+    enc.key(&KeyRecord::new(0, "big".into(), Value::List(list)))
+        .unwrap();
+    let path = test_support::temp_dir("alloc").join(format!("list-{n}.rdb"));
+    std::fs::write(&path, enc.finish().unwrap()).unwrap();
+    path
+}
+
+/// Decoding on threads (items dropped as they come) and re-encoding a big key chunk by chunk
+/// (`ValueWriter`, into a sink) take the same peak memory for a list of 100,000 elements
+/// and one of 1,000,000: nothing holds a key whole.
+fn big_keys_cost_the_pipeline_and_the_encoder_no_more_than_small_ones() {
+    use std::ops::ControlFlow;
+    let measure = |path: &std::path::Path| {
+        let threads = peak_during(|| {
+            rdb_format::Pipeline::new(Default::default())
+                .threads(2)
+                .run(
+                    path,
+                    |b, hand| {
+                        let mut n = 0;
+                        for i in b {
+                            i.unwrap();
+                            n += 1;
+                            if n % 1000 == 0 {
+                                hand(n);
+                            }
+                        }
+                        n
+                    },
+                    |_| ControlFlow::Continue(()),
+                )
+                .unwrap();
+        });
+        let encoder = peak_during(|| {
+            let cfg = rdb_format::EncodeConfig::new(11).unwrap();
+            let mut out = rdb_format::Encoder::new(std::io::sink(), cfg).unwrap();
+            let mut big: Option<(rdb_format::KeyHead, rdb_format::ValueWriter)> = None;
+            let mut body = std::io::sink();
+            for item in rdb_format::Reader::new(std::fs::File::open(path).unwrap()) {
+                match item.unwrap() {
+                    rdb_format::Item::KeyStart(h) => {
+                        let w = rdb_format::ValueWriter::new(&h, &cfg).unwrap();
+                        big = Some((h, w));
+                    }
+                    rdb_format::Item::Chunk(c) => {
+                        big.as_mut().unwrap().1.chunk(&c, &mut body).unwrap()
+                    }
+                    rdb_format::Item::KeyEnd => {
+                        let (h, w) = big.take().unwrap();
+                        let vh = w.finish(&mut body).unwrap();
+                        out.key_spooled(&h, &vh, &mut std::io::empty()).unwrap();
+                    }
+                    other => out.item(&other).unwrap(),
+                }
+            }
+            out.finish().unwrap();
+        });
+        (threads, encoder)
+    };
+    // the walker keeps a batch of up to 4 MiB in memory for its worker (a bigger one is read
+    // again from the file): past that, the size of a key makes no difference
+    let sizes = [1_000_000, 3_000_000];
+    let [a, b] = sizes.map(|n| measure(&file_with_a_list(n)));
+    for (threads, encoder) in [a, b] {
+        assert!(threads < 20 << 20 && encoder < 4 << 20, "{a:?} {b:?}");
+    }
+    assert!(b.0 < a.0 + (2 << 20), "threads: {a:?} then {b:?}");
+    assert!(b.1 < a.1 + (1 << 20), "encoder: {a:?} then {b:?}");
 }
 
 fn arbitrary_bytes_allocate_within_the_bound() {

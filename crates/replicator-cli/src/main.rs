@@ -20,7 +20,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use obs::{FileMetrics, Observed};
 use replicator::files::{self, FileEvents};
 use replicator::filter::Filter;
-use replicator::print::{Count, Json, Jsonl, Keys, Printer, Rdb, Resp, Restore, Sink};
+use replicator::print::{
+    Count, Json, Jsonl, Keys, ParallelEnd, PartWriter, PrintParts, Printer, Rdb, Resp, Restore,
+    Sink, print_parallel,
+};
 use replicator::stats::Stats;
 use replicator::{Event, ValueType};
 
@@ -184,6 +187,14 @@ struct DumpArgs {
     /// towards the process' resident memory).
     #[arg(long)]
     mmap: bool,
+    /// Decoding threads for an RDB file (0: one per core; one more thread walks the records
+    /// and the checksum). The output is the same at any count. `--format json|rdb`, standard
+    /// input, AOF files and `--mmap` decode on one thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Bytes of records per batch on several threads (tests and tuning).
+    #[arg(long, value_name = "BYTES", default_value_t = 512 << 10, hide = true)]
+    batch_bytes: u64,
 }
 
 #[derive(clap::Args)]
@@ -202,7 +213,7 @@ struct CheckArgs {
     lenient: bool,
     /// Members of one big set, hash or sorted set remembered to find duplicates (16 bytes
     /// each); past it the check is partial and says so.
-    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    #[arg(long, value_name = "N", default_value_t = replicator::rdb::DUP_CHECK_LIMIT)]
     dup_check_limit: usize,
     /// AOF: cut the last file at its last valid command, after copying it to a backup.
     #[arg(long)]
@@ -211,6 +222,14 @@ struct CheckArgs {
     /// copying it to a backup.
     #[arg(long, value_name = "TS")]
     truncate_to_timestamp: Option<i64>,
+    /// Decoding threads for an RDB file (0: one per core; one more thread walks the records
+    /// and the checksum). The report is the same at any count. Standard input, AOF files and `--mmap`
+    /// check on one thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Bytes of records per batch on several threads (tests and tuning).
+    #[arg(long, value_name = "BYTES", default_value_t = 512 << 10, hide = true)]
+    batch_bytes: u64,
 }
 
 fn parse_type(s: &str) -> Result<ValueType, String> {
@@ -449,43 +468,20 @@ fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode
         .lenient(args.lenient)
         // count and keys need no values: check them without building them
         .skip_values(matches!(args.format, Format::Count | Format::Keys));
-    let mut events = files::open_with(&args.file, &opts)?;
-    let out = open_output(args.output.as_deref())?;
-    let failure = match args.format {
-        Format::Jsonl => drive(&mut events, Jsonl::new(out), filter, args.all, true, &fm)?.1,
-        Format::Json => drive(&mut events, Json::new(out), filter, args.all, true, &fm)?.1,
-        Format::Keys => drive(&mut events, Keys::new(out), filter, args.all, true, &fm)?.1,
-        Format::Count => drive(&mut events, Count::new(out), filter, false, true, &fm)?.1,
-        Format::Resp if args.restore => {
-            let mut r = Restore::new(out);
-            r.target_version(args.target_version)
-                .no_compression(args.no_compression)
-                .lossy(args.lossy);
-            let (r, failure) = drive(&mut events, r, filter, args.all, true, &fm)?;
-            if let Some(v) = r.version() {
-                report_dropped(r.dropped(), v);
-            }
-            failure
-        }
-        Format::Resp => {
-            let mut r = Resp::new(out);
-            r.batch(args.batch).target_version(args.target_version);
-            let (r, failure) = drive(&mut events, r, filter, args.all, true, &fm)?;
-            report_left_out(&r);
-            failure
-        }
-        Format::Rdb => {
-            let mut r = Rdb::new(out);
-            r.target_version(args.target_version)
-                .no_compression(args.no_compression)
-                .lossy(args.lossy);
-            let (r, failure) = drive(&mut events, r, filter, true, false, &fm)?;
-            if failure.is_none() {
-                eprintln!("replicator: {} keys written", r.keys());
-                report_dropped(r.dropped(), r.version());
-            }
-            failure
-        }
+    let rdb_config = *config;
+    let threads = threads_for(args.threads);
+    let parallel = threads > 1
+        && !aof
+        && !args.mmap
+        && args.file != Path::new("-")
+        && matches!(
+            args.format,
+            Format::Jsonl | Format::Resp | Format::Keys | Format::Count
+        );
+    let failure = if parallel {
+        dump_parallel(args, rdb_config, filter, threads, &fm)?
+    } else {
+        dump_one(args, &opts, filter, &fm)?
     };
     let Some(e) = failure else {
         return Ok(ExitCode::SUCCESS);
@@ -502,6 +498,260 @@ fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode
         }
         _ => Err(e.into()),
     }
+}
+
+/// `check` of a file on one thread: the tally, how it ended, the partially checked keys.
+fn check_one(
+    path: &Path,
+    opts: &files::Options,
+    fm: &FileMetrics,
+) -> anyhow::Result<(Stats, replicator::Result<()>, u64)> {
+    let mut events = files::open_with(path, opts)?;
+    let progress = Progress::new(events.len());
+    let mut tally = Stats::new();
+    let mut n = 0u64;
+    let result = loop {
+        match events.next_event() {
+            Ok(Some(Event::Rdb(item))) => {
+                n += 1;
+                if n % 4096 == 0 {
+                    progress.set(events.offset());
+                    fm.set(tally.keys(), events.offset());
+                }
+                tally.add(&item);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    progress.done();
+    fm.finish(tally.keys(), events.offset(), result.is_ok());
+    Ok((tally, result, events.partial_checks()))
+}
+
+/// `check` of an RDB file on several threads (a [`Pipeline`](replicator::rdb::Pipeline)):
+/// the same tally and the same first error as on one.
+fn check_parallel(
+    path: &Path,
+    config: replicator::rdb::Config,
+    threads: usize,
+    batch_bytes: u64,
+    fm: &FileMetrics,
+) -> anyhow::Result<(Stats, replicator::Result<()>, u64)> {
+    use replicator::rdb::{Part, Pipeline};
+    use std::ops::ControlFlow;
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let progress = Progress::new(len);
+    /// Tallies a batch's items up to its first error.
+    fn tally_batch(
+        tally: &mut Stats,
+        batch: &mut replicator::rdb::Batch<'_>,
+    ) -> Option<replicator::rdb::Error> {
+        for item in batch {
+            match item {
+                Ok(i) => tally.add(&i),
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+    let work = |batch: &mut replicator::rdb::Batch<'_>, _: &mut dyn FnMut(_)| {
+        let mut t = Stats::new();
+        let e = tally_batch(&mut t, batch);
+        (t, e, batch.partial_checks(), batch.end())
+    };
+    let mut tally = Stats::new();
+    let (mut partial, mut failure) = (0u64, None);
+    // a tally holds little: many batches may wait for their turn while one worker is busy
+    // with a big key (the walker keeps the bytes of only a few of them)
+    let r = Pipeline::new(config)
+        .threads(threads)
+        .batch_bytes(batch_bytes)
+        .window(1 << 16)
+        .run(path, work, |part| {
+            let (error, at) = match part {
+                Part::Item(i) => {
+                    tally.add(&i);
+                    (None, None)
+                }
+                Part::Done((t, e, p, end)) => {
+                    tally.merge(&t);
+                    partial += p;
+                    (e, Some(end))
+                }
+            };
+            if let Some(at) = at {
+                progress.set(at);
+                fm.set(tally.keys(), at);
+            }
+            match error {
+                Some(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+                None => ControlFlow::Continue(()),
+            }
+        });
+    progress.done();
+    let result = match (failure, r) {
+        (Some(e), _) | (None, Err(e)) => Err(replicator::Error::from(e)),
+        (None, Ok(())) => Ok(()),
+    };
+    fm.finish(tally.keys(), len, result.is_ok());
+    Ok((tally, result, partial))
+}
+
+/// The decoding threads asked for (0: one per core).
+fn threads_for(n: usize) -> usize {
+    if n == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        n
+    }
+}
+
+/// `dump` of an RDB file on several threads ([`print_parallel`]); the first error.
+fn dump_parallel(
+    args: &DumpArgs,
+    config: replicator::rdb::Config,
+    filter: Filter,
+    threads: usize,
+    fm: &FileMetrics,
+) -> anyhow::Result<Option<replicator::Error>> {
+    let len = std::fs::metadata(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?
+        .len();
+    let out = PartWriter::output(Box::new(open_output(args.output.as_deref())?));
+    let all = args.all.then_some(true);
+    let mut pipeline = replicator::rdb::Pipeline::new(config);
+    pipeline.threads(threads).batch_bytes(args.batch_bytes);
+    let run = Parallel {
+        path: &args.file,
+        pipeline,
+        out: &out,
+        filter: &filter,
+        len,
+        fm,
+    };
+    Ok(match args.format {
+        Format::Jsonl => {
+            let end = run.print(Jsonl::new(out.clone()), all)?;
+            end.printer.finish()?;
+            end.error
+        }
+        Format::Keys => {
+            let end = run.print(Keys::new(out.clone()), all)?;
+            end.printer.finish()?;
+            end.error
+        }
+        Format::Count => {
+            let end = run.print(Count::new(out.clone()), None)?;
+            end.printer.finish()?;
+            end.error
+        }
+        Format::Resp if args.restore => {
+            let mut r = Restore::new(out.clone());
+            r.target_version(args.target_version)
+                .no_compression(args.no_compression)
+                .lossy(args.lossy);
+            let end = run.print(r, all)?;
+            let r = end.printer.finish()?;
+            if let Some(v) = r.version() {
+                report_dropped(r.dropped(), v);
+            }
+            end.error
+        }
+        Format::Resp => {
+            let mut r = Resp::new(out.clone());
+            r.batch(args.batch).target_version(args.target_version);
+            let end = run.print(r, all)?;
+            let r = end.printer.finish()?;
+            report_left_out(&r);
+            end.error
+        }
+        Format::Json | Format::Rdb => unreachable!("decoded on one thread"),
+    })
+}
+
+/// What a parallel `dump` prints with.
+struct Parallel<'a> {
+    path: &'a Path,
+    pipeline: replicator::rdb::Pipeline,
+    out: &'a PartWriter,
+    filter: &'a Filter,
+    len: u64,
+    fm: &'a FileMetrics,
+}
+
+impl Parallel<'_> {
+    fn print<S: PrintParts>(&self, sink: S, all: Option<bool>) -> anyhow::Result<ParallelEnd<S>> {
+        let progress = Progress::new(self.len);
+        let end = print_parallel(
+            self.path,
+            &self.pipeline,
+            sink,
+            self.out,
+            self.filter.clone(),
+            all,
+            |keys, at| {
+                progress.set(at);
+                self.fm.set(keys, at);
+            },
+        )?;
+        progress.done();
+        self.fm.finish(end.keys, self.len, end.error.is_none());
+        Ok(end)
+    }
+}
+
+/// `dump` on one thread; the first error.
+fn dump_one(
+    args: &DumpArgs,
+    opts: &files::Options,
+    filter: Filter,
+    fm: &FileMetrics,
+) -> anyhow::Result<Option<replicator::Error>> {
+    let mut events = files::open_with(&args.file, opts)?;
+    let out = open_output(args.output.as_deref())?;
+    Ok(match args.format {
+        Format::Jsonl => drive(&mut events, Jsonl::new(out), filter, args.all, true, fm)?.1,
+        Format::Json => drive(&mut events, Json::new(out), filter, args.all, true, fm)?.1,
+        Format::Keys => drive(&mut events, Keys::new(out), filter, args.all, true, fm)?.1,
+        Format::Count => drive(&mut events, Count::new(out), filter, false, true, fm)?.1,
+        Format::Resp if args.restore => {
+            let mut r = Restore::new(out);
+            r.target_version(args.target_version)
+                .no_compression(args.no_compression)
+                .lossy(args.lossy);
+            let (r, failure) = drive(&mut events, r, filter, args.all, true, fm)?;
+            if let Some(v) = r.version() {
+                report_dropped(r.dropped(), v);
+            }
+            failure
+        }
+        Format::Resp => {
+            let mut r = Resp::new(out);
+            r.batch(args.batch).target_version(args.target_version);
+            let (r, failure) = drive(&mut events, r, filter, args.all, true, fm)?;
+            report_left_out(&r);
+            failure
+        }
+        Format::Rdb => {
+            let mut r = Rdb::new(out);
+            r.target_version(args.target_version)
+                .no_compression(args.no_compression)
+                .lossy(args.lossy);
+            let (r, failure) = drive(&mut events, r, filter, true, false, fm)?;
+            if failure.is_none() {
+                eprintln!("replicator: {} keys written", r.keys());
+                report_dropped(r.dropped(), r.version());
+            }
+            failure
+        }
+    })
 }
 
 /// Says on stderr what a lossy conversion for `version` dropped.
@@ -541,30 +791,14 @@ fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCo
         .relaxed_version(args.relaxed_version)
         .lenient(args.lenient)
         .dup_check_limit(args.dup_check_limit);
-    let mut events = files::open_with(&args.file, &opts)?;
-    let progress = Progress::new(events.len());
-    let mut tally = Stats::new();
-    let mut n = 0u64;
-    let result = loop {
-        match events.next_event() {
-            Ok(Some(Event::Rdb(item))) => {
-                n += 1;
-                if n % 4096 == 0 {
-                    progress.set(events.offset());
-                    fm.set(tally.keys(), events.offset());
-                }
-                tally.add(&item);
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        }
+    let threads = threads_for(args.threads);
+    let (tally, result, partial) = if threads > 1 && !args.mmap && args.file != Path::new("-") {
+        check_parallel(&args.file, *opts.rdb_mut(), threads, args.batch_bytes, &fm)?
+    } else {
+        check_one(&args.file, &opts, &fm)?
     };
-    progress.done();
-    fm.finish(tally.keys(), events.offset(), result.is_ok());
     let mut out = io::stdout().lock();
     write!(out, "{tally}")?;
-    let partial = events.partial_checks();
     if partial > 0 {
         writeln!(
             out,

@@ -87,6 +87,27 @@ impl Stats {
         }
     }
 
+    /// Adds what another tally counted of a later part of the same file (a
+    /// [`Pipeline`](rdb_format::Pipeline) batch).
+    pub fn merge(&mut self, later: &Self) {
+        for (db, types) in &later.per_db {
+            let mine = self.per_db.entry(*db).or_default();
+            for (m, t) in mine.iter_mut().zip(types) {
+                *m += t;
+            }
+        }
+        for (m, t) in self.expiries.iter_mut().zip(later.expiries) {
+            *m += t;
+        }
+        self.aux += later.aux;
+        self.functions += later.functions;
+        self.header = later.header.or(self.header);
+        self.checksum = later.checksum.or(self.checksum);
+        if !later.last_key.is_empty() {
+            self.last_key.clone_from(&later.last_key);
+        }
+    }
+
     /// Keys counted.
     pub fn keys(&self) -> u64 {
         self.per_db.values().flatten().sum()

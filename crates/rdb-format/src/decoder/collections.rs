@@ -239,6 +239,9 @@ impl Decoder {
         }
         let chunk = self.consume(src, done_at);
         seq.remaining -= raws.len() as u64;
+        if self.walk {
+            raws.clear();
+        }
         for r in raws.drain(..) {
             if self.config.packed_sizes {
                 self.note_packed(&mut seq, &chunk, start, &r);

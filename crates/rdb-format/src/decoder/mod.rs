@@ -304,6 +304,10 @@ pub struct Decoder {
     scratch: std::cell::Cell<Vec<u8>>,
     /// Keys whose duplicate check stopped at the limit.
     partial_checks: u64,
+    /// Only find where records end: values are neither checked nor built ([`Decoder::walker`]).
+    walk: bool,
+    /// Keep the checksum (off for a decoder resumed inside a file).
+    sum: bool,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -353,7 +357,45 @@ impl Decoder {
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
             partial_checks: 0,
+            walk: false,
+            sum: true,
         }
+    }
+
+    /// A decoder that only finds where records end (for [`crate::Pipeline`]'s walker): it
+    /// reads lengths, skips strings without decompressing them, checks the checksum, and gives
+    /// [`Item::KeyChecked`] for every key without checking or building its value. Other
+    /// items come out as usual.
+    pub fn walker(mut config: Config) -> Self {
+        config.skip_values = true;
+        let mut d = Self::with_config(config);
+        d.walk = true;
+        d
+    }
+
+    /// A decoder that starts at a record boundary at `offset` of a file whose header gave
+    /// `version` and `flavor`, in database `db`: for decoding a file in parts, as
+    /// [`crate::Pipeline`] does. It keeps no checksum, and its input must hold whole records
+    /// (no EOF opcode).
+    pub fn resume(config: Config, version: u32, flavor: Flavor, db: u64, offset: u64) -> Self {
+        let mut d = Self::with_config(config);
+        d.state = State::Top;
+        d.version = version;
+        d.flavor = flavor;
+        d.db = db;
+        d.pos = offset;
+        d.sum = false;
+        d.expect = "opcode";
+        d
+    }
+
+    /// True between records: nothing decoded is waiting to come out, and no part of a
+    /// record (not even an expiry before its key) has been read.
+    pub fn at_record_boundary(&self) -> bool {
+        self.out.is_empty()
+            && matches!(self.state, State::Top)
+            && self.pending.start.is_none()
+            && self.pending.key_meta.is_none()
     }
 
     /// How many keys were too big to be checked for duplicate members in full
@@ -383,7 +425,7 @@ impl Decoder {
     }
 
     /// The error to report when the input ends before the file does.
-    fn truncated(&self) -> Error {
+    pub(crate) fn truncated(&self) -> Error {
         if let State::Failed(e) = &self.state {
             return e.clone();
         }
@@ -441,7 +483,9 @@ impl Decoder {
     /// Consumes `n` bytes (updating the checksum) and returns them.
     fn consume<S: Source>(&mut self, src: &mut S, n: usize) -> Bytes {
         let b = src.split(n);
-        self.crc.update(&b);
+        if self.sum {
+            self.crc.update(&b);
+        }
         self.pos += n as u64;
         b
     }
@@ -601,7 +645,7 @@ impl Decoder {
                     let actual = self.crc.finalize();
                     src.split(8);
                     self.pos += 8;
-                    if self.config.verify_checksum && stored != 0 && stored != actual {
+                    if self.config.verify_checksum && self.sum && stored != 0 && stored != actual {
                         return Err(Error::new(
                             ErrorKind::Checksum {
                                 expected: stored,
@@ -792,6 +836,18 @@ impl Decoder {
             ty => {
                 self.expect = "key";
                 self.check_type(ty)?;
+                if self.walk {
+                    // a walker skips a run of records that are all in the input at once
+                    if let Some((end, last)) = self.walk_run(&mut c, ty) {
+                        let chunk = self.consume(src, end);
+                        self.pending = Pending::default();
+                        let (ty, k) = last;
+                        let head = self.key_head(&chunk, start, ty, k, Pending::default())?;
+                        self.emit_checked(head);
+                        return Ok(true);
+                    }
+                    c.p = 1;
+                }
                 let k = p!(c.string());
                 let key_end = c.p;
                 // Fast path: a whole value that is all there is decoded in the same unit as
@@ -830,6 +886,97 @@ impl Decoder {
                 }
                 self.batch = batch;
             }
+        }
+        Ok(true)
+    }
+
+    /// A walker's fast path: skips the record whose type byte `ty` was just read, then as
+    /// many whole records after it as the input holds (up to 1 MiB), reading only lengths.
+    /// Gives where the last one ends and its type byte and key; `None` when the first record
+    /// is not all there or is of a kind the step-by-step way handles (streams, hashes with
+    /// field TTLs, arrays, anything malformed).
+    fn walk_run(&self, c: &mut Cur<'_>, ty: u8) -> Option<(usize, (u8, SRef))> {
+        let mut last = (ty, c.string().ok()?);
+        if !self.skip_value(c, ty).ok()? {
+            return None;
+        }
+        let mut end = c.p;
+        while c.p < 1 << 20 {
+            let Ok(op) = c.u8() else { break };
+            let ok = match op {
+                0xFC => c.u64_le().is_ok(),
+                0xFD => c.array::<4>().is_ok(),
+                0xF8 => c.len().is_ok(),
+                0xF9 => c.u8().is_ok(),
+                ty if self.check_type(ty).is_ok() => {
+                    let k = c.string();
+                    match (k, self.skip_value(c, ty)) {
+                        (Ok(k), Ok(true)) => {
+                            last = (ty, k);
+                            end = c.p;
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                _ => false,
+            };
+            if !ok {
+                break;
+            }
+        }
+        Some((end, last))
+    }
+
+    /// Skips a value of type `ty` by its lengths; `Ok(false)` for the types the step-by-step
+    /// way walks.
+    fn skip_value(&self, c: &mut Cur<'_>, ty: u8) -> P<bool> {
+        let n = |c: &mut Cur<'_>| c.len();
+        match ty {
+            0 | 9..=13 | 16 | 17 | 20 => {
+                c.string()?;
+            }
+            23 if self.flavor == Flavor::Redis => {
+                c.string()?;
+            }
+            25 => {
+                c.u64_le()?;
+                c.string()?;
+            }
+            7 => {
+                c.len()?;
+                skip_module_body(c)?;
+            }
+            1 | 2 | 14 => {
+                for _ in 0..n(c)? {
+                    c.string()?;
+                }
+            }
+            3 => {
+                for _ in 0..n(c)? {
+                    c.string()?;
+                    c.text_double()?;
+                }
+            }
+            5 => {
+                for _ in 0..n(c)? {
+                    c.string()?;
+                    c.bin_double()?;
+                }
+            }
+            4 => {
+                for _ in 0..n(c)? {
+                    c.string()?;
+                    c.string()?;
+                }
+            }
+            18 => {
+                for _ in 0..n(c)? {
+                    c.len()?;
+                    c.string()?;
+                }
+            }
+            _ => return Ok(false),
         }
         Ok(true)
     }
@@ -943,7 +1090,12 @@ impl Decoder {
                 }
             };
         }
-        let dup_limit = self.config.dup_check_limit as u64;
+        // a walker checks no member
+        let dup_limit = if self.walk {
+            0
+        } else {
+            self.config.dup_check_limit as u64
+        };
         let seq = |kind: SeqKind, remaining: u64, head: Box<KeyHead>| {
             let cap = remaining.min(1024) as usize;
             // the members' hashes, sized once for what the value announces (up to the limit):
@@ -1107,6 +1259,10 @@ impl Decoder {
         base: u64,
         w: Whole,
     ) -> Result<()> {
+        if self.walk {
+            self.emit_checked(head);
+            return Ok(());
+        }
         match w {
             Whole::Str(s) => {
                 head.encoding = match s {

@@ -7,5 +7,6 @@ mod encode;
 mod golden;
 mod newest;
 mod packed;
+mod parallel;
 mod robustness;
 mod validation;

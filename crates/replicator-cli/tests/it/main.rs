@@ -9,6 +9,7 @@ mod rebuild;
 mod reencode;
 mod replicate;
 mod sync;
+mod threads;
 mod twochannel;
 
 use std::path::PathBuf;

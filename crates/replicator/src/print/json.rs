@@ -203,6 +203,11 @@ impl<W: Write> Jsonl<W> {
     pub fn new(w: W) -> Self {
         Self(JsonSink::new(w, false))
     }
+
+    /// What follows is in db `db` (as after a SELECTDB; RESIZEDB records name it).
+    pub(crate) fn set_db(&mut self, db: u64) {
+        self.0.db = db;
+    }
 }
 
 impl<W: Write> Json<W> {

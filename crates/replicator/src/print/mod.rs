@@ -24,6 +24,7 @@
 //! ```
 
 pub(crate) mod json;
+mod parts;
 mod rdb;
 mod resp;
 mod spool;
@@ -37,8 +38,9 @@ use crate::event::{CommandEvent, Event, SyncStart};
 use crate::filter::Filter;
 
 pub use json::{Json, Jsonl};
-pub use rdb::{Rdb, Restore, target_config};
-pub use resp::{LeftOut, Resp};
+pub use parts::{ParallelEnd, PartSummary, PartWriter, PrintParts, print_parallel};
+pub use rdb::{Rdb, Restore, RestoreSettings, target_config};
+pub use resp::{LeftOut, Resp, RespSettings};
 
 /// Something that takes keys, other RDB items and commands.
 ///
@@ -423,6 +425,11 @@ impl<W: Write> Count<W> {
     /// Keys and commands counted so far.
     pub fn count(&self) -> u64 {
         self.n
+    }
+
+    /// Adds what another counter of the same input counted.
+    pub fn add(&mut self, n: u64) {
+        self.n += n;
     }
 }
 

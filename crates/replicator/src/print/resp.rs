@@ -48,6 +48,19 @@ pub struct Resp<W: Write> {
     no_select: bool,
     /// `RESTORE` with `REPLACE`.
     replace: bool,
+    /// Bytes handed to `w` so far.
+    written: u64,
+    /// The first `SELECT` written: its db and where its bytes lie in the output.
+    first_select: Option<(u64, std::ops::Range<u64>)>,
+}
+
+/// A [`Resp`] printer's settings ([`Resp::settings`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RespSettings {
+    batch: usize,
+    target: Option<u32>,
+    no_select: bool,
+    replace: bool,
 }
 
 /// What [`Resp`] left out because the target (or any command) cannot express it.
@@ -120,7 +133,36 @@ impl<W: Write> Resp<W> {
             left_out: LeftOut::default(),
             no_select: false,
             replace: true,
+            written: 0,
+            first_select: None,
         }
+    }
+
+    /// The settings (batch size, target, `SELECT`, `REPLACE`), for another printer.
+    pub fn settings(&self) -> RespSettings {
+        RespSettings {
+            batch: self.batch,
+            target: self.target,
+            no_select: self.no_select,
+            replace: self.replace,
+        }
+    }
+
+    /// Commands to `w` with `settings` taken from another printer.
+    pub fn with_settings(w: W, settings: &RespSettings) -> Self {
+        let mut r = Self::new(w);
+        r.batch = settings.batch;
+        r.target = settings.target;
+        r.no_select = settings.no_select;
+        r.replace = settings.replace;
+        r
+    }
+
+    /// Counts what another printer of the same output left out.
+    pub fn add_left_out(&mut self, l: &LeftOut) {
+        self.left_out.idmp_streams += l.idmp_streams;
+        self.left_out.nacked_entries += l.nacked_entries;
+        self.left_out.key_meta_keys += l.key_meta_keys;
     }
 
     /// Write no `SELECT`: for a caller that sends each key's commands to its database
@@ -135,6 +177,28 @@ impl<W: Write> Resp<W> {
     pub fn restore_replace(&mut self, on: bool) -> &mut Self {
         self.replace = on;
         self
+    }
+
+    /// The writer (what is still buffered is not written to it).
+    pub fn into_writer(self) -> W {
+        self.w
+    }
+
+    /// The db the commands written so far leave the target in (`None`: no `SELECT` yet).
+    pub fn db(&self) -> Option<u64> {
+        self.db
+    }
+
+    /// Takes the target to be in `db` already: the next key in another db gets a `SELECT`.
+    pub fn set_db(&mut self, db: Option<u64>) {
+        self.db = db;
+    }
+
+    /// The first `SELECT` written: its db, and where its bytes lie in the output (offsets
+    /// from the first byte this printer wrote). A part of a file printed apart starts with
+    /// one that the joined output may not need.
+    pub fn first_select(&self) -> Option<(u64, std::ops::Range<u64>)> {
+        self.first_select.clone()
     }
 
     /// The writer, to take what was written (after [`flush`](Sink::flush)).
@@ -248,6 +312,7 @@ impl<W: Write> Resp<W> {
     fn flush_if_big(&mut self) -> Result<()> {
         if self.buf.len() >= 1 << 16 {
             self.w.write_all(&self.buf)?;
+            self.written += self.buf.len() as u64;
             self.buf.clear();
         }
         Ok(())
@@ -307,6 +372,7 @@ impl<W: Write> Resp<W> {
         if len > 1 << 16 {
             // a big payload goes straight out
             self.w.write_all(&self.buf)?;
+            self.written += self.buf.len() as u64 + len;
             self.buf.clear();
             payload(&mut self.w)?;
         } else {
@@ -326,7 +392,12 @@ impl<W: Write> Resp<W> {
         if self.db != Some(db) {
             self.db = Some(db);
             let n = db.to_string();
+            let at = self.written + self.buf.len() as u64;
             self.cmd(&[b"SELECT", n.as_bytes()])?;
+            if self.first_select.is_none() {
+                let end = self.written + self.buf.len() as u64;
+                self.first_select = Some((db, at..end));
+            }
         }
         Ok(())
     }
@@ -589,6 +660,7 @@ impl<W: Write> Sink for Resp<W> {
 
     fn flush(&mut self) -> Result<()> {
         self.w.write_all(&self.buf)?;
+        self.written += self.buf.len() as u64;
         self.buf.clear();
         Ok(self.w.flush()?)
     }

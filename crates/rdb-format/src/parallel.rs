@@ -1,0 +1,491 @@
+//! [`Pipeline`]: one RDB file decoded on several threads, with its results in file order.
+//!
+//! One thread walks the file ([`Decoder::walker`]): it reads the records' lengths, skips
+//! their strings without decompressing them, keeps the checksum, and cuts the file into
+//! batches of whole records. Worker threads decode the batches ([`Decoder::resume`]):
+//! decompress, validate, build, and whatever the caller's `work` does with the items (render
+//! them, count them). The caller's thread gets the results back in file order. A worker may
+//! hand its results over in parts as it goes (a big key's rendering, piece by piece): it waits
+//! while two parts wait for the caller, so no thread ever holds a big key's output whole; at
+//! most [`Pipeline::window`] batches are in flight.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read as _;
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, mpsc};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::decoder::{Config, Decoder};
+use crate::error::{Error, Result};
+use crate::value::{Flavor, Item};
+
+/// Bytes a worker reads from the file at a time.
+const READ: u64 = 256 << 10;
+/// Bytes the walker reads at a time.
+const BLOCK: u64 = 2 << 20;
+/// A batch gathered up to this size stays in the walker's memory for its worker; a bigger one
+/// (a big key) is read from the file again by its worker.
+const CARRY: u64 = 4 << 20;
+
+/// Where a batch lies and what a decoder resumed there needs to know.
+#[derive(Debug, Clone)]
+struct Span {
+    start: u64,
+    end: u64,
+    db: u64,
+    version: u32,
+    flavor: Flavor,
+    /// The batch's bytes when the walker still had them all in one buffer (else the worker
+    /// reads them from the file).
+    data: Option<Bytes>,
+}
+
+/// The items of one batch of whole records, decoded as they are read from the file (an
+/// iterator of `Result<Item>`; it ends at the batch's end or at its first error).
+#[derive(Debug)]
+pub struct Batch<'f> {
+    file: &'f File,
+    span: Span,
+    dec: Decoder,
+    buf: BytesMut,
+    /// The batch's bytes, when the walker handed them over.
+    mem: Option<Bytes>,
+    read_to: u64,
+    done: bool,
+}
+
+impl<'f> Batch<'f> {
+    fn new(file: &'f File, mut span: Span, config: Config) -> Self {
+        let mem = span.data.take();
+        Self {
+            file,
+            dec: Decoder::resume(config, span.version, span.flavor, span.db, span.start),
+            read_to: if mem.is_some() { span.end } else { span.start },
+            span,
+            buf: BytesMut::new(),
+            mem,
+            done: false,
+        }
+    }
+
+    /// The file offset of the batch's first byte.
+    pub fn start(&self) -> u64 {
+        self.span.start
+    }
+
+    /// The file offset just past the batch.
+    pub fn end(&self) -> u64 {
+        self.span.end
+    }
+
+    /// The file's header (every batch's printer may need to know the version).
+    pub fn header(&self) -> Item {
+        Item::Header {
+            flavor: self.span.flavor,
+            version: self.span.version,
+        }
+    }
+
+    /// The database the batch starts in.
+    pub fn db(&self) -> u64 {
+        self.span.db
+    }
+
+    /// Keys of the batch whose duplicate check stopped at the limit.
+    pub fn partial_checks(&self) -> u64 {
+        self.dec.partial_checks()
+    }
+}
+
+impl Iterator for Batch<'_> {
+    type Item = Result<Item>;
+
+    fn next(&mut self) -> Option<Result<Item>> {
+        while !self.done {
+            let got = match &mut self.mem {
+                Some(m) => self.dec.decode(m),
+                None => self.dec.decode(&mut self.buf),
+            };
+            match got {
+                // a batch holds no EOF but the tail after a walker's error may: its checksum
+                // is the walker's to check
+                Ok(Some(Item::Eof { .. })) => self.done = true,
+                Ok(Some(item)) => return Some(Ok(item)),
+                Ok(None) if self.read_to >= self.span.end => {
+                    self.done = true;
+                    if !self.dec.at_record_boundary() && !self.dec.is_done() {
+                        return Some(Err(self.dec.truncated()));
+                    }
+                }
+                Ok(None) => {
+                    let n = READ.min(self.span.end - self.read_to) as usize;
+                    let old = self.buf.len();
+                    self.buf.resize(old + n, 0);
+                    if let Err(e) = self.file.read_exact_at(&mut self.buf[old..], self.read_to) {
+                        self.done = true;
+                        return Some(Err(Error::io(e, self.read_to)));
+                    }
+                    self.read_to += n as u64;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// What the caller's thread gets, in file order.
+#[derive(Debug)]
+pub enum Part<T> {
+    /// An item the walker decoded itself: the header first, the EOF last.
+    Item(Item),
+    /// What `work` made of (a part of) the next batch on a worker thread.
+    Done(T),
+}
+
+/// Decodes one RDB file on several threads; see the [module docs](self).
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use rdb_format::{Item, Part, Pipeline};
+/// # let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/redis-7.0-compact.rdb"));
+/// let mut keys = 0;
+/// Pipeline::new(Default::default()).threads(2).run(
+///     path,
+///     // on a worker: count the batch's keys (`_spill` could hand over counts on the way)
+///     |batch, _spill| batch.filter(|i| matches!(i, Ok(Item::Key(_)))).count(),
+///     // here, in file order
+///     |part| {
+///         if let Part::Done(n) = part {
+///             keys += n;
+///         }
+///         ControlFlow::Continue(())
+///     },
+/// )?;
+/// assert!(keys > 20);
+/// # Ok::<(), rdb_format::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Pipeline {
+    config: Config,
+    threads: usize,
+    batch: u64,
+    window: usize,
+}
+
+impl Pipeline {
+    /// A pipeline whose workers decode with `config`, on as many threads as the machine has
+    /// cores, in batches of 512 KiB.
+    pub fn new(config: Config) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            config,
+            threads,
+            batch: 512 << 10,
+            window: 0,
+        }
+    }
+
+    /// Worker threads (at least 1; the walker has its own thread).
+    pub fn threads(&mut self, n: usize) -> &mut Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Bytes of records per batch (the walker cuts at the first key that ends past it).
+    pub fn batch_bytes(&mut self, n: u64) -> &mut Self {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// Batches in flight at most (default: two per worker and two more, at most 12).
+    pub fn window(&mut self, n: usize) -> &mut Self {
+        self.window = n;
+        self
+    }
+
+    /// Runs `work` on each batch on a worker thread and gives its results and the walker's
+    /// items to `emit` in file order, on this thread: first what `work` handed to its second
+    /// argument on the way, then what it returned. `emit` returning `Break` stops the run.
+    /// The error is the walker's (a file that ends early, a bad checksum, a record that does
+    /// not parse); errors inside a batch come through its items, in their order. After the
+    /// walker's error, what follows the last batch is decoded as a batch of its own first, so
+    /// that the first error in file order comes out first.
+    pub fn run<T, W, E>(&self, path: &Path, work: W, mut emit: E) -> Result<()>
+    where
+        T: Send,
+        W: Fn(&mut Batch<'_>, &mut dyn FnMut(T)) -> T + Sync,
+        E: FnMut(Part<T>) -> ControlFlow<()>,
+    {
+        let file = File::open(path).map_err(|e| Error::io(e, 0))?;
+        let file = &file;
+        let window = if self.window == 0 {
+            (self.threads * 2 + 2).min(12)
+        } else {
+            self.window
+        } as u64;
+        let gate = Gate::default();
+        let gate = &gate;
+        let config = self.config;
+        let work = &work;
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<(u64, Span)>(self.threads * 2);
+        let jobs_rx = Mutex::new(jobs_rx);
+        let jobs_rx = &jobs_rx;
+        let (out_tx, out_rx) = mpsc::channel::<(u64, Msg<T>)>();
+        std::thread::scope(|s| {
+            for _ in 0..self.threads {
+                let out_tx = out_tx.clone();
+                s.spawn(move || {
+                    loop {
+                        let job = jobs_rx.lock().map(|rx| rx.recv());
+                        let Ok(Ok((idx, span))) = job else { return };
+                        // the batch's results go through a channel of their own, read in turn
+                        let (tx, rx) = mpsc::sync_channel::<T>(2);
+                        if out_tx.send((idx, Msg::Parts(rx))).is_err() {
+                            return;
+                        }
+                        let mut batch = Batch::new(file, span, config);
+                        let mut spill = |t: T| {
+                            let _ = tx.send(t);
+                        };
+                        let t = work(&mut batch, &mut spill);
+                        let _ = tx.send(t);
+                    }
+                });
+            }
+            let walker = *self;
+            s.spawn(move || walker.walk(file, window, gate, jobs_tx, out_tx));
+            // results in file order
+            let mut waiting: BTreeMap<u64, Msg<T>> = BTreeMap::new();
+            let mut next = 0u64;
+            let result = 'run: loop {
+                let Ok((idx, msg)) = out_rx.recv() else {
+                    break Err(Error::io(
+                        std::io::Error::other("a pipeline thread ended early"),
+                        0,
+                    ));
+                };
+                waiting.insert(idx, msg);
+                while let Some(msg) = waiting.remove(&next) {
+                    let flow = match msg {
+                        Msg::Item(item) => emit(Part::Item(item)),
+                        Msg::Parts(rx) => rx.iter().try_for_each(|t| emit(Part::Done(t))),
+                        Msg::End(r) => break 'run r,
+                    };
+                    next += 1;
+                    gate.advance(next);
+                    if flow.is_break() {
+                        break 'run Ok(());
+                    }
+                }
+            };
+            gate.stop();
+            drop(out_rx);
+            result
+        })
+    }
+
+    /// The walker: cuts the file into batches at key boundaries and hands them out, in
+    /// order, numbered as the caller's thread takes them.
+    fn walk<T>(
+        &self,
+        file: &File,
+        window: u64,
+        gate: &Gate,
+        jobs: mpsc::SyncSender<(u64, Span)>,
+        out: mpsc::Sender<(u64, Msg<T>)>,
+    ) {
+        let len = file.metadata().map_or(u64::MAX, |m| m.len());
+        let hold = (self.threads as u64 + 1).min(window).min(6);
+        let mut dec = Decoder::walker(self.config);
+        // what was read from `held_from` on, kept for the workers; `buf`: its unread part
+        let (mut held_bytes, mut held_from) = (Bytes::new(), 0u64);
+        let mut buf = Bytes::new();
+        let (mut read_to, mut ended) = (0u64, false);
+        let mut reader = file;
+        let mut idx = 0u64;
+        // the batch being gathered: its start and db; the last record boundary seen
+        let mut span = Span {
+            start: 0,
+            end: 0,
+            db: 0,
+            version: 0,
+            flavor: Flavor::Redis,
+            data: None,
+        };
+        let mut db = 0u64;
+        let send = |span: &Span, msg: Option<Msg<T>>, idx: &mut u64| -> bool {
+            let span = span.clone();
+            if msg.is_none() && span.end <= span.start {
+                return true;
+            }
+            if !gate.wait_below(*idx, window) {
+                return false;
+            }
+            let sent = match msg {
+                Some(m) => out.send((*idx, m)).is_ok(),
+                None => {
+                    // far ahead of the caller, a batch is read again from the file rather
+                    // than kept in memory meanwhile
+                    let mut span = span;
+                    if *idx >= gate.taken().saturating_add(hold) {
+                        span.data = None;
+                    }
+                    jobs.send((*idx, span)).is_ok()
+                }
+            };
+            *idx += 1;
+            sent
+        };
+        loop {
+            let got = if ended {
+                dec.decode_eof(&mut buf)
+            } else {
+                dec.decode(&mut buf)
+            };
+            let item = match got {
+                Ok(Some(item)) => item,
+                Ok(None) if ended => return, // an EOF item ended the file
+                Ok(None) => {
+                    // the next block, after the batch gathered so far (unless it is big: then
+                    // its worker reads it from the file) and what is not decoded yet
+                    let pos = dec.offset();
+                    let keep = if span.start >= held_from && pos - span.start <= CARRY {
+                        span.start
+                    } else {
+                        pos
+                    };
+                    let carried = &held_bytes[(keep - held_from) as usize..];
+                    let mut next = Vec::with_capacity(carried.len() + BLOCK as usize);
+                    next.extend_from_slice(carried);
+                    match std::io::Read::read_to_end(&mut (&mut reader).take(BLOCK), &mut next) {
+                        Ok(n) => {
+                            read_to += n as u64;
+                            ended = n == 0;
+                        }
+                        Err(e) => {
+                            let _ =
+                                send(&span, Some(Msg::End(Err(Error::io(e, read_to)))), &mut idx);
+                            return;
+                        }
+                    }
+                    held_bytes = Bytes::from(next);
+                    held_from = keep;
+                    buf = held_bytes.slice((pos - held_from) as usize..);
+                    continue;
+                }
+                Err(e) => {
+                    // what follows the last batch is decoded in full in its turn: its first
+                    // error is the one to report, as one decoder alone would
+                    if dec.version() > 0 {
+                        span.end = len;
+                        span.data = None;
+                        if !send(&span, None, &mut idx) {
+                            return;
+                        }
+                    }
+                    let _ = send(&span, Some(Msg::End(Err(e))), &mut idx);
+                    return;
+                }
+            };
+            match &item {
+                Item::Header { version, flavor } => {
+                    (span.version, span.flavor) = (*version, *flavor);
+                    span.start = dec.offset();
+                    if !send(&span, Some(Msg::Item(item)), &mut idx) {
+                        return;
+                    }
+                    continue;
+                }
+                Item::Eof { checksum } => {
+                    // the EOF opcode and its checksum end the last batch
+                    span.end = dec.offset() - if checksum.is_some() { 9 } else { 1 };
+                    span.data = held(&held_bytes, held_from, &span);
+                    let ok = send(&span, None, &mut idx)
+                        && send(&span, Some(Msg::Item(item)), &mut idx)
+                        && send(&span, Some(Msg::End(Ok(()))), &mut idx);
+                    let _ = ok;
+                    return;
+                }
+                Item::SelectDb(d) => db = *d,
+                _ => {}
+            }
+            if dec.at_record_boundary() {
+                let boundary = dec.offset();
+                let after_key = matches!(item, Item::KeyChecked(_) | Item::Skipped { .. });
+                if after_key && boundary - span.start >= self.batch {
+                    span.end = boundary;
+                    span.data = held(&held_bytes, held_from, &span);
+                    if !send(&span, None, &mut idx) {
+                        return;
+                    }
+                    span.start = boundary;
+                    span.db = db;
+                }
+            }
+        }
+    }
+}
+
+/// The bytes of `span` when `held_bytes` (read from `held_from` on) holds them all.
+fn held(held_bytes: &Bytes, held_from: u64, span: &Span) -> Option<Bytes> {
+    let from = span.start.checked_sub(held_from)? as usize;
+    let to = (span.end - held_from) as usize;
+    (to <= held_bytes.len()).then(|| held_bytes.slice(from..to))
+}
+
+/// What reaches the caller's thread, numbered in file order.
+enum Msg<T> {
+    Item(Item),
+    /// A batch's results, as its worker hands them over.
+    Parts(mpsc::Receiver<T>),
+    End(Result<()>),
+}
+
+/// How far the caller's thread got, for the walker to stay at most a window ahead.
+#[derive(Debug, Default)]
+struct Gate {
+    taken: Mutex<u64>,
+    moved: Condvar,
+    stopped: AtomicBool,
+}
+
+impl Gate {
+    fn advance(&self, to: u64) {
+        if let Ok(mut t) = self.taken.lock() {
+            *t = to;
+        }
+        self.moved.notify_all();
+    }
+
+    fn taken(&self) -> u64 {
+        self.taken.lock().map_or(u64::MAX, |t| *t)
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.advance(u64::MAX);
+    }
+
+    /// Waits until message `idx` is within `window` of what was taken; false once stopped.
+    fn wait_below(&self, idx: u64, window: u64) -> bool {
+        let Ok(mut t) = self.taken.lock() else {
+            return false;
+        };
+        while idx >= t.saturating_add(window) && !self.stopped.load(Ordering::SeqCst) {
+            t = match self.moved.wait(t) {
+                Ok(t) => t,
+                Err(_) => return false,
+            };
+        }
+        !self.stopped.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,139 @@
+//! The pipeline gives what one decoder gives: every bundled file, every corpus file and every
+//! differential file, at 1, 2 and 8 threads, in batches down to one record and with big
+//! items handed over in parts as they come: the same items in the same order, and the same
+//! first error.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rdb_format::{BytesReader, Config, Part, Pipeline};
+
+fn files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut walk = |dir: &Path| {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if std::fs::read(&p)
+                    .is_ok_and(|b| b.starts_with(b"REDIS") || b.starts_with(b"VALKEY"))
+                {
+                    out.push(p);
+                }
+            }
+        }
+    };
+    walk(&test_support::testdata());
+    if let Some(c) = test_support::corpus_dir("the pipeline's corpus files") {
+        walk(&c);
+    }
+    let shared = test_support::workspace_root().join("../shared");
+    walk(&shared.join("differential"));
+    walk(&shared.join("newest-formats"));
+    out.sort();
+    out
+}
+
+/// Each item as text, up to and including the first error.
+fn sequential(path: &Path, config: Config) -> Vec<String> {
+    let data = Bytes::from(std::fs::read(path).unwrap());
+    let mut out = Vec::new();
+    for item in BytesReader::with_config(data, config) {
+        match item {
+            Ok(i) => out.push(format!("{i:?}")),
+            Err(e) => {
+                out.push(format!("error: {e}"));
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn parallel(path: &Path, config: Config, threads: usize, batch: u64, spill: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    let take = |out: &mut Vec<String>, items: Vec<Result<rdb_format::Item, rdb_format::Error>>| {
+        for i in items {
+            match i {
+                Ok(i) => out.push(format!("{i:?}")),
+                Err(e) => {
+                    out.push(format!("error: {e}"));
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    let r = Pipeline::new(config)
+        .threads(threads)
+        .batch_bytes(batch)
+        .window(3)
+        .run(
+            path,
+            // hand the items over `spill` at a time, the rest at the end
+            |b, hand| {
+                let mut items = Vec::new();
+                for i in b {
+                    items.push(i);
+                    if items.len() == spill {
+                        hand(std::mem::take(&mut items));
+                    }
+                }
+                items
+            },
+            |part| {
+                failed = match part {
+                    Part::Item(i) => {
+                        out.push(format!("{i:?}"));
+                        false
+                    }
+                    Part::Done(items) => take(&mut out, items),
+                };
+                if failed {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
+    if let Err(e) = r {
+        assert!(!failed, "{}: an error after the first", path.display());
+        out.push(format!("error: {e}"));
+    }
+    out
+}
+
+#[test]
+fn the_pipeline_gives_what_one_decoder_gives() {
+    let files = files();
+    assert!(files.len() > 20, "only {} files", files.len());
+    let mut chunked = Config::default();
+    chunked.chunk_threshold(4).chunk_size(3).string_piece(16);
+    let mut errors = 0;
+    for path in &files {
+        for config in [Config::default(), chunked] {
+            let want = sequential(path, config);
+            if want.last().is_some_and(|l| l.starts_with("error")) {
+                errors += 1;
+            }
+            for (threads, batch, spill) in [(1, 1 << 20, 1000), (2, 1, 1), (8, 300, 3)] {
+                let got = parallel(path, config, threads, batch, spill);
+                assert_eq!(
+                    got,
+                    want,
+                    "{} at {threads} threads, batches of {batch}",
+                    path.display()
+                );
+            }
+        }
+    }
+    // the differential files are all refused: the errors were compared too
+    assert!(errors > 10, "only {errors} files with errors");
+}

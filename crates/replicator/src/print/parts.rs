@@ -1,0 +1,402 @@
+//! Printing one RDB file on several threads: [`print_parallel`] runs a [`Pipeline`] whose
+//! workers print their batches with sinks of their own into buffers, and joins the buffers in
+//! file order, byte for byte what one printer writes.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::ops::{ControlFlow, Range};
+use std::path::Path;
+use std::rc::Rc;
+
+use rdb_format::{Part, Pipeline};
+
+use super::{
+    Count, Jsonl, Keys, LeftOut, Printer, Resp, RespSettings, Restore, RestoreSettings, Sink,
+};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use rdb_format::Dropped;
+
+/// Where a sink printing in parts writes: the output itself on the caller's thread, a buffer
+/// on a worker. Clones write to the same place.
+#[derive(Clone)]
+pub struct PartWriter(Rc<RefCell<Target>>);
+
+enum Target {
+    Buffer(Vec<u8>),
+    Output(Box<dyn Write>),
+}
+
+impl std::fmt::Debug for PartWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PartWriter")
+    }
+}
+
+impl PartWriter {
+    /// A writer to `w`.
+    pub fn output(w: Box<dyn Write>) -> Self {
+        Self(Rc::new(RefCell::new(Target::Output(w))))
+    }
+
+    fn buffer() -> Self {
+        Self(Rc::new(RefCell::new(Target::Buffer(Vec::new()))))
+    }
+
+    /// Bytes a buffer holds.
+    fn len(&self) -> usize {
+        match &*self.0.borrow() {
+            Target::Buffer(b) => b.len(),
+            Target::Output(_) => 0,
+        }
+    }
+
+    /// What a buffer holds, taken out of it.
+    fn take(&self) -> Vec<u8> {
+        match &mut *self.0.borrow_mut() {
+            Target::Buffer(b) => std::mem::take(b),
+            Target::Output(_) => Vec::new(),
+        }
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut *self.0.borrow_mut() {
+            Target::Buffer(b) => {
+                b.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            Target::Output(w) => w.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match &mut *self.0.borrow_mut() {
+            Target::Buffer(b) => {
+                b.extend_from_slice(buf);
+                Ok(())
+            }
+            Target::Output(w) => w.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut *self.0.borrow_mut() {
+            Target::Buffer(_) => Ok(()),
+            Target::Output(w) => w.flush(),
+        }
+    }
+}
+
+/// What a part tells the sink on the caller's thread when its bytes are joined.
+#[derive(Debug, Clone, Default)]
+pub struct PartSummary {
+    /// Keys and commands counted ([`Count`]).
+    pub count: u64,
+    /// The db the part's commands leave the target in ([`Resp`]; `None`: no `SELECT`).
+    pub db: Option<u64>,
+    /// The part's first `SELECT`: its db and its bytes in the part's output ([`Resp`]).
+    pub first_select: Option<(u64, Range<u64>)>,
+    /// What the part's commands left out ([`Resp`]).
+    pub left_out: LeftOut,
+    /// What the part's payloads dropped ([`Restore`]).
+    pub dropped: Dropped,
+}
+
+/// A sink that can print a file in parts (see [`print_parallel`]): [`Jsonl`], [`Resp`],
+/// [`Restore`], [`Keys`] and [`Count`] over a [`PartWriter`].
+pub trait PrintParts: Sink + Sized {
+    /// The sink's settings, for the workers' sinks.
+    type Settings: Send + Sync;
+    /// This sink's settings.
+    fn settings(&self) -> Self::Settings;
+    /// A sink with `settings` for one part, writing to `w`.
+    fn for_part(settings: &Self::Settings, w: PartWriter) -> Self;
+    /// What follows starts in the file's db `db` (JSON names it in RESIZEDB records).
+    fn part_start(&mut self, db: u64) {
+        let _ = db;
+    }
+    /// What the part tells the joined output.
+    fn summary(&self) -> PartSummary {
+        PartSummary::default()
+    }
+    /// Takes in a part joined to the output.
+    fn join(&mut self, part: &PartSummary) {
+        let _ = part;
+    }
+    /// The db the joined output leaves the target in ([`Resp`]).
+    fn output_db(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl PrintParts for Jsonl<PartWriter> {
+    type Settings = ();
+    fn settings(&self) {}
+    fn for_part((): &(), w: PartWriter) -> Self {
+        Self::new(w)
+    }
+    fn part_start(&mut self, db: u64) {
+        self.set_db(db);
+    }
+}
+
+impl PrintParts for Keys<PartWriter> {
+    type Settings = ();
+    fn settings(&self) {}
+    fn for_part((): &(), w: PartWriter) -> Self {
+        Self::new(w)
+    }
+}
+
+impl PrintParts for Count<PartWriter> {
+    type Settings = ();
+    fn settings(&self) {}
+    fn for_part((): &(), w: PartWriter) -> Self {
+        Self::new(w)
+    }
+    fn summary(&self) -> PartSummary {
+        PartSummary {
+            count: self.count(),
+            ..PartSummary::default()
+        }
+    }
+    fn join(&mut self, part: &PartSummary) {
+        self.add(part.count);
+    }
+}
+
+impl PrintParts for Resp<PartWriter> {
+    type Settings = RespSettings;
+    fn settings(&self) -> RespSettings {
+        self.settings()
+    }
+    fn for_part(settings: &RespSettings, w: PartWriter) -> Self {
+        Self::with_settings(w, settings)
+    }
+    fn summary(&self) -> PartSummary {
+        PartSummary {
+            db: self.db(),
+            first_select: self.first_select(),
+            left_out: self.left_out(),
+            ..PartSummary::default()
+        }
+    }
+    fn join(&mut self, part: &PartSummary) {
+        if part.db.is_some() {
+            self.set_db(part.db);
+        }
+        self.add_left_out(&part.left_out);
+    }
+    fn output_db(&self) -> Option<u64> {
+        self.db()
+    }
+}
+
+impl PrintParts for Restore<PartWriter> {
+    type Settings = RestoreSettings;
+    fn settings(&self) -> RestoreSettings {
+        self.settings()
+    }
+    fn for_part(settings: &RestoreSettings, w: PartWriter) -> Self {
+        Self::with_settings(w, settings)
+    }
+    fn summary(&self) -> PartSummary {
+        let r = self.resp();
+        PartSummary {
+            db: r.db(),
+            first_select: r.first_select(),
+            dropped: self.dropped(),
+            ..PartSummary::default()
+        }
+    }
+    fn join(&mut self, part: &PartSummary) {
+        if part.db.is_some() {
+            self.resp_mut().set_db(part.db);
+        }
+        self.add_dropped(part.dropped);
+    }
+    fn output_db(&self) -> Option<u64> {
+        self.resp().db()
+    }
+}
+
+/// What a worker made of (a part of) a batch.
+struct Printed {
+    bytes: Vec<u8>,
+    /// For the first part of a batch: the batch's first `SELECT`, where it lies in `bytes`.
+    first: Option<Option<(u64, Range<u64>)>>,
+    /// For the last part: what the batch ended with.
+    last: Option<Last>,
+}
+
+/// How a batch ended.
+struct Last {
+    summary: PartSummary,
+    keys: u64,
+    end: u64,
+    partial: u64,
+    error: Option<Error>,
+}
+
+/// A worker hands its output over past this many bytes.
+const SPILL: usize = 512 << 10;
+
+/// How [`print_parallel`] ended.
+#[derive(Debug)]
+pub struct ParallelEnd<S> {
+    /// The printer, to [`finish`](Printer::finish) the output (or not, after an error).
+    pub printer: Printer<S>,
+    /// The first error; the output holds what came before it, as with one decoder.
+    pub error: Option<Error>,
+    /// Keys printed.
+    pub keys: u64,
+    /// Keys whose duplicate check stopped at the limit.
+    pub partial_checks: u64,
+}
+
+/// Prints the RDB file at `path` with `sink` (which writes to `out`), `filter` and `all` as a
+/// [`Printer`] takes them, decoding with `pipeline` (its threads, its decoder settings): the
+/// output is byte for byte what one printer fed by one decoder writes.
+/// `progress` hears (keys printed, file offset) after each batch.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use replicator::print::{Jsonl, PartWriter, Printer, print_parallel};
+/// # let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/redis-7.0-compact.rdb"));
+/// # #[derive(Clone)] struct Shared(Arc<Mutex<Vec<u8>>>);
+/// # impl std::io::Write for Shared {
+/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// let out = Shared(Arc::new(Mutex::new(Vec::new())));
+/// let w = PartWriter::output(Box::new(out.clone()));
+/// let mut pipeline = replicator::rdb::Pipeline::new(Default::default());
+/// pipeline.threads(2);
+/// let end = print_parallel(path, &pipeline, Jsonl::new(w.clone()), &w, Default::default(), None, |_, _| {})?;
+/// assert!(end.error.is_none());
+/// end.printer.finish()?;
+///
+/// let mut one = Vec::new();
+/// let mut p = Printer::new(Jsonl::new(&mut one));
+/// for ev in replicator::files::open(path, Default::default())? {
+///     p.event(ev?)?;
+/// }
+/// p.finish()?;
+/// assert_eq!(*out.0.lock().unwrap(), one);
+/// # Ok::<(), replicator::Error>(())
+/// ```
+pub fn print_parallel<S: PrintParts>(
+    path: &Path,
+    pipeline: &Pipeline,
+    sink: S,
+    out: &PartWriter,
+    filter: Filter,
+    all: Option<bool>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ParallelEnd<S>> {
+    let settings = sink.settings();
+    let mut main = Printer::new(sink);
+    main.filter(filter.clone());
+    if let Some(a) = all {
+        main.all(a);
+    }
+    let (filter_ref, settings_ref) = (&filter, &settings);
+    let work = |batch: &mut rdb_format::Batch<'_>, hand: &mut dyn FnMut(Printed)| -> Printed {
+        let w = PartWriter::buffer();
+        let mut p = Printer::new(S::for_part(settings_ref, w.clone()));
+        p.filter(filter_ref.clone());
+        if let Some(a) = all {
+            p.all(a);
+        }
+        // the header first, as the printer of the whole file had it
+        let mut error = p.item(batch.header()).err();
+        p.sink_mut().part_start(batch.db());
+        let mut first = true;
+        if error.is_none() {
+            for item in batch.by_ref() {
+                if let Err(e) = item.map_err(Error::from).and_then(|i| p.item(i)) {
+                    error = Some(e);
+                    break;
+                }
+                if w.len() >= SPILL {
+                    hand(Printed {
+                        bytes: w.take(),
+                        first: first.then(|| p.sink().summary().first_select),
+                        last: None,
+                    });
+                    first = false;
+                }
+            }
+        }
+        if let Err(e) = p.flush() {
+            error.get_or_insert(e);
+        }
+        let summary = p.sink().summary();
+        Printed {
+            bytes: w.take(),
+            first: first.then(|| summary.first_select.clone()),
+            last: Some(Last {
+                summary,
+                keys: p.keys(),
+                end: batch.end(),
+                partial: batch.partial_checks(),
+                error,
+            }),
+        }
+    };
+    let (mut keys, mut partial) = (0u64, 0u64);
+    let mut failure: Option<Error> = None;
+    let r = pipeline.run(path, work, |part| {
+        let step = match part {
+            Part::Item(item) => main.item(item),
+            Part::Done(printed) => {
+                if let Some(last) = &printed.last {
+                    keys += last.keys;
+                    partial += last.partial;
+                    progress(keys + main.keys(), last.end);
+                }
+                join(&mut main, out, printed)
+            }
+        };
+        match step {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    if let Err(e) = r {
+        failure.get_or_insert(e.into());
+    }
+    Ok(ParallelEnd {
+        keys: keys + main.keys(),
+        printer: main,
+        error: failure,
+        partial_checks: partial,
+    })
+}
+
+/// Writes a worker's part to the output after what the main printer buffered, without a
+/// `SELECT` the output does not need, and takes in its batch's summary at its end.
+fn join<S: PrintParts>(main: &mut Printer<S>, out: &PartWriter, part: Printed) -> Result<()> {
+    main.flush()?;
+    let bytes = &part.bytes[..];
+    let mut w = out.clone();
+    match part.first.flatten() {
+        // (a SELECT cut by a hand-over stays: the output is still right, one command longer)
+        Some((db, r)) if main.sink().output_db() == Some(db) && r.end as usize <= bytes.len() => {
+            w.write_all(&bytes[..r.start as usize])?;
+            w.write_all(&bytes[r.end as usize..])?;
+        }
+        _ => w.write_all(bytes)?,
+    }
+    let Some(last) = part.last else {
+        return Ok(());
+    };
+    main.sink_mut().join(&last.summary);
+    match last.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
