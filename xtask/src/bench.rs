@@ -7,7 +7,9 @@
 //! `replicator dump --format count`, `dump --format jsonl > /dev/null` and the memory report
 //! (`memory --format csv|json|html`) (wall time, MB/s,
 //! keys/s, peak RSS from `getrusage` of the child) next to redis-server's own load time of the
-//! same file (from its log) and redis-check-rdb.
+//! same file (from its log) and redis-check-rdb; `dump --format rdb` and `--restore` next to
+//! redis-server's `SAVE`; `check` and `dump` at 1, 2, 4 and 8 threads; and a small-strings
+//! file (`DEBUG POPULATE`) next to the `rdb` 0.4 crate's CLI.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -163,14 +165,7 @@ fn files(bin: &Path, file: &Path) -> Result<()> {
         rows.push(("redis-check-rdb", vec!["/usr/bin/redis-check-rdb", f]));
     }
     for (name, cmd) in rows {
-        let mut best: Option<(f64, u64)> = None;
-        for _ in 0..3 {
-            let (s, rss) = measure(&cmd)?;
-            if best.is_none_or(|(b, _)| s < b) {
-                best = Some((s, rss));
-            }
-        }
-        let (s, rss) = best.unwrap_or_default();
+        let (s, rss) = best_of_3(&cmd)?;
         println!(
             "| {name} | {s:.2} | {:.0} | {:.0} | {:.1} | {:.2} |",
             mb / s,
@@ -179,6 +174,9 @@ fn files(bin: &Path, file: &Path) -> Result<()> {
             load / s
         );
     }
+    encoder_rows(b, file, mb, total_keys, load)?;
+    threads_rows(b, file, mb)?;
+    strings_rows(b)?;
     let rdbtools = match std::env::var_os("BENCH_NO_RDBTOOLS") {
         None => rdbtools_memory(b, file, mb, total_keys, load),
         Some(_) => Ok(()),
@@ -237,6 +235,163 @@ fn rdbtools_memory(b: &str, file: &Path, mb: f64, keys: u64, load: f64) -> Resul
             keys as f64 / s,
             rss as f64 / 1024.0,
             load / s
+        );
+    }
+    Ok(())
+}
+
+/// Best of three runs of `cmd`: (seconds, peak KiB).
+fn best_of_3(cmd: &[&str]) -> Result<(f64, u64)> {
+    let mut best: Option<(f64, u64)> = None;
+    for _ in 0..3 {
+        let (s, rss) = measure(cmd)?;
+        if best.is_none_or(|(b, _)| s < b) {
+            best = Some((s, rss));
+        }
+    }
+    Ok(best.unwrap_or_default())
+}
+
+/// `dump --format rdb` and `--restore` (big keys encoded chunk by chunk) beside redis-server's
+/// `SAVE` of the same data, timed from the client.
+fn encoder_rows(b: &str, file: &Path, mb: f64, keys: u64, load: f64) -> Result<()> {
+    let server_bin = test_support::default_server()?;
+    let server = Server::start(&server_bin, &[], Some(file))?;
+    let mut c = server.client()?;
+    let mut save = f64::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        c.ok(&["SAVE"])?;
+        save = save.min(start.elapsed().as_secs_f64());
+    }
+    drop(server);
+    println!();
+    println!(
+        "| encoding (the same file) | seconds | MB/s | keys/s | peak RSS MiB | × redis SAVE |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| redis-server {} `SAVE` | {save:.2} | {:.0} | {:.0} | — | 1.0 |",
+        server_bin.version,
+        mb / save,
+        keys as f64 / save
+    );
+    let out = super::root().join("target/bench-out.rdb");
+    let o = out.to_str().unwrap_or_default();
+    let f = file.to_str().unwrap_or_default();
+    for (name, cmd) in [
+        (
+            "replicator dump --format rdb -o FILE",
+            vec![b, "dump", f, "--format", "rdb", "-o", o],
+        ),
+        (
+            "replicator dump --format resp --restore",
+            vec![b, "dump", f, "--format", "resp", "--restore"],
+        ),
+    ] {
+        let (s, rss) = best_of_3(&cmd)?;
+        println!(
+            "| {name} | {s:.2} | {:.0} | {:.0} | {:.1} | {:.2} |",
+            mb / s,
+            keys as f64 / s,
+            rss as f64 / 1024.0,
+            save / s
+        );
+    }
+    let _ = std::fs::remove_file(&out);
+    let _ = load;
+    Ok(())
+}
+
+/// `check`, `dump --format jsonl` and `--format resp` at 1, 2, 4 and 8 threads.
+fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
+    let f = file.to_str().unwrap_or_default();
+    println!();
+    println!("| threads | what | seconds | MB/s | peak RSS MiB | × 1 thread |");
+    println!("|---|---|---|---|---|---|");
+    for (name, args) in [
+        ("check", vec!["check", f]),
+        ("dump --format jsonl", vec!["dump", f, "--format", "jsonl"]),
+        ("dump --format resp", vec!["dump", f, "--format", "resp"]),
+    ] {
+        let mut one = 0.0;
+        for t in ["1", "2", "4", "8"] {
+            let mut cmd = vec![b];
+            cmd.extend(&args);
+            cmd.extend(["--threads", t]);
+            let (s, rss) = best_of_3(&cmd)?;
+            if t == "1" {
+                one = s;
+            }
+            println!(
+                "| {t} | {name} | {s:.2} | {:.0} | {:.1} | {:.2} |",
+                mb / s,
+                rss as f64 / 1024.0,
+                one / s
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The small-strings file (5,000,000 keys of 10 bytes from `DEBUG POPULATE`): `check` and
+/// `dump --format jsonl` at 1 and 2 threads beside the `rdb` 0.4 crate's CLI (installed by
+/// `cargo install` into target/bench-tools; BENCH_NO_RDBRS=1 leaves it out).
+fn strings_rows(b: &str) -> Result<()> {
+    let root = super::root();
+    let file = root.join("target/bench-strings-5000000.rdb");
+    if !file.is_file() {
+        let server = Server::start(&test_support::default_server()?, &[], None)?;
+        let mut c = server.client()?;
+        c.ok(&["DEBUG", "POPULATE", "5000000", "key", "10"])?;
+        c.ok(&["SAVE"])?;
+        std::fs::copy(server.dir.join("dump.rdb"), &file).context("copy strings file")?;
+    }
+    let mb = std::fs::metadata(&file)?.len() as f64 / 1e6;
+    let f = file.to_str().unwrap_or_default();
+    println!();
+    println!("strings file: {f} ({mb:.1} MB, 5000000 keys)");
+    println!("| what | seconds | MB/s | peak RSS MiB | × `rdb` 0.4 |");
+    println!("|---|---|---|---|---|");
+    let rdb_rs = root.join("target/bench-tools/rdb-rs/bin/rdb");
+    if std::env::var_os("BENCH_NO_RDBRS").is_none() && !rdb_rs.is_file() {
+        let st = Command::new(env!("CARGO"))
+            .args(["install", "rdb", "--version", "0.4.0", "--root"])
+            .arg(root.join("target/bench-tools/rdb-rs"))
+            .status()?;
+        anyhow::ensure!(st.success(), "cargo install rdb 0.4.0 failed");
+    }
+    let r = rdb_rs.to_str().unwrap_or_default();
+    let peer = |format: &str| -> Result<Option<f64>> {
+        if !rdb_rs.is_file() {
+            return Ok(None);
+        }
+        let (s, rss) = best_of_3(&[r, "--format", format, f])?;
+        println!(
+            "| `rdb` 0.4 --format {format} | {s:.2} | {:.0} | {:.1} | 1.0 |",
+            mb / s,
+            rss as f64 / 1024.0
+        );
+        Ok(Some(s))
+    };
+    let nil = peer("nil")?;
+    for t in ["1", "2"] {
+        let (s, rss) = best_of_3(&[b, "check", f, "--threads", t])?;
+        println!(
+            "| replicator check --threads {t} | {s:.2} | {:.0} | {:.1} | {} |",
+            mb / s,
+            rss as f64 / 1024.0,
+            nil.map_or("—".into(), |n| format!("{:.2}", n / s))
+        );
+    }
+    let json = peer("json")?;
+    for t in ["1", "2"] {
+        let (s, rss) = best_of_3(&[b, "dump", f, "--format", "jsonl", "--threads", t])?;
+        println!(
+            "| replicator dump --format jsonl --threads {t} | {s:.2} | {:.0} | {:.1} | {} |",
+            mb / s,
+            rss as f64 / 1024.0,
+            json.map_or("—".into(), |n| format!("{:.2}", n / s))
         );
     }
     Ok(())

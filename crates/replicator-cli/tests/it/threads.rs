@@ -17,7 +17,9 @@ fn rdb_files() -> Vec<PathBuf> {
     dirs.push(shared.join("newest-formats"));
     dirs.push(shared.join("differential"));
     while let Some(d) = dirs.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -40,7 +42,11 @@ fn run(path: &Path, args: &[&str], threads: &str, batch: &str) -> (Option<i32>, 
     a.insert(1, file);
     a.extend(["--threads", threads, "--batch-bytes", batch]);
     let o = replicator(&a);
-    (o.status.code(), o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code(),
+        o.stdout,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
