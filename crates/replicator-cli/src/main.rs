@@ -188,8 +188,9 @@ struct DumpArgs {
     #[arg(long)]
     mmap: bool,
     /// Decoding threads for an RDB file (0: one per core; one more thread walks the records
-    /// and the checksum). The output is the same at any count. `--format json|rdb`, standard
-    /// input, AOF files and `--mmap` decode on one thread.
+    /// and the checksum). The output is the same at any count. `--format json|rdb`, `--restore`
+    /// (a big key's payload is one command), standard input, AOF files and `--mmap` decode on
+    /// one thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
     /// Bytes of records per batch on several threads (tests and tuning).
@@ -474,6 +475,7 @@ fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode
         && !aof
         && !args.mmap
         && args.file != Path::new("-")
+        && !args.restore
         && matches!(
             args.format,
             Format::Jsonl | Format::Resp | Format::Keys | Format::Count
@@ -650,18 +652,6 @@ fn dump_parallel(
         Format::Count => {
             let end = run.print(Count::new(out.clone()), None)?;
             end.printer.finish()?;
-            end.error
-        }
-        Format::Resp if args.restore => {
-            let mut r = Restore::new(out.clone());
-            r.target_version(args.target_version)
-                .no_compression(args.no_compression)
-                .lossy(args.lossy);
-            let end = run.print(r, all)?;
-            let r = end.printer.finish()?;
-            if let Some(v) = r.version() {
-                report_dropped(r.dropped(), v);
-            }
             end.error
         }
         Format::Resp => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use rdb_format::{Flavor, Item, KeyHead};
+use rdb_format::{Flavor, Item, KeyHead, ValueType};
 
 /// Type names in the order the report prints them.
 const TYPE_NAMES: [&str; 8] = [
@@ -60,10 +60,22 @@ impl Stats {
     }
 
     fn key(&mut self, head: &KeyHead) {
-        let t = TYPE_NAMES
-            .iter()
-            .position(|n| *n == head.value_type.name())
-            .unwrap_or(0);
+        // the index in TYPE_NAMES
+        let t = match head.value_type {
+            ValueType::Array => 0,
+            ValueType::Hash => 1,
+            ValueType::List => 2,
+            ValueType::Module => 3,
+            ValueType::Set => 4,
+            ValueType::Stream => 5,
+            ValueType::String => 6,
+            ValueType::SortedSet => 7,
+            #[allow(unreachable_patterns)]
+            other => TYPE_NAMES
+                .iter()
+                .position(|n| *n == other.name())
+                .unwrap_or(0),
+        };
         self.per_db.entry(head.db).or_default()[t] += 1;
         if let Some(ms) = head.expire_ms {
             self.expiries[0] += 1;

@@ -39,7 +39,7 @@ use crate::filter::Filter;
 
 pub use json::{Json, Jsonl};
 pub use parts::{ParallelEnd, PartSummary, PartWriter, PrintParts, print_parallel};
-pub use rdb::{Rdb, Restore, RestoreSettings, target_config};
+pub use rdb::{Rdb, Restore, target_config};
 pub use resp::{LeftOut, Resp, RespSettings};
 
 /// Something that takes keys, other RDB items and commands.

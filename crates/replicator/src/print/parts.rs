@@ -10,12 +10,9 @@ use std::rc::Rc;
 
 use rdb_format::{Part, Pipeline};
 
-use super::{
-    Count, Jsonl, Keys, LeftOut, Printer, Resp, RespSettings, Restore, RestoreSettings, Sink,
-};
+use super::{Count, Jsonl, Keys, LeftOut, Printer, Resp, RespSettings, Sink};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use rdb_format::Dropped;
 
 /// Where a sink printing in parts writes: the output itself on the caller's thread, a buffer
 /// on a worker. Clones write to the same place.
@@ -98,12 +95,11 @@ pub struct PartSummary {
     pub first_select: Option<(u64, Range<u64>)>,
     /// What the part's commands left out ([`Resp`]).
     pub left_out: LeftOut,
-    /// What the part's payloads dropped ([`Restore`]).
-    pub dropped: Dropped,
 }
 
 /// A sink that can print a file in parts (see [`print_parallel`]): [`Jsonl`], [`Resp`],
-/// [`Restore`], [`Keys`] and [`Count`] over a [`PartWriter`].
+/// [`Keys`] and [`Count`] over a [`PartWriter`]. ([`Restore`](super::Restore) is not one: a big key's payload
+/// is one command, which a worker would have to hold whole.)
 pub trait PrintParts: Sink + Sized {
     /// The sink's settings, for the workers' sinks.
     type Settings: Send + Sync;
@@ -189,34 +185,6 @@ impl PrintParts for Resp<PartWriter> {
     }
     fn output_db(&self) -> Option<u64> {
         self.db()
-    }
-}
-
-impl PrintParts for Restore<PartWriter> {
-    type Settings = RestoreSettings;
-    fn settings(&self) -> RestoreSettings {
-        self.settings()
-    }
-    fn for_part(settings: &RestoreSettings, w: PartWriter) -> Self {
-        Self::with_settings(w, settings)
-    }
-    fn summary(&self) -> PartSummary {
-        let r = self.resp();
-        PartSummary {
-            db: r.db(),
-            first_select: r.first_select(),
-            dropped: self.dropped(),
-            ..PartSummary::default()
-        }
-    }
-    fn join(&mut self, part: &PartSummary) {
-        if part.db.is_some() {
-            self.resp_mut().set_db(part.db);
-        }
-        self.add_dropped(part.dropped);
-    }
-    fn output_db(&self) -> Option<u64> {
-        self.resp().db()
     }
 }
 

@@ -289,45 +289,7 @@ impl<W: Write> Restore<W> {
     }
 }
 
-/// A [`Restore`] printer's settings ([`Restore::settings`]).
-#[derive(Debug, Clone, Copy)]
-pub struct RestoreSettings {
-    target: Target,
-    resp: super::RespSettings,
-}
-
 impl<W: Write> Restore<W> {
-    /// The settings (target version, compression, lossy), for another printer.
-    pub fn settings(&self) -> RestoreSettings {
-        RestoreSettings {
-            target: self.target,
-            resp: self.resp.settings(),
-        }
-    }
-
-    /// `RESTORE` commands to `w` with `settings` taken from another printer.
-    pub fn with_settings(w: W, settings: &RestoreSettings) -> Self {
-        let mut r = Self::new(w);
-        r.target = settings.target;
-        r.resp = Resp::with_settings(r.resp.into_writer(), &settings.resp);
-        r
-    }
-
-    /// The commands' printer.
-    pub fn resp(&self) -> &Resp<W> {
-        &self.resp
-    }
-
-    /// The commands' printer, to change it.
-    pub fn resp_mut(&mut self) -> &mut Resp<W> {
-        &mut self.resp
-    }
-
-    /// Counts what another printer of the same output dropped.
-    pub fn add_dropped(&mut self, d: Dropped) {
-        self.dropped.add(d);
-    }
-
     fn cfg(&self) -> Result<&EncodeConfig> {
         self.cfg
             .as_ref()

@@ -179,11 +179,6 @@ impl<W: Write> Resp<W> {
         self
     }
 
-    /// The writer (what is still buffered is not written to it).
-    pub fn into_writer(self) -> W {
-        self.w
-    }
-
     /// The db the commands written so far leave the target in (`None`: no `SELECT` yet).
     pub fn db(&self) -> Option<u64> {
         self.db
