@@ -145,6 +145,14 @@ impl Error {
         self
     }
 
+    /// The error about `key` (unless it names a key already).
+    pub(crate) fn with_key(mut self, key: &Bytes) -> Self {
+        if self.inner.context.key.is_none() {
+            self.inner.context.key = Some(key.clone());
+        }
+        self
+    }
+
     pub(crate) fn io(err: std::io::Error, offset: u64) -> Self {
         let mut e = Self::new(ErrorKind::Io(err.kind()), offset);
         e.inner.io = Some(std::sync::Arc::new(err));

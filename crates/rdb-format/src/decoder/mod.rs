@@ -875,6 +875,7 @@ impl Decoder {
                 let pending = std::mem::take(&mut self.pending);
                 let head = self.key_head(&chunk, start, ty, k, pending)?;
                 let Some(w) = whole else {
+                    self.ctx.key = Some(head.key.clone());
                     self.state = State::Value(Box::new(head));
                     self.batch = batch;
                     return Ok(true);
@@ -993,10 +994,12 @@ impl Decoder {
     ) -> Result<KeyHead> {
         let key = self.mat_bytes(chunk, start, k)?;
         let (value_type, encoding) = type_info(ty, self.flavor);
+        // the key goes into the context only where the value is read step by step
+        // (`keyed_ctx`); a whole value's errors name it themselves
         self.ctx = Context {
             opcode: Some(ty),
             doing: Some(type_name(ty, self.flavor)),
-            key: Some(key.clone()),
+            key: None,
         };
         Ok(KeyHead {
             db: self.db,
@@ -1271,10 +1274,13 @@ impl Decoder {
                     SRef::Raw(..) => Encoding::Raw,
                 };
                 if self.config.skip_values {
-                    self.check_sref(chunk, base, s)?;
+                    self.check_sref(chunk, base, s)
+                        .map_err(|e| e.with_key(&head.key))?;
                     self.emit_checked(head);
                 } else {
-                    let v = self.mat_bytes(chunk, base, s)?;
+                    let v = self
+                        .mat_bytes(chunk, base, s)
+                        .map_err(|e| e.with_key(&head.key))?;
                     self.emit_whole(head, Value::String(v));
                 }
             }
@@ -1285,7 +1291,9 @@ impl Decoder {
                 self.emit_whole(head, Value::Module(ModuleValue { name, encver, raw }));
             }
             Whole::Blob(s) => {
-                let blob = self.mat_bytes(chunk, base, s)?;
+                let blob = self
+                    .mat_bytes(chunk, base, s)
+                    .map_err(|e| e.with_key(&head.key))?;
                 let mut scratch = self.blob_raws.take();
                 let decoded = decode_blob(
                     head.type_byte,
@@ -1305,7 +1313,9 @@ impl Decoder {
                     Ok(Some(v)) => self.emit_whole(head, v),
                     Ok(None) => self.emit_checked(head),
                     Err(e) => {
-                        let err = blob_error(e, base, s).with_context(&self.ctx);
+                        let err = blob_error(e, base, s)
+                            .with_key(&head.key)
+                            .with_context(&self.ctx);
                         if self.config.recovery != Recovery::Skip {
                             return Err(err);
                         }
