@@ -62,7 +62,54 @@ pub fn rdb_file(data: &[u8]) {
     let mut check = rdb_config();
     check.skip_values(true);
     for _ in rdb_format::BytesReader::with_config(Bytes::copy_from_slice(data), check) {}
+    pipeline(data, &whole);
     memory_report(data);
+}
+
+/// The multi-threaded pipeline on the same bytes (from a temporary file), in batches as small
+/// as the second byte says: the same items as one decoder, and an error where it has one.
+fn pipeline(data: &[u8], whole: &[rdb_format::Result<rdb_format::Item>]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "fuzz-pipeline-{}-{}.rdb",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    let batch = data.get(1).map_or(1, |&b| u64::from(b) + 1);
+    let mut got = Vec::new();
+    let r = rdb_format::Pipeline::new(rdb_config())
+        .threads(2)
+        .batch_bytes(batch)
+        .run(
+            &path,
+            |b, _| b.collect::<Vec<_>>(),
+            |part| {
+                match part {
+                    rdb_format::Part::Item(i) => got.push(Ok(i)),
+                    rdb_format::Part::Done(items) => got.extend(items),
+                }
+                match got.last() {
+                    Some(Err(_)) => std::ops::ControlFlow::Break(()),
+                    _ => std::ops::ControlFlow::Continue(()),
+                }
+            },
+        );
+    let _ = std::fs::remove_file(&path);
+    if let Err(e) = r {
+        got.push(Err(e));
+    }
+    let text = |v: &[rdb_format::Result<rdb_format::Item>]| {
+        v.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        text(&got),
+        text(whole),
+        "the pipeline and one decoder differ"
+    );
 }
 
 /// The memory report's path: packed values sized but not built, every key estimated for every
