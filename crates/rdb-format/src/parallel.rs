@@ -248,16 +248,16 @@ impl Pipeline {
                         let job = jobs_rx.lock().map(|rx| rx.recv());
                         let Ok(Ok((idx, span))) = job else { return };
                         // the batch's results go through a channel of their own, read in turn
-                        let (tx, rx) = mpsc::sync_channel::<T>(2);
+                        let (tx, rx) = mpsc::sync_channel::<(T, bool)>(2);
                         if out_tx.send((idx, Msg::Parts(rx))).is_err() {
                             return;
                         }
                         let mut batch = Batch::new(file, span, config);
                         let mut spill = |t: T| {
-                            let _ = tx.send(t);
+                            let _ = tx.send((t, false));
                         };
                         let t = work(&mut batch, &mut spill);
-                        let _ = tx.send(t);
+                        let _ = tx.send((t, true));
                     }
                 });
             }
@@ -277,7 +277,22 @@ impl Pipeline {
                 while let Some(msg) = waiting.remove(&next) {
                     let flow = match msg {
                         Msg::Item(item) => emit(Part::Item(item)),
-                        Msg::Parts(rx) => rx.iter().try_for_each(|t| emit(Part::Done(t))),
+                        Msg::Parts(rx) => {
+                            let mut last = false;
+                            let flow = rx.iter().try_for_each(|(t, end)| {
+                                last = end;
+                                emit(Part::Done(t))
+                            });
+                            if flow.is_continue() && !last {
+                                // the worker ended without its batch's last part (it panicked):
+                                // nothing after the hole may be written as if it were whole
+                                break 'run Err(Error::io(
+                                    std::io::Error::other("a decoding thread failed"),
+                                    0,
+                                ));
+                            }
+                            flow
+                        }
                         Msg::End(r) => break 'run r,
                     };
                     next += 1;
@@ -306,6 +321,7 @@ impl Pipeline {
         let len = file.metadata().map_or(u64::MAX, |m| m.len());
         let hold = (self.threads as u64 + 1).min(window).min(6);
         let mut dec = Decoder::walker(self.config);
+        dec.walker_run(self.batch.min(1 << 20) as usize);
         // what was read from `held_from` on, kept for the workers; `buf`: its unread part
         let (mut held_bytes, mut held_from) = (Bytes::new(), 0u64);
         let mut buf = Bytes::new();
@@ -446,7 +462,7 @@ fn held(held_bytes: &Bytes, held_from: u64, span: &Span) -> Option<Bytes> {
 enum Msg<T> {
     Item(Item),
     /// A batch's results, as its worker hands them over.
-    Parts(mpsc::Receiver<T>),
+    Parts(mpsc::Receiver<(T, bool)>),
     End(Result<()>),
 }
 

@@ -306,6 +306,8 @@ pub struct Decoder {
     partial_checks: u64,
     /// Only find where records end: values are neither checked nor built ([`Decoder::walker`]).
     walk: bool,
+    /// A walker's runs of records skipped at once end past this many bytes.
+    walk_run: usize,
     /// Keep the checksum (off for a decoder resumed inside a file).
     sum: bool,
 }
@@ -358,6 +360,7 @@ impl Decoder {
             scratch: std::cell::Cell::new(Vec::new()),
             partial_checks: 0,
             walk: false,
+            walk_run: 1 << 20,
             sum: true,
         }
     }
@@ -371,6 +374,13 @@ impl Decoder {
         let mut d = Self::with_config(config);
         d.walk = true;
         d
+    }
+
+    /// A walker skips runs of records at once up to about `n` bytes (default 1 MiB), giving
+    /// one item at the end of each run: where batches can be cut.
+    pub fn walker_run(&mut self, n: usize) -> &mut Self {
+        self.walk_run = n.max(1);
+        self
     }
 
     /// A decoder that starts at a record boundary at `offset` of a file whose header gave
@@ -892,7 +902,8 @@ impl Decoder {
     }
 
     /// A walker's fast path: skips the record whose type byte `ty` was just read, then as
-    /// many whole records after it as the input holds (up to 1 MiB), reading only lengths.
+    /// many whole records after it as the input holds (up to `walker_run` bytes), reading only
+    /// lengths.
     /// Gives where the last one ends and its type byte and key; `None` when the first record
     /// is not all there or is of a kind the step-by-step way handles (streams, hashes with
     /// field TTLs, arrays, anything malformed).
@@ -902,7 +913,7 @@ impl Decoder {
             return None;
         }
         let mut end = c.p;
-        while c.p < 1 << 20 {
+        while c.p < self.walk_run {
             let Ok(op) = c.u8() else { break };
             let ok = match op {
                 0xFC => c.u64_le().is_ok(),

@@ -137,3 +137,35 @@ fn the_pipeline_gives_what_one_decoder_gives() {
     // the differential files are all refused: the errors were compared too
     assert!(errors > 10, "only {errors} files with errors");
 }
+
+#[test]
+fn nothing_after_a_failed_worker_is_given_out() {
+    let path = test_support::testdata().join("redis-7.0-plain.rdb");
+    let run = |fail_at: u64, seen: &mut Vec<u64>| {
+        Pipeline::new(Config::default())
+            .threads(2)
+            .batch_bytes(1)
+            .run(
+                &path,
+                |b, _| {
+                    assert!(b.start() != fail_at, "a worker fails");
+                    b.start()
+                },
+                |part| {
+                    if let Part::Done(start) = part {
+                        seen.push(start);
+                    }
+                    ControlFlow::Continue(())
+                },
+            )
+    };
+    let mut starts = Vec::new();
+    run(u64::MAX, &mut starts).unwrap();
+    assert!(starts.len() > 10);
+    let hole = starts[3];
+    let mut seen = Vec::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(hole, &mut seen)));
+    assert!(r.is_err(), "the worker's panic comes out");
+    // batches come in file order and stop before the hole
+    assert_eq!(seen, starts[..3], "given out");
+}
