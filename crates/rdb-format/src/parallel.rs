@@ -326,9 +326,8 @@ impl Pipeline {
         let (mut held_bytes, mut held_from) = (Bytes::new(), 0u64);
         let mut buf = Bytes::new();
         let (mut read_to, mut ended) = (0u64, false);
-        let mut reader = file;
         let mut idx = 0u64;
-        // the batch being gathered: its start and db; the last record boundary seen
+        // the batch being gathered: where it starts, its db
         let mut span = Span {
             start: 0,
             end: 0,
@@ -338,28 +337,27 @@ impl Pipeline {
             data: None,
         };
         let mut db = 0u64;
-        let send = |span: &Span, msg: Option<Msg<T>>, idx: &mut u64| -> bool {
-            let span = span.clone();
-            if msg.is_none() && span.end <= span.start {
+        // messages are numbered in file order; each waits until it is within the window
+        let number = |idx: &mut u64| {
+            let n = *idx;
+            *idx += 1;
+            gate.wait_below(n, window).then_some(n)
+        };
+        let send =
+            |msg: Msg<T>, idx: &mut u64| number(idx).is_some_and(|n| out.send((n, msg)).is_ok());
+        let send_batch = |mut span: Span, idx: &mut u64| {
+            if span.end <= span.start {
                 return true;
             }
-            if !gate.wait_below(*idx, window) {
+            let Some(n) = number(idx) else {
                 return false;
-            }
-            let sent = match msg {
-                Some(m) => out.send((*idx, m)).is_ok(),
-                None => {
-                    // far ahead of the caller, a batch is read again from the file rather
-                    // than kept in memory meanwhile
-                    let mut span = span;
-                    if *idx >= gate.taken().saturating_add(hold) {
-                        span.data = None;
-                    }
-                    jobs.send((*idx, span)).is_ok()
-                }
             };
-            *idx += 1;
-            sent
+            // far ahead of the caller, a batch is read again from the file rather than kept
+            // in memory meanwhile
+            if n >= gate.taken().saturating_add(hold) {
+                span.data = None;
+            }
+            jobs.send((n, span)).is_ok()
         };
         loop {
             let got = if ended {
@@ -382,14 +380,13 @@ impl Pipeline {
                     let carried = &held_bytes[(keep - held_from) as usize..];
                     let mut next = Vec::with_capacity(carried.len() + BLOCK as usize);
                     next.extend_from_slice(carried);
-                    match std::io::Read::read_to_end(&mut (&mut reader).take(BLOCK), &mut next) {
+                    match file.take(BLOCK).read_to_end(&mut next) {
                         Ok(n) => {
                             read_to += n as u64;
                             ended = n == 0;
                         }
                         Err(e) => {
-                            let _ =
-                                send(&span, Some(Msg::End(Err(Error::io(e, read_to)))), &mut idx);
+                            send(Msg::End(Err(Error::io(e, read_to))), &mut idx);
                             return;
                         }
                     }
@@ -404,11 +401,11 @@ impl Pipeline {
                     if dec.version() > 0 {
                         span.end = len;
                         span.data = None;
-                        if !send(&span, None, &mut idx) {
+                        if !send_batch(span, &mut idx) {
                             return;
                         }
                     }
-                    let _ = send(&span, Some(Msg::End(Err(e))), &mut idx);
+                    send(Msg::End(Err(e)), &mut idx);
                     return;
                 }
             };
@@ -416,7 +413,7 @@ impl Pipeline {
                 Item::Header { version, flavor } => {
                     (span.version, span.flavor) = (*version, *flavor);
                     span.start = dec.offset();
-                    if !send(&span, Some(Msg::Item(item)), &mut idx) {
+                    if !send(Msg::Item(item), &mut idx) {
                         return;
                     }
                     continue;
@@ -425,10 +422,9 @@ impl Pipeline {
                     // the EOF opcode and its checksum end the last batch
                     span.end = dec.offset() - if checksum.is_some() { 9 } else { 1 };
                     span.data = held(&held_bytes, held_from, &span);
-                    let ok = send(&span, None, &mut idx)
-                        && send(&span, Some(Msg::Item(item)), &mut idx)
-                        && send(&span, Some(Msg::End(Ok(()))), &mut idx);
-                    let _ = ok;
+                    let _ = send_batch(span, &mut idx)
+                        && send(Msg::Item(item), &mut idx)
+                        && send(Msg::End(Ok(())), &mut idx);
                     return;
                 }
                 Item::SelectDb(d) => db = *d,
@@ -440,11 +436,12 @@ impl Pipeline {
                 if after_key && boundary - span.start >= self.batch {
                     span.end = boundary;
                     span.data = held(&held_bytes, held_from, &span);
-                    if !send(&span, None, &mut idx) {
+                    if !send_batch(span.clone(), &mut idx) {
                         return;
                     }
                     span.start = boundary;
                     span.db = db;
+                    span.data = None;
                 }
             }
         }

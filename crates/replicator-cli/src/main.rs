@@ -187,15 +187,32 @@ struct DumpArgs {
     /// towards the process' resident memory).
     #[arg(long)]
     mmap: bool,
+    #[command(flatten)]
+    threads: ThreadArgs,
+}
+
+/// How many threads decode an RDB file (`dump` and `check`).
+#[derive(clap::Args)]
+struct ThreadArgs {
     /// Decoding threads for an RDB file (0: one per core; one more thread walks the records
-    /// and the checksum). The output is the same at any count. `--format json|rdb`, `--restore`
-    /// (a big key's payload is one command), standard input, AOF files and `--mmap` decode on
-    /// one thread.
+    /// and the checksum). The output is the same at any count. Standard input, AOF files,
+    /// `--mmap`, and `dump --format json|rdb` and `--restore` (a big key's payload is one
+    /// command) decode on one thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
     /// Bytes of records per batch on several threads (tests and tuning).
     #[arg(long, value_name = "BYTES", default_value_t = 512 << 10, hide = true)]
     batch_bytes: u64,
+}
+
+impl ThreadArgs {
+    /// The decoding threads asked for (0: one per core).
+    fn count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -223,14 +240,8 @@ struct CheckArgs {
     /// copying it to a backup.
     #[arg(long, value_name = "TS")]
     truncate_to_timestamp: Option<i64>,
-    /// Decoding threads for an RDB file (0: one per core; one more thread walks the records
-    /// and the checksum). The report is the same at any count. Standard input, AOF files and `--mmap`
-    /// check on one thread.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    threads: usize,
-    /// Bytes of records per batch on several threads (tests and tuning).
-    #[arg(long, value_name = "BYTES", default_value_t = 512 << 10, hide = true)]
-    batch_bytes: u64,
+    #[command(flatten)]
+    threads: ThreadArgs,
 }
 
 fn parse_type(s: &str) -> Result<ValueType, String> {
@@ -470,7 +481,7 @@ fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode
         // count and keys need no values: check them without building them
         .skip_values(matches!(args.format, Format::Count | Format::Keys));
     let rdb_config = *config;
-    let threads = threads_for(args.threads);
+    let threads = args.threads.count();
     let parallel = threads > 1
         && !aof
         && !args.mmap
@@ -606,15 +617,6 @@ fn check_parallel(
     Ok((tally, result, partial))
 }
 
-/// The decoding threads asked for (0: one per core).
-fn threads_for(n: usize) -> usize {
-    if n == 0 {
-        std::thread::available_parallelism().map_or(1, usize::from)
-    } else {
-        n
-    }
-}
-
 /// `dump` of an RDB file on several threads ([`print_parallel`]); the first error.
 fn dump_parallel(
     args: &DumpArgs,
@@ -629,7 +631,9 @@ fn dump_parallel(
     let out = PartWriter::output(Box::new(open_output(args.output.as_deref())?));
     let all = args.all.then_some(true);
     let mut pipeline = replicator::rdb::Pipeline::new(config);
-    pipeline.threads(threads).batch_bytes(args.batch_bytes);
+    pipeline
+        .threads(threads)
+        .batch_bytes(args.threads.batch_bytes);
     let run = Parallel {
         path: &args.file,
         pipeline,
@@ -781,9 +785,15 @@ fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCo
         .relaxed_version(args.relaxed_version)
         .lenient(args.lenient)
         .dup_check_limit(args.dup_check_limit);
-    let threads = threads_for(args.threads);
+    let threads = args.threads.count();
     let (tally, result, partial) = if threads > 1 && !args.mmap && args.file != Path::new("-") {
-        check_parallel(&args.file, *opts.rdb_mut(), threads, args.batch_bytes, &fm)?
+        check_parallel(
+            &args.file,
+            *opts.rdb_mut(),
+            threads,
+            args.threads.batch_bytes,
+            &fm,
+        )?
     } else {
         check_one(&args.file, &opts, &fm)?
     };

@@ -166,6 +166,37 @@ pub fn corpus_dir(what: &str) -> Option<PathBuf> {
     }
 }
 
+/// Every file that starts with an RDB magic (`REDIS`, `VALKEY`) under the bundled test data,
+/// the corpus (when present; `what` names the test for the skip message), and the shared
+/// newest-format and differential files, sorted.
+pub fn every_rdb_file(what: &str) -> Vec<PathBuf> {
+    let shared = workspace_root().join("../shared");
+    let mut dirs = vec![
+        testdata(),
+        shared.join("newest-formats"),
+        shared.join("differential"),
+    ];
+    dirs.extend(corpus_dir(what));
+    let mut out = Vec::new();
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if std::fs::read(&p)
+                .is_ok_and(|b| b.starts_with(b"REDIS") || b.starts_with(b"VALKEY"))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The first server found, or an error saying what to install.
 pub fn default_server() -> Result<ServerBin> {
     find_servers().into_iter().next().context(

@@ -19,7 +19,7 @@ enum HashForm {
 #[derive(Debug)]
 enum Kind {
     String,
-    List(Packed),
+    List(ListNodes),
     Set,
     Zset,
     Hash(HashForm),
@@ -31,12 +31,6 @@ enum Kind {
     Array {
         insert: Option<Option<u64>>,
     },
-}
-
-impl std::fmt::Debug for Packed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Packed({} entries)", self.count())
-    }
 }
 
 /// What goes before a chunked value's body: the type byte, and the bytes between the key and
@@ -92,7 +86,7 @@ impl ValueWriter {
     pub fn new(head: &KeyHead, cfg: &EncodeConfig) -> Result<Self> {
         let kind = match head.value_type {
             ValueType::String => Kind::String,
-            ValueType::List => Kind::List(Packed::new(cfg)),
+            ValueType::List => Kind::List(ListNodes::new(cfg)),
             ValueType::Set => Kind::Set,
             ValueType::SortedSet => Kind::Zset,
             ValueType::Hash => {
@@ -146,18 +140,8 @@ impl ValueWriter {
                 body.write_all(b).map_err(EncodeError::io)?;
                 return Ok(());
             }
-            (Kind::List(cur), Chunk::List(v)) => {
-                for e in v {
-                    if cur.count() > 0
-                        && (cur.count() >= cfg.list_node_entries
-                            || cur.len_bytes() + e.len() > cfg.list_node_bytes)
-                    {
-                        let node = std::mem::replace(cur, Packed::new(&cfg)).finish();
-                        put_list_node(out, &node, &cfg);
-                        self.count += 1;
-                    }
-                    cur.elem(e);
-                }
+            (Kind::List(nodes), Chunk::List(v)) => {
+                v.iter().for_each(|e| nodes.push(e, &cfg, out));
             }
             (Kind::Set, Chunk::Set(v)) => {
                 v.iter().for_each(|e| put_elem(out, e, z));
@@ -255,14 +239,11 @@ impl ValueWriter {
         let mut prefix = BytesMut::with_capacity(16);
         let type_byte = match &mut self.kind {
             Kind::String => 0,
-            Kind::List(cur) => {
-                if cur.count() > 0 {
-                    let node = std::mem::replace(cur, Packed::new(&cfg)).finish();
-                    put_list_node(&mut self.scratch, &node, &cfg);
-                    self.count += 1;
-                    body.write_all(&self.scratch).map_err(EncodeError::io)?;
-                }
-                if cfg.level() >= 10 { 18 } else { 14 }
+            Kind::List(nodes) => {
+                nodes.finish(&cfg, &mut self.scratch);
+                body.write_all(&self.scratch).map_err(EncodeError::io)?;
+                self.count = nodes.written;
+                list_type(&cfg)
             }
             Kind::Set => 2,
             Kind::Zset => 5,
@@ -304,13 +285,6 @@ impl ValueWriter {
             dropped: self.dropped,
         })
     }
-}
-
-fn put_list_node(out: &mut BytesMut, node: &[u8], cfg: &EncodeConfig) {
-    if cfg.level() >= 10 {
-        put_len(out, 2); // a packed (listpack) node
-    }
-    put_raw_string(out, node, cfg.compress);
 }
 
 /// Writes the pending entries as nodes of `per` entries; returns how many.

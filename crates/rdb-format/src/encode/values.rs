@@ -49,6 +49,64 @@ impl Packed {
     }
 }
 
+/// A quicklist built node by node: elements go into the current node until the next one does
+/// not fit (`list_node_entries`, `list_node_bytes`); each full node is written out at once.
+pub(super) struct ListNodes {
+    cur: Packed,
+    /// Nodes written so far.
+    pub(super) written: u64,
+}
+
+impl std::fmt::Debug for ListNodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ListNodes({} written, {} pending)",
+            self.written,
+            self.cur.count()
+        )
+    }
+}
+
+impl ListNodes {
+    pub(super) fn new(cfg: &EncodeConfig) -> Self {
+        Self {
+            cur: Packed::new(cfg),
+            written: 0,
+        }
+    }
+
+    /// Adds `e`, writing the current node to `out` first when `e` does not fit in it.
+    pub(super) fn push(&mut self, e: &Elem, cfg: &EncodeConfig, out: &mut BytesMut) {
+        let cur = &self.cur;
+        if cur.count() > 0
+            && (cur.count() >= cfg.list_node_entries
+                || cur.len_bytes() + e.len() > cfg.list_node_bytes)
+        {
+            self.finish(cfg, out);
+        }
+        self.cur.elem(e);
+    }
+
+    /// Writes the current node to `out`, if it holds anything.
+    pub(super) fn finish(&mut self, cfg: &EncodeConfig, out: &mut BytesMut) {
+        if self.cur.count() == 0 {
+            return;
+        }
+        let node = std::mem::replace(&mut self.cur, Packed::new(cfg)).finish();
+        if cfg.level() >= 10 {
+            put_len(out, 2); // a packed (listpack) node
+        }
+        put_raw_string(out, &node, cfg.compress);
+        self.written += 1;
+    }
+}
+
+/// The type byte of a quicklist for the target: of listpacks (RDB 10+) or ziplists.
+pub(super) fn list_type(cfg: &EncodeConfig) -> u8 {
+    if cfg.level() >= 10 { 18 } else { 14 }
+}
+
 pub(super) fn unique<'a>(items: impl Iterator<Item = &'a Elem>, what: &'static str) -> Result<()> {
     // 128-bit hashes of the members' texts: a false duplicate is out of reach, and nothing is
     // copied (the decoder's check works the same way)
@@ -97,28 +155,14 @@ pub(super) fn object(
             0
         }
         Value::List(items) => {
-            let mut nodes = Vec::new();
-            let mut cur = Packed::new(cfg);
-            for e in items {
-                if cur.count() > 0
-                    && (cur.count() >= cfg.list_node_entries
-                        || cur.len_bytes() + e.len() > cfg.list_node_bytes)
-                {
-                    nodes.push(std::mem::replace(&mut cur, Packed::new(cfg)).finish());
-                }
-                cur.elem(e);
-            }
-            if cur.count() > 0 {
-                nodes.push(cur.finish());
-            }
-            put_len(out, nodes.len() as u64);
-            for n in &nodes {
-                if cfg.level() >= 10 {
-                    put_len(out, 2); // a packed (listpack) node
-                }
-                put_raw_string(out, n, z);
-            }
-            if cfg.level() >= 10 { 18 } else { 14 }
+            // the node count goes before the nodes
+            let mut body = BytesMut::new();
+            let mut nodes = ListNodes::new(cfg);
+            items.iter().for_each(|e| nodes.push(e, cfg, &mut body));
+            nodes.finish(cfg, &mut body);
+            put_len(out, nodes.written);
+            out.put_slice(&body);
+            list_type(cfg)
         }
         Value::Set(items) => {
             unique(items.iter(), "set")?;

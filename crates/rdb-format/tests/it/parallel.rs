@@ -4,41 +4,10 @@
 //! first error.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use rdb_format::{BytesReader, Config, Part, Pipeline};
-
-fn files() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut walk = |dir: &Path| {
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if std::fs::read(&p)
-                    .is_ok_and(|b| b.starts_with(b"REDIS") || b.starts_with(b"VALKEY"))
-                {
-                    out.push(p);
-                }
-            }
-        }
-    };
-    walk(&test_support::testdata());
-    if let Some(c) = test_support::corpus_dir("the pipeline's corpus files") {
-        walk(&c);
-    }
-    let shared = test_support::workspace_root().join("../shared");
-    walk(&shared.join("differential"));
-    walk(&shared.join("newest-formats"));
-    out.sort();
-    out
-}
 
 /// Each item as text, up to and including the first error.
 fn sequential(path: &Path, config: Config) -> Vec<String> {
@@ -112,7 +81,7 @@ fn parallel(path: &Path, config: Config, threads: usize, batch: u64, spill: usiz
 
 #[test]
 fn the_pipeline_gives_what_one_decoder_gives() {
-    let files = files();
+    let files = test_support::every_rdb_file("the pipeline's corpus files");
     assert!(files.len() > 20, "only {} files", files.len());
     let mut chunked = Config::default();
     chunked.chunk_threshold(4).chunk_size(3).string_piece(16);

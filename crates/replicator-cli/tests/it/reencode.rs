@@ -2,6 +2,8 @@
 //! servers themselves: the re-encoded file loads with the same per-key digests, expiries,
 //! field TTLs and groups; the RESTORE stream rebuilds the same.
 
+use std::path::Path;
+
 use test_support::{Server, ServerBin, module_args, server_named};
 
 use crate::rebuild::{key_facts, pipe_into};
@@ -38,6 +40,49 @@ fn same_data(a: &Server, b: &Server, bin: &ServerBin, name: &str) -> usize {
     n
 }
 
+/// `rdb` re-encoded to `out` with `dump --format rdb` loads in `bin` with the same data, and
+/// its `dump --format resp --restore` piped into a fresh server rebuilds the same: the keys
+/// compared and the `RESTORE` commands written.
+fn re_encode_and_restore(
+    cli: &Path,
+    bin: &ServerBin,
+    margs: &[(&str, &str)],
+    rdb: &Path,
+    out: &Path,
+    name: &str,
+) -> (usize, usize) {
+    let rdb_s = rdb.to_str().unwrap();
+    let r = replicator(&[
+        "dump",
+        rdb_s,
+        "--format",
+        "rdb",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        r.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let original = Server::start(bin, margs, Some(rdb)).unwrap();
+    let reencoded = Server::start(bin, margs, Some(out)).unwrap();
+    let n = same_data(&original, &reencoded, bin, name);
+
+    // RESTORE payloads of our own making
+    let fresh = Server::start(bin, margs, None).unwrap();
+    let r = replicator(&["dump", rdb_s, "--format", "resp", "--restore"]);
+    assert!(
+        r.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let restores = r.stdout.windows(9).filter(|w| w == b"\r\nRESTORE").count();
+    pipe_into(cli, fresh.port, &r.stdout, name);
+    same_data(&original, &fresh, bin, name);
+    (n, restores)
+}
+
 #[test]
 fn every_fixture_re_encoded_loads_with_the_same_data() {
     let cli = test_support::redis_cli().expect("redis-cli");
@@ -56,40 +101,8 @@ fn every_fixture_re_encoded_loads_with_the_same_data() {
         let margs: Vec<(&str, &str)> = margs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let rdb = testdata().join(format!("{name}.rdb"));
         let out = scratch.join(format!("{name}.rdb"));
-        let r = replicator(&[
-            "dump",
-            rdb.to_str().unwrap(),
-            "--format",
-            "rdb",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        assert!(
-            r.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        let original = Server::start(bin, &margs, Some(&rdb)).unwrap();
-        let reencoded = Server::start(bin, &margs, Some(&out)).unwrap();
-        let n = same_data(&original, &reencoded, bin, name);
+        let (n, _) = re_encode_and_restore(&cli, bin, &margs, &rdb, &out, name);
         assert!(n > 20, "{name}: only {n} keys");
-
-        // RESTORE payloads of our own making
-        let fresh = Server::start(bin, &margs, None).unwrap();
-        let r = replicator(&[
-            "dump",
-            rdb.to_str().unwrap(),
-            "--format",
-            "resp",
-            "--restore",
-        ]);
-        assert!(
-            r.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        pipe_into(&cli, fresh.port, &r.stdout, name);
-        same_data(&original, &fresh, bin, name);
         eprintln!("{name}: {n} keys re-encoded and restored with the same data");
         checked += 1;
     }
@@ -298,42 +311,10 @@ fn big_keys_are_re_encoded_chunk_by_chunk() {
         std::fs::copy(source.dir.join("dump.rdb"), &rdb).unwrap();
         drop(source);
         let out = scratch.join(format!("{name}-out.rdb"));
-        let r = replicator(&[
-            "dump",
-            rdb.to_str().unwrap(),
-            "--format",
-            "rdb",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        assert!(
-            r.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        let original = Server::start(&bin, &[], Some(&rdb)).unwrap();
-        let reencoded = Server::start(&bin, &[], Some(&out)).unwrap();
-        let n = same_data(&original, &reencoded, &bin, name);
+        let (n, restores) = re_encode_and_restore(&cli, &bin, &[], &rdb, &out, name);
         assert!(n >= 6, "{name}: only {n} keys");
-
-        let fresh = Server::start(&bin, &[], None).unwrap();
-        let r = replicator(&[
-            "dump",
-            rdb.to_str().unwrap(),
-            "--format",
-            "resp",
-            "--restore",
-        ]);
-        assert!(
-            r.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
         // one RESTORE per key, however big
-        let restores = r.stdout.windows(9).filter(|w| w == b"\r\nRESTORE").count();
         assert_eq!(restores, n, "{name}: RESTORE commands");
-        pipe_into(&cli, fresh.port, &r.stdout, name);
-        same_data(&original, &fresh, &bin, name);
         eprintln!("{name}: {n} big keys re-encoded and restored chunk by chunk");
         checked += 1;
     }

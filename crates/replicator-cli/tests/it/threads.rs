@@ -3,37 +3,9 @@
 //! batches cut at every key (so that every join, and every `SELECT` a join may drop, is
 //! exercised) and at the default size.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::replicator;
-
-fn rdb_files() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![test_support::testdata()];
-    if let Some(c) = test_support::corpus_dir("the thread-count test's corpus files") {
-        dirs.push(c);
-    }
-    let shared = test_support::workspace_root().join("../shared");
-    dirs.push(shared.join("newest-formats"));
-    dirs.push(shared.join("differential"));
-    while let Some(d) = dirs.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if std::fs::read(&p)
-                .is_ok_and(|b| b.starts_with(b"REDIS") || b.starts_with(b"VALKEY"))
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// Exit code, stdout and stderr of a run.
 fn run(path: &Path, args: &[&str], threads: &str, batch: &str) -> (Option<i32>, Vec<u8>, String) {
@@ -51,7 +23,7 @@ fn run(path: &Path, args: &[&str], threads: &str, batch: &str) -> (Option<i32>, 
 
 #[test]
 fn every_file_gives_the_same_bytes_at_any_thread_count() {
-    let files = rdb_files();
+    let files = test_support::every_rdb_file("the thread-count test's corpus files");
     assert!(files.len() > 40, "only {} files", files.len());
     let commands: [&[&str]; 6] = [
         &["check"],

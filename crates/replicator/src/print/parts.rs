@@ -67,15 +67,6 @@ impl Write for PartWriter {
             Target::Output(w) => w.write(buf),
         }
     }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match &mut *self.0.borrow_mut() {
-            Target::Buffer(b) => {
-                b.extend_from_slice(buf);
-                Ok(())
-            }
-            Target::Output(w) => w.write_all(buf),
-        }
-    }
     fn flush(&mut self) -> std::io::Result<()> {
         match &mut *self.0.borrow_mut() {
             Target::Buffer(_) => Ok(()),

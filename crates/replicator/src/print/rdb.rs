@@ -316,11 +316,7 @@ impl<W: Write> Sink for Restore<W> {
         let resp = &mut self.resp;
         let dropped = &mut self.dropped;
         body.drain(|r| {
-            let mut r = Some(r);
-            resp.restore_streamed(&head, len, true, &mut |w| {
-                let r = r
-                    .take()
-                    .ok_or_else(|| Error::invalid("payload written twice"))?;
+            resp.restore_streamed(&head, len, true, |w| {
                 let (n, d) = rdb_format::dump_payload_spooled(meta, &vh, r, &cfg, w)
                     .map_err(|e| e.for_key(&head.key))?;
                 dropped.add(d);

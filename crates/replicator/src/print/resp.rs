@@ -316,9 +316,8 @@ impl<W: Write> Resp<W> {
     /// `RESTORE key ttl payload [ABSTTL] REPLACE` (after a `SELECT` where the db changes),
     /// with `IDLETIME`/`FREQ` when `lru` and the head has them.
     pub fn restore(&mut self, head: &KeyHead, payload: &[u8], lru: bool) -> Result<()> {
-        self.restore_streamed(head, payload.len() as u64, lru, &mut |w| {
-            w.write_all(payload)?;
-            Ok(())
+        self.restore_streamed(head, payload.len() as u64, lru, |w| {
+            Ok(w.write_all(payload)?)
         })
     }
 
@@ -329,7 +328,7 @@ impl<W: Write> Resp<W> {
         head: &KeyHead,
         len: u64,
         lru: bool,
-        payload: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+        payload: impl FnOnce(&mut dyn Write) -> Result<()>,
     ) -> Result<()> {
         self.select(head.db)?;
         // RESTORE takes no negative time: a key expired before 1970 is as expired at 1 ms
