@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use crate::decoder::{Config, Decoder};
 use crate::error::{Error, Result};
 use crate::reader::turn;
-use crate::value::Item;
+use crate::value::{Item, StringRecord};
 use bytes::{Buf, Bytes, BytesMut};
 
 const BLOCK: usize = 1 << 20;
@@ -103,11 +103,30 @@ impl ReadAhead {
     /// The next item, `Ok(None)` at the end of the file.
     #[inline]
     pub fn next_item(&mut self) -> Result<Option<Item>> {
+        self.next_inner(None)
+    }
+
+    /// As [`next_item`](Self::next_item), with string keys handed to `visit`
+    /// ([`Decoder::decode_with`]).
+    #[inline]
+    pub fn next_item_with(
+        &mut self,
+        visit: &mut dyn FnMut(&StringRecord<'_>),
+    ) -> Result<Option<Item>> {
+        self.next_inner(Some(visit))
+    }
+
+    #[inline]
+    fn next_inner(
+        &mut self,
+        mut visit: Option<&mut (dyn FnMut(&StringRecord<'_>) + '_)>,
+    ) -> Result<Option<Item>> {
         if self.failed {
             return Ok(None);
         }
         loop {
-            if let Some(answer) = turn(&mut self.dec, &mut self.buf, self.eof, &mut self.failed)? {
+            let (dec, buf, eof) = (&mut self.dec, &mut self.buf, self.eof);
+            if let Some(answer) = turn(dec, buf, eof, &mut self.failed, visit.as_deref_mut())? {
                 return Ok(answer);
             }
             let block = match self.rx.recv() {

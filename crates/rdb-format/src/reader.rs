@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::decoder::{Config, Decoder, Recovery, Source};
 use crate::error::{Error, Result};
-use crate::value::Item;
+use crate::value::{Item, StringRecord};
 
 const MIN_READ: usize = 64 * 1024;
 
@@ -19,11 +19,13 @@ pub(crate) fn turn<S: Source>(
     buf: &mut S,
     ended: bool,
     failed: &mut bool,
+    visit: Option<&mut (dyn FnMut(&StringRecord<'_>) + '_)>,
 ) -> Result<Option<Option<Item>>> {
-    let got = if ended {
-        dec.decode_eof(buf)
-    } else {
-        dec.decode(buf)
+    let got = match (ended, visit) {
+        (true, Some(v)) => dec.decode_eof_with(buf, v),
+        (true, None) => dec.decode_eof(buf),
+        (false, Some(v)) => dec.decode_with(buf, v),
+        (false, None) => dec.decode(buf),
     };
     match got {
         Ok(Some(item)) => Ok(Some(Some(item))),
@@ -82,11 +84,28 @@ impl<R: Read> Reader<R> {
 
     /// The next item, `Ok(None)` at the end of the file.
     pub fn next_item(&mut self) -> Result<Option<Item>> {
+        self.next_inner(None)
+    }
+
+    /// As [`next_item`](Self::next_item), with string keys handed to `visit`
+    /// ([`Decoder::decode_with`]).
+    pub fn next_item_with(
+        &mut self,
+        visit: &mut dyn FnMut(&StringRecord<'_>),
+    ) -> Result<Option<Item>> {
+        self.next_inner(Some(visit))
+    }
+
+    fn next_inner(
+        &mut self,
+        mut visit: Option<&mut (dyn FnMut(&StringRecord<'_>) + '_)>,
+    ) -> Result<Option<Item>> {
         if self.failed {
             return Ok(None);
         }
         loop {
-            if let Some(answer) = turn(&mut self.dec, &mut self.buf, self.eof, &mut self.failed)? {
+            let (dec, buf, eof) = (&mut self.dec, &mut self.buf, self.eof);
+            if let Some(answer) = turn(dec, buf, eof, &mut self.failed, visit.as_deref_mut())? {
                 return Ok(answer);
             }
             // Read at least as much again as is buffered, so a unit that straddles many reads
@@ -176,6 +195,20 @@ impl BytesReader {
         // the whole input is here: it has ended
         self.dec
             .decode_eof(&mut self.buf)
+            .inspect_err(|_| self.failed = true)
+    }
+
+    /// As [`next_item`](Self::next_item), with string keys handed to `visit`
+    /// ([`Decoder::decode_with`]).
+    pub fn next_item_with(
+        &mut self,
+        visit: &mut dyn FnMut(&StringRecord<'_>),
+    ) -> Result<Option<Item>> {
+        if self.failed {
+            return Ok(None);
+        }
+        self.dec
+            .decode_eof_with(&mut self.buf, visit)
             .inspect_err(|_| self.failed = true)
     }
 }
@@ -282,7 +315,13 @@ impl<R: tokio::io::AsyncRead + Unpin> AsyncReader<R> {
             return Ok(None);
         }
         loop {
-            if let Some(answer) = turn(&mut self.dec, &mut self.buf, self.eof, &mut self.failed)? {
+            if let Some(answer) = turn(
+                &mut self.dec,
+                &mut self.buf,
+                self.eof,
+                &mut self.failed,
+                None,
+            )? {
                 return Ok(answer);
             }
             self.buf.reserve(MIN_READ.max(self.buf.len()));

@@ -922,3 +922,78 @@ pub enum Item {
         checksum: Option<u64>,
     },
 }
+
+/// A string key borrowed from the decoder's input, handed to the visitor of
+/// [`Decoder::decode_with`](crate::Decoder::decode_with) instead of an [`Item`]: no `Bytes`,
+/// no allocation, no queue. Its value was read and checked (an LZF value decompressed) as for
+/// an [`Item::Key`] or [`Item::KeyChecked`]; [`StringRecord::to_item`] gives the item the
+/// decoder would have given.
+///
+/// ```
+/// use bytes::Bytes;
+/// use rdb_format::{Decoder, Elem, Item, StringRecord};
+///
+/// // RDB 9: one string key "k" = "v", then EOF without a checksum.
+/// let mut file = Bytes::from_static(b"REDIS0009\x00\x01k\x01v\xff\0\0\0\0\0\0\0\0");
+/// let mut dec = Decoder::new();
+/// let mut visited = Vec::new();
+/// let mut items = Vec::new();
+/// let mut visit = |r: &StringRecord<'_>| visited.push((r.key.to_vec(), r.value.to_vec()));
+/// while let Some(item) = dec.decode_with(&mut file, &mut visit).unwrap() {
+///     items.push(item);
+/// }
+/// assert_eq!(visited, [(b"k".to_vec(), b"v".to_vec())]);
+/// assert!(matches!(items[..], [Item::Header { .. }, Item::Eof { .. }]));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StringRecord<'a> {
+    /// Database number.
+    pub db: u64,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value as text (an integer-encoded value formatted as decimal).
+    pub value: &'a [u8],
+    /// The on-disk encoding of the value: [`Encoding::Raw`], [`Encoding::Int`] or
+    /// [`Encoding::Lzf`].
+    pub encoding: Encoding,
+    /// Absolute expiry, unix ms (as [`KeyHead::expire_ms`]).
+    pub expire_ms: Option<i64>,
+    /// LRU idle seconds.
+    pub idle_s: Option<u64>,
+    /// LFU counter.
+    pub freq: Option<u8>,
+    /// Byte offset of the record's first byte.
+    pub offset: u64,
+}
+
+impl StringRecord<'_> {
+    /// The key's head, as in the item the decoder would have given.
+    pub fn head(&self) -> KeyHead {
+        KeyHead {
+            db: self.db,
+            key: Bytes::copy_from_slice(self.key),
+            value_type: ValueType::String,
+            encoding: self.encoding,
+            type_byte: 0,
+            expire_ms: self.expire_ms,
+            idle_s: self.idle_s,
+            freq: self.freq,
+            offset: self.offset,
+            key_meta: Vec::new(),
+        }
+    }
+
+    /// The item [`Decoder::decode`](crate::Decoder::decode) gives for this key: an
+    /// [`Item::KeyChecked`] when the decoder skips values, an [`Item::Key`] otherwise.
+    pub fn to_item(&self, skip_values: bool) -> Item {
+        let head = self.head();
+        if skip_values {
+            Item::KeyChecked(head)
+        } else {
+            Item::Key(KeyRecord {
+                head,
+                value: Value::String(Bytes::copy_from_slice(self.value)),
+            })
+        }
+    }
+}

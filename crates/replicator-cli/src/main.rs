@@ -524,7 +524,16 @@ fn check_one(
     let mut tally = Stats::new();
     let mut n = 0u64;
     let result = loop {
-        match events.next_event() {
+        // string keys are counted as borrowed records, without an item each
+        let visit = &mut |rec: &replicator::rdb::StringRecord<'_>| {
+            tally.string(rec);
+            n += 1;
+            if n % 4096 == 0 {
+                progress.set(rec.offset);
+                fm.set(tally.keys(), rec.offset);
+            }
+        };
+        match events.next_event_with(visit) {
             Ok(Some(Event::Rdb(item))) => {
                 n += 1;
                 if n % 4096 == 0 {

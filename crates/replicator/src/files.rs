@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use bytes::Bytes;
-use rdb_format::{BytesReader, Config, Item, ReadAhead, Reader};
+use rdb_format::{BytesReader, Config, Item, ReadAhead, Reader, StringRecord};
 
 use crate::error::{Error, Result};
 #[cfg(feature = "aof")]
@@ -204,12 +204,33 @@ impl FileEvents {
     /// The next event, `Ok(None)` at the end.
     #[inline]
     pub fn next_event(&mut self) -> Result<Option<Event>> {
-        let item: Option<Item> = match &mut self.inner {
-            Inner::Mapped(r) => r.next_item()?,
-            Inner::Stream(r) => r.next_item()?,
-            Inner::ReadAhead(r) => r.next_item()?,
+        self.next_inner(None)
+    }
+
+    /// As [`next_event`](Self::next_event), but the string keys of an RDB go to `visit` as
+    /// borrowed records where the decoder can ([`rdb_format::Decoder::decode_with`]): the
+    /// fast way to look at every key once. The visited keys and the events are in file order
+    /// together. An AOF's keys all come out as events.
+    pub fn next_event_with(
+        &mut self,
+        visit: &mut dyn FnMut(&StringRecord<'_>),
+    ) -> Result<Option<Event>> {
+        self.next_inner(Some(visit))
+    }
+
+    fn next_inner(
+        &mut self,
+        visit: Option<&mut (dyn FnMut(&StringRecord<'_>) + '_)>,
+    ) -> Result<Option<Event>> {
+        let item: Option<Item> = match (&mut self.inner, visit) {
+            (Inner::Mapped(r), Some(v)) => r.next_item_with(v)?,
+            (Inner::Mapped(r), None) => r.next_item()?,
+            (Inner::Stream(r), Some(v)) => r.next_item_with(v)?,
+            (Inner::Stream(r), None) => r.next_item()?,
+            (Inner::ReadAhead(r), Some(v)) => r.next_item_with(v)?,
+            (Inner::ReadAhead(r), None) => r.next_item()?,
             #[cfg(feature = "aof")]
-            Inner::Aof(r) => loop {
+            (Inner::Aof(r), _) => loop {
                 match r.next_event()? {
                     None => return Ok(None),
                     Some(aof_manifest::Event::Rdb { item, .. }) => break Some(item),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use rdb_format::{Flavor, Item, KeyHead, ValueType};
+use rdb_format::{Flavor, Item, KeyHead, StringRecord, ValueType};
 
 /// Type names in the order the report prints them.
 const TYPE_NAMES: [&str; 8] = [
@@ -59,6 +59,24 @@ impl Stats {
         }
     }
 
+    /// Counts a string key handed over as a borrowed record
+    /// ([`FileEvents::next_event_with`](crate::files::FileEvents::next_event_with)), as
+    /// [`add`](Self::add) counts its item.
+    pub fn string(&mut self, rec: &StringRecord<'_>) {
+        self.count(rec.db, 6, rec.expire_ms);
+        self.last_key.clear();
+        self.last_key.extend_from_slice(rec.key);
+    }
+
+    fn count(&mut self, db: u64, t: usize, expire_ms: Option<i64>) {
+        self.per_db.entry(db).or_default()[t] += 1;
+        if let Some(ms) = expire_ms {
+            self.expiries[0] += 1;
+            self.expiries[1] += u64::from(ms < self.now_ms);
+            self.expiries[2] += u64::from(ms < 0);
+        }
+    }
+
     fn key(&mut self, head: &KeyHead) {
         // the index in TYPE_NAMES
         let t = match head.value_type {
@@ -76,12 +94,7 @@ impl Stats {
                 .position(|n| *n == other.name())
                 .unwrap_or(0),
         };
-        self.per_db.entry(head.db).or_default()[t] += 1;
-        if let Some(ms) = head.expire_ms {
-            self.expiries[0] += 1;
-            self.expiries[1] += u64::from(ms < self.now_ms);
-            self.expiries[2] += u64::from(ms < 0);
-        }
+        self.count(head.db, t, head.expire_ms);
         self.last_key.clear();
         self.last_key.extend_from_slice(&head.key);
     }

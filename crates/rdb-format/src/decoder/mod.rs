@@ -30,6 +30,10 @@ pub trait Source {
     fn bytes(&self) -> &[u8];
     /// Removes the first `n` bytes and returns them as `Bytes` sharing the same memory.
     fn split(&mut self, n: usize) -> Bytes;
+    /// Removes the first `n` bytes (default: [`split`](Self::split), its result dropped).
+    fn advance(&mut self, n: usize) {
+        self.split(n);
+    }
 }
 
 impl Source for BytesMut {
@@ -38,6 +42,9 @@ impl Source for BytesMut {
     }
     fn split(&mut self, n: usize) -> Bytes {
         self.split_to(n).freeze()
+    }
+    fn advance(&mut self, n: usize) {
+        bytes::Buf::advance(self, n);
     }
 }
 
@@ -48,7 +55,16 @@ impl Source for Bytes {
     fn split(&mut self, n: usize) -> Bytes {
         self.split_to(n)
     }
+    fn advance(&mut self, n: usize) {
+        bytes::Buf::advance(self, n);
+    }
 }
+
+/// What [`Decoder::decode_with`] hands string keys to.
+type Visit<'v, 'f> = Option<&'v mut (dyn FnMut(&StringRecord<'_>) + 'f)>;
+
+/// Bytes of small records decoded in one unit (one split, one checksum update).
+const RUN_BYTES: usize = 256 << 10;
 
 /// CRC-64/Jones as Redis computes it, over `data` (SIMD-accelerated through `crc-fast`).
 ///
@@ -448,6 +464,42 @@ impl Decoder {
     /// items, read more when it gives `None`, and call [`decode_eof`](Self::decode_eof) once
     /// the input has ended.
     pub fn decode<S: Source>(&mut self, src: &mut S) -> Result<Option<Item>> {
+        self.decode_inner(src, None)
+    }
+
+    /// As [`decode`](Self::decode), but runs of small string keys go to `visit` as borrowed
+    /// [`StringRecord`]s instead of coming out as items: no allocation, no reference count
+    /// and no copy of the item per key, for consumers that look at each key once (counting,
+    /// printing). Every check is the same; a key that fails one, and every key of another
+    /// type, comes out as an item in its place, so the visited keys and the items are in
+    /// file order together. [`StringRecord::to_item`] gives the item a visited key stands for.
+    pub fn decode_with<S: Source>(
+        &mut self,
+        src: &mut S,
+        visit: &mut dyn FnMut(&StringRecord<'_>),
+    ) -> Result<Option<Item>> {
+        self.decode_inner(src, Some(visit))
+    }
+
+    /// As [`decode_eof`](Self::decode_eof), with [`decode_with`](Self::decode_with)'s visitor.
+    pub fn decode_eof_with<S: Source>(
+        &mut self,
+        src: &mut S,
+        visit: &mut dyn FnMut(&StringRecord<'_>),
+    ) -> Result<Option<Item>> {
+        self.decode_eof_inner(src, Some(visit))
+    }
+
+    /// True when keys come out checked but not built ([`Config::skip_values`]).
+    pub fn skips_values(&self) -> bool {
+        self.config.skip_values
+    }
+
+    fn decode_inner<S: Source>(
+        &mut self,
+        src: &mut S,
+        mut visit: Visit<'_, '_>,
+    ) -> Result<Option<Item>> {
         loop {
             // items decoded before an error still come out first, in order
             if let Some(item) = self.out.pop_front() {
@@ -456,7 +508,7 @@ impl Decoder {
             if let State::Failed(e) = &self.state {
                 return Err(e.clone());
             }
-            match self.step(src) {
+            match self.step(src, visit.as_deref_mut()) {
                 Ok(true) => {}
                 Ok(false) if self.out.is_empty() => return Ok(None),
                 Ok(false) => {}
@@ -468,7 +520,15 @@ impl Decoder {
     /// Decodes the next item when the input has ended: `Ok(None)` when the file ended cleanly
     /// (its EOF item was decoded), a truncation error (with offset and key) when it did not.
     pub fn decode_eof<S: Source>(&mut self, src: &mut S) -> Result<Option<Item>> {
-        match self.decode(src)? {
+        self.decode_eof_inner(src, None)
+    }
+
+    fn decode_eof_inner<S: Source>(
+        &mut self,
+        src: &mut S,
+        visit: Visit<'_, '_>,
+    ) -> Result<Option<Item>> {
+        match self.decode_inner(src, visit)? {
             Some(item) => Ok(Some(item)),
             None if self.is_done() => Ok(None),
             None => {
@@ -518,7 +578,7 @@ impl Decoder {
         Ok(self.mat(chunk, base, r)?.to_bytes())
     }
 
-    fn step<S: Source>(&mut self, src: &mut S) -> Result<bool> {
+    fn step<S: Source>(&mut self, src: &mut S, visit: Visit<'_, '_>) -> Result<bool> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Magic => {
                 self.state = State::Magic;
@@ -526,7 +586,7 @@ impl Decoder {
             }
             State::Top => {
                 self.state = State::Top;
-                self.step_top(src)
+                self.step_top(src, visit)
             }
             State::Value(head) => self.step_value(src, head),
             State::Seq(seq) => self.step_seq(src, seq),
@@ -609,8 +669,18 @@ impl Decoder {
         c.u64_le()
     }
 
-    fn step_top<S: Source>(&mut self, src: &mut S) -> Result<bool> {
+    fn step_top<S: Source>(&mut self, src: &mut S, visit: Visit<'_, '_>) -> Result<bool> {
         let start = self.pos;
+        if let Some(visit) = visit {
+            // a string key's type byte
+            if src.bytes().first() == Some(&0)
+                && !self.walk
+                && self.pending.key_meta.is_none()
+                && self.visit_strings(src, start, visit)
+            {
+                return Ok(true);
+            }
+        }
         let b = src.bytes();
         let mut c = Cur::new(b, self.config.limits.max_string);
         c.lenient = self.config.lenient;
@@ -869,7 +939,7 @@ impl Decoder {
                 let mut batch = std::mem::take(&mut self.batch);
                 batch.clear();
                 if whole.is_some() {
-                    while batch.len() < 256 && c.p < (256 << 10) {
+                    while batch.len() < 256 && c.p < RUN_BYTES {
                         let at = c.p;
                         match self.whole_record(&mut c) {
                             Some(rec) => batch.push(rec),
@@ -899,6 +969,103 @@ impl Decoder {
             }
         }
         Ok(true)
+    }
+
+    /// [`decode_with`](Self::decode_with)'s fast path, at a string key's type byte: hands the
+    /// string keys from here on to `visit` while they are whole in the input, small, and pass
+    /// their checks, and consumes them. False when the first one does not (it is decoded the
+    /// usual way, which reports what is wrong with it).
+    fn visit_strings<S: Source>(
+        &mut self,
+        src: &mut S,
+        start: u64,
+        visit: &mut (dyn FnMut(&StringRecord<'_>) + '_),
+    ) -> bool {
+        let b = src.bytes();
+        let mut c = Cur::new(b, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
+        c.p = 1;
+        let p = &self.pending;
+        let (mut offset, mut expire_ms, mut idle_s, mut freq) =
+            (p.start.unwrap_or(start), p.expire_ms, p.idle_s, p.freq);
+        let mut scratch = self.scratch.take();
+        let mut ints = itoa::Buffer::new();
+        let mut end = 0;
+        // `c` is past the type byte of a string key
+        while let Ok(SRef::Raw(ks, ke)) = c.string() {
+            let at = c.p;
+            if matches!(c.string_header(), Ok(StrHead::Raw(n)) if n > self.config.string_piece) {
+                break;
+            }
+            c.p = at;
+            let (value, encoding): (&[u8], Encoding) = match c.string() {
+                Ok(SRef::Raw(s, e)) => (&b[s..e], Encoding::Raw),
+                Ok(SRef::Int(i)) => (ints.format(i).as_bytes(), Encoding::Int),
+                Ok(SRef::Lzf(s, e, ulen)) => {
+                    scratch.clear();
+                    if crate::lzf::decompress_into(&b[s..e], ulen as usize, &mut scratch).is_none()
+                    {
+                        break;
+                    }
+                    (&scratch, Encoding::Lzf)
+                }
+                Err(_) => break,
+            };
+            visit(&StringRecord {
+                db: self.db,
+                key: &b[ks..ke],
+                value,
+                encoding,
+                expire_ms,
+                idle_s,
+                freq,
+                offset,
+            });
+            end = c.p;
+            if end >= RUN_BYTES {
+                break;
+            }
+            // the next record, if it is a string key: metadata opcodes, then type 0
+            offset = self.pos + end as u64;
+            (expire_ms, idle_s, freq) = (None, None, None);
+            let string_next = loop {
+                match c.u8() {
+                    Ok(0xFC) => match c.u64_le() {
+                        Ok(ms) => expire_ms = Some(ms as i64),
+                        Err(_) => break false,
+                    },
+                    Ok(0xFD) => match c.array() {
+                        Ok(s) => expire_ms = Some(i64::from(u32::from_le_bytes(s)) * 1000),
+                        Err(_) => break false,
+                    },
+                    Ok(0xF8) => match c.len() {
+                        Ok(s) => idle_s = Some(s),
+                        Err(_) => break false,
+                    },
+                    Ok(0xF9) => match c.u8() {
+                        Ok(f) => freq = Some(f),
+                        Err(_) => break false,
+                    },
+                    Ok(0) => break true,
+                    _ => break false,
+                }
+            };
+            if !string_next {
+                break;
+            }
+        }
+        self.scratch.set(scratch);
+        if end == 0 {
+            return false;
+        }
+        if self.sum {
+            self.crc.update(&b[..end]);
+        }
+        src.advance(end);
+        self.pos += end as u64;
+        self.pending = Pending::default();
+        self.ctx = Context::default();
+        true
     }
 
     /// A walker's fast path: skips the record whose type byte `ty` was just read, then as

@@ -10,3 +10,4 @@ mod packed;
 mod parallel;
 mod robustness;
 mod validation;
+mod visit;

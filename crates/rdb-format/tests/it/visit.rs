@@ -1,0 +1,204 @@
+//! `decode_with`: the string keys handed to the visitor, turned back into items, and the
+//! items that still come out are what `decode` gives, in the same order, with the same
+//! first error: on every bundled, corpus, differential and newest-format file, whole and fed
+//! a few bytes at a time, with values built and skipped.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use rdb_format::{BytesReader, Config, Reader, StringRecord, crc64};
+
+/// Each item as text, up to and including the first error.
+fn plain(data: &[u8], config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in BytesReader::with_config(Bytes::copy_from_slice(data), *config) {
+        match item {
+            Ok(i) => out.push(format!("{i:?}")),
+            Err(e) => {
+                out.push(format!("error: {e}"));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A reader that gives at most `n` bytes a call.
+struct Trickle<'a>(&'a [u8], usize);
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.1.min(buf.len()).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+/// The same through `next_item_with`: `whole` reads from one `Bytes`, otherwise `trickle`
+/// bytes a read. Also gives how many keys were visited.
+fn visited(data: &[u8], config: &Config, whole: bool, trickle: usize) -> (Vec<String>, usize) {
+    let skip = rdb_format::Decoder::with_config(*config).skips_values();
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut bytes_reader = BytesReader::with_config(Bytes::copy_from_slice(data), *config);
+    let mut reader = Reader::with_config(Trickle(data, trickle), *config);
+    loop {
+        let mut visit = |r: &StringRecord<'_>| {
+            n += 1;
+            out.push(format!("{:?}", r.to_item(skip)));
+        };
+        let got = if whole {
+            bytes_reader.next_item_with(&mut visit)
+        } else {
+            reader.next_item_with(&mut visit)
+        };
+        match got {
+            Ok(Some(i)) => out.push(format!("{i:?}")),
+            Ok(None) => break,
+            Err(e) => {
+                out.push(format!("error: {e}"));
+                break;
+            }
+        }
+    }
+    (out, n)
+}
+
+fn configs() -> [Config; 2] {
+    let mut skip = Config::default();
+    skip.skip_values(true);
+    [Config::default(), skip]
+}
+
+#[test]
+fn every_file_gives_the_same_items() {
+    let files = test_support::every_rdb_file("visit");
+    assert!(files.len() > 20, "{} files", files.len());
+    let mut visits = 0;
+    for path in &files {
+        let data = std::fs::read(path).unwrap();
+        for config in configs() {
+            let want = plain(&data, &config);
+            for (whole, trickle) in [(true, 0), (false, 1), (false, 7), (false, 4096)] {
+                let (got, n) = visited(&data, &config, whole, trickle);
+                assert_eq!(
+                    got,
+                    want,
+                    "{} whole {whole} trickle {trickle}",
+                    path.display()
+                );
+                visits += n;
+            }
+        }
+    }
+    assert!(visits > 1000, "only {visits} keys were visited");
+}
+
+/// An RDB 11 file: `body` after the header, then EOF and its checksum (`Some(bad)`: wrong).
+fn file(body: &[u8], bad: bool) -> Vec<u8> {
+    let mut f = b"REDIS0011".to_vec();
+    f.extend_from_slice(body);
+    f.push(0xFF);
+    let sum = crc64(&f) ^ u64::from(bad);
+    f.extend_from_slice(&sum.to_le_bytes());
+    f
+}
+
+/// String keys of every kind the visitor takes (raw, integer, LZF, with expiries, idle
+/// times and LFU counters), a set between them, and a big string it leaves to the items.
+fn strings_body() -> Vec<u8> {
+    let mut b = vec![0xFE, 0x02]; // SELECTDB 2
+    for i in 0..300u32 {
+        let key = format!("key:{i}");
+        if i % 6 == 0 {
+            b.push(0xFC);
+            b.extend_from_slice(&(1_700_000_000_000u64 + u64::from(i)).to_le_bytes());
+        }
+        if i % 6 == 1 {
+            b.extend_from_slice(&[0xFD]);
+            b.extend_from_slice(&(1_700_000_000u32 + i).to_le_bytes());
+        }
+        if i % 6 == 2 {
+            b.extend_from_slice(&[0xF8, 0x05]);
+        }
+        if i % 6 == 3 {
+            b.extend_from_slice(&[0xF9, 0x07]);
+        }
+        b.push(0);
+        b.push(key.len() as u8);
+        b.extend_from_slice(key.as_bytes());
+        match i % 5 {
+            // an integer
+            0 => b.extend_from_slice(&[0xC1, 0x39, 0x30]),
+            // LZF: a literal run of 4 bytes, then a back reference of 6 bytes at distance 4
+            1 => b.extend_from_slice(&[0xC3, 0x07, 0x0A, 0x03, b'a', b'b', b'c', b'd', 0x80, 0x03]),
+            // a set of one member in between
+            2 => {
+                let last = b.len() - key.len() - 2;
+                b[last] = 2;
+                b.extend_from_slice(&[0x01, 0x01, b'm']);
+            }
+            _ => {
+                b.push(3);
+                b.extend_from_slice(b"val");
+            }
+        }
+    }
+    // a string longer than a piece: decoded in pieces, as an item
+    b.extend_from_slice(&[0x00, 0x03, b'b', b'i', b'g', 0x40, 0x20]);
+    b.extend_from_slice(&[b'x'; 32]);
+    b.extend_from_slice(&[0x00, 0x04, b'l', b'a', b's', b't', 0xC0, 0x07]);
+    b
+}
+
+fn small_pieces() -> Config {
+    let mut c = Config::default();
+    c.string_piece(16);
+    c
+}
+
+#[test]
+fn strings_of_every_kind_are_visited_and_the_checksum_holds() {
+    let data = file(&strings_body(), false);
+    for mut config in configs() {
+        config.string_piece(16);
+        let want = plain(&data, &config);
+        assert!(want.last().unwrap().starts_with("Eof"), "{want:?}");
+        for (whole, trickle) in [(true, 0), (false, 1), (false, 5), (false, 1 << 16)] {
+            let (got, n) = visited(&data, &config, whole, trickle);
+            assert_eq!(got, want, "whole {whole} trickle {trickle}");
+            if whole || trickle > 1000 {
+                // all but the 60 sets and the big string
+                assert_eq!(n, 241, "whole {whole} trickle {trickle}");
+            }
+        }
+    }
+    let bad = file(&strings_body(), true);
+    let want = plain(&bad, &small_pieces());
+    assert!(want.last().unwrap().contains("checksum"), "{want:?}");
+    assert_eq!(visited(&bad, &small_pieces(), true, 0).0, want);
+}
+
+#[test]
+fn a_damaged_string_is_reported_as_decode_reports_it() {
+    let mut body = strings_body();
+    // the first LZF value (key:1) claims 11 bytes where 10 come out
+    let at = body
+        .windows(3)
+        .position(|w| w == [0xC3, 0x07, 0x0A])
+        .unwrap();
+    body[at + 2] = 0x0B;
+    let data = file(&body, false);
+    for config in configs() {
+        let want = plain(&data, &config);
+        assert!(want.last().unwrap().starts_with("error"), "{want:?}");
+        for (whole, trickle) in [(true, 0), (false, 3)] {
+            let (got, n) = visited(&data, &config, whole, trickle);
+            assert_eq!(got, want);
+            if whole {
+                assert_eq!(n, 1, "key:0 is visited, key:1 is the error: {got:?}");
+            }
+        }
+    }
+}
