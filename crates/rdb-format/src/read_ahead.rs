@@ -6,9 +6,10 @@
 //! room, so the decoder sees one contiguous buffer.
 
 use std::io::{self, Read};
+use std::ops::ControlFlow;
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use crate::decoder::{Config, Decoder};
+use crate::decoder::{Config, Decoder, Visit};
 use crate::error::{Error, Result};
 use crate::reader::turn;
 use crate::value::{Item, StringRecord};
@@ -111,16 +112,13 @@ impl ReadAhead {
     #[inline]
     pub fn next_item_with(
         &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>),
+        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Item>> {
         self.next_inner(Some(visit))
     }
 
     #[inline]
-    fn next_inner(
-        &mut self,
-        mut visit: Option<&mut (dyn FnMut(&StringRecord<'_>) + '_)>,
-    ) -> Result<Option<Item>> {
+    fn next_inner(&mut self, mut visit: Visit<'_, '_>) -> Result<Option<Item>> {
         if self.failed {
             return Ok(None);
         }

@@ -1,10 +1,11 @@
 //! Thin drivers over the [`Decoder`]: blocking `Read`, whole `Bytes` (zero-copy), mmap, async.
 
 use std::io::Read;
+use std::ops::ControlFlow;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::decoder::{Config, Decoder, Recovery, Source};
+use crate::decoder::{Config, Decoder, Recovery, Source, Visit};
 use crate::error::{Error, Result};
 use crate::value::{Item, StringRecord};
 
@@ -19,7 +20,7 @@ pub(crate) fn turn<S: Source>(
     buf: &mut S,
     ended: bool,
     failed: &mut bool,
-    visit: Option<&mut (dyn FnMut(&StringRecord<'_>) + '_)>,
+    visit: Visit<'_, '_>,
 ) -> Result<Option<Option<Item>>> {
     let got = match (ended, visit) {
         (true, Some(v)) => dec.decode_eof_with(buf, v),
@@ -29,7 +30,8 @@ pub(crate) fn turn<S: Source>(
     };
     match got {
         Ok(Some(item)) => Ok(Some(Some(item))),
-        Ok(None) if ended || dec.is_done() => Ok(Some(None)),
+        // the end, or a visitor that asked to stop
+        Ok(None) if ended || dec.is_done() || dec.visit_broke() => Ok(Some(None)),
         Ok(None) => Ok(None),
         Err(e) => {
             *failed = true;
@@ -91,15 +93,12 @@ impl<R: Read> Reader<R> {
     /// ([`Decoder::decode_with`]).
     pub fn next_item_with(
         &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>),
+        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Item>> {
         self.next_inner(Some(visit))
     }
 
-    fn next_inner(
-        &mut self,
-        mut visit: Option<&mut (dyn FnMut(&StringRecord<'_>) + '_)>,
-    ) -> Result<Option<Item>> {
+    fn next_inner(&mut self, mut visit: Visit<'_, '_>) -> Result<Option<Item>> {
         if self.failed {
             return Ok(None);
         }
@@ -202,7 +201,7 @@ impl BytesReader {
     /// ([`Decoder::decode_with`]).
     pub fn next_item_with(
         &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>),
+        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Item>> {
         if self.failed {
             return Ok(None);

@@ -938,7 +938,10 @@ pub enum Item {
 /// let mut dec = Decoder::new();
 /// let mut visited = Vec::new();
 /// let mut items = Vec::new();
-/// let mut visit = |r: &StringRecord<'_>| visited.push((r.key.to_vec(), r.value.to_vec()));
+/// let mut visit = |r: &StringRecord<'_>| {
+///     visited.push((r.key.to_vec(), r.value.to_vec()));
+///     std::ops::ControlFlow::Continue(())
+/// };
 /// while let Some(item) = dec.decode_with(&mut file, &mut visit).unwrap() {
 ///     items.push(item);
 /// }

@@ -12,6 +12,7 @@ mod sync;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -420,12 +421,15 @@ fn open_output(path: Option<&Path>) -> anyhow::Result<BufWriter<Box<dyn Write>>>
 
 /// Runs every event of `events` through a printer; a failed read ends the loop and comes back
 /// beside the sink (finished unless `finish_on_error` is false: a cut RDB must not get an EOF).
+/// Reads `events` into `sink`. `strings`: string keys go to the sink as borrowed records
+/// ([`Sink::string`]), with their values (`Some(true)`) or checked only (`Some(false)`: the
+/// decoder skips values).
 fn drive<S: Sink>(
     events: &mut FileEvents,
     sink: S,
     filter: Filter,
-    all: bool,
-    finish_on_error: bool,
+    (all, finish_on_error): (bool, bool),
+    strings: Option<bool>,
     metrics: &FileMetrics,
 ) -> anyhow::Result<(S, Option<replicator::Error>)> {
     let progress = Progress::new(events.len());
@@ -435,8 +439,30 @@ fn drive<S: Sink>(
         p.all(true);
     }
     let mut n = 0u64;
+    // a sink's error while printing a visited string key: the decoder stops at it
+    let mut sink_err = None;
     let failure = loop {
-        match events.next_event() {
+        let got = match strings {
+            Some(value) => events.next_event_with(&mut |rec| {
+                n += 1;
+                if n % 4096 == 0 {
+                    progress.set(rec.offset);
+                    metrics.set(p.keys(), rec.offset);
+                }
+                match p.string(rec, value) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        sink_err = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            }),
+            None => events.next_event(),
+        };
+        if let Some(e) = sink_err.take() {
+            return Err(e.into());
+        }
+        match got {
             Ok(Some(ev)) => {
                 n += 1;
                 if n % 4096 == 0 {
@@ -532,6 +558,7 @@ fn check_one(
                 progress.set(rec.offset);
                 fm.set(tally.keys(), rec.offset);
             }
+            ControlFlow::Continue(())
         };
         match events.next_event_with(visit) {
             Ok(Some(Event::Rdb(item))) => {
@@ -719,17 +746,29 @@ fn dump_one(
 ) -> anyhow::Result<Option<replicator::Error>> {
     let mut events = files::open_with(&args.file, opts)?;
     let out = open_output(args.output.as_deref())?;
+    // string keys as borrowed records, with values or (keys, count) checked only
+    let (v, c) = (Some(true), Some(false));
     Ok(match args.format {
-        Format::Jsonl => drive(&mut events, Jsonl::new(out), filter, args.all, true, fm)?.1,
-        Format::Json => drive(&mut events, Json::new(out), filter, args.all, true, fm)?.1,
-        Format::Keys => drive(&mut events, Keys::new(out), filter, args.all, true, fm)?.1,
-        Format::Count => drive(&mut events, Count::new(out), filter, false, true, fm)?.1,
+        Format::Jsonl => {
+            drive(
+                &mut events,
+                Jsonl::new(out),
+                filter,
+                (args.all, true),
+                v,
+                fm,
+            )?
+            .1
+        }
+        Format::Json => drive(&mut events, Json::new(out), filter, (args.all, true), v, fm)?.1,
+        Format::Keys => drive(&mut events, Keys::new(out), filter, (args.all, true), c, fm)?.1,
+        Format::Count => drive(&mut events, Count::new(out), filter, (false, true), c, fm)?.1,
         Format::Resp if args.restore => {
             let mut r = Restore::new(out);
             r.target_version(args.target_version)
                 .no_compression(args.no_compression)
                 .lossy(args.lossy);
-            let (r, failure) = drive(&mut events, r, filter, args.all, true, fm)?;
+            let (r, failure) = drive(&mut events, r, filter, (args.all, true), None, fm)?;
             if let Some(v) = r.version() {
                 report_dropped(r.dropped(), v);
             }
@@ -738,7 +777,7 @@ fn dump_one(
         Format::Resp => {
             let mut r = Resp::new(out);
             r.batch(args.batch).target_version(args.target_version);
-            let (r, failure) = drive(&mut events, r, filter, args.all, true, fm)?;
+            let (r, failure) = drive(&mut events, r, filter, (args.all, true), v, fm)?;
             report_left_out(&r);
             failure
         }
@@ -747,7 +786,7 @@ fn dump_one(
             r.target_version(args.target_version)
                 .no_compression(args.no_compression)
                 .lossy(args.lossy);
-            let (r, failure) = drive(&mut events, r, filter, true, false, fm)?;
+            let (r, failure) = drive(&mut events, r, filter, (true, false), None, fm)?;
             if failure.is_none() {
                 eprintln!("replicator: {} keys written", r.keys());
                 report_dropped(r.dropped(), r.version());

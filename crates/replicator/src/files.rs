@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -63,6 +64,9 @@ enum Inner {
     #[cfg(feature = "aof")]
     Aof(Box<aof_manifest::AofReader>),
 }
+
+/// What [`FileEvents::next_event_with`] hands string keys to.
+type Visit<'v, 'f> = Option<&'v mut (dyn FnMut(&StringRecord<'_>) -> ControlFlow<()> + 'f)>;
 
 /// Events from a file; see [`open`] and [`open_with`].
 pub struct FileEvents {
@@ -213,15 +217,12 @@ impl FileEvents {
     /// together. An AOF's keys all come out as events.
     pub fn next_event_with(
         &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>),
+        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Event>> {
         self.next_inner(Some(visit))
     }
 
-    fn next_inner(
-        &mut self,
-        visit: Option<&mut (dyn FnMut(&StringRecord<'_>) + '_)>,
-    ) -> Result<Option<Event>> {
+    fn next_inner(&mut self, visit: Visit<'_, '_>) -> Result<Option<Event>> {
         let item: Option<Item> = match (&mut self.inner, visit) {
             (Inner::Mapped(r), Some(v)) => r.next_item_with(v)?,
             (Inner::Mapped(r), None) => r.next_item()?,

@@ -86,9 +86,14 @@ impl Filter {
 
     /// Whether a key passes.
     pub fn pass_key(&self, head: &KeyHead) -> bool {
-        (self.dbs.is_empty() || self.dbs.contains(&head.db))
-            && (self.types.is_empty() || self.types.contains(&head.value_type))
-            && self.key.as_ref().is_none_or(|re| re.is_match(&head.key))
+        self.pass(head.db, head.value_type, &head.key)
+    }
+
+    /// Whether a key of type `value_type` named `key` in `db` passes.
+    pub fn pass(&self, db: u64, value_type: ValueType, key: &[u8]) -> bool {
+        (self.dbs.is_empty() || self.dbs.contains(&db))
+            && (self.types.is_empty() || self.types.contains(&value_type))
+            && self.key.as_ref().is_none_or(|re| re.is_match(key))
     }
 
     /// Whether a command in `db` passes.

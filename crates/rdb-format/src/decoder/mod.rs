@@ -1,6 +1,7 @@
 //! The sans-IO RDB decoder: fed bytes, returns items, never does I/O.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 
 use bytes::{Bytes, BytesMut};
 
@@ -61,7 +62,8 @@ impl Source for Bytes {
 }
 
 /// What [`Decoder::decode_with`] hands string keys to.
-type Visit<'v, 'f> = Option<&'v mut (dyn FnMut(&StringRecord<'_>) + 'f)>;
+pub(crate) type Visit<'v, 'f> =
+    Option<&'v mut (dyn FnMut(&StringRecord<'_>) -> ControlFlow<()> + 'f)>;
 
 /// Bytes of small records decoded in one unit (one split, one checksum update).
 const RUN_BYTES: usize = 256 << 10;
@@ -326,6 +328,8 @@ pub struct Decoder {
     walk_run: usize,
     /// Keep the checksum (off for a decoder resumed inside a file).
     sum: bool,
+    /// A [`decode_with`](Self::decode_with) visitor asked to stop.
+    visit_broke: bool,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -378,7 +382,13 @@ impl Decoder {
             walk: false,
             walk_run: 1 << 20,
             sum: true,
+            visit_broke: false,
         }
+    }
+
+    /// True when the last call returned `Ok(None)` because its visitor asked to stop.
+    pub(crate) fn visit_broke(&self) -> bool {
+        self.visit_broke
     }
 
     /// A decoder that only finds where records end (for [`crate::Pipeline`]'s walker): it
@@ -473,10 +483,13 @@ impl Decoder {
     /// printing). Every check is the same; a key that fails one, and every key of another
     /// type, comes out as an item in its place, so the visited keys and the items are in
     /// file order together. [`StringRecord::to_item`] gives the item a visited key stands for.
+    ///
+    /// When `visit` returns `Break`, the call returns `Ok(None)` right after that key (as if
+    /// more input were needed); the next call goes on from there.
     pub fn decode_with<S: Source>(
         &mut self,
         src: &mut S,
-        visit: &mut dyn FnMut(&StringRecord<'_>),
+        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Item>> {
         self.decode_inner(src, Some(visit))
     }
@@ -485,7 +498,7 @@ impl Decoder {
     pub fn decode_eof_with<S: Source>(
         &mut self,
         src: &mut S,
-        visit: &mut dyn FnMut(&StringRecord<'_>),
+        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Item>> {
         self.decode_eof_inner(src, Some(visit))
     }
@@ -500,6 +513,7 @@ impl Decoder {
         src: &mut S,
         mut visit: Visit<'_, '_>,
     ) -> Result<Option<Item>> {
+        self.visit_broke = false;
         loop {
             // items decoded before an error still come out first, in order
             if let Some(item) = self.out.pop_front() {
@@ -509,6 +523,7 @@ impl Decoder {
                 return Err(e.clone());
             }
             match self.step(src, visit.as_deref_mut()) {
+                Ok(true) if self.visit_broke => return Ok(None),
                 Ok(true) => {}
                 Ok(false) if self.out.is_empty() => return Ok(None),
                 Ok(false) => {}
@@ -530,7 +545,7 @@ impl Decoder {
     ) -> Result<Option<Item>> {
         match self.decode_inner(src, visit)? {
             Some(item) => Ok(Some(item)),
-            None if self.is_done() => Ok(None),
+            None if self.is_done() || self.visit_broke => Ok(None),
             None => {
                 let e = self.truncated();
                 self.state = State::Failed(e.clone());
@@ -979,7 +994,7 @@ impl Decoder {
         &mut self,
         src: &mut S,
         start: u64,
-        visit: &mut (dyn FnMut(&StringRecord<'_>) + '_),
+        visit: &mut (dyn FnMut(&StringRecord<'_>) -> ControlFlow<()> + '_),
     ) -> bool {
         let b = src.bytes();
         let mut c = Cur::new(b, self.config.limits.max_string);
@@ -1011,7 +1026,7 @@ impl Decoder {
                 }
                 Err(_) => break,
             };
-            visit(&StringRecord {
+            let flow = visit(&StringRecord {
                 db: self.db,
                 key: &b[ks..ke],
                 value,
@@ -1022,6 +1037,10 @@ impl Decoder {
                 offset,
             });
             end = c.p;
+            if flow.is_break() {
+                self.visit_broke = true;
+                break;
+            }
             if end >= RUN_BYTES {
                 break;
             }

@@ -4,6 +4,7 @@
 //! a few bytes at a time, with values built and skipped.
 
 use std::io::Read;
+use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use rdb_format::{BytesReader, Config, Reader, StringRecord, crc64};
@@ -47,6 +48,7 @@ fn visited(data: &[u8], config: &Config, whole: bool, trickle: usize) -> (Vec<St
         let mut visit = |r: &StringRecord<'_>| {
             n += 1;
             out.push(format!("{:?}", r.to_item(skip)));
+            ControlFlow::Continue(())
         };
         let got = if whole {
             bytes_reader.next_item_with(&mut visit)
@@ -200,5 +202,48 @@ fn a_damaged_string_is_reported_as_decode_reports_it() {
                 assert_eq!(n, 1, "key:0 is visited, key:1 is the error: {got:?}");
             }
         }
+    }
+}
+
+#[test]
+fn a_visitor_that_breaks_stops_the_call_at_once_and_the_next_call_goes_on() {
+    let data = file(&strings_body(), false);
+    let config = small_pieces();
+    let want = plain(&data, &config);
+    for whole in [true, false] {
+        let mut bytes_reader = BytesReader::with_config(Bytes::copy_from_slice(&data), config);
+        let mut reader = Reader::with_config(Trickle(&data, 1 << 16), config);
+        let (mut out, mut n, mut broke, mut late, mut breaks) = (Vec::new(), 0, false, 0, 0);
+        loop {
+            let mut visit = |r: &StringRecord<'_>| {
+                if broke {
+                    late += 1;
+                }
+                n += 1;
+                out.push(format!("{:?}", r.to_item(false)));
+                broke = n % 7 == 0;
+                if broke {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            };
+            let got = if whole {
+                bytes_reader.next_item_with(&mut visit)
+            } else {
+                reader.next_item_with(&mut visit)
+            };
+            match got.unwrap() {
+                Some(i) => out.push(format!("{i:?}")),
+                None if broke => {
+                    broke = false;
+                    breaks += 1;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(out, want, "whole {whole}");
+        assert_eq!(late, 0, "keys visited after a break, whole {whole}");
+        assert_eq!(breaks, 241 / 7, "whole {whole}");
     }
 }

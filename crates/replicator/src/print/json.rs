@@ -5,8 +5,8 @@ use std::io::Write;
 
 use base64::Engine;
 use rdb_format::{
-    ArrayItem, Chunk, Elem, Function, HashField, Item, KeyHead, KeyMeta, ModuleItem, ModuleValue,
-    StreamEntry, StreamId, StreamMeta, ValueType,
+    ArrayItem, Chunk, Elem, Encoding, Function, HashField, Item, KeyHead, KeyMeta, ModuleItem,
+    ModuleValue, StreamEntry, StreamId, StreamMeta, StringRecord, ValueType,
 };
 
 use super::Sink;
@@ -232,6 +232,9 @@ macro_rules! delegate {
             fn module(&mut self, head: &KeyHead, value: &ModuleValue) -> Result<()> {
                 self.0.module(head, value)
             }
+            fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {
+                self.0.string(rec, value)
+            }
             fn other(&mut self, item: &Item) -> Result<()> {
                 self.0.other(item)
             }
@@ -311,33 +314,79 @@ impl<W: Write> JsonSink<W> {
     }
 }
 
-impl<W: Write> Sink for JsonSink<W> {
-    fn start(&mut self, head: &KeyHead) -> Result<()> {
+impl<W: Write> JsonSink<W> {
+    /// A record's fields up to and including `"value":`.
+    fn record_head(&mut self, h: HeadFields<'_>) {
         self.begin_record();
         let b = &mut self.buf;
         b.extend_from_slice(b"{\"db\":");
-        b.extend_from_slice(itoa::Buffer::new().format(head.db).as_bytes());
+        b.extend_from_slice(itoa::Buffer::new().format(h.db).as_bytes());
         b.extend_from_slice(b",\"key\":");
-        json_bytes(b, &head.key);
+        json_bytes(b, h.key);
         b.extend_from_slice(b",\"type\":");
-        json_str(b, head.value_type.name());
-        if let Some(ms) = head.expire_ms {
+        json_str(b, h.value_type.name());
+        if let Some(ms) = h.expire_ms {
             // negative: already expired when written
             b.extend_from_slice(b",\"expire_ms\":");
             b.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes());
         }
-        if let Some(idle) = head.idle_s {
+        if let Some(idle) = h.idle_s {
             json_u64(b, "idle_s", idle);
         }
-        if let Some(freq) = head.freq {
+        if let Some(freq) = h.freq {
             json_u64(b, "freq", u64::from(freq));
         }
-        if !head.key_meta.is_empty() {
-            write_key_meta(b, &head.key_meta);
+        if !h.key_meta.is_empty() {
+            write_key_meta(b, h.key_meta);
         }
         b.extend_from_slice(b",\"encoding\":");
-        json_str(b, head.encoding.name());
+        json_str(b, h.encoding.name());
         b.extend_from_slice(b",\"value\":");
+    }
+}
+
+/// What a record's head prints, from a [`KeyHead`] or a [`StringRecord`].
+struct HeadFields<'a> {
+    db: u64,
+    key: &'a [u8],
+    value_type: ValueType,
+    expire_ms: Option<i64>,
+    idle_s: Option<u64>,
+    freq: Option<u8>,
+    key_meta: &'a [KeyMeta],
+    encoding: Encoding,
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {
+        self.record_head(HeadFields {
+            db: rec.db,
+            key: rec.key,
+            value_type: ValueType::String,
+            expire_ms: rec.expire_ms,
+            idle_s: rec.idle_s,
+            freq: rec.freq,
+            key_meta: &[],
+            encoding: rec.encoding,
+        });
+        // a checked key's value prints as an empty string, as `start` and `end` print it
+        json_bytes(&mut self.buf, if value { rec.value } else { b"" });
+        self.buf.push(b'}');
+        self.end_record()
+    }
+
+    fn start(&mut self, head: &KeyHead) -> Result<()> {
+        self.record_head(HeadFields {
+            db: head.db,
+            key: &head.key,
+            value_type: head.value_type,
+            expire_ms: head.expire_ms,
+            idle_s: head.idle_s,
+            freq: head.freq,
+            key_meta: &head.key_meta,
+            encoding: head.encoding,
+        });
+        let b = &mut self.buf;
         match head.value_type {
             ValueType::String | ValueType::Module => {}
             ValueType::Hash => b.push(b'{'),

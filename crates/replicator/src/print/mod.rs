@@ -31,7 +31,7 @@ mod spool;
 
 use std::io::Write;
 
-use rdb_format::{Chunk, Item, KeyHead, KeyRecord, ModuleValue, Value};
+use rdb_format::{Chunk, Item, KeyHead, KeyRecord, ModuleValue, StringRecord, Value, ValueType};
 
 use crate::error::Result;
 use crate::event::{CommandEvent, Event, SyncStart};
@@ -69,6 +69,20 @@ pub trait Sink {
             self.chunk(&head, &c)?;
         }
         self.end(&head)
+    }
+    /// A whole string key borrowed from the decoder ([`Printer::string`]). `value` is false
+    /// when the decoder skipped values: the key is then what an [`Item::KeyChecked`] is. The
+    /// default makes the key's head (and value) and goes the way of items; sinks that print
+    /// many strings write them straight from the borrowed bytes.
+    fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {
+        let head = rec.head();
+        if value {
+            let value = Value::String(bytes::Bytes::copy_from_slice(rec.value));
+            self.key(KeyRecord { head, value })
+        } else {
+            self.start(&head)?;
+            self.end(&head)
+        }
     }
     /// A non-key item (header, aux field, function, …).
     fn other(&mut self, item: &Item) -> Result<()>;
@@ -293,6 +307,17 @@ impl<S: Sink> Printer<S> {
         Ok(())
     }
 
+    /// A string key borrowed from the decoder
+    /// ([`FileEvents::next_event_with`](crate::files::FileEvents::next_event_with)), printed
+    /// as its item ([`StringRecord::to_item`] with `!value`) would be.
+    pub fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {
+        if self.filter.pass(rec.db, ValueType::String, rec.key) {
+            self.keys += 1;
+            self.sink.string(rec, value)?;
+        }
+        Ok(())
+    }
+
     /// One RDB item.
     pub fn item(&mut self, item: Item) -> Result<()> {
         match item {
@@ -390,6 +415,11 @@ impl<W: Write> Sink for Keys<W> {
     fn key(&mut self, rec: KeyRecord) -> Result<()> {
         self.start(&rec.head)
     }
+    fn string(&mut self, rec: &StringRecord<'_>, _: bool) -> Result<()> {
+        self.w.write_all(rec.key)?;
+        self.w.write_all(b"\n")?;
+        Ok(())
+    }
     fn command(&mut self, c: &CommandEvent) -> Result<()> {
         let args: Vec<&[u8]> = c.cmd.args().collect();
         if let Some(k) = crate::commands::first_key(&args) {
@@ -449,6 +479,10 @@ impl<W: Write> Sink for Count<W> {
         Ok(())
     }
     fn key(&mut self, _: KeyRecord) -> Result<()> {
+        self.n += 1;
+        Ok(())
+    }
+    fn string(&mut self, _: &StringRecord<'_>, _: bool) -> Result<()> {
         self.n += 1;
         Ok(())
     }

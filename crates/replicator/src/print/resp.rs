@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rdb_format::{ArrayItem, Chunk, Elem, Item, KeyHead, ModuleValue, StreamId, Value, ValueType};
+use rdb_format::{
+    ArrayItem, Chunk, Elem, Item, KeyHead, ModuleValue, StreamId, StringRecord, Value, ValueType,
+};
 
 use super::Sink;
 use crate::error::{Error, Result};
@@ -597,6 +599,22 @@ impl<W: Write> Sink for Resp<W> {
         if let Some(ms) = head.expire_ms {
             let ms = ms.to_string();
             self.cmd(&[b"PEXPIREAT", &head.key, ms.as_bytes()])?;
+        }
+        Ok(())
+    }
+
+    fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {
+        // what `start`, a whole string's chunk and `end` write
+        self.select(rec.db)?;
+        if value {
+            self.cmd(&[b"SET", rec.key, rec.value])?;
+        }
+        if let Some(ms) = rec.expire_ms {
+            self.cmd(&[
+                b"PEXPIREAT",
+                rec.key,
+                itoa::Buffer::new().format(ms).as_bytes(),
+            ])?;
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! The facade: a live master through `Replicator` (as a `futures::Stream`) and files through
 //! `files::open` give the same event type and the same data.
 
+mod strings;
+
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::time::Duration;
