@@ -20,9 +20,9 @@ use std::sync::{Condvar, Mutex, mpsc};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::decoder::{Config, Decoder};
+use crate::decoder::{Config, Decoder, Visit};
 use crate::error::{Error, Result};
-use crate::value::{Flavor, Item};
+use crate::value::{Flavor, Item, StringRecord};
 
 /// Bytes a worker reads from the file at a time.
 const READ: u64 = 256 << 10;
@@ -102,16 +102,32 @@ impl<'f> Batch<'f> {
     }
 }
 
-impl Iterator for Batch<'_> {
-    type Item = Result<Item>;
+impl Batch<'_> {
+    /// As [`Iterator::next`], with string keys handed to `visit`
+    /// ([`Decoder::decode_with`]): `None` at the batch's end, its first error, or when `visit`
+    /// returned `Break` (the next call goes on after that key).
+    pub fn next_with(
+        &mut self,
+        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
+    ) -> Option<Result<Item>> {
+        self.next_inner(Some(visit))
+    }
 
-    fn next(&mut self) -> Option<Result<Item>> {
+    /// True when keys come out checked but not built ([`Config::skip_values`]).
+    pub fn skips_values(&self) -> bool {
+        self.dec.skips_values()
+    }
+
+    fn next_inner(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
         while !self.done {
-            let got = match &mut self.mem {
-                Some(m) => self.dec.decode(m),
-                None => self.dec.decode(&mut self.buf),
+            let got = match (&mut self.mem, visit.as_deref_mut()) {
+                (Some(m), Some(v)) => self.dec.decode_with(m, v),
+                (Some(m), None) => self.dec.decode(m),
+                (None, Some(v)) => self.dec.decode_with(&mut self.buf, v),
+                (None, None) => self.dec.decode(&mut self.buf),
             };
             match got {
+                Ok(None) if self.dec.visit_broke() => return None,
                 // a batch holds no EOF but the tail after a walker's error may: its checksum
                 // is the walker's to check
                 Ok(Some(Item::Eof { .. })) => self.done = true,
@@ -139,6 +155,14 @@ impl Iterator for Batch<'_> {
             }
         }
         None
+    }
+}
+
+impl Iterator for Batch<'_> {
+    type Item = Result<Item>;
+
+    fn next(&mut self) -> Option<Result<Item>> {
+        self.next_inner(None)
     }
 }
 

@@ -599,7 +599,11 @@ fn check_parallel(
         tally: &mut Stats,
         batch: &mut replicator::rdb::Batch<'_>,
     ) -> Option<replicator::rdb::Error> {
-        for item in batch {
+        // string keys are counted as borrowed records
+        while let Some(item) = batch.next_with(&mut |rec| {
+            tally.string(rec);
+            ControlFlow::Continue(())
+        }) {
             match item {
                 Ok(i) => tally.add(&i),
                 Err(e) => return Some(e),

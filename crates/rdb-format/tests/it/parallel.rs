@@ -25,7 +25,13 @@ fn sequential(path: &Path, config: Config) -> Vec<String> {
     out
 }
 
-fn parallel(path: &Path, config: Config, threads: usize, batch: u64, spill: usize) -> Vec<String> {
+/// `visit`: string keys through [`rdb_format::Batch::next_with`].
+fn parallel(
+    path: &Path,
+    config: Config,
+    (threads, batch, spill): (usize, u64, usize),
+    visit: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut failed = false;
     let take = |out: &mut Vec<String>, items: Vec<Result<rdb_format::Item, rdb_format::Error>>| {
@@ -49,9 +55,20 @@ fn parallel(path: &Path, config: Config, threads: usize, batch: u64, spill: usiz
             // hand the items over `spill` at a time, the rest at the end
             |b, hand| {
                 let mut items = Vec::new();
-                for i in b {
+                let skip = b.skips_values();
+                loop {
+                    // string keys visited, when `visit`, come before the item that follows them
+                    let got = if visit {
+                        b.next_with(&mut |r| {
+                            items.push(Ok(r.to_item(skip)));
+                            ControlFlow::Continue(())
+                        })
+                    } else {
+                        b.next()
+                    };
+                    let Some(i) = got else { break };
                     items.push(i);
-                    if items.len() == spill {
+                    if items.len() >= spill {
                         hand(std::mem::take(&mut items));
                     }
                 }
@@ -87,19 +104,23 @@ fn the_pipeline_gives_what_one_decoder_gives() {
     chunked.chunk_threshold(4).chunk_size(3).string_piece(16);
     let mut errors = 0;
     for path in &files {
-        for config in [Config::default(), chunked] {
+        let mut skip = Config::default();
+        skip.skip_values(true);
+        for config in [Config::default(), chunked, skip] {
             let want = sequential(path, config);
             if want.last().is_some_and(|l| l.starts_with("error")) {
                 errors += 1;
             }
             for (threads, batch, spill) in [(1, 1 << 20, 1000), (2, 1, 1), (8, 300, 3)] {
-                let got = parallel(path, config, threads, batch, spill);
-                assert_eq!(
-                    got,
-                    want,
-                    "{} at {threads} threads, batches of {batch}",
-                    path.display()
-                );
+                for visit in [false, true] {
+                    let got = parallel(path, config, (threads, batch, spill), visit);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{} at {threads} threads, batches of {batch}, visit {visit}",
+                        path.display()
+                    );
+                }
             }
         }
     }

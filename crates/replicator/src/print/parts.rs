@@ -271,20 +271,39 @@ pub fn print_parallel<S: PrintParts>(
         let mut error = p.item(batch.header()).err();
         p.sink_mut().part_start(batch.db());
         let mut first = true;
-        if error.is_none() {
-            for item in batch.by_ref() {
-                if let Err(e) = item.map_err(Error::from).and_then(|i| p.item(i)) {
+        // string keys as borrowed records; the visitor stops where a part is to be handed over
+        let value = !batch.skips_values();
+        while error.is_none() {
+            let mut broke = false;
+            let got = batch.next_with(&mut |rec| {
+                if let Err(e) = p.string(rec, value) {
                     error = Some(e);
-                    break;
                 }
-                if w.len() >= SPILL {
-                    hand(Printed {
-                        bytes: w.take(),
-                        first: first.then(|| p.sink().summary().first_select),
-                        last: None,
-                    });
-                    first = false;
+                broke = error.is_some() || w.len() >= SPILL;
+                if broke {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
+            });
+            match got {
+                _ if error.is_some() => break,
+                Some(item) => {
+                    if let Err(e) = item.map_err(Error::from).and_then(|i| p.item(i)) {
+                        error = Some(e);
+                        break;
+                    }
+                }
+                None if broke => {}
+                None => break,
+            }
+            if w.len() >= SPILL {
+                hand(Printed {
+                    bytes: w.take(),
+                    first: first.then(|| p.sink().summary().first_select),
+                    last: None,
+                });
+                first = false;
             }
         }
         if let Err(e) = p.flush() {
