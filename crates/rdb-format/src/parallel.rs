@@ -230,7 +230,8 @@ impl Pipeline {
         self
     }
 
-    /// Batches in flight at most (default: two per worker and two more, at most 12).
+    /// Batches in flight at most (default: two per worker and two more, at most 8, since each
+    /// holds its output until its turn).
     pub fn window(&mut self, n: usize) -> &mut Self {
         self.window = n;
         self
@@ -252,7 +253,7 @@ impl Pipeline {
         let file = File::open(path).map_err(|e| Error::io(e, 0))?;
         let file = &file;
         let window = if self.window == 0 {
-            (self.threads * 2 + 2).min(12)
+            (self.threads * 2 + 2).min(8)
         } else {
             self.window
         } as u64;
