@@ -171,7 +171,20 @@ impl<'a> Cur<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn string(&mut self) -> P<SRef> {
+        // the common case first: a raw string of under 64 bytes, all there
+        if let Some(&first) = self.b.get(self.p) {
+            let (start, n) = (self.p + 1, usize::from(first));
+            if first < 0x40 && n <= self.b.len() - start && n as u64 <= self.max_string {
+                self.p = start + n;
+                return Ok(SRef::Raw(start, self.p));
+            }
+        }
+        self.string_any()
+    }
+
+    fn string_any(&mut self) -> P<SRef> {
         let at = self.p;
         match self.string_header()? {
             StrHead::Raw(n) => {

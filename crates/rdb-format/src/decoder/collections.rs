@@ -8,8 +8,8 @@ use super::*;
 #[derive(Debug, Default)]
 pub(super) struct BlobScratch {
     pub(super) raws: Vec<encodings::Raw>,
-    /// (64-bit hash of a member's text, its index): sorted to find duplicates.
-    pub(super) hashes: Vec<(u64, u32)>,
+    /// 64-bit hashes of the members' texts: sorted to find duplicates.
+    pub(super) hashes: Vec<u64>,
 }
 
 /// The text of a blob element (integers formatted into `buf`).
@@ -69,42 +69,50 @@ pub(super) fn decode_blob(
         // to allocate for the small collections these encodings hold
         hashes.clear();
         let mut text = itoa::Buffer::new();
-        for (i, r) in raws.iter().step_by(per).enumerate() {
-            let h = xxhash_rust::xxh3::xxh3_64(raw_text(*r, blob, &mut text));
-            hashes.push((h, i as u32));
-        }
+        let hash = |r: &encodings::Raw, text: &mut itoa::Buffer| {
+            xxhash_rust::xxh3::xxh3_64(raw_text(*r, blob, text))
+        };
+        hashes.extend(raws.iter().step_by(per).map(|r| hash(r, &mut text)));
         hashes.sort_unstable();
-        let mut other = itoa::Buffer::new();
-        // within a run of equal hashes, every pair (a 64-bit collision of two texts is not
-        // a duplicate; such runs are almost always two long)
-        let pairs = hashes.chunk_by(|x, y| x.0 == y.0).flat_map(|run| {
-            (0..run.len()).flat_map(move |i| (i + 1..run.len()).map(move |j| (run[i].1, run[j].1)))
-        });
-        for (i, j) in pairs {
-            let (a, b) = (raws[i as usize * per], raws[j as usize * per]);
-            let b_text = raw_text(b, blob, &mut other);
-            if raw_text(a, blob, &mut text) == b_text {
-                let at = match b {
-                    encodings::Raw::Range(s, _) => s,
-                    encodings::Raw::Int(_) => 0,
-                };
-                return Err(BlobError {
-                    what: match ty {
-                        12 | 17 => "sorted set",
-                        20 => "set",
-                        _ => "hash",
-                    },
-                    why: format!(
-                        "duplicate {} {}",
-                        if matches!(ty, 12 | 17 | 20) {
-                            "member"
-                        } else {
-                            "field"
+        if hashes.windows(2).any(|w| w[0] == w[1]) {
+            // a duplicate, or a 64-bit collision of two texts: which members, with their indexes
+            let mut hashes: Vec<(u64, u32)> = (raws.iter().step_by(per).enumerate())
+                .map(|(i, r)| (hash(r, &mut text), i as u32))
+                .collect();
+            hashes.sort_unstable();
+            let mut other = itoa::Buffer::new();
+            // within a run of equal hashes, every pair (a 64-bit collision of two texts is not
+            // a duplicate; such runs are almost always two long)
+            let pairs = hashes.chunk_by(|x, y| x.0 == y.0).flat_map(|run| {
+                (0..run.len())
+                    .flat_map(move |i| (i + 1..run.len()).map(move |j| (run[i].1, run[j].1)))
+            });
+            for (i, j) in pairs {
+                let (a, b) = (raws[i as usize * per], raws[j as usize * per]);
+                let b_text = raw_text(b, blob, &mut other);
+                if raw_text(a, blob, &mut text) == b_text {
+                    let at = match b {
+                        encodings::Raw::Range(s, _) => s,
+                        encodings::Raw::Int(_) => 0,
+                    };
+                    return Err(BlobError {
+                        what: match ty {
+                            12 | 17 => "sorted set",
+                            20 => "set",
+                            _ => "hash",
                         },
-                        crate::error::Shown(b_text)
-                    ),
-                    pos: at,
-                });
+                        why: format!(
+                            "duplicate {} {}",
+                            if matches!(ty, 12 | 17 | 20) {
+                                "member"
+                            } else {
+                                "field"
+                            },
+                            crate::error::Shown(b_text)
+                        ),
+                        pos: at,
+                    });
+                }
             }
         }
     }

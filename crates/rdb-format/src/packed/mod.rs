@@ -80,17 +80,24 @@ pub(crate) fn err<T>(what: &'static str, pos: usize, why: impl Into<String>) -> 
     })
 }
 
+#[inline]
 pub(crate) fn get<'a>(b: &'a [u8], pos: usize, n: usize, what: &'static str) -> R<&'a [u8]> {
     match pos.checked_add(n) {
         Some(end) if end <= b.len() => Ok(&b[pos..end]),
-        _ => err(
-            what,
-            pos,
-            format!("{n} bytes needed past the end of the blob"),
-        ),
+        _ => past_the_end(what, pos, n),
     }
 }
 
+#[cold]
+fn past_the_end<T>(what: &'static str, pos: usize, n: usize) -> R<T> {
+    err(
+        what,
+        pos,
+        format!("{n} bytes needed past the end of the blob"),
+    )
+}
+
+#[inline]
 pub(crate) fn le(b: &[u8]) -> u64 {
     b.iter().rev().fold(0, |acc, &x| (acc << 8) | u64::from(x))
 }
