@@ -5,45 +5,74 @@
 /// decompress to exactly `ulen` bytes. Never writes more than `ulen` bytes.
 pub(crate) fn decompress_into(input: &[u8], ulen: usize, out: &mut Vec<u8>) -> Option<()> {
     let base = out.len();
-    out.reserve(ulen);
-    let end = base + ulen;
-    let mut ip = 0;
+    out.resize(base + ulen, 0);
+    if decompress_slice(input, &mut out[base..]) {
+        Some(())
+    } else {
+        out.truncate(base);
+        None
+    }
+}
+
+/// Decompresses `input` into all of `dst`: false if the data is malformed or does not fill
+/// `dst` exactly. Short copies move a fixed 32 or 16 bytes where both sides have room (one
+/// pair of vector moves instead of a call to `memcpy`); what they write past the run is
+/// written again by the runs after it.
+fn decompress_slice(input: &[u8], dst: &mut [u8]) -> bool {
+    const LIT: usize = 32;
+    const REF: usize = 16;
+    let end = dst.len();
+    let (mut ip, mut op) = (0, 0);
     while ip < input.len() {
         let ctrl = usize::from(input[ip]);
         ip += 1;
         if ctrl < 32 {
             // a literal run of ctrl + 1 bytes
-            let run = input.get(ip..ip + ctrl + 1)?;
-            if out.len() + run.len() > end {
-                return None;
+            let n = ctrl + 1;
+            if n > input.len() - ip || n > end - op {
+                return false;
             }
-            out.extend_from_slice(run);
-            ip += ctrl + 1;
+            if LIT <= input.len() - ip && LIT <= end - op {
+                dst[op..op + LIT].copy_from_slice(&input[ip..ip + LIT]);
+            } else {
+                dst[op..op + n].copy_from_slice(&input[ip..ip + n]);
+            }
+            ip += n;
+            op += n;
         } else {
             // a back reference
             let mut len = ctrl >> 5;
             if len == 7 {
-                len += usize::from(*input.get(ip)?);
+                let Some(&more) = input.get(ip) else {
+                    return false;
+                };
+                len += usize::from(more);
                 ip += 1;
             }
             len += 2;
-            let back = ((ctrl & 0x1F) << 8) + usize::from(*input.get(ip)?) + 1;
+            let Some(&low) = input.get(ip) else {
+                return false;
+            };
             ip += 1;
-            if back > out.len() - base || out.len() + len > end {
-                return None;
+            let back = ((ctrl & 0x1F) << 8) + usize::from(low) + 1;
+            if back > op || len > end - op {
+                return false;
             }
-            let from = out.len() - back;
-            if back >= len {
-                out.extend_from_within(from..from + len);
+            let from = op - back;
+            if back >= REF && len <= REF && REF <= end - op {
+                dst.copy_within(from..from + REF, op);
+            } else if back >= len {
+                dst.copy_within(from..from + len, op);
             } else {
+                // overlapping: byte by byte, each may repeat the one just written
                 for k in 0..len {
-                    let b = out[from + k];
-                    out.push(b);
+                    dst[op + k] = dst[from + k];
                 }
             }
+            op += len;
         }
     }
-    (out.len() == end).then_some(())
+    op == end
 }
 
 #[cfg(test)]

@@ -119,9 +119,7 @@ pub(super) fn decode_blob(
     let score = |r: encodings::Raw| -> Result<f64, BlobError> {
         match r {
             encodings::Raw::Int(i) => Ok(i as f64),
-            r => std::str::from_utf8(r.bytes(blob))
-                .ok()
-                .and_then(crate::cursor::parse_double)
+            r => crate::cursor::parse_double_bytes(r.bytes(blob))
                 .ok_or_else(|| bad("score is not a number")),
         }
     };
