@@ -1,7 +1,6 @@
 //! [`Stats`]: what an RDB holds, counted as it is read: keys per database and type, expiries,
 //! aux fields, functions, the version and the checksum — the report of `replicator check`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use rdb_format::{Flavor, Item, KeyHead, StringRecord, ValueType};
@@ -23,7 +22,10 @@ const TYPE_NAMES: [&str; 8] = [
 /// ```
 #[derive(Debug, Clone)]
 pub struct Stats {
-    per_db: BTreeMap<u64, [u64; 8]>,
+    /// Counts per type for each db, in db order.
+    per_db: Vec<(u64, [u64; 8])>,
+    /// Where in `per_db` the last key's db is.
+    cur: usize,
     /// keys with an expiry; of them already expired; of them with a negative time
     expiries: [u64; 3],
     header: Option<(Flavor, u32)>,
@@ -48,7 +50,8 @@ impl Stats {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         Self {
-            per_db: BTreeMap::new(),
+            per_db: Vec::new(),
+            cur: 0,
             expiries: [0; 3],
             header: None,
             aux: 0,
@@ -68,8 +71,23 @@ impl Stats {
         self.last_key.extend_from_slice(rec.key);
     }
 
+    /// The counts of `db` (the last one's, most often).
+    #[inline]
+    fn types(&mut self, db: u64) -> &mut [u64; 8] {
+        if self.per_db.get(self.cur).is_none_or(|e| e.0 != db) {
+            self.cur = match self.per_db.binary_search_by_key(&db, |e| e.0) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.per_db.insert(i, (db, [0; 8]));
+                    i
+                }
+            };
+        }
+        &mut self.per_db[self.cur].1
+    }
+
     fn count(&mut self, db: u64, t: usize, expire_ms: Option<i64>) {
-        self.per_db.entry(db).or_default()[t] += 1;
+        self.types(db)[t] += 1;
         if let Some(ms) = expire_ms {
             self.expiries[0] += 1;
             self.expiries[1] += u64::from(ms < self.now_ms);
@@ -116,7 +134,7 @@ impl Stats {
     /// [`Pipeline`](rdb_format::Pipeline) batch).
     pub fn merge(&mut self, later: &Self) {
         for (db, types) in &later.per_db {
-            let mine = self.per_db.entry(*db).or_default();
+            let mine = self.types(*db);
             for (m, t) in mine.iter_mut().zip(types) {
                 *m += t;
             }
@@ -135,7 +153,7 @@ impl Stats {
 
     /// Keys counted.
     pub fn keys(&self) -> u64 {
-        self.per_db.values().flatten().sum()
+        self.per_db.iter().flat_map(|e| e.1).sum()
     }
 
     /// The EOF's checksum once the EOF was read (`Some(None)`: RDB < 5 has none).

@@ -1008,13 +1008,12 @@ impl Decoder {
         let mut end = 0;
         // `c` is past the type byte of a string key
         while let Ok(SRef::Raw(ks, ke)) = c.string() {
-            let at = c.p;
-            if matches!(c.string_header(), Ok(StrHead::Raw(n)) if n > self.config.string_piece) {
-                break;
-            }
-            c.p = at;
             let (value, encoding): (&[u8], Encoding) = match c.string() {
-                Ok(SRef::Raw(s, e)) => (&b[s..e], Encoding::Raw),
+                // a string longer than a piece is streamed, the usual way
+                Ok(SRef::Raw(s, e)) if (e - s) as u64 <= self.config.string_piece => {
+                    (&b[s..e], Encoding::Raw)
+                }
+                Ok(SRef::Raw(..)) => break,
                 Ok(SRef::Int(i)) => (ints.format(i).as_bytes(), Encoding::Int),
                 Ok(SRef::Lzf(s, e, ulen)) => {
                     scratch.clear();
