@@ -1105,6 +1105,15 @@ impl Decoder {
                 0xFD => c.array::<4>().is_ok(),
                 0xF8 => c.len().is_ok(),
                 0xF9 => c.u8().is_ok(),
+                // the most common record, first: a string key
+                0 => match (c.string(), c.string()) {
+                    (Ok(k), Ok(_)) => {
+                        last = (0, k);
+                        end = c.p;
+                        true
+                    }
+                    _ => false,
+                },
                 ty if self.check_type(ty).is_ok() => {
                     let k = c.string();
                     match (k, self.skip_value(c, ty)) {
