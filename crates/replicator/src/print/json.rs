@@ -26,14 +26,17 @@ pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
         out.push(b'"');
         return;
     }
-    match std::str::from_utf8(&b[plain..]) {
-        Ok(_) => {
+    // ASCII is UTF-8: checked a word at a time before the full validation
+    let rest = &b[plain..];
+    match rest.is_ascii() || std::str::from_utf8(rest).is_ok() {
+        true => {
+            out.reserve(b.len() + 8);
             out.push(b'"');
             out.extend_from_slice(&b[..plain]);
-            escape_into(out, &b[plain..]);
+            escape_into(out, rest);
             out.push(b'"');
         }
-        Err(_) => {
+        false => {
             out.extend_from_slice(b"{\"base64\":\"");
             out.extend_from_slice(
                 base64::engine::general_purpose::STANDARD
@@ -137,7 +140,7 @@ fn json_elem(out: &mut Vec<u8>, e: &Elem) {
 /// An object key: hash field names that are not UTF-8 become `"base64:<b64>"`.
 fn json_field_name(out: &mut Vec<u8>, e: &Elem) {
     match e {
-        Elem::Bytes(b) if std::str::from_utf8(b).is_err() => {
+        Elem::Bytes(b) if !b.is_ascii() && std::str::from_utf8(b).is_err() => {
             let s = format!(
                 "base64:{}",
                 base64::engine::general_purpose::STANDARD.encode(b)
@@ -160,9 +163,47 @@ fn json_score(out: &mut Vec<u8>, d: f64) {
             out.truncate(out.len() - 1);
             out.extend_from_slice(b"-0.0");
         }
-    } else {
+    } else if !short_decimal(out, d) {
         out.extend_from_slice(ryu::Buffer::new().format_finite(d).as_bytes());
     }
+}
+
+/// Writes `d` as `ryu` does when it has at most six decimals (as scores such as `12.5` have),
+/// without `ryu`'s general search: the first `k` for which `d × 10^k` rounds to an integer
+/// `m` with `m / 10^k == d` (both exact in an `f64`, so the division rounds as reading the
+/// text back does). `m < 2^50` leaves one such text of `k` decimals within half an ulp, and
+/// `1e-3 <= |d| < 1e15` is where `ryu` writes no exponent. False: not such a number (nothing
+/// written). Integral values are the caller's.
+pub(super) fn short_decimal(out: &mut Vec<u8>, d: f64) -> bool {
+    const POW10: [u64; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
+    let a = d.abs();
+    if !(1e-3..1e15).contains(&a) {
+        return false;
+    }
+    for (k, &p) in POW10.iter().enumerate().skip(1) {
+        let m = (a * p as f64).round();
+        if m >= (1u64 << 50) as f64 {
+            return false;
+        }
+        if m / p as f64 == a {
+            let m = m as u64;
+            if d < 0.0 {
+                out.push(b'-');
+            }
+            out.extend_from_slice(itoa::Buffer::new().format(m / p).as_bytes());
+            out.push(b'.');
+            let frac = m % p;
+            let mut digits = [b'0'; 6];
+            let mut f = frac;
+            for i in (0..k).rev() {
+                digits[i] = b'0' + (f % 10) as u8;
+                f /= 10;
+            }
+            out.extend_from_slice(&digits[..k]);
+            return true;
+        }
+    }
+    false
 }
 
 fn json_id(out: &mut Vec<u8>, id: StreamId) {
@@ -814,6 +855,59 @@ fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scores print as `ryu` prints them, whether or not the short path takes them.
+    #[test]
+    fn short_decimals_are_ryus_text() {
+        let mut values = vec![
+            0.1,
+            0.2,
+            0.3,
+            12.5,
+            -12.5,
+            0.001,
+            0.0015,
+            0.000999,
+            1e-3,
+            999999999999999.9,
+            1e15 - 0.5,
+            123456.789012,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            2.675,
+            1e14 + 0.25,
+            4503599627370495.5,
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300_000 {
+            let r = next();
+            // k-decimal values of every size, and arbitrary bits
+            let k = (r % 8) as i32;
+            let m = (next() % 10u64.pow((r >> 8) as u32 % 17)) as f64;
+            values.push(m / 10f64.powi(k) * if r & (1 << 40) != 0 { -1.0 } else { 1.0 });
+            values.push(f64::from_bits(next()));
+        }
+        let mut fast = 0;
+        for d in values {
+            if !d.is_finite() || d == d.trunc() {
+                continue;
+            }
+            let mut got = Vec::new();
+            fast += usize::from(short_decimal(&mut got, d));
+            if got.is_empty() {
+                continue;
+            }
+            let want = ryu::Buffer::new().format_finite(d).to_owned();
+            assert_eq!(String::from_utf8(got).unwrap(), want, "{d:?}");
+        }
+        assert!(fast > 100_000, "only {fast} took the short path");
+    }
 
     fn j(b: &[u8]) -> String {
         let mut out = Vec::new();

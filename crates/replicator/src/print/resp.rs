@@ -417,7 +417,11 @@ fn score_text(d: f64) -> Bytes {
     } else if d.is_infinite() {
         Bytes::from_static(if d > 0.0 { b"inf" } else { b"-inf" })
     } else {
-        Bytes::from(ryu::Buffer::new().format_finite(d).to_owned())
+        let mut text = Vec::with_capacity(24);
+        if d == d.trunc() || !super::json::short_decimal(&mut text, d) {
+            text.extend_from_slice(ryu::Buffer::new().format_finite(d).as_bytes());
+        }
+        Bytes::from(text)
     }
 }
 
