@@ -62,8 +62,38 @@ pub fn rdb_file(data: &[u8]) {
     let mut check = rdb_config();
     check.skip_values(true);
     for _ in rdb_format::BytesReader::with_config(Bytes::copy_from_slice(data), check) {}
+    visited(data, &whole);
     pipeline(data, &whole);
     memory_report(data);
+}
+
+/// `decode_with` on the same bytes: the visited string keys, turned back into items, and the
+/// items that still come out are one decoder's items exactly, up to and including its error.
+fn visited(data: &[u8], whole: &[rdb_format::Result<rdb_format::Item>]) {
+    let mut reader =
+        rdb_format::BytesReader::with_config(Bytes::copy_from_slice(data), rdb_config());
+    let mut got = Vec::new();
+    loop {
+        let mut keys = Vec::new();
+        let next = reader.next_item_with(&mut |r| {
+            keys.push(format!(
+                "{:?}",
+                Ok::<_, rdb_format::Error>(r.to_item(false))
+            ));
+            std::ops::ControlFlow::Continue(())
+        });
+        got.extend(keys);
+        match next {
+            Ok(Some(i)) => got.push(format!("{:?}", Ok::<_, rdb_format::Error>(i))),
+            Ok(None) => break,
+            Err(e) => {
+                got.push(format!("{:?}", Err::<rdb_format::Item, _>(e)));
+                break;
+            }
+        }
+    }
+    let want: Vec<String> = whole.iter().map(|r| format!("{r:?}")).collect();
+    assert_eq!(got, want, "visited keys differ from the items");
 }
 
 /// The multi-threaded pipeline on the same bytes (from a temporary file), in batches as small

@@ -977,6 +977,13 @@ impl Decoder {
                 };
                 self.emit_whole_raw(head, &chunk, start, w)?;
                 for rec in batch.drain(..) {
+                    // as if the record's type byte had begun a step of its own: an error in
+                    // its key names the same context wherever a batch begins
+                    self.ctx = Context {
+                        opcode: Some(rec.ty),
+                        doing: None,
+                        key: None,
+                    };
                     let head = self.key_head(&chunk, start, rec.ty, rec.key, rec.meta)?;
                     self.emit_whole_raw(head, &chunk, start, rec.whole)?;
                 }
@@ -1518,6 +1525,13 @@ impl Decoder {
                     Ok(Some(v)) => self.emit_whole(head, v),
                     Ok(None) => self.emit_checked(head),
                     Err(e) => {
+                        // an integer where a blob should be has no byte of its own to name:
+                        // the record's, wherever the unit it was read in begins
+                        let base = if let SRef::Int(_) = s {
+                            head.offset
+                        } else {
+                            base
+                        };
                         let err = blob_error(e, base, s)
                             .with_key(&head.key)
                             .with_context(&self.ctx);
