@@ -10,6 +10,8 @@ pub enum Recovery {
     /// Skip a key whose value is damaged when the format still tells where the next item
     /// starts (a corrupt ziplist/listpack/intset inside a well-framed string); report it as
     /// [`Item::Skipped`] and go on.
+    ///
+    /// [`Item::Skipped`]: crate::Item::Skipped
     Skip,
     /// Stop at the first error, but let the collecting helpers return what was decoded so far
     /// together with the error ([`crate::decode_partial`]).
@@ -91,6 +93,10 @@ impl Default for Config {
 impl Config {
     /// Collections with more elements than this come out as [`Item::KeyStart`], chunks and
     /// [`Item::KeyEnd`] instead of one [`Item::Key`].
+    ///
+    /// [`Item::KeyStart`]: crate::Item::KeyStart
+    /// [`Item::KeyEnd`]: crate::Item::KeyEnd
+    /// [`Item::Key`]: crate::Item::Key
     pub fn chunk_threshold(&mut self, n: usize) -> &mut Self {
         self.chunk_threshold = n.max(1);
         self
@@ -123,6 +129,8 @@ impl Config {
     /// Check every value (structure, LZF data, scores) without building it: each key then
     /// comes out as one [`Item::KeyChecked`] with its metadata. For validating and counting,
     /// where building values would be wasted work.
+    ///
+    /// [`Item::KeyChecked`]: crate::Item::KeyChecked
     pub fn skip_values(&mut self, on: bool) -> &mut Self {
         self.skip_values = on;
         self
@@ -132,6 +140,8 @@ impl Config {
     /// the key's packed blobs (listpacks, ziplists, intsets, zipmaps; each quicklist node and
     /// stream listpack): what a memory estimate needs and the values do not tell. Off by
     /// default. Works with [`Config::skip_values`].
+    ///
+    /// [`Item::Packed`]: crate::Item::Packed
     pub fn packed_sizes(&mut self, on: bool) -> &mut Self {
         self.packed_sizes = on;
         self
@@ -142,6 +152,9 @@ impl Config {
     /// with [`Config::packed_sizes`] their [`Item::Packed`] tells their size, element count
     /// and longest element. Other values are built as usual. Default `true`. For a memory
     /// estimate, which needs the elements of hashtables but only the sizes of packed values.
+    ///
+    /// [`Item::KeyChecked`]: crate::Item::KeyChecked
+    /// [`Item::Packed`]: crate::Item::Packed
     pub fn build_packed(&mut self, on: bool) -> &mut Self {
         self.build_packed = on;
         self
@@ -159,8 +172,10 @@ impl Config {
     /// How many members of one hashtable-encoded set, hash or sorted set are remembered (as
     /// 16-byte hashes) to find duplicates, which Redis refuses. Past it, later members are
     /// still checked against the remembered ones, and [`Decoder::partial_checks`] counts the
-    /// key. Default 917,504 ([`DUP_CHECK_LIMIT`]: what a 16 MiB table holds). Compact encodings are always checked
-    /// whole.
+    /// key. Default 917,504 ([`DUP_CHECK_LIMIT`]: what a 16 MiB table holds). Compact
+    /// encodings are always checked whole.
+    ///
+    /// [`Decoder::partial_checks`]: crate::Decoder::partial_checks
     pub fn dup_check_limit(&mut self, n: usize) -> &mut Self {
         self.dup_check_limit = n;
         self

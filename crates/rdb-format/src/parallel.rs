@@ -175,7 +175,11 @@ pub enum Part<T> {
     Done(T),
 }
 
-/// Decodes one RDB file on several threads; see the [module docs](self).
+/// Decodes one RDB file on several threads. One thread walks the file ([`Decoder::walker`]):
+/// it reads the records' lengths, keeps the checksum and cuts the file into batches of whole
+/// records. Workers decode the batches ([`Decoder::resume`]), with every check, and run the
+/// caller's `work` on each ([`Batch`]); the caller's thread gets the results in file order
+/// ([`Part`]). At most [`Pipeline::window`] batches are in flight.
 ///
 /// ```
 /// use std::ops::ControlFlow;
