@@ -3,9 +3,10 @@
 //! * [`files::open`]: an RDB file or any AOF layout as [`Event`]s.
 //! * [`Replicator`]: a replica of a live Redis or Valkey master as a `futures::Stream` of the
 //!   same [`Event`]s (sync start, RDB items, sync end, commands with db and offset).
-//! * [`print`](mod@print): the printers of `replicator dump` (JSON Lines, JSON, RESP, RESTORE, keys,
-//!   count, RDB) behind one [`Sink`](print::Sink) trait, and the [`Printer`](print::Printer)
-//!   that drives them from events through a [`Filter`](filter::Filter).
+//! * [`print`](mod@print): the printers of `replicator dump` (JSON Lines, JSON, RESP,
+//!   RESTORE, keys, count, RDB) behind one [`Sink`](print::Sink) trait, and the
+//!   [`Printer`](print::Printer) that drives them from events through a
+//!   [`Filter`](filter::Filter).
 //! * The crates, whole: [`rdb`] (RDB decoder and encoder), [`resp`] (RESP codec), [`aof`] (AOF
 //!   reader), [`net`] (the replication client and its sans-IO core); and [`commands`] (a
 //!   command's key and value type, for filters).
