@@ -120,11 +120,9 @@ impl Batch<'_> {
 
     fn next_inner(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
         while !self.done {
-            let got = match (&mut self.mem, visit.as_deref_mut()) {
-                (Some(m), Some(v)) => self.dec.decode_with(m, v),
-                (Some(m), None) => self.dec.decode(m),
-                (None, Some(v)) => self.dec.decode_with(&mut self.buf, v),
-                (None, None) => self.dec.decode(&mut self.buf),
+            let got = match &mut self.mem {
+                Some(m) => self.dec.decode_inner(m, visit.as_deref_mut()),
+                None => self.dec.decode_inner(&mut self.buf, visit.as_deref_mut()),
             };
             match got {
                 Ok(None) if self.dec.visit_broke() => return None,

@@ -22,11 +22,10 @@ pub(crate) fn turn<S: Source>(
     failed: &mut bool,
     visit: Visit<'_, '_>,
 ) -> Result<Option<Option<Item>>> {
-    let got = match (ended, visit) {
-        (true, Some(v)) => dec.decode_eof_with(buf, v),
-        (true, None) => dec.decode_eof(buf),
-        (false, Some(v)) => dec.decode_with(buf, v),
-        (false, None) => dec.decode(buf),
+    let got = if ended {
+        dec.decode_eof_inner(buf, visit)
+    } else {
+        dec.decode_inner(buf, visit)
     };
     match got {
         Ok(Some(item)) => Ok(Some(Some(item))),
@@ -188,13 +187,7 @@ impl BytesReader {
 
     /// The next item, `Ok(None)` at the end of the file.
     pub fn next_item(&mut self) -> Result<Option<Item>> {
-        if self.failed {
-            return Ok(None);
-        }
-        // the whole input is here: it has ended
-        self.dec
-            .decode_eof(&mut self.buf)
-            .inspect_err(|_| self.failed = true)
+        self.next_inner(None)
     }
 
     /// As [`next_item`](Self::next_item), with string keys handed to `visit`
@@ -203,11 +196,16 @@ impl BytesReader {
         &mut self,
         visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Item>> {
+        self.next_inner(Some(visit))
+    }
+
+    fn next_inner(&mut self, visit: Visit<'_, '_>) -> Result<Option<Item>> {
         if self.failed {
             return Ok(None);
         }
+        // the whole input is here: it has ended
         self.dec
-            .decode_eof_with(&mut self.buf, visit)
+            .decode_eof_inner(&mut self.buf, visit)
             .inspect_err(|_| self.failed = true)
     }
 }

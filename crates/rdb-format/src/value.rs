@@ -986,17 +986,21 @@ impl StringRecord<'_> {
         }
     }
 
+    /// The key as a whole record, its value copied.
+    pub fn to_record(&self) -> KeyRecord {
+        KeyRecord {
+            head: self.head(),
+            value: Value::String(Bytes::copy_from_slice(self.value)),
+        }
+    }
+
     /// The item [`Decoder::decode`](crate::Decoder::decode) gives for this key: an
     /// [`Item::KeyChecked`] when the decoder skips values, an [`Item::Key`] otherwise.
     pub fn to_item(&self, skip_values: bool) -> Item {
-        let head = self.head();
         if skip_values {
-            Item::KeyChecked(head)
+            Item::KeyChecked(self.head())
         } else {
-            Item::Key(KeyRecord {
-                head,
-                value: Value::String(Bytes::copy_from_slice(self.value)),
-            })
+            Item::Key(self.to_record())
         }
     }
 }

@@ -6,23 +6,11 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use bytes::Bytes;
-use rdb_format::{BytesReader, Config, Part, Pipeline};
+use rdb_format::{Config, Part, Pipeline};
 
 /// Each item as text, up to and including the first error.
 fn sequential(path: &Path, config: Config) -> Vec<String> {
-    let data = Bytes::from(std::fs::read(path).unwrap());
-    let mut out = Vec::new();
-    for item in BytesReader::with_config(data, config) {
-        match item {
-            Ok(i) => out.push(format!("{i:?}")),
-            Err(e) => {
-                out.push(format!("error: {e}"));
-                break;
-            }
-        }
-    }
-    out
+    super::visit::plain(&std::fs::read(path).unwrap(), &config)
 }
 
 /// `visit`: string keys through [`rdb_format::Batch::next_with`].

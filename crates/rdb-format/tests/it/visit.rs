@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rdb_format::{BytesReader, Config, Reader, StringRecord, crc64};
 
 /// Each item as text, up to and including the first error.
-fn plain(data: &[u8], config: &Config) -> Vec<String> {
+pub(crate) fn plain(data: &[u8], config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for item in BytesReader::with_config(Bytes::copy_from_slice(data), *config) {
         match item {

@@ -28,23 +28,20 @@ pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
     }
     // ASCII is UTF-8: checked a word at a time before the full validation
     let rest = &b[plain..];
-    match rest.is_ascii() || std::str::from_utf8(rest).is_ok() {
-        true => {
-            out.reserve(b.len() + 8);
-            out.push(b'"');
-            out.extend_from_slice(&b[..plain]);
-            escape_into(out, rest);
-            out.push(b'"');
-        }
-        false => {
-            out.extend_from_slice(b"{\"base64\":\"");
-            out.extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(b)
-                    .as_bytes(),
-            );
-            out.extend_from_slice(b"\"}");
-        }
+    if rest.is_ascii() || std::str::from_utf8(rest).is_ok() {
+        out.reserve(b.len() + 8);
+        out.push(b'"');
+        out.extend_from_slice(&b[..plain]);
+        escape_into(out, rest);
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(b"{\"base64\":\"");
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(b)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\"}");
     }
 }
 

@@ -75,14 +75,12 @@ pub trait Sink {
     /// default makes the key's head (and value) and goes the way of items; sinks that print
     /// many strings write them straight from the borrowed bytes.
     fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {
-        let head = rec.head();
         if value {
-            let value = Value::String(bytes::Bytes::copy_from_slice(rec.value));
-            self.key(KeyRecord { head, value })
-        } else {
-            self.start(&head)?;
-            self.end(&head)
+            return self.key(rec.to_record());
         }
+        let head = rec.head();
+        self.start(&head)?;
+        self.end(&head)
     }
     /// A non-key item (header, aux field, function, …).
     fn other(&mut self, item: &Item) -> Result<()>;
@@ -397,11 +395,17 @@ impl<W: Write> Keys<W> {
     }
 }
 
-impl<W: Write> Sink for Keys<W> {
-    fn start(&mut self, head: &KeyHead) -> Result<()> {
-        self.w.write_all(&head.key)?;
+impl<W: Write> Keys<W> {
+    fn line(&mut self, key: &[u8]) -> Result<()> {
+        self.w.write_all(key)?;
         self.w.write_all(b"\n")?;
         Ok(())
+    }
+}
+
+impl<W: Write> Sink for Keys<W> {
+    fn start(&mut self, head: &KeyHead) -> Result<()> {
+        self.line(&head.key)
     }
     fn chunk(&mut self, _: &KeyHead, _: &Chunk) -> Result<()> {
         Ok(())
@@ -416,17 +420,14 @@ impl<W: Write> Sink for Keys<W> {
         self.start(&rec.head)
     }
     fn string(&mut self, rec: &StringRecord<'_>, _: bool) -> Result<()> {
-        self.w.write_all(rec.key)?;
-        self.w.write_all(b"\n")?;
-        Ok(())
+        self.line(rec.key)
     }
     fn command(&mut self, c: &CommandEvent) -> Result<()> {
         let args: Vec<&[u8]> = c.cmd.args().collect();
-        if let Some(k) = crate::commands::first_key(&args) {
-            self.w.write_all(args[k])?;
-            self.w.write_all(b"\n")?;
+        match crate::commands::first_key(&args) {
+            Some(k) => self.line(args[k]),
+            None => Ok(()),
         }
-        Ok(())
     }
     fn other(&mut self, _: &Item) -> Result<()> {
         Ok(())
