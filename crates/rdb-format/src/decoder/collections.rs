@@ -472,7 +472,7 @@ impl Decoder {
         };
         let h = self.sref_hash(chunk, base, member)?;
         let dup = if seq.seen.set.len() < self.config.dup_check_limit {
-            !seq.seen.set.insert(h)
+            !seq.seen.insert(h)
         } else {
             // past the limit: still checked against the members remembered
             if !seq.seen.partial {

@@ -188,14 +188,36 @@ struct SeqState {
 struct Seen {
     set: std::collections::HashSet<u128, std::hash::BuildHasherDefault<U128Hasher>>,
     partial: bool,
+    /// The members the value announces (up to the limit): the size the table jumps to once
+    /// its first allocation is full.
+    want: usize,
 }
 
+/// Members a duplicate table is first sized for (about 2.2 MiB): a count in a few bytes of
+/// input allocates no more than this until that many members have actually come.
+const SEEN_FIRST: usize = 1 << 16;
+
 impl Seen {
+    /// A table for a value that announces `n` members (up to the limit). It is sized for
+    /// `n` only after [`SEEN_FIRST`] members came, in one step: one rehash from a small table
+    /// instead of one per doubling, and no big old table beside the new one.
     fn with_capacity(n: usize) -> Self {
         Self {
-            set: std::collections::HashSet::with_capacity_and_hasher(n, Default::default()),
+            set: std::collections::HashSet::with_capacity_and_hasher(
+                n.min(SEEN_FIRST),
+                Default::default(),
+            ),
             partial: false,
+            want: n,
         }
+    }
+
+    /// Adds a member's hash; false when it was there already.
+    fn insert(&mut self, h: u128) -> bool {
+        if self.set.len() == self.set.capacity() && self.want > self.set.len() {
+            self.set.reserve(self.want - self.set.len());
+        }
+        self.set.insert(h)
     }
 }
 
@@ -1271,8 +1293,8 @@ impl Decoder {
         };
         let seq = |kind: SeqKind, remaining: u64, head: Box<KeyHead>| {
             let cap = remaining.min(1024) as usize;
-            // the members' hashes, sized once for what the value announces (up to the limit):
-            // no rehash, and no old table beside the new one while growing
+            // the members' hashes, sized for what the value announces (up to the limit) once
+            // the members have come ([`Seen::with_capacity`])
             let seen = match kind {
                 SeqKind::Set
                 | SeqKind::Zset1
