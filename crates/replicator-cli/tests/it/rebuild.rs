@@ -8,19 +8,73 @@ use test_support::{Client, Resp, Server, ServerBin, module_args, server_named};
 
 use crate::{fixtures, replicator, testdata};
 
-pub(crate) fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<String> {
+/// What two servers must agree on for one key: the facts as text, and on servers without
+/// `PEXPIRETIME` (before 7.0) the expiry as the server's clock plus `PTTL`, which two reads
+/// of the same expiry may give a few milliseconds apart.
+#[derive(Clone)]
+pub(crate) struct Facts {
+    pub(crate) lines: Vec<String>,
+    pub(crate) ttl_at: Option<i64>,
+}
+
+/// How far apart two estimates of one expiry may be ([`Facts::ttl_at`]): each is off by the
+/// time between `PTTL` and `TIME` inside one `MULTI`, well under a millisecond on loopback.
+const TTL_AT_SLACK_MS: i64 = 20;
+
+impl PartialEq for Facts {
+    fn eq(&self, other: &Self) -> bool {
+        self.lines == other.lines
+            && match (self.ttl_at, other.ttl_at) {
+                (Some(a), Some(b)) => (a - b).abs() <= TTL_AT_SLACK_MS,
+                (a, b) => a == b,
+            }
+    }
+}
+
+impl std::fmt::Debug for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ttl_at {
+            Some(at) => write!(f, "{:?} expiring at about {at} ms", self.lines),
+            None => write!(f, "{:?}", self.lines),
+        }
+    }
+}
+
+impl std::ops::Deref for Facts {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.lines
+    }
+}
+
+/// The expiry of `key` estimated as the server's `TIME` plus its `PTTL`, both run inside one
+/// `MULTI` so that nothing comes between them; `None` for a key without one.
+fn ttl_at(c: &mut Client, key: &[u8]) -> Option<i64> {
+    c.cmd_bytes(&[b"MULTI"]).unwrap();
+    c.cmd_bytes(&[b"PTTL", key]).unwrap();
+    c.cmd_bytes(&[b"TIME"]).unwrap();
+    let r = c.cmd_bytes(&[b"EXEC"]).unwrap();
+    let [ttl, time] = r.items() else {
+        panic!("EXEC of PTTL and TIME: {r:?}")
+    };
+    let ttl = ttl.int().unwrap();
+    let part = |i: usize| -> i64 { time.items()[i].text().parse().unwrap() };
+    (ttl >= 0).then(|| part(0) * 1000 + part(1) / 1000 + ttl)
+}
+
+pub(crate) fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Facts {
     let mut facts = Vec::new();
     let digest = c.cmd_bytes(&[b"DEBUG", b"DIGEST-VALUE", key]).unwrap();
     facts.push(format!("digest {digest:?}"));
+    let mut at = None;
     if bin.major_minor() >= (7, 0) {
         facts.push(format!(
             "expire {:?}",
             c.cmd_bytes(&[b"PEXPIRETIME", key]).unwrap()
         ));
     } else {
-        let ttl = c.cmd_bytes(&[b"PTTL", key]).unwrap().int().unwrap();
-        // relative TTLs drift between the two servers: compare to the second
-        facts.push(format!("ttl {}", if ttl < 0 { ttl } else { ttl / 10_000 }));
+        // relative TTLs drift between two servers: compare estimated absolute expiries
+        at = ttl_at(c, key);
     }
     let ty = c.cmd_bytes(&[b"TYPE", key]).unwrap().text();
     if ty == "hash" && c.has_command("HPEXPIRETIME") {
@@ -72,7 +126,10 @@ pub(crate) fn key_facts(c: &mut Client, bin: &ServerBin, key: &[u8]) -> Vec<Stri
             }
         }
     }
-    facts
+    Facts {
+        lines: facts,
+        ttl_at: at,
+    }
 }
 
 #[test]

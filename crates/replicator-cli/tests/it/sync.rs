@@ -10,7 +10,7 @@ use test_support::{
     Client, Cluster, Server, ServerBin, checkpoint_offset, module_args, server_named,
 };
 
-use crate::rebuild::key_facts;
+use crate::rebuild::{Facts, key_facts};
 use crate::{fixtures, term, testdata};
 
 fn bin() -> ServerBin {
@@ -105,24 +105,29 @@ fn cluster_matches_within(
 }
 
 /// The expiry in key facts (`expire Int(ms)`).
-fn expiry(facts: &[String]) -> Option<i64> {
-    facts.iter().find_map(|f| {
-        f.strip_prefix("expire Int(")?
-            .strip_suffix(')')?
-            .parse()
-            .ok()
+fn expiry(facts: &Facts) -> Option<i64> {
+    facts.ttl_at.or_else(|| {
+        facts.iter().find_map(|f| {
+            f.strip_prefix("expire Int(")?
+                .strip_suffix(')')?
+                .parse()
+                .ok()
+        })
     })
 }
 
 /// Key facts without the consumer groups' `entries-read`.
-fn without_entries_read(facts: &[String]) -> Vec<String> {
-    facts
-        .iter()
-        .map(|f| match f.find(" read ") {
-            Some(i) if f.starts_with("group ") => f[..i].to_owned(),
-            _ => f.clone(),
-        })
-        .collect()
+fn without_entries_read(facts: &Facts) -> Facts {
+    Facts {
+        lines: facts
+            .iter()
+            .map(|f| match f.find(" read ") {
+                Some(i) if f.starts_with("group ") => f[..i].to_owned(),
+                _ => f.clone(),
+            })
+            .collect(),
+        ttl_at: facts.ttl_at,
+    }
 }
 
 #[test]
