@@ -219,6 +219,46 @@ fn big_collections_are_checked_within_the_limit() {
 }
 
 #[test]
+fn a_big_collections_duplicate_is_found_in_the_big_table() {
+    // 300,000 members: past the first table, into the one sized for all of them; the
+    // duplicate of a member from before the move, and one from after it
+    let n = 300_000u64;
+    for (again, at) in [(17u64, 299_999u64), (250_000, 299_999), (5, 150_000)] {
+        let mut v = Vec::new();
+        len(n, &mut v);
+        let mut offset = 0;
+        for i in 0..n {
+            if i == at {
+                offset = v.len();
+                string(format!("member:{again}").as_bytes(), &mut v);
+            } else {
+                string(format!("member:{i}").as_bytes(), &mut v);
+            }
+        }
+        let f = one_key(2, &v);
+        // the value starts after the header (9 bytes), the type and the key "k"
+        let value_at = 12;
+        for c in [Config::default(), checked()] {
+            let e = decode(&f, c).unwrap_err();
+            let want = format!("duplicate member \"member:{again}\"");
+            assert!(e.to_string().contains(&want), "{again}: {e}");
+            // the error points at the member's bytes, after its one-byte length
+            assert_eq!(e.offset(), (value_at + offset + 1) as u64, "{again}: {e}");
+        }
+    }
+    // no duplicate: no error, and the check is whole
+    let mut v = Vec::new();
+    len(n, &mut v);
+    for i in 0..n {
+        string(format!("member:{i}").as_bytes(), &mut v);
+    }
+    let mut dec = rdb_format::Decoder::new();
+    let mut buf = Bytes::from(one_key(2, &v));
+    while dec.decode_eof(&mut buf).unwrap().is_some() {}
+    assert_eq!(dec.partial_checks(), 0);
+}
+
+#[test]
 fn errors_inside_lzf_blobs_point_at_the_blob() {
     // a listpack whose count lies, long enough to be LZF-compressed
     let mut lp = listpack(&[&[b'x'; 40], &[b'y'; 40]]);
