@@ -7,7 +7,10 @@
 //! them, count them). The caller's thread gets the results back in file order. A worker may
 //! hand its results over in parts as it goes (a big key's rendering, piece by piece): it waits
 //! while two parts wait for the caller, so no thread ever holds a big key's output whole; at
-//! most [`Pipeline::window`] batches are in flight.
+//! most [`Pipeline::window`] batches are in flight. A batch with a key whose duplicate check
+//! needs a big table (a set, hash or sorted set of more than 65,536 members) waits until every
+//! batch before it was taken: one such table (up to 17 MiB) is held at a time, so memory does
+//! not grow with the number of threads.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,7 +33,7 @@ const READ: u64 = 256 << 10;
 const BLOCK: u64 = 2 << 20;
 /// A batch gathered up to this size stays in the walker's memory for its worker; a bigger one
 /// (a big key) is read from the file again by its worker.
-const CARRY: u64 = 4 << 20;
+const CARRY: u64 = 1 << 20;
 
 /// Where a batch lies and what a decoder resumed there needs to know.
 #[derive(Debug, Clone)]
@@ -43,6 +46,10 @@ struct Span {
     /// The batch's bytes when the walker still had them all in one buffer (else the worker
     /// reads them from the file).
     data: Option<Bytes>,
+    /// A key of the batch needs a big duplicate table ([`Decoder::big_tables`]): the batch
+    /// is decoded only in its turn, when every batch before it was taken, so that one such
+    /// table is held at a time whatever the number of threads.
+    big: bool,
 }
 
 /// The items of one batch of whole records, decoded as they are read from the file (an
@@ -177,7 +184,9 @@ pub enum Part<T> {
 /// it reads the records' lengths, keeps the checksum and cuts the file into batches of whole
 /// records. Workers decode the batches ([`Decoder::resume`]), with every check, and run the
 /// caller's `work` on each ([`Batch`]); the caller's thread gets the results in file order
-/// ([`Part`]). At most [`Pipeline::window`] batches are in flight.
+/// ([`Part`]). At most [`Pipeline::window`] batches are in flight, and one batch at a time
+/// decodes keys whose duplicate check needs a big table (more than 65,536 members), in its
+/// turn: memory does not grow with the number of threads, whatever the keys' sizes.
 ///
 /// ```
 /// use std::ops::ControlFlow;
@@ -279,6 +288,10 @@ impl Pipeline {
                         if out_tx.send((idx, Msg::Parts(rx))).is_err() {
                             return;
                         }
+                        // no batch before this one waits: the caller's thread gets to it
+                        if span.big && !gate.wait_below(idx, 1) {
+                            return;
+                        }
                         let mut batch = Batch::new(file, span, config);
                         let mut spill = |t: T| {
                             let _ = tx.send((t, false));
@@ -362,8 +375,11 @@ impl Pipeline {
             version: 0,
             flavor: Flavor::Redis,
             data: None,
+            big: false,
         };
         let mut db = 0u64;
+        // big tables counted by the walker before the batch being gathered
+        let mut big_before = 0u64;
         // messages are numbered in file order; each waits until it is within the window
         let number = |idx: &mut u64| {
             let n = *idx;
@@ -428,6 +444,8 @@ impl Pipeline {
                     if dec.version() > 0 {
                         span.end = len;
                         span.data = None;
+                        // not walked to its end: it may hold any key
+                        span.big = true;
                         if !send_batch(span, &mut idx) {
                             return;
                         }
@@ -449,6 +467,7 @@ impl Pipeline {
                     // the EOF opcode and its checksum end the last batch
                     span.end = dec.offset() - if checksum.is_some() { 9 } else { 1 };
                     span.data = held(&held_bytes, held_from, &span);
+                    span.big = dec.big_tables() > big_before;
                     let _ = send_batch(span, &mut idx)
                         && send(Msg::Item(item), &mut idx)
                         && send(Msg::End(Ok(())), &mut idx);
@@ -463,6 +482,8 @@ impl Pipeline {
                 if after_key && boundary - span.start >= self.batch {
                     span.end = boundary;
                     span.data = held(&held_bytes, held_from, &span);
+                    span.big = dec.big_tables() > big_before;
+                    big_before = dec.big_tables();
                     if !send_batch(span.clone(), &mut idx) {
                         return;
                     }

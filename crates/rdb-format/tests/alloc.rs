@@ -94,6 +94,7 @@ fn allocations_stay_within_the_bound() {
     arbitrary_bytes_allocate_within_the_bound();
     mutated_fixtures_allocate_within_the_bound();
     big_keys_cost_the_pipeline_and_the_encoder_no_more_than_small_ones();
+    big_duplicate_tables_are_held_one_at_a_time_on_any_number_of_threads();
 }
 
 /// A file with one list of `n` elements (and a few small keys around it).
@@ -180,6 +181,53 @@ fn big_keys_cost_the_pipeline_and_the_encoder_no_more_than_small_ones() {
     }
     assert!(b.0 < a.0 + (2 << 20), "threads: {a:?} then {b:?}");
     assert!(b.1 < a.1 + (1 << 20), "encoder: {a:?} then {b:?}");
+}
+
+/// A file of `sets` sets of `n` members each (integers, in the hashtable encoding).
+fn file_with_big_sets(sets: u32, n: u32) -> std::path::PathBuf {
+    let mut f = b"REDIS0009\xfe\x00".to_vec();
+    for k in 0..sets {
+        f.push(2);
+        f.push(6);
+        f.extend_from_slice(format!("set:{k:02}").as_bytes());
+        f.push(0x80);
+        f.extend_from_slice(&n.to_be_bytes());
+        for i in 0..n {
+            f.push(0xC2);
+            f.extend_from_slice(&(k * 10_000_000 + i).to_le_bytes());
+        }
+    }
+    f.push(0xFF);
+    f.extend_from_slice(&[0; 8]);
+    let path = test_support::temp_dir("alloc").join(format!("sets-{sets}-{n}.rdb"));
+    std::fs::write(&path, f).unwrap();
+    path
+}
+
+/// Each set of 300,000 members needs a duplicate table of about 8.5 MiB. On 8 threads the
+/// pipeline decodes the four sets one at a time, in turn: its peak is that of one thread, not
+/// four tables'.
+fn big_duplicate_tables_are_held_one_at_a_time_on_any_number_of_threads() {
+    use std::ops::ControlFlow;
+    let path = file_with_big_sets(4, 300_000);
+    let peak = |threads: usize| {
+        peak_during(|| {
+            rdb_format::Pipeline::new(Default::default())
+                .threads(threads)
+                .run(
+                    &path,
+                    |b, _| b.inspect(|i| assert!(i.is_ok(), "{i:?}")).count(),
+                    |_| ControlFlow::Continue(()),
+                )
+                .unwrap();
+        })
+    };
+    let (one, eight) = (peak(1), peak(8));
+    assert!(one > 8 << 20, "one table at least: {one}");
+    assert!(
+        eight < one + (5 << 20),
+        "1 thread: {one}, 8 threads: {eight}"
+    );
 }
 
 fn arbitrary_bytes_allocate_within_the_bound() {

@@ -100,6 +100,22 @@ enum SeqKind {
     Array(Option<u64>),
 }
 
+impl SeqKind {
+    /// Its members are checked for duplicates ([`Seen`]).
+    fn checks_members(self) -> bool {
+        matches!(
+            self,
+            Self::Set
+                | Self::Zset1
+                | Self::Zset2
+                | Self::Hash
+                | Self::HashTtl(_)
+                | Self::ValkeyHash2
+                | Self::StreamNodes(_)
+        )
+    }
+}
+
 #[derive(Debug)]
 enum Acc {
     List(Vec<Elem>),
@@ -344,6 +360,10 @@ pub struct Decoder {
     scratch: std::cell::Cell<Vec<u8>>,
     /// Keys whose duplicate check stopped at the limit.
     partial_checks: u64,
+    /// Keys whose duplicate check needs a table bigger than its first one (they announce
+    /// more than [`SEEN_FIRST`] members, within the limit): counted by a walker too, for the
+    /// pipeline to decode one such key at a time.
+    big_tables: std::cell::Cell<u64>,
     /// Only find where records end: values are neither checked nor built ([`Decoder::walker`]).
     walk: bool,
     /// A walker's runs of records skipped at once end past this many bytes.
@@ -401,6 +421,7 @@ impl Decoder {
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
             partial_checks: 0,
+            big_tables: std::cell::Cell::new(0),
             walk: false,
             walk_run: 1 << 20,
             sum: true,
@@ -460,6 +481,21 @@ impl Decoder {
     /// ([`Config::dup_check_limit`]).
     pub fn partial_checks(&self) -> u64 {
         self.partial_checks
+    }
+
+    /// How many keys so far announced more members than a first duplicate table holds
+    /// ([`SEEN_FIRST`]): each one's check holds a table of up to 17 MiB while it is decoded.
+    /// A walker counts them too, though it checks nothing.
+    pub(crate) fn big_tables(&self) -> u64 {
+        self.big_tables.get()
+    }
+
+    /// Counts a collection of `n` members in [`Decoder::big_tables`] when its check will
+    /// need a big table (the caller knows its members are checked).
+    fn note_members(&self, n: u64) {
+        if n.min(self.config.dup_check_limit as u64) > SEEN_FIRST as u64 {
+            self.big_tables.set(self.big_tables.get() + 1);
+        }
     }
 
     /// The RDB version from the header (0 before it was read).
@@ -1154,25 +1190,39 @@ impl Decoder {
                 c.len()?;
                 skip_module_body(c)?;
             }
-            1 | 2 | 14 => {
+            1 | 14 => {
                 for _ in 0..n(c)? {
                     c.string()?;
                 }
             }
+            // sets, hashes and sorted sets: counted for [`Decoder::big_tables`]
+            2 => {
+                let n = n(c)?;
+                self.note_members(n);
+                for _ in 0..n {
+                    c.string()?;
+                }
+            }
             3 => {
-                for _ in 0..n(c)? {
+                let n = n(c)?;
+                self.note_members(n);
+                for _ in 0..n {
                     c.string()?;
                     c.text_double()?;
                 }
             }
             5 => {
-                for _ in 0..n(c)? {
+                let n = n(c)?;
+                self.note_members(n);
+                for _ in 0..n {
                     c.string()?;
                     c.bin_double()?;
                 }
             }
             4 => {
-                for _ in 0..n(c)? {
+                let n = n(c)?;
+                self.note_members(n);
+                for _ in 0..n {
                     c.string()?;
                     c.string()?;
                 }
@@ -1267,6 +1317,17 @@ impl Decoder {
         }
     }
 
+    /// Starts a collection ([`State::Seq`]), counting it in [`Decoder::big_tables`] when its
+    /// duplicate check will need a big table.
+    fn start_seq(&mut self, state: State) {
+        if let State::Seq(seq) = &state {
+            if seq.kind.checks_members() {
+                self.note_members(seq.total);
+            }
+        }
+        self.state = state;
+    }
+
     fn step_value<S: Source>(&mut self, src: &mut S, head: Box<KeyHead>) -> Result<bool> {
         let start = self.pos;
         let ty = head.type_byte;
@@ -1295,15 +1356,10 @@ impl Decoder {
             let cap = remaining.min(1024) as usize;
             // the members' hashes, sized for what the value announces (up to the limit) once
             // the members have come ([`Seen::with_capacity`])
-            let seen = match kind {
-                SeqKind::Set
-                | SeqKind::Zset1
-                | SeqKind::Zset2
-                | SeqKind::Hash
-                | SeqKind::HashTtl(_)
-                | SeqKind::ValkeyHash2
-                | SeqKind::StreamNodes(_) => Seen::with_capacity(remaining.min(dup_limit) as usize),
-                _ => Seen::default(),
+            let seen = if kind.checks_members() {
+                Seen::with_capacity(remaining.min(dup_limit) as usize)
+            } else {
+                Seen::default()
             };
             let acc = match kind {
                 SeqKind::List | SeqKind::Quicklist1 | SeqKind::Quicklist2 => {
@@ -1343,7 +1399,7 @@ impl Decoder {
                     18 => SeqKind::Quicklist2,
                     _ => SeqKind::StreamNodes(ty),
                 };
-                self.state = seq(kind, n, head);
+                self.start_seq(seq(kind, n, head));
             }
             28 => {
                 let at = c.p;
@@ -1363,12 +1419,12 @@ impl Decoder {
                     }
                 };
                 self.consume(src, c.p);
-                self.state = seq(SeqKind::Array(insert), n, head);
+                self.start_seq(seq(SeqKind::Array(insert), n, head));
             }
             22 if self.flavor == Flavor::Valkey => {
                 let n = p!(c.len());
                 self.consume(src, c.p);
-                self.state = seq(SeqKind::ValkeyHash2, n, head);
+                self.start_seq(seq(SeqKind::ValkeyHash2, n, head));
             }
             22 | 24 => {
                 let min = if ty == 24 {
@@ -1378,7 +1434,7 @@ impl Decoder {
                 };
                 let n = p!(c.len());
                 self.consume(src, c.p);
-                self.state = seq(SeqKind::HashTtl(min), n, head);
+                self.start_seq(seq(SeqKind::HashTtl(min), n, head));
             }
             23 if self.flavor == Flavor::Valkey => {
                 return Err(self.err(
