@@ -35,14 +35,19 @@ pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
         escape_into(out, rest);
         out.push(b'"');
     } else {
-        out.extend_from_slice(b"{\"base64\":\"");
-        out.extend_from_slice(
-            base64::engine::general_purpose::STANDARD
-                .encode(b)
-                .as_bytes(),
-        );
-        out.extend_from_slice(b"\"}");
+        json_base64(out, b);
     }
+}
+
+/// Writes `{"base64":"<b64>"}`.
+fn json_base64(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(b"{\"base64\":\"");
+    out.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(b)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\"}");
 }
 
 const LO: u64 = 0x0101_0101_0101_0101;
@@ -557,13 +562,9 @@ impl<W: Write> Sink for JsonSink<W> {
         b.extend_from_slice(b"{\"module\":");
         json_str(b, &m.name);
         json_u64(b, "encver", m.encver);
-        b.extend_from_slice(b",\"raw\":{\"base64\":\"");
-        b.extend_from_slice(
-            base64::engine::general_purpose::STANDARD
-                .encode(&m.raw)
-                .as_bytes(),
-        );
-        b.extend_from_slice(b"\"}}}");
+        b.extend_from_slice(b",\"raw\":");
+        json_base64(b, &m.raw);
+        b.extend_from_slice(b"}}");
         self.end_record()
     }
 
@@ -624,13 +625,9 @@ impl<W: Write> Sink for JsonSink<W> {
                 json_str(&mut b, name);
                 json_u64(&mut b, "encver", *encver);
                 json_u64(&mut b, "when", *when);
-                b.extend_from_slice(b",\"raw\":{\"base64\":\"");
-                b.extend_from_slice(
-                    base64::engine::general_purpose::STANDARD
-                        .encode(raw)
-                        .as_bytes(),
-                );
-                b.extend_from_slice(b"\"}}}");
+                b.extend_from_slice(b",\"raw\":");
+                json_base64(&mut b, raw);
+                b.extend_from_slice(b"}}");
             }
             Item::ResizeDb {
                 db_size,
