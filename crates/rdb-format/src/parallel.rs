@@ -9,7 +9,7 @@
 //! while two parts wait for the caller, so no thread ever holds a big key's output whole; at
 //! most [`Pipeline::window`] batches are in flight. A batch with a key whose duplicate check
 //! needs a big table (a set, hash or sorted set of more than 65,536 members) waits until every
-//! batch before it was taken: one such table (up to 17 MiB) is held at a time, so memory does
+//! batch before it was taken: one such table (up to 16 MiB) is held at a time, so memory does
 //! not grow with the number of threads.
 
 use std::collections::BTreeMap;

@@ -176,6 +176,25 @@ pub(super) fn decode_blob(
     }))
 }
 
+/// How many members ahead of its turn a member's line in a big duplicate table is loaded.
+const TOUCH_AHEAD: usize = 64;
+
+/// The string whose duplicates an element of this kind of value may not have: a set's or
+/// sorted set's member, a hash's field, a stream node's master ID.
+fn member_of(kind: SeqKind, r: &RawEl) -> Option<SRef> {
+    match (kind, r) {
+        (SeqKind::Set, RawEl::One(m)) | (SeqKind::Zset1 | SeqKind::Zset2, RawEl::Scored(m, _)) => {
+            Some(*m)
+        }
+        (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Two(f, _))
+        | (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Ttl(_, f, _)) => {
+            Some(*f)
+        }
+        (SeqKind::StreamNodes(_), RawEl::Stream(id, _)) => Some(*id),
+        _ => None,
+    }
+}
+
 impl Decoder {
     pub(super) fn step_seq<S: Source>(
         &mut self,
@@ -248,12 +267,32 @@ impl Decoder {
         if self.walk {
             raws.clear();
         }
-        for r in raws.drain(..) {
+        // A big duplicate table: hash the batch's members first and load each one's line
+        // some members ahead of its turn, so that the cache misses overlap.
+        let mut hashes = std::mem::take(&mut self.seq_hashes);
+        hashes.clear();
+        if seq.seen.is_big() && seq.damaged.is_none() {
+            for r in &raws {
+                match member_of(seq.kind, r).map(|m| self.sref_hash(&chunk, start, m)) {
+                    Some(Ok(h)) => hashes.push(h),
+                    // the element's own turn reports it, after those before it
+                    Some(Err(_)) => break,
+                    None => hashes.push(0),
+                }
+            }
+            for &h in hashes.iter().take(TOUCH_AHEAD) {
+                seq.seen.touch(h);
+            }
+        }
+        for (i, r) in raws.drain(..).enumerate() {
             if self.config.packed_sizes {
                 self.note_packed(&mut seq, &chunk, start, &r);
             }
+            if let Some(&h) = hashes.get(i + TOUCH_AHEAD) {
+                seq.seen.touch(h);
+            }
             let res = self
-                .check_member(&mut seq, &chunk, start, &r)
+                .check_member(&mut seq, &chunk, start, &r, hashes.get(i).copied())
                 .and_then(|()| self.push_raw(&mut seq, &chunk, start, r));
             if let Err(e) = res {
                 let e = e.with_context(&self.ctx);
@@ -265,6 +304,7 @@ impl Decoder {
             }
         }
         self.seq_raws = raws;
+        self.seq_hashes = hashes;
         if seq.damaged.is_some() {
             seq.acc.take();
         }
@@ -447,6 +487,7 @@ impl Decoder {
         chunk: &Bytes,
         base: u64,
         r: &RawEl,
+        hashed: Option<u128>,
     ) -> Result<()> {
         let (member, what) = match (seq.kind, r) {
             (SeqKind::Set, RawEl::One(m)) => (*m, "set"),
@@ -470,8 +511,11 @@ impl Decoder {
             (SeqKind::StreamNodes(_), RawEl::Stream(id, _)) => (*id, "stream node"),
             _ => return Ok(()),
         };
-        let h = self.sref_hash(chunk, base, member)?;
-        let dup = if seq.seen.set.len() < self.config.dup_check_limit {
+        let h = match hashed {
+            Some(h) => h,
+            None => self.sref_hash(chunk, base, member)?,
+        };
+        let dup = if seq.seen.len() < self.config.dup_check_limit {
             !seq.seen.insert(h)
         } else {
             // past the limit: still checked against the members remembered
@@ -479,7 +523,7 @@ impl Decoder {
                 seq.seen.partial = true;
                 self.partial_checks += 1;
             }
-            seq.seen.set.contains(&h)
+            seq.seen.contains(h)
         };
         if dup {
             return Err(Error::new(

@@ -200,41 +200,258 @@ struct SeqState {
 
 /// Hashes of a collection's members (128-bit xxh3: a false duplicate is out of reach), up to
 /// a limit; past it the check goes on for the members already seen and is partial.
+///
+/// A value that announces up to [`SMALL_SEEN`] members gets a `HashSet`: cheap to make, and
+/// it stays in the caches. A bigger one gets a [`BigSeen`], whose lines the decoder loads
+/// ahead of the members' turn.
 #[derive(Debug, Default)]
 struct Seen {
-    set: std::collections::HashSet<u128, std::hash::BuildHasherDefault<U128Hasher>>,
+    small: std::collections::HashSet<u128, std::hash::BuildHasherDefault<U128Hasher>>,
+    big: BigSeen,
     partial: bool,
-    /// The members the value announces (up to the limit): the size the table jumps to once
-    /// its first allocation is full.
-    want: usize,
 }
 
-/// Members a duplicate table is first sized for (about 2.2 MiB): a count in a few bytes of
-/// input allocates no more than this until that many members have actually come.
-const SEEN_FIRST: usize = 1 << 16;
+/// The most members a value may announce and still get a `HashSet` (about 0.5 MiB).
+const SMALL_SEEN: usize = 1 << 14;
 
 impl Seen {
-    /// A table for a value that announces `n` members (up to the limit). It is sized for
-    /// `n` only after [`SEEN_FIRST`] members came, in one step: one rehash from a small table
-    /// instead of one per doubling, and no big old table beside the new one.
+    /// A table for a value that announces `n` members (up to the limit).
     fn with_capacity(n: usize) -> Self {
-        Self {
-            set: std::collections::HashSet::with_capacity_and_hasher(
-                n.min(SEEN_FIRST),
-                Default::default(),
-            ),
-            partial: false,
-            want: n,
+        if n > SMALL_SEEN {
+            Self {
+                big: BigSeen::with_capacity(n),
+                ..Self::default()
+            }
+        } else {
+            Self {
+                small: std::collections::HashSet::with_capacity_and_hasher(n, Default::default()),
+                ..Self::default()
+            }
+        }
+    }
+
+    /// Whether the table is too big for the caches: worth loading lines ahead.
+    fn is_big(&self) -> bool {
+        self.big.lines > 0
+    }
+
+    /// Hashes held.
+    fn len(&self) -> usize {
+        self.small.len() + self.big.len
+    }
+
+    /// Starts loading what [`insert`](Self::insert) or [`contains`](Self::contains) of `h`
+    /// will read.
+    fn touch(&self, h: u128) {
+        self.big.touch(h);
+    }
+
+    /// Whether `h` was added.
+    fn contains(&self, h: u128) -> bool {
+        if self.is_big() {
+            self.big.contains(h)
+        } else {
+            self.small.contains(&h)
         }
     }
 
     /// Adds a member's hash; false when it was there already.
     fn insert(&mut self, h: u128) -> bool {
-        if self.set.len() == self.set.capacity() && self.want > self.set.len() {
-            self.set.reserve(self.want - self.set.len());
+        if self.is_big() {
+            self.big.insert(h)
+        } else {
+            self.small.insert(h)
         }
-        self.set.insert(h)
     }
+}
+
+/// The duplicate table of a big collection, far bigger than the caches, so that each member
+/// costs a cache miss. An open-addressing table rather than a `HashSet`: a member's hash and
+/// its probe live in one cache line (a `HashSet` reads a control byte and a slot in two), and
+/// the decoder [`touch`](Self::touch)es the lines of a batch's coming members ahead of their
+/// turn, so the misses overlap instead of coming one after another.
+#[derive(Default)]
+struct BigSeen {
+    /// Slots four to a cache line, from `skew` on; 0 marks an empty slot (the hash 0 is
+    /// `zero`). Allocated zeroed, so fresh pages cost nothing until a member lands on them.
+    slots: Vec<u128>,
+    /// Slots before the first one aligned to a cache line.
+    skew: usize,
+    /// Lines, a power of two (0 for no table).
+    lines: usize,
+    /// A bit a line: some hash went on past it, full, to a later line. A search that meets a
+    /// full line without it stops there: what it looks for would have been put in that line.
+    passed: Vec<u64>,
+    /// Hashes held, `zero` included.
+    len: usize,
+    /// Whether the hash 0 was added.
+    zero: bool,
+    /// The members the value announces (up to the limit): the size the table jumps to once
+    /// its first allocation is full.
+    want: usize,
+}
+
+impl std::fmt::Debug for BigSeen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BigSeen")
+            .field("len", &self.len)
+            .field("slots", &(self.lines * LINE))
+            .finish()
+    }
+}
+
+/// Members a duplicate table is first sized for (2 MiB): a count in a few bytes of input
+/// allocates no more than this until that many members have actually come.
+const SEEN_FIRST: usize = 1 << 16;
+
+/// Slots in a cache line.
+const LINE: usize = 4;
+
+impl BigSeen {
+    /// A table for a value that announces `n` members (up to the limit). It is sized for
+    /// `n` only after [`SEEN_FIRST`] members came, in one step: one rehash from a small table
+    /// instead of one per doubling, and no big old table beside the new one.
+    fn with_capacity(n: usize) -> Self {
+        let mut s = Self {
+            want: n,
+            ..Self::default()
+        };
+        s.resize(n.min(SEEN_FIRST));
+        s
+    }
+
+    /// Hashes the table holds before it must grow: seven eighths of its slots.
+    fn capacity(&self) -> usize {
+        self.lines * LINE / 8 * 7
+    }
+
+    /// Reallocates for `n` hashes and puts back those held.
+    fn resize(&mut self, n: usize) {
+        let lines = (n.max(1) * 8).div_ceil(7 * LINE).next_power_of_two().max(2);
+        // room to start at a cache line's edge whatever the allocator's alignment
+        let old = std::mem::replace(&mut self.slots, vec![0; lines * LINE + LINE - 1]);
+        let old_start = self.skew;
+        let old_end = self.skew + self.lines * LINE;
+        self.skew = (self.slots.as_ptr() as usize).wrapping_neg() % 64 / 16;
+        self.lines = lines;
+        self.passed = vec![0; lines.div_ceil(64)];
+        for &h in old.get(old_start..old_end).unwrap_or(&[]) {
+            if h != 0 {
+                self.put(h);
+            }
+        }
+    }
+
+    /// The slots of line `i`.
+    fn line(&self, i: usize) -> &[u128; LINE] {
+        let at = self.skew + i * LINE;
+        self.slots[at..]
+            .first_chunk()
+            .expect("the slots hold every line whole")
+    }
+
+    fn home(&self, h: u128) -> usize {
+        // the hashes are uniform: their high bits pick the line
+        ((h >> 64) as usize) & (self.lines.wrapping_sub(1))
+    }
+
+    /// Starts loading the line where `h` would be, so that a later [`insert`](Self::insert)
+    /// or [`contains`](Self::contains) of it finds the line in the cache.
+    fn touch(&self, h: u128) {
+        if self.lines > 0 {
+            let home = self.home(h);
+            prefetch(self.line(home));
+            // near the limit's load the search often goes on to the next line
+            prefetch(self.line(self.next(home, 1)));
+        }
+    }
+
+    /// The line after `line` in the probe of a hash, at its `step`-th step: lines i(i+1)/2
+    /// on from the home line, which visits every line of a power-of-two table without the
+    /// long runs of full lines that probing line after line builds up at the limit's load.
+    fn next(&self, line: usize, step: usize) -> usize {
+        (line + step) & (self.lines - 1)
+    }
+
+    /// Whether `h` was added.
+    fn contains(&self, h: u128) -> bool {
+        if h == 0 {
+            return self.zero;
+        }
+        if self.lines == 0 {
+            return false;
+        }
+        let mut line = self.home(h);
+        for step in 1.. {
+            for &s in self.line(line) {
+                if s == h {
+                    return true;
+                }
+                if s == 0 {
+                    return false;
+                }
+            }
+            if self.passed[line / 64] & (1 << (line % 64)) == 0 {
+                return false;
+            }
+            line = self.next(line, step);
+        }
+        false
+    }
+
+    /// Puts `h` (not 0) in the first slot free along its probe, or finds it there already
+    /// (false).
+    fn put(&mut self, h: u128) -> bool {
+        let mut line = self.home(h);
+        for step in 1.. {
+            let at = self.skew + line * LINE;
+            for slot in &mut self.slots[at..at + LINE] {
+                if *slot == h {
+                    return false;
+                }
+                if *slot == 0 {
+                    *slot = h;
+                    return true;
+                }
+            }
+            self.passed[line / 64] |= 1 << (line % 64);
+            line = self.next(line, step);
+        }
+        false
+    }
+
+    /// Adds a member's hash; false when it was there already.
+    fn insert(&mut self, h: u128) -> bool {
+        if h == 0 {
+            let new = !self.zero;
+            self.zero = true;
+            self.len += usize::from(new);
+            return new;
+        }
+        if self.len >= self.capacity() {
+            // to what the value announced, or double when more came than it said
+            self.resize(self.want.max(self.len * 2));
+        }
+        let new = self.put(h);
+        self.len += usize::from(new);
+        new
+    }
+}
+
+/// Asks the CPU to bring the cache line at `line` in without waiting for it.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn prefetch(line: &[u128; LINE]) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: a prefetch is only a hint: it reads nothing the program sees and cannot fault,
+    // and the pointer comes from a live slice anyway.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast::<i8>()) }
+}
+
+/// Elsewhere a plain read: it still lets some of a batch's misses overlap.
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch(line: &[u128; LINE]) {
+    std::hint::black_box(line[0]);
 }
 
 /// The members' hashes are uniform already: use their low bits as they are.
@@ -352,6 +569,8 @@ pub struct Decoder {
     expect: &'static str,
     /// Reused list of elements parsed in one step of a collection.
     seq_raws: Vec<RawEl>,
+    /// The members' hashes of a batch of elements bound for a big duplicate table.
+    seq_hashes: Vec<u128>,
     /// Reused list of the elements of a blob.
     blob_raws: std::cell::Cell<BlobScratch>,
     /// Reused list of key records decoded together.
@@ -417,6 +636,7 @@ impl Decoder {
             ctx: Context::default(),
             expect: "header",
             seq_raws: Vec::new(),
+            seq_hashes: Vec::new(),
             blob_raws: std::cell::Cell::new(BlobScratch::default()),
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
@@ -1742,4 +1962,88 @@ fn array_elem(c: &mut Cur<'_>) -> P<RawEl> {
         tag => return c.bad(array_corrupt(format!("unknown element tag {tag}")), at),
     };
     Ok(RawEl::Array(index, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BigSeen, SMALL_SEEN, Seen};
+
+    /// Distinct, evenly spread 128-bit values (splitmix64 twice).
+    fn values(n: usize, seed: u64) -> Vec<u128> {
+        let mut x = seed;
+        let mut next = move || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        (0..n)
+            .map(|_| (u128::from(next()) << 64) | u128::from(next()))
+            .collect()
+    }
+
+    #[test]
+    fn a_big_table_finds_every_duplicate_up_to_its_load_and_nothing_else() {
+        let n = 200_000;
+        let mut t = BigSeen::with_capacity(n);
+        let vs = values(n, 1);
+        for &v in &vs {
+            assert!(t.insert(v), "{v:x} taken for a duplicate");
+        }
+        // it grew once, from its first size to the announced one, and is at its load limit
+        assert_eq!(t.len, n);
+        assert!(t.capacity() >= n && t.capacity() < 2 * n);
+        for &v in vs.iter().step_by(7) {
+            assert!(!t.insert(v) && t.contains(v), "{v:x} not found again");
+        }
+        for v in values(50_000, 2) {
+            assert!(!t.contains(v), "{v:x} found but never added");
+        }
+        assert_eq!(t.len, n);
+    }
+
+    #[test]
+    fn hashes_sharing_a_home_line_are_all_found_past_full_lines() {
+        // every value has the same high bits: one home line, long probes through full lines
+        let mut t = BigSeen::with_capacity(1 << 12);
+        let vs: Vec<u128> = values(3_000, 3)
+            .into_iter()
+            .map(|v| (v & u128::from(u64::MAX)) | (5 << 64))
+            .collect();
+        for &v in &vs {
+            assert!(t.insert(v));
+        }
+        for &v in &vs {
+            assert!(t.contains(v) && !t.insert(v));
+        }
+        for v in values(3_000, 4) {
+            let v = (v & u128::from(u64::MAX)) | (5 << 64);
+            assert!(!t.contains(v));
+        }
+    }
+
+    #[test]
+    fn the_hash_zero_is_a_member_like_any_other() {
+        for n in [10, SMALL_SEEN + 1] {
+            let mut s = Seen::with_capacity(n);
+            assert!(!s.contains(0));
+            assert!(s.insert(0));
+            assert!(s.contains(0) && !s.insert(0));
+            assert!(s.insert(1) && !s.insert(1));
+            assert_eq!(s.len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_value_that_brings_more_members_than_it_announced_grows_its_table() {
+        let mut s = Seen::with_capacity(SMALL_SEEN + 1);
+        assert!(s.is_big());
+        let vs = values(300_000, 5);
+        for &v in &vs {
+            assert!(s.insert(v));
+        }
+        assert!(vs.iter().all(|&v| s.contains(v)));
+        assert_eq!(s.len(), vs.len());
+    }
 }
