@@ -59,22 +59,15 @@ impl ReadAhead {
         let (tx, rx) = sync_channel(2);
         std::thread::spawn(move || {
             loop {
-                let mut block = vec![0u8; room + block_size];
-                let mut n = room;
-                let result = loop {
-                    match inner.read(&mut block[n..]) {
-                        Ok(0) => break Ok(()),
-                        Ok(k) => {
-                            n += k;
-                            if n == block.len() {
-                                break Ok(());
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
-                block.truncate(n);
+                // the room is zeroed, the block is read into spare capacity (not zeroed first)
+                let mut block = vec![0u8; room];
+                block.reserve_exact(block_size);
+                // (read_to_end goes on after an interrupted read by itself)
+                let result = (&mut inner)
+                    .take(block_size as u64)
+                    .read_to_end(&mut block)
+                    .map(drop);
+                let n = block.len();
                 let last = n < room + block_size;
                 let msg = match result {
                     Ok(()) => Ok(block),
