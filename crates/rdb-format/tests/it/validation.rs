@@ -259,6 +259,53 @@ fn a_big_collections_duplicate_is_found_in_the_big_table() {
 }
 
 #[test]
+fn in_a_big_collection_the_first_of_a_duplicate_and_a_bad_lzf_member_is_reported() {
+    // 20,000 members: a table loaded ahead, whose members are hashed a batch at a time before
+    // their turn; a duplicate and a member whose LZF does not decompress, three apart, in
+    // either order
+    let n = 20_000u64;
+    let bad_lzf = |v: &mut Vec<u8>| {
+        // 0xC3: LZF, 2 bytes that say "a literal run of 2" but hold 1, for 10 bytes
+        v.push(0xC3);
+        len(2, v);
+        len(10, v);
+        v.extend_from_slice(&[0x01, b'a']);
+    };
+    for (dup_at, lzf_at) in [(10_000u64, 10_003u64), (10_003, 10_000)] {
+        let mut v = Vec::new();
+        len(n, &mut v);
+        let mut offsets = (0, 0);
+        for i in 0..n {
+            if i == dup_at {
+                offsets.0 = v.len();
+                string(b"member:17", &mut v);
+            } else if i == lzf_at {
+                offsets.1 = v.len();
+                bad_lzf(&mut v);
+            } else {
+                string(format!("member:{i}").as_bytes(), &mut v);
+            }
+        }
+        let f = one_key(2, &v);
+        let value_at = 12;
+        for c in [Config::default(), checked()] {
+            let e = decode(&f, c).unwrap_err();
+            if dup_at < lzf_at {
+                assert!(
+                    e.to_string().contains("duplicate member \"member:17\""),
+                    "{e}"
+                );
+                assert_eq!(e.offset(), (value_at + offsets.0 + 1) as u64, "{e}");
+            } else {
+                assert!(matches!(e.kind(), ErrorKind::Lzf { expected: 10 }), "{e}");
+                // at the compressed bytes, after the encoding byte and the two lengths
+                assert_eq!(e.offset(), (value_at + offsets.1 + 3) as u64, "{e}");
+            }
+        }
+    }
+}
+
+#[test]
 fn errors_inside_lzf_blobs_point_at_the_blob() {
     // a listpack whose count lies, long enough to be LZF-compressed
     let mut lp = listpack(&[&[b'x'; 40], &[b'y'; 40]]);
