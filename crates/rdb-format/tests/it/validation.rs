@@ -218,23 +218,37 @@ fn big_collections_are_checked_within_the_limit() {
     assert_eq!(ok.partial_checks(), 0);
 }
 
+/// A set's body of `n` members, `member:{i}` unless `special` writes the `i`-th itself (and
+/// says so); and where the special ones start, in order.
+fn set_body(n: u64, mut special: impl FnMut(u64, &mut Vec<u8>) -> bool) -> (Vec<u8>, Vec<usize>) {
+    let mut v = Vec::new();
+    len(n, &mut v);
+    let mut offsets = Vec::new();
+    for i in 0..n {
+        let at = v.len();
+        if special(i, &mut v) {
+            offsets.push(at);
+        } else {
+            string(format!("member:{i}").as_bytes(), &mut v);
+        }
+    }
+    (v, offsets)
+}
+
 #[test]
 fn a_big_collections_duplicate_is_found_in_the_big_table() {
     // 300,000 members: past the first table, into the one sized for all of them; the
     // duplicate of a member from before the move, and one from after it
     let n = 300_000u64;
     for (again, at) in [(17u64, 299_999u64), (250_000, 299_999), (5, 150_000)] {
-        let mut v = Vec::new();
-        len(n, &mut v);
-        let mut offset = 0;
-        for i in 0..n {
-            if i == at {
-                offset = v.len();
-                string(format!("member:{again}").as_bytes(), &mut v);
-            } else {
-                string(format!("member:{i}").as_bytes(), &mut v);
+        let (v, offsets) = set_body(n, |i, v| {
+            let special = i == at;
+            if special {
+                string(format!("member:{again}").as_bytes(), v);
             }
-        }
+            special
+        });
+        let offset = offsets[0];
         let f = one_key(2, &v);
         // the value starts after the header (9 bytes), the type and the key "k"
         let value_at = 12;
@@ -272,20 +286,20 @@ fn in_a_big_collection_the_first_of_a_duplicate_and_a_bad_lzf_member_is_reported
         v.extend_from_slice(&[0x01, b'a']);
     };
     for (dup_at, lzf_at) in [(10_000u64, 10_003u64), (10_003, 10_000)] {
-        let mut v = Vec::new();
-        len(n, &mut v);
-        let mut offsets = (0, 0);
-        for i in 0..n {
+        let (v, offsets) = set_body(n, |i, v| {
             if i == dup_at {
-                offsets.0 = v.len();
-                string(b"member:17", &mut v);
+                string(b"member:17", v);
             } else if i == lzf_at {
-                offsets.1 = v.len();
-                bad_lzf(&mut v);
-            } else {
-                string(format!("member:{i}").as_bytes(), &mut v);
+                bad_lzf(v);
             }
-        }
+            i == dup_at || i == lzf_at
+        });
+        // the offsets of the two, in file order
+        let (dup_offset, lzf_offset) = if dup_at < lzf_at {
+            (offsets[0], offsets[1])
+        } else {
+            (offsets[1], offsets[0])
+        };
         let f = one_key(2, &v);
         let value_at = 12;
         for c in [Config::default(), checked()] {
@@ -295,11 +309,11 @@ fn in_a_big_collection_the_first_of_a_duplicate_and_a_bad_lzf_member_is_reported
                     e.to_string().contains("duplicate member \"member:17\""),
                     "{e}"
                 );
-                assert_eq!(e.offset(), (value_at + offsets.0 + 1) as u64, "{e}");
+                assert_eq!(e.offset(), (value_at + dup_offset + 1) as u64, "{e}");
             } else {
                 assert!(matches!(e.kind(), ErrorKind::Lzf { expected: 10 }), "{e}");
                 // at the compressed bytes, after the encoding byte and the two lengths
-                assert_eq!(e.offset(), (value_at + offsets.1 + 3) as u64, "{e}");
+                assert_eq!(e.offset(), (value_at + lzf_offset + 3) as u64, "{e}");
             }
         }
     }
