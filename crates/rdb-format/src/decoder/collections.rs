@@ -190,6 +190,7 @@ fn member_of(kind: SeqKind, r: &RawEl) -> Option<SRef> {
         | (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Ttl(_, f, _)) => {
             Some(*f)
         }
+        // a node's master ID is its key in the stream's radix tree
         (SeqKind::StreamNodes(_), RawEl::Stream(id, _)) => Some(*id),
         _ => None,
     }
@@ -489,27 +490,25 @@ impl Decoder {
         r: &RawEl,
         hashed: Option<u128>,
     ) -> Result<()> {
-        let (member, what) = match (seq.kind, r) {
-            (SeqKind::Set, RawEl::One(m)) => (*m, "set"),
-            (SeqKind::Zset1 | SeqKind::Zset2, RawEl::Scored(m, score)) => {
-                if score.is_nan() {
-                    return Err(Error::new(
-                        ErrorKind::Corrupt {
-                            what: "sorted set",
-                            why: "NaN score".into(),
-                        },
-                        base + sref_at(*m) as u64,
-                    ));
-                }
-                (*m, "sorted set")
+        if let RawEl::Scored(m, score) = r {
+            if score.is_nan() {
+                return Err(Error::new(
+                    ErrorKind::Corrupt {
+                        what: "sorted set",
+                        why: "NaN score".into(),
+                    },
+                    base + sref_at(*m) as u64,
+                ));
             }
-            (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Two(f, _))
-            | (SeqKind::Hash | SeqKind::HashTtl(_) | SeqKind::ValkeyHash2, RawEl::Ttl(_, f, _)) => {
-                (*f, "hash")
-            }
-            // a node's master ID is its key in the stream's radix tree
-            (SeqKind::StreamNodes(_), RawEl::Stream(id, _)) => (*id, "stream node"),
-            _ => return Ok(()),
+        }
+        let Some(member) = member_of(seq.kind, r) else {
+            return Ok(());
+        };
+        let what = match seq.kind {
+            SeqKind::Set => "set",
+            SeqKind::Zset1 | SeqKind::Zset2 => "sorted set",
+            SeqKind::StreamNodes(_) => "stream node",
+            _ => "hash",
         };
         let h = match hashed {
             Some(h) => h,

@@ -230,7 +230,7 @@ impl Seen {
         }
     }
 
-    /// Whether the table is too big for the caches: worth loading lines ahead.
+    /// Whether this is a [`BigSeen`], too big for the caches: worth loading lines ahead.
     fn is_big(&self) -> bool {
         self.big.lines > 0
     }
@@ -704,7 +704,7 @@ impl Decoder {
     }
 
     /// How many keys so far announced more members than a first duplicate table holds
-    /// ([`SEEN_FIRST`]): each one's check holds a table of up to 17 MiB while it is decoded.
+    /// ([`SEEN_FIRST`]): each one's check holds a table of up to 16 MiB while it is decoded.
     /// A walker counts them too, though it checks nothing.
     pub(crate) fn big_tables(&self) -> u64 {
         self.big_tables.get()
