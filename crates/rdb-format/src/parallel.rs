@@ -359,7 +359,10 @@ impl Pipeline {
         out: mpsc::Sender<(u64, Msg<T>)>,
     ) {
         let len = file.metadata().map_or(u64::MAX, |m| m.len());
-        let hold = (self.threads as u64 + 1).min(window).min(6);
+        // batches whose bytes the walker hands over rather than have their worker read them
+        // again (each keeps at most a 3 MiB block of the walker's alive; a re-read costs the
+        // kernel's copy a second time)
+        let hold = window.min(8);
         let mut dec = Decoder::walker(self.config);
         dec.walker_run(self.batch.min(1 << 20) as usize);
         // what was read from `held_from` on, kept for the workers; `buf`: its unread part
