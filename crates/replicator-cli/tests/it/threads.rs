@@ -8,7 +8,10 @@ use std::path::Path;
 use crate::replicator;
 
 /// Exit code, stdout and stderr of a run.
-fn run(path: &Path, args: &[&str], threads: &str, batch: &str) -> (Option<i32>, Vec<u8>, String) {
+type Run = (Option<i32>, Vec<u8>, String);
+
+/// Runs `args` on `path` with `threads` and batches of `batch` bytes.
+fn run(path: &Path, args: &[&str], threads: &str, batch: &str) -> Run {
     let mut a = args.to_vec();
     let file = path.to_str().unwrap();
     a.insert(1, file);
@@ -19,6 +22,21 @@ fn run(path: &Path, args: &[&str], threads: &str, batch: &str) -> (Option<i32>, 
         o.stdout,
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// Fails unless the run at `threads` gave what the run on one thread gave.
+fn assert_same(got: &Run, want: &Run, what: &str, threads: &str, batch: &str) {
+    assert!(
+        got == want,
+        "{what} at {threads} threads, batches of {batch}: exit {:?} vs {:?}\nstderr: {}\nvs {}\n\
+         stdout {} vs {} bytes",
+        got.0,
+        want.0,
+        got.2,
+        want.2,
+        got.1.len(),
+        want.1.len()
+    );
 }
 
 #[test]
@@ -42,18 +60,8 @@ fn every_file_gives_the_same_bytes_at_any_thread_count() {
             }
             for (threads, batch) in [("2", "1"), ("8", "1"), ("2", "524288")] {
                 let got = run(path, cmd, threads, batch);
-                assert!(
-                    got == want,
-                    "{} {cmd:?} at {threads} threads, batches of {batch}: exit {:?} vs {:?}\n\
-                     stderr: {}\nvs {}\nstdout {} vs {} bytes",
-                    path.display(),
-                    got.0,
-                    want.0,
-                    got.2,
-                    want.2,
-                    got.1.len(),
-                    want.1.len()
-                );
+                let what = format!("{} {cmd:?}", path.display());
+                assert_same(&got, &want, &what, threads, batch);
                 compared += 1;
             }
         }
@@ -61,4 +69,94 @@ fn every_file_gives_the_same_bytes_at_any_thread_count() {
     // the refused files were compared too: the same first error
     assert!(failed > 20, "only {failed} failing runs");
     eprintln!("{compared} runs compared over {} files", files.len());
+}
+
+/// An RDB string of fewer than 64 bytes.
+fn short_string(out: &mut Vec<u8>, s: &[u8]) {
+    assert!(s.len() < 64);
+    out.push(s.len() as u8);
+    out.extend_from_slice(s);
+}
+
+/// An RDB 9 file: strings in db 0, then in db 2 a hash of `fields` fields (the decoder hands
+/// it out in chunks past 8,192), more strings in db 2 and one in db 0 again. `dup_at`: the
+/// field at that place repeats the first one. Returns the file and where the hash's value
+/// starts and ends.
+fn file_with_a_big_hash(fields: usize, dup_at: Option<usize>) -> (Vec<u8>, usize, usize) {
+    let mut f = b"REDIS0009".to_vec();
+    let strings = |f: &mut Vec<u8>, prefix: &str, n: usize| {
+        for i in 0..n {
+            f.push(0); // a string key
+            short_string(f, format!("{prefix}:{i}").as_bytes());
+            short_string(f, format!("value {i} of {prefix}").as_bytes());
+        }
+    };
+    f.extend([0xFE, 0]);
+    strings(&mut f, "before", 300);
+    f.extend([0xFE, 2]);
+    strings(&mut f, "db2", 10);
+    f.push(4); // a hash of plain strings
+    short_string(&mut f, b"big:hash");
+    let start = f.len();
+    f.push(0x80);
+    f.extend((fields as u32).to_be_bytes());
+    for i in 0..fields {
+        let field = if dup_at == Some(i) { 0 } else { i };
+        short_string(&mut f, format!("field-{field}").as_bytes());
+        short_string(&mut f, format!("value \"{i}\"").as_bytes());
+    }
+    let end = f.len();
+    strings(&mut f, "after", 300);
+    f.extend([0xFE, 0]);
+    strings(&mut f, "last", 1);
+    f.push(0xFF);
+    f.extend([0; 8]); // checksum disabled
+    (f, start, end)
+}
+
+#[test]
+fn a_big_key_gives_the_same_bytes_at_any_thread_count_whole_cut_or_bad() {
+    // the caller's thread prints a big key as a worker decodes it: what the worker printed
+    // before it, the SELECTs around it, the keys counted, and an error inside it must come out
+    // as one printer has them
+    let dir = test_support::temp_dir("threads-big-key");
+    let (whole, start, end) = file_with_a_big_hash(20_000, None);
+    let (dup, ..) = file_with_a_big_hash(20_000, Some(13_000));
+    let cut = whole[..start + (end - start) * 2 / 3].to_vec();
+    let files = [
+        ("whole", whole, true),
+        ("dup", dup, false),
+        ("cut", cut, false),
+    ];
+    let commands: [&[&str]; 7] = [
+        &["check"],
+        &["dump", "--format", "jsonl", "--all"],
+        &["dump", "--format", "resp"],
+        &["dump", "--format", "resp", "--db", "2"],
+        &["dump", "--format", "keys"],
+        &["dump", "--format", "count"],
+        &["dump", "--format", "count", "--type", "string"],
+    ];
+    for (name, bytes, ok) in files {
+        let path = dir.join(format!("{name}.rdb"));
+        std::fs::write(&path, bytes).unwrap();
+        for cmd in commands {
+            let want = run(&path, cmd, "1", "524288");
+            assert_eq!(want.0 == Some(0), ok, "{name} {cmd:?}: {}", want.2);
+            if cmd[0] == "dump" && cmd[2] == "jsonl" {
+                let text = String::from_utf8_lossy(&want.1);
+                // the big key's start is printed, whole or not
+                assert!(
+                    text.contains("\"field-12000\":\"value \\\"12000\\\"\""),
+                    "{name}"
+                );
+                assert_eq!(text.contains("\"after:0\""), ok, "{name}");
+            }
+            for (threads, batch) in [("2", "1"), ("2", "524288"), ("8", "4096")] {
+                let got = run(&path, cmd, threads, batch);
+                assert_same(&got, &want, &format!("{name} {cmd:?}"), threads, batch);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

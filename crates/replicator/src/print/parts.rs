@@ -7,8 +7,9 @@ use std::io::Write;
 use std::ops::{ControlFlow, Range};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Mutex;
 
-use rdb_format::{Part, Pipeline};
+use rdb_format::{Item, Part, Pipeline};
 
 use super::{Count, Jsonl, Keys, LeftOut, Printer, Resp, RespSettings, Sink};
 use crate::error::{Error, Result};
@@ -36,8 +37,8 @@ impl PartWriter {
         Self(Rc::new(RefCell::new(Target::Output(w))))
     }
 
-    fn buffer() -> Self {
-        Self(Rc::new(RefCell::new(Target::Buffer(Vec::new()))))
+    fn buffer(pool: &Pool) -> Self {
+        Self(Rc::new(RefCell::new(Target::Buffer(pool.get()))))
     }
 
     /// Bytes a buffer holds.
@@ -48,11 +49,42 @@ impl PartWriter {
         }
     }
 
-    /// What a buffer holds, taken out of it.
-    fn take(&self) -> Vec<u8> {
+    /// What a buffer holds, taken out of it; the writer goes on in a buffer from `refill`
+    /// (or in an empty one).
+    fn take(&self, refill: Option<&Pool>) -> Vec<u8> {
         match &mut *self.0.borrow_mut() {
-            Target::Buffer(b) => std::mem::take(b),
+            Target::Buffer(b) => std::mem::replace(b, refill.map_or_else(Vec::new, Pool::get)),
             Target::Output(_) => Vec::new(),
+        }
+    }
+}
+
+/// Buffers the workers print into, given back once their bytes are written: a worker's part
+/// neither grows its buffer from nothing (copying it at each doubling) nor allocates a fresh
+/// one that the kernel has to fault in.
+#[derive(Default)]
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    /// Buffers kept at most (more are in flight only while many parts wait for their turn).
+    const KEEP: usize = 16;
+
+    /// An empty buffer that holds a part without growing.
+    fn get(&self) -> Vec<u8> {
+        let got = self.0.lock().ok().and_then(|mut p| p.pop());
+        got.unwrap_or_else(|| Vec::with_capacity(SPILL + (SPILL >> 2)))
+    }
+
+    /// Takes `b` back, unless it grew past what a part usually needs (a big record's).
+    fn put(&self, mut b: Vec<u8>) {
+        if b.capacity() > 4 * SPILL {
+            return;
+        }
+        b.clear();
+        if let Ok(mut p) = self.0.lock() {
+            if p.len() < Self::KEEP {
+                p.push(b);
+            }
         }
     }
 }
@@ -180,10 +212,15 @@ impl PrintParts for Resp<PartWriter> {
 }
 
 /// What a worker made of (a part of) a batch.
+#[derive(Default)]
 struct Printed {
     bytes: Vec<u8>,
-    /// For the first part of a batch: the batch's first `SELECT`, where it lies in `bytes`.
+    /// For the first part of a printer's output: its first `SELECT`, where it lies in `bytes`.
     first: Option<Option<(u64, Range<u64>)>>,
+    /// When `bytes` end a printer's output within the batch (before a big key): its summary.
+    summary: Option<PartSummary>,
+    /// Items for the caller's printer to print after `bytes` (a big key's).
+    items: Vec<Item>,
     /// For the last part: what the batch ended with.
     last: Option<Last>,
 }
@@ -199,6 +236,9 @@ struct Last {
 
 /// A worker hands its output over past this many bytes.
 const SPILL: usize = 512 << 10;
+
+/// A worker hands a big key's chunks to the caller's thread this many at a time.
+const CHUNKS_HANDED: usize = 4;
 
 /// How [`print_parallel`] ended.
 #[derive(Debug)]
@@ -260,17 +300,30 @@ pub fn print_parallel<S: PrintParts>(
         main.all(a);
     }
     let (filter_ref, settings_ref) = (&filter, &settings);
-    let work = |batch: &mut rdb_format::Batch<'_>, hand: &mut dyn FnMut(Printed)| -> Printed {
-        let w = PartWriter::buffer();
+    let pool = Pool::default();
+    let pool = &pool;
+    // a printer for a part of a batch that starts in db `db`
+    let fresh = |w: &PartWriter, header: Item, db: u64| -> (Printer<S>, Option<Error>) {
         let mut p = Printer::new(S::for_part(settings_ref, w.clone()));
         p.filter(filter_ref.clone());
         if let Some(a) = all {
             p.all(a);
         }
         // the header first, as the printer of the whole file had it
-        let mut error = p.item(batch.header()).err();
-        p.sink_mut().part_start(batch.db());
+        let error = p.item(header).err();
+        p.sink_mut().part_start(db);
+        (p, error)
+    };
+    let work = |batch: &mut rdb_format::Batch<'_>, hand: &mut dyn FnMut(Printed)| -> Printed {
+        let w = PartWriter::buffer(pool);
+        let (mut p, mut error) = fresh(&w, batch.header(), batch.db());
         let mut first = true;
+        // keys printed by the batch's printers before `p`
+        let mut keys = 0;
+        // in a big key (one that comes in chunks), whose items go to the caller's printer,
+        // a few at a time (each hand-over may wake a thread)
+        let mut big = false;
+        let mut pending = Vec::new();
         // string keys as borrowed records; the visitor stops where a part is to be handed over
         let value = !batch.skips_values();
         while error.is_none() {
@@ -288,6 +341,38 @@ pub fn print_parallel<S: PrintParts>(
             });
             match got {
                 _ if error.is_some() => break,
+                // A big key is printed by the caller's thread as this one decodes it: its
+                // rendering is no longer on this worker alone while the others wait for it.
+                // What this printer wrote before goes first, with its summary, as a batch's
+                // end would; a new printer goes on after the key.
+                Some(Ok(Item::KeyStart(head))) if !big => {
+                    if let Err(e) = p.flush() {
+                        error = Some(e);
+                        break;
+                    }
+                    let summary = p.sink().summary();
+                    let db = head.db;
+                    hand(Printed {
+                        bytes: w.take(Some(pool)),
+                        first: first.then(|| summary.first_select.clone()),
+                        summary: Some(summary),
+                        items: vec![Item::KeyStart(head)],
+                        last: None,
+                    });
+                    keys += p.keys();
+                    (p, error) = fresh(&w, batch.header(), db);
+                    (first, big) = (true, true);
+                }
+                Some(Ok(item)) if big => {
+                    big = !matches!(item, Item::KeyEnd);
+                    pending.push(item);
+                    if !big || pending.len() >= CHUNKS_HANDED {
+                        hand(Printed {
+                            items: std::mem::take(&mut pending),
+                            ..Printed::default()
+                        });
+                    }
+                }
                 Some(item) => {
                     if let Err(e) = item.map_err(Error::from).and_then(|i| p.item(i)) {
                         error = Some(e);
@@ -299,23 +384,32 @@ pub fn print_parallel<S: PrintParts>(
             }
             if w.len() >= SPILL {
                 hand(Printed {
-                    bytes: w.take(),
+                    bytes: w.take(Some(pool)),
                     first: first.then(|| p.sink().summary().first_select),
-                    last: None,
+                    ..Printed::default()
                 });
                 first = false;
             }
+        }
+        if !pending.is_empty() {
+            // a big key's chunks before its error
+            hand(Printed {
+                items: pending,
+                ..Printed::default()
+            });
         }
         if let Err(e) = p.flush() {
             error.get_or_insert(e);
         }
         let summary = p.sink().summary();
         Printed {
-            bytes: w.take(),
+            bytes: w.take(None),
             first: first.then(|| summary.first_select.clone()),
+            summary: None,
+            items: Vec::new(),
             last: Some(Last {
                 summary,
-                keys: p.keys(),
+                keys: keys + p.keys(),
                 end: batch.end(),
                 partial: batch.partial_checks(),
                 error,
@@ -333,7 +427,7 @@ pub fn print_parallel<S: PrintParts>(
                     partial += last.partial;
                     progress(keys + main.keys(), last.end);
                 }
-                join(&mut main, out, printed)
+                join(&mut main, out, printed, pool)
             }
         };
         match step {
@@ -357,7 +451,12 @@ pub fn print_parallel<S: PrintParts>(
 
 /// Writes a worker's part to the output after what the main printer buffered, without a
 /// `SELECT` the output does not need, and takes in its batch's summary at its end.
-fn join<S: PrintParts>(main: &mut Printer<S>, out: &PartWriter, part: Printed) -> Result<()> {
+fn join<S: PrintParts>(
+    main: &mut Printer<S>,
+    out: &PartWriter,
+    mut part: Printed,
+    pool: &Pool,
+) -> Result<()> {
     main.flush()?;
     let bytes = &part.bytes[..];
     let mut w = out.clone();
@@ -368,6 +467,13 @@ fn join<S: PrintParts>(main: &mut Printer<S>, out: &PartWriter, part: Printed) -
             w.write_all(&bytes[r.end as usize..])?;
         }
         _ => w.write_all(bytes)?,
+    }
+    pool.put(std::mem::take(&mut part.bytes));
+    if let Some(s) = &part.summary {
+        main.sink_mut().join(s);
+    }
+    for item in part.items {
+        main.item(item)?;
     }
     let Some(last) = part.last else {
         return Ok(());
