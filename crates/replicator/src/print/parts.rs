@@ -67,7 +67,7 @@ struct Pool(Mutex<Vec<Vec<u8>>>);
 
 impl Pool {
     /// Buffers kept at most (more are in flight only while many parts wait for their turn).
-    const KEEP: usize = 16;
+    const KEEP: usize = 8;
 
     /// An empty buffer that holds a part without growing.
     fn get(&self) -> Vec<u8> {
