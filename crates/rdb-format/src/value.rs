@@ -901,7 +901,8 @@ pub enum Item {
     Chunk(Chunk),
     /// End of a chunked key.
     KeyEnd,
-    /// A key whose value was checked but not built ([`Config::skip_values`](crate::Config::skip_values)).
+    /// A key whose value was read to its end and checked but not built
+    /// ([`Config::skip_values`](crate::Config::skip_values)).
     KeyChecked(KeyHead),
     /// A key skipped because its value was damaged (only with [`Recovery::Skip`](crate::Recovery::Skip)).
     Skipped {

@@ -587,6 +587,10 @@ pub struct Decoder {
     walk: bool,
     /// A walker's runs of records skipped at once end past this many bytes.
     walk_run: usize,
+    /// A big string being checked without its value ([`Config::skip_values`]): its
+    /// [`Item::KeyChecked`] comes once it was read to its end, as every other key's does, so
+    /// that a record boundary follows that item.
+    checked_string: Option<Box<KeyHead>>,
     /// Keep the checksum (off for a decoder resumed inside a file).
     sum: bool,
     /// A [`decode_with`](Self::decode_with) visitor asked to stop.
@@ -644,6 +648,7 @@ impl Decoder {
             big_tables: std::cell::Cell::new(0),
             walk: false,
             walk_run: 1 << 20,
+            checked_string: None,
             sum: true,
             visit_broke: false,
         }
@@ -656,8 +661,8 @@ impl Decoder {
 
     /// A decoder that only finds where records end (for [`crate::Pipeline`]'s walker): it
     /// reads lengths, skips strings without decompressing them, checks the checksum, and gives
-    /// [`Item::KeyChecked`] for every key without checking or building its value. Other
-    /// items come out as usual.
+    /// [`Item::KeyChecked`] for every key, at its end, without checking or building its value.
+    /// Other items come out as usual.
     pub fn walker(mut config: Config) -> Self {
         config.skip_values = true;
         let mut d = Self::with_config(config);
@@ -1678,11 +1683,11 @@ impl Decoder {
                     self.consume(src, c.p);
                     let mut head = head;
                     head.encoding = Encoding::Raw;
-                    self.out.push_back(if self.config.skip_values {
-                        Item::KeyChecked(*head)
+                    if self.config.skip_values {
+                        self.checked_string = Some(head);
                     } else {
-                        Item::KeyStart(*head)
-                    });
+                        self.out.push_back(Item::KeyStart(*head));
+                    }
                     self.state = State::BigString { remaining: n };
                 }
             },
@@ -1822,9 +1827,10 @@ impl Decoder {
     fn step_big_string<S: Source>(&mut self, src: &mut S, remaining: u64) -> Result<bool> {
         self.expect = "string value";
         if remaining == 0 {
-            if !self.config.skip_values {
-                self.out.push_back(Item::KeyEnd);
-            }
+            self.out.push_back(match self.checked_string.take() {
+                Some(head) => Item::KeyChecked(*head),
+                None => Item::KeyEnd,
+            });
             self.state = State::Top;
             return Ok(true);
         }
