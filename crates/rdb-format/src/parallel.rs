@@ -38,6 +38,9 @@ const PARTS: usize = 4;
 /// A batch gathered up to this size stays in the walker's memory for its worker; a bigger one
 /// (a big key) is read from the file again by its worker.
 const CARRY: u64 = 1 << 20;
+/// A record the walker is this far into when it reads on is handed to a worker at once, as a
+/// batch of its own whose end its worker finds: the walker walks it while it is decoded.
+const OPEN_RECORD: u64 = 2 * BLOCK;
 
 /// Where a batch lies and what a decoder resumed there needs to know.
 #[derive(Debug, Clone)]
@@ -54,6 +57,9 @@ struct Span {
     /// is decoded only in its turn, when every batch before it was taken, so that one such
     /// table is held at a time whatever the number of threads.
     big: bool,
+    /// The batch is the one record at `start`, a big one: it ends where that record does
+    /// (`end` is the file's end, where the record may end at the latest).
+    one_record: bool,
 }
 
 /// The items of one batch of whole records, decoded as they are read from the file (an
@@ -89,9 +95,14 @@ impl<'f> Batch<'f> {
         self.span.start
     }
 
-    /// The file offset just past the batch.
+    /// The file offset just past the batch (for a batch of one big record, known once its
+    /// items were all taken).
     pub fn end(&self) -> u64 {
-        self.span.end
+        if self.span.one_record && self.done {
+            self.dec.offset()
+        } else {
+            self.span.end
+        }
     }
 
     /// The file's header (every batch's printer may need to know the version).
@@ -131,6 +142,13 @@ impl Batch<'_> {
 
     fn next_inner(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
         while !self.done {
+            if self.span.one_record
+                && self.dec.offset() > self.span.start
+                && self.dec.at_record_boundary()
+            {
+                self.done = true;
+                break;
+            }
             let got = match &mut self.mem {
                 Some(m) => self.dec.decode_inner(m, visit.as_deref_mut()),
                 None => self.dec.decode_inner(&mut self.buf, visit.as_deref_mut()),
@@ -383,10 +401,15 @@ impl Pipeline {
             flavor: Flavor::Redis,
             data: None,
             big: false,
+            one_record: false,
         };
         let mut db = 0u64;
         // big tables counted by the walker before the batch being gathered
         let mut big_before = 0u64;
+        // the last record boundary the walker passed, and its big tables then
+        let (mut boundary, mut big_at_boundary) = (0u64, 0u64);
+        // a big record handed over as a batch of its own before the walker got to its end
+        let mut open = false;
         // messages are numbered in file order; each waits until it is within the window
         let number = |idx: &mut u64| {
             let n = *idx;
@@ -419,9 +442,29 @@ impl Pipeline {
                 Ok(Some(item)) => item,
                 Ok(None) if ended => return, // an EOF item ended the file
                 Ok(None) => {
+                    let pos = dec.offset();
+                    if !open && !dec.at_record_boundary() && pos - boundary >= OPEN_RECORD {
+                        // a big record: the batch before it, then the record, decoded as the
+                        // walker goes on walking it (it may wait for its turn, below)
+                        span.end = boundary;
+                        span.data = held(&held_bytes, held_from, &span);
+                        span.big = big_at_boundary > big_before;
+                        let record = Span {
+                            start: boundary,
+                            end: len,
+                            db,
+                            data: None,
+                            big: dec.big_tables() > big_at_boundary,
+                            one_record: true,
+                            ..span.clone()
+                        };
+                        if !send_batch(span.clone(), &mut idx) || !send_batch(record, &mut idx) {
+                            return;
+                        }
+                        open = true;
+                    }
                     // the next block, after the batch gathered so far (unless it is big: then
                     // its worker reads it from the file) and what is not decoded yet
-                    let pos = dec.offset();
                     let keep = if span.start >= held_from && pos - span.start <= CARRY {
                         span.start
                     } else {
@@ -447,8 +490,9 @@ impl Pipeline {
                 }
                 Err(e) => {
                     // what follows the last batch is decoded in full in its turn: its first
-                    // error is the one to report, as one decoder alone would
-                    if dec.version() > 0 {
+                    // error is the one to report, as one decoder alone would (within a big
+                    // record handed over, its batch does that)
+                    if dec.version() > 0 && !open {
                         span.end = len;
                         span.data = None;
                         // not walked to its end: it may hold any key
@@ -465,6 +509,7 @@ impl Pipeline {
                 Item::Header { version, flavor } => {
                     (span.version, span.flavor) = (*version, *flavor);
                     span.start = dec.offset();
+                    boundary = span.start;
                     if !send(Msg::Item(item), &mut idx) {
                         return;
                     }
@@ -484,7 +529,16 @@ impl Pipeline {
                 _ => {}
             }
             if dec.at_record_boundary() {
-                let boundary = dec.offset();
+                boundary = dec.offset();
+                big_at_boundary = dec.big_tables();
+                if open {
+                    // the big record ended: the next batch starts after it
+                    open = false;
+                    span.start = boundary;
+                    span.db = db;
+                    big_before = big_at_boundary;
+                    continue;
+                }
                 let after_key = matches!(item, Item::KeyChecked(_) | Item::Skipped { .. });
                 if after_key && boundary - span.start >= self.batch {
                     span.end = boundary;

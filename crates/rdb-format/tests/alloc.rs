@@ -173,13 +173,17 @@ fn big_keys_cost_the_pipeline_and_the_encoder_no_more_than_small_ones() {
         (threads, encoder)
     };
     // the walker keeps a batch of up to 4 MiB in memory for its worker (a bigger one is read
-    // again from the file): past that, the size of a key makes no difference
+    // again from the file): past that, the size of a key makes no difference. A record this
+    // big is decoded while the walker walks it: the walker's two blocks (about 3 MiB each) and
+    // the worker's buffers are then alive at once, more or less so as the threads happen to
+    // run, so the peak varies by a few MiB from run to run (6.4 MB here for the list of 14 MB,
+    // 7.2 to 8.7 MB for the one of 45 MB), far below the key's size
     let sizes = [1_000_000, 3_000_000];
     let [a, b] = sizes.map(|n| measure(&file_with_a_list(n)));
     for (threads, encoder) in [a, b] {
-        assert!(threads < 20 << 20 && encoder < 4 << 20, "{a:?} {b:?}");
+        assert!(threads < 12 << 20 && encoder < 4 << 20, "{a:?} {b:?}");
     }
-    assert!(b.0 < a.0 + (2 << 20), "threads: {a:?} then {b:?}");
+    assert!(b.0 < a.0 + (5 << 20), "threads: {a:?} then {b:?}");
     assert!(b.1 < a.1 + (1 << 20), "encoder: {a:?} then {b:?}");
 }
 

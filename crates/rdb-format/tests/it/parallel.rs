@@ -206,3 +206,78 @@ fn batches_with_big_duplicate_tables_wait_their_turn() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An RDB 9 file with two records of about 7 MB, more than the walker reads ahead before it
+/// hands such a record to a worker as a batch of its own: a string, then (in db 3) a set of
+/// 500,000 members whose duplicate check needs a big table. `dup_at`: that member repeats the
+/// first one. Returns the file and where the set's value starts and ends.
+fn file_with_big_records(dup_at: Option<usize>) -> (Vec<u8>, usize, usize) {
+    let short = |f: &mut Vec<u8>, s: &[u8]| {
+        f.push(s.len() as u8);
+        f.extend_from_slice(s);
+    };
+    let strings = |f: &mut Vec<u8>, prefix: &str| {
+        for i in 0..200 {
+            f.push(0);
+            short(f, format!("{prefix}:{i}").as_bytes());
+            short(f, format!("value {i}").as_bytes());
+        }
+    };
+    let mut f = b"REDIS0009\xfe\x00".to_vec();
+    strings(&mut f, "before");
+    f.push(0);
+    short(&mut f, b"big:string");
+    f.push(0x80);
+    f.extend(7_000_000u32.to_be_bytes());
+    f.extend((0..7_000_000u32).map(|i| b'a' + (i % 26) as u8));
+    strings(&mut f, "middle");
+    f.extend([0xFE, 3, 2]);
+    short(&mut f, b"big:set");
+    let start = f.len();
+    f.push(0x80);
+    f.extend(500_000u32.to_be_bytes());
+    for i in 0..500_000 {
+        let m = if dup_at == Some(i) { 0 } else { i };
+        short(&mut f, format!("member-{m:07}").as_bytes());
+    }
+    let end = f.len();
+    strings(&mut f, "after");
+    f.extend([0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
+    (f, start, end)
+}
+
+#[test]
+fn records_bigger_than_the_walkers_reach_give_what_one_decoder_gives() {
+    let dir = test_support::temp_dir("pipeline-big-records");
+    let (whole, start, end) = file_with_big_records(None);
+    let (dup, ..) = file_with_big_records(Some(450_000));
+    let cut = whole[..start + (end - start) * 9 / 10].to_vec();
+    for (name, bytes, ok) in [
+        ("whole", whole, true),
+        ("dup", dup, false),
+        ("cut", cut, false),
+    ] {
+        let path = dir.join(format!("{name}.rdb"));
+        std::fs::write(&path, bytes).unwrap();
+        let mut skip = Config::default();
+        skip.skip_values(true);
+        for config in [Config::default(), skip] {
+            let want = sequential(&path, config);
+            let failed = want.last().is_some_and(|l| l.starts_with("error"));
+            assert_eq!(failed, !ok, "{name}: {:?}", want.last());
+            for (threads, batch, spill) in [(2, 1 << 20, 1000), (8, 4096, 3)] {
+                let got = parallel(&path, config, (threads, batch, spill), false);
+                assert!(
+                    got == want,
+                    "{name} at {threads} threads, batches of {batch}: {} items vs {}, last {:?} \
+                     vs {:?}",
+                    got.len(),
+                    want.len(),
+                    got.last(),
+                    want.last()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

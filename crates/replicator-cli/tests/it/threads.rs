@@ -114,6 +114,31 @@ fn file_with_a_big_hash(fields: usize, dup_at: Option<usize>) -> (Vec<u8>, usize
     (f, start, end)
 }
 
+/// Runs each of `commands` on a whole file, one with a duplicate field and one cut inside the
+/// big hash, on one thread and at each of `configs` (threads, batch bytes): the same exit
+/// code, stdout and stderr. `look` sees each one-thread run first (file name, command, output).
+fn same_whole_dup_or_cut(
+    dir: &Path,
+    files: [(&str, Vec<u8>, bool); 3],
+    commands: &[&[&str]],
+    configs: &[(&str, &str)],
+    look: impl Fn(&str, &[&str], &[u8], bool),
+) {
+    for (name, bytes, ok) in files {
+        let path = dir.join(format!("{name}.rdb"));
+        std::fs::write(&path, bytes).unwrap();
+        for &cmd in commands {
+            let want = run(&path, cmd, "1", "524288");
+            assert_eq!(want.0 == Some(0), ok, "{name} {cmd:?}: {}", want.2);
+            look(name, cmd, &want.1, ok);
+            for &(threads, batch) in configs {
+                let got = run(&path, cmd, threads, batch);
+                assert_same(&got, &want, &format!("{name} {cmd:?}"), threads, batch);
+            }
+        }
+    }
+}
+
 #[test]
 fn a_big_key_gives_the_same_bytes_at_any_thread_count_whole_cut_or_bad() {
     // the caller's thread prints a big key as a worker decodes it: what the worker printed
@@ -137,26 +162,52 @@ fn a_big_key_gives_the_same_bytes_at_any_thread_count_whole_cut_or_bad() {
         &["dump", "--format", "count"],
         &["dump", "--format", "count", "--type", "string"],
     ];
-    for (name, bytes, ok) in files {
-        let path = dir.join(format!("{name}.rdb"));
-        std::fs::write(&path, bytes).unwrap();
-        for cmd in commands {
-            let want = run(&path, cmd, "1", "524288");
-            assert_eq!(want.0 == Some(0), ok, "{name} {cmd:?}: {}", want.2);
-            if cmd[0] == "dump" && cmd[2] == "jsonl" {
-                let text = String::from_utf8_lossy(&want.1);
-                // the big key's start is printed, whole or not
-                assert!(
-                    text.contains("\"field-12000\":\"value \\\"12000\\\"\""),
-                    "{name}"
-                );
-                assert_eq!(text.contains("\"after:0\""), ok, "{name}");
-            }
-            for (threads, batch) in [("2", "1"), ("2", "524288"), ("8", "4096")] {
-                let got = run(&path, cmd, threads, batch);
-                assert_same(&got, &want, &format!("{name} {cmd:?}"), threads, batch);
-            }
+    let configs = [("2", "1"), ("2", "524288"), ("8", "4096")];
+    same_whole_dup_or_cut(&dir, files, &commands, &configs, |name, cmd, out, ok| {
+        if cmd[0] == "dump" && cmd[2] == "jsonl" {
+            let text = String::from_utf8_lossy(out);
+            // the big key's start is printed, whole or not
+            assert!(
+                text.contains("\"field-12000\":\"value \\\"12000\\\"\""),
+                "{name}"
+            );
+            assert_eq!(text.contains("\"after:0\""), ok, "{name}");
         }
-    }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_key_bigger_than_the_walkers_reach_gives_the_same_bytes_whole_cut_or_bad() {
+    // a record of 7 MB: the walker hands it to a worker as a batch of its own while it walks
+    // it (past 4 MiB), and cuts the next batch where that worker's key ends
+    let dir = test_support::temp_dir("threads-open-record");
+    let (whole, start, end) = file_with_a_big_hash(250_000, None);
+    assert!(end - start > 6 << 20);
+    // a duplicate past the point where the record was handed over
+    let (dup, ..) = file_with_a_big_hash(250_000, Some(240_000));
+    let cut = whole[..start + (end - start) * 9 / 10].to_vec();
+    let files = [
+        ("whole", whole, true),
+        ("dup", dup, false),
+        ("cut", cut, false),
+    ];
+    let commands: [&[&str]; 4] = [
+        &["check"],
+        &["dump", "--format", "jsonl", "--all"],
+        &["dump", "--format", "resp", "--db", "2"],
+        &["dump", "--format", "count"],
+    ];
+    let configs = [("2", "524288"), ("8", "4096")];
+    same_whole_dup_or_cut(&dir, files, &commands, &configs, |name, cmd, out, ok| {
+        if cmd[0] == "check" {
+            // what follows the big key was read (or the error named)
+            assert!(
+                out.ends_with(b"RDB looks OK\n") == ok,
+                "{name}: {}",
+                String::from_utf8_lossy(out)
+            );
+        }
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
