@@ -2,9 +2,11 @@
 //!
 //! One thread walks the file ([`Decoder::walker`]): it reads the records' lengths, skips
 //! their strings without decompressing them, keeps the checksum, and cuts the file into
-//! batches of whole records. Worker threads decode the batches ([`Decoder::resume`]):
-//! decompress, validate, build, and whatever the caller's `work` does with the items (render
-//! them, count them). The caller's thread gets the results back in file order. A worker may
+//! batches of whole records; a record it is 4 MiB into (a big key) becomes a batch of its own
+//! at once, decoded while the walker walks on to its end. Worker threads decode the batches
+//! ([`Decoder::resume`]): decompress, validate, build, and whatever the caller's `work` does
+//! with the items (render them, count them). The caller's thread gets the results back in
+//! file order. A worker may
 //! hand its results over in parts as it goes (a big key's rendering, piece by piece): it waits
 //! while four parts wait for the caller, so no thread ever holds a big key's output whole; at
 //! most [`Pipeline::window`] batches are in flight. A batch with a key whose duplicate check
