@@ -34,7 +34,7 @@ pub use parallel::{Batch, Part, Pipeline};
 pub use read_ahead::ReadAhead;
 #[cfg(feature = "tokio")]
 pub use reader::AsyncReader;
-#[cfg(feature = "mmap")]
-pub use reader::mmap_file;
 pub use reader::{BytesReader, Reader, decode_all, decode_partial};
+#[cfg(feature = "mmap")]
+pub use reader::{MappedFile, mmap_file};
 pub use value::*;

@@ -20,7 +20,7 @@ use std::io::Read as _;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
 
 use bytes::{Bytes, BytesMut};
@@ -43,6 +43,89 @@ const CARRY: u64 = 1 << 20;
 /// A record the walker is this far into when it reads on is handed to a worker at once, as a
 /// batch of its own whose end its worker finds: the walker walks it while it is decoded.
 const OPEN_RECORD: u64 = 2 * BLOCK;
+/// A mapped file's pages are let go ([`MappedFile::release`]) this far behind the walker, and
+/// a worker lets its batch's go every this many bytes: resident memory stays within a few of
+/// these whatever the file's size.
+const RELEASE: u64 = 4 << 20;
+/// Bytes in a page, for releasing whole pages only.
+#[cfg_attr(not(feature = "mmap"), allow(dead_code))]
+const PAGE: u64 = 4096;
+
+#[cfg(feature = "mmap")]
+use crate::reader::MappedFile;
+
+/// Where the pipeline's threads read the file from.
+#[derive(Debug, Clone, Copy)]
+enum Src<'f> {
+    /// Read with `read`/`pread` into buffers of the pipeline's own.
+    File(&'f File),
+    /// Mapped: read in place, its pages let go behind the readers.
+    #[cfg(feature = "mmap")]
+    Map(&'f MappedFile),
+}
+
+impl<'f> Src<'f> {
+    /// The file, when it is read rather than mapped.
+    fn file(&self) -> Option<&'f File> {
+        match *self {
+            Src::File(f) => Some(f),
+            #[cfg(feature = "mmap")]
+            Src::Map(_) => None,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Src::File(f) => f.metadata().map_or(u64::MAX, |m| m.len()),
+            #[cfg(feature = "mmap")]
+            Src::Map(m) => m.len(),
+        }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+        match self {
+            Src::File(f) => f.read_exact_at(buf, at),
+            #[cfg(feature = "mmap")]
+            Src::Map(m) => {
+                let from = usize::try_from(at).unwrap_or(usize::MAX);
+                let got = m.bytes().get(from..).and_then(|b| b.get(..buf.len()));
+                let got = got.ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                buf.copy_from_slice(got);
+                Ok(())
+            }
+        }
+    }
+
+    /// The bytes `start..end` when they can be had without a copy.
+    fn slice(&self, start: u64, end: u64) -> Option<Bytes> {
+        match self {
+            Src::File(_) => {
+                let _ = (start, end);
+                None
+            }
+            #[cfg(feature = "mmap")]
+            // a count of its own, not shared with other threads' slices
+            Src::Map(m) => (start <= end.min(m.len())).then(|| m.slice(start, end)),
+        }
+    }
+
+    /// Lets the pages before `to` (from `*from` on) go, once they are `step` bytes or more.
+    fn release(&self, from: &mut u64, to: u64, step: u64) {
+        match self {
+            Src::File(_) => {
+                let _ = (from, to, step);
+            }
+            #[cfg(feature = "mmap")]
+            Src::Map(m) => {
+                let to = to / PAGE * PAGE;
+                if to >= from.saturating_add(step) {
+                    m.release(*from, to);
+                    *from = to;
+                }
+            }
+        }
+    }
+}
 
 /// Where a batch lies and what a decoder resumed there needs to know.
 #[derive(Debug, Clone)]
@@ -68,7 +151,7 @@ struct Span {
 /// iterator of `Result<Item>`; it ends at the batch's end or at its first error).
 #[derive(Debug)]
 pub struct Batch<'f> {
-    file: &'f File,
+    file: Src<'f>,
     span: Span,
     dec: Decoder,
     buf: BytesMut,
@@ -76,15 +159,30 @@ pub struct Batch<'f> {
     mem: Option<Bytes>,
     read_to: u64,
     done: bool,
+    /// The mapped file's pages before this were let go.
+    released: u64,
+    /// Where the decoder got, for the parts handed over on the way.
+    at: &'f AtomicU64,
 }
 
 impl<'f> Batch<'f> {
-    fn new(file: &'f File, mut span: Span, config: Config) -> Self {
-        let mem = span.data.take();
+    fn new(file: Src<'f>, mut span: Span, config: Config, at: &'f AtomicU64) -> Self {
+        // a mapped file is decoded a window at a time, for its pages to be let go behind
+        let window_end = span.end.min(span.start.saturating_add(RELEASE / 2));
+        let (mem, read_to) = match file.slice(span.start, window_end) {
+            Some(m) => (Some(m), window_end),
+            None => match span.data.take() {
+                Some(m) => (Some(m), span.end),
+                None => (None, span.start),
+            },
+        };
+        span.data = None;
         Self {
             file,
+            at,
+            released: span.start,
             dec: Decoder::resume(config, span.version, span.flavor, span.db, span.start),
-            read_to: if mem.is_some() { span.end } else { span.start },
+            read_to,
             span,
             buf: BytesMut::new(),
             mem,
@@ -142,7 +240,22 @@ impl Batch<'_> {
         self.dec.skips_values()
     }
 
-    fn next_inner(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
+    fn next_inner(&mut self, visit: Visit<'_, '_>) -> Option<Result<Item>> {
+        let got = self.next_decoded(visit);
+        // a mapped file's pages up to where the decoder got: at the batch's end, and on the
+        // way through a big one (the page the next batch starts in is the walker's to let go)
+        let step = if got.is_none() || self.done {
+            1
+        } else {
+            RELEASE / 2
+        };
+        self.file
+            .release(&mut self.released, self.dec.offset(), step);
+        self.at.store(self.dec.offset(), Ordering::Relaxed);
+        got
+    }
+
+    fn next_decoded(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
         while !self.done {
             if self.span.one_record
                 && self.dec.offset() > self.span.start
@@ -166,6 +279,15 @@ impl Batch<'_> {
                     if !self.dec.at_record_boundary() && !self.dec.is_done() {
                         return Some(Err(self.dec.truncated()));
                     }
+                }
+                Ok(None) if self.mem.is_some() => {
+                    // mapped: the next window, from what the decoder has not taken yet
+                    let left = self.mem.as_ref().map_or(0, |m| m.len() as u64);
+                    let from = self.read_to - left;
+                    let to = self.read_to.saturating_add(RELEASE / 2).min(self.span.end);
+                    self.mem = self.file.slice(from, to);
+                    self.read_to = to;
+                    self.file.release(&mut self.released, from, RELEASE / 2);
                 }
                 Ok(None) => {
                     let n = READ.min(self.span.end - self.read_to) as usize;
@@ -238,6 +360,7 @@ pub struct Pipeline {
     threads: usize,
     batch: u64,
     window: usize,
+    map: bool,
 }
 
 impl Pipeline {
@@ -250,7 +373,19 @@ impl Pipeline {
             threads,
             batch: 512 << 10,
             window: 0,
+            map: cfg!(feature = "mmap"),
         }
+    }
+
+    /// Whether the file is mapped into memory and read in place (feature `mmap`, on by
+    /// default with it) rather than read into buffers: no copies, and no batch read twice.
+    /// Its pages are let go behind the readers ([`MappedFile::release`](crate::MappedFile)),
+    /// so resident memory stays bounded. A file that cannot be mapped is read. Like every
+    /// mapping, it requires that nobody cuts the file short while it is decoded (that ends
+    /// the process with `SIGBUS`); turn it off where that may happen.
+    pub fn map(&mut self, on: bool) -> &mut Self {
+        self.map = on;
+        self
     }
 
     /// Worker threads (at least 1; the walker has its own thread).
@@ -285,8 +420,23 @@ impl Pipeline {
         W: Fn(&mut Batch<'_>, &mut dyn FnMut(T)) -> T + Sync,
         E: FnMut(Part<T>) -> ControlFlow<()>,
     {
-        let file = File::open(path).map_err(|e| Error::io(e, 0))?;
-        let file = &file;
+        let opened: File;
+        // a file that cannot be mapped (a pipe, say) is read
+        #[cfg(feature = "mmap")]
+        let mapped = self.map.then(|| MappedFile::open(path).ok()).flatten();
+        #[cfg(feature = "mmap")]
+        let file = match &mapped {
+            Some(m) => Src::Map(m),
+            None => {
+                opened = File::open(path).map_err(|e| Error::io(e, 0))?;
+                Src::File(&opened)
+            }
+        };
+        #[cfg(not(feature = "mmap"))]
+        let file = {
+            opened = File::open(path).map_err(|e| Error::io(e, 0))?;
+            Src::File(&opened)
+        };
         let window = if self.window == 0 {
             (self.threads * 2 + 2).min(8)
         } else {
@@ -308,7 +458,7 @@ impl Pipeline {
                         let job = jobs_rx.lock().map(|rx| rx.recv());
                         let Ok(Ok((idx, span))) = job else { return };
                         // the batch's results go through a channel of their own, read in turn
-                        let (tx, rx) = mpsc::sync_channel::<(T, bool)>(PARTS);
+                        let (tx, rx) = mpsc::sync_channel::<Handed<T>>(PARTS);
                         if out_tx.send((idx, Msg::Parts(rx))).is_err() {
                             return;
                         }
@@ -316,12 +466,15 @@ impl Pipeline {
                         if span.big && !gate.wait_below(idx, 1) {
                             return;
                         }
-                        let mut batch = Batch::new(file, span, config);
+                        // where the batch's decoder got: what was handed over before lies
+                        // before it
+                        let at = AtomicU64::new(span.start);
+                        let mut batch = Batch::new(file, span, config, &at);
                         let mut spill = |t: T| {
-                            let _ = tx.send((t, false));
+                            let _ = tx.send((t, false, at.load(Ordering::Relaxed)));
                         };
                         let t = work(&mut batch, &mut spill);
-                        let _ = tx.send((t, true));
+                        let _ = tx.send((t, true, batch.end()));
                     }
                 });
             }
@@ -329,6 +482,8 @@ impl Pipeline {
             s.spawn(move || walker.walk(file, window, gate, jobs_tx, out_tx));
             // results in file order
             let mut waiting: BTreeMap<u64, Msg<T>> = BTreeMap::new();
+            // a mapped file's pages before this were let go by this thread
+            let mut released = 0u64;
             let mut next = 0u64;
             let result = 'run: loop {
                 let Ok((idx, msg)) = out_rx.recv() else {
@@ -343,9 +498,13 @@ impl Pipeline {
                         Msg::Item(item) => emit(Part::Item(item)),
                         Msg::Parts(rx) => {
                             let mut last = false;
-                            let flow = rx.iter().try_for_each(|(t, end)| {
+                            let flow = rx.iter().try_for_each(|(t, end, at)| {
                                 last = end;
-                                emit(Part::Done(t))
+                                let flow = emit(Part::Done(t));
+                                // what `emit` read of a mapped file (a big key's pieces,
+                                // rendered here) was mapped again after its worker let it go
+                                file.release(&mut released, at, RELEASE / 2);
+                                flow
                             });
                             if flow.is_continue() && !last {
                                 // the worker ended without its batch's last part (it panicked):
@@ -376,13 +535,15 @@ impl Pipeline {
     /// order, numbered as the caller's thread takes them.
     fn walk<T>(
         &self,
-        file: &File,
+        file: Src<'_>,
         window: u64,
         gate: &Gate,
         jobs: mpsc::SyncSender<(u64, Span)>,
         out: mpsc::Sender<(u64, Msg<T>)>,
     ) {
-        let len = file.metadata().map_or(u64::MAX, |m| m.len());
+        let len = file.len();
+        // a mapped file's pages before this were let go
+        let mut released = 0u64;
         // batches whose bytes the walker hands over rather than have their worker read them
         // again (each keeps at most a 3 MiB block of the walker's alive; a re-read costs the
         // kernel's copy a second time)
@@ -472,21 +633,33 @@ impl Pipeline {
                     } else {
                         pos
                     };
-                    let carried = &held_bytes[(keep - held_from) as usize..];
-                    let mut next = Vec::with_capacity(carried.len() + BLOCK as usize);
-                    next.extend_from_slice(carried);
-                    match file.take(BLOCK).read_to_end(&mut next) {
-                        Ok(n) => {
-                            read_to += n as u64;
-                            ended = n == 0;
+                    if let Some(all) = file.slice(0, len) {
+                        // mapped: the next block is there already; the pages far behind
+                        // the walker go (a worker still on them maps them again)
+                        let to = read_to.saturating_add(BLOCK).min(len);
+                        ended = to == read_to;
+                        read_to = to;
+                        held_bytes = all.slice(..to as usize);
+                        held_from = 0;
+                        file.release(&mut released, pos.saturating_sub(RELEASE), RELEASE / 2);
+                    } else {
+                        let carried = &held_bytes[(keep - held_from) as usize..];
+                        let mut next = Vec::with_capacity(carried.len() + BLOCK as usize);
+                        next.extend_from_slice(carried);
+                        let Some(f) = file.file() else { return };
+                        match f.take(BLOCK).read_to_end(&mut next) {
+                            Ok(n) => {
+                                read_to += n as u64;
+                                ended = n == 0;
+                            }
+                            Err(e) => {
+                                send(Msg::End(Err(Error::io(e, read_to))), &mut idx);
+                                return;
+                            }
                         }
-                        Err(e) => {
-                            send(Msg::End(Err(Error::io(e, read_to))), &mut idx);
-                            return;
-                        }
+                        held_bytes = Bytes::from(next);
+                        held_from = keep;
                     }
-                    held_bytes = Bytes::from(next);
-                    held_from = keep;
                     buf = held_bytes.slice((pos - held_from) as usize..);
                     continue;
                 }
@@ -566,11 +739,15 @@ fn held(held_bytes: &Bytes, held_from: u64, span: &Span) -> Option<Bytes> {
     (to <= held_bytes.len()).then(|| held_bytes.slice(from..to))
 }
 
+/// A part of a batch's results: whether it is the last, and the file offset its batch's
+/// decoder had reached (nothing in it comes from after that).
+type Handed<T> = (T, bool, u64);
+
 /// What reaches the caller's thread, numbered in file order.
 enum Msg<T> {
     Item(Item),
     /// A batch's results, as its worker hands them over.
-    Parts(mpsc::Receiver<(T, bool)>),
+    Parts(mpsc::Receiver<Handed<T>>),
     End(Result<()>),
 }
 

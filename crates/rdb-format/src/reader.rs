@@ -231,6 +231,114 @@ pub fn mmap_file(path: impl AsRef<std::path::Path>) -> std::io::Result<Bytes> {
     Ok(Bytes::from_owner(map))
 }
 
+/// A file mapped into memory, read without copies, whose pages can be let go once read
+/// (feature `mmap`): what [`crate::Pipeline`] decodes a file from.
+///
+/// The mapping's pages count in the process's resident memory as they are touched;
+/// [`release`](Self::release) drops the pages of a range from it (they are read again from
+/// the file's page cache if touched again), so that a file far bigger than memory can be
+/// walked in constant memory.
+///
+/// The file must not be changed by anyone while the mapping is alive (a file cut short
+/// under a mapping ends the process with `SIGBUS`).
+///
+/// ```
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/redis-7.0-compact.rdb");
+/// let map = rdb_format::MappedFile::open(path)?;
+/// assert_eq!(&map.bytes()[..5], b"REDIS");
+/// map.release(0, map.len());
+/// assert_eq!(&map.bytes()[..5], b"REDIS"); // read again from the file
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[cfg(feature = "mmap")]
+#[derive(Clone)]
+pub struct MappedFile {
+    map: std::sync::Arc<memmap2::Mmap>,
+    bytes: Bytes,
+}
+
+#[cfg(feature = "mmap")]
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedFile")
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Keeps a mapping alive for as long as some `Bytes` of a range of it is.
+#[cfg(feature = "mmap")]
+struct MapOwner(std::sync::Arc<memmap2::Mmap>, std::ops::Range<usize>);
+
+#[cfg(feature = "mmap")]
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[self.1.clone()]
+    }
+}
+
+#[cfg(feature = "mmap")]
+impl MappedFile {
+    /// Maps the file at `path`, read-only, for reading front to back.
+    pub fn open(path: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        #[allow(unsafe_code)]
+        // SAFETY: the mapping is read-only; like every tool that maps its input we rely on
+        // the file not being changed while it is read, which the type's docs require.
+        let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file)? });
+        // a hint only: read ahead of the faults
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let bytes = Bytes::from_owner(MapOwner(map.clone(), 0..map.len()));
+        Ok(Self { map, bytes })
+    }
+
+    /// The whole file (its bytes are the mapping's; slices of it copy nothing).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The bytes `start..end` (clamped to the file), with a reference count of their own:
+    /// all the slices of [`bytes`](Self::bytes) share one count, which threads cloning and
+    /// dropping them at once contend for (each change moves its cache line between cores).
+    pub fn slice(&self, start: u64, end: u64) -> Bytes {
+        let end = usize::try_from(end.min(self.len())).unwrap_or(usize::MAX);
+        let start = usize::try_from(start).unwrap_or(usize::MAX).min(end);
+        Bytes::from_owner(MapOwner(self.map.clone(), start..end))
+    }
+
+    /// The file's length.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// True for an empty file.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Drops the pages that hold bytes `start..end` (whole pages: those at either edge too)
+    /// from the process's memory. Nothing changes for anyone reading them: a page touched
+    /// again is mapped again from the file.
+    pub fn release(&self, start: u64, end: u64) {
+        let end = end.min(self.len());
+        if start >= end {
+            return;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the mapping is a shared, read-only mapping of a file: `MADV_DONTNEED`
+        // only unmaps its pages, and the next read of one maps the file's page again, with
+        // the same bytes as long as the file is not changed (the mapping's own requirement).
+        // Nothing here ever writes through it.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )
+        };
+    }
+}
+
 /// Decodes a whole file held in memory into items.
 ///
 /// ```

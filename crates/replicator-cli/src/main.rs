@@ -184,8 +184,9 @@ struct DumpArgs {
     /// Do not verify the checksum.
     #[arg(long)]
     no_checksum: bool,
-    /// Map the file into memory instead of reading it (zero-copy; the mapped pages count
-    /// towards the process' resident memory).
+    /// Map the file into memory instead of reading it, on one thread (zero-copy; the mapped
+    /// pages count towards the process' resident memory). On several threads the file is
+    /// always mapped, and its pages let go once read.
     #[arg(long)]
     mmap: bool,
     #[command(flatten)]
@@ -196,9 +197,10 @@ struct DumpArgs {
 #[derive(clap::Args)]
 struct ThreadArgs {
     /// Decoding threads for an RDB file (0: one per core; one more thread walks the records
-    /// and the checksum). The output is the same at any count. Standard input, AOF files,
-    /// `--mmap`, and `dump --format json|rdb` and `--restore` (a big key's payload is one
-    /// command) decode on one thread.
+    /// and the checksum). The output is the same at any count. The file is mapped into memory
+    /// and read in place, its pages let go behind the readers. Standard input, AOF files, and
+    /// `dump --format json|rdb` and `--restore` (a big key's payload is one command) decode on
+    /// one thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
     /// Bytes of records per batch on several threads (tests and tuning).
@@ -220,7 +222,7 @@ impl ThreadArgs {
 struct CheckArgs {
     /// The RDB file (`-` for standard input), AOF file, AOF directory or AOF manifest.
     file: PathBuf,
-    /// Map the file into memory instead of reading it.
+    /// Map the file into memory instead of reading it (on several threads it always is).
     #[arg(long)]
     mmap: bool,
     /// Try a file whose RDB version this tool does not know (a newer Redis or Valkey);
@@ -271,8 +273,36 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
+/// An input file is mapped into memory when it is decoded on several threads (or with
+/// `--mmap`). If someone cuts it short meanwhile, the next read of a page past its new end
+/// raises `SIGBUS`; rather than die with the shell's "Bus error", the process says so and
+/// exits with status 1, like any other unreadable input.
+#[cfg(unix)]
+fn report_sigbus() {
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        const MSG: &[u8] = b"replicator: the input file was cut short while it was being read \
+            (SIGBUS on a page of its mapping); run again on a copy that nobody changes\n";
+        // SAFETY: `write` and `_exit` are async-signal-safe; MSG is a static buffer.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(1);
+        }
+    }
+    // SAFETY: installs a handler that only calls async-signal-safe functions; it runs first in
+    // `main`, before any thread is started.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGBUS, on_sigbus as *const () as libc::sighandler_t);
+    }
+}
+
+#[cfg(not(unix))]
+fn report_sigbus() {}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    report_sigbus();
     let (cli, _, _) = match config::parse(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(e) => {
@@ -529,7 +559,6 @@ fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode
     let threads = args.threads.count();
     let parallel = threads > 1
         && !aof
-        && !args.mmap
         && args.file != Path::new("-")
         && !args.restore
         && matches!(
@@ -857,7 +886,7 @@ fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCo
         .lenient(args.lenient)
         .dup_check_limit(args.dup_check_limit);
     let threads = args.threads.count();
-    let (tally, result, partial) = if threads > 1 && !args.mmap && args.file != Path::new("-") {
+    let (tally, result, partial) = if threads > 1 && args.file != Path::new("-") {
         check_parallel(
             &args.file,
             *opts.rdb_mut(),

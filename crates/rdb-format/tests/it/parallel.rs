@@ -13,12 +13,13 @@ fn sequential(path: &Path, config: Config) -> Vec<String> {
     super::visit::plain(&std::fs::read(path).unwrap(), &config)
 }
 
-/// `visit`: string keys through [`rdb_format::Batch::next_with`].
+/// `visit`: string keys through [`rdb_format::Batch::next_with`]; `map`: the file mapped
+/// ([`Pipeline::map`], with the `mmap` feature) rather than read.
 fn parallel(
     path: &Path,
     config: Config,
     (threads, batch, spill): (usize, u64, usize),
-    visit: bool,
+    (visit, map): (bool, bool),
 ) -> Vec<String> {
     let mut out = Vec::new();
     let mut failed = false;
@@ -38,6 +39,7 @@ fn parallel(
         .threads(threads)
         .batch_bytes(batch)
         .window(3)
+        .map(map)
         .run(
             path,
             // hand the items over `spill` at a time, the rest at the end
@@ -100,12 +102,12 @@ fn the_pipeline_gives_what_one_decoder_gives() {
                 errors += 1;
             }
             for (threads, batch, spill) in [(1, 1 << 20, 1000), (2, 1, 1), (8, 300, 3)] {
-                for visit in [false, true] {
-                    let got = parallel(path, config, (threads, batch, spill), visit);
+                for (visit, map) in [(false, false), (true, false), (false, true)] {
+                    let got = parallel(path, config, (threads, batch, spill), (visit, map));
                     assert_eq!(
                         got,
                         want,
-                        "{} at {threads} threads, batches of {batch}, visit {visit}",
+                        "{} at {threads} threads, batches of {batch}, visit {visit}, map {map}",
                         path.display()
                     );
                 }
@@ -196,11 +198,13 @@ fn batches_with_big_duplicate_tables_wait_their_turn() {
                 want.last()
             );
             for (threads, batch, spill) in [(1, 1 << 20, 1000), (2, 1, 1), (8, 300, 3)] {
-                let got = parallel(&path, config, (threads, batch, spill), false);
-                assert!(
-                    got == want,
-                    "dup {dup} at {threads} threads, batches of {batch}"
-                );
+                for map in [false, true] {
+                    let got = parallel(&path, config, (threads, batch, spill), (false, map));
+                    assert!(
+                        got == want,
+                        "dup {dup} at {threads} threads, batches of {batch}, map {map}"
+                    );
+                }
             }
         }
     }
@@ -266,18 +270,92 @@ fn records_bigger_than_the_walkers_reach_give_what_one_decoder_gives() {
             let failed = want.last().is_some_and(|l| l.starts_with("error"));
             assert_eq!(failed, !ok, "{name}: {:?}", want.last());
             for (threads, batch, spill) in [(2, 1 << 20, 1000), (8, 4096, 3)] {
-                let got = parallel(&path, config, (threads, batch, spill), false);
-                assert!(
-                    got == want,
-                    "{name} at {threads} threads, batches of {batch}: {} items vs {}, last {:?} \
-                     vs {:?}",
-                    got.len(),
-                    want.len(),
-                    got.last(),
-                    want.last()
-                );
+                for map in [false, true] {
+                    let got = parallel(&path, config, (threads, batch, spill), (false, map));
+                    assert!(
+                        got == want,
+                        "{name} at {threads} threads, batches of {batch}, map {map}: {} items \
+                         vs {}, last {:?} vs {:?}",
+                        got.len(),
+                        want.len(),
+                        got.last(),
+                        want.last()
+                    );
+                }
             }
         }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// This process's resident pages of mapped files, in bytes.
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+fn rss_file() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssFile:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+#[test]
+fn a_mapped_file_is_let_go_behind_the_readers() {
+    // 96 MB of big strings (each a batch of its own), small keys between them, and a set of
+    // 2,000,000 members (28 MB) whose duplicate check reads every one on its worker
+    let mut f = b"REDIS0009\xfe\x00".to_vec();
+    let short = |f: &mut Vec<u8>, s: &[u8]| {
+        f.push(s.len() as u8);
+        f.extend_from_slice(s);
+    };
+    for i in 0..8u32 {
+        f.push(0);
+        short(&mut f, format!("big:{i}").as_bytes());
+        f.push(0x80);
+        f.extend(12_000_000u32.to_be_bytes());
+        f.extend((0..12_000_000u32).map(|j| b'a' + ((i + j) % 26) as u8));
+        for j in 0..1000 {
+            f.push(0);
+            short(&mut f, format!("small:{i}:{j}").as_bytes());
+            short(&mut f, b"value");
+        }
+    }
+    f.push(2);
+    short(&mut f, b"set");
+    f.push(0x80);
+    f.extend(2_000_000u32.to_be_bytes());
+    for i in 0..2_000_000 {
+        short(&mut f, format!("member-{i:07}").as_bytes());
+    }
+    f.extend([0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let dir = test_support::temp_dir("pipeline-mapped-rss");
+    let path = dir.join("big.rdb");
+    std::fs::write(&path, &f).unwrap();
+    drop(f);
+    let mut skip = Config::default();
+    skip.skip_values(true);
+    for config in [skip, Config::default()] {
+        let before = rss_file();
+        let mut peak = before;
+        let mut keys = 0;
+        Pipeline::new(config)
+            .threads(2)
+            .map(true)
+            .run(
+                &path,
+                |b, _| b.filter(|i| i.is_ok()).count(),
+                |part| {
+                    peak = peak.max(rss_file());
+                    if let Part::Done(n) = part {
+                        keys += n;
+                    }
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        assert!(keys > 8_000, "{keys} items");
+        // read whole and kept, the file would add 100 MB; other tests map small files meanwhile
+        let grew = peak.saturating_sub(before);
+        assert!(grew < 20 << 20, "mapped pages grew by {} MiB", grew >> 20);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
