@@ -273,7 +273,18 @@ impl Batch<'_> {
                 // a batch holds no EOF but the tail after a walker's error may: its checksum
                 // is the walker's to check
                 Ok(Some(Item::Eof { .. })) => self.done = true,
-                Ok(Some(item)) => return Some(Ok(item)),
+                Ok(Some(item)) => {
+                    if matches!(item, Item::KeyStart(_) | Item::Chunk(_)) {
+                        // a big key's pieces are often dropped on another thread (the
+                        // caller's, which renders them): the next piece's elements get a
+                        // reference count of their own, so that the two threads do not
+                        // contend for one count, element by element
+                        if let Some(m) = &mut self.mem {
+                            *m = Bytes::from_owner(std::mem::take(m));
+                        }
+                    }
+                    return Some(Ok(item));
+                }
                 Ok(None) if self.read_to >= self.span.end => {
                     self.done = true;
                     if !self.dec.at_record_boundary() && !self.dec.is_done() {
