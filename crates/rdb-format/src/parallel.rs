@@ -13,6 +13,12 @@
 //! needs a big table (a set, hash or sorted set of more than 65,536 members) waits until every
 //! batch before it was taken: one such table (up to 16 MiB) is held at a time, so memory does
 //! not grow with the number of threads.
+//!
+//! With the `mmap` feature the file is mapped (`MappedFile`, [`Pipeline::map`]) and every
+//! thread reads it in place: nothing is copied from the page cache, no batch is read twice.
+//! Each batch is a `Bytes` with a reference count of its own, so that threads do not contend
+//! for one count; the mapping's pages are let go behind the walker, each worker and the
+//! caller's thread, so resident memory stays bounded whatever the file's size.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -43,7 +49,7 @@ const CARRY: u64 = 1 << 20;
 /// A record the walker is this far into when it reads on is handed to a worker at once, as a
 /// batch of its own whose end its worker finds: the walker walks it while it is decoded.
 const OPEN_RECORD: u64 = 2 * BLOCK;
-/// A mapped file's pages are let go ([`MappedFile::release`]) this far behind the walker, and
+/// A mapped file's pages are let go (`MappedFile::release`) this far behind the walker, and
 /// a worker lets its batch's go every this many bytes: resident memory stays within a few of
 /// these whatever the file's size.
 const RELEASE: u64 = 4 << 20;
@@ -390,7 +396,7 @@ impl Pipeline {
 
     /// Whether the file is mapped into memory and read in place (feature `mmap`, on by
     /// default with it) rather than read into buffers: no copies, and no batch read twice.
-    /// Its pages are let go behind the readers ([`MappedFile::release`](crate::MappedFile)),
+    /// Its pages are let go behind the readers (`MappedFile::release`),
     /// so resident memory stays bounded. A file that cannot be mapped is read. Like every
     /// mapping, it requires that nobody cuts the file short while it is decoded (that ends
     /// the process with `SIGBUS`); turn it off where that may happen.
