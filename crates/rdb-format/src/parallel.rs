@@ -437,23 +437,21 @@ impl Pipeline {
         W: Fn(&mut Batch<'_>, &mut dyn FnMut(T)) -> T + Sync,
         E: FnMut(Part<T>) -> ControlFlow<()>,
     {
-        let opened: File;
+        // opened once: a pipe opened twice would wait for a second writer
+        let opened = File::open(path).map_err(|e| Error::io(e, 0))?;
         // a file that cannot be mapped (a pipe, say) is read
         #[cfg(feature = "mmap")]
-        let mapped = self.map.then(|| MappedFile::open(path).ok()).flatten();
+        let mapped = self
+            .map
+            .then(|| MappedFile::from_file(&opened).ok())
+            .flatten();
         #[cfg(feature = "mmap")]
         let file = match &mapped {
             Some(m) => Src::Map(m),
-            None => {
-                opened = File::open(path).map_err(|e| Error::io(e, 0))?;
-                Src::File(&opened)
-            }
+            None => Src::File(&opened),
         };
         #[cfg(not(feature = "mmap"))]
-        let file = {
-            opened = File::open(path).map_err(|e| Error::io(e, 0))?;
-            Src::File(&opened)
-        };
+        let file = Src::File(&opened);
         let window = if self.window == 0 {
             (self.threads * 2 + 2).min(8)
         } else {

@@ -281,11 +281,21 @@ impl AsRef<[u8]> for MapOwner {
 impl MappedFile {
     /// Maps the file at `path`, read-only, for reading front to back.
     pub fn open(path: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
-        let file = std::fs::File::open(path)?;
+        Self::from_file(&std::fs::File::open(path)?)
+    }
+
+    /// Maps an open file, read-only, for reading front to back; an error for anything but a
+    /// regular file (a pipe, a device: they have no length to map).
+    pub fn from_file(file: &std::fs::File) -> std::io::Result<Self> {
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other(
+                "not a regular file: it cannot be mapped",
+            ));
+        }
         #[allow(unsafe_code)]
         // SAFETY: the mapping is read-only; like every tool that maps its input we rely on
         // the file not being changed while it is read, which the type's docs require.
-        let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file)? });
+        let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(file)? });
         // a hint only: read ahead of the faults
         let _ = map.advise(memmap2::Advice::Sequential);
         let bytes = Bytes::from_owner(MapOwner(map.clone(), 0..map.len()));
