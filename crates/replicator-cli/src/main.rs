@@ -559,7 +559,7 @@ fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode
     let threads = args.threads.count();
     let parallel = threads > 1
         && !aof
-        && args.file != Path::new("-")
+        && files::is_regular(&args.file)
         && !args.restore
         && matches!(
             args.format,
@@ -886,7 +886,7 @@ fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCo
         .lenient(args.lenient)
         .dup_check_limit(args.dup_check_limit);
     let threads = args.threads.count();
-    let (tally, result, partial) = if threads > 1 && args.file != Path::new("-") {
+    let (tally, result, partial) = if threads > 1 && files::is_regular(&args.file) {
         check_parallel(
             &args.file,
             *opts.rdb_mut(),

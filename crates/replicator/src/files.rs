@@ -86,12 +86,23 @@ impl std::fmt::Debug for FileEvents {
     }
 }
 
+/// True when `path` is a regular file (not `-`, a pipe or a device): one that can be decoded
+/// on several threads, which read it at different offsets.
+pub fn is_regular(path: &Path) -> bool {
+    path.as_os_str() != "-" && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// True when `path` is an AOF (a file of commands, an `appendonlydir` or a manifest) rather
 /// than an RDB file (or `-`, standard input, which is read as an RDB).
 pub fn is_aof(path: &Path) -> Result<bool> {
     #[cfg(feature = "aof")]
     {
         if path.as_os_str() == "-" {
+            return Ok(false);
+        }
+        // a pipe (`<(...)`, a FIFO) is read once, as an RDB: looking at its first bytes would
+        // take them, and a FIFO opened again waits for a writer that is gone
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
             return Ok(false);
         }
         let d = aof_manifest::detect(path)

@@ -262,3 +262,51 @@ fn a_file_cut_short_while_it_is_read_is_reported() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pipe (a FIFO, `<(...)`) is read once, front to back, as an RDB file, at any thread count:
+/// the same output as the file, where it used to wait forever (the format was sniffed on a
+/// first open, and a FIFO opened again waits for a writer that is gone).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_pipe_is_read_once_at_any_thread_count() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = test_support::temp_dir("threads-fifo");
+    let file = test_support::testdata().join("redis-7.0-compact.rdb");
+    let want = replicator(&["dump", file.to_str().unwrap(), "--format", "jsonl"]);
+    assert!(want.status.success());
+    for threads in ["1", "2"] {
+        let fifo = dir.join(format!("fifo-{threads}"));
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let writer = {
+            let (fifo, file) = (fifo.clone(), file.clone());
+            // ends with an error if the reader closes early; the output comparison tells
+            std::thread::spawn(move || std::fs::write(fifo, std::fs::read(file).unwrap()))
+        };
+        // into a file: a pipe the test did not read while it waits would fill
+        let out = dir.join(format!("out-{threads}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replicator"))
+            .args(["dump", fifo.to_str().unwrap(), "--format", "jsonl"])
+            .args(["--threads", threads])
+            .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+            .spawn()
+            .unwrap();
+        let since = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if since.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                // (a writer still waiting for a reader is left behind: the panic ends the test)
+                panic!("a pipe at {threads} threads: still waiting after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let status = child.wait().unwrap();
+        let _ = writer.join();
+        assert!(status.success(), "a pipe at {threads} threads");
+        let got = std::fs::read(&out).unwrap();
+        assert!(got == want.stdout, "a pipe at {threads} threads");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
