@@ -88,20 +88,6 @@ impl<'f> Src<'f> {
         }
     }
 
-    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-        match self {
-            Src::File(f) => f.read_exact_at(buf, at),
-            #[cfg(feature = "mmap")]
-            Src::Map(m) => {
-                let from = usize::try_from(at).unwrap_or(usize::MAX);
-                let got = m.bytes().get(from..).and_then(|b| b.get(..buf.len()));
-                let got = got.ok_or(std::io::ErrorKind::UnexpectedEof)?;
-                buf.copy_from_slice(got);
-                Ok(())
-            }
-        }
-    }
-
     /// The bytes `start..end` when they can be had without a copy.
     fn slice(&self, start: u64, end: u64) -> Option<Bytes> {
         match self {
@@ -310,7 +296,12 @@ impl Batch<'_> {
                     let n = READ.min(self.span.end - self.read_to) as usize;
                     let old = self.buf.len();
                     self.buf.resize(old + n, 0);
-                    if let Err(e) = self.file.read_exact_at(&mut self.buf[old..], self.read_to) {
+                    // (a mapped file's batch is all in `mem`: only a file read gets here)
+                    let read = match self.file.file() {
+                        Some(f) => f.read_exact_at(&mut self.buf[old..], self.read_to),
+                        None => Err(std::io::ErrorKind::Unsupported.into()),
+                    };
+                    if let Err(e) = read {
                         self.done = true;
                         return Some(Err(Error::io(e, self.read_to)));
                     }
@@ -648,13 +639,13 @@ impl Pipeline {
                     } else {
                         pos
                     };
-                    if let Some(all) = file.slice(0, len) {
+                    let to = read_to.saturating_add(BLOCK).min(len);
+                    if let Some(all) = file.slice(0, to) {
                         // mapped: the next block is there already; the pages far behind
                         // the walker go (a worker still on them maps them again)
-                        let to = read_to.saturating_add(BLOCK).min(len);
                         ended = to == read_to;
                         read_to = to;
-                        held_bytes = all.slice(..to as usize);
+                        held_bytes = all;
                         held_from = 0;
                         file.release(&mut released, pos.saturating_sub(RELEASE), RELEASE / 2);
                     } else {

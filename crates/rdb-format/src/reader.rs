@@ -223,12 +223,7 @@ impl Iterator for BytesReader {
 /// The file must not be changed by anyone while the mapping is alive.
 #[cfg(feature = "mmap")]
 pub fn mmap_file(path: impl AsRef<std::path::Path>) -> std::io::Result<Bytes> {
-    let file = std::fs::File::open(path)?;
-    #[allow(unsafe_code)]
-    // SAFETY: the mapping is read-only; like every tool that maps its input we rely on the
-    // file not being truncated while it is read, which the docs of this function require.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(Bytes::from_owner(map))
+    Ok(MappedFile::open(path)?.bytes().clone())
 }
 
 /// A file mapped into memory, read without copies, whose pages can be let go once read

@@ -117,6 +117,23 @@ fn file_with_a_big_hash(fields: usize, dup_at: Option<usize>) -> (Vec<u8>, usize
 /// Runs each of `commands` on a whole file, one with a duplicate field and one cut inside the
 /// big hash, on one thread and at each of `configs` (threads, batch bytes): the same exit
 /// code, stdout and stderr. `look` sees each one-thread run first (file name, command, output).
+/// The three files the big-key tests run, with whether each is good: a big hash of `fields`
+/// whole, with a duplicate at `dup_at`, and cut `num / den` of the way into the hash.
+fn whole_dup_and_cut(
+    fields: usize,
+    dup_at: usize,
+    (num, den): (usize, usize),
+) -> [(&'static str, Vec<u8>, bool); 3] {
+    let (whole, start, end) = file_with_a_big_hash(fields, None);
+    let (dup, ..) = file_with_a_big_hash(fields, Some(dup_at));
+    let cut = whole[..start + (end - start) * num / den].to_vec();
+    [
+        ("whole", whole, true),
+        ("dup", dup, false),
+        ("cut", cut, false),
+    ]
+}
+
 fn same_whole_dup_or_cut(
     dir: &Path,
     files: [(&str, Vec<u8>, bool); 3],
@@ -145,14 +162,7 @@ fn a_big_key_gives_the_same_bytes_at_any_thread_count_whole_cut_or_bad() {
     // before it, the SELECTs around it, the keys counted, and an error inside it must come out
     // as one printer has them
     let dir = test_support::temp_dir("threads-big-key");
-    let (whole, start, end) = file_with_a_big_hash(20_000, None);
-    let (dup, ..) = file_with_a_big_hash(20_000, Some(13_000));
-    let cut = whole[..start + (end - start) * 2 / 3].to_vec();
-    let files = [
-        ("whole", whole, true),
-        ("dup", dup, false),
-        ("cut", cut, false),
-    ];
+    let files = whole_dup_and_cut(20_000, 13_000, (2, 3));
     let commands: [&[&str]; 7] = [
         &["check"],
         &["dump", "--format", "jsonl", "--all"],
@@ -182,16 +192,10 @@ fn a_key_bigger_than_the_walkers_reach_gives_the_same_bytes_whole_cut_or_bad() {
     // a record of 7 MB: the walker hands it to a worker as a batch of its own while it walks
     // it (past 4 MiB), and cuts the next batch where that worker's key ends
     let dir = test_support::temp_dir("threads-open-record");
-    let (whole, start, end) = file_with_a_big_hash(250_000, None);
-    assert!(end - start > 6 << 20);
     // a duplicate past the point where the record was handed over
-    let (dup, ..) = file_with_a_big_hash(250_000, Some(240_000));
-    let cut = whole[..start + (end - start) * 9 / 10].to_vec();
-    let files = [
-        ("whole", whole, true),
-        ("dup", dup, false),
-        ("cut", cut, false),
-    ];
+    let files = whole_dup_and_cut(250_000, 240_000, (9, 10));
+    let (_, start, end) = file_with_a_big_hash(250_000, None);
+    assert!(end - start > 6 << 20);
     let commands: [&[&str]; 4] = [
         &["check"],
         &["dump", "--format", "jsonl", "--all"],
