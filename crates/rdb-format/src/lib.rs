@@ -36,5 +36,5 @@ pub use read_ahead::ReadAhead;
 pub use reader::AsyncReader;
 pub use reader::{BytesReader, Reader, decode_all, decode_partial};
 #[cfg(feature = "mmap")]
-pub use reader::{MappedFile, mmap_file};
+pub use reader::{MappedFile, MappedReader, mmap_file};
 pub use value::*;

@@ -344,6 +344,135 @@ impl MappedFile {
     }
 }
 
+/// Decodes a [`MappedFile`] in place, a window at a time, and lets its pages go behind the
+/// decoder (feature `mmap`): no copy, no reading thread, and resident memory that does not
+/// grow with the file.
+///
+/// Pages are let go a few MiB at a time: those the decoder went past, and those of the items
+/// the program took, once it asks for the next one. A page touched again afterwards (an item
+/// kept and read later) is mapped again from the file, with the same bytes.
+///
+/// ```
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/redis-7.0-compact.rdb");
+/// let map = rdb_format::MappedFile::open(path)?;
+/// let mut reader = rdb_format::MappedReader::new(map, Default::default());
+/// let mut keys = 0;
+/// while let Some(item) = reader.next_item().unwrap() {
+///     keys += matches!(item, rdb_format::Item::Key(_)) as usize;
+/// }
+/// assert!(keys > 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[cfg(feature = "mmap")]
+#[derive(Debug)]
+pub struct MappedReader {
+    map: MappedFile,
+    /// The part of the file the decoder reads now (what it has not taken of it).
+    window: Bytes,
+    /// The file offset where `window` ends.
+    read_to: u64,
+    /// The pages before this offset were let go.
+    released: u64,
+    /// Where the decoder stood when it handed over its last item.
+    handed: u64,
+    /// Bytes added to the window at a time.
+    step: u64,
+    dec: Decoder,
+    failed: bool,
+}
+
+/// Bytes a [`MappedReader`] adds to its window at a time, and lets go of at a time.
+#[cfg(feature = "mmap")]
+const MAP_WINDOW: u64 = 2 << 20;
+
+#[cfg(feature = "mmap")]
+impl MappedReader {
+    /// A reader of `map` with these settings.
+    pub fn new(map: MappedFile, config: Config) -> Self {
+        Self::with_window(map, config, MAP_WINDOW)
+    }
+
+    /// As [`new`](Self::new), reading `window` bytes further each time the decoder needs more
+    /// (default 2 MiB; at least as much again as the window holds, for a record bigger than
+    /// it), and letting pages go twice that many at a time (tests and tuning).
+    pub fn with_window(map: MappedFile, config: Config, window: u64) -> Self {
+        let step = window.max(1);
+        let read_to = step.min(map.len());
+        Self {
+            step,
+            window: map.slice(0, read_to),
+            read_to,
+            map,
+            released: 0,
+            handed: 0,
+            dec: Decoder::with_config(config),
+            failed: false,
+        }
+    }
+
+    /// The decoder (version, offset, flavor).
+    pub fn decoder(&self) -> &Decoder {
+        &self.dec
+    }
+
+    /// The next item, `Ok(None)` at the end of the file.
+    pub fn next_item(&mut self) -> Result<Option<Item>> {
+        self.next_inner(None)
+    }
+
+    /// As [`next_item`](Self::next_item), with string keys handed to `visit`
+    /// ([`Decoder::decode_with`]).
+    pub fn next_item_with(
+        &mut self,
+        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Item>> {
+        self.next_inner(Some(visit))
+    }
+
+    /// Lets go of whole pages before `to`, once there are `step` bytes of them.
+    fn let_go(&mut self, to: u64, step: u64) {
+        let to = to & !4095;
+        if to >= self.released.saturating_add(step) {
+            self.map.release(self.released, to);
+            self.released = to;
+        }
+    }
+
+    fn next_inner(&mut self, mut visit: Visit<'_, '_>) -> Result<Option<Item>> {
+        if self.failed {
+            return Ok(None);
+        }
+        // the program is done with the items it took before this call
+        self.let_go(self.handed, 2 * self.step);
+        loop {
+            let ended = self.read_to >= self.map.len();
+            let (dec, window) = (&mut self.dec, &mut self.window);
+            if let Some(answer) = turn(dec, window, ended, &mut self.failed, visit.as_deref_mut())?
+            {
+                self.handed = self.dec.offset();
+                return Ok(answer);
+            }
+            // the next window, from what the decoder has not taken yet; at least as much
+            // again as it holds, so that a record far bigger than a window is looked at a
+            // logarithmic number of times
+            let from = self.read_to - self.window.len() as u64;
+            let grow = self.step.max(self.window.len() as u64);
+            self.read_to = self.read_to.saturating_add(grow).min(self.map.len());
+            self.window = self.map.slice(from, self.read_to);
+            self.let_go(from, 2 * self.step);
+        }
+    }
+}
+
+#[cfg(feature = "mmap")]
+impl Iterator for MappedReader {
+    type Item = Result<Item>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item().transpose()
+    }
+}
+
 /// Decodes a whole file held in memory into items.
 ///
 /// ```

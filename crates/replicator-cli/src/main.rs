@@ -184,10 +184,12 @@ struct DumpArgs {
     /// Do not verify the checksum.
     #[arg(long)]
     no_checksum: bool,
-    /// Map the file into memory instead of reading it, on one thread (zero-copy; the mapped
-    /// pages count towards the process' resident memory). On several threads the file is
-    /// always mapped, and its pages let go once read.
-    #[arg(long)]
+    /// Map a regular file into memory and read it in place (zero-copy, no reading thread),
+    /// its pages let go behind the decoder; `--mmap=false` reads it on a second thread
+    /// instead, on one decoding thread (on several, the file is always mapped). Standard
+    /// input and pipes are read.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     mmap: bool,
     #[command(flatten)]
     threads: ThreadArgs,
@@ -222,8 +224,12 @@ impl ThreadArgs {
 struct CheckArgs {
     /// The RDB file (`-` for standard input), AOF file, AOF directory or AOF manifest.
     file: PathBuf,
-    /// Map the file into memory instead of reading it (on several threads it always is).
-    #[arg(long)]
+    /// Map a regular file into memory and read it in place (zero-copy, no reading thread),
+    /// its pages let go behind the decoder; `--mmap=false` reads it on a second thread
+    /// instead, on one decoding thread (on several, the file is always mapped). Standard
+    /// input and pipes are read.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     mmap: bool,
     /// Try a file whose RDB version this tool does not know (a newer Redis or Valkey);
     /// checking stops at the first type or opcode it does not know.

@@ -6,8 +6,7 @@ use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use bytes::Bytes;
-use rdb_format::{BytesReader, Config, Item, ReadAhead, Reader, StringRecord};
+use rdb_format::{Config, Item, MappedReader, ReadAhead, Reader, StringRecord};
 
 use crate::error::{Error, Result};
 #[cfg(feature = "aof")]
@@ -44,8 +43,13 @@ impl Options {
         &mut self.rdb
     }
 
-    /// Map an RDB file into memory instead of reading it (zero-copy; the mapped pages count
-    /// towards the process' resident memory). The file must not change while it is read.
+    /// Map an RDB file into memory instead of reading it: no copy and no reading thread. The
+    /// pages read are let go behind the decoder, a few MiB at a time, so that the resident
+    /// memory stays small whatever the file's size (a page the program touches again behind
+    /// the decoder, through an item it kept, is mapped again and stays). Standard input and
+    /// pipes, which cannot be mapped, are read as without it, and so is a file that the file
+    /// system cannot map. The file must not change while it is read: a file cut short under
+    /// a mapping raises `SIGBUS`.
     pub fn mmap(&mut self, on: bool) -> &mut Self {
         self.mmap = on;
         self
@@ -58,7 +62,7 @@ impl Options {
 }
 
 enum Inner {
-    Mapped(Box<BytesReader>),
+    Mapped(Box<MappedReader>),
     Stream(Box<Reader<Box<dyn Read + Send>>>),
     ReadAhead(Box<ReadAhead>),
     #[cfg(feature = "aof")]
@@ -156,12 +160,16 @@ pub fn open_with(path: &Path, opts: &Options) -> Result<FileEvents> {
         }
     }
     let file = File::open(path).map_err(cannot)?;
-    let len = file.metadata().map_err(cannot)?.len();
-    if opts.mmap {
-        let bytes: Bytes = rdb_format::mmap_file(path)
-            .map_err(|e| Error::io(format!("cannot map {}", path.display()), e))?;
+    let meta = file.metadata().map_err(cannot)?;
+    let len = meta.len();
+    // a file system that cannot map files is read instead
+    let map = match opts.mmap && meta.is_file() {
+        true => rdb_format::MappedFile::from_file(&file).ok(),
+        false => None,
+    };
+    if let Some(map) = map {
         return Ok(FileEvents {
-            inner: Inner::Mapped(Box::new(BytesReader::with_config(bytes, config))),
+            inner: Inner::Mapped(Box::new(MappedReader::new(map, config))),
             len,
         });
     }

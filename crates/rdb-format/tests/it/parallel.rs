@@ -283,6 +283,12 @@ fn records_bigger_than_the_walkers_reach_give_what_one_decoder_gives() {
                     );
                 }
             }
+            // and on one thread, mapped, in windows far smaller than the records
+            #[cfg(feature = "mmap")]
+            for window in [4096, 1 << 20] {
+                let got = mapped(&path, config, window, true);
+                assert!(got == want, "{name}, mapped in windows of {window}");
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -297,11 +303,10 @@ fn rss_file() -> u64 {
     kib << 10
 }
 
+/// 96 MB of big strings (each a batch of its own in the pipeline), small keys between them,
+/// and a set of 2,000,000 members (28 MB) whose duplicate check reads every one.
 #[cfg(all(feature = "mmap", target_os = "linux"))]
-#[test]
-fn a_mapped_file_is_let_go_behind_the_readers() {
-    // 96 MB of big strings (each a batch of its own), small keys between them, and a set of
-    // 2,000,000 members (28 MB) whose duplicate check reads every one on its worker
+fn big_strings_and_a_set() -> Vec<u8> {
     let mut f = b"REDIS0009\xfe\x00".to_vec();
     let short = |f: &mut Vec<u8>, s: &[u8]| {
         f.push(s.len() as u8);
@@ -327,6 +332,13 @@ fn a_mapped_file_is_let_go_behind_the_readers() {
         short(&mut f, format!("member-{i:07}").as_bytes());
     }
     f.extend([0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
+    f
+}
+
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+#[test]
+fn a_mapped_file_is_let_go_behind_the_readers() {
+    let f = big_strings_and_a_set();
     let dir = test_support::temp_dir("pipeline-mapped-rss");
     let path = dir.join("big.rdb");
     std::fs::write(&path, &f).unwrap();
@@ -352,6 +364,91 @@ fn a_mapped_file_is_let_go_behind_the_readers() {
                 },
             )
             .unwrap();
+        assert!(keys > 8_000, "{keys} items");
+        // read whole and kept, the file would add 100 MB; other tests map small files meanwhile
+        let grew = peak.saturating_sub(before);
+        assert!(grew < 20 << 20, "mapped pages grew by {} MiB", grew >> 20);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every item of a [`rdb_format::MappedReader`] as text, up to and including the first error;
+/// `visit`: string keys through a visitor.
+#[cfg(feature = "mmap")]
+fn mapped(path: &Path, config: Config, window: u64, visit: bool) -> Vec<String> {
+    let map = rdb_format::MappedFile::open(path).unwrap();
+    let mut r = rdb_format::MappedReader::with_window(map, config, window);
+    let skip = r.decoder().skips_values();
+    let mut out = Vec::new();
+    loop {
+        let mut visited = Vec::new();
+        let got = if visit {
+            r.next_item_with(&mut |s| {
+                visited.push(format!("{:?}", s.to_item(skip)));
+                ControlFlow::Continue(())
+            })
+        } else {
+            r.next_item()
+        };
+        out.append(&mut visited);
+        match got {
+            Ok(Some(i)) => out.push(format!("{i:?}")),
+            // (the visitor never asks to stop: this is the end)
+            Ok(None) => break,
+            Err(e) => {
+                out.push(format!("error: {e}"));
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(feature = "mmap")]
+#[test]
+fn a_mapped_reader_gives_what_one_decoder_gives() {
+    let files = test_support::every_rdb_file("the mapped reader's corpus files");
+    assert!(files.len() > 20, "only {} files", files.len());
+    let mut chunked = Config::default();
+    chunked.chunk_threshold(4).chunk_size(3).string_piece(16);
+    for path in &files {
+        let mut skip = Config::default();
+        skip.skip_values(true);
+        for config in [Config::default(), chunked, skip] {
+            let want = sequential(path, config);
+            for window in [1, 7, 4096, 2 << 20] {
+                for visit in [false, true] {
+                    let got = mapped(path, config, window, visit);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{} in windows of {window}, visit {visit}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+#[test]
+fn a_mapped_reader_lets_its_pages_go() {
+    let dir = test_support::temp_dir("mapped-reader-rss");
+    let path = dir.join("big.rdb");
+    std::fs::write(&path, big_strings_and_a_set()).unwrap();
+    let mut skip = Config::default();
+    skip.skip_values(true);
+    for config in [skip, Config::default()] {
+        let before = rss_file();
+        let mut peak = before;
+        let mut keys = 0;
+        let map = rdb_format::MappedFile::open(&path).unwrap();
+        for item in rdb_format::MappedReader::new(map, config) {
+            item.unwrap();
+            keys += 1;
+            peak = peak.max(rss_file());
+        }
         assert!(keys > 8_000, "{keys} items");
         // read whole and kept, the file would add 100 MB; other tests map small files meanwhile
         let grew = peak.saturating_sub(before);

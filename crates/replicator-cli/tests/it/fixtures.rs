@@ -181,15 +181,20 @@ fn mmap_and_streaming_reads_agree() {
         let name = fx["name"].as_str().unwrap();
         let rdb = testdata().join(format!("{name}.rdb"));
         let rdb = rdb.to_str().unwrap();
-        let streamed = replicator(&["dump", rdb]);
-        let mapped = replicator(&["dump", rdb, "--mmap"]);
+        // on one thread: read ahead, mapped by default, and `--mmap` as before it was
+        let streamed = replicator(&["dump", rdb, "--threads", "1", "--mmap=false"]);
+        let mapped = replicator(&["dump", rdb, "--threads", "1"]);
+        let flag = replicator(&["dump", "--mmap", rdb, "--threads", "1"]);
         assert!(
-            streamed.status.success() && mapped.status.success(),
+            streamed.status.success() && mapped.status.success() && flag.status.success(),
             "{name}"
         );
         assert_eq!(streamed.stdout, mapped.stdout, "{name}");
-        let checked = replicator(&["check", rdb, "--mmap"]);
+        assert_eq!(flag.stdout, mapped.stdout, "{name}");
+        let checked = replicator(&["check", rdb, "--threads", "1"]);
+        let read = replicator(&["check", rdb, "--threads", "1", "--mmap=false"]);
         assert!(checked.status.success(), "{name}");
+        assert_eq!(checked.stdout, read.stdout, "{name}");
         // standard input works too
         let data = std::fs::read(rdb).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_replicator"))
