@@ -39,6 +39,20 @@ pub fn encode_header(ty: u8, n: usize, dst: &mut BytesMut) {
     header(dst, ty, n);
 }
 
+/// Appends one bulk string: for writing a command's arguments one at a time after its `*N`
+/// header, without gathering them first.
+///
+/// ```
+/// let mut out = bytes::BytesMut::new();
+/// resp_codec::encode_header(b'*', 2, &mut out);
+/// resp_codec::encode_bulk(b"PING", &mut out);
+/// resp_codec::encode_bulk(b"hi", &mut out);
+/// assert_eq!(&out[..], b"*2\r\n$4\r\nPING\r\n$2\r\nhi\r\n");
+/// ```
+pub fn encode_bulk(body: &[u8], dst: &mut BytesMut) {
+    blob(dst, b'$', body);
+}
+
 /// Appends `frame` to `dst`. Simple strings and errors are written as they are: they must not
 /// contain CR or LF (use bulk strings for arbitrary bytes).
 ///

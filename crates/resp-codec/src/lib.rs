@@ -32,6 +32,6 @@ pub use args::{needs_quotes, quote_arg, split_args};
 #[cfg(feature = "codec")]
 pub use codec::{CodecError, RespCodec};
 pub use decode::{Config, Decoder, Limits};
-pub use encode::{encode, encode_command, encode_header};
+pub use encode::{encode, encode_bulk, encode_command, encode_header};
 pub use error::{Error, ErrorKind, Result};
 pub use frame::{Command, Frame};

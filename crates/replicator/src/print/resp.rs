@@ -398,31 +398,45 @@ impl<W: Write> Resp<W> {
         Ok(())
     }
 
-    /// Writes `name key args...` in commands of at most `batch` elements (`per` args each).
-    fn batched(&mut self, name: &[u8], key: &[u8], items: Vec<Bytes>, per: usize) -> Result<()> {
-        for group in items.chunks(self.batch * per) {
-            let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() + 2);
-            args.push(name);
-            args.push(key);
-            args.extend(group.iter().map(|b| &b[..]));
-            self.cmd(&args)?;
+    /// Writes `name key args...` in commands of at most `batch` of `items`, each written as
+    /// `per` bulk strings by `args`, straight into the output buffer (no argument list, no
+    /// element copied or counted again).
+    fn batched<T>(
+        &mut self,
+        name: &[u8],
+        key: &[u8],
+        items: &[T],
+        per: usize,
+        mut args: impl FnMut(&T, &mut BytesMut),
+    ) -> Result<()> {
+        for group in items.chunks(self.batch) {
+            resp_codec::encode_header(b'*', 2 + group.len() * per, &mut self.buf);
+            resp_codec::encode_bulk(name, &mut self.buf);
+            resp_codec::encode_bulk(key, &mut self.buf);
+            for item in group {
+                args(item, &mut self.buf);
+            }
+            self.flush_if_big()?;
         }
         Ok(())
     }
 }
 
-fn score_text(d: f64) -> Bytes {
+/// A sorted set's score as `ZADD` takes it, in `text` (cleared first).
+fn score_text(d: f64, text: &mut Vec<u8>) {
+    text.clear();
     if d.is_nan() {
-        Bytes::from_static(b"nan")
+        text.extend_from_slice(b"nan");
     } else if d.is_infinite() {
-        Bytes::from_static(if d > 0.0 { b"inf" } else { b"-inf" })
-    } else {
-        let mut text = Vec::with_capacity(24);
-        if d == d.trunc() || !super::json::short_decimal(&mut text, d) {
-            text.extend_from_slice(ryu::Buffer::new().format_finite(d).as_bytes());
-        }
-        Bytes::from(text)
+        text.extend_from_slice(if d > 0.0 { b"inf" } else { b"-inf" });
+    } else if d == d.trunc() || !super::json::short_decimal(text, d) {
+        text.extend_from_slice(ryu::Buffer::new().format_finite(d).as_bytes());
     }
+}
+
+/// An element as one bulk string (an integer's text made on the stack).
+fn elem(e: &Elem, buf: &mut BytesMut) {
+    e.with_bytes(|b| resp_codec::encode_bulk(b, buf));
 }
 
 fn id_text(id: StreamId) -> Vec<u8> {
@@ -461,27 +475,21 @@ impl<W: Write> Sink for Resp<W> {
                     self.string_started = true;
                 }
             }
-            Chunk::List(v) => {
-                let items = v.iter().map(Elem::to_bytes).collect();
-                self.batched(b"RPUSH", key, items, 1)?;
-            }
-            Chunk::Set(v) => {
-                let items = v.iter().map(Elem::to_bytes).collect();
-                self.batched(b"SADD", key, items, 1)?;
-            }
+            Chunk::List(v) => self.batched(b"RPUSH", key, v, 1, elem)?,
+            Chunk::Set(v) => self.batched(b"SADD", key, v, 1, elem)?,
             Chunk::SortedSet(v) => {
-                let items = v
-                    .iter()
-                    .flat_map(|(m, s)| [score_text(*s), m.to_bytes()])
-                    .collect();
-                self.batched(b"ZADD", key, items, 2)?;
+                let mut text = Vec::with_capacity(32);
+                self.batched(b"ZADD", key, v, 2, |(m, s), buf| {
+                    score_text(*s, &mut text);
+                    resp_codec::encode_bulk(&text, buf);
+                    elem(m, buf);
+                })?;
             }
             Chunk::Hash(v) => {
-                let items = v
-                    .iter()
-                    .flat_map(|f| [f.field.to_bytes(), f.value.to_bytes()])
-                    .collect();
-                self.batched(b"HSET", key, items, 2)?;
+                self.batched(b"HSET", key, v, 2, |f, buf| {
+                    elem(&f.field, buf);
+                    elem(&f.value, buf);
+                })?;
                 for f in v {
                     if let Some(ms) = f.expire_ms {
                         let ms = ms.to_string();
