@@ -17,22 +17,20 @@ use crate::event::CommandEvent;
 
 /// Writes a byte string as the spec says: a JSON string when UTF-8, else `{"base64": …}`.
 pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    let plain = plain_ascii_prefix(b);
-    if plain == b.len() {
-        // the common case: printable ASCII with nothing to escape
-        out.reserve(b.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(b);
+    let mark = out.len();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    // the common case, ASCII, escaped as it is read: one pass
+    if escape_ascii(out, b) {
         out.push(b'"');
         return;
     }
-    // ASCII is UTF-8: checked a word at a time before the full validation
-    let rest = &b[plain..];
-    if rest.is_ascii() || std::str::from_utf8(rest).is_ok() {
+    // a byte past ASCII: valid UTF-8 passes through (escaped), anything else is base64
+    out.truncate(mark);
+    if std::str::from_utf8(b).is_ok() {
         out.reserve(b.len() + 8);
         out.push(b'"');
-        out.extend_from_slice(&b[..plain]);
-        escape_into(out, rest);
+        escape_into(out, b);
         out.push(b'"');
     } else {
         json_base64(out, b);
@@ -41,12 +39,15 @@ pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 /// Writes `{"base64":"<b64>"}`.
 fn json_base64(out: &mut Vec<u8>, b: &[u8]) {
+    use base64::Engine;
     out.extend_from_slice(b"{\"base64\":\"");
-    out.extend_from_slice(
-        base64::engine::general_purpose::STANDARD
-            .encode(b)
-            .as_bytes(),
-    );
+    let at = out.len();
+    let n = base64::encoded_len(b.len(), true).expect("a slice's base64 length fits in usize");
+    out.resize(at + n, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(b, &mut out[at..])
+        .expect("sized by encoded_len");
+    out.truncate(at + written);
     out.extend_from_slice(b"\"}");
 }
 
@@ -71,20 +72,36 @@ fn is_escaped(c: u8) -> bool {
     c < 0x20 || c == b'"' || c == b'\\'
 }
 
-/// Length of the leading run of ASCII bytes that need no escaping, eight bytes at a time.
-fn plain_ascii_prefix(b: &[u8]) -> usize {
+/// Writes `b` with JSON's escapes, eight bytes at a time where none needs one, while it is
+/// ASCII; false at its first byte past ASCII (with part of it written).
+fn escape_ascii(out: &mut Vec<u8>, b: &[u8]) -> bool {
     let mut i = 0;
-    while i + 8 <= b.len() {
-        let x = word(b, i);
-        if (x & HI) | needs_escape(x) != 0 {
-            break;
+    loop {
+        while i + 8 <= b.len() {
+            let x = word(b, i);
+            if (x & HI) | needs_escape(x) != 0 {
+                break;
+            }
+            out.extend_from_slice(&x.to_le_bytes());
+            i += 8;
         }
-        i += 8;
+        // the word that needs a look, byte by byte (or the last few bytes)
+        let end = (i + 8).min(b.len());
+        for &c in &b[i..end] {
+            if c >= 0x80 {
+                return false;
+            }
+            if is_escaped(c) {
+                escape_byte(out, c);
+            } else {
+                out.push(c);
+            }
+        }
+        i = end;
+        if i == b.len() {
+            return true;
+        }
     }
-    while i < b.len() && b[i] < 0x80 && !is_escaped(b[i]) {
-        i += 1;
-    }
-    i
 }
 
 /// Index of the next byte JSON must escape at or after `i` (UTF-8 passes through).
@@ -111,20 +128,25 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
         let i = next_escape(bytes, start);
         out.extend_from_slice(&bytes[start..i]);
         let Some(&c) = bytes.get(i) else { return };
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(c >> 4)]);
-                out.push(HEX[usize::from(c & 15)]);
-            }
-        }
+        escape_byte(out, c);
         start = i + 1;
+    }
+}
+
+/// Writes the escape of a byte JSON must escape (below 0x20, `"` or `\`).
+fn escape_byte(out: &mut Vec<u8>, c: u8) {
+    match c {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 15)]);
+        }
     }
 }
 
@@ -926,6 +948,57 @@ mod tests {
             assert_eq!(j(c), serde_json::to_string(s).unwrap(), "{s:?}");
         }
         assert_eq!(j(b"\xff\xfe"), r#"{"base64":"//4="}"#);
+    }
+
+    /// Strings of every length up to a few words, made of plain ASCII, bytes JSON escapes,
+    /// multi-byte UTF-8 and (in some) a byte that is not UTF-8, at every position: UTF-8 ones
+    /// print as serde_json prints them, the others as their base64.
+    #[test]
+    fn json_strings_of_every_shape() {
+        use base64::Engine;
+        // (serde_json names \x08 and \x0c; the spec writes them as \u00XX: left out here)
+        let pieces: [&[u8]; 9] = [
+            b"a",
+            b"Z",
+            b"\"",
+            b"\\",
+            b"\n",
+            b"\x01",
+            b"\x1f",
+            "\u{e9}".as_bytes(),
+            "\u{2603}".as_bytes(),
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for round in 0..20_000 {
+            let len = next(40);
+            let mut b = Vec::new();
+            for _ in 0..len {
+                // mostly plain text, so that whole words come through too
+                let p = if next(4) == 0 {
+                    next(pieces.len())
+                } else {
+                    next(2)
+                };
+                b.extend_from_slice(pieces[p]);
+            }
+            if round % 5 == 0 {
+                let at = next(b.len() + 1);
+                b.insert(at, 0xff);
+            }
+            match std::str::from_utf8(&b) {
+                Ok(s) => assert_eq!(j(&b), serde_json::to_string(s).unwrap(), "{s:?}"),
+                Err(_) => {
+                    let want = base64::engine::general_purpose::STANDARD.encode(&b);
+                    assert_eq!(j(&b), format!(r#"{{"base64":"{want}"}}"#), "{b:?}");
+                }
+            }
+        }
     }
 
     #[test]
