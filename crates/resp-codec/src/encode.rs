@@ -156,3 +156,30 @@ where
         blob(dst, b'$', a.as_ref());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every header is the type byte, the count in decimal and CRLF, whatever its length.
+    #[test]
+    fn headers_of_every_length() {
+        let mut counts: Vec<usize> = (0..1000).collect();
+        let mut p = 1usize;
+        while let Some(q) = p.checked_mul(10) {
+            counts.extend([p - 1, p, p + 1, q - 1]);
+            p = q;
+        }
+        counts.push(usize::MAX);
+        let mut dst = BytesMut::from(&b"before"[..]);
+        let mut want = b"before".to_vec();
+        for n in counts {
+            for ty in [b'*', b'$'] {
+                header(&mut dst, ty, n);
+                want.push(ty);
+                want.extend_from_slice(format!("{n}\r\n").as_bytes());
+            }
+        }
+        assert_eq!(&dst[..], &want[..]);
+    }
+}
