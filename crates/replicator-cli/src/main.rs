@@ -728,6 +728,11 @@ fn dump_parallel(
     pipeline
         .threads(threads)
         .batch_bytes(args.threads.batch_bytes);
+    if args.format == Format::Count {
+        // a batch's count holds a few numbers, as a tally does for `check`: many batches may
+        // wait for their turn while one worker is on a big key
+        pipeline.window(1 << 16);
+    }
     let run = Parallel {
         path: &args.file,
         pipeline,
