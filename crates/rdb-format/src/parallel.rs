@@ -53,9 +53,6 @@ const OPEN_RECORD: u64 = 2 * BLOCK;
 /// a worker lets its batch's go every this many bytes: resident memory stays within a few of
 /// these whatever the file's size.
 const RELEASE: u64 = 4 << 20;
-/// Bytes in a page, for releasing whole pages only.
-#[cfg_attr(not(feature = "mmap"), allow(dead_code))]
-const PAGE: u64 = 4096;
 
 #[cfg(feature = "mmap")]
 use crate::reader::MappedFile;
@@ -108,13 +105,7 @@ impl<'f> Src<'f> {
                 let _ = (from, to, step);
             }
             #[cfg(feature = "mmap")]
-            Src::Map(m) => {
-                let to = to / PAGE * PAGE;
-                if to >= from.saturating_add(step) {
-                    m.release(*from, to);
-                    *from = to;
-                }
-            }
+            Src::Map(m) => m.release_behind(from, to, step),
         }
     }
 }

@@ -342,6 +342,17 @@ impl MappedFile {
             )
         };
     }
+
+    /// Lets go of the whole pages from `*released` up to `to` once they are `step` bytes or
+    /// more, and moves `*released` past them: what a reader calls as it goes (the page it
+    /// stands in stays).
+    pub(crate) fn release_behind(&self, released: &mut u64, to: u64, step: u64) {
+        let to = to / PAGE * PAGE;
+        if to >= released.saturating_add(step) {
+            self.release(*released, to);
+            *released = to;
+        }
+    }
 }
 
 /// Decodes a [`MappedFile`] in place, a window at a time, and lets its pages go behind the
@@ -380,6 +391,10 @@ pub struct MappedReader {
     dec: Decoder,
     failed: bool,
 }
+
+/// Bytes in a page, for letting whole pages go.
+#[cfg(feature = "mmap")]
+const PAGE: u64 = 4096;
 
 /// Bytes a [`MappedReader`] adds to its window at a time, and lets go of at a time.
 #[cfg(feature = "mmap")]
@@ -429,21 +444,13 @@ impl MappedReader {
         self.next_inner(Some(visit))
     }
 
-    /// Lets go of whole pages before `to`, once there are `step` bytes of them.
-    fn let_go(&mut self, to: u64, step: u64) {
-        let to = to & !4095;
-        if to >= self.released.saturating_add(step) {
-            self.map.release(self.released, to);
-            self.released = to;
-        }
-    }
-
     fn next_inner(&mut self, mut visit: Visit<'_, '_>) -> Result<Option<Item>> {
         if self.failed {
             return Ok(None);
         }
         // the program is done with the items it took before this call
-        self.let_go(self.handed, 2 * self.step);
+        self.map
+            .release_behind(&mut self.released, self.handed, 2 * self.step);
         loop {
             let ended = self.read_to >= self.map.len();
             let (dec, window) = (&mut self.dec, &mut self.window);
@@ -459,7 +466,8 @@ impl MappedReader {
             let grow = self.step.max(self.window.len() as u64);
             self.read_to = self.read_to.saturating_add(grow).min(self.map.len());
             self.window = self.map.slice(from, self.read_to);
-            self.let_go(from, 2 * self.step);
+            self.map
+                .release_behind(&mut self.released, from, 2 * self.step);
         }
     }
 }

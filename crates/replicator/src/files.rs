@@ -160,13 +160,12 @@ pub fn open_with(path: &Path, opts: &Options) -> Result<FileEvents> {
         }
     }
     let file = File::open(path).map_err(cannot)?;
-    let meta = file.metadata().map_err(cannot)?;
-    let len = meta.len();
-    // a file system that cannot map files is read instead
-    let map = match opts.mmap && meta.is_file() {
-        true => rdb_format::MappedFile::from_file(&file).ok(),
-        false => None,
-    };
+    let len = file.metadata().map_err(cannot)?.len();
+    // what cannot be mapped (a pipe, a device, a file system without mappings) is read
+    let map = opts
+        .mmap
+        .then(|| rdb_format::MappedFile::from_file(&file).ok())
+        .flatten();
     if let Some(map) = map {
         return Ok(FileEvents {
             inner: Inner::Mapped(Box::new(MappedReader::new(map, config))),
