@@ -12,7 +12,9 @@
 //! most [`Pipeline::window`] batches are in flight. A batch with a key whose duplicate check
 //! needs a big table (a set, hash or sorted set of more than 65,536 members) waits until every
 //! batch before it was taken: one such table (up to 16 MiB) is held at a time, so memory does
-//! not grow with the number of threads.
+//! not grow with the number of threads. That key's duplicate check (a cache miss a member)
+//! runs on a thread beside its worker, which decodes on meanwhile but hands nothing over past
+//! a step whose members were not checked yet: a duplicate comes out where one decoder gives it.
 //!
 //! With the `mmap` feature the file is mapped (`MappedFile`, [`Pipeline::map`]) and every
 //! thread reads it in place: nothing is copied from the page cache, no batch is read twice.
@@ -20,7 +22,7 @@
 //! for one count; the mapping's pages are let go behind the walker, each worker and the
 //! caller's thread, so resident memory stays bounded whatever the file's size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::Read as _;
 use std::ops::ControlFlow;
@@ -31,7 +33,7 @@ use std::sync::{Condvar, Mutex, mpsc};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::decoder::{Config, Decoder, Visit};
+use crate::decoder::{Checked, Config, Decoder, Deferred, MemberCheck, Visit};
 use crate::error::{Error, Result};
 use crate::value::{Flavor, Item, StringRecord};
 
@@ -146,6 +148,99 @@ pub struct Batch<'f> {
     released: u64,
     /// Where the decoder got, for the parts handed over on the way.
     at: &'f AtomicU64,
+    /// The duplicate check of the batch's big collections, beside its decoder (made at the
+    /// first such collection).
+    check: Option<Checker>,
+    /// Items (and the error) decoded after members not checked yet: each with the number of
+    /// steps that must be checked first ([`Decoder::deferred_issued`]).
+    held: VecDeque<(u64, Result<Item>)>,
+    /// Steps checked without a duplicate.
+    cleared: u64,
+    /// Collections whose check went partial, counted by the check beside the decoder.
+    partial: u64,
+    /// Nothing more comes from the decoder.
+    ended: bool,
+    config: Config,
+}
+
+/// Steps of a big collection a batch's decoder may be ahead of their duplicate check.
+const AHEAD: u64 = 2;
+
+/// The duplicate check of a batch's big collections ([`MemberCheck`]) on a thread of its
+/// own, so that it runs while the batch's decoder goes on: such a check is a cache miss a
+/// member, about half of what decoding the collection costs. Where no thread can be made,
+/// it runs on the batch's thread as the steps come.
+#[derive(Debug)]
+enum Checker {
+    Thread {
+        tx: Option<mpsc::Sender<Deferred>>,
+        rx: mpsc::Receiver<Checked>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    Here {
+        check: MemberCheck,
+        done: VecDeque<Checked>,
+    },
+}
+
+impl Checker {
+    fn new(config: &Config) -> Self {
+        let mut check = MemberCheck::new(config);
+        let (tx, jobs) = mpsc::channel::<Deferred>();
+        let (done, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("rdb-dup-check".into())
+            .spawn(move || {
+                for msg in jobs {
+                    if let Some(c) = check.take(msg) {
+                        if done.send(c).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => Self::Thread {
+                tx: Some(tx),
+                rx,
+                thread: Some(thread),
+            },
+            Err(_) => Self::Here {
+                check: MemberCheck::new(config),
+                done: VecDeque::new(),
+            },
+        }
+    }
+
+    fn send(&mut self, msg: Deferred) {
+        match self {
+            Self::Thread { tx, .. } => {
+                // a check that ended early is found by `recv`
+                let _ = tx.as_ref().map(|tx| tx.send(msg));
+            }
+            Self::Here { check, done } => done.extend(check.take(msg)),
+        }
+    }
+
+    /// The next step's outcome; `None` when the check's thread failed.
+    fn recv(&mut self) -> Option<Checked> {
+        match self {
+            Self::Thread { rx, .. } => rx.recv().ok(),
+            Self::Here { done, .. } => done.pop_front(),
+        }
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        if let Self::Thread { tx, thread, .. } = self {
+            // its table goes before the next batch's check may make one
+            drop(tx.take());
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 impl<'f> Batch<'f> {
@@ -160,11 +255,19 @@ impl<'f> Batch<'f> {
             },
         };
         span.data = None;
+        let mut dec = Decoder::resume(config, span.version, span.flavor, span.db, span.start);
+        dec.defer_member_checks();
         Self {
             file,
             at,
             released: span.start,
-            dec: Decoder::resume(config, span.version, span.flavor, span.db, span.start),
+            dec,
+            check: None,
+            held: VecDeque::new(),
+            cleared: 0,
+            partial: 0,
+            ended: false,
+            config,
             read_to,
             span,
             buf: BytesMut::new(),
@@ -203,7 +306,7 @@ impl<'f> Batch<'f> {
 
     /// Keys of the batch whose duplicate check stopped at the limit.
     pub fn partial_checks(&self) -> u64 {
-        self.dec.partial_checks()
+        self.dec.partial_checks() + self.partial
     }
 }
 
@@ -224,7 +327,7 @@ impl Batch<'_> {
     }
 
     fn next_inner(&mut self, visit: Visit<'_, '_>) -> Option<Result<Item>> {
-        let got = self.next_decoded(visit);
+        let got = self.next_checked(visit);
         // a mapped file's pages up to where the decoder got: at the batch's end, and on the
         // way through a big one (the page the next batch starts in is the walker's to let go)
         let step = if got.is_none() || self.done {
@@ -236,6 +339,93 @@ impl Batch<'_> {
             .release(&mut self.released, self.dec.offset(), step);
         self.at.store(self.dec.offset(), Ordering::Relaxed);
         got
+    }
+
+    /// The next item once the members decoded before it were checked for duplicates: the
+    /// decoder goes on with a big collection while the check of its last steps runs beside
+    /// it, up to [`AHEAD`] steps and never past the collection's end. A duplicate comes out
+    /// as the decoder itself would give it: after the items of the steps before, instead of
+    /// everything after.
+    fn next_checked(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
+        loop {
+            if self
+                .held
+                .front()
+                .is_some_and(|(need, _)| *need <= self.cleared)
+            {
+                return self.held.pop_front().map(|(_, item)| item);
+            }
+            let waiting = self.dec.deferred_issued() - self.cleared;
+            // (a collection checked, not built, gives no item until its end)
+            let wait = self.ended
+                || waiting > AHEAD
+                || !self.held.is_empty()
+                    && (self.dec.at_record_boundary()
+                        || self.held.back().is_some_and(|(_, i)| i.is_err()));
+            if waiting > 0 && wait {
+                let got = self.check.as_mut().and_then(Checker::recv);
+                if let Some(c) = &got {
+                    self.partial += u64::from(c.partial);
+                }
+                match got.map(|c| c.dup) {
+                    Some(None) => {
+                        self.cleared += 1;
+                        self.dec.deferred_cleared(self.cleared);
+                        continue;
+                    }
+                    found => {
+                        // a duplicate (or no check): nothing decoded after the steps before
+                        // it comes out
+                        let e = match found {
+                            Some(Some(i)) => self.dec.deferred_dup(self.cleared, i),
+                            _ => Error::io(
+                                std::io::Error::other("the duplicate check's thread failed"),
+                                self.dec.offset(),
+                            ),
+                        };
+                        self.held.clear();
+                        (self.done, self.ended) = (true, true);
+                        self.check = None;
+                        // nothing else comes out
+                        self.cleared = self.dec.deferred_issued();
+                        return Some(Err(e));
+                    }
+                }
+            }
+            if self.ended {
+                return self.held.pop_front().map(|(_, item)| item);
+            }
+            // string keys go to `visit` only when nothing waits before them
+            let v = if self.held.is_empty() {
+                visit.as_deref_mut()
+            } else {
+                None
+            };
+            let got = self.next_decoded(v);
+            // the decoder stopped for its step's members to be taken
+            let paused = got.is_none() && !self.done && self.dec.has_deferred();
+            for m in self.dec.take_deferred() {
+                let check = self.check.get_or_insert_with(|| Checker::new(&self.config));
+                check.send(m);
+            }
+            let Some(item) = got else {
+                if paused {
+                    continue;
+                }
+                if !self.done {
+                    // `visit` asked to stop (nothing was held)
+                    return None;
+                }
+                self.ended = true;
+                continue;
+            };
+            let need = self.dec.deferred_issued();
+            if need <= self.cleared && self.held.is_empty() {
+                return Some(item);
+            }
+            self.ended |= item.is_err();
+            self.held.push_back((need, item));
+        }
     }
 
     fn next_decoded(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
@@ -252,7 +442,7 @@ impl Batch<'_> {
                 None => self.dec.decode_inner(&mut self.buf, visit.as_deref_mut()),
             };
             match got {
-                Ok(None) if self.dec.visit_broke() => return None,
+                Ok(None) if self.dec.visit_broke() || self.dec.has_deferred() => return None,
                 // a batch holds no EOF but the tail after a walker's error may: its checksum
                 // is the walker's to check
                 Ok(Some(Item::Eof { .. })) => self.done = true,
@@ -785,5 +975,104 @@ impl Gate {
             };
         }
         !self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RDB 9 file with a set of `n` members (hashtable encoding) between two strings;
+    /// `dup`: the member at that index repeats the first one.
+    fn set_file(n: u32, dup: Option<u32>) -> Vec<u8> {
+        let mut f = b"REDIS0009\xfe\x00\x00\x01a\x01b\x02\x03set\x80".to_vec();
+        f.extend(n.to_be_bytes());
+        for i in 0..n {
+            let m = if dup == Some(i) { 0 } else { i };
+            let m = format!("m{m:07}");
+            f.push(m.len() as u8);
+            f.extend_from_slice(m.as_bytes());
+        }
+        f.extend_from_slice(b"\x00\x01c\x01d\xff");
+        f.extend([0; 8]);
+        f
+    }
+
+    /// Every item of the file, from a batch whose duplicate check runs beside it (`here`:
+    /// on its own thread, as where no thread can be made), up to its first error.
+    fn batch_items(path: &Path, config: Config, here: bool) -> (Vec<String>, bool) {
+        let file = File::open(path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let span = Span {
+            start: 11,
+            end: len - 9,
+            db: 0,
+            version: 9,
+            flavor: Flavor::Redis,
+            data: None,
+            big: true,
+            one_record: false,
+        };
+        let at = AtomicU64::new(0);
+        let mut batch = Batch::new(Src::File(&file), span, config, &at);
+        if here {
+            batch.check = Some(Checker::Here {
+                check: MemberCheck::new(&config),
+                done: VecDeque::new(),
+            });
+        }
+        let mut out = Vec::new();
+        for item in batch.by_ref() {
+            match item {
+                Ok(i) => out.push(format!("{i:?}")),
+                Err(e) => {
+                    out.push(format!("error: {e}"));
+                    break;
+                }
+            }
+        }
+        let threaded = matches!(batch.check, Some(Checker::Thread { .. }));
+        (out, threaded)
+    }
+
+    /// A big set's members are checked beside the batch's decoder, on a thread of its own
+    /// or (where none can be made) on the batch's: both give what one decoder gives.
+    #[test]
+    fn a_big_sets_check_beside_its_decoder_gives_what_one_decoder_gives() {
+        let dir = std::env::temp_dir().join(format!("rdb-deferred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut skip = Config::default();
+        skip.skip_values(true);
+        for dup in [None, Some(20_000), Some(69_999)] {
+            let bytes = set_file(70_000, dup);
+            let path = dir.join("set.rdb");
+            std::fs::write(&path, &bytes).unwrap();
+            for config in [Config::default(), skip] {
+                let mut want: Vec<String> = Vec::new();
+                let mut dec = Decoder::with_config(config);
+                let mut src = Bytes::from(bytes.clone());
+                loop {
+                    match dec.decode_eof(&mut src) {
+                        // (the batch starts after the header and the database's selection)
+                        Ok(Some(Item::Header { .. } | Item::Eof { .. } | Item::SelectDb(_))) => {}
+                        Ok(Some(i)) => want.push(format!("{i:?}")),
+                        Ok(None) => break,
+                        Err(e) => {
+                            want.push(format!("error: {e}"));
+                            break;
+                        }
+                    }
+                }
+                assert_eq!(want.last().unwrap().starts_with("error"), dup.is_some());
+                let (got, threaded) = batch_items(&path, config, false);
+                // (after a duplicate the check is gone: its thread was let go at once)
+                assert_eq!(threaded, dup.is_none(), "the check had a thread of its own");
+                assert_eq!(got, want, "dup {dup:?}, on its own thread");
+                let (got, threaded) = batch_items(&path, config, true);
+                assert!(!threaded);
+                assert_eq!(got, want, "dup {dup:?}, on the batch's thread");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

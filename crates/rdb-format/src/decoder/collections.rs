@@ -177,7 +177,33 @@ pub(super) fn decode_blob(
 }
 
 /// How many members ahead of its turn a member's line in a big duplicate table is loaded.
-const TOUCH_AHEAD: usize = 64;
+pub(super) const TOUCH_AHEAD: usize = 64;
+
+/// A sorted set's score may not be NaN.
+fn check_score(r: &RawEl, base: u64) -> Result<()> {
+    if let RawEl::Scored(m, score) = r {
+        if score.is_nan() {
+            return Err(Error::new(
+                ErrorKind::Corrupt {
+                    what: "sorted set",
+                    why: "NaN score".into(),
+                },
+                base + sref_at(*m) as u64,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The kind of value whose members `kind`'s elements are, as errors name it.
+fn member_what(kind: SeqKind) -> &'static str {
+    match kind {
+        SeqKind::Set => "set",
+        SeqKind::Zset1 | SeqKind::Zset2 => "sorted set",
+        SeqKind::StreamNodes(_) => "stream node",
+        _ => "hash",
+    }
+}
 
 /// The string whose duplicates an element of this kind of value may not have: a set's or
 /// sorted set's member, a hash's field, a stream node's master ID.
@@ -272,7 +298,12 @@ impl Decoder {
         // some members ahead of its turn, so that the cache misses overlap.
         let mut hashes = std::mem::take(&mut self.seq_hashes);
         hashes.clear();
-        if seq.seen.is_big() && seq.damaged.is_none() {
+        // members checked elsewhere: their hashes go there, a step at a time
+        let mut deferred = seq.deferred.then(DeferredStep::default);
+        if let Some(n) = seq.defer_start.take() {
+            self.deferred.push_back(Deferred::Start(n));
+        }
+        if (seq.seen.is_big() || deferred.is_some()) && seq.damaged.is_none() {
             for r in &raws {
                 match member_of(seq.kind, r).map(|m| self.sref_hash(&chunk, start, m)) {
                     Some(Ok(h)) => hashes.push(h),
@@ -292,17 +323,29 @@ impl Decoder {
             if let Some(&h) = hashes.get(i + TOUCH_AHEAD) {
                 seq.seen.touch(h);
             }
-            let res = self
-                .check_member(&mut seq, &chunk, start, &r, hashes.get(i).copied())
-                .and_then(|()| self.push_raw(&mut seq, &chunk, start, r));
+            let hashed = hashes.get(i).copied();
+            let res = match &mut deferred {
+                Some(step) => self.check_deferred(&seq, &chunk, start, &r, hashed, step),
+                None => self.check_member(&mut seq, &chunk, start, &r, hashed),
+            }
+            .and_then(|()| self.push_raw(&mut seq, &chunk, start, r));
             if let Err(e) = res {
                 let e = e.with_context(&self.ctx);
+                if let Some(step) = deferred.take() {
+                    // the members before it may hold a duplicate, which comes first
+                    self.issue_step(step, &chunk, start, member_what(seq.kind));
+                    self.seq_hashes = hashes;
+                    return Err(e);
+                }
                 if self.config.recovery == Recovery::Skip && seq.damaged.is_none() {
                     seq.damaged = Some(e);
                 } else if seq.damaged.is_none() {
                     return Err(e);
                 }
             }
+        }
+        if let Some(step) = deferred {
+            self.issue_step(step, &chunk, start, member_what(seq.kind));
         }
         self.seq_raws = raws;
         self.seq_hashes = hashes;
@@ -490,58 +533,83 @@ impl Decoder {
         r: &RawEl,
         hashed: Option<u128>,
     ) -> Result<()> {
-        if let RawEl::Scored(m, score) = r {
-            if score.is_nan() {
-                return Err(Error::new(
-                    ErrorKind::Corrupt {
-                        what: "sorted set",
-                        why: "NaN score".into(),
-                    },
-                    base + sref_at(*m) as u64,
-                ));
-            }
-        }
-        let Some(member) = member_of(seq.kind, r) else {
+        let Some((member, h)) = self.member_hash(seq.kind, chunk, base, r, hashed)? else {
             return Ok(());
         };
-        let what = match seq.kind {
-            SeqKind::Set => "set",
-            SeqKind::Zset1 | SeqKind::Zset2 => "sorted set",
-            SeqKind::StreamNodes(_) => "stream node",
-            _ => "hash",
+        let (dup, partial) = seq.seen.check(h, self.config.dup_check_limit);
+        self.partial_checks += u64::from(partial);
+        if dup {
+            return Err(self.dup_error(member_what(seq.kind), chunk, base, member));
+        }
+        Ok(())
+    }
+
+    /// What [`check_member`](Self::check_member) checks of a member whose duplicate check is
+    /// done elsewhere ([`Decoder::defer_member_checks`]): its score; its hash goes to `step`.
+    fn check_deferred(
+        &self,
+        seq: &SeqState,
+        chunk: &Bytes,
+        base: u64,
+        r: &RawEl,
+        hashed: Option<u128>,
+        step: &mut DeferredStep,
+    ) -> Result<()> {
+        if let Some((member, h)) = self.member_hash(seq.kind, chunk, base, r, hashed)? {
+            step.hashes.push(h);
+            step.members.push(member);
+        }
+        Ok(())
+    }
+
+    /// An element's score checked (not NaN), and its member with the member's hash (`hashed`
+    /// when known already), if its kind of value has members.
+    fn member_hash(
+        &self,
+        kind: SeqKind,
+        chunk: &Bytes,
+        base: u64,
+        r: &RawEl,
+        hashed: Option<u128>,
+    ) -> Result<Option<(SRef, u128)>> {
+        check_score(r, base)?;
+        let Some(member) = member_of(kind, r) else {
+            return Ok(None);
         };
         let h = match hashed {
             Some(h) => h,
             None => self.sref_hash(chunk, base, member)?,
         };
-        let dup = if seq.seen.len() < self.config.dup_check_limit {
-            !seq.seen.insert(h)
-        } else {
-            // past the limit: still checked against the members remembered
-            if !seq.seen.partial {
-                seq.seen.partial = true;
-                self.partial_checks += 1;
-            }
-            seq.seen.contains(h)
+        Ok(Some((member, h)))
+    }
+
+    /// The error for `member` (of a `what`, read from `chunk` at `base`), seen before.
+    pub(super) fn dup_error(
+        &self,
+        what: &'static str,
+        chunk: &Bytes,
+        base: u64,
+        member: SRef,
+    ) -> Error {
+        let text = match self.mat_bytes(chunk, base, member) {
+            Ok(t) => t,
+            Err(e) => return e,
         };
-        if dup {
-            return Err(Error::new(
-                ErrorKind::Corrupt {
-                    what,
-                    why: format!(
-                        "duplicate {} {}",
-                        match what {
-                            "hash" => "field",
-                            "stream node" => "master ID",
-                            _ => "member",
-                        },
-                        crate::error::Shown(&self.mat_bytes(chunk, base, member)?)
-                    ),
-                },
-                base + sref_at(member) as u64,
-            ));
-        }
-        Ok(())
+        Error::new(
+            ErrorKind::Corrupt {
+                what,
+                why: format!(
+                    "duplicate {} {}",
+                    match what {
+                        "hash" => "field",
+                        "stream node" => "master ID",
+                        _ => "member",
+                    },
+                    crate::error::Shown(&text)
+                ),
+            },
+            base + sref_at(member) as u64,
+        )
     }
 
     /// The 128-bit hash of a string's text (integers as decimal, LZF decompressed and checked).

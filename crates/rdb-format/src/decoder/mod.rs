@@ -13,11 +13,14 @@ use crate::value::*;
 pub use crate::config::{Config, Limits, Recovery};
 
 mod collections;
+mod deferred;
 mod module;
 mod stream;
 mod types;
 
 use collections::*;
+pub(crate) use deferred::{Checked, Deferred, MemberCheck};
+use deferred::{DeferredStep, Kept};
 pub(crate) use module::key_meta_len;
 use module::*;
 use stream::*;
@@ -194,6 +197,10 @@ struct SeqState {
     seen: Seen,
     /// The element (or node) count the value announced.
     total: u64,
+    /// The duplicate check is done elsewhere ([`Decoder::defer_member_checks`]).
+    deferred: bool,
+    /// The members announced (up to the limit), until the check elsewhere was told.
+    defer_start: Option<usize>,
     /// The packed blobs seen ([`Config::packed_sizes`]).
     packed: Option<Box<Packed>>,
 }
@@ -253,6 +260,18 @@ impl Seen {
         } else {
             self.small.contains(&h)
         }
+    }
+
+    /// Checks a member's hash against those seen and adds it, up to `limit` hashes; past
+    /// it, only checks it (the check is partial from there on). Returns whether it was seen
+    /// before, and whether the check went partial with this one.
+    fn check(&mut self, h: u128, limit: usize) -> (bool, bool) {
+        if self.len() < limit {
+            return (!self.insert(h), false);
+        }
+        let went = !self.partial;
+        self.partial = true;
+        (self.contains(h), went)
     }
 
     /// Adds a member's hash; false when it was there already.
@@ -595,6 +614,14 @@ pub struct Decoder {
     sum: bool,
     /// A [`decode_with`](Self::decode_with) visitor asked to stop.
     visit_broke: bool,
+    /// Big collections' duplicate checks are done elsewhere ([`Decoder::defer_member_checks`]).
+    defer: bool,
+    /// What was handed over for them, not taken yet.
+    deferred: VecDeque<Deferred>,
+    /// Steps handed over so far.
+    issued: u64,
+    /// What the steps not checked yet need to report a duplicate.
+    kept: VecDeque<Kept>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -651,6 +678,10 @@ impl Decoder {
             checked_string: None,
             sum: true,
             visit_broke: false,
+            defer: false,
+            deferred: VecDeque::new(),
+            issued: 0,
+            kept: VecDeque::new(),
         }
     }
 
@@ -807,6 +838,8 @@ impl Decoder {
             }
             match self.step(src, visit.as_deref_mut()) {
                 Ok(true) if self.visit_broke => return Ok(None),
+                // a step's members to check elsewhere go before the next step's
+                Ok(true) if !self.deferred.is_empty() => return Ok(None),
                 Ok(true) => {}
                 Ok(false) if self.out.is_empty() => return Ok(None),
                 Ok(false) => {}
@@ -1577,11 +1610,15 @@ impl Decoder {
         } else {
             self.config.dup_check_limit as u64
         };
+        let defer = self.defer;
         let seq = |kind: SeqKind, remaining: u64, head: Box<KeyHead>| {
             let cap = remaining.min(1024) as usize;
+            let announced = remaining.min(dup_limit);
+            let deferred = deferred::defers(defer, kind, announced);
             // the members' hashes, sized for what the value announces (up to the limit) once
-            // the members have come ([`Seen::with_capacity`])
-            let seen = if kind.checks_members() {
+            // the members have come ([`Seen::with_capacity`]); none when they are checked
+            // elsewhere
+            let seen = if kind.checks_members() && !deferred {
                 Seen::with_capacity(remaining.min(dup_limit) as usize)
             } else {
                 Seen::default()
@@ -1608,6 +1645,8 @@ impl Decoder {
                 seen,
                 total: remaining,
                 packed: None,
+                deferred,
+                defer_start: deferred.then_some(announced as usize),
             }))
         };
         match ty {

@@ -456,3 +456,210 @@ fn a_mapped_reader_lets_its_pages_go() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What is wrong in a big collection of [`big_collection`], by element index.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The member at `.0` repeats the member at `.1`.
+    Dup(usize, usize),
+    /// The member at `.0` is LZF-compressed data that does not give its length.
+    BadLzf(usize),
+    /// A sorted set's score at `.0` is NaN.
+    Nan(usize),
+    /// A hash's value at `.0` is bad LZF data.
+    BadValue(usize),
+}
+
+/// An RDB 9 file: strings, then a collection of type `ty` (2 set, 4 hash, 5 sorted set) of
+/// `n` members with `faults`, then strings.
+fn big_collection(ty: u8, n: usize, faults: &[Fault]) -> Vec<u8> {
+    let short = |f: &mut Vec<u8>, s: &[u8]| {
+        f.push(s.len() as u8);
+        f.extend_from_slice(s);
+    };
+    // one literal run: a valid LZF string of `s`, or one that claims a byte more
+    let lzf = |f: &mut Vec<u8>, s: &[u8], bad: bool| {
+        f.push(0xC3);
+        f.push(s.len() as u8 + 1);
+        f.push(s.len() as u8 + u8::from(bad));
+        f.push(s.len() as u8 - 1);
+        f.extend_from_slice(s);
+    };
+    let strings = |f: &mut Vec<u8>, prefix: &str| {
+        for i in 0..30 {
+            f.push(0);
+            short(f, format!("{prefix}:{i}").as_bytes());
+            short(f, b"value");
+        }
+    };
+    let mut f = b"REDIS0009\xfe\x00".to_vec();
+    strings(&mut f, "before");
+    f.push(ty);
+    short(&mut f, b"big");
+    f.push(0x80);
+    f.extend((n as u32).to_be_bytes());
+    for i in 0..n {
+        let mut m = i;
+        let mut bad_member = false;
+        for fault in faults {
+            match *fault {
+                Fault::Dup(at, of) if at == i => m = of,
+                Fault::BadLzf(at) => bad_member |= at == i,
+                _ => {}
+            }
+        }
+        let member = format!("member-{m:07}");
+        if bad_member {
+            lzf(&mut f, member.as_bytes(), true);
+        } else {
+            short(&mut f, member.as_bytes());
+        }
+        match ty {
+            4 => {
+                if faults
+                    .iter()
+                    .any(|x| matches!(x, Fault::BadValue(at) if *at == i))
+                {
+                    lzf(&mut f, b"a value", true);
+                } else {
+                    short(&mut f, b"v");
+                }
+            }
+            5 => {
+                let nan = faults
+                    .iter()
+                    .any(|x| matches!(x, Fault::Nan(at) if *at == i));
+                let score = if nan { f64::NAN } else { i as f64 };
+                f.extend(score.to_le_bytes());
+            }
+            _ => {}
+        }
+    }
+    strings(&mut f, "after");
+    f.extend([0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
+    f
+}
+
+/// The pipeline checks a big collection's members for duplicates on a thread beside the
+/// batch's decoder, which goes on decoding meanwhile: a duplicate, wherever it is in the
+/// collection and whatever else is wrong near it, still comes out as one decoder gives it,
+/// after the same items, and the keys checked in part are counted alike.
+#[test]
+fn big_collections_checked_beside_their_decoder_fail_where_one_decoder_fails() {
+    use Fault::*;
+    let dir = test_support::temp_dir("pipeline-deferred-dups");
+    let n = 150_000;
+    let cases: Vec<(&str, u8, Vec<Fault>, bool)> = vec![
+        ("set", 2, vec![], true),
+        // in the first step, before the key starts coming in chunks
+        ("set-dup-early", 2, vec![Dup(3, 1)], false),
+        // the first member of the second step (the first takes 8,193)
+        ("set-dup-second-step", 2, vec![Dup(8193, 0)], false),
+        ("set-dup-last", 2, vec![Dup(n - 1, 70_000)], false),
+        ("hash-dup", 4, vec![Dup(100_000, 99_999)], false),
+        // the same member's duplicate and bad value: the duplicate is found first
+        (
+            "hash-dup-bad-value",
+            4,
+            vec![Dup(70_000, 5), BadValue(70_000)],
+            false,
+        ),
+        (
+            "hash-bad-value-then-dup",
+            4,
+            vec![BadValue(69_000), Dup(70_000, 5)],
+            false,
+        ),
+        ("zset", 5, vec![], true),
+        // a NaN score is found before the member's duplicate
+        ("zset-nan-dup", 5, vec![Nan(50_000), Dup(50_000, 7)], false),
+        (
+            "zset-dup-then-nan",
+            5,
+            vec![Dup(49_990, 10), Nan(50_000)],
+            false,
+        ),
+        (
+            "set-lzf-then-dup",
+            2,
+            vec![BadLzf(60_000), Dup(60_010, 3)],
+            false,
+        ),
+        (
+            "set-dup-then-lzf",
+            2,
+            vec![Dup(60_000, 3), BadLzf(60_010)],
+            false,
+        ),
+        // past a limit of 100,000: checked against the first 100,000 only
+        ("set-dup-past-limit", 2, vec![Dup(140_000, 50_000)], false),
+        (
+            "set-dup-past-limit-missed",
+            2,
+            vec![Dup(140_000, 120_000)],
+            true,
+        ),
+    ];
+    let mut skip = Config::default();
+    skip.skip_values(true);
+    let mut chunked = Config::default();
+    chunked.chunk_threshold(1000).chunk_size(700);
+    let mut limited = Config::default();
+    limited.dup_check_limit(100_000);
+    for (name, ty, faults, ok) in cases {
+        let path = dir.join(format!("{name}.rdb"));
+        std::fs::write(&path, big_collection(ty, n, &faults)).unwrap();
+        let past_limit = name.contains("past-limit");
+        let configs = if past_limit {
+            vec![limited]
+        } else {
+            vec![Config::default(), skip, chunked]
+        };
+        for config in configs {
+            let want = sequential(&path, config);
+            let failed = want.last().is_some_and(|l| l.starts_with("error"));
+            assert_eq!(failed, !ok, "{name}: {:?}", want.last());
+            for (threads, batch, spill) in [(1, 1 << 20, 1000), (2, 1, 1), (8, 300, 3)] {
+                for (visit, map) in [(false, false), (true, true)] {
+                    let got = parallel(&path, config, (threads, batch, spill), (visit, map));
+                    assert!(
+                        got == want,
+                        "{name} at {threads} threads, batches of {batch}: {} items vs {}, \
+                         last {:?} vs {:?}",
+                        got.len(),
+                        want.len(),
+                        got.last(),
+                        want.last()
+                    );
+                }
+            }
+        }
+        if past_limit {
+            // one key checked in part, by one decoder and by the pipeline
+            let bytes = std::fs::read(&path).unwrap();
+            let mut dec = rdb_format::Decoder::with_config(limited);
+            let mut src = bytes::Bytes::from(bytes);
+            while let Ok(Some(_)) = dec.decode_eof(&mut src) {}
+            assert_eq!(dec.partial_checks(), 1, "{name}");
+            let mut partial = 0;
+            Pipeline::new(limited)
+                .threads(2)
+                .run(
+                    &path,
+                    |b, _| {
+                        b.by_ref().take_while(|i| i.is_ok()).for_each(drop);
+                        b.partial_checks()
+                    },
+                    |part| {
+                        if let Part::Done(p) = part {
+                            partial += p;
+                        }
+                        ControlFlow::Continue(())
+                    },
+                )
+                .ok();
+            assert_eq!(partial, 1, "{name}: keys checked in part");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
