@@ -8,8 +8,8 @@
 //! (`memory --format csv|json|html`) (wall time, MB/s,
 //! keys/s, peak RSS from `getrusage` of the child) next to redis-server's own load time of the
 //! same file (from its log) and redis-check-rdb; `dump --format rdb` and `--restore` next to
-//! redis-server's `SAVE`; `check` and `dump` at 1, 2, 4 and 8 threads; and a small-strings
-//! file (`DEBUG POPULATE`) next to the `rdb` 0.4 crate's CLI.
+//! redis-server's `SAVE`; `check` and `dump` at 1, 2, 4 and 8 threads (alternated, five
+//! rounds); and a small-strings file (`DEBUG POPULATE`) next to the `rdb` 0.4 crate's CLI.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -303,35 +303,65 @@ fn encoder_rows(b: &str, file: &Path, mb: f64, keys: u64, load: f64) -> Result<(
     Ok(())
 }
 
-/// `check`, `dump --format jsonl` and `--format resp` at 1, 2, 4 and 8 threads.
+/// Rounds of the thread-count rows: each round runs every thread count once, one after
+/// another, so that each count's runs and the one-thread runs they are compared with happen
+/// side by side (the machine's speed drifts over a bench run).
+const THREAD_ROUNDS: usize = 5;
+
+/// `check`, `dump --format jsonl` and `--format resp` at 1, 2, 4 and 8 threads, alternated
+/// ([`THREAD_ROUNDS`] rounds): the best and the median time of each, and the median over the
+/// rounds of one thread's time over this count's in the same round.
 fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
     let f = file.to_str().unwrap_or_default();
     println!();
-    println!("| threads | what | seconds | MB/s | peak RSS MiB | × 1 thread |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| threads | what | best s | median s | MB/s (best) | peak RSS MiB | × 1 thread (median of {THREAD_ROUNDS} rounds) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let counts = ["1", "2", "4", "8"];
     for (name, args) in [
         ("check", vec!["check", f]),
         ("dump --format jsonl", vec!["dump", f, "--format", "jsonl"]),
         ("dump --format resp", vec!["dump", f, "--format", "resp"]),
     ] {
-        let mut one = 0.0;
-        for t in ["1", "2", "4", "8"] {
-            let mut cmd = vec![b];
-            cmd.extend(&args);
-            cmd.extend(["--threads", t]);
-            let (s, rss) = best_of_3(&cmd)?;
-            if t == "1" {
-                one = s;
+        // runs[count][round]: (seconds, peak KiB)
+        let mut runs = vec![Vec::new(); counts.len()];
+        for _ in 0..THREAD_ROUNDS {
+            for (i, t) in counts.iter().enumerate() {
+                let mut cmd = vec![b];
+                cmd.extend(&args);
+                cmd.extend(["--threads", t]);
+                runs[i].push(measure(&cmd)?);
             }
+        }
+        for (i, t) in counts.iter().enumerate() {
+            let secs: Vec<f64> = runs[i].iter().map(|r| r.0).collect();
+            let ratios: Vec<f64> = (runs[0].iter().zip(&runs[i]))
+                .map(|(one, this)| one.0 / this.0)
+                .collect();
+            let best = secs.iter().copied().fold(f64::MAX, f64::min);
+            let rss = runs[i].iter().map(|r| r.1).max().unwrap_or(0);
             println!(
-                "| {t} | {name} | {s:.2} | {:.0} | {:.1} | {:.2} |",
-                mb / s,
+                "| {t} | {name} | {best:.2} | {:.2} | {:.0} | {:.1} | {:.2} |",
+                median(&secs),
+                mb / best,
                 rss as f64 / 1024.0,
-                one / s
+                median(&ratios)
             );
         }
     }
     Ok(())
+}
+
+/// The median of `v` (the mean of the middle two for an even count; 0 when empty).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// The small-strings file (5,000,000 keys of 10 bytes from `DEBUG POPULATE`): `check` and
