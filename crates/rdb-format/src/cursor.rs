@@ -18,8 +18,9 @@ pub(crate) type P<T> = Result<T, Stop>;
 pub(crate) enum SRef {
     /// Raw bytes at `start..end` of the unit.
     Raw(usize, usize),
-    /// Integer-encoded string.
-    Int(i64),
+    /// Integer-encoded string, its encoding byte at `at` of the unit (where an error
+    /// about it points).
+    Int(i64, usize),
     /// LZF-compressed bytes at `start..end`, `ulen` bytes when decompressed.
     Lzf(usize, usize, u64),
 }
@@ -192,7 +193,7 @@ impl<'a> Cur<'a> {
                 let (s, e) = self.take(n)?;
                 Ok(SRef::Raw(s, e))
             }
-            StrHead::Int(i) => Ok(SRef::Int(i)),
+            StrHead::Int(i) => Ok(SRef::Int(i, at)),
             StrHead::Lzf(clen, ulen) => {
                 self.check_len(clen, at)?;
                 let (s, e) = self.take(clen)?;

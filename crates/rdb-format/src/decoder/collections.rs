@@ -414,7 +414,7 @@ impl Decoder {
         let size = |s: SRef| match s {
             SRef::Raw(a, b) => b.saturating_sub(a) as u64,
             SRef::Lzf(_, _, n) => n,
-            SRef::Int(_) => 0,
+            SRef::Int(..) => 0,
         };
         let (bytes, node) = match *r {
             RawEl::Node(_, s) => (size(s), None),
@@ -617,7 +617,7 @@ impl Decoder {
         use xxhash_rust::xxh3::xxh3_128;
         Ok(match r {
             SRef::Raw(a, b) => xxh3_128(&chunk[a..b]),
-            SRef::Int(i) => xxh3_128(itoa::Buffer::new().format(i).as_bytes()),
+            SRef::Int(i, _) => xxh3_128(itoa::Buffer::new().format(i).as_bytes()),
             SRef::Lzf(s, e, ulen) => {
                 let mut scratch = self.scratch.take();
                 scratch.clear();

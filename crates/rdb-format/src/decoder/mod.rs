@@ -894,7 +894,7 @@ impl Decoder {
     fn mat(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<Elem> {
         Ok(match r {
             SRef::Raw(s, e) => Elem::Bytes(chunk.slice(s..e)),
-            SRef::Int(i) => Elem::Int(i),
+            SRef::Int(i, _) => Elem::Int(i),
             SRef::Lzf(s, e, ulen) => {
                 let mut data = Vec::new();
                 crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut data).ok_or_else(
@@ -1337,7 +1337,7 @@ impl Decoder {
                     (&b[s..e], Encoding::Raw)
                 }
                 Ok(SRef::Raw(..)) => break,
-                Ok(SRef::Int(i)) => (ints.format(i).as_bytes(), Encoding::Int),
+                Ok(SRef::Int(i, _)) => (ints.format(i).as_bytes(), Encoding::Int),
                 Ok(SRef::Lzf(s, e, ulen)) => {
                     scratch.clear();
                     if crate::lzf::decompress_into(&b[s..e], ulen as usize, &mut scratch).is_none()
@@ -1781,7 +1781,7 @@ impl Decoder {
         match w {
             Whole::Str(s) => {
                 head.encoding = match s {
-                    SRef::Int(_) => Encoding::Int,
+                    SRef::Int(..) => Encoding::Int,
                     SRef::Lzf(..) => Encoding::Lzf,
                     SRef::Raw(..) => Encoding::Raw,
                 };
@@ -1827,7 +1827,7 @@ impl Decoder {
                     Err(e) => {
                         // an integer where a blob should be has no byte of its own to name:
                         // the record's, wherever the unit it was read in begins
-                        let base = if let SRef::Int(_) = s {
+                        let base = if let SRef::Int(..) = s {
                             head.offset
                         } else {
                             base
@@ -1930,8 +1930,7 @@ fn meta_opcodes(c: &mut Cur<'_>, meta: &mut Pending) -> Option<u8> {
 
 fn sref_at(s: SRef) -> usize {
     match s {
-        SRef::Raw(a, _) | SRef::Lzf(a, _, _) => a,
-        SRef::Int(_) => 0,
+        SRef::Raw(a, _) | SRef::Lzf(a, _, _) | SRef::Int(_, a) => a,
     }
 }
 
@@ -1945,7 +1944,7 @@ fn blob_error(e: BlobError, base: u64, s: SRef) -> Error {
             format!("{} (at byte {} of the decompressed blob)", e.why, e.pos),
         ),
         SRef::Raw(a, _) => (base + (a + e.pos) as u64, e.why),
-        SRef::Int(_) => (base, e.why),
+        SRef::Int(..) => (base, e.why),
     };
     Error::new(ErrorKind::Corrupt { what: e.what, why }, at)
 }
@@ -1991,7 +1990,7 @@ fn array_elem(c: &mut Cur<'_>) -> P<RawEl> {
             let s = c.string()?;
             let n = match s {
                 SRef::Raw(a, b) => (b - a) as u64,
-                SRef::Int(i) => itoa::Buffer::new().format(i).len() as u64,
+                SRef::Int(i, _) => itoa::Buffer::new().format(i).len() as u64,
                 SRef::Lzf(_, _, ulen) => ulen,
             };
             if n > ARRAY_SHORT_MAX {

@@ -332,3 +332,56 @@ fn skip_values_checks_the_same_keys_without_building_them() {
     let e = decode_with(&bad, skip).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::Corrupt { .. }), "{e}");
 }
+
+/// An integer member (an encoding byte and four bytes) has a place of its own: a duplicate
+/// one, or one with a NaN score, is reported at its encoding byte, whatever pieces the input
+/// came in (it used to be reported where the decoding step began, which depends on them).
+#[test]
+fn an_integer_members_error_points_at_it_whatever_the_split() {
+    // ty 2: a set; ty 5: a sorted set with binary scores
+    let file = |ty: u8, bad_at: u32| {
+        let mut f = b"REDIS0009\xfe\x00".to_vec();
+        f.push(ty);
+        f.extend_from_slice(b"\x03big\x80");
+        f.extend(100_000u32.to_be_bytes());
+        let mut at = 0;
+        for i in 0..100_000u32 {
+            if i == bad_at {
+                at = f.len();
+            }
+            let m = if i == bad_at && ty == 2 { i - 3 } else { i };
+            f.push(0xC2);
+            f.extend((m + 1_000_000).to_le_bytes());
+            if ty == 5 {
+                let score = if i == bad_at { f64::NAN } else { 1.5 };
+                f.extend(score.to_le_bytes());
+            }
+        }
+        f.extend([0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
+        (f, at as u64)
+    };
+    for (ty, bad_at) in [(2, 90_000), (2, 4), (5, 77_777)] {
+        let (data, at) = file(ty, bad_at);
+        let whole = BytesReader::new(Bytes::from(data.clone()))
+            .find_map(Result::err)
+            .expect("an error");
+        assert_eq!(whole.offset(), at, "{whole}");
+        for piece in [1000, 4097, 65_536] {
+            let mut r = Reader::new(Pieces(&data, piece));
+            let e = r.by_ref().find_map(Result::err).expect("an error");
+            assert_eq!(e.to_string(), whole.to_string(), "pieces of {piece}");
+        }
+    }
+}
+
+/// A reader that gives at most `n` bytes a call.
+struct Pieces<'a>(&'a [u8], usize);
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.1.min(buf.len()).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
