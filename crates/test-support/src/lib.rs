@@ -462,6 +462,45 @@ impl Cluster {
         })
     }
 
+    /// True when every master says `cluster_state:ok`: the cluster serves every slot (a
+    /// replica's link may still be coming up, as after a failover that demoted a master).
+    pub fn serving(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            n.info("replication", "role").as_deref() != Some("master") || Self::state(n) == "ok"
+        })
+    }
+
+    /// A node's `cluster_state` (empty when it does not answer).
+    fn state(n: &Server) -> String {
+        n.client()
+            .ok()
+            .and_then(|mut c| c.cmd(&["CLUSTER", "INFO"]).ok())
+            .map(|r| r.text())
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("cluster_state:").map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Each node's port, role, master's port, replication link and `cluster_state`, for a
+    /// test's failure message.
+    pub fn describe(&self) -> String {
+        let nodes: Vec<String> = (self.nodes.iter())
+            .map(|n| {
+                format!(
+                    "{}: {} of {} link {} state {}",
+                    n.port,
+                    n.info("replication", "role").unwrap_or_default(),
+                    n.info("replication", "master_port").unwrap_or_default(),
+                    n.info("replication", "master_link_status")
+                        .unwrap_or_default(),
+                    Self::state(n)
+                )
+            })
+            .collect();
+        nodes.join("; ")
+    }
+
     /// Waits until `f` holds, checking every 100 ms.
     pub fn wait(&self, within: Duration, f: impl Fn(&Self) -> bool) -> Result<()> {
         let deadline = Instant::now() + within;

@@ -538,7 +538,7 @@ fn a_live_master_into_a_cluster_that_reshards_and_fails_over_ends_equal() {
             .and_then(|n| n.info("replication", "role"))
             .as_deref()
             == Some("master")
-            && cl.settled()
+            && cl.serving()
     });
     if let Err(e) = elected {
         let nodes = cluster
@@ -547,7 +547,10 @@ fn a_live_master_into_a_cluster_that_reshards_and_fails_over_ends_equal() {
             .client()
             .unwrap()
             .cmd(&["CLUSTER", "NODES"]);
-        panic!("{e}: heir {heir}, victim {victim}: {nodes:?}");
+        panic!(
+            "{e}: heir {heir}, victim {victim}: {nodes:?}; {}",
+            cluster.describe()
+        );
     }
     write(&mut c, 300, &mut round);
     caught_up();
