@@ -577,7 +577,8 @@ impl Pipeline {
         self
     }
 
-    /// Worker threads (at least 1; the walker has its own thread).
+    /// Worker threads (at least 1; the walker has its own thread, and so has the duplicate
+    /// check of a set, hash or sorted set of more than 65,536 members while one is decoded).
     pub fn threads(&mut self, n: usize) -> &mut Self {
         self.threads = n.max(1);
         self
