@@ -224,6 +224,37 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A free port for a cluster node, whose cluster bus port (the port + 10,000) is free too,
+/// both below the kernel's ephemeral range where it can be: a dead node's ports are then
+/// never handed out as the source port of a connection, so a node (or a client)
+/// reconnecting to it cannot connect to itself (TCP's simultaneous open), which would have a
+/// node read its own messages as the dead node's. Elsewhere, as [`free_port`].
+pub fn cluster_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    // the ephemeral range's low end
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let top = low.saturating_sub(10_000).min(55_535);
+    if top < 3000 {
+        return free_port();
+    }
+    let from = 1025.max(top / 2);
+    for _ in 0..1000 {
+        // random enough: std's hasher keys are random per `RandomState`
+        let r = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = from + (r % u64::from(top - from)) as u32;
+        let free = |p: u32| TcpListener::bind(("127.0.0.1", p as u16));
+        if let (Ok(_a), Ok(_b)) = (free(port), free(port + 10_000)) {
+            return port as u16;
+        }
+    }
+    free_port()
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// The offset of the first position line of a `replicator sync --checkpoint` file
@@ -272,7 +303,12 @@ impl Server {
         if let Some(rdb) = rdb {
             std::fs::copy(rdb, dir.join("dump.rdb")).context("copy rdb")?;
         }
-        let port = free_port();
+        // a cluster node's bus port is its port + 10,000
+        let port = if args.contains(&("cluster-enabled", "yes")) {
+            cluster_port()
+        } else {
+            free_port()
+        };
         let args: Vec<(String, String)> = args
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
