@@ -999,8 +999,9 @@ mod tests {
         f
     }
 
-    /// Every item of the file, from a batch whose duplicate check runs beside it (`here`:
-    /// on its own thread, as where no thread can be made), up to its first error.
+    /// Every item of the file, from a batch whose duplicate check runs on a thread beside it
+    /// (`here`: on the batch's own thread, as where no thread can be made), up to its first
+    /// error; and whether the check had a thread at the end.
     fn batch_items(path: &Path, config: Config, here: bool) -> (Vec<String>, bool) {
         let file = File::open(path).unwrap();
         let len = file.metadata().unwrap().len();
@@ -1040,8 +1041,7 @@ mod tests {
     /// or (where none can be made) on the batch's: both give what one decoder gives.
     #[test]
     fn a_big_sets_check_beside_its_decoder_gives_what_one_decoder_gives() {
-        let dir = std::env::temp_dir().join(format!("rdb-deferred-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_support::temp_dir("rdb-deferred");
         let mut skip = Config::default();
         skip.skip_values(true);
         for dup in [None, Some(20_000), Some(69_999)] {

@@ -486,13 +486,7 @@ impl Cluster {
     /// True when every node says `cluster_state:ok` and every replica's link is up.
     pub fn settled(&self) -> bool {
         self.nodes.iter().all(|n| {
-            let state = n
-                .client()
-                .ok()
-                .and_then(|mut c| c.cmd(&["CLUSTER", "INFO"]).ok())
-                .map(|r| r.text())
-                .unwrap_or_default();
-            state.lines().any(|l| l.trim() == "cluster_state:ok")
+            Self::state(n) == "ok"
                 && (n.info("replication", "role").as_deref() != Some("slave")
                     || n.info("replication", "master_link_status").as_deref() == Some("up"))
         })
