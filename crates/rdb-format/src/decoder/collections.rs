@@ -147,11 +147,10 @@ pub(super) fn decode_blob(
     Ok(Some(match ty {
         10 => Value::List(raws.iter().copied().map(el).collect()),
         11 | 20 => Value::Set(raws.iter().copied().map(el).collect()),
-        12 | 17 => Value::SortedSet(
-            raws.chunks_exact(2)
-                .map(|c| Ok((el(c[0]), score(c[1])?)))
-                .collect::<Result<_, BlobError>>()?,
-        ),
+        12 | 17 => Value::SortedSet(sized(
+            raws.len() / 2,
+            raws.chunks_exact(2).map(|c| Ok((el(c[0]), score(c[1])?))),
+        )?),
         9 | 13 | 16 => Value::Hash(
             raws.chunks_exact(2)
                 .map(|c| HashField {
@@ -161,19 +160,28 @@ pub(super) fn decode_blob(
                 })
                 .collect(),
         ),
-        23 | 25 => Value::Hash(
-            raws.chunks_exact(3)
-                .map(|c| {
-                    Ok(HashField {
-                        field: el(c[0]),
-                        value: el(c[1]),
-                        expire_ms: ttl(c[2])?,
-                    })
+        23 | 25 => Value::Hash(sized(
+            raws.len() / 3,
+            raws.chunks_exact(3).map(|c| {
+                Ok(HashField {
+                    field: el(c[0]),
+                    value: el(c[1]),
+                    expire_ms: ttl(c[2])?,
                 })
-                .collect::<Result<_, BlobError>>()?,
-        ),
+            }),
+        )?),
         _ => unreachable!("decode_blob is only called for blob types"),
     }))
+}
+
+/// The `n` elements `it` gives, or its first error: allocated once (collecting `Result`s
+/// into a `Vec` knows no size ahead, so it grows by doubling).
+fn sized<T>(n: usize, it: impl Iterator<Item = Result<T, BlobError>>) -> Result<Vec<T>, BlobError> {
+    let mut v = Vec::with_capacity(n);
+    for x in it {
+        v.push(x?);
+    }
+    Ok(v)
 }
 
 /// How many members ahead of its turn a member's line in a big duplicate table is loaded.
@@ -244,7 +252,10 @@ impl Decoder {
         // Parse as many whole elements as the input holds (up to a chunk's worth), then
         // consume them at once.
         let mut budget = room.saturating_sub(seq.acc.len()).max(1);
-        while (raws.len() as u64) < seq.remaining && budget > 0 {
+        // elements parsed; a walker keeps none of them (it only needs where they end)
+        let mut taken = 0u64;
+        let walk = self.walk;
+        while taken < seq.remaining && budget > 0 {
             let r = match seq.kind {
                 SeqKind::List | SeqKind::Set => c.string().map(RawEl::One),
                 SeqKind::Zset1 => c
@@ -267,7 +278,10 @@ impl Decoder {
             };
             match r {
                 Ok(r) => {
-                    raws.push(r);
+                    if !walk {
+                        raws.push(r);
+                    }
+                    taken += 1;
                     done_at = c.p;
                     budget = budget.saturating_sub(match seq.kind {
                         SeqKind::Quicklist1 | SeqKind::Quicklist2 | SeqKind::StreamNodes(_) => {
@@ -284,16 +298,13 @@ impl Decoder {
                 }
             }
         }
-        if raws.is_empty() && seq.remaining > 0 {
+        if taken == 0 && seq.remaining > 0 {
             self.state = State::Seq(seq);
             self.seq_raws = raws;
             return Ok(false);
         }
         let chunk = self.consume(src, done_at);
-        seq.remaining -= raws.len() as u64;
-        if self.walk {
-            raws.clear();
-        }
+        seq.remaining -= taken;
         // A big duplicate table: hash the batch's members first and load each one's line
         // some members ahead of its turn, so that the cache misses overlap.
         let mut hashes = std::mem::take(&mut self.seq_hashes);

@@ -473,6 +473,23 @@ fn prefetch(line: &[u128; LINE]) {
     std::hint::black_box(line[0]);
 }
 
+/// How far ahead of a walker's position its input is loaded, in bytes.
+const WALK_AHEAD: usize = 8192;
+
+/// Asks the CPU to bring the cache line holding `b` in without waiting for it.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn prefetch_byte(b: &u8) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: a prefetch is only a hint: it reads nothing the program sees and cannot fault,
+    // and the pointer comes from a live reference anyway.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast::<i8>()) }
+}
+
+/// Elsewhere nothing: a plain read would wait for the line it asks for.
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch_byte(_: &u8) {}
+
 /// The members' hashes are uniform already: use their low bits as they are.
 #[derive(Default)]
 pub(crate) struct U128Hasher(u64);
@@ -1402,7 +1419,16 @@ impl Decoder {
         }
         let mut end = c.p;
         let mut meta = Pending::default();
+        // the lines ahead are loaded before the walk gets to them: each record's first byte
+        // depends on the lengths before it, so the CPU cannot find it by itself, and waiting
+        // for it was half of the walk
+        let mut ahead = c.p;
         while c.p < self.walk_run {
+            ahead = ahead.max(c.p);
+            while ahead < c.p + WALK_AHEAD && ahead < c.b.len() {
+                prefetch_byte(&c.b[ahead]);
+                ahead += 64;
+            }
             let Some(ty) = meta_opcodes(c, &mut meta) else {
                 break;
             };
