@@ -62,6 +62,23 @@ pub(crate) fn measure(cmd: &[&str]) -> Result<(f64, u64)> {
     Ok((secs, rss))
 }
 
+/// Seconds until two runs of `cmd` started at once both ended: the machine's own scaling,
+/// with nothing shared between the two but the machine.
+fn measure_pair(cmd: &[&str]) -> Result<f64> {
+    let start = Instant::now();
+    let spawn = || {
+        Command::new(cmd[0])
+            .args(&cmd[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let (mut a, mut b) = (spawn()?, spawn()?);
+    let (sa, sb) = (a.wait()?, b.wait()?);
+    anyhow::ensure!(sa.success() && sb.success(), "{cmd:?} failed");
+    Ok(start.elapsed().as_secs_f64())
+}
+
 pub(crate) fn run(args: &[String]) -> Result<()> {
     // `bench` runs both parts; `bench files` / `bench replication` one of them
     let which = args.first().map(String::as_str);
@@ -310,7 +327,10 @@ const THREAD_ROUNDS: usize = 5;
 
 /// `check`, `dump --format jsonl` and `--format resp` at 1, 2, 4 and 8 threads, alternated
 /// ([`THREAD_ROUNDS`] rounds): the best and the median time of each, and the median over the
-/// rounds of one thread's time over this count's in the same round.
+/// rounds of one thread's time over this count's in the same round. Each round also runs two
+/// one-thread processes at once: what two cores of this machine give over one when nothing is
+/// shared (on a VM, two busy vCPUs may each run slower than one alone), the ceiling for two
+/// threads.
 fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
     let f = file.to_str().unwrap_or_default();
     println!();
@@ -326,6 +346,8 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
     ] {
         // runs[count][round]: (seconds, peak KiB)
         let mut runs = vec![Vec::new(); counts.len()];
+        // per round: two one-thread runs at once, seconds for both
+        let mut pairs = Vec::new();
         for _ in 0..THREAD_ROUNDS {
             for (i, t) in counts.iter().enumerate() {
                 let mut cmd = vec![b];
@@ -333,6 +355,10 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
                 cmd.extend(["--threads", t]);
                 runs[i].push(measure(&cmd)?);
             }
+            let mut cmd = vec![b];
+            cmd.extend(&args);
+            cmd.extend(["--threads", "1"]);
+            pairs.push(measure_pair(&cmd)?);
         }
         for (i, t) in counts.iter().enumerate() {
             let secs: Vec<f64> = runs[i].iter().map(|r| r.0).collect();
@@ -349,6 +375,17 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
                 median(&ratios)
             );
         }
+        // two files' work in the pair's time against one file's in one run's
+        let ratios: Vec<f64> = (runs[0].iter().zip(&pairs))
+            .map(|(one, pair)| 2.0 * one.0 / pair)
+            .collect();
+        println!(
+            "| 2 × 1, two processes at once (the machine's ceiling) | {name} | {:.2} | {:.2} | {:.0} | — | {:.2} |",
+            pairs.iter().copied().fold(f64::MAX, f64::min),
+            median(&pairs),
+            2.0 * mb / pairs.iter().copied().fold(f64::MAX, f64::min),
+            median(&ratios)
+        );
     }
     Ok(())
 }

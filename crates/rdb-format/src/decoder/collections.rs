@@ -370,7 +370,7 @@ impl Decoder {
         if seq.started {
             // Chunks are cut at exact multiples of chunk_size, whatever the input's split.
             while seq.acc.len() >= self.config.chunk_size {
-                let chunk = seq.acc.take_front(self.config.chunk_size);
+                let chunk = seq.acc.take_front(self.config.chunk_size, seq.remaining);
                 self.out.push_back(Item::Chunk(chunk));
             }
         }
@@ -699,6 +699,9 @@ impl Decoder {
                 let at = sref_at(s);
                 let blob = self.mat_bytes(chunk, base, s)?;
                 let before = v.len();
+                // room for the node's entries as its header counts them, not a doubling
+                // after every few (a small list is one node)
+                v.reserve(node_entries(seq.kind, container, &blob));
                 let push = |r: encodings::Raw| {
                     v.push(r.elem(&blob));
                     Ok(())
@@ -727,5 +730,22 @@ impl Decoder {
             _ => unreachable!("raw element kind always matches the accumulator"),
         }
         Ok(())
+    }
+}
+
+/// The entries a quicklist node's header counts (a listpack's at bytes 4..6, a ziplist's at
+/// 8..10; 65,535 where there are too many to count), at most one a byte of the node; 0 where
+/// it does not say.
+fn node_entries(kind: SeqKind, container: u64, blob: &[u8]) -> usize {
+    let at = match (kind, container) {
+        (SeqKind::Quicklist2, 2) => 4,
+        (SeqKind::Quicklist1, _) => 8,
+        _ => return 0,
+    };
+    match blob.get(at..at + 2) {
+        Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) != u16::MAX => {
+            usize::from(u16::from_le_bytes([lo, hi])).min(blob.len())
+        }
+        _ => 0,
     }
 }

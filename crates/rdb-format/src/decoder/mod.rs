@@ -151,19 +151,27 @@ impl Acc {
         }
     }
 
-    /// Takes the first `n` elements (all of them when fewer).
-    fn take_front(&mut self, n: usize) -> Chunk {
-        fn front<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
-            let rest = v.split_off(n.min(v.len()));
+    /// Takes the first `n` elements (all of them when fewer). What stays gets room for the
+    /// next chunk's worth at once, `n` or the `coming` elements still to come if fewer: grown
+    /// from nothing by doubling, its last steps were past `malloc`'s threshold for mapping
+    /// memory of its own (a chunk of hash fields is about 300 KB), each a `mremap` and page
+    /// faults, on every chunk of a big collection.
+    fn take_front(&mut self, n: usize, coming: u64) -> Chunk {
+        let room = |left: usize| n.min(left.saturating_add(usize::try_from(coming).unwrap_or(n)));
+        fn front<T>(v: &mut Vec<T>, n: usize, room: impl Fn(usize) -> usize) -> Vec<T> {
+            let at = n.min(v.len());
+            let left = v.len() - at;
+            let mut rest = Vec::with_capacity(room(left).max(left));
+            rest.extend(v.drain(at..));
             std::mem::replace(v, rest)
         }
         match self {
-            Self::List(v) => Chunk::List(front(v, n)),
-            Self::Set(v) => Chunk::Set(front(v, n)),
-            Self::Zset(v) => Chunk::SortedSet(front(v, n)),
-            Self::Hash(v) => Chunk::Hash(front(v, n)),
-            Self::Stream(v) => Chunk::StreamEntries(front(v, n)),
-            Self::Array(v) => Chunk::Array(front(v, n)),
+            Self::List(v) => Chunk::List(front(v, n, room)),
+            Self::Set(v) => Chunk::Set(front(v, n, room)),
+            Self::Zset(v) => Chunk::SortedSet(front(v, n, room)),
+            Self::Hash(v) => Chunk::Hash(front(v, n, room)),
+            Self::Stream(v) => Chunk::StreamEntries(front(v, n, room)),
+            Self::Array(v) => Chunk::Array(front(v, n, room)),
         }
     }
 
