@@ -273,6 +273,24 @@ impl<W: Write> Jsonl<W> {
     pub(crate) fn set_db(&mut self, db: u64) {
         self.0.db = db;
     }
+
+    /// From now on, holds what it prints in `buf` (after what it holds already) until
+    /// [`take_held`](Self::take_held) or a flush, instead of writing it out every 64 KiB.
+    pub(crate) fn hold_in(&mut self, mut buf: Vec<u8>) {
+        buf.extend_from_slice(&self.0.buf);
+        self.0.buf = buf;
+        self.0.spill = usize::MAX;
+    }
+
+    /// Bytes printed and not written out yet.
+    pub(crate) fn held(&self) -> usize {
+        self.0.buf.len()
+    }
+
+    /// Takes the bytes printed and not written out yet; goes on in `fresh`.
+    pub(crate) fn take_held(&mut self, fresh: Vec<u8>) -> Vec<u8> {
+        std::mem::replace(&mut self.0.buf, fresh)
+    }
 }
 
 impl<W: Write> Json<W> {
@@ -323,6 +341,8 @@ delegate!(Json);
 struct JsonSink<W: Write> {
     w: W,
     buf: Vec<u8>,
+    /// `buf` is written out past this many bytes.
+    spill: usize,
     array: bool,
     first_record: bool,
     first_elem: bool,
@@ -339,6 +359,7 @@ impl<W: Write> JsonSink<W> {
         Self {
             w,
             buf: Vec::with_capacity(1 << 16),
+            spill: 1 << 16,
             array,
             first_record: true,
             first_elem: true,
@@ -364,7 +385,7 @@ impl<W: Write> JsonSink<W> {
     }
 
     fn flush_if_big(&mut self) -> Result<()> {
-        if self.buf.len() >= 1 << 16 {
+        if self.buf.len() >= self.spill {
             self.w.write_all(&self.buf)?;
             self.buf.clear();
         }

@@ -146,6 +146,21 @@ pub trait PrintParts: Sink + Sized {
     fn output_db(&self) -> Option<u64> {
         None
     }
+    /// From now on, holds what it prints in `buf` (an empty buffer) until
+    /// [`take_held`](Self::take_held) or a flush, rather than copying it to its writer in
+    /// pieces; gives `buf` back where it cannot.
+    fn hold_in(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        Some(buf)
+    }
+    /// Bytes held, not written to the writer yet.
+    fn held(&self) -> usize {
+        0
+    }
+    /// Takes the bytes held, going on in `fresh`; `None` where it holds none of its own.
+    fn take_held(&mut self, fresh: Vec<u8>) -> Option<Vec<u8>> {
+        let _ = fresh;
+        None
+    }
 }
 
 impl PrintParts for Jsonl<PartWriter> {
@@ -156,6 +171,16 @@ impl PrintParts for Jsonl<PartWriter> {
     }
     fn part_start(&mut self, db: u64) {
         self.set_db(db);
+    }
+    fn hold_in(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        Self::hold_in(self, buf);
+        None
+    }
+    fn held(&self) -> usize {
+        Self::held(self)
+    }
+    fn take_held(&mut self, fresh: Vec<u8>) -> Option<Vec<u8>> {
+        Some(Self::take_held(self, fresh))
     }
 }
 
@@ -208,6 +233,16 @@ impl PrintParts for Resp<PartWriter> {
     }
     fn output_db(&self) -> Option<u64> {
         self.db()
+    }
+    fn hold_in(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        Self::hold_in(self, buf);
+        None
+    }
+    fn held(&self) -> usize {
+        Self::held(self)
+    }
+    fn take_held(&mut self, fresh: Vec<u8>) -> Option<Vec<u8>> {
+        Some(Self::take_held(self, fresh))
     }
 }
 
@@ -305,6 +340,10 @@ pub fn print_parallel<S: PrintParts>(
     // a printer for a part of a batch that starts in db `db`
     let fresh = |w: &PartWriter, header: Item, db: u64| -> (Printer<S>, Option<Error>) {
         let mut p = Printer::new(S::for_part(settings_ref, w.clone()));
+        // what it prints is handed over in the sink's own buffer where it can be
+        if let Some(b) = p.sink_mut().hold_in(pool.get()) {
+            pool.put(b);
+        }
         p.filter(filter_ref.clone());
         if let Some(a) = all {
             p.all(a);
@@ -332,7 +371,7 @@ pub fn print_parallel<S: PrintParts>(
                 if let Err(e) = p.string(rec, value) {
                     error = Some(e);
                 }
-                broke = error.is_some() || w.len() >= SPILL;
+                broke = error.is_some() || w.len() + p.sink().held() >= SPILL;
                 if broke {
                     ControlFlow::Break(())
                 } else {
@@ -346,14 +385,17 @@ pub fn print_parallel<S: PrintParts>(
                 // What this printer wrote before goes first, with its summary, as a batch's
                 // end would; a new printer goes on after the key.
                 Some(Ok(Item::KeyStart(head))) if !big => {
-                    if let Err(e) = p.flush() {
-                        error = Some(e);
-                        break;
-                    }
+                    let bytes = match all_of(&mut p, &w, None) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    };
                     let summary = p.sink().summary();
                     let db = head.db;
                     hand(Printed {
-                        bytes: w.take(Some(pool)),
+                        bytes,
                         first: first.then(|| summary.first_select.clone()),
                         summary: Some(summary),
                         items: vec![Item::KeyStart(head)],
@@ -382,9 +424,18 @@ pub fn print_parallel<S: PrintParts>(
                 None if broke => {}
                 None => break,
             }
-            if w.len() >= SPILL {
+            if w.len() + p.sink().held() >= SPILL {
+                // what went to the writer, else (most often) the sink's own buffer
+                let bytes = if w.len() > 0 {
+                    w.take(Some(pool))
+                } else {
+                    let fresh = pool.get();
+                    p.sink_mut()
+                        .take_held(fresh)
+                        .unwrap_or_else(|| w.take(Some(pool)))
+                };
                 hand(Printed {
-                    bytes: w.take(Some(pool)),
+                    bytes,
                     first: first.then(|| p.sink().summary().first_select),
                     ..Printed::default()
                 });
@@ -398,12 +449,13 @@ pub fn print_parallel<S: PrintParts>(
                 ..Printed::default()
             });
         }
-        if let Err(e) = p.flush() {
+        let bytes = all_of(&mut p, &w, None).unwrap_or_else(|e| {
             error.get_or_insert(e);
-        }
+            w.take(None)
+        });
         let summary = p.sink().summary();
         Printed {
-            bytes: w.take(None),
+            bytes,
             first: first.then(|| summary.first_select.clone()),
             summary: None,
             items: Vec::new(),
@@ -447,6 +499,24 @@ pub fn print_parallel<S: PrintParts>(
         error: failure,
         partial_checks: partial,
     })
+}
+
+/// All that printer `p` printed and did not hand over yet, flushed: its sink's own buffer
+/// itself where nothing went to its writer `w` since the last hand-over, else `w`'s bytes
+/// (the sink's buffer written after them); `w` goes on in a buffer from `refill`.
+fn all_of<S: PrintParts>(
+    p: &mut Printer<S>,
+    w: &PartWriter,
+    refill: Option<&Pool>,
+) -> Result<Vec<u8>> {
+    if w.len() == 0 {
+        if let Some(b) = p.sink_mut().take_held(Vec::new()) {
+            p.flush()?;
+            return Ok(b);
+        }
+    }
+    p.flush()?;
+    Ok(w.take(refill))
 }
 
 /// Writes a worker's part to the output after what the main printer buffered, without a

@@ -33,6 +33,8 @@ use crate::event::CommandEvent;
 pub struct Resp<W: Write> {
     w: W,
     buf: BytesMut,
+    /// `buf` is written out past this many bytes.
+    spill: usize,
     db: Option<u64>,
     batch: usize,
     version: u32,
@@ -124,6 +126,7 @@ impl<W: Write> Resp<W> {
         Self {
             w,
             buf: BytesMut::with_capacity(1 << 16),
+            spill: 1 << 16,
             db: None,
             batch: 512,
             version: 9,
@@ -307,7 +310,7 @@ impl<W: Write> Resp<W> {
     }
 
     fn flush_if_big(&mut self) -> Result<()> {
-        if self.buf.len() >= 1 << 16 {
+        if self.buf.len() >= self.spill {
             self.w.write_all(&self.buf)?;
             self.written += self.buf.len() as u64;
             self.buf.clear();
@@ -381,6 +384,29 @@ impl<W: Write> Resp<W> {
         self.flush_if_big()
     }
 
+    /// From now on, holds what it prints in `buf` (after what it holds already) until
+    /// [`take_held`](Self::take_held) or a flush, instead of writing it out every 64 KiB
+    /// (a big payload still goes straight out, after what was held).
+    pub(crate) fn hold_in(&mut self, buf: Vec<u8>) {
+        let mut buf = bytes_mut(buf);
+        buf.extend_from_slice(&self.buf);
+        self.buf = buf;
+        self.spill = usize::MAX;
+    }
+
+    /// Bytes printed and not written out yet.
+    pub(crate) fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Takes the bytes printed and not written out yet (they count as written); goes on in
+    /// `fresh`.
+    pub(crate) fn take_held(&mut self, fresh: Vec<u8>) -> Vec<u8> {
+        self.written += self.buf.len() as u64;
+        // (a buffer of its own from the start: no copy)
+        Vec::from(std::mem::replace(&mut self.buf, bytes_mut(fresh)))
+    }
+
     fn select(&mut self, db: u64) -> Result<()> {
         if self.no_select {
             return Ok(());
@@ -435,6 +461,11 @@ fn score_text(d: f64, text: &mut Vec<u8>) {
 }
 
 /// An element as one bulk string (an integer's text made on the stack).
+/// `v` as a `BytesMut`, without copying it.
+fn bytes_mut(v: Vec<u8>) -> BytesMut {
+    BytesMut::from(Bytes::from(v))
+}
+
 fn elem(e: &Elem, buf: &mut BytesMut) {
     e.with_bytes(|b| resp_codec::encode_bulk(b, buf));
 }
