@@ -155,7 +155,8 @@ impl Acc {
     /// next chunk's worth at once, `n` or the `coming` elements still to come if fewer: grown
     /// from nothing by doubling, its last steps were past `malloc`'s threshold for mapping
     /// memory of its own (a chunk of hash fields is about 300 KB), each a `mremap` and page
-    /// faults, on every chunk of a big collection.
+    /// faults, on every chunk of a big collection. (It is called once `n` elements came, so
+    /// room for `n` more is never more than what the input really held.)
     fn take_front(&mut self, n: usize, coming: u64) -> Chunk {
         let room = |left: usize| n.min(left.saturating_add(usize::try_from(coming).unwrap_or(n)));
         fn front<T>(v: &mut Vec<T>, n: usize, room: impl Fn(usize) -> usize) -> Vec<T> {
