@@ -163,6 +163,22 @@ pub trait PrintParts: Sink + Sized {
     }
 }
 
+/// [`PrintParts`]' buffer methods for a sink with `hold_in`, `held` and `take_held` of its own.
+macro_rules! holds_its_buffer {
+    () => {
+        fn hold_in(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+            Self::hold_in(self, buf);
+            None
+        }
+        fn held(&self) -> usize {
+            Self::held(self)
+        }
+        fn take_held(&mut self, fresh: Vec<u8>) -> Option<Vec<u8>> {
+            Some(Self::take_held(self, fresh))
+        }
+    };
+}
+
 impl PrintParts for Jsonl<PartWriter> {
     type Settings = ();
     fn settings(&self) {}
@@ -172,16 +188,7 @@ impl PrintParts for Jsonl<PartWriter> {
     fn part_start(&mut self, db: u64) {
         self.set_db(db);
     }
-    fn hold_in(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
-        Self::hold_in(self, buf);
-        None
-    }
-    fn held(&self) -> usize {
-        Self::held(self)
-    }
-    fn take_held(&mut self, fresh: Vec<u8>) -> Option<Vec<u8>> {
-        Some(Self::take_held(self, fresh))
-    }
+    holds_its_buffer!();
 }
 
 impl PrintParts for Keys<PartWriter> {
@@ -234,16 +241,7 @@ impl PrintParts for Resp<PartWriter> {
     fn output_db(&self) -> Option<u64> {
         self.db()
     }
-    fn hold_in(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
-        Self::hold_in(self, buf);
-        None
-    }
-    fn held(&self) -> usize {
-        Self::held(self)
-    }
-    fn take_held(&mut self, fresh: Vec<u8>) -> Option<Vec<u8>> {
-        Some(Self::take_held(self, fresh))
-    }
+    holds_its_buffer!();
 }
 
 /// What a worker made of (a part of) a batch.
@@ -385,7 +383,7 @@ pub fn print_parallel<S: PrintParts>(
                 // What this printer wrote before goes first, with its summary, as a batch's
                 // end would; a new printer goes on after the key.
                 Some(Ok(Item::KeyStart(head))) if !big => {
-                    let bytes = match all_of(&mut p, &w, None) {
+                    let bytes = match all_of(&mut p, &w, Some(pool)) {
                         Ok(b) => b,
                         Err(e) => {
                             error = Some(e);

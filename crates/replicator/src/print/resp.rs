@@ -460,12 +460,12 @@ fn score_text(d: f64, text: &mut Vec<u8>) {
     }
 }
 
-/// An element as one bulk string (an integer's text made on the stack).
 /// `v` as a `BytesMut`, without copying it.
 fn bytes_mut(v: Vec<u8>) -> BytesMut {
     BytesMut::from(Bytes::from(v))
 }
 
+/// An element as one bulk string (an integer's text made on the stack).
 fn elem(e: &Elem, buf: &mut BytesMut) {
     e.with_bytes(|b| resp_codec::encode_bulk(b, buf));
 }
