@@ -152,8 +152,12 @@ pub struct Batch<'f> {
     /// first such collection).
     check: Option<Checker>,
     /// Items (and the error) decoded after members not checked yet: each with the number of
-    /// steps that must be checked first ([`Decoder::deferred_issued`]).
-    held: VecDeque<(u64, Result<Item>)>,
+    /// steps that must be checked first ([`Decoder::deferred_issued`]) and where the decoder
+    /// was when it came.
+    held: VecDeque<(u64, Result<Item>, u64)>,
+    /// Where the decoder was when the item handed out last came: while items wait, the input
+    /// before this is what was handed out (the decoder may be some steps further on).
+    item_at: u64,
     /// Steps checked without a duplicate.
     cleared: u64,
     /// Collections whose check went partial, counted by the check beside the decoder.
@@ -163,8 +167,18 @@ pub struct Batch<'f> {
     config: Config,
 }
 
-/// Steps of a big collection a batch's decoder may be ahead of their duplicate check.
-const AHEAD: u64 = 2;
+/// Steps of a big collection a batch's decoder may be ahead of their duplicate check: the
+/// check, the decoder and the caller's thread rendering the collection share the cores, and
+/// a lead of a few milliseconds (a step of small members is decoded in well under one)
+/// keeps the decoder busy while the check waits for a core.
+const AHEAD: u64 = 4;
+
+/// The input the steps ahead may have read: past it, the decoder waits once more than
+/// [`AHEAD_LEAST`] steps wait (what held steps keep of the file, whatever their members' size).
+const AHEAD_BYTES: u64 = 1 << 20;
+
+/// Steps the decoder may be ahead whatever their size.
+const AHEAD_LEAST: u64 = 2;
 
 /// The duplicate check of a batch's big collections ([`MemberCheck`]) on a thread of its
 /// own, so that it runs while the batch's decoder goes on: such a check is a cache miss a
@@ -264,6 +278,7 @@ impl<'f> Batch<'f> {
             dec,
             check: None,
             held: VecDeque::new(),
+            item_at: span.start,
             cleared: 0,
             partial: 0,
             ended: false,
@@ -337,31 +352,33 @@ impl Batch<'_> {
         };
         self.file
             .release(&mut self.released, self.dec.offset(), step);
-        self.at.store(self.dec.offset(), Ordering::Relaxed);
+        self.at.store(self.done_to(), Ordering::Relaxed);
         got
     }
 
     /// The next item once the members decoded before it were checked for duplicates: the
     /// decoder goes on with a big collection while the check of its last steps runs beside
-    /// it, up to [`AHEAD`] steps and never past the collection's end. A duplicate comes out
-    /// as the decoder itself would give it: after the items of the steps before, instead of
-    /// everything after.
+    /// it, up to [`AHEAD`] steps (fewer when they read much input) and never past the
+    /// collection's end. A duplicate comes out as the decoder itself would give it: after the
+    /// items of the steps before, instead of everything after.
     fn next_checked(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
         loop {
             if self
                 .held
                 .front()
-                .is_some_and(|(need, _)| *need <= self.cleared)
+                .is_some_and(|(need, _, _)| *need <= self.cleared)
             {
-                return self.held.pop_front().map(|(_, item)| item);
+                return self.pop_held();
             }
             let waiting = self.dec.deferred_issued() - self.cleared;
             // (a collection checked, not built, gives no item until its end)
             let wait = self.ended
                 || waiting > AHEAD
+                || waiting > AHEAD_LEAST
+                    && self.dec.offset().saturating_sub(self.done_to()) > AHEAD_BYTES
                 || !self.held.is_empty()
                     && (self.dec.at_record_boundary()
-                        || self.held.back().is_some_and(|(_, i)| i.is_err()));
+                        || self.held.back().is_some_and(|(_, i, _)| i.is_err()));
             if waiting > 0 && wait {
                 let got = self.check.as_mut().and_then(Checker::recv);
                 if let Some(c) = &got {
@@ -393,7 +410,7 @@ impl Batch<'_> {
                 }
             }
             if self.ended {
-                return self.held.pop_front().map(|(_, item)| item);
+                return self.pop_held();
             }
             // string keys go to `visit` only when nothing waits before them
             let v = if self.held.is_empty() {
@@ -421,11 +438,29 @@ impl Batch<'_> {
             };
             let need = self.dec.deferred_issued();
             if need <= self.cleared && self.held.is_empty() {
+                self.item_at = self.dec.offset();
                 return Some(item);
             }
             self.ended |= item.is_err();
-            self.held.push_back((need, item));
+            self.held.push_back((need, item, self.dec.offset()));
         }
+    }
+
+    /// Where the input handed out ends: where the decoder is, unless items wait for their
+    /// check; then where it was when the last one handed out came.
+    fn done_to(&self) -> u64 {
+        if self.held.is_empty() {
+            self.dec.offset()
+        } else {
+            self.item_at
+        }
+    }
+
+    /// The first held item, with where the decoder was when it came.
+    fn pop_held(&mut self) -> Option<Result<Item>> {
+        let (_, item, at) = self.held.pop_front()?;
+        self.item_at = at;
+        Some(item)
     }
 
     fn next_decoded(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
@@ -1074,6 +1109,116 @@ mod tests {
                 assert_eq!(got, want, "dup {dup:?}, on the batch's thread");
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Iterates a batch of the whole file at `path` (an RDB 9 file after its header and
+    /// database selection), its bytes in memory as the walker hands them over (so that its
+    /// decoder's steps are whole chunks), whose duplicate check is taken only when its
+    /// decoder must wait. Calls `chunk` with each chunk's member count and the input the batch
+    /// then reports as done with; returns how far at most its decoder was ahead of that.
+    fn ahead_of_handed(path: &Path, mut chunk: impl FnMut(u64, u64)) -> u64 {
+        let file = File::open(path).unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let len = bytes.len() as u64;
+        let span = Span {
+            start: 11,
+            end: len - 9,
+            db: 0,
+            version: 9,
+            flavor: Flavor::Redis,
+            data: Some(Bytes::from(bytes[11..len as usize - 9].to_vec())),
+            big: true,
+            one_record: false,
+        };
+        let at = AtomicU64::new(0);
+        let config = Config::default();
+        let mut batch = Batch::new(Src::File(&file), span, config, &at);
+        // checked as the steps come, but taken only when the decoder must wait: it is ahead
+        batch.check = Some(Checker::Here {
+            check: MemberCheck::new(&config),
+            done: VecDeque::new(),
+        });
+        let mut ahead = 0u64;
+        while let Some(item) = batch.next() {
+            if let Item::Chunk(crate::Chunk::Set(v)) = item.unwrap() {
+                let done = at.load(Ordering::Relaxed);
+                chunk(v.len() as u64, done);
+                ahead = ahead.max(batch.dec.offset().saturating_sub(done));
+            }
+        }
+        ahead
+    }
+
+    /// While a big set's chunks wait for their duplicate check, the decoder is steps ahead
+    /// of them: what the batch reports as done with (where the caller's thread lets a mapped
+    /// file's pages go, and the pages it maps again rendering a chunk stay until it does) is
+    /// the input of the chunks handed out, not where the decoder got.
+    #[test]
+    fn a_batch_reports_the_input_of_what_it_handed_out_not_where_its_decoder_is() {
+        let dir = test_support::temp_dir("rdb-handed");
+        let path = dir.join("set.rdb");
+        let n = 200_000u64;
+        std::fs::write(&path, set_file(n as u32, None)).unwrap();
+        let config = Config::default();
+        // member i (one length byte, eight bytes of text) ends at 26 + 9 (i + 1)
+        let end_of = |members: u64| 26 + 9 * members;
+        let (mut members, mut chunks) = (0u64, 0);
+        let ahead = ahead_of_handed(&path, |got, done| {
+            members += got;
+            chunks += 1;
+            assert!(
+                done >= end_of(members),
+                "chunk {chunks}: {done} before its members' end"
+            );
+            // no more than one step past them (the first reads the threshold's worth and one
+            // more, to know the set is big)
+            let step = config.chunk_threshold.max(config.chunk_size) as u64 + 1;
+            let most = end_of((members + step).min(n));
+            assert!(done <= most, "chunk {chunks}: {done} is past {most}");
+        });
+        assert_eq!(members, n);
+        assert!(chunks > AHEAD, "{chunks} chunks");
+        // the decoder did get ahead of what was handed out
+        assert!(
+            ahead > 9 * config.chunk_size as u64,
+            "the decoder was {ahead} bytes ahead"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A decoder whose steps read much input is fewer steps ahead of their check: what the
+    /// held steps keep of a mapped file stays about [`AHEAD_BYTES`], whatever the members'
+    /// size.
+    #[test]
+    fn a_decoder_ahead_of_its_check_holds_about_a_mebibyte_of_big_members() {
+        let dir = test_support::temp_dir("rdb-ahead");
+        let path = dir.join("set.rdb");
+        let (n, size) = (70_000u32, 200usize);
+        let mut f = b"REDIS0009\xfe\x00\x02\x03set\x80".to_vec();
+        f.extend(n.to_be_bytes());
+        for i in 0..n {
+            // a 14-bit length, then the member (too short to be compressed by Redis; this
+            // one is not compressed either)
+            f.extend([0x40 | (size >> 8) as u8, size as u8]);
+            let m = format!("{i:0size$}");
+            f.extend_from_slice(m.as_bytes());
+        }
+        f.extend_from_slice(b"\xff");
+        f.extend([0; 8]);
+        std::fs::write(&path, f).unwrap();
+        let mut members = 0u64;
+        let ahead = ahead_of_handed(&path, |got, _| members += got);
+        assert_eq!(members, u64::from(n));
+        // a step of 4,096 members reads about 0.8 MiB: the decoder goes on while what its
+        // waiting steps read is under a mebibyte (or fewer than three wait), one step more
+        let step = 4096 * (size as u64 + 2);
+        let most = AHEAD_BYTES + 2 * step;
+        assert!(
+            ahead <= most,
+            "the decoder was {ahead} bytes ahead, more than {most}"
+        );
+        assert!(ahead > step, "the decoder was only {ahead} bytes ahead");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
