@@ -1034,22 +1034,27 @@ mod tests {
         f
     }
 
-    /// Every item of the file, from a batch whose duplicate check runs on a thread beside it
-    /// (`here`: on the batch's own thread, as where no thread can be made), up to its first
-    /// error; and whether the check had a thread at the end.
-    fn batch_items(path: &Path, config: Config, here: bool) -> (Vec<String>, bool) {
-        let file = File::open(path).unwrap();
-        let len = file.metadata().unwrap().len();
-        let span = Span {
+    /// The batch of a whole RDB 9 file of `len` bytes: after its header and database
+    /// selection, before its EOF and checksum; with its bytes in `data` or read from the file.
+    fn whole_file(len: u64, data: Option<Bytes>) -> Span {
+        Span {
             start: 11,
             end: len - 9,
             db: 0,
             version: 9,
             flavor: Flavor::Redis,
-            data: None,
+            data,
             big: true,
             one_record: false,
-        };
+        }
+    }
+
+    /// Every item of the file, from a batch whose duplicate check runs on a thread beside it
+    /// (`here`: on the batch's own thread, as where no thread can be made), up to its first
+    /// error; and whether the check had a thread at the end.
+    fn batch_items(path: &Path, config: Config, here: bool) -> (Vec<String>, bool) {
+        let file = File::open(path).unwrap();
+        let span = whole_file(file.metadata().unwrap().len(), None);
         let at = AtomicU64::new(0);
         let mut batch = Batch::new(Src::File(&file), span, config, &at);
         if here {
@@ -1120,17 +1125,8 @@ mod tests {
     fn ahead_of_handed(path: &Path, mut chunk: impl FnMut(u64, u64)) -> u64 {
         let file = File::open(path).unwrap();
         let bytes = std::fs::read(path).unwrap();
-        let len = bytes.len() as u64;
-        let span = Span {
-            start: 11,
-            end: len - 9,
-            db: 0,
-            version: 9,
-            flavor: Flavor::Redis,
-            data: Some(Bytes::from(bytes[11..len as usize - 9].to_vec())),
-            big: true,
-            one_record: false,
-        };
+        let data = Bytes::from(bytes[11..bytes.len() - 9].to_vec());
+        let span = whole_file(bytes.len() as u64, Some(data));
         let at = AtomicU64::new(0);
         let config = Config::default();
         let mut batch = Batch::new(Src::File(&file), span, config, &at);
