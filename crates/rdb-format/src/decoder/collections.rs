@@ -742,10 +742,11 @@ fn node_entries(kind: SeqKind, container: u64, blob: &[u8]) -> usize {
         (SeqKind::Quicklist1, _) => 8,
         _ => return 0,
     };
-    match blob.get(at..at + 2) {
-        Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) != u16::MAX => {
-            usize::from(u16::from_le_bytes([lo, hi])).min(blob.len())
-        }
+    match blob
+        .get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    {
+        Some(n) if n != u16::MAX => usize::from(n).min(blob.len()),
         _ => 0,
     }
 }
