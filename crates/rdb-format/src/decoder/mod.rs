@@ -335,6 +335,9 @@ const SEEN_FIRST: usize = 1 << 16;
 /// Slots in a cache line.
 const LINE: usize = 4;
 
+/// The smallest page size of the machines the crate runs on.
+const PAGE: usize = 4096;
+
 impl BigSeen {
     /// A table for a value that announces `n` members (up to the limit). It is sized for
     /// `n` only after [`SEEN_FIRST`] members came, in one step: one rehash from a small table
@@ -358,6 +361,16 @@ impl BigSeen {
         let lines = (n.max(1) * 8).div_ceil(7 * LINE).next_power_of_two().max(2);
         // room to start at a cache line's edge whatever the allocator's alignment
         let old = std::mem::replace(&mut self.slots, vec![0; lines * LINE + LINE - 1]);
+        // Write each page of the table before anything reads it. A fresh page read first is
+        // the kernel's shared zero page; the write after it (a member landing there) then
+        // swaps in a page of its own and must flush the old mapping from every core the
+        // program runs on: an interrupt to the other cores per page, which cost the pipeline's
+        // duplicate check thread 1-15 % of its time. Written first, a page is simply
+        // allocated. (Each page gets a member soon anyway: the hashes are uniform, and those
+        // held are put back just below.)
+        for slot in self.slots.iter_mut().step_by(PAGE / size_of::<u128>()) {
+            *std::hint::black_box(slot) = 0;
+        }
         let old_start = self.skew;
         let old_end = self.skew + self.lines * LINE;
         self.skew = (self.slots.as_ptr() as usize).wrapping_neg() % 64 / 16;
