@@ -27,8 +27,25 @@ pub(crate) fn arg(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Runs a command with stdout to /dev/null under `/usr/bin/time`, returning (seconds, peak KiB).
+/// Reads each argument of `cmd` that names a regular file once, so that every run finds its
+/// input in the page cache. Some machines evict pages they see unused for a few seconds (a
+/// VM's free page reporting, DAMON reclaim): without this, the first thread of a run to touch
+/// them waited for the disk, a different amount each run.
+pub(crate) fn warm(cmd: &[&str]) -> Result<()> {
+    for arg in cmd {
+        let path = Path::new(arg);
+        if path.is_file() {
+            let mut f = std::fs::File::open(path)?;
+            std::io::copy(&mut f, &mut std::io::sink())?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a command with stdout to /dev/null under `/usr/bin/time`, returning (seconds, peak KiB);
+/// its input files are read into the page cache first ([`warm`]).
 pub(crate) fn measure(cmd: &[&str]) -> Result<(f64, u64)> {
+    warm(cmd)?;
     let time = Path::new("/usr/bin/time");
     let start = Instant::now();
     let out = if time.is_file() {
@@ -65,6 +82,7 @@ pub(crate) fn measure(cmd: &[&str]) -> Result<(f64, u64)> {
 /// Seconds until two runs of `cmd` started at once both ended: the machine's own scaling,
 /// with nothing shared between the two but the machine.
 fn measure_pair(cmd: &[&str]) -> Result<f64> {
+    warm(cmd)?;
     let start = Instant::now();
     let spawn = || {
         Command::new(cmd[0])
@@ -133,6 +151,7 @@ fn files(bin: &Path, file: &Path) -> Result<()> {
     // redis-server's own load time, from its log (best of 3, like the other rows)
     let mut load = f64::MAX;
     for _ in 0..3 {
+        warm(&[&file.to_string_lossy()])?;
         let start = Instant::now();
         let loader = Server::start(&server_bin, &[], Some(file))?;
         let wall = start.elapsed().as_secs_f64();
