@@ -483,13 +483,41 @@ impl Cluster {
         Ok(c)
     }
 
-    /// True when every node says `cluster_state:ok` and every replica's link is up.
+    /// True when every node says `cluster_state:ok`, every replica's link is up, and every
+    /// node sees the same owner for every slot, with no slot being moved.
+    ///
+    /// The last of these matters to what a test does next: a replica that has not yet heard
+    /// that the last slot of a reshard went to its master, promoted by `CLUSTER FAILOVER`
+    /// then, takes over its master's slots without that one, while every other node has it
+    /// as the new master's; nothing ever claims it again and the cluster stays down.
     pub fn settled(&self) -> bool {
-        self.nodes.iter().all(|n| {
-            Self::state(n) == "ok"
-                && (n.info("replication", "role").as_deref() != Some("slave")
-                    || n.info("replication", "master_link_status").as_deref() == Some("up"))
-        })
+        let maps: Vec<Option<Vec<(String, String)>>> =
+            self.nodes.iter().map(Self::slot_owners).collect();
+        maps.first()
+            .is_some_and(|first| first.is_some() && maps.iter().all(|m| m == first))
+            && self.nodes.iter().all(|n| {
+                Self::state(n) == "ok"
+                    && (n.info("replication", "role").as_deref() != Some("slave")
+                        || n.info("replication", "master_link_status").as_deref() == Some("up"))
+            })
+    }
+
+    /// The slot ranges of each node that owns some, by node ID, as `n` sees them (sorted);
+    /// `None` when it does not answer or a slot is being moved.
+    fn slot_owners(n: &Server) -> Option<Vec<(String, String)>> {
+        let nodes = n.client().ok()?.cmd(&["CLUSTER", "NODES"]).ok()?.text();
+        let mut owners = Vec::new();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            for range in fields.iter().skip(8) {
+                if range.starts_with('[') {
+                    return None;
+                }
+                owners.push(((*range).to_owned(), fields[0].to_owned()));
+            }
+        }
+        owners.sort();
+        Some(owners)
     }
 
     /// True when every master says `cluster_state:ok`: the cluster serves every slot (a

@@ -541,15 +541,23 @@ fn a_live_master_into_a_cluster_that_reshards_and_fails_over_ends_equal() {
             && cl.serving()
     });
     if let Err(e) = elected {
-        let nodes = cluster
-            .node(heir)
-            .unwrap()
-            .client()
-            .unwrap()
-            .cmd(&["CLUSTER", "NODES"]);
+        let views: Vec<String> = (cluster.nodes.iter())
+            .map(|n| {
+                let nodes = n.client().and_then(|mut c| c.cmd(&["CLUSTER", "NODES"]));
+                let log = n.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                format!(
+                    "--- {}:\n{}\nlog:\n{}",
+                    n.port,
+                    nodes.map(|r| r.text()).unwrap_or_default(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect();
         panic!(
-            "{e}: heir {heir}, victim {victim}: {nodes:?}; {}",
-            cluster.describe()
+            "{e}: heir {heir}, victim {victim}; {}\n{}",
+            cluster.describe(),
+            views.join("\n")
         );
     }
     write(&mut c, 300, &mut round);
