@@ -491,10 +491,11 @@ impl Cluster {
     /// then, takes over its master's slots without that one, while every other node has it
     /// as the new master's; nothing ever claims it again and the cluster stays down.
     pub fn settled(&self) -> bool {
-        let maps: Vec<Option<Vec<(String, String)>>> =
-            self.nodes.iter().map(Self::slot_owners).collect();
-        maps.first()
-            .is_some_and(|first| first.is_some() && maps.iter().all(|m| m == first))
+        let first = self.nodes.first().and_then(Self::slot_owners);
+        first.is_some()
+            && self.nodes[1..]
+                .iter()
+                .all(|n| Self::slot_owners(n) == first)
             && self.nodes.iter().all(|n| {
                 Self::state(n) == "ok"
                     && (n.info("replication", "role").as_deref() != Some("slave")
