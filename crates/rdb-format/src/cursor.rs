@@ -175,14 +175,24 @@ impl<'a> Cur<'a> {
     #[inline]
     pub(crate) fn string(&mut self) -> P<SRef> {
         // the common case first: a raw string of under 64 bytes, all there
-        if let Some(&first) = self.b.get(self.p) {
-            let (start, n) = (self.p + 1, usize::from(first));
-            if first < 0x40 && n <= self.b.len() - start && n as u64 <= self.max_string {
-                self.p = start + n;
-                return Ok(SRef::Raw(start, self.p));
-            }
+        match self.short_raw() {
+            Some((start, end)) => Ok(SRef::Raw(start, end)),
+            None => self.string_any(),
         }
-        self.string_any()
+    }
+
+    /// A raw string of under 64 bytes that is all there (the common case): where its bytes
+    /// are, and the cursor past it; `None` (the cursor where it was) for anything else.
+    #[inline(always)]
+    pub(crate) fn short_raw(&mut self) -> Option<(usize, usize)> {
+        let &first = self.b.get(self.p)?;
+        let (start, n) = (self.p + 1, usize::from(first));
+        if first < 0x40 && n <= self.b.len() - start && n as u64 <= self.max_string {
+            self.p = start + n;
+            Some((start, self.p))
+        } else {
+            None
+        }
     }
 
     fn string_any(&mut self) -> P<SRef> {

@@ -385,3 +385,96 @@ impl std::io::Read for Pieces<'_> {
         Ok(n)
     }
 }
+
+/// Lists, sets and hashes whose members mix the common short strings (read on a fast path of
+/// their own) with every other kind, at the edges of that path: 63 and 64 bytes, a long
+/// string, integers, an empty string. Whatever the input's pieces, and whether values are
+/// built, checked or only walked, every key comes out alike and whole.
+#[test]
+fn members_of_every_kind_decode_alike_whatever_the_split() {
+    let long = |n: usize| vec![b'x'; n];
+    // (bytes as written, the member as it reads back)
+    let members: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"\x01a".to_vec(), b"a".to_vec()),
+        ([&[63u8][..], &long(63)].concat(), long(63)),
+        ([&[0x40, 64][..], &long(64)].concat(), long(64)),
+        ([&[0x41, 0x2c][..], &long(300)].concat(), long(300)),
+        (b"\xc0\x05".to_vec(), b"5".to_vec()),
+        (b"\xc1\x39\x30".to_vec(), b"12345".to_vec()),
+        (b"\x00".to_vec(), Vec::new()),
+        (b"\x02bc".to_vec(), b"bc".to_vec()),
+    ];
+    let mut f = b"REDIS0009\xfe\x00".to_vec();
+    // a list, a set and a hash (each member a field, its value the next member)
+    for (ty, key) in [(1u8, &b"list"[..]), (2, b"set"), (4, b"hash")] {
+        f.push(ty);
+        raw_str(key, &mut f);
+        len_bytes(members.len() as u64, &mut f);
+        for (i, (written, _)) in members.iter().enumerate() {
+            f.extend_from_slice(written);
+            if ty == 4 {
+                f.extend_from_slice(&members[(i + 1) % members.len()].0);
+            }
+        }
+    }
+    eof_unchecked(&mut f);
+    let read: Vec<Vec<u8>> = members.iter().map(|(_, r)| r.clone()).collect();
+    let bytes = |e: &rdb_format::Elem| e.to_bytes().to_vec();
+    let whole = decode_with(&f, Config::default()).unwrap();
+    let values: Vec<&rdb_format::Value> = whole
+        .iter()
+        .filter_map(|i| match i {
+            Item::Key(k) => Some(&k.value),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values.len(), 3);
+    match values[..] {
+        [
+            rdb_format::Value::List(l),
+            rdb_format::Value::Set(s),
+            rdb_format::Value::Hash(h),
+        ] => {
+            assert_eq!(l.iter().map(bytes).collect::<Vec<_>>(), read);
+            assert_eq!(s.iter().map(bytes).collect::<Vec<_>>(), read);
+            let fields: Vec<(Vec<u8>, Vec<u8>)> = h
+                .iter()
+                .map(|f| (bytes(&f.field), bytes(&f.value)))
+                .collect();
+            let want: Vec<(Vec<u8>, Vec<u8>)> = (0..read.len())
+                .map(|i| (read[i].clone(), read[(i + 1) % read.len()].clone()))
+                .collect();
+            assert_eq!(fields, want);
+        }
+        _ => panic!("{values:?}"),
+    }
+    // split anywhere, in small chunks
+    assert_eq!(byte_by_byte(&f, Config::default()).unwrap(), whole);
+    let chunked = byte_by_byte(&f, small_chunks()).unwrap();
+    assert_eq!(reassemble(chunked), reassemble(whole.clone()));
+    // checked without being built, whole and split
+    let mut skip = Config::default();
+    skip.skip_values(true);
+    let checked = decode_with(&f, skip).unwrap();
+    assert_eq!(heads(&checked), heads(&whole));
+    assert_eq!(byte_by_byte(&f, skip).unwrap(), checked);
+    // walked: the same record boundaries
+    let mut walker = Decoder::walker(Config::default());
+    let mut buf = BytesMut::new();
+    let mut keys = 0;
+    for b in &f {
+        buf.extend_from_slice(std::slice::from_ref(b));
+        while let Some(item) = walker.decode(&mut buf).unwrap() {
+            keys += usize::from(matches!(item, Item::KeyChecked(_) | Item::Skipped { .. }));
+        }
+    }
+    assert!(walker.is_done());
+    assert_eq!(keys, 3);
+    // a member seen twice is a duplicate, on the fast path too
+    let mut dup = b"REDIS0009\xfe\x00\x02\x03set\x03\x01a\x02bc\x01a".to_vec();
+    eof_unchecked(&mut dup);
+    for config in [Config::default(), skip] {
+        let e = decode_with(&dup, config).unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+    }
+}
