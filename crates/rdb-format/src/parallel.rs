@@ -674,9 +674,12 @@ impl Pipeline {
         let jobs_rx = &jobs_rx;
         let (out_tx, out_rx) = mpsc::channel::<(u64, Msg<T>)>();
         std::thread::scope(|s| {
+            // named, for `top -H` and profilers
+            let named = |name: &str| std::thread::Builder::new().name(name.into());
+            let mut workers = 0;
             for _ in 0..self.threads {
                 let out_tx = out_tx.clone();
-                s.spawn(move || {
+                let spawned = named("rdb-worker").spawn_scoped(s, move || {
                     loop {
                         let job = jobs_rx.lock().map(|rx| rx.recv());
                         let Ok(Ok((idx, span))) = job else { return };
@@ -700,9 +703,24 @@ impl Pipeline {
                         let _ = tx.send((t, true, batch.end()));
                     }
                 });
+                workers += usize::from(spawned.is_ok());
+            }
+            let no_thread = || {
+                Err(Error::io(
+                    std::io::Error::other("no thread could be started for the pipeline"),
+                    0,
+                ))
+            };
+            if workers == 0 {
+                return no_thread();
             }
             let walker = *self;
-            s.spawn(move || walker.walk(file, window, gate, jobs_tx, out_tx));
+            let spawned = named("rdb-walker")
+                .spawn_scoped(s, move || walker.walk(file, window, gate, jobs_tx, out_tx));
+            if spawned.is_err() {
+                // its channels' ends went with it: the workers end
+                return no_thread();
+            }
             // results in file order
             let mut waiting: BTreeMap<u64, Msg<T>> = BTreeMap::new();
             // a mapped file's pages before this were let go by this thread
