@@ -181,6 +181,13 @@ impl<'a> Cur<'a> {
         }
     }
 
+    /// Skips a string of any encoding; false (the cursor anywhere) when it is not all there
+    /// or is malformed.
+    #[inline(always)]
+    pub(crate) fn skip_string(&mut self) -> bool {
+        self.short_raw().is_some() || self.string_any().is_ok()
+    }
+
     /// A raw string of under 64 bytes that is all there (the common case): where its bytes
     /// are, and the cursor past it; `None` (the cursor where it was) for anything else.
     #[inline(always)]

@@ -1485,7 +1485,11 @@ impl Decoder {
     /// is not all there or is of a kind the step-by-step way handles (streams, hashes with
     /// field TTLs, arrays, anything malformed).
     fn walk_run(&self, c: &mut Cur<'_>, ty: u8) -> Option<(usize, (u8, SRef))> {
-        let mut last = (ty, c.string().ok()?);
+        // the last record's type byte and where its key is (read again at the end: a key
+        // kept as an `SRef` each record was stored a word at a time and loaded back whole,
+        // a stalled load that was a third of the walk's time)
+        let mut last = (ty, c.p);
+        c.string().ok()?;
         if !self.skip_value(c, ty).ok()? {
             return None;
         }
@@ -1508,23 +1512,26 @@ impl Decoder {
             if ty != 0 && self.check_type(ty).is_err() {
                 break;
             }
-            let key = c.string();
+            let key_at = c.p;
+            if !c.skip_string() {
+                break;
+            }
             // a string key, the most common record, without `skip_value`'s dispatch (a fifth
             // of the walker's instructions on small strings)
             let skipped = if ty == 0 {
-                c.string().map(|_| true)
+                c.skip_string()
             } else {
-                self.skip_value(c, ty)
+                matches!(self.skip_value(c, ty), Ok(true))
             };
-            match (key, skipped) {
-                (Ok(k), Ok(true)) => {
-                    last = (ty, k);
-                    end = c.p;
-                }
-                _ => break,
+            if !skipped {
+                break;
             }
+            last = (ty, key_at);
+            end = c.p;
         }
-        Some((end, last))
+        let (ty, key_at) = last;
+        c.p = key_at;
+        Some((end, (ty, c.string().ok()?)))
     }
 
     /// Skips a value of type `ty` by its lengths; `Ok(false)` for the types the step-by-step

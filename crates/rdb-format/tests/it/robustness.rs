@@ -478,3 +478,52 @@ fn members_of_every_kind_decode_alike_whatever_the_split() {
         assert!(e.to_string().contains("duplicate"), "{e}");
     }
 }
+
+/// A walker skips runs of whole records at once and gives one item for each run: the last
+/// record's head, with its key and type, where the run ends.
+#[test]
+fn a_walkers_run_ends_with_the_head_of_its_last_record() {
+    let mut f = b"REDIS0009\xfe\x00".to_vec();
+    let mut last = Vec::new();
+    for i in 0..50u32 {
+        let key = format!("key:{i}");
+        // strings, sets and hashes (read by their lengths), in turn
+        let ty = [0u8, 2, 4][i as usize % 3];
+        f.push(ty);
+        raw_str(key.as_bytes(), &mut f);
+        match ty {
+            0 => raw_str(b"value", &mut f),
+            2 => {
+                len_bytes(2, &mut f);
+                raw_str(b"a", &mut f);
+                f.extend_from_slice(b"\xc0\x07");
+            }
+            _ => {
+                len_bytes(1, &mut f);
+                raw_str(b"field", &mut f);
+                raw_str(&[b'v'; 100], &mut f);
+            }
+        }
+        last.push((key, ty));
+    }
+    eof_unchecked(&mut f);
+    let mut walker = Decoder::walker(Config::default());
+    let mut buf = BytesMut::from(&f[..]);
+    let mut heads = Vec::new();
+    while let Some(item) = walker.decode(&mut buf).unwrap() {
+        if let Item::KeyChecked(h) = item {
+            heads.push((String::from_utf8(h.key.to_vec()).unwrap(), h.value_type));
+        }
+    }
+    assert!(walker.is_done());
+    // all in the input at once: few items, the last of them the file's last record
+    assert!(heads.len() < 10, "{heads:?}");
+    let (key, ty) = last.last().unwrap();
+    assert_eq!(heads.last().unwrap().0, *key);
+    let want = match ty {
+        0 => rdb_format::ValueType::String,
+        2 => rdb_format::ValueType::Set,
+        _ => rdb_format::ValueType::Hash,
+    };
+    assert_eq!(heads.last().unwrap().1, want);
+}
