@@ -1052,6 +1052,35 @@ mod tests {
         f
     }
 
+    /// A walker counts a big collection once, whatever pieces its input came in: one not all
+    /// in the input when a run of records reached it used to count there too, and then again
+    /// when it was walked, so that the batch before it waited its turn as if it held one.
+    #[test]
+    fn a_walker_counts_a_big_collection_once_whatever_the_pieces() {
+        let f = set_file(70_000, None);
+        for piece in [f.len(), 1000, 64] {
+            let mut walker = Decoder::walker(Config::default());
+            let mut buf = BytesMut::new();
+            let mut before_set = None;
+            for p in f.chunks(piece) {
+                buf.extend_from_slice(p);
+                while let Some(item) = walker.decode(&mut buf).unwrap() {
+                    if let Item::KeyChecked(h) = &item {
+                        if &h.key[..] == b"a" {
+                            before_set = Some(walker.big_tables());
+                        }
+                    }
+                }
+            }
+            assert!(walker.is_done());
+            if piece < f.len() {
+                // the string before the set came out before the set was walked
+                assert_eq!(before_set, Some(0), "pieces of {piece}");
+            }
+            assert_eq!(walker.big_tables(), 1, "pieces of {piece}");
+        }
+    }
+
     /// The batch of a whole RDB 9 file of `len` bytes: after its header and database
     /// selection, before its EOF and checksum; with its bytes in `data` or read from the file.
     fn whole_file(len: u64, data: Option<Bytes>) -> Span {

@@ -1489,8 +1489,13 @@ impl Decoder {
         // kept as an `SRef` each record was stored a word at a time and loaded back whole,
         // a stalled load that was a third of the walk's time)
         let mut last = (ty, c.p);
+        // a big collection counts once it was skipped whole: one not all in the input is
+        // walked step by step, and counted then (counted here too, it made the batch before
+        // it wait its turn as if it held a big key)
+        let mut counted = self.big_tables.get();
         c.string().ok()?;
-        if !self.skip_value(c, ty).ok()? {
+        if !matches!(self.skip_value(c, ty), Ok(true)) {
+            self.big_tables.set(counted);
             return None;
         }
         let mut end = c.p;
@@ -1513,6 +1518,7 @@ impl Decoder {
                 break;
             }
             let key_at = c.p;
+            counted = self.big_tables.get();
             if !c.skip_string() {
                 break;
             }
@@ -1524,6 +1530,7 @@ impl Decoder {
                 matches!(self.skip_value(c, ty), Ok(true))
             };
             if !skipped {
+                self.big_tables.set(counted);
                 break;
             }
             last = (ty, key_at);
