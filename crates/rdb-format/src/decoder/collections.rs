@@ -265,11 +265,7 @@ impl Decoder {
         // does not find it by itself (half of a walker's time in a big hash was that wait)
         let mut ahead = c.p;
         while taken < seq.remaining && budget > 0 {
-            ahead = ahead.max(c.p);
-            while ahead < c.p + WALK_AHEAD && ahead < c.b.len() {
-                prefetch_byte(&c.b[ahead]);
-                ahead += 64;
-            }
+            prefetch_ahead(&c, &mut ahead);
             // the common elements (raw strings of under 64 bytes, all there) are put where
             // they go from here: through the `Result` below, each was stored a word at a
             // time and loaded back whole, a stalled load that was a third of this loop

@@ -562,6 +562,17 @@ fn prefetch_byte(b: &u8) {
 #[cfg(not(target_arch = "x86_64"))]
 fn prefetch_byte(_: &u8) {}
 
+/// Asks for the lines of `c`'s input up to [`WALK_AHEAD`] bytes past the cursor, from
+/// `*ahead` on (where the last call stopped): a loop whose next place depends on the lengths
+/// before it calls this each turn, so that the line it goes to is there when it gets there.
+fn prefetch_ahead(c: &Cur<'_>, ahead: &mut usize) {
+    *ahead = (*ahead).max(c.p);
+    while *ahead < c.p + WALK_AHEAD && *ahead < c.b.len() {
+        prefetch_byte(&c.b[*ahead]);
+        *ahead += 64;
+    }
+}
+
 /// The members' hashes are uniform already: use their low bits as they are.
 #[derive(Default)]
 pub(crate) struct U128Hasher(u64);
@@ -1505,11 +1516,7 @@ impl Decoder {
         // for it was half of the walk
         let mut ahead = c.p;
         while c.p < self.walk_run {
-            ahead = ahead.max(c.p);
-            while ahead < c.p + WALK_AHEAD && ahead < c.b.len() {
-                prefetch_byte(&c.b[ahead]);
-                ahead += 64;
-            }
+            prefetch_ahead(c, &mut ahead);
             let Some(ty) = meta_opcodes(c, &mut meta) else {
                 break;
             };
