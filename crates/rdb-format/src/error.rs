@@ -131,6 +131,14 @@ impl Error {
         }
     }
 
+    /// A checksum error made before the actual checksum was known, with it.
+    pub(crate) fn with_actual_checksum(mut self, sum: u64) -> Self {
+        if let ErrorKind::Checksum { actual, .. } = &mut self.inner.kind {
+            *actual = sum;
+        }
+        self
+    }
+
     pub(crate) fn with_context(mut self, ctx: &Context) -> Self {
         let c = &mut self.inner.context;
         if c.opcode.is_none() {

@@ -19,7 +19,7 @@ mod value;
 pub use config::DUP_CHECK_LIMIT;
 pub use decoder::{
     Config, Decoder, Limits, MAX_REDIS_VERSION, MAX_VALKEY_VERSION, Recovery, Source, crc64,
-    module_id, module_name, type_name,
+    crc64_combine, module_id, module_name, type_name,
 };
 pub use dump::{Dump, decode_dump, seal_dump};
 pub use encode::{

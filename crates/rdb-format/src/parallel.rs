@@ -1,26 +1,37 @@
 //! [`Pipeline`]: one RDB file decoded on several threads, with its results in file order.
 //!
-//! One thread walks the file ([`Decoder::walker`]): it reads the records' lengths, skips
-//! their strings without decompressing them, keeps the checksum, and cuts the file into
-//! batches of whole records; a record it is 4 MiB into (a big key) becomes a batch of its own
-//! at once, decoded while the walker walks on to its end. Worker threads decode the batches
-//! ([`Decoder::resume`]): decompress, validate, build, and whatever the caller's `work` does
-//! with the items (render them, count them). The caller's thread gets the results back in
-//! file order. A worker may
+//! A mapped file (feature `mmap`) is cut where its records are guessed to start: one thread
+//! (the walker) looks a batch's length past where the last batch starts for the first place
+//! from which a few records decode with every check, and cuts there; it reads a few records
+//! a batch, not the whole file. Worker threads decode the batches ([`Decoder::resume`]):
+//! decompress, validate, build, keep the checksum of their bytes, and run whatever the
+//! caller's `work` does with the items (render them, count them). A batch ends at the first
+//! record boundary at or past its guessed end. The caller's thread gets the results back in
+//! file order, and gives a batch's out only once the batch before it ended where it starts,
+//! in its database: after a wrong guess (a place inside a value that decodes as records, a
+//! database selected on the way) the batches cut since are dropped and cut again from there.
+//! It combines the batches' checksums and checks the file's at its EOF.
+//!
+//! A file that is read rather than mapped (a pipe) is walked instead: the walker reads the
+//! records' lengths, skips their strings without decompressing them, keeps the checksum, and
+//! cuts the file into batches of whole records; a record it is 4 MiB into (a big key)
+//! becomes a batch of its own at once, decoded while the walker walks on to its end.
+//!
+//! A worker may
 //! hand its results over in parts as it goes (a big key's rendering, piece by piece): it waits
 //! while four parts wait for the caller, so no thread ever holds a big key's output whole; at
-//! most [`Pipeline::window`] batches are in flight. A batch with a key whose duplicate check
-//! needs a big table (a set, hash or sorted set of more than 65,536 members) waits until every
-//! batch before it was taken: one such table (up to 16 MiB) is held at a time, so memory does
+//! most [`Pipeline::window`] batches are in flight. A key whose duplicate check needs a big
+//! table (a set, hash or sorted set of more than 65,536 members) waits until every batch
+//! before its own was taken: one such table (up to 16 MiB) is held at a time, so memory does
 //! not grow with the number of threads. That key's duplicate check (a cache miss a member)
 //! runs on a thread beside its worker, which decodes on meanwhile but hands nothing over past
 //! a step whose members were not checked yet: a duplicate comes out where one decoder gives it.
 //!
-//! With the `mmap` feature the file is mapped (`MappedFile`, [`Pipeline::map`]) and every
-//! thread reads it in place: nothing is copied from the page cache, no batch is read twice.
+//! A mapped file is read in place by every thread (`MappedFile`, [`Pipeline::map`]):
+//! nothing is copied from the page cache, no batch is read twice.
 //! Each batch is a `Bytes` with a reference count of its own, so that threads do not contend
-//! for one count; the mapping's pages are let go behind the walker, each worker and the
-//! caller's thread, so resident memory stays bounded whatever the file's size.
+//! for one count; the mapping's pages are let go behind each worker and the caller's thread
+//! (and the walker, when it walks), so resident memory stays bounded whatever the file's size.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -55,6 +66,16 @@ const OPEN_RECORD: u64 = 2 * BLOCK;
 /// a worker lets its batch's go every this many bytes: resident memory stays within a few of
 /// these whatever the file's size.
 const RELEASE: u64 = 4 << 20;
+/// Records that must decode from a place for the speculating walker to start a batch there.
+const PROBE_RECORDS: u32 = 8;
+/// Records from such a place the batch starts after.
+const PROBE_SKIP: u32 = 2;
+/// Bytes those records must lie within.
+const PROBE_BYTES: u64 = 64 << 10;
+/// Places the walker tries one after the other before it looks further on.
+const PROBE_SCAN: u64 = 16 << 10;
+/// How far on the walker looks at most when it found no place (in a big record).
+const PROBE_GAP: u64 = 4 << 20;
 
 #[cfg(feature = "mmap")]
 use crate::reader::MappedFile;
@@ -130,6 +151,14 @@ struct Span {
     /// The batch is the one record at `start`, a big one: it ends where that record does
     /// (`end` is the file's end, where the record may end at the latest).
     one_record: bool,
+    /// `start` and `db` are the speculating walker's guess ([`Pipeline::walk_ahead`]), and
+    /// so is `end`: the batch ends at the first record boundary at or past it (`u64::MAX`:
+    /// at the EOF). The caller's thread gives its items out only if the batch before it
+    /// ended where it starts, in its database.
+    spec: bool,
+    /// The walker's generation the batch was cut in: batches of an older one were cut after
+    /// a wrong guess and are dropped.
+    generation: u64,
 }
 
 /// The items of one batch of whole records, decoded as they are read from the file (an
@@ -165,6 +194,43 @@ pub struct Batch<'f> {
     /// Nothing more comes from the decoder.
     ended: bool,
     config: Config,
+    /// A speculative batch's end as the walker guessed it ([`Span::spec`]): it ends at the
+    /// first record boundary at or past this.
+    cut: Option<u64>,
+    /// A speculative batch's place in file order: it waits for its turn there before a
+    /// collection that needs a big duplicate table, and stops once its generation is old.
+    turn: Option<Turn<'f>>,
+    /// The EOF item, when the batch reached it (speculative batches only).
+    eof: Option<Item>,
+    /// The batch's first error.
+    failed: Option<Error>,
+    /// The batch's generation is old: it stopped.
+    stale: bool,
+}
+
+/// Where a speculative batch stands in file order.
+#[derive(Debug, Clone, Copy)]
+struct Turn<'f> {
+    gate: &'f Gate,
+    idx: u64,
+    generation: u64,
+}
+
+/// How a batch ended, for the caller's thread: where, in which database, and the checksum
+/// of its bytes (speculative batches; the caller's thread checks that they follow on, and
+/// combines their checksums).
+#[derive(Debug, Default)]
+struct Tail {
+    end: u64,
+    db: u64,
+    crc: u64,
+    /// The bytes `crc` covers (up to the EOF opcode's, not its checksum's).
+    crc_len: u64,
+    eof: Option<Item>,
+    /// The EOF's checksum when it is to be checked, with the error to give if the file's
+    /// bytes do not have it.
+    sum: Option<(u64, Error)>,
+    failed: Option<Error>,
 }
 
 /// Steps of a big collection a batch's decoder may be ahead of their duplicate check: the
@@ -259,8 +325,18 @@ impl Drop for Checker {
 
 impl<'f> Batch<'f> {
     fn new(file: Src<'f>, mut span: Span, config: Config, at: &'f AtomicU64) -> Self {
+        let cut = span.spec.then_some(span.end);
+        if span.spec {
+            // it may end past the guess: up to the file's end
+            span.end = file.len();
+        }
         // a mapped file is decoded a window at a time, for its pages to be let go behind
-        let window_end = span.end.min(span.start.saturating_add(RELEASE / 2));
+        // (a speculative batch's decoder gets no input past its guessed end until it is
+        // there: it ends there when a record does)
+        let window_end = span
+            .end
+            .min(span.start.saturating_add(RELEASE / 2))
+            .min(cut.unwrap_or(u64::MAX));
         let (mem, read_to) = match file.slice(span.start, window_end) {
             Some(m) => (Some(m), window_end),
             None => match span.data.take() {
@@ -271,7 +347,16 @@ impl<'f> Batch<'f> {
         span.data = None;
         let mut dec = Decoder::resume(config, span.version, span.flavor, span.db, span.start);
         dec.defer_member_checks();
+        if cut.is_some() {
+            dec.sum_from_here();
+            dec.pause_at_big_tables();
+        }
         Self {
+            cut,
+            turn: None,
+            eof: None,
+            failed: None,
+            stale: false,
             file,
             at,
             released: span.start,
@@ -299,10 +384,11 @@ impl<'f> Batch<'f> {
     /// The file offset just past the batch (for a batch of one big record, known once its
     /// items were all taken).
     pub fn end(&self) -> u64 {
-        if self.span.one_record && self.done {
-            self.dec.offset()
-        } else {
-            self.span.end
+        match self.cut {
+            Some(_) if self.done => self.dec.offset(),
+            Some(cut) => cut.min(self.span.end),
+            None if self.span.one_record && self.done => self.dec.offset(),
+            None => self.span.end,
         }
     }
 
@@ -342,7 +428,20 @@ impl Batch<'_> {
     }
 
     fn next_inner(&mut self, visit: Visit<'_, '_>) -> Option<Result<Item>> {
+        if self.stale
+            || self
+                .turn
+                .is_some_and(|t| t.gate.generation() != t.generation)
+        {
+            // cut after a wrong guess: nobody takes its items
+            self.stale = true;
+            self.done = true;
+            return None;
+        }
         let got = self.next_checked(visit);
+        if let Some(Err(e)) = &got {
+            self.failed.get_or_insert_with(|| e.clone());
+        }
         // a mapped file's pages up to where the decoder got: at the batch's end, and on the
         // way through a big one (the page the next batch starts in is the walker's to let go)
         let step = if got.is_none() || self.done {
@@ -412,6 +511,18 @@ impl Batch<'_> {
             if self.ended {
                 return self.pop_held();
             }
+            if self.dec.awaits_big_turn() {
+                // a big duplicate table: once every batch before this one was taken
+                let turn = self
+                    .turn
+                    .is_none_or(|t| t.gate.wait_turn(t.idx, t.generation));
+                if !turn {
+                    self.stale = true;
+                    self.done = true;
+                    return None;
+                }
+                self.dec.grant_big_turn();
+            }
             // string keys go to `visit` only when nothing waits before them
             let v = if self.held.is_empty() {
                 visit.as_deref_mut()
@@ -420,7 +531,9 @@ impl Batch<'_> {
             };
             let got = self.next_decoded(v);
             // the decoder stopped for its step's members to be taken
-            let paused = got.is_none() && !self.done && self.dec.has_deferred();
+            let paused = got.is_none()
+                && !self.done
+                && (self.dec.has_deferred() || self.dec.awaits_big_turn());
             for m in self.dec.take_deferred() {
                 let check = self.check.get_or_insert_with(|| Checker::new(&self.config));
                 check.send(m);
@@ -472,15 +585,34 @@ impl Batch<'_> {
                 self.done = true;
                 break;
             }
+            if self
+                .cut
+                .is_some_and(|cut| self.dec.offset() >= cut && self.dec.at_record_boundary())
+            {
+                self.done = true;
+                break;
+            }
             let got = match &mut self.mem {
                 Some(m) => self.dec.decode_inner(m, visit.as_deref_mut()),
                 None => self.dec.decode_inner(&mut self.buf, visit.as_deref_mut()),
             };
             match got {
-                Ok(None) if self.dec.visit_broke() || self.dec.has_deferred() => return None,
-                // a batch holds no EOF but the tail after a walker's error may: its checksum
-                // is the walker's to check
-                Ok(Some(Item::Eof { .. })) => self.done = true,
+                Ok(None)
+                    if self.dec.visit_broke()
+                        || self.dec.has_deferred()
+                        || self.dec.awaits_big_turn() =>
+                {
+                    return None;
+                }
+                // a walker's batch holds no EOF but the tail after its error may: its
+                // checksum is the walker's to check; a speculative batch's EOF and checksum
+                // go to the caller's thread
+                Ok(Some(eof @ Item::Eof { .. })) => {
+                    if self.cut.is_some() {
+                        self.eof = Some(eof);
+                    }
+                    self.done = true;
+                }
                 Ok(Some(item)) => {
                     if matches!(item, Item::KeyStart(_) | Item::Chunk(_)) {
                         // a big key's pieces are often dropped on another thread (the
@@ -495,7 +627,10 @@ impl Batch<'_> {
                 }
                 Ok(None) if self.read_to >= self.span.end => {
                     self.done = true;
-                    if !self.dec.at_record_boundary() && !self.dec.is_done() {
+                    // a speculative batch at the file's end was to end with its EOF
+                    if self.cut.is_some() && !self.dec.is_done()
+                        || !self.dec.at_record_boundary() && !self.dec.is_done()
+                    {
                         return Some(Err(self.dec.truncated()));
                     }
                 }
@@ -504,12 +639,20 @@ impl Batch<'_> {
                     let left = self.mem.as_ref().map_or(0, |m| m.len() as u64);
                     let from = self.read_to - left;
                     let to = self.read_to.saturating_add(RELEASE / 2).min(self.span.end);
+                    let to = match self.cut {
+                        Some(cut) if self.read_to < cut => to.min(cut),
+                        _ => to,
+                    };
                     self.mem = self.file.slice(from, to);
                     self.read_to = to;
                     self.file.release(&mut self.released, from, RELEASE / 2);
                 }
                 Ok(None) => {
-                    let n = READ.min(self.span.end - self.read_to) as usize;
+                    let to = match self.cut {
+                        Some(cut) if self.read_to < cut => self.span.end.min(cut),
+                        _ => self.span.end,
+                    };
+                    let n = READ.min(to - self.read_to) as usize;
                     let old = self.buf.len();
                     self.buf.resize(old + n, 0);
                     // (a mapped file's batch is all in `mem`: only a file read gets here)
@@ -533,6 +676,40 @@ impl Batch<'_> {
     }
 }
 
+impl Batch<'_> {
+    /// Decodes what `work` left of a speculative batch (to find where it ends) and says how
+    /// it ended.
+    fn finish(&mut self) -> Tail {
+        if self.cut.is_some() {
+            while self.next().is_some() {}
+        }
+        let end = self.end();
+        let eof = self.eof.take();
+        // the EOF's checksum is not summed
+        let unsummed = match eof {
+            Some(Item::Eof { checksum: Some(_) }) => 8,
+            _ => 0,
+        };
+        let sum = match eof {
+            Some(Item::Eof {
+                checksum: Some(stored),
+            }) if self.config.verify_checksum && stored != 0 => {
+                Some((stored, self.dec.checksum_error(stored, 0)))
+            }
+            _ => None,
+        };
+        Tail {
+            end,
+            sum,
+            db: self.dec.db(),
+            crc: self.dec.checksum_so_far(),
+            crc_len: (end - self.span.start).saturating_sub(unsummed),
+            eof,
+            failed: self.failed.take(),
+        }
+    }
+}
+
 impl Iterator for Batch<'_> {
     type Item = Result<Item>;
 
@@ -550,11 +727,11 @@ pub enum Part<T> {
     Done(T),
 }
 
-/// Decodes one RDB file on several threads. One thread walks the file ([`Decoder::walker`]):
-/// it reads the records' lengths, keeps the checksum and cuts the file into batches of whole
-/// records. Workers decode the batches ([`Decoder::resume`]), with every check, and run the
-/// caller's `work` on each ([`Batch`]); the caller's thread gets the results in file order
-/// ([`Part`]). At most [`Pipeline::window`] batches are in flight, and one batch at a time
+/// Decodes one RDB file on several threads. One thread cuts the file into batches of whole
+/// records: where it guesses records start in a mapped file ([`Pipeline::speculate`]), else
+/// where it walked to ([`Decoder::walker`]). Workers decode the batches
+/// ([`Decoder::resume`]), with every check, and run the caller's `work` on each ([`Batch`]);
+/// the caller's thread gets the results in file order ([`Part`]), the checksum checked. At most [`Pipeline::window`] batches are in flight, and one batch at a time
 /// decodes keys whose duplicate check needs a big table (more than 65,536 members), in its
 /// turn: memory does not grow with the number of threads, whatever the keys' sizes.
 ///
@@ -585,6 +762,7 @@ pub struct Pipeline {
     batch: u64,
     window: usize,
     map: bool,
+    speculate: bool,
 }
 
 impl Pipeline {
@@ -598,6 +776,7 @@ impl Pipeline {
             batch: 512 << 10,
             window: 0,
             map: cfg!(feature = "mmap"),
+            speculate: true,
         }
     }
 
@@ -609,6 +788,17 @@ impl Pipeline {
     /// the process with `SIGBUS`); turn it off where that may happen.
     pub fn map(&mut self, on: bool) -> &mut Self {
         self.map = on;
+        self
+    }
+
+    /// Whether the batches of a mapped file are cut where its records are guessed to start
+    /// (on by default): the walker then reads a few records at each cut instead of every
+    /// record of the file, the workers keep the checksum, and a wrong guess (a place inside a
+    /// value that decodes as records, a database selected on the way) costs the batches cut
+    /// after it, decoded again. Off, or for a file that is read rather than mapped, the
+    /// walker walks every record. The items are the same either way.
+    pub fn speculate(&mut self, on: bool) -> &mut Self {
+        self.speculate = on;
         self
     }
 
@@ -635,10 +825,14 @@ impl Pipeline {
     /// Runs `work` on each batch on a worker thread and gives its results and the walker's
     /// items to `emit` in file order, on this thread: first what `work` handed to its second
     /// argument on the way, then what it returned. `emit` returning `Break` stops the run.
-    /// The error is the walker's (a file that ends early, a bad checksum, a record that does
-    /// not parse); errors inside a batch come through its items, in their order. After the
-    /// walker's error, what follows the last batch is decoded as a batch of its own first, so
-    /// that the first error in file order comes out first.
+    /// Errors inside a batch come through its items, in their order; the error returned is a
+    /// bad checksum, a thread that failed, or (after `emit` took a batch with an error and
+    /// went on) the first error again: the first error in file order comes out first. A
+    /// walked file's walker may find an error first (a file that ends early, a record that
+    /// does not parse): what follows the last batch is then decoded as a batch of its own
+    /// first, for its error to come out as an item, and the walker's is returned after it;
+    /// there, a batch's error that the walker does not see (a value that does not validate)
+    /// does not end the run.
     pub fn run<T, W, E>(&self, path: &Path, work: W, mut emit: E) -> Result<()>
     where
         T: Send,
@@ -672,7 +866,7 @@ impl Pipeline {
         let (jobs_tx, jobs_rx) = mpsc::sync_channel::<(u64, Span)>(self.threads * 2);
         let jobs_rx = Mutex::new(jobs_rx);
         let jobs_rx = &jobs_rx;
-        let (out_tx, out_rx) = mpsc::channel::<(u64, Msg<T>)>();
+        let (out_tx, out_rx) = mpsc::channel::<Numbered<T>>();
         std::thread::scope(|s| {
             // named, for `top -H` and profilers
             let named = |name: &str| std::thread::Builder::new().name(name.into());
@@ -683,9 +877,18 @@ impl Pipeline {
                     loop {
                         let job = jobs_rx.lock().map(|rx| rx.recv());
                         let Ok(Ok((idx, span))) = job else { return };
+                        let generation = span.generation;
+                        if span.spec && gate.generation() != generation {
+                            // cut after a wrong guess: nobody takes it
+                            continue;
+                        }
+                        let spec = span.spec.then_some((span.start, span.db));
                         // the batch's results go through a channel of their own, read in turn
                         let (tx, rx) = mpsc::sync_channel::<Handed<T>>(PARTS);
-                        if out_tx.send((idx, Msg::Parts(rx))).is_err() {
+                        if out_tx
+                            .send((generation, idx, Msg::Parts(rx, spec)))
+                            .is_err()
+                        {
                             return;
                         }
                         // no batch before this one waits: the caller's thread gets to it
@@ -696,11 +899,19 @@ impl Pipeline {
                         // before it
                         let at = AtomicU64::new(span.start);
                         let mut batch = Batch::new(file, span, config, &at);
+                        if spec.is_some() {
+                            batch.turn = Some(Turn {
+                                gate,
+                                idx,
+                                generation,
+                            });
+                        }
                         let mut spill = |t: T| {
-                            let _ = tx.send((t, false, at.load(Ordering::Relaxed)));
+                            let _ = tx.send((t, None, at.load(Ordering::Relaxed)));
                         };
                         let t = work(&mut batch, &mut spill);
-                        let _ = tx.send((t, true, batch.end()));
+                        let tail = batch.finish();
+                        let _ = tx.send((t, Some(Box::new(tail)), batch.end()));
                     }
                 });
                 workers += usize::from(spawned.is_ok());
@@ -715,8 +926,9 @@ impl Pipeline {
                 return no_thread();
             }
             let walker = *self;
-            let spawned = named("rdb-walker")
-                .spawn_scoped(s, move || walker.walk(file, window, gate, jobs_tx, out_tx));
+            let spawned = named("rdb-walker").spawn_scoped(s, move || {
+                walker.walk_ahead(file, window, gate, jobs_tx, out_tx);
+            });
             if spawned.is_err() {
                 // its channels' ends went with it: the workers end
                 return no_thread();
@@ -726,34 +938,93 @@ impl Pipeline {
             // a mapped file's pages before this were let go by this thread
             let mut released = 0u64;
             let mut next = 0u64;
+            // a speculating walker's guesses: the generation given out, where the next batch
+            // must start and in which database, and the checksum of the file up to there
+            let mut generation = 0u64;
+            let mut expect: Option<(u64, u64)> = None;
+            let mut crc = 0u64;
             let result = 'run: loop {
-                let Ok((idx, msg)) = out_rx.recv() else {
+                let Ok((g, idx, msg)) = out_rx.recv() else {
                     break Err(Error::io(
                         std::io::Error::other("a pipeline thread ended early"),
                         0,
                     ));
                 };
+                if g != generation {
+                    // cut after a wrong guess
+                    continue;
+                }
                 waiting.insert(idx, msg);
                 while let Some(msg) = waiting.remove(&next) {
                     let flow = match msg {
                         Msg::Item(item) => emit(Part::Item(item)),
-                        Msg::Parts(rx) => {
-                            let mut last = false;
-                            let flow = rx.iter().try_for_each(|(t, end, at)| {
-                                last = end;
+                        Msg::Begin { at, sum } => {
+                            (expect, crc) = (Some((at, 0)), sum);
+                            ControlFlow::Continue(())
+                        }
+                        Msg::Parts(_, Some(start)) if expect != Some(start) => {
+                            #[cfg(test)]
+                            tests::RESTARTS.with(|r| r.set(r.get() + 1));
+                            // the batch before ended elsewhere (or in another database): the
+                            // walker cuts the file again from there, and what it cut since
+                            // is dropped
+                            let Some((start, db)) = expect else {
+                                break 'run Err(Error::io(
+                                    std::io::Error::other("a batch came before the header"),
+                                    0,
+                                ));
+                            };
+                            generation += 1;
+                            waiting.clear();
+                            gate.restart(Restart {
+                                generation,
+                                idx: next,
+                                start,
+                                db,
+                            });
+                            break;
+                        }
+                        Msg::Parts(rx, spec) => {
+                            let mut tail = None;
+                            let flow = rx.iter().try_for_each(|(t, last, at)| {
+                                tail = last;
                                 let flow = emit(Part::Done(t));
                                 // what `emit` read of a mapped file (a big key's pieces,
                                 // rendered here) was mapped again after its worker let it go
                                 file.release(&mut released, at, RELEASE / 2);
                                 flow
                             });
-                            if flow.is_continue() && !last {
-                                // the worker ended without its batch's last part (it panicked):
-                                // nothing after the hole may be written as if it were whole
-                                break 'run Err(Error::io(
-                                    std::io::Error::other("a decoding thread failed"),
-                                    0,
-                                ));
+                            let Some(tail) = tail.filter(|_| flow.is_continue()) else {
+                                if flow.is_continue() {
+                                    // the worker ended without its batch's last part (it
+                                    // panicked): nothing after the hole may be written as if
+                                    // it were whole
+                                    break 'run Err(Error::io(
+                                        std::io::Error::other("a decoding thread failed"),
+                                        0,
+                                    ));
+                                }
+                                break 'run Ok(());
+                            };
+                            if spec.is_some() {
+                                let tail = *tail;
+                                if let Some(e) = tail.failed {
+                                    // where the next batch starts is not known
+                                    break 'run Err(e);
+                                }
+                                crc = crate::crc64_combine(crc, tail.crc, tail.crc_len);
+                                expect = Some((tail.end, tail.db));
+                                gate.db.store(tail.db, Ordering::Relaxed);
+                                file.release(&mut released, tail.end, RELEASE / 2);
+                                if let Some(eof) = tail.eof {
+                                    if let Some((stored, e)) = tail.sum {
+                                        if stored != crc {
+                                            break 'run Err(e.with_actual_checksum(crc));
+                                        }
+                                    }
+                                    let _ = emit(Part::Item(eof));
+                                    break 'run Ok(());
+                                }
                             }
                             flow
                         }
@@ -772,6 +1043,145 @@ impl Pipeline {
         })
     }
 
+    /// The walker of a mapped file: it guesses where batches start rather than walk every
+    /// record, so that no thread reads the whole file twice. A batch ends at the first record
+    /// boundary at or past its guessed end ([`Span::spec`]); the next one starts at the
+    /// first place past that guess from which [`PROBE_RECORDS`] records decode with every
+    /// check ([`Pipeline::probe`]), in the database the last batch taken ended in. The
+    /// caller's thread gives a batch out only once the one before it ended where it starts,
+    /// in its database; where it did not (a false start inside a value, a database changed
+    /// on the way), what was cut after it is dropped and the walker cuts again from where
+    /// the batch before ended. The checksum is kept by the workers, each of its batch's
+    /// bytes, and combined in file order by the caller's thread. A file read rather than
+    /// mapped, or whose header does not decode, is walked ([`Pipeline::walk`]).
+    fn walk_ahead<T>(
+        &self,
+        file: Src<'_>,
+        window: u64,
+        gate: &Gate,
+        jobs: mpsc::SyncSender<(u64, Span)>,
+        out: mpsc::Sender<Numbered<T>>,
+    ) {
+        let len = file.len();
+        let header = match file.slice(0, len.min(64)) {
+            Some(mut head) if self.speculate => {
+                let mut dec = Decoder::with_config(self.config);
+                match dec.decode(&mut head) {
+                    Ok(Some(item @ Item::Header { .. })) => Some((item, dec.offset())),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some((header, at)) = header else {
+            return self.walk(file, window, gate, jobs, out);
+        };
+        let Item::Header { version, flavor } = header else {
+            return;
+        };
+        let sum = file.slice(0, at).map_or(0, |h| crate::crc64(&h));
+        if out.send((0, 0, Msg::Item(header))).is_err()
+            || out.send((0, 1, Msg::Begin { at, sum })).is_err()
+        {
+            return;
+        }
+        let (mut generation, mut idx) = (0u64, 2u64);
+        // where the next batch starts (`None`: the last one was cut), in which database
+        let (mut start, mut db) = (Some(at), 0u64);
+        loop {
+            let restart = match start {
+                _ if gate.generation() != generation => gate.take_restart(),
+                Some(_) => None,
+                // the last batch was cut: it or a wrong guess before it ends the run
+                None => gate.wait_restart(generation),
+            };
+            if let Some(r) = restart {
+                (generation, idx, start, db) = (r.generation, r.idx, Some(r.start), r.db);
+            }
+            if gate.stopped() {
+                return;
+            }
+            let Some(from) = start else { continue };
+            let end = self.probe(file, from, version, flavor);
+            let span = Span {
+                start: from,
+                end: end.unwrap_or(u64::MAX),
+                db,
+                version,
+                flavor,
+                data: None,
+                big: false,
+                one_record: false,
+                spec: true,
+                generation,
+            };
+            if !gate.wait_window(idx, window, generation) {
+                // stopped, or cut again from elsewhere
+                continue;
+            }
+            if jobs.send((idx, span)).is_err() {
+                return;
+            }
+            idx += 1;
+            start = end;
+            db = gate.db.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Where the next batch after one starting at `from` may start: the first offset from
+    /// [`Pipeline::batch_bytes`] past `from` on from which [`PROBE_RECORDS`] records (or the
+    /// records up to the EOF) decode with every check, within [`PROBE_BYTES`]; looked for in
+    /// the first [`PROBE_SCAN`] bytes there, then further on, ever further (a big record
+    /// lies there). `None`: none before the file's end.
+    fn probe(&self, file: Src<'_>, from: u64, version: u32, flavor: Flavor) -> Option<u64> {
+        let len = file.len();
+        let mut config = self.config;
+        config.skip_values(true);
+        let (mut target, mut gap) = (from.saturating_add(self.batch), self.batch);
+        while target < len {
+            let bytes = file.slice(target, target.saturating_add(PROBE_SCAN + PROBE_BYTES))?;
+            let scan = bytes.len().min(PROBE_SCAN as usize);
+            for i in 0..scan {
+                if !plausible_record(&bytes[i..]) {
+                    continue;
+                }
+                let mut src = bytes.slice(i..);
+                let mut dec = Decoder::resume(config, version, flavor, 0, 0);
+                let (mut records, mut second) = (0, None);
+                let ok = loop {
+                    match dec.decode(&mut src) {
+                        // (a listpack ends with the EOF opcode's byte)
+                        Ok(Some(Item::Eof { .. })) => {
+                            break target + i as u64 + dec.offset() == len;
+                        }
+                        // (a run of small records is decoded at once, its items come after)
+                        Ok(Some(_)) => {
+                            records += 1;
+                            if dec.at_record_boundary() {
+                                if records >= PROBE_SKIP && second.is_none() {
+                                    second = Some(dec.offset());
+                                }
+                                if records >= PROBE_RECORDS && second.is_some() {
+                                    break true;
+                                }
+                            }
+                        }
+                        Ok(None) | Err(_) => break false,
+                    }
+                };
+                if ok {
+                    // a false start (inside a value) that decodes at all mostly runs into the
+                    // file's own records within its first: where its second one ends is
+                    // a record boundary either way
+                    return Some(target + i as u64 + second.unwrap_or(0));
+                }
+            }
+            gap = gap.saturating_mul(2).clamp(PROBE_SCAN, PROBE_GAP);
+            target = target.saturating_add(gap);
+        }
+        None
+    }
+
     /// The walker: cuts the file into batches at key boundaries and hands them out, in
     /// order, numbered as the caller's thread takes them.
     fn walk<T>(
@@ -780,7 +1190,7 @@ impl Pipeline {
         window: u64,
         gate: &Gate,
         jobs: mpsc::SyncSender<(u64, Span)>,
-        out: mpsc::Sender<(u64, Msg<T>)>,
+        out: mpsc::Sender<Numbered<T>>,
     ) {
         let len = file.len();
         // a mapped file's pages before this were let go
@@ -806,6 +1216,8 @@ impl Pipeline {
             data: None,
             big: false,
             one_record: false,
+            spec: false,
+            generation: 0,
         };
         let mut db = 0u64;
         // big tables counted by the walker before the batch being gathered
@@ -821,7 +1233,7 @@ impl Pipeline {
             gate.wait_below(n, window).then_some(n)
         };
         let send =
-            |msg: Msg<T>, idx: &mut u64| number(idx).is_some_and(|n| out.send((n, msg)).is_ok());
+            |msg: Msg<T>, idx: &mut u64| number(idx).is_some_and(|n| out.send((0, n, msg)).is_ok());
         let send_batch = |mut span: Span, idx: &mut u64| {
             if span.end <= span.start {
                 return true;
@@ -973,6 +1385,38 @@ impl Pipeline {
     }
 }
 
+/// Whether `b` may start a record, as far as its first bytes tell: a value type followed by a
+/// key's length that fits in `b`, or an opcode (the probe decodes what passes).
+fn plausible_record(b: &[u8]) -> bool {
+    let (Some(&ty), Some(&len)) = (b.first(), b.get(1)) else {
+        return false;
+    };
+    if ty >= 0xF0 {
+        return true;
+    }
+    if ty > 30 {
+        return false;
+    }
+    let (head, n) = match len >> 6 {
+        0 => (1, u64::from(len & 0x3F)),
+        1 => (
+            2,
+            u64::from(len & 0x3F) << 8 | u64::from(*b.get(2).unwrap_or(&0)),
+        ),
+        2 if len == 0x80 => (
+            5,
+            b.get(2..6).map_or(u64::MAX, |x| {
+                u64::from(u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+            }),
+        ),
+        // a key kept as an integer, or compressed (its lengths follow)
+        3 if len <= 0xC3 => return true,
+        _ => return false,
+    };
+    // the key and at least a byte of its value
+    n.saturating_add(head + 2) <= b.len() as u64
+}
+
 /// The bytes of `span` when `held_bytes` (read from `held_from` on) holds them all.
 fn held(held_bytes: &Bytes, held_from: u64, span: &Span) -> Option<Bytes> {
     let from = span.start.checked_sub(held_from)? as usize;
@@ -980,24 +1424,49 @@ fn held(held_bytes: &Bytes, held_from: u64, span: &Span) -> Option<Bytes> {
     (to <= held_bytes.len()).then(|| held_bytes.slice(from..to))
 }
 
-/// A part of a batch's results: whether it is the last, and the file offset its batch's
-/// decoder had reached (nothing in it comes from after that).
-type Handed<T> = (T, bool, u64);
+/// A part of a batch's results: how the batch ended, with its last part; and the file offset
+/// its batch's decoder had reached (nothing in it comes from after that).
+type Handed<T> = (T, Option<Box<Tail>>, u64);
+
+/// A message to the caller's thread: the walker's generation, its place in file order.
+type Numbered<T> = (u64, u64, Msg<T>);
 
 /// What reaches the caller's thread, numbered in file order.
 enum Msg<T> {
     Item(Item),
-    /// A batch's results, as its worker hands them over.
-    Parts(mpsc::Receiver<Handed<T>>),
+    /// A speculating walker's start: where the first batch starts, and the checksum of the
+    /// bytes before it (the header's).
+    Begin {
+        at: u64,
+        sum: u64,
+    },
+    /// A batch's results, as its worker hands them over; for a speculative one, where it
+    /// starts and its database.
+    Parts(mpsc::Receiver<Handed<T>>, Option<(u64, u64)>),
     End(Result<()>),
 }
 
-/// How far the caller's thread got, for the walker to stay at most a window ahead.
+/// Where a speculating walker starts again after a wrong guess: at the end of the last batch
+/// given out, in its database, numbering on from its index, in a new generation.
+#[derive(Debug, Clone, Copy)]
+struct Restart {
+    generation: u64,
+    idx: u64,
+    start: u64,
+    db: u64,
+}
+
+/// How far the caller's thread got, for the walker to stay at most a window ahead; and, for a
+/// speculating walker, the generation of its guesses and where to start again.
 #[derive(Debug, Default)]
 struct Gate {
     taken: Mutex<u64>,
     moved: Condvar,
     stopped: AtomicBool,
+    generation: AtomicU64,
+    restart: Mutex<Option<Restart>>,
+    /// The database the last batch taken ended in: the walker's guess for the next ones.
+    db: AtomicU64,
 }
 
 impl Gate {
@@ -1017,24 +1486,238 @@ impl Gate {
         self.advance(u64::MAX);
     }
 
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Waits until message `idx` is within `window` of what was taken; false once stopped.
     fn wait_below(&self, idx: u64, window: u64) -> bool {
         let Ok(mut t) = self.taken.lock() else {
             return false;
         };
-        while idx >= t.saturating_add(window) && !self.stopped.load(Ordering::SeqCst) {
+        while idx >= t.saturating_add(window) && !self.stopped() {
             t = match self.moved.wait(t) {
                 Ok(t) => t,
                 Err(_) => return false,
             };
         }
-        !self.stopped.load(Ordering::SeqCst)
+        !self.stopped()
+    }
+
+    /// The generation of the speculating walker's guesses.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// As [`Gate::wait_below`] for a speculating walker in `generation`: false also once a
+    /// newer one began.
+    fn wait_window(&self, idx: u64, window: u64, generation: u64) -> bool {
+        let Ok(mut t) = self.taken.lock() else {
+            return false;
+        };
+        while idx >= t.saturating_add(window) && !self.stopped() && self.generation() == generation
+        {
+            t = match self.moved.wait(t) {
+                Ok(t) => t,
+                Err(_) => return false,
+            };
+        }
+        !self.stopped() && self.generation() == generation
+    }
+
+    /// Waits until every batch before `idx` was taken: true then, false once stopped or once
+    /// a generation newer than `generation` began.
+    fn wait_turn(&self, idx: u64, generation: u64) -> bool {
+        self.wait_window(idx, 1, generation)
+    }
+
+    /// Tells the walker to start again (the caller's thread found a wrong guess).
+    fn restart(&self, r: Restart) {
+        if let Ok(mut x) = self.restart.lock() {
+            *x = Some(r);
+        }
+        // under the lock the waiters check it with, so that none misses it
+        if let Ok(_t) = self.taken.lock() {
+            self.generation.store(r.generation, Ordering::Release);
+        }
+        self.moved.notify_all();
+    }
+
+    /// Where to start again, if the caller's thread asked for it since.
+    fn take_restart(&self) -> Option<Restart> {
+        self.restart.lock().ok()?.take()
+    }
+
+    /// Waits for a restart past `generation`; `None` once stopped.
+    fn wait_restart(&self, generation: u64) -> Option<Restart> {
+        let Ok(mut t) = self.taken.lock() else {
+            return None;
+        };
+        while !self.stopped() && self.generation() == generation {
+            t = self.moved.wait(t).ok()?;
+        }
+        drop(t);
+        if self.stopped() {
+            return None;
+        }
+        self.take_restart()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Times the walker was told to cut again, by a pipeline run on this thread.
+        pub(super) static RESTARTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Every item of the RDB file `bytes` as one decoder gives them, up to its first error.
+    fn one_decoder(bytes: &[u8]) -> Vec<String> {
+        let mut dec = Decoder::new();
+        let mut src = Bytes::copy_from_slice(bytes);
+        let mut out = Vec::new();
+        loop {
+            match dec.decode_eof(&mut src) {
+                Ok(Some(i)) => out.push(format!("{i:?}")),
+                Ok(None) => return out,
+                Err(e) => {
+                    out.push(format!("error: {e}"));
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Every item of the RDB file `bytes` from a pipeline of `threads` in batches of `batch`
+    /// bytes, up to its first error; and how often its walker was told to cut again.
+    fn pipelined(bytes: &[u8], threads: usize, batch: u64, speculate: bool) -> (Vec<String>, u64) {
+        let dir = test_support::temp_dir("rdb-speculate");
+        let path = dir.join("f.rdb");
+        std::fs::write(&path, bytes).unwrap();
+        RESTARTS.with(|r| r.set(0));
+        let mut out = Vec::new();
+        let mut failed = false;
+        let r = Pipeline::new(Config::default())
+            .threads(threads)
+            .batch_bytes(batch)
+            .speculate(speculate)
+            .run(
+                &path,
+                |b, _| b.map(|i| i.map(|i| format!("{i:?}"))).collect::<Vec<_>>(),
+                |part| {
+                    let items = match part {
+                        Part::Item(i) => vec![Ok(format!("{i:?}"))],
+                        Part::Done(items) => items,
+                    };
+                    for i in items {
+                        match i {
+                            Ok(i) => out.push(i),
+                            Err(e) => {
+                                out.push(format!("error: {e}"));
+                                failed = true;
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    ControlFlow::Continue(())
+                },
+            );
+        if let Err(e) = r {
+            assert!(!failed, "an error after the first");
+            out.push(format!("error: {e}"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        (out, RESTARTS.with(std::cell::Cell::get))
+    }
+
+    /// An RDB 9 file of `n` string keys whose values are themselves string records, 40 each
+    /// (every 500th, 20,000: more than a probe reads), across `dbs` databases; its checksum
+    /// right, or `bad`.
+    fn records_in_values(n: u32, dbs: u32, bad: bool) -> Vec<u8> {
+        let mut f = b"REDIS0009".to_vec();
+        let inner = |n: u32| -> Vec<u8> {
+            (0..n)
+                .flat_map(|i| {
+                    let k = [b'a' + (i % 26) as u8, b'0' + (i % 10) as u8];
+                    [&[0, 3][..], b"k", &k, &[5], b"value"].concat()
+                })
+                .collect()
+        };
+        let (small, big) = (inner(40), inner(20_000));
+        for db in 0..dbs {
+            f.extend([0xFE, db as u8]);
+            for i in 0..n / dbs {
+                let key = format!("key:{db}:{i}");
+                f.push(0);
+                f.push(key.len() as u8);
+                f.extend_from_slice(key.as_bytes());
+                let value = if i % 500 == 250 { &big } else { &small };
+                f.push(0x80);
+                f.extend((value.len() as u32).to_be_bytes());
+                f.extend_from_slice(value);
+            }
+        }
+        f.push(0xFF);
+        let sum = crate::crc64(&f) ^ u64::from(bad);
+        f.extend(sum.to_le_bytes());
+        f
+    }
+
+    /// Places inside values that decode as records make the walker's guesses wrong: the
+    /// batches cut after such a guess are dropped and cut again, and the items are still
+    /// those of one decoder, at every batch size; so they are where a database is selected
+    /// on the way, and where the file goes on after its EOF.
+    #[test]
+    fn wrong_guesses_are_cut_again_and_give_what_one_decoder_gives() {
+        for (dbs, tail) in [(1, &b""[..]), (7, &b""[..]), (1, &b"\x00\x01a\x01b"[..])] {
+            let mut f = records_in_values(3000, dbs, false);
+            // (a tail after the EOF is not read)
+            f.extend(tail.repeat(5000));
+            let want = one_decoder(&f);
+            assert!(
+                !want.last().unwrap().starts_with("error"),
+                "{:?}",
+                want.last()
+            );
+            let mut restarts = 0;
+            for (threads, batch) in [(2, 1), (2, 3000), (8, 20_000), (3, 1 << 20)] {
+                let (got, r) = pipelined(&f, threads, batch, true);
+                assert!(
+                    got == want,
+                    "{dbs} dbs at {threads} threads, batches of {batch}"
+                );
+                restarts += r;
+                let (got, r) = pipelined(&f, threads, batch, false);
+                assert!(
+                    got == want,
+                    "walked: {dbs} dbs at {threads} threads, {batch}"
+                );
+                assert_eq!(r, 0);
+            }
+            // the guesses were wrong at times, and right at others
+            assert!(restarts > 0, "{dbs} dbs: no wrong guess");
+        }
+    }
+
+    /// The workers' checksums of their batches, combined in file order, are the file's: a
+    /// file whose EOF says otherwise fails as with one decoder, after every key.
+    #[test]
+    fn the_checksum_of_speculative_batches_is_the_files() {
+        for bad in [false, true] {
+            let f = records_in_values(3000, 2, bad);
+            let want = one_decoder(&f);
+            assert_eq!(want.last().unwrap().starts_with("error"), bad);
+            for (threads, batch) in [(1, 1 << 20), (2, 3000), (8, 50_000)] {
+                let (got, _) = pipelined(&f, threads, batch, true);
+                assert!(
+                    got == want,
+                    "bad {bad} at {threads} threads, batches of {batch}"
+                );
+            }
+        }
+    }
 
     /// An RDB 9 file with a set of `n` members (hashtable encoding) between two strings;
     /// `dup`: the member at that index repeats the first one.
@@ -1093,6 +1776,8 @@ mod tests {
             data,
             big: true,
             one_record: false,
+            spec: false,
+            generation: 0,
         }
     }
 

@@ -80,6 +80,59 @@ pub fn crc64(data: &[u8]) -> u64 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Redis, data)
 }
 
+/// CRC-64/Jones's polynomial, bit-reflected as the checksum is computed.
+const CRC_POLY: u64 = 0x95ac_9329_ac4b_c9b5;
+
+/// `a * b` modulo the polynomial, both bit-reflected (`1 << 63` is 1).
+fn crc_mul(a: u64, mut b: u64) -> u64 {
+    let mut product = 0;
+    for bit in (0..64).rev() {
+        if a >> bit & 1 == 1 {
+            product ^= b;
+        }
+        b = (b >> 1) ^ (CRC_POLY & (b & 1).wrapping_neg());
+    }
+    product
+}
+
+/// `x^(2^k)` modulo the polynomial for `k` in `0..64`, bit-reflected.
+fn crc_powers() -> &'static [u64; 64] {
+    static POWERS: std::sync::OnceLock<[u64; 64]> = std::sync::OnceLock::new();
+    POWERS.get_or_init(|| {
+        let mut p = [0; 64];
+        p[0] = 1 << 62;
+        for k in 1..64 {
+            p[k] = crc_mul(p[k - 1], p[k - 1]);
+        }
+        p
+    })
+}
+
+/// The checksum of `a`'s bytes followed by `b`'s, from the checksum `sum_a` of the first and
+/// `sum_b` of the `len_b` others (as [`crc64`] computes them, from zero): for the pipeline,
+/// whose workers sum each their batch. About a microsecond, whatever the lengths.
+///
+/// ```
+/// use rdb_format::{crc64, crc64_combine};
+/// let (a, b) = (&b"REDIS0011"[..], &b"\xfe\x00\xff"[..]);
+/// let whole = crc64(&[a, b].concat());
+/// assert_eq!(crc64_combine(crc64(a), crc64(b), b.len() as u64), whole);
+/// ```
+pub fn crc64_combine(sum_a: u64, sum_b: u64, len_b: u64) -> u64 {
+    // `sum_a` times x^(8 len_b): x^(2^(k+3)) for each bit k of the length in bytes
+    let powers = crc_powers();
+    let mut sum = sum_a;
+    for (k, power) in powers[3..].iter().enumerate() {
+        if len_b >> k == 0 {
+            break;
+        }
+        if len_b >> k & 1 == 1 {
+            sum = crc_mul(*power, sum);
+        }
+    }
+    sum ^ sum_b
+}
+
 /// The running checksum of a decoder's input. Small pieces (a key, a length, a listpack of a
 /// few elements) are gathered and summed a block at a time: `crc-fast` spends a fixed few
 /// dozen cycles on each update, which on records of a few dozen bytes cost more than the sum.
@@ -712,6 +765,12 @@ pub struct Decoder {
     checked_string: Option<Box<KeyHead>>,
     /// Keep the checksum (off for a decoder resumed inside a file).
     sum: bool,
+    /// The checksum kept is of a part of the file only ([`Decoder::sum_from_here`]): the
+    /// EOF's is not checked against it.
+    partial_sum: bool,
+    /// Pause before a collection whose duplicate check needs a big table until this many
+    /// such collections were let through ([`Decoder::pause_at_big_tables`]).
+    big_turns: Option<u64>,
     /// A [`decode_with`](Self::decode_with) visitor asked to stop.
     visit_broke: bool,
     /// Big collections' duplicate checks are done elsewhere ([`Decoder::defer_member_checks`]).
@@ -777,6 +836,8 @@ impl Decoder {
             walk_run: 1 << 20,
             checked_string: None,
             sum: true,
+            partial_sum: false,
+            big_turns: None,
             visit_broke: false,
             defer: false,
             deferred: VecDeque::new(),
@@ -822,6 +883,49 @@ impl Decoder {
         d.sum = false;
         d.expect = "opcode";
         d
+    }
+
+    /// Keeps the checksum of the input from here on (a decoder [resumed](Self::resume) inside
+    /// a file): [`Decoder::checksum_so_far`] is that part's, for the pipeline to combine with
+    /// the others'; the EOF's checksum is not checked against it.
+    pub(crate) fn sum_from_here(&mut self) {
+        self.sum = true;
+        self.partial_sum = true;
+    }
+
+    /// The checksum of the input decoded so far (from where it was kept).
+    pub(crate) fn checksum_so_far(&mut self) -> u64 {
+        self.crc.finalize()
+    }
+
+    /// The database the decoder is in.
+    pub(crate) fn db(&self) -> u64 {
+        self.db
+    }
+
+    /// The error for an EOF checksum that is not the file's, as one decoder reading the
+    /// whole file gives it (where this decoder read the EOF and its checksum).
+    pub(crate) fn checksum_error(&self, expected: u64, actual: u64) -> Error {
+        Error::new(ErrorKind::Checksum { expected, actual }, self.pos - 8).with_context(&self.ctx)
+    }
+
+    /// Makes the decoder stop (`Ok(None)`, [`Decoder::awaits_big_turn`]) before it reads the
+    /// members of a collection whose duplicate check needs a big table, until
+    /// [`Decoder::grant_big_turn`]: the pipeline lets one such table be held at a time.
+    pub(crate) fn pause_at_big_tables(&mut self) {
+        self.big_turns = Some(self.big_tables.get());
+    }
+
+    /// True when the last call stopped before such a collection's members.
+    pub(crate) fn awaits_big_turn(&self) -> bool {
+        self.big_turns.is_some_and(|n| self.big_tables.get() > n)
+    }
+
+    /// Lets the collection the decoder stopped before be decoded.
+    pub(crate) fn grant_big_turn(&mut self) {
+        if self.big_turns.is_some() {
+            self.big_turns = Some(self.big_tables.get());
+        }
     }
 
     /// True between records: nothing decoded is waiting to come out, and no part of a
@@ -935,6 +1039,9 @@ impl Decoder {
             }
             if let State::Failed(e) = &self.state {
                 return Err(e.clone());
+            }
+            if self.awaits_big_turn() {
+                return Ok(None);
             }
             match self.step(src, visit.as_deref_mut()) {
                 Ok(true) if self.visit_broke => return Ok(None),
@@ -1156,7 +1263,12 @@ impl Decoder {
                     let actual = self.crc.finalize();
                     src.split(8);
                     self.pos += 8;
-                    if self.config.verify_checksum && self.sum && stored != 0 && stored != actual {
+                    if self.config.verify_checksum
+                        && self.sum
+                        && !self.partial_sum
+                        && stored != 0
+                        && stored != actual
+                    {
                         return Err(Error::new(
                             ErrorKind::Checksum {
                                 expected: stored,
@@ -2208,6 +2320,27 @@ mod tests {
         }
         assert!(vs.iter().all(|&v| s.contains(v)));
         assert_eq!(s.len(), vs.len());
+    }
+
+    #[test]
+    fn checksums_of_parts_combine_into_the_checksum_of_the_whole() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| ((i * 7919) >> 3) as u8).collect();
+        for cut in [0, 1, 7, 8, 9, 1000, 4096, 65_537, 69_999, 70_000] {
+            let (a, b) = data.split_at(cut);
+            assert_eq!(
+                super::crc64_combine(crc64(a), crc64(b), b.len() as u64),
+                crc64(&data),
+                "cut at {cut}"
+            );
+        }
+        // three parts, combined in order
+        let (a, rest) = data.split_at(123);
+        let (b, c) = rest.split_at(40_000);
+        let ab = super::crc64_combine(crc64(a), crc64(b), b.len() as u64);
+        assert_eq!(
+            super::crc64_combine(ab, crc64(c), c.len() as u64),
+            crc64(&data)
+        );
     }
 
     #[test]
