@@ -2,8 +2,8 @@
 //!
 //! A mapped file (feature `mmap`) is cut where its records are guessed to start: one thread
 //! (the walker) looks a batch's length past where the last batch starts for the first place
-//! from which a few records decode with every check, and cuts there; it reads a few records
-//! a batch, not the whole file. Worker threads decode the batches ([`Decoder::resume`]):
+//! from which a few records walk (their types and lengths hold, as [`Decoder::walker`] reads
+//! them), and cuts there; it reads a few records a batch, not the whole file. Worker threads decode the batches ([`Decoder::resume`]):
 //! decompress, validate, build, keep the checksum of their bytes, and run whatever the
 //! caller's `work` does with the items (render them, count them). A batch ends at the first
 //! record boundary at or past its guessed end. The caller's thread gets the results back in
@@ -1045,9 +1045,9 @@ impl Pipeline {
 
     /// The walker of a mapped file: it guesses where batches start rather than walk every
     /// record, so that no thread reads the whole file twice. A batch ends at the first record
-    /// boundary at or past its guessed end ([`Span::spec`]); the next one starts at the
-    /// first place past that guess from which [`PROBE_RECORDS`] records decode with every
-    /// check ([`Pipeline::probe`]), in the database the last batch taken ended in. The
+    /// boundary at or past its guessed end ([`Span::spec`]); the next one starts two records
+    /// after the first place past that guess from which [`PROBE_RECORDS`] records walk
+    /// ([`Pipeline::probe`]), in the database the last batch taken ended in. The
     /// caller's thread gives a batch out only once the one before it ended where it starts,
     /// in its database; where it did not (a false start inside a value, a database changed
     /// on the way), what was cut after it is dropped and the walker cuts again from where
@@ -1130,13 +1130,12 @@ impl Pipeline {
 
     /// Where the next batch after one starting at `from` may start: the first offset from
     /// [`Pipeline::batch_bytes`] past `from` on from which [`PROBE_RECORDS`] records (or the
-    /// records up to the EOF) decode with every check, within [`PROBE_BYTES`]; looked for in
+    /// records up to the EOF) walk ([`Decoder::walker`]: types and lengths, without
+    /// checking the values), within [`PROBE_BYTES`]; looked for in
     /// the first [`PROBE_SCAN`] bytes there, then further on, ever further (a big record
     /// lies there). `None`: none before the file's end.
     fn probe(&self, file: Src<'_>, from: u64, version: u32, flavor: Flavor) -> Option<u64> {
         let len = file.len();
-        let mut config = self.config;
-        config.skip_values(true);
         let (mut target, mut gap) = (from.saturating_add(self.batch), self.batch);
         while target < len {
             let bytes = file.slice(target, target.saturating_add(PROBE_SCAN + PROBE_BYTES))?;
@@ -1146,7 +1145,7 @@ impl Pipeline {
                     continue;
                 }
                 let mut src = bytes.slice(i..);
-                let mut dec = Decoder::resume(config, version, flavor, 0, 0);
+                let mut dec = Decoder::resume_walker(self.config, version, flavor);
                 let (mut records, mut second) = (0, None);
                 let ok = loop {
                     match dec.decode(&mut src) {

@@ -928,6 +928,17 @@ impl Decoder {
         }
     }
 
+    /// A [walker](Self::walker) [resumed](Self::resume) at a place that may or may not start
+    /// a record (offsets from 0 there), giving an item a record: for the pipeline to guess
+    /// where records start.
+    pub(crate) fn resume_walker(config: Config, version: u32, flavor: Flavor) -> Self {
+        let mut d = Self::resume(config, version, flavor, 0, 0);
+        d.config.skip_values = true;
+        d.walk = true;
+        d.walk_run = 1;
+        d
+    }
+
     /// True between records: nothing decoded is waiting to come out, and no part of a
     /// record (not even an expiry before its key) has been read.
     pub fn at_record_boundary(&self) -> bool {
