@@ -206,6 +206,20 @@ pub struct Batch<'f> {
     failed: Option<Error>,
     /// The batch's generation is old: it stopped.
     stale: bool,
+    /// The batch holds the one big table allowed before its turn ([`Pipeline::big_first`]).
+    holds_ahead: bool,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.holds_ahead {
+            // its table goes with it
+            self.check = None;
+            if let Some(t) = self.turn {
+                t.gate.release_ahead();
+            }
+        }
+    }
 }
 
 /// Where a speculative batch stands in file order.
@@ -214,6 +228,9 @@ struct Turn<'f> {
     gate: &'f Gate,
     idx: u64,
     generation: u64,
+    /// The batch may hold a big table before its turn when no other batch does
+    /// ([`Pipeline::big_first`]).
+    ahead: bool,
 }
 
 /// How a batch ended, for the caller's thread: where, in which database, and the checksum
@@ -357,6 +374,7 @@ impl<'f> Batch<'f> {
             eof: None,
             failed: None,
             stale: false,
+            holds_ahead: false,
             file,
             at,
             released: span.start,
@@ -512,14 +530,17 @@ impl Batch<'_> {
                 return self.pop_held();
             }
             if self.dec.awaits_big_turn() {
-                // a big duplicate table: once every batch before this one was taken
-                let turn = self
-                    .turn
-                    .is_none_or(|t| t.gate.wait_turn(t.idx, t.generation));
-                if !turn {
-                    self.stale = true;
-                    self.done = true;
-                    return None;
+                // a big duplicate table: once every batch before this one was taken, or
+                // (big batches first) at once when no other batch holds one before its turn
+                if let Some(t) = self.turn.filter(|_| !self.holds_ahead) {
+                    match t.gate.wait_turn(t.idx, t.generation, t.ahead) {
+                        Some(ahead) => self.holds_ahead = ahead,
+                        None => {
+                            self.stale = true;
+                            self.done = true;
+                            return None;
+                        }
+                    }
                 }
                 self.dec.grant_big_turn();
             }
@@ -763,6 +784,7 @@ pub struct Pipeline {
     window: usize,
     map: bool,
     speculate: bool,
+    big_first: bool,
 }
 
 impl Pipeline {
@@ -777,6 +799,7 @@ impl Pipeline {
             window: 0,
             map: cfg!(feature = "mmap"),
             speculate: true,
+            big_first: false,
         }
     }
 
@@ -799,6 +822,18 @@ impl Pipeline {
     /// walker walks every record. The items are the same either way.
     pub fn speculate(&mut self, on: bool) -> &mut Self {
         self.speculate = on;
+        self
+    }
+
+    /// Whether the batches of a mapped file that hold a big record are decoded first, ahead
+    /// of their turn (off by default): a big key near the file's end then no longer keeps
+    /// one thread busy after the others are done. For a `work` that hands nothing over on the
+    /// way (it never calls its second argument): a batch decoded ahead of its turn keeps its
+    /// results until the batches before it were taken, so parts handed over meanwhile are
+    /// kept whole. Up to two big duplicate tables are held then, one before its turn. The
+    /// walker runs up to [`Pipeline::window`] batches ahead (at most 4,096) to find them.
+    pub fn big_first(&mut self, on: bool) -> &mut Self {
+        self.big_first = on;
         self
     }
 
@@ -863,9 +898,21 @@ impl Pipeline {
         let gate = &gate;
         let config = self.config;
         let work = &work;
-        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<(u64, Span)>(self.threads * 2);
+        // big batches first: the walker runs far ahead to find them, and hands them over
+        // beside the others, to be taken before them
+        let queued = if self.big_first {
+            (window as usize).clamp(self.threads * 2, 4096)
+        } else {
+            self.threads * 2
+        };
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(queued);
         let jobs_rx = Mutex::new(jobs_rx);
         let jobs_rx = &jobs_rx;
+        let (big_tx, big_rx) = mpsc::channel::<(u64, Span)>();
+        let big_tx = self.big_first.then_some(big_tx);
+        let big_rx = Mutex::new(big_rx);
+        let big_rx = &big_rx;
+        let big_first = self.big_first;
         let (out_tx, out_rx) = mpsc::channel::<Numbered<T>>();
         std::thread::scope(|s| {
             // named, for `top -H` and profilers
@@ -875,8 +922,21 @@ impl Pipeline {
                 let out_tx = out_tx.clone();
                 let spawned = named("rdb-worker").spawn_scoped(s, move || {
                     loop {
-                        let job = jobs_rx.lock().map(|rx| rx.recv());
-                        let Ok(Ok((idx, span))) = job else { return };
+                        let big = || big_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
+                        let job = match big() {
+                            Some(job) => job,
+                            None => match jobs_rx.lock().ok().and_then(|rx| rx.recv().ok()) {
+                                Some(Some(job)) => job,
+                                // a big batch was handed over (another worker may have
+                                // taken it already)
+                                Some(None) => match big() {
+                                    Some(job) => job,
+                                    None => continue,
+                                },
+                                None => return,
+                            },
+                        };
+                        let (idx, span) = job;
                         let generation = span.generation;
                         if span.spec && gate.generation() != generation {
                             // cut after a wrong guess: nobody takes it
@@ -884,7 +944,14 @@ impl Pipeline {
                         }
                         let spec = span.spec.then_some((span.start, span.db));
                         // the batch's results go through a channel of their own, read in turn
-                        let (tx, rx) = mpsc::sync_channel::<Handed<T>>(PARTS);
+                        // (a batch decoded ahead of its turn keeps them all)
+                        let (tx, rx) = if big_first {
+                            let (tx, rx) = mpsc::channel::<Handed<T>>();
+                            (PartTx::All(tx), rx)
+                        } else {
+                            let (tx, rx) = mpsc::sync_channel::<Handed<T>>(PARTS);
+                            (PartTx::Some(tx), rx)
+                        };
                         if out_tx
                             .send((generation, idx, Msg::Parts(rx, spec)))
                             .is_err()
@@ -904,14 +971,18 @@ impl Pipeline {
                                 gate,
                                 idx,
                                 generation,
+                                ahead: big_first,
                             });
                         }
                         let mut spill = |t: T| {
-                            let _ = tx.send((t, None, at.load(Ordering::Relaxed)));
+                            tx.send((t, None, at.load(Ordering::Relaxed)));
                         };
                         let t = work(&mut batch, &mut spill);
                         let tail = batch.finish();
-                        let _ = tx.send((t, Some(Box::new(tail)), batch.end()));
+                        let end = batch.end();
+                        // (a table held before its turn goes before the batch is handed over)
+                        drop(batch);
+                        tx.send((t, Some(Box::new(tail)), end));
                     }
                 });
                 workers += usize::from(spawned.is_ok());
@@ -927,7 +998,7 @@ impl Pipeline {
             }
             let walker = *self;
             let spawned = named("rdb-walker").spawn_scoped(s, move || {
-                walker.walk_ahead(file, window, gate, jobs_tx, out_tx);
+                walker.walk_ahead(file, window, gate, (jobs_tx, big_tx), out_tx);
             });
             if spawned.is_err() {
                 // its channels' ends went with it: the workers end
@@ -1059,7 +1130,7 @@ impl Pipeline {
         file: Src<'_>,
         window: u64,
         gate: &Gate,
-        jobs: mpsc::SyncSender<(u64, Span)>,
+        (jobs, big): (mpsc::SyncSender<Job>, Option<mpsc::Sender<(u64, Span)>>),
         out: mpsc::Sender<Numbered<T>>,
     ) {
         let len = file.len();
@@ -1102,7 +1173,7 @@ impl Pipeline {
                 return;
             }
             let Some(from) = start else { continue };
-            let end = self.probe(file, from, version, flavor);
+            let (end, far) = self.probe(file, from, version, flavor);
             let span = Span {
                 start: from,
                 end: end.unwrap_or(u64::MAX),
@@ -1119,7 +1190,12 @@ impl Pipeline {
                 // stopped, or cut again from elsewhere
                 continue;
             }
-            if jobs.send((idx, span)).is_err() {
+            let sent = match &big {
+                // (with word in line with the others, for a worker waiting there)
+                Some(big) if far => big.send((idx, span)).is_ok() && jobs.send(None).is_ok(),
+                _ => jobs.send(Some((idx, span))).is_ok(),
+            };
+            if !sent {
                 return;
             }
             idx += 1;
@@ -1128,57 +1204,117 @@ impl Pipeline {
         }
     }
 
-    /// Where the next batch after one starting at `from` may start: the first offset from
-    /// [`Pipeline::batch_bytes`] past `from` on from which [`PROBE_RECORDS`] records (or the
-    /// records up to the EOF) walk ([`Decoder::walker`]: types and lengths, without
-    /// checking the values), within [`PROBE_BYTES`]; looked for in
-    /// the first [`PROBE_SCAN`] bytes there, then further on, ever further (a big record
-    /// lies there). `None`: none before the file's end.
-    fn probe(&self, file: Src<'_>, from: u64, version: u32, flavor: Flavor) -> Option<u64> {
+    /// Where the next batch after one starting at `from` may start, and whether a big record
+    /// lies in between. First looked for [`Pipeline::batch_bytes`] past `from`: the first
+    /// place in the [`PROBE_SCAN`] bytes there from which [`PROBE_RECORDS`] records (or the
+    /// records up to the EOF) walk, and then decode with every check, within [`PROBE_BYTES`].
+    /// Where there is none (a big record), the records from `from` on are walked
+    /// ([`Decoder::walker`]: lengths read, strings skipped) to the first record boundary past
+    /// that place; where that fails too (`from` was a wrong guess), looked for further on,
+    /// ever further. `None`: the batch ends at the EOF.
+    fn probe(&self, file: Src<'_>, from: u64, version: u32, flavor: Flavor) -> (Option<u64>, bool) {
         let len = file.len();
-        let (mut target, mut gap) = (from.saturating_add(self.batch), self.batch);
+        let first = from.saturating_add(self.batch);
+        if first >= len {
+            return (None, false);
+        }
+        if let Some(at) = self.probe_at(file, first, version, flavor) {
+            return (Some(at), false);
+        }
+        if let Some(end) = self.walk_to(file, from, first, version, flavor) {
+            return (end, true);
+        }
+        let (mut target, mut gap) = (first, self.batch);
         while target < len {
-            let bytes = file.slice(target, target.saturating_add(PROBE_SCAN + PROBE_BYTES))?;
-            let scan = bytes.len().min(PROBE_SCAN as usize);
-            for i in 0..scan {
-                if !plausible_record(&bytes[i..]) {
-                    continue;
-                }
-                let mut src = bytes.slice(i..);
-                let mut dec = Decoder::resume_walker(self.config, version, flavor);
-                let (mut records, mut second) = (0, None);
-                let ok = loop {
-                    match dec.decode(&mut src) {
-                        // (a listpack ends with the EOF opcode's byte)
-                        Ok(Some(Item::Eof { .. })) => {
-                            break target + i as u64 + dec.offset() == len;
-                        }
-                        // (a run of small records is decoded at once, its items come after)
-                        Ok(Some(_)) => {
-                            records += 1;
-                            if dec.at_record_boundary() {
-                                if records >= PROBE_SKIP && second.is_none() {
-                                    second = Some(dec.offset());
-                                }
-                                if records >= PROBE_RECORDS && second.is_some() {
-                                    break true;
-                                }
-                            }
-                        }
-                        Ok(None) | Err(_) => break false,
-                    }
-                };
-                if ok {
-                    // a false start (inside a value) that decodes at all mostly runs into the
-                    // file's own records within its first: where its second one ends is
-                    // a record boundary either way
-                    return Some(target + i as u64 + second.unwrap_or(0));
-                }
-            }
             gap = gap.saturating_mul(2).clamp(PROBE_SCAN, PROBE_GAP);
             target = target.saturating_add(gap);
+            if let Some(at) = self.probe_at(file, target, version, flavor) {
+                return (Some(at), true);
+            }
         }
+        (None, true)
+    }
+
+    /// The first place in the [`PROBE_SCAN`] bytes from `target` from which records walk and
+    /// decode ([`Pipeline::probe`]), two records on.
+    fn probe_at(&self, file: Src<'_>, target: u64, version: u32, flavor: Flavor) -> Option<u64> {
+        let len = file.len();
+        let window_end = target.saturating_add(PROBE_SCAN + PROBE_BYTES);
+        let bytes = file.slice(target, window_end)?;
+        // far ahead of the workers (big batches first), the pages read go at once
+        let release = |file: Src<'_>| {
+            if self.big_first {
+                let mut from = target;
+                file.release(&mut from, window_end, 1);
+            }
+        };
+        let scan = bytes.len().min(PROBE_SCAN as usize);
+        for i in 0..scan {
+            if !plausible_record(&bytes[i..]) {
+                continue;
+            }
+            let at = target + i as u64;
+            // walked first (cheap to fail), then decoded with every check (a place in a
+            // value that walks, in text, holds no valid listpack or number)
+            let walked = records_from(
+                Decoder::resume_walker(self.config, version, flavor),
+                bytes.slice(i..),
+                len - at,
+            );
+            let checked = walked.and_then(|_| {
+                let mut config = self.config;
+                config.skip_values(true);
+                records_from(
+                    Decoder::resume(config, version, flavor, 0, 0),
+                    bytes.slice(i..),
+                    len - at,
+                )
+            });
+            if let Some(second) = checked {
+                // a false start (inside a value) that decodes at all mostly runs into the
+                // file's own records within its first: where its second one ends is
+                // a record boundary either way
+                release(file);
+                return Some(at + second);
+            }
+        }
+        release(file);
         None
+    }
+
+    /// The first record boundary at or past `target`, walking the records from `from` on
+    /// (`Some(None)`: the EOF comes first); `None` if they do not walk. The pages walked are
+    /// let go behind.
+    fn walk_to(
+        &self,
+        file: Src<'_>,
+        from: u64,
+        target: u64,
+        version: u32,
+        flavor: Flavor,
+    ) -> Option<Option<u64>> {
+        let len = file.len();
+        let mut dec = Decoder::resume_walker(self.config, version, flavor);
+        let (mut buf, mut read_to, mut released) = (Bytes::new(), from, from);
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(Item::Eof { .. })) => return Some(None),
+                Ok(Some(_)) => {
+                    let at = from + dec.offset();
+                    if dec.at_record_boundary() && at >= target {
+                        return Some(Some(at));
+                    }
+                }
+                Ok(None) if read_to >= len => return None,
+                Ok(None) => {
+                    let pos = from + dec.offset();
+                    read_to = read_to.saturating_add(BLOCK).min(len);
+                    buf = file.slice(pos, read_to)?;
+                    file.release(&mut released, pos.saturating_sub(RELEASE), RELEASE / 2);
+                }
+                Err(_) => return None,
+            }
+        }
     }
 
     /// The walker: cuts the file into batches at key boundaries and hands them out, in
@@ -1188,7 +1324,7 @@ impl Pipeline {
         file: Src<'_>,
         window: u64,
         gate: &Gate,
-        jobs: mpsc::SyncSender<(u64, Span)>,
+        jobs: mpsc::SyncSender<Job>,
         out: mpsc::Sender<Numbered<T>>,
     ) {
         let len = file.len();
@@ -1245,7 +1381,7 @@ impl Pipeline {
             if n >= gate.taken().saturating_add(hold) {
                 span.data = None;
             }
-            jobs.send((n, span)).is_ok()
+            jobs.send(Some((n, span))).is_ok()
         };
         loop {
             let got = if ended {
@@ -1384,6 +1520,38 @@ impl Pipeline {
     }
 }
 
+/// Where the [`PROBE_SKIP`]th record (or, the first, a run of records decoded at once) ends
+/// when [`PROBE_RECORDS`] records decode from the start of `src` with `dec` (a decoder resumed
+/// at offset 0), or the records up to the EOF, `left` bytes from there being all the file has;
+/// `None` if they do not.
+fn records_from(mut dec: Decoder, mut src: Bytes, left: u64) -> Option<u64> {
+    let (mut records, mut second) = (0, None);
+    loop {
+        match dec.decode(&mut src) {
+            // (a listpack ends with the EOF opcode's byte)
+            Ok(Some(Item::Eof { .. })) => {
+                return (dec.offset() == left).then(|| second.unwrap_or(0));
+            }
+            // runs of zeros (in a stream's entries, say) walk as records of empty keys, which
+            // real files next to never hold
+            Ok(Some(Item::KeyChecked(h))) if h.key.is_empty() => return None,
+            // (a run of small records is decoded at once, its items come after)
+            Ok(Some(_)) => {
+                records += 1;
+                if dec.at_record_boundary() {
+                    if records >= PROBE_SKIP && second.is_none() {
+                        second = Some(dec.offset());
+                    }
+                    if records >= PROBE_RECORDS && second.is_some() {
+                        return second;
+                    }
+                }
+            }
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
 /// Whether `b` may start a record, as far as its first bytes tell: a value type followed by a
 /// key's length that fits in `b`, or an opcode (the probe decodes what passes).
 fn plausible_record(b: &[u8]) -> bool {
@@ -1427,6 +1595,27 @@ fn held(held_bytes: &Bytes, held_from: u64, span: &Span) -> Option<Bytes> {
 /// its batch's decoder had reached (nothing in it comes from after that).
 type Handed<T> = (T, Option<Box<Tail>>, u64);
 
+/// A batch for a worker, numbered in file order; `None`: one was handed over beside the
+/// others, to be taken first ([`Pipeline::big_first`]).
+type Job = Option<(u64, Span)>;
+
+/// Where a worker hands a batch's parts over: a few at a time, or (a batch that may be
+/// decoded ahead of its turn, [`Pipeline::big_first`]) all of them.
+enum PartTx<T> {
+    Some(mpsc::SyncSender<Handed<T>>),
+    All(mpsc::Sender<Handed<T>>),
+}
+
+impl<T> PartTx<T> {
+    fn send(&self, part: Handed<T>) {
+        // (the caller's thread that dropped its end wants no more)
+        let _ = match self {
+            Self::Some(tx) => tx.send(part).map_err(drop),
+            Self::All(tx) => tx.send(part).map_err(drop),
+        };
+    }
+}
+
 /// A message to the caller's thread: the walker's generation, its place in file order.
 type Numbered<T> = (u64, u64, Msg<T>);
 
@@ -1466,6 +1655,8 @@ struct Gate {
     restart: Mutex<Option<Restart>>,
     /// The database the last batch taken ended in: the walker's guess for the next ones.
     db: AtomicU64,
+    /// A batch holds a big table before its turn ([`Pipeline::big_first`]).
+    ahead: AtomicBool,
 }
 
 impl Gate {
@@ -1524,10 +1715,37 @@ impl Gate {
         !self.stopped() && self.generation() == generation
     }
 
-    /// Waits until every batch before `idx` was taken: true then, false once stopped or once
-    /// a generation newer than `generation` began.
-    fn wait_turn(&self, idx: u64, generation: u64) -> bool {
-        self.wait_window(idx, 1, generation)
+    /// Waits until every batch before `idx` was taken (`Some(false)`), or, if `ahead`, until
+    /// no batch holds a big table before its turn (`Some(true)`: this one does now); `None`
+    /// once stopped or once a generation newer than `generation` began.
+    fn wait_turn(&self, idx: u64, generation: u64, ahead: bool) -> Option<bool> {
+        let mut t = self.taken.lock().ok()?;
+        loop {
+            if self.stopped() || self.generation() != generation {
+                return None;
+            }
+            if *t >= idx {
+                return Some(false);
+            }
+            if ahead
+                && self
+                    .ahead
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                return Some(true);
+            }
+            t = self.moved.wait(t).ok()?;
+        }
+    }
+
+    /// The batch that held a big table before its turn let it go.
+    fn release_ahead(&self) {
+        // under the lock the waiters check it with, so that none misses it
+        if let Ok(_t) = self.taken.lock() {
+            self.ahead.store(false, Ordering::Release);
+        }
+        self.moved.notify_all();
     }
 
     /// Tells the walker to start again (the caller's thread found a wrong guess).

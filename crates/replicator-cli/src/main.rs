@@ -198,19 +198,28 @@ struct DumpArgs {
 /// How many threads decode an RDB file (`dump` and `check`).
 #[derive(clap::Args)]
 struct ThreadArgs {
-    /// Decoding threads for an RDB file (0: one per core; one more thread walks the records
-    /// and the checksum). The output is the same at any count. The file is mapped into memory
+    /// Decoding threads for an RDB file (0: one per core; one more thread cuts the file into
+    /// batches where records are guessed to start, checked as they are decoded). The output is the same at any count. The file is mapped into memory
     /// and read in place, its pages let go behind the readers. Standard input, AOF files, and
     /// `dump --format json|rdb` and `--restore` (a big key's payload is one command) decode on
     /// one thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
-    /// Bytes of records per batch on several threads (tests and tuning).
-    #[arg(long, value_name = "BYTES", default_value_t = 512 << 10, hide = true)]
+    /// Bytes of records per batch on several threads (tests and tuning; 0: 4 MiB for
+    /// `check`, whose batches hold a tally, 512 KiB where they hold printed output).
+    #[arg(long, value_name = "BYTES", default_value_t = 0, hide = true)]
     batch_bytes: u64,
 }
 
 impl ThreadArgs {
+    /// The batch size asked for, else `default`.
+    fn batch_or(&self, default: u64) -> u64 {
+        match self.batch_bytes {
+            0 => default,
+            n => n,
+        }
+    }
+
     /// The decoding threads asked for (0: one per core).
     fn count(&self) -> usize {
         match self.threads {
@@ -678,6 +687,8 @@ fn check_parallel(
         .threads(threads)
         .batch_bytes(batch_bytes)
         .window(1 << 16)
+        // a tally is handed over whole: a big key is counted ahead of its turn
+        .big_first(true)
         .run(path, work, |part| {
             let (error, at) = match part {
                 Part::Item(i) => {
@@ -727,7 +738,7 @@ fn dump_parallel(
     let mut pipeline = replicator::rdb::Pipeline::new(config);
     pipeline
         .threads(threads)
-        .batch_bytes(args.threads.batch_bytes);
+        .batch_bytes(args.threads.batch_or(512 << 10));
     if args.format == Format::Count {
         // a batch's count holds a few numbers, as a tally does for `check`: many batches may
         // wait for their turn while one worker is on a big key
@@ -902,7 +913,7 @@ fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCo
             &args.file,
             *opts.rdb_mut(),
             threads,
-            args.threads.batch_bytes,
+            args.threads.batch_or(4 << 20),
             &fm,
         )?
     } else {

@@ -21,6 +21,18 @@ fn parallel(
     (threads, batch, spill): (usize, u64, usize),
     (visit, map): (bool, bool),
 ) -> Vec<String> {
+    parallel_big_first(path, config, (threads, batch, spill), (visit, map), false)
+}
+
+/// As [`parallel`]; `big_first`: batches with big records decoded first
+/// ([`Pipeline::big_first`]; `spill` should then be more than a batch's items).
+fn parallel_big_first(
+    path: &Path,
+    config: Config,
+    (threads, batch, spill): (usize, u64, usize),
+    (visit, map): (bool, bool),
+    big_first: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut failed = false;
     let take = |out: &mut Vec<String>, items: Vec<Result<rdb_format::Item, rdb_format::Error>>| {
@@ -38,8 +50,9 @@ fn parallel(
     let r = Pipeline::new(config)
         .threads(threads)
         .batch_bytes(batch)
-        .window(3)
+        .window(if big_first { 1 << 16 } else { 3 })
         .map(map)
+        .big_first(big_first)
         .run(
             path,
             // hand the items over `spill` at a time, the rest at the end
@@ -153,9 +166,14 @@ fn nothing_after_a_failed_worker_is_given_out() {
 /// A file of sets of `n` integer members (hashtable encoding) between string keys; `dup`
 /// repeats the first member of the last set at its end.
 fn big_sets_between_strings(n: u32, dup: bool) -> Vec<u8> {
+    big_sets_between_n_strings(n, 50, dup)
+}
+
+/// As [`big_sets_between_strings`], with `strings` string keys before each set.
+fn big_sets_between_n_strings(n: u32, strings: u32, dup: bool) -> Vec<u8> {
     let mut f = b"REDIS0009\xfe\x00".to_vec();
     for k in 0..4u32 {
-        for s in 0..50u32 {
+        for s in 0..strings {
             let key = format!("str:{k}:{s:02}");
             f.push(0);
             f.push(key.len() as u8);
@@ -205,6 +223,15 @@ fn batches_with_big_duplicate_tables_wait_their_turn() {
                         "dup {dup} at {threads} threads, batches of {batch}, map {map}"
                     );
                 }
+                // big batches first, their results kept until their turn
+                let got = parallel_big_first(
+                    &path,
+                    config,
+                    (threads, batch.max(4096), usize::MAX),
+                    (false, true),
+                    true,
+                );
+                assert!(got == want, "dup {dup} at {threads} threads, big first");
             }
         }
     }
@@ -270,6 +297,14 @@ fn records_bigger_than_the_walkers_reach_give_what_one_decoder_gives() {
             let failed = want.last().is_some_and(|l| l.starts_with("error"));
             assert_eq!(failed, !ok, "{name}: {:?}", want.last());
             for (threads, batch, spill) in [(2, 1 << 20, 1000), (8, 4096, 3)] {
+                let got = parallel_big_first(
+                    &path,
+                    config,
+                    (threads, batch, usize::MAX),
+                    (false, true),
+                    true,
+                );
+                assert!(got == want, "{name} at {threads} threads, big first");
                 for map in [false, true] {
                     let got = parallel(&path, config, (threads, batch, spill), (false, map));
                     assert!(
@@ -660,6 +695,61 @@ fn big_collections_checked_beside_their_decoder_fail_where_one_decoder_fails() {
                 .ok();
             assert_eq!(partial, 1, "{name}: keys checked in part");
         }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With [`Pipeline::big_first`], the batches that hold a big record (found by the walker as
+/// it cuts the file far ahead) are decoded before those ahead of them in the file, and
+/// everything still comes out in file order, as one decoder gives it.
+#[cfg(feature = "mmap")]
+#[test]
+fn big_batches_are_decoded_first_and_come_out_in_turn() {
+    use std::sync::Mutex;
+    let dir = test_support::temp_dir("parallel-big-first");
+    let path = dir.join("sets.rdb");
+    // (the sets' batches are cut far from each other)
+    std::fs::write(&path, big_sets_between_n_strings(70_000, 5000, false)).unwrap();
+    let want = sequential(&path, Config::default());
+    for big_first in [false, true] {
+        let started = Mutex::new(Vec::new());
+        let mut got = Vec::new();
+        Pipeline::new(Config::default())
+            .threads(1)
+            .batch_bytes(4096)
+            .window(1 << 16)
+            .map(true)
+            .big_first(big_first)
+            .run(
+                &path,
+                |b, _| {
+                    let first = {
+                        let mut s = started.lock().unwrap();
+                        s.push(b.start());
+                        s.len() == 1
+                    };
+                    if first {
+                        // the walker cuts the whole file meanwhile
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    b.map(|i| format!("{:?}", i.unwrap())).collect::<Vec<_>>()
+                },
+                |part| {
+                    match part {
+                        Part::Item(i) => got.push(format!("{i:?}")),
+                        Part::Done(items) => got.extend(items),
+                    }
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        assert!(
+            got == want,
+            "big first {big_first}: not what one decoder gives"
+        );
+        let started = started.into_inner().unwrap();
+        let in_order = started.windows(2).all(|w| w[0] < w[1]);
+        assert_eq!(in_order, !big_first, "batches started at {started:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
