@@ -206,7 +206,7 @@ struct ThreadArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
     /// Bytes of records per batch on several threads (tests and tuning; 0: 4 MiB for
-    /// `check`, whose batches hold a tally, 512 KiB where they hold printed output).
+    /// `check`, whose batches hold a tally, 1 MiB where they hold printed output).
     #[arg(long, value_name = "BYTES", default_value_t = 0, hide = true)]
     batch_bytes: u64,
 }
@@ -738,7 +738,7 @@ fn dump_parallel(
     let mut pipeline = replicator::rdb::Pipeline::new(config);
     pipeline
         .threads(threads)
-        .batch_bytes(args.threads.batch_or(512 << 10));
+        .batch_bytes(args.threads.batch_or(1 << 20));
     if args.format == Format::Count {
         // a batch's count holds a few numbers, as a tally does for `check`: many batches may
         // wait for their turn while one worker is on a big key
