@@ -730,7 +730,7 @@ fn big_batches_are_decoded_first_and_come_out_in_turn() {
                     };
                     if first {
                         // the walker cuts the whole file meanwhile
-                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        std::thread::sleep(std::time::Duration::from_millis(250));
                     }
                     b.map(|i| format!("{:?}", i.unwrap())).collect::<Vec<_>>()
                 },
