@@ -959,7 +959,7 @@ impl Pipeline {
                             return;
                         }
                         // no batch before this one waits: the caller's thread gets to it
-                        if span.big && !gate.wait_below(idx, 1) {
+                        if span.big && !gate.wait_window(idx, 1, 0) {
                             return;
                         }
                         // where the batch's decoder got: what was handed over before lies
@@ -1138,19 +1138,19 @@ impl Pipeline {
             Some(mut head) if self.speculate => {
                 let mut dec = Decoder::with_config(self.config);
                 match dec.decode(&mut head) {
-                    Ok(Some(item @ Item::Header { .. })) => Some((item, dec.offset())),
+                    Ok(Some(Item::Header { version, flavor })) => {
+                        Some((version, flavor, dec.offset()))
+                    }
                     _ => None,
                 }
             }
             _ => None,
         };
-        let Some((header, at)) = header else {
+        let Some((version, flavor, at)) = header else {
             return self.walk(file, window, gate, jobs, out);
         };
-        let Item::Header { version, flavor } = header else {
-            return;
-        };
         let sum = file.slice(0, at).map_or(0, |h| crate::crc64(&h));
+        let header = Item::Header { version, flavor };
         if out.send((0, 0, Msg::Item(header))).is_err()
             || out.send((0, 1, Msg::Begin { at, sum })).is_err()
         {
@@ -1365,7 +1365,7 @@ impl Pipeline {
         let number = |idx: &mut u64| {
             let n = *idx;
             *idx += 1;
-            gate.wait_below(n, window).then_some(n)
+            gate.wait_window(n, window, 0).then_some(n)
         };
         let send =
             |msg: Msg<T>, idx: &mut u64| number(idx).is_some_and(|n| out.send((0, n, msg)).is_ok());
@@ -1680,63 +1680,50 @@ impl Gate {
         self.stopped.load(Ordering::SeqCst)
     }
 
-    /// Waits until message `idx` is within `window` of what was taken; false once stopped.
-    fn wait_below(&self, idx: u64, window: u64) -> bool {
-        let Ok(mut t) = self.taken.lock() else {
-            return false;
-        };
-        while idx >= t.saturating_add(window) && !self.stopped() {
-            t = match self.moved.wait(t) {
-                Ok(t) => t,
-                Err(_) => return false,
-            };
-        }
-        !self.stopped()
-    }
-
-    /// The generation of the speculating walker's guesses.
+    /// The generation of the speculating walker's guesses (a walking walker's stays 0).
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// As [`Gate::wait_below`] for a speculating walker in `generation`: false also once a
-    /// newer one began.
-    fn wait_window(&self, idx: u64, window: u64, generation: u64) -> bool {
-        let Ok(mut t) = self.taken.lock() else {
-            return false;
-        };
-        while idx >= t.saturating_add(window) && !self.stopped() && self.generation() == generation
-        {
-            t = match self.moved.wait(t) {
-                Ok(t) => t,
-                Err(_) => return false,
-            };
+    /// Waits until `ready`, given what was taken, says so (under the lock the waiters share);
+    /// `None` once stopped or once a generation newer than `generation` began.
+    fn wait_for<R>(&self, generation: u64, mut ready: impl FnMut(u64) -> Option<R>) -> Option<R> {
+        let mut t = self.taken.lock().ok()?;
+        loop {
+            if self.stopped() || self.generation() != generation {
+                return None;
+            }
+            if let Some(r) = ready(*t) {
+                return Some(r);
+            }
+            t = self.moved.wait(t).ok()?;
         }
-        !self.stopped() && self.generation() == generation
+    }
+
+    /// Waits until message `idx` of `generation` is within `window` of what was taken; false
+    /// once stopped or once a newer generation began.
+    fn wait_window(&self, idx: u64, window: u64, generation: u64) -> bool {
+        self.wait_for(generation, |t| {
+            (idx < t.saturating_add(window)).then_some(())
+        })
+        .is_some()
     }
 
     /// Waits until every batch before `idx` was taken (`Some(false)`), or, if `ahead`, until
     /// no batch holds a big table before its turn (`Some(true)`: this one does now); `None`
     /// once stopped or once a generation newer than `generation` began.
     fn wait_turn(&self, idx: u64, generation: u64, ahead: bool) -> Option<bool> {
-        let mut t = self.taken.lock().ok()?;
-        loop {
-            if self.stopped() || self.generation() != generation {
-                return None;
-            }
-            if *t >= idx {
+        self.wait_for(generation, |t| {
+            if t >= idx {
                 return Some(false);
             }
-            if ahead
+            let free = ahead
                 && self
                     .ahead
                     .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                return Some(true);
-            }
-            t = self.moved.wait(t).ok()?;
-        }
+                    .is_ok();
+            free.then_some(true)
+        })
     }
 
     /// The batch that held a big table before its turn let it go.
