@@ -270,23 +270,36 @@ fn parse_type(s: &str) -> Result<ValueType, String> {
     })
 }
 
-/// One glibc malloc arena per core. glibc gives each thread that meets contention an arena of
-/// its own (up to eight per core) and keeps what is freed in each: `dump --threads 8` peaked at
-/// 58–66 MiB with them and at 43–47 MiB with one per core, in the same time (docs/bench.md).
+/// A glibc malloc arena for each thread that runs at once, and no more: the main thread's,
+/// one per decoding thread up to the cores, and the walker's and a duplicate check's (see
+/// `rdb_format::Pipeline`). glibc gives each new thread an arena of its own up to the limit
+/// and keeps what is freed in each: `dump --threads 8` peaked at 58–66 MiB with one per thread
+/// (eight per core allowed) and at 43–47 MiB with one per core. Past the limit a new thread
+/// shares an arena picked by which one is free at that moment: with one per core, the walker
+/// shared one with a worker in some runs and not in others, and where it did, each waited on
+/// the other's allocations (`dump --format resp --threads 2` took 0.61 s or 0.70–0.85 s at
+/// random; docs/bench.md). Called before any thread is started.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
+fn limit_malloc_arenas(threads: usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+    let arenas = libc::c_int::try_from(malloc_arenas(threads, cores)).unwrap_or(libc::c_int::MAX);
     // SAFETY: `mallopt` changes a setting of the allocator and touches no Rust memory; it runs
-    // first in `main`, before any thread is started.
+    // in `main` before any thread is started.
     #[allow(unsafe_code)]
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, cores);
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+fn limit_malloc_arenas(_threads: usize) {}
+
+/// The arenas for `threads` decoding threads on `cores` cores: the main thread's, one per
+/// decoding thread that runs at once, the walker's and a duplicate check's.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+fn malloc_arenas(threads: usize, cores: usize) -> usize {
+    threads.clamp(1, cores.max(1)) + 3
+}
 
 /// An input file is mapped into memory when it is decoded on several threads (or with
 /// `--mmap`). If someone cuts it short meanwhile, the next read of a page past its new end
@@ -316,7 +329,6 @@ fn report_sigbus() {
 fn report_sigbus() {}
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     report_sigbus();
     let (cli, _, _) = match config::parse(std::env::args_os().collect()) {
         Ok(c) => c,
@@ -325,6 +337,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    limit_malloc_arenas(match &cli.cmd {
+        Cmd::Dump(a) => a.threads.count(),
+        Cmd::Check(a) => a.threads.count(),
+        // (replicate and sync: as many threads as cores at most)
+        _ => usize::MAX,
+    });
     let live = matches!(cli.cmd, Cmd::Replicate(_) | Cmd::Sync(_));
     let level = if live { "info" } else { "warn" };
     let live_source = match &cli.cmd {
@@ -961,4 +979,22 @@ fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCo
     }
     eprintln!("error: {}", chain(&e));
     Ok(ExitCode::from(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::malloc_arenas;
+
+    /// Every thread of a decoding run that can run at once has an arena of its own (the main
+    /// thread, the workers, the walker, a duplicate check), and no more are made for threads
+    /// past the cores.
+    #[test]
+    fn each_thread_that_runs_at_once_has_a_malloc_arena() {
+        assert_eq!(malloc_arenas(1, 2), 1 + 1 + 2);
+        assert_eq!(malloc_arenas(2, 2), 1 + 2 + 2);
+        assert_eq!(malloc_arenas(8, 2), 1 + 2 + 2);
+        assert_eq!(malloc_arenas(4, 16), 1 + 4 + 2);
+        assert_eq!(malloc_arenas(usize::MAX, 16), 1 + 16 + 2);
+        assert_eq!(malloc_arenas(3, 0), 1 + 1 + 2);
+    }
 }
