@@ -37,8 +37,17 @@ impl PartWriter {
         Self(Rc::new(RefCell::new(Target::Output(w))))
     }
 
-    fn buffer(pool: &Pool) -> Self {
-        Self(Rc::new(RefCell::new(Target::Buffer(pool.get()))))
+    /// A writer to a buffer that has no room yet (see [`refill`](Self::refill)).
+    fn buffer() -> Self {
+        Self(Rc::new(RefCell::new(Target::Buffer(Vec::new()))))
+    }
+
+    /// Gives the buffer `b` where it has no room of its own, else gives `b` back to `pool`.
+    fn refill(&self, b: Vec<u8>, pool: &Pool) {
+        match &mut *self.0.borrow_mut() {
+            Target::Buffer(mine) if mine.capacity() == 0 => *mine = b,
+            _ => pool.put(b),
+        }
     }
 
     /// Bytes a buffer holds.
@@ -66,7 +75,9 @@ impl PartWriter {
 struct Pool(Mutex<Vec<Vec<u8>>>);
 
 impl Pool {
-    /// Buffers kept at most (more are in flight only while many parts wait for their turn).
+    /// Buffers kept at most: more than are in flight at once while parts wait for their turn
+    /// (each batch's output is a few buffers, and a few batches wait), so that none is freed
+    /// and made again, its pages faulted in again; what is kept was in flight before.
     const KEEP: usize = 8;
 
     /// An empty buffer that holds a part without growing.
@@ -75,9 +86,10 @@ impl Pool {
         got.unwrap_or_else(|| Vec::with_capacity(SPILL + (SPILL >> 2)))
     }
 
-    /// Takes `b` back, unless it grew past what a part usually needs (a big record's).
+    /// Takes `b` back, unless it grew past what a part usually needs (a big record's), or
+    /// is too small to hold one.
     fn put(&self, mut b: Vec<u8>) {
-        if b.capacity() > 4 * SPILL {
+        if b.capacity() > 4 * SPILL || b.capacity() < SPILL {
             return;
         }
         b.clear();
@@ -338,9 +350,10 @@ pub fn print_parallel<S: PrintParts>(
     // a printer for a part of a batch that starts in db `db`
     let fresh = |w: &PartWriter, header: Item, db: u64| -> (Printer<S>, Option<Error>) {
         let mut p = Printer::new(S::for_part(settings_ref, w.clone()));
-        // what it prints is handed over in the sink's own buffer where it can be
+        // what it prints is handed over in the sink's own buffer where it can be, else in
+        // the writer's
         if let Some(b) = p.sink_mut().hold_in(pool.get()) {
-            pool.put(b);
+            w.refill(b, pool);
         }
         p.filter(filter_ref.clone());
         if let Some(a) = all {
@@ -352,7 +365,7 @@ pub fn print_parallel<S: PrintParts>(
         (p, error)
     };
     let work = |batch: &mut rdb_format::Batch<'_>, hand: &mut dyn FnMut(Printed)| -> Printed {
-        let w = PartWriter::buffer(pool);
+        let w = PartWriter::buffer();
         let (mut p, mut error) = fresh(&w, batch.header(), batch.db());
         let mut first = true;
         // keys printed by the batch's printers before `p`
