@@ -121,6 +121,15 @@ impl<'f> Src<'f> {
         }
     }
 
+    /// True where slices carry no reference count ([`MappedFile::leak`]).
+    fn leaked(&self) -> bool {
+        match self {
+            Src::File(_) => false,
+            #[cfg(feature = "mmap")]
+            Src::Map(m) => m.is_leaked(),
+        }
+    }
+
     /// Lets the pages before `to` (from `*from` on) go, once they are `step` bytes or more.
     fn release(&self, from: &mut u64, to: u64, step: u64) {
         match self {
@@ -639,8 +648,9 @@ impl Batch<'_> {
                         // a big key's pieces are often dropped on another thread (the
                         // caller's, which renders them): the next piece's elements get a
                         // reference count of their own, so that the two threads do not
-                        // contend for one count, element by element
-                        if let Some(m) = &mut self.mem {
+                        // contend for one count, element by element (a leaked mapping's
+                        // elements have none)
+                        if let Some(m) = self.mem.as_mut().filter(|_| !self.file.leaked()) {
                             *m = Bytes::from_owner(std::mem::take(m));
                         }
                     }
@@ -783,6 +793,7 @@ pub struct Pipeline {
     batch: u64,
     window: usize,
     map: bool,
+    leak_map: bool,
     speculate: bool,
     big_first: bool,
 }
@@ -798,6 +809,7 @@ impl Pipeline {
             batch: 512 << 10,
             window: 0,
             map: cfg!(feature = "mmap"),
+            leak_map: false,
             speculate: true,
             big_first: false,
         }
@@ -811,6 +823,14 @@ impl Pipeline {
     /// the process with `SIGBUS`); turn it off where that may happen.
     pub fn map(&mut self, on: bool) -> &mut Self {
         self.map = on;
+        self
+    }
+
+    /// Whether a mapped file's mapping is kept until the process ends (off by default; see
+    /// `MappedFile::leak`): its values' items then carry no reference count, which the
+    /// threads would contend for. For a program that decodes a few files and ends.
+    pub fn leak_map(&mut self, on: bool) -> &mut Self {
+        self.leak_map = on;
         self
     }
 
@@ -881,7 +901,8 @@ impl Pipeline {
         let mapped = self
             .map
             .then(|| MappedFile::from_file(&opened).ok())
-            .flatten();
+            .flatten()
+            .map(|m| if self.leak_map { m.leak() } else { m });
         #[cfg(feature = "mmap")]
         let file = match &mapped {
             Some(m) => Src::Map(m),

@@ -580,7 +580,8 @@ fn dump(args: &DumpArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCode
         anyhow::bail!("--restore goes with --format resp");
     }
     let mut opts = files::Options::new();
-    opts.mmap(args.mmap);
+    // (the process maps one file and ends: its values' items need no reference count)
+    opts.mmap(args.mmap).leak_map(true);
     let config = opts.rdb_mut();
     config
         .verify_checksum(!args.no_checksum)
@@ -703,6 +704,7 @@ fn check_parallel(
     // with a big key (the walker keeps the bytes of only a few of them)
     let r = Pipeline::new(config)
         .threads(threads)
+        .leak_map(true)
         .batch_bytes(batch_bytes)
         .window(1 << 16)
         // a tally is handed over whole: a big key is counted ahead of its turn
@@ -756,6 +758,7 @@ fn dump_parallel(
     let mut pipeline = replicator::rdb::Pipeline::new(config);
     pipeline
         .threads(threads)
+        .leak_map(true)
         .batch_bytes(args.threads.batch_or(1 << 20));
     if args.format == Format::Count {
         // a batch's count holds a few numbers, as a tally does for `check`: many batches may
@@ -920,6 +923,7 @@ fn check(args: &CheckArgs, observed: Option<&Observed>) -> anyhow::Result<ExitCo
     }
     let mut opts = files::Options::new();
     opts.mmap(args.mmap)
+        .leak_map(true)
         .rdb_mut()
         .skip_values(true)
         .relaxed_version(args.relaxed_version)

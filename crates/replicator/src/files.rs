@@ -24,6 +24,7 @@ use crate::event::Event;
 pub struct Options {
     rdb: Config,
     mmap: bool,
+    leak_map: bool,
 }
 
 impl Options {
@@ -58,6 +59,14 @@ impl Options {
     /// True when RDB files are mapped.
     pub fn is_mmap(&self) -> bool {
         self.mmap
+    }
+
+    /// With [`mmap`](Self::mmap): keep each mapping until the process ends, for items that
+    /// carry no reference count (`rdb_format::MappedFile::leak`). For a program that reads a
+    /// few files and ends.
+    pub fn leak_map(&mut self, on: bool) -> &mut Self {
+        self.leak_map = on;
+        self
     }
 }
 
@@ -165,7 +174,8 @@ pub fn open_with(path: &Path, opts: &Options) -> Result<FileEvents> {
     let map = opts
         .mmap
         .then(|| rdb_format::MappedFile::from_file(&file).ok())
-        .flatten();
+        .flatten()
+        .map(|m| if opts.leak_map { m.leak() } else { m });
     if let Some(map) = map {
         return Ok(FileEvents {
             inner: Inner::Mapped(Box::new(MappedReader::new(map, config))),

@@ -29,8 +29,20 @@ fn parallel(
 fn parallel_big_first(
     path: &Path,
     config: Config,
-    (threads, batch, spill): (usize, u64, usize),
+    sizes: (usize, u64, usize),
     (visit, map): (bool, bool),
+    big_first: bool,
+) -> Vec<String> {
+    parallel_with(path, config, sizes, (visit, map, false), big_first)
+}
+
+/// As [`parallel_big_first`]; `leak`: a mapped file's mapping is leaked
+/// ([`Pipeline::leak_map`]).
+fn parallel_with(
+    path: &Path,
+    config: Config,
+    (threads, batch, spill): (usize, u64, usize),
+    (visit, map, leak): (bool, bool, bool),
     big_first: bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -52,6 +64,7 @@ fn parallel_big_first(
         .batch_bytes(batch)
         .window(if big_first { 1 << 16 } else { 3 })
         .map(map)
+        .leak_map(leak)
         .big_first(big_first)
         .run(
             path,
@@ -115,12 +128,19 @@ fn the_pipeline_gives_what_one_decoder_gives() {
                 errors += 1;
             }
             for (threads, batch, spill) in [(1, 1 << 20, 1000), (2, 1, 1), (8, 300, 3)] {
-                for (visit, map) in [(false, false), (true, false), (false, true)] {
-                    let got = parallel(path, config, (threads, batch, spill), (visit, map));
+                for (visit, map, leak) in [
+                    (false, false, false),
+                    (true, false, false),
+                    (false, true, false),
+                    (true, true, true),
+                ] {
+                    let sizes = (threads, batch, spill);
+                    let got = parallel_with(path, config, sizes, (visit, map, leak), false);
                     assert_eq!(
                         got,
                         want,
-                        "{} at {threads} threads, batches of {batch}, visit {visit}, map {map}",
+                        "{} at {threads} threads, batches of {batch}, visit {visit}, map {map}, \
+                         leaked {leak}",
                         path.display()
                     );
                 }
@@ -380,13 +400,19 @@ fn a_mapped_file_is_let_go_behind_the_readers() {
     drop(f);
     let mut skip = Config::default();
     skip.skip_values(true);
-    for config in [skip, Config::default()] {
+    // a leaked mapping's pages are let go as well
+    for (config, leak) in [
+        (skip, false),
+        (Config::default(), false),
+        (Config::default(), true),
+    ] {
         let before = rss_file();
         let mut peak = before;
         let mut keys = 0;
         Pipeline::new(config)
             .threads(2)
             .map(true)
+            .leak_map(leak)
             .run(
                 &path,
                 |b, _| b.filter(|i| i.is_ok()).count(),
@@ -412,6 +438,17 @@ fn a_mapped_file_is_let_go_behind_the_readers() {
 #[cfg(feature = "mmap")]
 fn mapped(path: &Path, config: Config, window: u64, visit: bool) -> Vec<String> {
     let map = rdb_format::MappedFile::open(path).unwrap();
+    mapped_from(map, config, window, visit)
+}
+
+/// As [`mapped`], from `map`.
+#[cfg(feature = "mmap")]
+fn mapped_from(
+    map: rdb_format::MappedFile,
+    config: Config,
+    window: u64,
+    visit: bool,
+) -> Vec<String> {
     let mut r = rdb_format::MappedReader::with_window(map, config, window);
     let skip = r.decoder().skips_values();
     let mut out = Vec::new();
@@ -462,6 +499,14 @@ fn a_mapped_reader_gives_what_one_decoder_gives() {
                     );
                 }
             }
+            // a leaked mapping: items with no reference count, the same
+            let leaked = rdb_format::MappedFile::open(path).unwrap().leak();
+            assert_eq!(
+                mapped_from(leaked, config, 4096, true),
+                want,
+                "{} leaked",
+                path.display()
+            );
         }
     }
 }
@@ -474,11 +519,19 @@ fn a_mapped_reader_lets_its_pages_go() {
     std::fs::write(&path, big_strings_and_a_set()).unwrap();
     let mut skip = Config::default();
     skip.skip_values(true);
-    for config in [skip, Config::default()] {
+    // a leaked mapping's pages are let go as well
+    for (config, leak) in [
+        (skip, false),
+        (Config::default(), false),
+        (Config::default(), true),
+    ] {
         let before = rss_file();
         let mut peak = before;
         let mut keys = 0;
-        let map = rdb_format::MappedFile::open(&path).unwrap();
+        let mut map = rdb_format::MappedFile::open(&path).unwrap();
+        if leak {
+            map = map.leak();
+        }
         for item in rdb_format::MappedReader::new(map, config) {
             item.unwrap();
             keys += 1;
