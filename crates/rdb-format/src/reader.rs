@@ -263,6 +263,17 @@ impl std::fmt::Debug for MappedFile {
     }
 }
 
+/// A leaked mapping is never unmapped: its pages go when its `MappedFile` does, so that a
+/// program that maps many files holds none of their pages after it is done with them.
+#[cfg(feature = "mmap")]
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        if self.leaked {
+            self.release(0, self.len());
+        }
+    }
+}
+
 /// Keeps a mapping alive for as long as some `Bytes` of a range of it is.
 #[cfg(feature = "mmap")]
 struct MapOwner(std::sync::Arc<memmap2::Mmap>, std::ops::Range<usize>);
@@ -311,7 +322,8 @@ impl MappedFile {
     /// several, where the threads contend for the counts' cache lines. For a program that
     /// maps a few files and then ends (a command-line tool): each leaked mapping keeps its
     /// file's range of addresses until then. Its pages are let go by [`release`](Self::release)
-    /// as before; resident memory is the same.
+    /// as before, and all of them when this `MappedFile` (or a clone of it) is dropped: what
+    /// still refers to them maps them again as it reads them.
     ///
     /// ```
     /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/redis-7.0-compact.rdb");
@@ -329,7 +341,7 @@ impl MappedFile {
         let map: &'static memmap2::Mmap = Box::leak(Box::new(self.map.clone()));
         let bytes: &'static [u8] = map;
         Self {
-            map: self.map,
+            map: self.map.clone(),
             bytes: Bytes::from_static(bytes),
             leaked: true,
         }

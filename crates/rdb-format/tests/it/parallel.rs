@@ -349,6 +349,60 @@ fn records_bigger_than_the_walkers_reach_give_what_one_decoder_gives() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The resident bytes of the mapping that holds `addr` (`/proc/self/smaps`), whatever other
+/// tests map meanwhile.
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+fn region_rss(addr: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split_once(' ').and_then(|(r, _)| r.split_once('-'));
+        if let Some((a, b)) = range.filter(|(a, b)| !a.is_empty() && !b.contains(':')) {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                return kb.trim().trim_end_matches(" kB").parse::<u64>().unwrap() << 10;
+            }
+        }
+    }
+    panic!("no mapping holds {addr:#x}")
+}
+
+/// A leaked mapping is never unmapped, but its pages go with its `MappedFile`: a program that
+/// leaks the mappings of many files holds none of their pages once it is done with them, and
+/// what still refers to them reads them again.
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+#[test]
+fn a_leaked_mapping_lets_its_pages_go_when_dropped() {
+    let dir = test_support::temp_dir("leaked-map");
+    let path = dir.join("big.rdb");
+    let f: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &f).unwrap();
+    let map = rdb_format::MappedFile::open(&path).unwrap().leak();
+    let all = map.bytes().clone();
+    let addr = all.as_ptr() as usize;
+    // every page read
+    assert_eq!(
+        all.iter().map(|&b| u64::from(b)).sum::<u64>(),
+        f.iter().map(|&b| u64::from(b)).sum::<u64>()
+    );
+    let before = region_rss(addr);
+    assert!(
+        before >= 3 << 20,
+        "{before} bytes resident after reading 4 MiB"
+    );
+    drop(map);
+    let after = region_rss(addr);
+    assert!(after < 64 << 10, "{after} bytes resident after the drop");
+    // still there to read, the same
+    assert!(all[..] == f[..]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// This process's resident pages of mapped files, in bytes.
 #[cfg(all(feature = "mmap", target_os = "linux"))]
 fn rss_file() -> u64 {
