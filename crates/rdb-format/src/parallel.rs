@@ -659,8 +659,7 @@ impl Batch<'_> {
                 Ok(None) if self.read_to >= self.span.end => {
                     self.done = true;
                     // a speculative batch at the file's end was to end with its EOF
-                    if self.cut.is_some() && !self.dec.is_done()
-                        || !self.dec.at_record_boundary() && !self.dec.is_done()
+                    if !self.dec.is_done() && (self.cut.is_some() || !self.dec.at_record_boundary())
                     {
                         return Some(Err(self.dec.truncated()));
                     }
