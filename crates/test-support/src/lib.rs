@@ -270,6 +270,28 @@ pub fn checkpoint_offset(path: &Path) -> Option<u64> {
         .ok()
 }
 
+/// The value of `field` (such as `"Rss:"` or `"VmFlags:"`, trimmed) in `/proc/self/smaps`
+/// for the mapping that holds `addr`, whatever other tests map meanwhile (Linux).
+pub fn smaps_field(addr: usize, field: &str) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+    let mut inside = false;
+    // a mapping's first line: `start-end perms ...`, in hex
+    let range = |line: &str| {
+        let (a, b) = line.split_once(' ')?.0.split_once('-')?;
+        Some(usize::from_str_radix(a, 16).ok()?..usize::from_str_radix(b, 16).ok()?)
+    };
+    for line in smaps.lines() {
+        if let Some(r) = range(line) {
+            inside = r.contains(&addr);
+            continue;
+        }
+        if let Some(v) = line.strip_prefix(field).filter(|_| inside) {
+            return v.trim().to_owned();
+        }
+    }
+    panic!("no mapping holds {addr:#x} with {field}")
+}
+
 /// A fresh empty temp directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -353,23 +353,8 @@ fn records_bigger_than_the_walkers_reach_give_what_one_decoder_gives() {
 /// tests map meanwhile.
 #[cfg(all(feature = "mmap", target_os = "linux"))]
 fn region_rss(addr: usize) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        let range = line.split_once(' ').and_then(|(r, _)| r.split_once('-'));
-        if let Some((a, b)) = range.filter(|(a, b)| !a.is_empty() && !b.contains(':')) {
-            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                inside = (a..b).contains(&addr);
-                continue;
-            }
-        }
-        if inside {
-            if let Some(kb) = line.strip_prefix("Rss:") {
-                return kb.trim().trim_end_matches(" kB").parse::<u64>().unwrap() << 10;
-            }
-        }
-    }
-    panic!("no mapping holds {addr:#x}")
+    let kb = test_support::smaps_field(addr, "Rss:");
+    kb.trim_end_matches(" kB").parse::<u64>().unwrap() << 10
 }
 
 /// A leaked mapping is never unmapped, but its pages go with its `MappedFile`: a program that
