@@ -170,6 +170,30 @@ struct Span {
     generation: u64,
 }
 
+impl Span {
+    /// The bytes a speculative batch was cut for (up to the file's end), for
+    /// [`Gate::queued`]; 0 for a walked one.
+    fn queued_bytes(&self, len: u64) -> u64 {
+        if self.spec {
+            self.end.min(len).saturating_sub(self.start)
+        } else {
+            0
+        }
+    }
+}
+
+/// Whether a batch checks its big collections for duplicates beside its decoder, on a
+/// thread of their own ([`Checker`]), rather than in its decoder as one decoder does. Beside
+/// is faster for the batch (the check is about half of decoding such a collection), but
+/// costs more in all (the members' hashes handed over, and a check that cannot overlap its
+/// cache misses with decoding: 15 ms more of CPU for the bench's 2,000,000-field hash). A
+/// big batch decoded ahead of its turn ([`Pipeline::big_first`], `ahead`) while the other
+/// workers have at least as many bytes queued as it has (`others`, `own`) runs beside them
+/// for its whole length anyway: it checks in its decoder.
+fn checks_beside(ahead: bool, own: u64, others: u64) -> bool {
+    !(ahead && others >= own)
+}
+
 /// The items of one batch of whole records, decoded as they are read from the file (an
 /// iterator of `Result<Item>`; it ends at the batch's end or at its first error).
 #[derive(Debug)]
@@ -353,7 +377,9 @@ impl Drop for Checker {
 }
 
 impl<'f> Batch<'f> {
-    fn new(file: Src<'f>, mut span: Span, config: Config, at: &'f AtomicU64) -> Self {
+    /// A batch of `span`, its big collections' duplicate checks beside its decoder when
+    /// `beside` ([`checks_beside`]).
+    fn new(file: Src<'f>, mut span: Span, config: Config, at: &'f AtomicU64, beside: bool) -> Self {
         let cut = span.spec.then_some(span.end);
         if span.spec {
             // it may end past the guess: up to the file's end
@@ -375,7 +401,9 @@ impl<'f> Batch<'f> {
         };
         span.data = None;
         let mut dec = Decoder::resume(config, span.version, span.flavor, span.db, span.start);
-        dec.defer_member_checks();
+        if beside {
+            dec.defer_member_checks();
+        }
         if cut.is_some() {
             dec.sum_from_here();
             dec.pause_at_big_tables();
@@ -946,20 +974,26 @@ impl Pipeline {
                 let spawned = named("rdb-worker").spawn_scoped(s, move || {
                     loop {
                         let big = || big_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
-                        let job = match big() {
-                            Some(job) => job,
+                        // (and whether it is a big batch handed over ahead of its turn)
+                        let (job, ahead) = match big() {
+                            Some(job) => (job, true),
                             None => match jobs_rx.lock().ok().and_then(|rx| rx.recv().ok()) {
-                                Some(Some(job)) => job,
+                                Some(Some(job)) => (job, false),
                                 // a big batch was handed over (another worker may have
                                 // taken it already)
                                 Some(None) => match big() {
-                                    Some(job) => job,
+                                    Some(job) => (job, true),
                                     None => continue,
                                 },
                                 None => return,
                             },
                         };
                         let (idx, span) = job;
+                        let own = span.queued_bytes(file.len());
+                        let others = gate
+                            .queued
+                            .fetch_sub(own, Ordering::Relaxed)
+                            .saturating_sub(own);
                         let generation = span.generation;
                         if span.spec && gate.generation() != generation {
                             // cut after a wrong guess: nobody takes it
@@ -988,7 +1022,8 @@ impl Pipeline {
                         // where the batch's decoder got: what was handed over before lies
                         // before it
                         let at = AtomicU64::new(span.start);
-                        let mut batch = Batch::new(file, span, config, &at);
+                        let beside = checks_beside(ahead, own, others);
+                        let mut batch = Batch::new(file, span, config, &at, beside);
                         if spec.is_some() {
                             batch.turn = Some(Turn {
                                 gate,
@@ -1213,6 +1248,9 @@ impl Pipeline {
                 // stopped, or cut again from elsewhere
                 continue;
             }
+            // (counted before a worker can take it)
+            gate.queued
+                .fetch_add(span.queued_bytes(file.len()), Ordering::Relaxed);
             let sent = match &big {
                 // (with word in line with the others, for a worker waiting there)
                 Some(big) if far => big.send((idx, span)).is_ok() && jobs.send(None).is_ok(),
@@ -1680,6 +1718,8 @@ struct Gate {
     db: AtomicU64,
     /// A batch holds a big table before its turn ([`Pipeline::big_first`]).
     ahead: AtomicBool,
+    /// Bytes of the speculative batches handed to the workers and not taken yet.
+    queued: AtomicU64,
 }
 
 impl Gate {
@@ -1962,6 +2002,80 @@ mod tests {
         f
     }
 
+    /// A big batch decoded ahead of its turn ([`Pipeline::big_first`]) checks its big
+    /// collections in its decoder while the other workers have at least its bytes queued
+    /// ([`checks_beside`]): here 40,000 small keys wait while the one worker takes the batch
+    /// of a set of 70,000 members at the end. A file that is that set alone keeps its check
+    /// beside the decoder. The items are what one decoder gives either way.
+    #[cfg(feature = "mmap")]
+    #[test]
+    fn a_big_batch_ahead_of_its_turn_checks_in_its_decoder_while_others_wait() {
+        assert!(checks_beside(false, 100, 1_000));
+        assert!(checks_beside(true, 1_000, 999));
+        assert!(!checks_beside(true, 1_000, 1_000));
+        let dir = test_support::temp_dir("rdb-inline-check");
+        let set = set_file(70_000, None);
+        // the same set after 40,000 keys of 60-byte values (2.8 MB against its 0.6 MB)
+        let mut many = set[..11].to_vec();
+        for i in 0..40_000u32 {
+            let key = format!("k{i:06}");
+            many.extend([0, key.len() as u8]);
+            many.extend_from_slice(key.as_bytes());
+            many.push(60);
+            many.extend_from_slice(&[b'v'; 60]);
+        }
+        many.extend_from_slice(&set[11..]);
+        for (bytes, beside) in [(set, true), (many, false)] {
+            let path = dir.join("f.rdb");
+            std::fs::write(&path, &bytes).unwrap();
+            let mut want = Vec::new();
+            let mut dec = Decoder::with_config(Config::default());
+            let mut src = Bytes::from(bytes.clone());
+            while let Some(i) = dec.decode_eof(&mut src).unwrap() {
+                want.push(format!("{i:?}"));
+            }
+            let slept = AtomicBool::new(false);
+            let deferred = Mutex::new(Vec::new());
+            let mut got = Vec::new();
+            Pipeline::new(Config::default())
+                .threads(1)
+                .map(true)
+                .batch_bytes(64 << 10)
+                .window(1 << 16)
+                .big_first(true)
+                .run(
+                    &path,
+                    |b, _| {
+                        // the one worker's first batch waits for the walker to hand over
+                        // every other one
+                        if !beside && !slept.swap(true, Ordering::Relaxed) {
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                        let mut items = Vec::new();
+                        while let Some(i) = b.next() {
+                            let i = i.unwrap();
+                            if matches!(&i, Item::KeyStart(h) if &h.key[..] == b"set") {
+                                deferred.lock().unwrap().push(b.dec.defers_member_checks());
+                            }
+                            items.push(format!("{i:?}"));
+                        }
+                        items
+                    },
+                    |part| {
+                        match part {
+                            Part::Item(i) => got.push(format!("{i:?}")),
+                            Part::Done(items) => got.extend(items),
+                        }
+                        ControlFlow::Continue(())
+                    },
+                )
+                .unwrap();
+            assert_eq!(got, want, "the set after {} bytes", bytes.len() - 630_000);
+            assert_eq!(*deferred.lock().unwrap(), [beside], "beside its decoder");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A walker counts a big collection once, whatever pieces its input came in: one not all
     /// in the input when a run of records reached it used to count there too, and then again
     /// when it was walked, so that the batch before it waited its turn as if it held one.
@@ -2015,7 +2129,7 @@ mod tests {
         let file = File::open(path).unwrap();
         let span = whole_file(file.metadata().unwrap().len(), None);
         let at = AtomicU64::new(0);
-        let mut batch = Batch::new(Src::File(&file), span, config, &at);
+        let mut batch = Batch::new(Src::File(&file), span, config, &at, true);
         if here {
             batch.check = Some(Checker::Here {
                 check: MemberCheck::new(&config),
@@ -2088,7 +2202,7 @@ mod tests {
         let span = whole_file(bytes.len() as u64, Some(data));
         let at = AtomicU64::new(0);
         let config = Config::default();
-        let mut batch = Batch::new(Src::File(&file), span, config, &at);
+        let mut batch = Batch::new(Src::File(&file), span, config, &at, true);
         // checked as the steps come, but taken only when the decoder must wait: it is ahead
         batch.check = Some(Checker::Here {
             check: MemberCheck::new(&config),

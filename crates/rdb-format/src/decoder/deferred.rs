@@ -127,6 +127,12 @@ impl Decoder {
         self.defer = self.config.recovery != Recovery::Skip && !self.walk;
     }
 
+    /// Whether big collections' duplicate checks are handed over ([`Self::defer_member_checks`]).
+    #[cfg(test)]
+    pub(crate) fn defers_member_checks(&self) -> bool {
+        self.defer
+    }
+
     /// Whether messages for the duplicate check wait to be taken: the last call returned
     /// `Ok(None)` for them to be, not for more input.
     pub(crate) fn has_deferred(&self) -> bool {
