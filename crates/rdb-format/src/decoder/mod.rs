@@ -1010,6 +1010,12 @@ impl Decoder {
         self.big_tables.get()
     }
 
+    /// Whether the decoder is among a collection's members (a walker walks them one by one,
+    /// where it skips a string whole).
+    pub(crate) fn in_members(&self) -> bool {
+        matches!(self.state, State::Seq(_))
+    }
+
     /// Counts a collection of `n` members in [`Decoder::big_tables`] when its check will
     /// need a big table (the caller knows its members are checked).
     fn note_members(&self, n: u64) {
