@@ -701,6 +701,12 @@ impl Decoder {
         }
         let blob_err = |e: BlobError, s: SRef| blob_error(e, base, s);
         match (&mut seq.acc, r) {
+            // raw strings, the most common members, straight from the input: through
+            // `mat`'s `Result`, each was stored a word at a time and loaded back whole (a
+            // stalled load, a tenth of decoding a big hash)
+            (Acc::List(v) | Acc::Set(v), RawEl::One(SRef::Raw(a, b))) => {
+                v.push(Elem::Bytes(chunk.slice(a..b)));
+            }
             (Acc::List(v) | Acc::Set(v), RawEl::One(s)) => v.push(self.mat(chunk, base, s)?),
             (Acc::Array(v), RawEl::Array(index, a)) => v.push(ArrayItem {
                 index,
@@ -711,7 +717,15 @@ impl Decoder {
                     ArrRaw::Float(d) => ArrayValue::Float(d),
                 },
             }),
+            (Acc::Zset(v), RawEl::Scored(SRef::Raw(a, b), score)) => {
+                v.push((Elem::Bytes(chunk.slice(a..b)), score));
+            }
             (Acc::Zset(v), RawEl::Scored(m, score)) => v.push((self.mat(chunk, base, m)?, score)),
+            (Acc::Hash(v), RawEl::Two(SRef::Raw(a, b), SRef::Raw(c, d))) => v.push(HashField {
+                field: Elem::Bytes(chunk.slice(a..b)),
+                value: Elem::Bytes(chunk.slice(c..d)),
+                expire_ms: None,
+            }),
             (Acc::Hash(v), RawEl::Two(f, val)) => v.push(HashField {
                 field: self.mat(chunk, base, f)?,
                 value: self.mat(chunk, base, val)?,
