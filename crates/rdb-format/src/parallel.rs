@@ -1299,12 +1299,12 @@ impl Pipeline {
         }
         // a big record: walked to its end where that is near, else looked for past where
         // the walk got (the batch's worker finds its end)
-        let target = match self.walk_to(file, from, first, version, flavor) {
+        let mut target = match self.walk_to(file, from, first, version, flavor) {
             Walked::To(end) => return (end, true),
             Walked::Far(at) => at,
             Walked::Failed => first,
         };
-        let (mut target, mut gap) = (target, self.batch);
+        let mut gap = self.batch;
         while target < len {
             gap = gap.saturating_mul(2).clamp(PROBE_SCAN, PROBE_GAP);
             target = target.saturating_add(gap);
@@ -2063,12 +2063,7 @@ mod tests {
         for (bytes, beside) in [(set, true), (many, false)] {
             let path = dir.join("f.rdb");
             std::fs::write(&path, &bytes).unwrap();
-            let mut want = Vec::new();
-            let mut dec = Decoder::with_config(Config::default());
-            let mut src = Bytes::from(bytes.clone());
-            while let Some(i) = dec.decode_eof(&mut src).unwrap() {
-                want.push(format!("{i:?}"));
-            }
+            let want = one_decoder(&bytes);
             let slept = AtomicBool::new(false);
             let deferred = Mutex::new(Vec::new());
             let mut got = Vec::new();
