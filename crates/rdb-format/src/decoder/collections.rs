@@ -8,7 +8,8 @@ use super::*;
 #[derive(Debug, Default)]
 pub(super) struct BlobScratch {
     pub(super) raws: Vec<encodings::Raw>,
-    /// 64-bit hashes of the members' texts: sorted to find duplicates.
+    /// 64-bit hashes of the members' texts of a blob too big for [`any_equal`]'s table on
+    /// the stack: sorted to find duplicates.
     pub(super) hashes: Vec<u64>,
 }
 
@@ -65,16 +66,13 @@ pub(super) fn decode_blob(
     // members of sets, fields of hashes and members of sorted sets are unique (Redis checks
     // them in every encoding); an intset checked its own order already
     if ty != 10 && ty != 11 && raws.len() > per {
-        // hash every member's text, sort, and compare the texts of equal neighbours: no set
-        // to allocate for the small collections these encodings hold
-        hashes.clear();
+        // hash every member's text and look for two equal hashes; only then compare texts
         let mut text = itoa::Buffer::new();
         let hash = |r: &encodings::Raw, text: &mut itoa::Buffer| {
             xxhash_rust::xxh3::xxh3_64(raw_text(*r, blob, text))
         };
-        hashes.extend(raws.iter().step_by(per).map(|r| hash(r, &mut text)));
-        hashes.sort_unstable();
-        if hashes.windows(2).any(|w| w[0] == w[1]) {
+        let members = raws.iter().step_by(per).map(|r| hash(r, &mut text));
+        if any_equal(members, raws.len() / per, hashes) {
             // a duplicate, or a 64-bit collision of two texts: which members, with their indexes
             let mut hashes: Vec<(u64, u32)> = (raws.iter().step_by(per).enumerate())
                 .map(|(i, r)| (hash(r, &mut text), i as u32))
@@ -172,6 +170,44 @@ pub(super) fn decode_blob(
         )?),
         _ => unreachable!("decode_blob is only called for blob types"),
     }))
+}
+
+/// The most members whose hashes [`any_equal`] puts in a table on the stack.
+const STACK_TABLE: usize = 64;
+
+/// Whether two of the `n` hashes `it` gives are equal, or near enough (a hash's lowest bit
+/// is not compared): the caller then compares the texts. Up to [`STACK_TABLE`] hashes go
+/// into a small open-addressing table on the stack, at most half full (the collections these
+/// encodings hold are that small, and sorting them cost more, a mispredicted branch a
+/// comparison); more are sorted in `spill`.
+fn any_equal(it: impl Iterator<Item = u64>, n: usize, spill: &mut Vec<u64>) -> bool {
+    if n > STACK_TABLE {
+        spill.clear();
+        spill.extend(it.map(|h| h | 1));
+        spill.sort_unstable();
+        return spill.windows(2).any(|w| w[0] == w[1]);
+    }
+    // 2^bits slots, at least twice the hashes; 0 marks an empty one (every hash kept is odd)
+    let bits = (2 * n).next_power_of_two().trailing_zeros().max(3);
+    let mask = (1usize << bits) - 1;
+    let mut table = [0u64; 2 * STACK_TABLE];
+    for h in it {
+        let h = h | 1;
+        // the high bits pick the slot, the next ones on when it is taken
+        let mut at = (h >> (64 - bits)) as usize;
+        loop {
+            let slot = &mut table[at];
+            if *slot == 0 {
+                *slot = h;
+                break;
+            }
+            if *slot == h {
+                return true;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+    false
 }
 
 /// The `n` elements `it` gives, or its first error: allocated once (collecting `Result`s
@@ -797,5 +833,51 @@ fn node_entries(kind: SeqKind, container: u64, blob: &[u8]) -> usize {
     {
         Some(n) if n != u16::MAX => usize::from(n).min(blob.len()),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{STACK_TABLE, any_equal};
+
+    /// Evenly spread 64-bit values (splitmix64).
+    fn values(n: usize, seed: u64) -> Vec<u64> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn equal_hashes_are_found_in_the_stack_table_and_past_it() {
+        let mut spill = Vec::new();
+        for n in (0..=2 * STACK_TABLE + 2).chain([500, 1000]) {
+            let vs = values(n, n as u64 + 1);
+            assert!(
+                !any_equal(vs.iter().copied(), n, &mut spill),
+                "{n} distinct"
+            );
+            for at in (0..n.saturating_sub(1)).step_by(7) {
+                let mut w = vs.clone();
+                w[at] = w[n - 1];
+                assert!(any_equal(w.iter().copied(), n, &mut spill), "{n}: {at}");
+            }
+        }
+        // hashes that share their high bits (one home slot) and 0
+        let same: Vec<u64> = (0..STACK_TABLE as u64)
+            .map(|i| (7 << 58) | (i << 1))
+            .collect();
+        assert!(!any_equal(same.iter().copied(), same.len(), &mut spill));
+        let mut again = same.clone();
+        again.push(same[STACK_TABLE - 1]);
+        assert!(any_equal(again.iter().copied(), again.len(), &mut spill));
+        // two hashes that differ only in their lowest bit count as equal: the texts decide
+        assert!(any_equal([4, 5].into_iter(), 2, &mut spill));
     }
 }

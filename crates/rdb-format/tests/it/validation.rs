@@ -188,6 +188,56 @@ fn duplicates_in_every_encoding() {
     assert!(e.to_string().contains("duplicate member \"7\""), "{e}");
 }
 
+/// A packed set or hash of every size around the bound of the small table that finds its
+/// duplicates (64 members: a table on the stack below, sorting above) finds a duplicate
+/// wherever it lies, and finds none in members that differ, integers among them.
+#[test]
+fn packed_duplicates_are_found_at_every_size() {
+    let blob = |items: &[Vec<u8>]| {
+        let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+        let mut v = Vec::new();
+        string(&listpack(&refs), &mut v);
+        v
+    };
+    for n in [2, 3, 20, 31, 32, 33, 63, 64, 65, 66, 127, 128, 129, 300] {
+        let members: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    i.to_string().into_bytes()
+                } else {
+                    format!("member:{i}").into_bytes()
+                }
+            })
+            .collect();
+        for c in [Config::default(), checked()] {
+            decode(&one_key(20, &blob(&members)), c)
+                .unwrap_or_else(|e| panic!("{n} distinct members: {e}"));
+        }
+        // the last member again, in place of the first, the middle one and the one before it
+        for at in [0, (n - 1) / 2, n - 2] {
+            let mut set = members.clone();
+            set[at] = members[n - 1].clone();
+            let e = decode(&one_key(20, &blob(&set)), Config::default())
+                .expect_err(&format!("{n} members, {at} twice"));
+            assert!(
+                e.to_string().contains(&format!(
+                    "duplicate member \"{}\"",
+                    String::from_utf8_lossy(&members[n - 1])
+                )),
+                "{n} members, {at} twice: {e}"
+            );
+            // a hash: fields and values, the values all equal
+            let fields: Vec<Vec<u8>> = set
+                .iter()
+                .flat_map(|m| [m.clone(), b"v".to_vec()])
+                .collect();
+            let e = decode(&one_key(16, &blob(&fields)), checked())
+                .expect_err(&format!("hash of {n} fields, {at} twice"));
+            assert!(e.to_string().contains("duplicate field"), "{n}: {e}");
+        }
+    }
+}
+
 #[test]
 fn big_collections_are_checked_within_the_limit() {
     // a hashtable set: a b c d e a — `a` is remembered, so found past the limit
