@@ -68,7 +68,7 @@ pub struct Config {
 }
 
 /// The default [`Config::dup_check_limit`]: 917,504 member hashes, what a table of 2^20
-/// 16-byte slots holds at its load factor (16 MiB); one more member would double it.
+/// 8-byte slots holds at its load factor (8 MiB); one more member would double it.
 pub const DUP_CHECK_LIMIT: usize = 917_504;
 
 impl Default for Config {
@@ -169,10 +169,11 @@ impl Config {
         self
     }
 
-    /// How many members of one hashtable-encoded set, hash or sorted set are remembered (as
-    /// 16-byte hashes) to find duplicates, which Redis refuses. Past it, later members are
-    /// still checked against the remembered ones, and [`Decoder::partial_checks`] counts the
-    /// key. Default 917,504 ([`DUP_CHECK_LIMIT`]: what a 16 MiB table holds). Compact
+    /// How many members of one hashtable-encoded set, hash or sorted set are remembered (8
+    /// bytes each, in a table sized for what the value announces) to find duplicates, which
+    /// Redis refuses. Past it, later members are still checked against the remembered ones,
+    /// and [`Decoder::partial_checks`] counts the key. Default 917,504 ([`DUP_CHECK_LIMIT`]:
+    /// what an 8 MiB table holds). Compact
     /// encodings are always checked whole.
     ///
     /// [`Decoder::partial_checks`]: crate::Decoder::partial_checks

@@ -247,8 +247,8 @@ struct CheckArgs {
     /// Accept what Redis accepts where this tool is stricter (see `dump --lenient`).
     #[arg(long)]
     lenient: bool,
-    /// Members of one big set, hash or sorted set remembered to find duplicates (16 bytes
-    /// each); past it the check is partial and says so.
+    /// Members of one big set, hash or sorted set remembered to find duplicates (8 bytes
+    /// each, 16 for the first 65,536); past it the check is partial and says so.
     #[arg(long, value_name = "N", default_value_t = replicator::rdb::DUP_CHECK_LIMIT)]
     dup_check_limit: usize,
     /// AOF: cut the last file at its last valid command, after copying it to a backup.

@@ -320,36 +320,35 @@ struct SeqState {
 /// Hashes of a collection's members (128-bit xxh3: a false duplicate is out of reach), up to
 /// a limit; past it the check goes on for the members already seen and is partial.
 ///
-/// A value that announces up to [`SMALL_SEEN`] members gets a `HashSet`: cheap to make, and
-/// it stays in the caches. A bigger one gets a [`BigSeen`], whose lines the decoder loads
-/// ahead of the members' turn.
+/// The first [`SEEN_FIRST`] members go into a `HashSet` (at most about 2 MiB, which stays in
+/// the caches): a count in a few bytes of input allocates no more than that until that many
+/// members have actually come. A value that announced more then moves them, in one step, into
+/// a [`BigSeen`] sized for what it announced, whose lines the decoder loads ahead of the
+/// members' turn. Members past what it announced go into the `HashSet` again.
 #[derive(Debug, Default)]
 struct Seen {
     small: std::collections::HashSet<u128, std::hash::BuildHasherDefault<U128Hasher>>,
     big: BigSeen,
+    /// The members the value announces (up to the limit).
+    want: usize,
     partial: bool,
 }
-
-/// The most members a value may announce and still get a `HashSet` (about 0.5 MiB).
-const SMALL_SEEN: usize = 1 << 14;
 
 impl Seen {
     /// A table for a value that announces `n` members (up to the limit).
     fn with_capacity(n: usize) -> Self {
-        if n > SMALL_SEEN {
-            Self {
-                big: BigSeen::with_capacity(n),
-                ..Self::default()
-            }
-        } else {
-            Self {
-                small: std::collections::HashSet::with_capacity_and_hasher(n, Default::default()),
-                ..Self::default()
-            }
+        Self {
+            small: std::collections::HashSet::with_capacity_and_hasher(
+                n.min(SEEN_FIRST),
+                Default::default(),
+            ),
+            want: n,
+            ..Self::default()
         }
     }
 
-    /// Whether this is a [`BigSeen`], too big for the caches: worth loading lines ahead.
+    /// Whether the members are in a [`BigSeen`], too big for the caches: worth loading lines
+    /// ahead.
     fn is_big(&self) -> bool {
         self.big.lines > 0
     }
@@ -367,11 +366,7 @@ impl Seen {
 
     /// Whether `h` was added.
     fn contains(&self, h: u128) -> bool {
-        if self.is_big() {
-            self.big.contains(h)
-        } else {
-            self.small.contains(&h)
-        }
+        self.big.contains(h) || self.small.contains(&h)
     }
 
     /// Checks a member's hash against those seen and adds it, up to `limit` hashes; past
@@ -389,10 +384,21 @@ impl Seen {
     /// Adds a member's hash; false when it was there already.
     fn insert(&mut self, h: u128) -> bool {
         if self.is_big() {
-            self.big.insert(h)
-        } else {
-            self.small.insert(h)
+            return match self.big.insert(h) {
+                Some(new) => new,
+                // more members than the value announced
+                None => self.small.insert(h),
+            };
         }
+        let new = self.small.insert(h);
+        if self.small.len() >= SEEN_FIRST && self.want > SEEN_FIRST {
+            let mut big = BigSeen::with_capacity(self.want);
+            for h in std::mem::take(&mut self.small) {
+                big.insert(h);
+            }
+            self.big = big;
+        }
+        new
     }
 }
 
@@ -401,11 +407,18 @@ impl Seen {
 /// its probe live in one cache line (a `HashSet` reads a control byte and a slot in two), and
 /// the decoder [`touch`](Self::touch)es the lines of a batch's coming members ahead of their
 /// turn, so the misses overlap instead of coming one after another.
+///
+/// A member's 128-bit hash picks its home line with its high half, and the table keeps its
+/// low half (its [`tag`]): eight to a cache line, half the bytes of whole hashes (half the
+/// fresh pages, and fewer lines for the caches to hold), and a probe that seldom leaves its
+/// home line. Two members pass for one only when their tags are equal and the probe of one
+/// meets the other: for a table of a million members, about one chance in 2^41 (a `HashSet`
+/// of 64-bit hashes would have one in 2^25). A table is made at its full size: without the
+/// hashes' high halves it cannot be rehashed into a bigger one.
 #[derive(Default)]
 struct BigSeen {
-    /// Slots four to a cache line, from `skew` on; 0 marks an empty slot (the hash 0 is
-    /// `zero`). Allocated zeroed, so fresh pages cost nothing until a member lands on them.
-    slots: Vec<u128>,
+    /// Tags eight to a cache line, from `skew` on; 0 marks an empty slot (no tag is 0).
+    slots: Vec<u64>,
     /// Slots before the first one aligned to a cache line (to a huge page in a table of
     /// [`HUGE_TABLE`] bytes or more).
     skew: usize,
@@ -414,13 +427,8 @@ struct BigSeen {
     /// A bit a line: some hash went on past it, full, to a later line. A search that meets a
     /// full line without it stops there: what it looks for would have been put in that line.
     passed: Vec<u64>,
-    /// Hashes held, `zero` included.
+    /// Hashes held.
     len: usize,
-    /// Whether the hash 0 was added.
-    zero: bool,
-    /// The members the value announces (up to the limit): the size the table jumps to once
-    /// its first allocation is full.
-    want: usize,
 }
 
 impl std::fmt::Debug for BigSeen {
@@ -432,46 +440,37 @@ impl std::fmt::Debug for BigSeen {
     }
 }
 
-/// Members a duplicate table is first sized for (2 MiB): a count in a few bytes of input
-/// allocates no more than this until that many members have actually come.
+/// Members held in a `HashSet` before a value that announced more gets a [`BigSeen`].
 const SEEN_FIRST: usize = 1 << 16;
 
 /// Slots in a cache line.
-const LINE: usize = 4;
+const LINE: usize = 8;
 
 /// The smallest page size of the machines the crate runs on.
 const PAGE: usize = 4096;
 
+/// What a [`BigSeen`] keeps of a hash: its low half, never 0 (the empty slot's mark: a low
+/// half of 0 is kept as an odd constant, which a hash is as likely to have as any other).
+fn tag(h: u128) -> u64 {
+    match h as u64 {
+        0 => 0x9e37_79b9_7f4a_7c15,
+        t => t,
+    }
+}
+
 impl BigSeen {
-    /// A table for a value that announces `n` members (up to the limit). It is sized for
-    /// `n` only after [`SEEN_FIRST`] members came, in one step: one rehash from a small table
-    /// instead of one per doubling, and no big old table beside the new one.
+    /// A table that holds `n` hashes.
     fn with_capacity(n: usize) -> Self {
-        let mut s = Self {
-            want: n,
-            ..Self::default()
-        };
-        s.resize(n.min(SEEN_FIRST));
-        s
-    }
-
-    /// Hashes the table holds before it must grow: seven eighths of its slots.
-    fn capacity(&self) -> usize {
-        self.lines * LINE / 8 * 7
-    }
-
-    /// Reallocates for `n` hashes and puts back those held.
-    fn resize(&mut self, n: usize) {
         let lines = (n.max(1) * 8).div_ceil(7 * LINE).next_power_of_two().max(2);
         let len = lines * LINE;
         // a big table starts at a huge page's edge, a small one at a cache line's, whatever
         // the allocator's alignment (the room before it is never touched)
-        let huge = len * size_of::<u128>() >= HUGE_TABLE;
+        let huge = len * size_of::<u64>() >= HUGE_TABLE;
         let align = if huge { HUGE_PAGE } else { 64 };
-        let room = align / size_of::<u128>() - 1;
-        let old = std::mem::replace(&mut self.slots, vec![0; len + room]);
-        let skew = (self.slots.as_ptr() as usize).wrapping_neg() % align / size_of::<u128>();
-        let table = &mut self.slots[skew..skew + len];
+        let room = align / size_of::<u64>() - 1;
+        let mut slots = vec![0; len + room];
+        let skew = (slots.as_ptr() as usize).wrapping_neg() % align / size_of::<u64>();
+        let table = &mut slots[skew..skew + len];
         if huge {
             huge_pages(table);
         }
@@ -480,25 +479,26 @@ impl BigSeen {
         // swaps in a page of its own and must flush the old mapping from every core the
         // program runs on: an interrupt to the other cores per page, which cost the pipeline's
         // duplicate check thread 1-15 % of its time. Written first, a page is simply
-        // allocated. (Each page gets a member soon anyway: the hashes are uniform, and those
-        // held are put back just below.)
-        for slot in table.iter_mut().step_by(PAGE / size_of::<u128>()) {
+        // allocated. (Each page gets a member soon anyway: the hashes are uniform.)
+        for slot in table.iter_mut().step_by(PAGE / size_of::<u64>()) {
             *std::hint::black_box(slot) = 0;
         }
-        let old_start = self.skew;
-        let old_end = self.skew + self.lines * LINE;
-        self.skew = skew;
-        self.lines = lines;
-        self.passed = vec![0; lines.div_ceil(64)];
-        for &h in old.get(old_start..old_end).unwrap_or(&[]) {
-            if h != 0 {
-                self.put(h);
-            }
+        Self {
+            slots,
+            skew,
+            lines,
+            passed: vec![0; lines.div_ceil(64)],
+            len: 0,
         }
     }
 
+    /// Hashes the table holds: seven eighths of its slots.
+    fn capacity(&self) -> usize {
+        self.lines * LINE / 8 * 7
+    }
+
     /// The slots of line `i`.
-    fn line(&self, i: usize) -> &[u128; LINE] {
+    fn line(&self, i: usize) -> &[u64; LINE] {
         let at = self.skew + i * LINE;
         self.slots[at..]
             .first_chunk()
@@ -514,11 +514,13 @@ impl BigSeen {
     /// or [`contains`](Self::contains) of it finds the line in the cache.
     fn touch(&self, h: u128) {
         if self.lines > 0 {
-            let home = self.home(h);
-            prefetch(self.line(home));
-            // near the limit's load the search often goes on to the next line
-            prefetch(self.line(self.next(home, 1)));
+            prefetch(self.line(self.home(h)));
         }
+    }
+
+    /// Whether some hash went on past line `line`, full, to a later line.
+    fn went_past(&self, line: usize) -> bool {
+        self.passed[line / 64] & (1 << (line % 64)) != 0
     }
 
     /// The line after `line` in the probe of a hash, at its `step`-th step: lines i(i+1)/2
@@ -530,23 +532,21 @@ impl BigSeen {
 
     /// Whether `h` was added.
     fn contains(&self, h: u128) -> bool {
-        if h == 0 {
-            return self.zero;
-        }
         if self.lines == 0 {
             return false;
         }
+        let t = tag(h);
         let mut line = self.home(h);
-        for step in 1.. {
+        for step in 1..=self.lines {
             for &s in self.line(line) {
-                if s == h {
+                if s == t {
                     return true;
                 }
                 if s == 0 {
                     return false;
                 }
             }
-            if self.passed[line / 64] & (1 << (line % 64)) == 0 {
+            if !self.went_past(line) {
                 return false;
             }
             line = self.next(line, step);
@@ -554,42 +554,31 @@ impl BigSeen {
         false
     }
 
-    /// Puts `h` (not 0) in the first slot free along its probe, or finds it there already
-    /// (false).
-    fn put(&mut self, h: u128) -> bool {
+    /// Adds a member's hash: whether it is new (false when it was there already), or `None`
+    /// when the table is full and it was not there.
+    fn insert(&mut self, h: u128) -> Option<bool> {
+        if self.len >= self.capacity() {
+            return if self.contains(h) { Some(false) } else { None };
+        }
+        let t = tag(h);
         let mut line = self.home(h);
-        for step in 1.. {
+        // below the load limit a free slot lies on the probe: it visits every line
+        for step in 1..=self.lines {
             let at = self.skew + line * LINE;
             for slot in &mut self.slots[at..at + LINE] {
-                if *slot == h {
-                    return false;
+                if *slot == t {
+                    return Some(false);
                 }
                 if *slot == 0 {
-                    *slot = h;
-                    return true;
+                    *slot = t;
+                    self.len += 1;
+                    return Some(true);
                 }
             }
             self.passed[line / 64] |= 1 << (line % 64);
             line = self.next(line, step);
         }
-        false
-    }
-
-    /// Adds a member's hash; false when it was there already.
-    fn insert(&mut self, h: u128) -> bool {
-        if h == 0 {
-            let new = !self.zero;
-            self.zero = true;
-            self.len += usize::from(new);
-            return new;
-        }
-        if self.len >= self.capacity() {
-            // to what the value announced, or double when more came than it said
-            self.resize(self.want.max(self.len * 2));
-        }
-        let new = self.put(h);
-        self.len += usize::from(new);
-        new
+        None
     }
 }
 
@@ -605,13 +594,13 @@ const HUGE_PAGE: usize = 2 << 20;
 ///
 /// A big duplicate table is read at random, a member a line: with 4 KiB pages nearly each
 /// member also misses the TLB, and a page walk (two nested ones in a virtual machine) comes
-/// before the cache miss. With 2 MiB pages a 16 MiB table needs 8 TLB entries. Measured on
+/// before the cache miss. With 2 MiB pages a 16 MiB table needed 8 TLB entries. Measured on
 /// the 2,000,000-field hash of the bench's mixed file: `dump --format jsonl` of that key went
 /// from 0.230 to 0.200 s on one thread, the whole file's `check` from 0.510 to 0.496 s.
 /// The advice changes nothing the program reads: a kernel without huge pages ignores it.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn huge_pages(table: &mut [u128]) {
+fn huge_pages(table: &mut [u64]) {
     let start = table.as_mut_ptr() as usize;
     // whole huge pages inside the table: the advice covers nothing the table does not own
     let from = start.next_multiple_of(HUGE_PAGE);
@@ -629,12 +618,12 @@ fn huge_pages(table: &mut [u128]) {
 
 /// Elsewhere the table keeps the system's pages.
 #[cfg(not(target_os = "linux"))]
-fn huge_pages(_: &mut [u128]) {}
+fn huge_pages(_: &mut [u64]) {}
 
 /// Asks the CPU to bring the cache line at `line` in without waiting for it.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-fn prefetch(line: &[u128; LINE]) {
+fn prefetch(line: &[u64; LINE]) {
     use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
     // SAFETY: a prefetch is only a hint: it reads nothing the program sees and cannot fault,
     // and the pointer comes from a live slice anyway.
@@ -643,7 +632,7 @@ fn prefetch(line: &[u128; LINE]) {
 
 /// Elsewhere a plain read: it still lets some of a batch's misses overlap.
 #[cfg(not(target_arch = "x86_64"))]
-fn prefetch(line: &[u128; LINE]) {
+fn prefetch(line: &[u64; LINE]) {
     std::hint::black_box(line[0]);
 }
 
@@ -1004,7 +993,7 @@ impl Decoder {
     }
 
     /// How many keys so far announced more members than a first duplicate table holds
-    /// ([`SEEN_FIRST`]): each one's check holds a table of up to 16 MiB while it is decoded.
+    /// ([`SEEN_FIRST`]): each one's check holds a table of up to 8 MiB while it is decoded.
     /// A walker counts them too, though it checks nothing.
     pub(crate) fn big_tables(&self) -> u64 {
         self.big_tables.get()
@@ -2307,7 +2296,7 @@ fn array_elem(c: &mut Cur<'_>) -> P<RawEl> {
 
 #[cfg(test)]
 mod tests {
-    use super::{BigSeen, CRC_BLOCK, Crc, SMALL_SEEN, Seen, crc64};
+    use super::{BigSeen, CRC_BLOCK, Crc, SEEN_FIRST, Seen, crc64};
 
     /// Distinct, evenly spread 128-bit values (splitmix64 twice).
     fn values(n: usize, seed: u64) -> Vec<u128> {
@@ -2328,20 +2317,31 @@ mod tests {
     fn a_big_table_finds_every_duplicate_up_to_its_load_and_nothing_else() {
         let n = 200_000;
         let mut t = BigSeen::with_capacity(n);
+        assert!(t.capacity() >= n && t.capacity() < 2 * n);
         let vs = values(n, 1);
         for &v in &vs {
-            assert!(t.insert(v), "{v:x} taken for a duplicate");
+            assert_eq!(t.insert(v), Some(true), "{v:x} taken for a duplicate");
         }
-        // it grew once, from its first size to the announced one, and is at its load limit
         assert_eq!(t.len, n);
-        assert!(t.capacity() >= n && t.capacity() < 2 * n);
         for &v in vs.iter().step_by(7) {
-            assert!(!t.insert(v) && t.contains(v), "{v:x} not found again");
+            assert!(
+                t.insert(v) == Some(false) && t.contains(v),
+                "{v:x} not found again"
+            );
         }
         for v in values(50_000, 2) {
             assert!(!t.contains(v), "{v:x} found but never added");
         }
         assert_eq!(t.len, n);
+        // full: a hash held is found, a new one is refused, not taken for a duplicate
+        let mut full = BigSeen::with_capacity(100);
+        let vs = values(full.capacity(), 3);
+        for &v in &vs {
+            assert_eq!(full.insert(v), Some(true));
+        }
+        assert_eq!(full.insert(vs[5]), Some(false));
+        assert!(values(100, 4).into_iter().all(|v| full.insert(v).is_none()));
+        assert_eq!(full.len, vs.len());
     }
 
     /// A table of [`HUGE_TABLE`] bytes or more starts at a huge page's edge, and its pages are
@@ -2358,14 +2358,13 @@ mod tests {
             && !status
                 .lines()
                 .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"]));
-        // (more than the first allocation's members: the second one is the announced size)
         for (n, huge) in [(600_000, true), (70_000, false)] {
             let mut t = BigSeen::with_capacity(n);
             let vs = values(n, 5);
             for &v in &vs {
-                assert!(t.insert(v));
+                assert_eq!(t.insert(v), Some(true));
             }
-            let bytes = t.lines * LINE * size_of::<u128>();
+            let bytes = t.lines * LINE * size_of::<u64>();
             assert_eq!(bytes >= HUGE_TABLE, huge, "{n} members: {bytes} bytes");
             let start = t.slots[t.skew..].as_ptr() as usize;
             let align = if huge { HUGE_PAGE } else { 64 };
@@ -2391,10 +2390,10 @@ mod tests {
             .map(|v| (v & u128::from(u64::MAX)) | (5 << 64))
             .collect();
         for &v in &vs {
-            assert!(t.insert(v));
+            assert_eq!(t.insert(v), Some(true));
         }
         for &v in &vs {
-            assert!(t.contains(v) && !t.insert(v));
+            assert!(t.contains(v) && t.insert(v) == Some(false));
         }
         for v in values(3_000, 4) {
             let v = (v & u128::from(u64::MAX)) | (5 << 64);
@@ -2402,28 +2401,42 @@ mod tests {
         }
     }
 
+    /// The hash 0 (whose tag is not 0) is held like any other, before and after the members
+    /// move into the big table; so is 1.
     #[test]
     fn the_hash_zero_is_a_member_like_any_other() {
-        for n in [10, SMALL_SEEN + 1] {
+        for n in [10, 2 * SEEN_FIRST] {
             let mut s = Seen::with_capacity(n);
             assert!(!s.contains(0));
             assert!(s.insert(0));
             assert!(s.contains(0) && !s.insert(0));
+            assert!(!s.contains(1));
             assert!(s.insert(1) && !s.insert(1));
             assert_eq!(s.len(), 2);
+            for v in values(SEEN_FIRST, 8) {
+                assert!(s.insert(v));
+            }
+            assert_eq!(s.is_big(), n > SEEN_FIRST, "{n}");
+            assert!(s.contains(0) && !s.insert(0) && s.contains(1) && !s.insert(1));
+            assert_eq!(s.len(), SEEN_FIRST + 2);
         }
     }
 
+    /// Members go into a big table once [`SEEN_FIRST`] came of a value that announced more;
+    /// past what it announced, beside it. Every one is found, in either place.
     #[test]
     fn a_value_that_brings_more_members_than_it_announced_grows_its_table() {
-        let mut s = Seen::with_capacity(SMALL_SEEN + 1);
-        assert!(s.is_big());
+        let mut s = Seen::with_capacity(100_000);
         let vs = values(300_000, 5);
-        for &v in &vs {
-            assert!(s.insert(v));
+        for (i, &v) in vs.iter().enumerate() {
+            assert_eq!(s.is_big(), i >= SEEN_FIRST, "{i}");
+            assert!(s.insert(v), "{i}");
         }
         assert!(vs.iter().all(|&v| s.contains(v)));
+        assert!(vs.iter().step_by(11).all(|&v| !s.insert(v)));
+        assert!(values(10_000, 6).iter().all(|&v| !s.contains(v)));
         assert_eq!(s.len(), vs.len());
+        assert!(s.big.len == s.big.capacity() && s.small.len() == vs.len() - s.big.len);
     }
 
     #[test]
