@@ -4,7 +4,29 @@ use bytes::{BufMut, BytesMut};
 
 use crate::frame::Frame;
 
+/// Appends `ty`, `n` in decimal and CRLF. Most counts and lengths are under 100: their
+/// header is stored whole, without formatting a number or copying a slice of unknown length
+/// (with `itoa` and three appends, headers were 8 % of printing a file as RESP).
+#[inline]
 pub(crate) fn header(dst: &mut BytesMut, ty: u8, n: usize) {
+    if n < 10 {
+        dst.put_slice(&[ty, b'0' + n as u8, b'\r', b'\n']);
+    } else if n < 100 {
+        dst.put_slice(&[
+            ty,
+            b'0' + (n / 10) as u8,
+            b'0' + (n % 10) as u8,
+            b'\r',
+            b'\n',
+        ]);
+    } else {
+        header_long(dst, ty, n);
+    }
+}
+
+/// [`header`] for a number of three digits or more.
+#[inline(never)]
+fn header_long(dst: &mut BytesMut, ty: u8, n: usize) {
     let mut b = itoa::Buffer::new();
     let s = b.format(n);
     dst.reserve(s.len() + 3);
