@@ -72,7 +72,7 @@ pub(super) fn decode_blob(
             xxhash_rust::xxh3::xxh3_64(raw_text(*r, blob, text))
         };
         let members = raws.iter().step_by(per).map(|r| hash(r, &mut text));
-        if any_equal(members, raws.len() / per, hashes) {
+        if any_equal(members, hashes) {
             // a duplicate, or a 64-bit collision of two texts: which members, with their indexes
             let mut hashes: Vec<(u64, u32)> = (raws.iter().step_by(per).enumerate())
                 .map(|(i, r)| (hash(r, &mut text), i as u32))
@@ -175,12 +175,13 @@ pub(super) fn decode_blob(
 /// The most members whose hashes [`any_equal`] puts in a table on the stack.
 const STACK_TABLE: usize = 64;
 
-/// Whether two of the `n` hashes `it` gives are equal, or near enough (a hash's lowest bit
+/// Whether two of the hashes `it` gives are equal, or near enough (a hash's lowest bit
 /// is not compared): the caller then compares the texts. Up to [`STACK_TABLE`] hashes go
 /// into a small open-addressing table on the stack, at most half full (the collections these
 /// encodings hold are that small, and sorting them cost more, a mispredicted branch a
 /// comparison); more are sorted in `spill`.
-fn any_equal(it: impl Iterator<Item = u64>, n: usize, spill: &mut Vec<u64>) -> bool {
+fn any_equal(it: impl ExactSizeIterator<Item = u64>, spill: &mut Vec<u64>) -> bool {
+    let n = it.len();
     if n > STACK_TABLE {
         spill.clear();
         spill.extend(it.map(|h| h | 1));
@@ -859,25 +860,22 @@ mod tests {
         let mut spill = Vec::new();
         for n in (0..=2 * STACK_TABLE + 2).chain([500, 1000]) {
             let vs = values(n, n as u64 + 1);
-            assert!(
-                !any_equal(vs.iter().copied(), n, &mut spill),
-                "{n} distinct"
-            );
+            assert!(!any_equal(vs.iter().copied(), &mut spill), "{n} distinct");
             for at in (0..n.saturating_sub(1)).step_by(7) {
                 let mut w = vs.clone();
                 w[at] = w[n - 1];
-                assert!(any_equal(w.iter().copied(), n, &mut spill), "{n}: {at}");
+                assert!(any_equal(w.iter().copied(), &mut spill), "{n}: {at}");
             }
         }
         // hashes that share their high bits (one home slot) and 0
         let same: Vec<u64> = (0..STACK_TABLE as u64)
             .map(|i| (7 << 58) | (i << 1))
             .collect();
-        assert!(!any_equal(same.iter().copied(), same.len(), &mut spill));
+        assert!(!any_equal(same.iter().copied(), &mut spill));
         let mut again = same.clone();
         again.push(same[STACK_TABLE - 1]);
-        assert!(any_equal(again.iter().copied(), again.len(), &mut spill));
+        assert!(any_equal(again.iter().copied(), &mut spill));
         // two hashes that differ only in their lowest bit count as equal: the texts decide
-        assert!(any_equal([4, 5].into_iter(), 2, &mut spill));
+        assert!(any_equal([4, 5].into_iter(), &mut spill));
     }
 }
