@@ -405,10 +405,14 @@ impl MappedFile {
     /// Lets go of the whole pages from `*released` up to `to` once they are `step` bytes or
     /// more, and moves `*released` past them: what a reader calls as it goes (the page it
     /// stands in stays).
-    pub(crate) fn release_behind(&self, released: &mut u64, to: u64, step: u64) {
-        let to = to / PAGE * PAGE;
-        if to >= released.saturating_add(step) {
-            self.release(*released, to);
+    /// With `whole`, only whole huge pages (2 MiB, at offsets they are aligned to) go: those
+    /// at either edge stay for a reader of the bytes beside them to let go.
+    pub(crate) fn release_behind(&self, released: &mut u64, to: u64, step: u64, whole: bool) {
+        let unit = if whole { HUGE } else { PAGE };
+        let to = to / unit * unit;
+        let from = released.div_ceil(unit).saturating_mul(unit);
+        if to > from && to - from >= step {
+            self.release(from, to);
             *released = to;
         }
     }
@@ -454,6 +458,14 @@ pub struct MappedReader {
 /// Bytes in a page, for letting whole pages go.
 #[cfg(feature = "mmap")]
 const PAGE: u64 = 4096;
+
+/// Bytes in a huge page. The kernel maps a file's pages 2 MiB at a time where the page
+/// cache holds them so (large folios): letting go of part of such a mapping unmaps all of
+/// it, and each release stops every other core that runs one of the process's threads (a
+/// TLB shootdown, a VM exit in a virtual machine). The pipeline's workers and the caller's
+/// thread let pages go a whole huge page at a time.
+#[cfg(feature = "mmap")]
+const HUGE: u64 = 2 << 20;
 
 /// Bytes a [`MappedReader`] adds to its window at a time, and lets go of at a time.
 #[cfg(feature = "mmap")]
@@ -509,7 +521,7 @@ impl MappedReader {
         }
         // the program is done with the items it took before this call
         self.map
-            .release_behind(&mut self.released, self.handed, 2 * self.step);
+            .release_behind(&mut self.released, self.handed, 2 * self.step, false);
         loop {
             let ended = self.read_to >= self.map.len();
             let (dec, window) = (&mut self.dec, &mut self.window);
@@ -526,7 +538,7 @@ impl MappedReader {
             self.read_to = self.read_to.saturating_add(grow).min(self.map.len());
             self.window = self.map.slice(from, self.read_to);
             self.map
-                .release_behind(&mut self.released, from, 2 * self.step);
+                .release_behind(&mut self.released, from, 2 * self.step, false);
         }
     }
 }
@@ -639,5 +651,56 @@ impl<R: tokio::io::AsyncRead + Unpin> AsyncReader<R> {
                 self.eof = true;
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "mmap", target_os = "linux"))]
+mod tests {
+    use super::{HUGE, MappedFile};
+
+    /// Resident bytes of the mapping that holds `addr`.
+    fn rss(addr: usize) -> u64 {
+        let kb = test_support::smaps_field(addr, "Rss:");
+        kb.trim_end_matches(" kB").parse::<u64>().unwrap() << 10
+    }
+
+    /// Letting go of whole huge pages only, a reader's pages before the first huge page
+    /// boundary and after the last stay (the next reader lets them go); page by page, all go.
+    #[test]
+    fn whole_huge_pages_are_let_go_and_the_edges_stay() {
+        let dir = test_support::temp_dir("release-whole");
+        let path = dir.join("eight.rdb");
+        let f: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &f).unwrap();
+        let map = MappedFile::open(&path).unwrap();
+        let addr = map.bytes().as_ptr() as usize;
+        let read_all = || map.bytes().iter().map(|&b| u64::from(b)).sum::<u64>();
+        let sum = read_all();
+        assert_eq!(rss(addr), 8 << 20);
+
+        // from 1 MiB to 7 MiB: the huge pages 2..4 and 4..6 MiB go
+        let mut released = 1 << 20;
+        map.release_behind(&mut released, 7 << 20, 1, true);
+        assert_eq!(released, 6 << 20);
+        assert_eq!(rss(addr), 4 << 20);
+        // not a whole huge page more: nothing goes, the cursor stays
+        map.release_behind(&mut released, (8 << 20) - 1, 1, true);
+        assert_eq!(released, 6 << 20);
+        assert_eq!(rss(addr), 4 << 20);
+        // a step asked for is a step of whole pages
+        let mut from_start = 0;
+        map.release_behind(&mut from_start, 2 * HUGE - 1, HUGE + 1, true);
+        assert_eq!((from_start, rss(addr)), (0, 4 << 20));
+
+        // page by page, the same range lets 6 MiB go (and where the kernel mapped a huge
+        // page whole, the rest of the huge pages at the edges with them: it unmaps a file's
+        // huge page whole rather than split it, and the next read of it faults it in again)
+        assert_eq!(read_all(), sum);
+        let mut released = 1 << 20;
+        map.release_behind(&mut released, 7 << 20, 1, false);
+        assert_eq!(released, 7 << 20);
+        assert!(rss(addr) <= 2 << 20, "{} bytes resident", rss(addr));
+        drop(map);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
