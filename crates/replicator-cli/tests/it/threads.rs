@@ -317,3 +317,60 @@ fn a_pipe_is_read_once_at_any_thread_count() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A worker hands a batch's output over once, at its end, unless it passed 2 MiB (then at
+/// each 2 MiB) or a big key comes: batches of 64 MiB (the whole file), 1 MiB and 3 MB whose
+/// output passes 2 MiB several times, with `SELECT`s inside them and at their starts, and a
+/// big hash after 2 MiB of output, give what one thread gives.
+#[test]
+fn a_batch_handed_over_in_pieces_gives_the_same_bytes() {
+    let dir = test_support::temp_dir("threads-handed");
+    let mut f = b"REDIS0009".to_vec();
+    let strings = |f: &mut Vec<u8>, prefix: &str, n: usize| {
+        for i in 0..n {
+            f.push(0);
+            short_string(f, format!("{prefix}:{i}").as_bytes());
+            short_string(f, format!("value {i} of {prefix}").as_bytes());
+        }
+    };
+    f.extend([0xFE, 0]);
+    strings(&mut f, "a", 50_000);
+    f.extend([0xFE, 3]);
+    strings(&mut f, "b", 50_000);
+    f.push(4);
+    short_string(&mut f, b"big:hash");
+    f.push(0x80);
+    f.extend(20_000u32.to_be_bytes());
+    for i in 0..20_000 {
+        short_string(&mut f, format!("field-{i}").as_bytes());
+        short_string(&mut f, format!("value {i}").as_bytes());
+    }
+    strings(&mut f, "c", 50_000);
+    f.extend([0xFE, 0]);
+    strings(&mut f, "d", 50_000);
+    f.push(0xFF);
+    f.extend([0; 8]);
+    let path = dir.join("handed.rdb");
+    std::fs::write(&path, &f).unwrap();
+    let commands: [&[&str]; 4] = [
+        &["dump", "--format", "jsonl", "--all"],
+        &["dump", "--format", "resp"],
+        &["dump", "--format", "resp", "--db", "3"],
+        &["dump", "--format", "keys"],
+    ];
+    for cmd in commands {
+        let want = run(&path, cmd, "1", "524288");
+        assert_eq!(want.0, Some(0), "{cmd:?}: {}", want.2);
+        // several hand-overs' worth of output in one batch
+        assert!(want.1.len() > 4 << 20 || cmd[2] == "keys", "{cmd:?}");
+        if cmd[2] == "resp" && cmd.len() == 3 {
+            let text = String::from_utf8_lossy(&want.1);
+            assert_eq!(text.matches("SELECT").count(), 3, "{cmd:?}");
+        }
+        for (threads, batch) in [("2", "67108864"), ("2", "1048576"), ("8", "3000000")] {
+            let got = run(&path, cmd, threads, batch);
+            assert_same(&got, &want, &format!("{cmd:?}"), threads, batch);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
