@@ -169,11 +169,11 @@ impl Config {
         self
     }
 
-    /// How many members of one hashtable-encoded set, hash or sorted set are remembered (8
-    /// bytes each, in a table sized for what the value announces) to find duplicates, which
-    /// Redis refuses. Past it, later members are still checked against the remembered ones,
-    /// and [`Decoder::partial_checks`] counts the key. Default 917,504 ([`DUP_CHECK_LIMIT`]:
-    /// what an 8 MiB table holds). Compact
+    /// How many members of one hashtable-encoded set, hash or sorted set are remembered (9
+    /// bytes each: 8 in a table sized for what the value announces, 1 in the filter in front
+    /// of it) to find duplicates, which Redis refuses. Past it, later members are still
+    /// checked against the remembered ones, and [`Decoder::partial_checks`] counts the key.
+    /// Default 917,504 ([`DUP_CHECK_LIMIT`]: what an 8 MiB table holds). Compact
     /// encodings are always checked whole.
     ///
     /// [`Decoder::partial_checks`]: crate::Decoder::partial_checks

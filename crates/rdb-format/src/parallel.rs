@@ -22,7 +22,7 @@
 //! while four parts wait for the caller, so no thread ever holds a big key's output whole; at
 //! most [`Pipeline::window`] batches are in flight. A key whose duplicate check needs a big
 //! table (a set, hash or sorted set of more than 65,536 members) waits until every batch
-//! before its own was taken: one such table (up to 8 MiB) is held at a time, so memory does
+//! before its own was taken: one such table (up to 9 MiB) is held at a time, so memory does
 //! not grow with the number of threads. That key's duplicate check (a cache miss a member)
 //! runs on a thread beside its worker, which decodes on meanwhile but hands nothing over past
 //! a step whose members were not checked yet: a duplicate comes out where one decoder gives it.

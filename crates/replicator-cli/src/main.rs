@@ -247,7 +247,7 @@ struct CheckArgs {
     /// Accept what Redis accepts where this tool is stricter (see `dump --lenient`).
     #[arg(long)]
     lenient: bool,
-    /// Members of one big set, hash or sorted set remembered to find duplicates (8 bytes
+    /// Members of one big set, hash or sorted set remembered to find duplicates (9 bytes
     /// each, 16 for the first 65,536); past it the check is partial and says so.
     #[arg(long, value_name = "N", default_value_t = replicator::rdb::DUP_CHECK_LIMIT)]
     dup_check_limit: usize,

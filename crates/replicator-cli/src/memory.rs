@@ -62,7 +62,7 @@ pub(crate) struct MemoryArgs {
     /// Try a file whose RDB version this tool does not know.
     #[arg(long)]
     relaxed_version: bool,
-    /// Members of one big set, hash or sorted set remembered to find duplicates (8 bytes
+    /// Members of one big set, hash or sorted set remembered to find duplicates (9 bytes
     /// each, 16 for the first 65,536). Lower than `check`'s default: a report needs no full duplicate check, and the
     /// report stays at about 20 MiB (run `check` for that).
     #[arg(long, value_name = "N", default_value_t = 1 << 16)]
