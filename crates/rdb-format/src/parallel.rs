@@ -66,6 +66,9 @@ const OPEN_RECORD: u64 = 2 * BLOCK;
 /// a worker lets its batch's go every this many bytes: resident memory stays within a few of
 /// these whatever the file's size.
 const RELEASE: u64 = 4 << 20;
+/// Batches in flight at most for the workers to let their pages go whole huge pages at a time
+/// (`Batch::whole_pages`): the default window of a printing pipeline.
+const WHOLE_WINDOW: u64 = 8;
 /// How far past a batch's guessed end the speculating walker walks a big collection's
 /// members to find its end ([`Pipeline::walk_to`]); past that it looks for the next record
 /// further on instead. Walking costs a few nanoseconds a member (a hash of 2,000,000 fields:
@@ -238,6 +241,12 @@ pub struct Batch<'f> {
     done: bool,
     /// The mapped file's pages before this were let go.
     released: u64,
+    /// Whether its pages are let go whole huge pages at a time ([`Src::release_whole`]),
+    /// leaving those at its edges to the caller's thread: where at most [`WHOLE_WINDOW`]
+    /// batches are in flight, so that what stays is bounded; else page by page, as far as the
+    /// decoder got (with `check`'s window of 65,536 the workers of eight threads ran far ahead
+    /// of a caller's thread waiting for a big key, and left 2 MiB a batch: 71 MiB at peak).
+    whole_pages: bool,
     /// Where the decoder got, for the parts handed over on the way.
     at: &'f AtomicU64,
     /// The duplicate check of the batch's big collections, beside its decoder (made at the
@@ -448,6 +457,7 @@ impl<'f> Batch<'f> {
             file,
             at,
             released: span.start,
+            whole_pages: false,
             dec,
             check: None,
             held: VecDeque::new(),
@@ -537,10 +547,18 @@ impl Batch<'_> {
         } else {
             RELEASE / 2
         };
-        self.file
-            .release_whole(&mut self.released, self.dec.offset(), step);
+        self.release(self.dec.offset(), step);
         self.at.store(self.done_to(), Ordering::Relaxed);
         got
+    }
+
+    /// Lets the mapped file's pages go up to `to`, once they are `step` bytes or more.
+    fn release(&mut self, to: u64, step: u64) {
+        if self.whole_pages {
+            self.file.release_whole(&mut self.released, to, step);
+        } else {
+            self.file.release(&mut self.released, to, step);
+        }
     }
 
     /// The next item once the members decoded before it were checked for duplicates: the
@@ -736,8 +754,7 @@ impl Batch<'_> {
                     };
                     self.mem = self.file.slice(from, to);
                     self.read_to = to;
-                    self.file
-                        .release_whole(&mut self.released, from, RELEASE / 2);
+                    self.release(from, RELEASE / 2);
                 }
                 Ok(None) => {
                     let to = match self.cut {
@@ -1055,6 +1072,7 @@ impl Pipeline {
                         let at = AtomicU64::new(span.start);
                         let beside = checks_beside(ahead, own, others);
                         let mut batch = Batch::new(file, span, config, &at, beside);
+                        batch.whole_pages = window <= WHOLE_WINDOW;
                         if spec.is_some() {
                             batch.turn = Some(Turn {
                                 gate,

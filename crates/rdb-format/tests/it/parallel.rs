@@ -472,6 +472,79 @@ fn a_mapped_file_is_let_go_behind_the_readers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// With a wide window (`check`'s: a batch's results are a few numbers) the workers run far
+/// ahead of a caller's thread that waits (for a big key's batch, say): each lets its batches'
+/// pages go as far as its decoder got, not only the whole huge pages inside them, so the
+/// pages of the batches waiting for their turn are not resident meanwhile. Here the caller's
+/// thread waits at the first batch until the workers decoded the whole file (64 MB in batches
+/// of 64 KiB, many to a huge page).
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+#[test]
+fn workers_far_ahead_of_the_caller_let_their_pages_go() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let keys: u64 = 1_000_000;
+    let mut f = b"REDIS0009\xfe\x00".to_vec();
+    for i in 0..keys {
+        f.push(0);
+        let k = format!("key:{i:010}");
+        f.push(k.len() as u8);
+        f.extend_from_slice(k.as_bytes());
+        let v = format!("{i:046}");
+        f.push(v.len() as u8);
+        f.extend_from_slice(v.as_bytes());
+    }
+    f.extend([0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert!(f.len() > 60 << 20);
+    let dir = test_support::temp_dir("pipeline-far-ahead");
+    let path = dir.join("strings.rdb");
+    std::fs::write(&path, &f).unwrap();
+    drop(f);
+    let decoded = AtomicU64::new(0);
+    let before = rss_file();
+    let mut waited = None;
+    let mut taken = 0u64;
+    Pipeline::new(Config::default())
+        .threads(4)
+        .map(true)
+        .window(1 << 16)
+        .batch_bytes(64 << 10)
+        .run(
+            &path,
+            |b, _| {
+                let n = b
+                    .filter(|i| matches!(i, Ok(rdb_format::Item::Key(_))))
+                    .count() as u64;
+                decoded.fetch_add(n, Ordering::Relaxed);
+                n
+            },
+            |part| {
+                if let Part::Done(n) = part {
+                    taken += n;
+                    if waited.is_none() {
+                        // every batch decoded, all but the first waiting for this thread
+                        let start = std::time::Instant::now();
+                        while decoded.load(Ordering::Relaxed) < keys {
+                            assert!(
+                                start.elapsed().as_secs() < 120,
+                                "the workers did not get through the file"
+                            );
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                        waited = Some(rss_file().saturating_sub(before));
+                    }
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert_eq!(taken, keys);
+    // kept by the workers, the batches' pages would be the whole file, 64 MB; other tests
+    // map small files meanwhile
+    let grew = waited.unwrap();
+    assert!(grew < 24 << 20, "mapped pages grew by {} MiB", grew >> 20);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Every item of a [`rdb_format::MappedReader`] as text, up to and including the first error;
 /// `visit`: string keys through a visitor.
 #[cfg(feature = "mmap")]
