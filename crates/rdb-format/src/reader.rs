@@ -657,12 +657,7 @@ impl<R: tokio::io::AsyncRead + Unpin> AsyncReader<R> {
 #[cfg(all(test, feature = "mmap", target_os = "linux"))]
 mod tests {
     use super::{HUGE, MappedFile};
-
-    /// Resident bytes of the mapping that holds `addr`.
-    fn rss(addr: usize) -> u64 {
-        let kb = test_support::smaps_field(addr, "Rss:");
-        kb.trim_end_matches(" kB").parse::<u64>().unwrap() << 10
-    }
+    use test_support::mapping_rss as rss;
 
     /// Letting go of whole huge pages only, a reader's pages before the first huge page
     /// boundary and after the last stay (the next reader lets them go); page by page, all go.

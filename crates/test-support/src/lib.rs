@@ -292,6 +292,16 @@ pub fn smaps_field(addr: usize, field: &str) -> String {
     panic!("no mapping holds {addr:#x} with {field}")
 }
 
+/// The resident bytes of this process's mapping that holds `addr` (`Rss:` of
+/// `/proc/self/smaps`), whatever other tests map meanwhile.
+pub fn mapping_rss(addr: usize) -> u64 {
+    let kb = smaps_field(addr, "Rss:");
+    kb.trim_end_matches(" kB")
+        .parse::<u64>()
+        .expect("Rss: in kB")
+        << 10
+}
+
 /// A fresh empty temp directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

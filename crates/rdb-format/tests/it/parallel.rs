@@ -349,14 +349,6 @@ fn records_bigger_than_the_walkers_reach_give_what_one_decoder_gives() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The resident bytes of the mapping that holds `addr` (`/proc/self/smaps`), whatever other
-/// tests map meanwhile.
-#[cfg(all(feature = "mmap", target_os = "linux"))]
-fn region_rss(addr: usize) -> u64 {
-    let kb = test_support::smaps_field(addr, "Rss:");
-    kb.trim_end_matches(" kB").parse::<u64>().unwrap() << 10
-}
-
 /// A leaked mapping is never unmapped, but its pages go with its `MappedFile`: a program that
 /// leaks the mappings of many files holds none of their pages once it is done with them, and
 /// what still refers to them reads them again.
@@ -375,13 +367,13 @@ fn a_leaked_mapping_lets_its_pages_go_when_dropped() {
         all.iter().map(|&b| u64::from(b)).sum::<u64>(),
         f.iter().map(|&b| u64::from(b)).sum::<u64>()
     );
-    let before = region_rss(addr);
+    let before = test_support::mapping_rss(addr);
     assert!(
         before >= 3 << 20,
         "{before} bytes resident after reading 4 MiB"
     );
     drop(map);
-    let after = region_rss(addr);
+    let after = test_support::mapping_rss(addr);
     assert!(after < 64 << 10, "{after} bytes resident after the drop");
     // still there to read, the same
     assert!(all[..] == f[..]);

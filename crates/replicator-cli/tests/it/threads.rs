@@ -78,19 +78,21 @@ fn short_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+/// `n` string keys `prefix:i`, each a short string value.
+fn strings(f: &mut Vec<u8>, prefix: &str, n: usize) {
+    for i in 0..n {
+        f.push(0); // a string key
+        short_string(f, format!("{prefix}:{i}").as_bytes());
+        short_string(f, format!("value {i} of {prefix}").as_bytes());
+    }
+}
+
 /// An RDB 9 file: strings in db 0, then in db 2 a hash of `fields` fields (the decoder hands
 /// it out in chunks past 8,192), more strings in db 2 and one in db 0 again. `dup_at`: the
 /// field at that place repeats the first one. Returns the file and where the hash's value
 /// starts and ends.
 fn file_with_a_big_hash(fields: usize, dup_at: Option<usize>) -> (Vec<u8>, usize, usize) {
     let mut f = b"REDIS0009".to_vec();
-    let strings = |f: &mut Vec<u8>, prefix: &str, n: usize| {
-        for i in 0..n {
-            f.push(0); // a string key
-            short_string(f, format!("{prefix}:{i}").as_bytes());
-            short_string(f, format!("value {i} of {prefix}").as_bytes());
-        }
-    };
     f.extend([0xFE, 0]);
     strings(&mut f, "before", 300);
     f.extend([0xFE, 2]);
@@ -326,13 +328,6 @@ fn a_pipe_is_read_once_at_any_thread_count() {
 fn a_batch_handed_over_in_pieces_gives_the_same_bytes() {
     let dir = test_support::temp_dir("threads-handed");
     let mut f = b"REDIS0009".to_vec();
-    let strings = |f: &mut Vec<u8>, prefix: &str, n: usize| {
-        for i in 0..n {
-            f.push(0);
-            short_string(f, format!("{prefix}:{i}").as_bytes());
-            short_string(f, format!("value {i} of {prefix}").as_bytes());
-        }
-    };
     f.extend([0xFE, 0]);
     strings(&mut f, "a", 50_000);
     f.extend([0xFE, 3]);

@@ -303,7 +303,6 @@ type FirstSelect = Option<Option<(u64, Range<u64>)>>;
 #[derive(Default)]
 struct Stash {
     bufs: Vec<Vec<u8>>,
-    bytes: usize,
     /// The first `SELECT` of the printer whose first buffer is the first put aside.
     first: FirstSelect,
 }
@@ -314,14 +313,17 @@ impl Stash {
         if self.bufs.is_empty() {
             self.first = first;
         }
-        self.bytes += b.len();
         self.bufs.push(b);
+    }
+
+    /// Bytes put aside.
+    fn bytes(&self) -> usize {
+        self.bufs.iter().map(Vec::len).sum()
     }
 
     /// What goes before a part whose own first `SELECT` (where it is a printer's first) is
     /// `first`: the buffers put aside, and the first `SELECT` of all of them.
     fn take(&mut self, first: FirstSelect) -> (Vec<Vec<u8>>, FirstSelect) {
-        self.bytes = 0;
         if self.bufs.is_empty() {
             (Vec::new(), first)
         } else {
@@ -500,7 +502,7 @@ pub fn print_parallel<S: PrintParts>(
                 };
                 stash.put(bytes, first.then(|| p.sink().summary().first_select));
                 first = false;
-                if stash.bytes >= HAND {
+                if stash.bytes() >= HAND {
                     let (before, first_select) = stash.take(None);
                     hand(Printed {
                         before,
@@ -600,7 +602,7 @@ fn join<S: PrintParts>(
     main.flush()?;
     let mut w = out.clone();
     let mut first = part.first.take().flatten();
-    for mut buf in std::mem::take(&mut part.before)
+    for buf in std::mem::take(&mut part.before)
         .into_iter()
         .chain([std::mem::take(&mut part.bytes)])
     {
@@ -616,7 +618,6 @@ fn join<S: PrintParts>(
             }
             _ => w.write_all(bytes)?,
         }
-        buf.clear();
         pool.put(buf);
     }
     if let Some(s) = &part.summary {
