@@ -148,6 +148,15 @@ impl<'f> Src<'f> {
         }
     }
 
+    /// The whole mapping, when it lives until the process ends.
+    fn forever(&self) -> Option<&'static [u8]> {
+        match self {
+            Src::File(_) => None,
+            #[cfg(feature = "mmap")]
+            Src::Map(m) => m.forever(),
+        }
+    }
+
     /// Lets the pages before `to` (from `*from` on) go, once they are `step` bytes or more.
     fn release(&self, from: &mut u64, to: u64, step: u64) {
         self.release_as(from, to, step, false);
@@ -439,7 +448,8 @@ impl<'f> Batch<'f> {
             },
         };
         span.data = None;
-        let mut dec = Decoder::resume(config, span.version, span.flavor, span.db, span.start);
+        let mut dec = Decoder::resume(config, span.version, span.flavor, span.db, span.start)
+            .input_within(file.forever());
         if beside {
             dec.defer_member_checks();
         }

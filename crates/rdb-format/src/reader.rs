@@ -252,6 +252,17 @@ pub struct MappedFile {
     bytes: Bytes,
     /// The mapping lives until the process ends ([`leak`](Self::leak)).
     leaked: bool,
+    /// Its bytes, when it is leaked.
+    forever: Option<&'static [u8]>,
+}
+
+#[cfg(feature = "mmap")]
+impl MappedFile {
+    /// The whole mapping, when it lives until the process ends: what the decoders reading it
+    /// slice their items from without a call ([`Decoder::input_within`]).
+    pub(crate) fn forever(&self) -> Option<&'static [u8]> {
+        self.forever
+    }
 }
 
 #[cfg(feature = "mmap")]
@@ -311,6 +322,7 @@ impl MappedFile {
             map,
             bytes,
             leaked: false,
+            forever: None,
         })
     }
 
@@ -344,6 +356,7 @@ impl MappedFile {
             map: self.map.clone(),
             bytes: Bytes::from_static(bytes),
             leaked: true,
+            forever: Some(bytes),
         }
     }
 
@@ -484,6 +497,7 @@ impl MappedReader {
     pub fn with_window(map: MappedFile, config: Config, window: u64) -> Self {
         let step = window.max(1);
         let read_to = step.min(map.len());
+        let forever = map.forever();
         Self {
             step,
             window: map.slice(0, read_to),
@@ -491,7 +505,7 @@ impl MappedReader {
             map,
             released: 0,
             handed: 0,
-            dec: Decoder::with_config(config),
+            dec: Decoder::with_config(config).input_within(forever),
             failed: false,
         }
     }

@@ -399,7 +399,9 @@ impl Decoder {
                 seq.seen.touch(h);
             }
         }
-        for (i, r) in raws.drain(..).enumerate() {
+        // the elements are read where the parse put them: moved out one by one, each was
+        // stored a word at a time and loaded back whole for the calls below (a stalled load)
+        for (i, &r) in raws.iter().enumerate() {
             if self.config.packed_sizes {
                 self.note_packed(&mut seq, &chunk, start, &r);
             }
@@ -430,6 +432,7 @@ impl Decoder {
         if let Some(step) = deferred {
             self.issue_step(step, &chunk, start, member_what(seq.kind));
         }
+        raws.clear();
         self.seq_raws = raws;
         self.seq_hashes = hashes;
         if seq.damaged.is_some() {
@@ -638,10 +641,18 @@ impl Decoder {
         hashed: Option<u128>,
         step: &mut DeferredStep,
     ) -> Result<()> {
-        if let Some((member, h)) = self.member_hash(seq.kind, chunk, base, r, hashed)? {
-            step.hashes.push(h);
-            step.members.push(member);
-        }
+        // not through `member_hash`: its result, stored a word at a time, was loaded back
+        // whole (a stalled load a member, a fifth of a big hash's decoding step)
+        check_score(r, base)?;
+        let Some(member) = member_of(seq.kind, r) else {
+            return Ok(());
+        };
+        let h = match hashed {
+            Some(h) => h,
+            None => self.sref_hash(chunk, base, member)?,
+        };
+        step.hashes.push(h);
+        step.members.push(member);
         Ok(())
     }
 
@@ -742,7 +753,7 @@ impl Decoder {
             // `mat`'s `Result`, each was stored a word at a time and loaded back whole (a
             // stalled load, a tenth of decoding a big hash)
             (Acc::List(v) | Acc::Set(v), RawEl::One(SRef::Raw(a, b))) => {
-                v.push(Elem::Bytes(chunk.slice(a..b)));
+                v.push(Elem::Bytes(self.piece(chunk, a, b)));
             }
             (Acc::List(v) | Acc::Set(v), RawEl::One(s)) => v.push(self.mat(chunk, base, s)?),
             (Acc::Array(v), RawEl::Array(index, a)) => v.push(ArrayItem {
@@ -755,14 +766,20 @@ impl Decoder {
                 },
             }),
             (Acc::Zset(v), RawEl::Scored(SRef::Raw(a, b), score)) => {
-                v.push((Elem::Bytes(chunk.slice(a..b)), score));
+                v.push((Elem::Bytes(self.piece(chunk, a, b)), score));
             }
             (Acc::Zset(v), RawEl::Scored(m, score)) => v.push((self.mat(chunk, base, m)?, score)),
-            (Acc::Hash(v), RawEl::Two(SRef::Raw(a, b), SRef::Raw(c, d))) => v.push(HashField {
-                field: Elem::Bytes(chunk.slice(a..b)),
-                value: Elem::Bytes(chunk.slice(c..d)),
-                expire_ms: None,
-            }),
+            (Acc::Hash(v), RawEl::Two(SRef::Raw(a, b), SRef::Raw(c, d))) => {
+                // two pushes: through one, the two ways of making the pieces met in memory
+                match self.forever_of(chunk) {
+                    Some(s) => push_field(
+                        v,
+                        Bytes::from_static(&s[a..b]),
+                        Bytes::from_static(&s[c..d]),
+                    ),
+                    None => push_field(v, chunk.slice(a..b), chunk.slice(c..d)),
+                }
+            }
             (Acc::Hash(v), RawEl::Two(f, val)) => v.push(HashField {
                 field: self.mat(chunk, base, f)?,
                 value: self.mat(chunk, base, val)?,
@@ -816,6 +833,26 @@ impl Decoder {
             _ => unreachable!("raw element kind always matches the accumulator"),
         }
         Ok(())
+    }
+}
+
+/// Pushes a hash field of two strings without an expiry, each part written where the vector
+/// keeps it: `Vec::push`, not inlined for a hash field (80 bytes), took the field built on the
+/// stack a word at a time and loaded it back whole, a stalled load a field (half of pushing it).
+#[allow(unsafe_code)]
+#[inline(always)]
+fn push_field(v: &mut Vec<HashField>, field: Bytes, value: Bytes) {
+    v.reserve(1);
+    let len = v.len();
+    let slot = v.spare_capacity_mut()[0].as_mut_ptr();
+    // SAFETY: `slot` points at the vector's first free slot, within the capacity reserved
+    // above, which nothing else refers to; each of its three parts is written once, in
+    // place, before the length takes the slot in: the vector never holds an unwritten field.
+    unsafe {
+        (&raw mut (*slot).field).write(Elem::Bytes(field));
+        (&raw mut (*slot).value).write(Elem::Bytes(value));
+        (&raw mut (*slot).expire_ms).write(None);
+        v.set_len(len + 1);
     }
 }
 

@@ -783,6 +783,7 @@ enum Whole {
 }
 
 /// A raw element parsed from the input, turned into values once its bytes are consumed.
+#[derive(Clone, Copy)]
 enum RawEl {
     One(SRef),
     Two(SRef, SRef),
@@ -827,6 +828,9 @@ enum ArrRaw {
 /// ```
 pub struct Decoder {
     config: Config,
+    /// Memory that lives until the process ends and holds the input (a leaked mapping): its
+    /// strings become items without a call ([`Decoder::piece`]).
+    forever: Option<&'static [u8]>,
     state: State,
     /// Absolute offset of the first unconsumed byte.
     pos: u64,
@@ -914,6 +918,7 @@ impl Decoder {
     pub fn with_config(config: Config) -> Self {
         Self {
             config,
+            forever: None,
             state: State::Magic,
             pos: 0,
             crc: Crc::new(),
@@ -1216,7 +1221,7 @@ impl Decoder {
 
     fn mat(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<Elem> {
         Ok(match r {
-            SRef::Raw(s, e) => Elem::Bytes(chunk.slice(s..e)),
+            SRef::Raw(s, e) => Elem::Bytes(self.piece(chunk, s, e)),
             SRef::Int(i, _) => Elem::Int(i),
             SRef::Lzf(s, e, ulen) => {
                 let mut data = Vec::new();
@@ -1226,6 +1231,36 @@ impl Decoder {
                 Elem::Bytes(Bytes::from(data))
             }
         })
+    }
+
+    /// A decoder whose input lies within `whole` when it is `Some`: bytes that live until the
+    /// process ends (a [leaked](crate::MappedFile::leak) mapping's). Input that lies
+    /// elsewhere is read as ever.
+    pub(crate) fn input_within(mut self, whole: Option<&'static [u8]>) -> Self {
+        self.forever = whole;
+        self
+    }
+
+    /// `chunk` as memory that lives until the process ends, when it lies within the input's
+    /// ([`input_within`](Self::input_within)): pieces of it are then made in place
+    /// (`Bytes::from_static`), the same bytes as `chunk.slice` gives without its call, whose
+    /// result (stored a word at a time) was loaded back whole where it was put (a stalled
+    /// load, two a hash field).
+    #[inline(always)]
+    fn forever_of(&self, chunk: &Bytes) -> Option<&'static [u8]> {
+        let whole = self.forever?;
+        let at = (chunk.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+        // `chunk` is `whole[at..at + len]` only if it ends within it
+        (at <= whole.len() && chunk.len() <= whole.len() - at).then(|| &whole[at..at + chunk.len()])
+    }
+
+    /// `chunk[a..b]` as a `Bytes` of its own (in place where it can, [`forever_of`](Self::forever_of)).
+    #[inline(always)]
+    fn piece(&self, chunk: &Bytes, a: usize, b: usize) -> Bytes {
+        match self.forever_of(chunk) {
+            Some(s) => Bytes::from_static(&s[a..b]),
+            None => chunk.slice(a..b),
+        }
     }
 
     fn mat_bytes(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<Bytes> {
@@ -2357,7 +2392,143 @@ fn array_elem(c: &mut Cur<'_>) -> P<RawEl> {
 
 #[cfg(test)]
 mod tests {
-    use super::{BigSeen, CRC_BLOCK, Crc, SEEN_FIRST, Seen, crc64};
+    use super::{BigSeen, CRC_BLOCK, Crc, Decoder, SEEN_FIRST, Seen, crc64};
+    use crate::value::{Elem, Item, Value};
+    use crate::{Chunk, Config};
+    use bytes::Bytes;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A file of a hash (type 4), a set, a list and a sorted set (type 5) of `n` members each,
+    /// their strings raw and short, one of each of the hash's strings an integer.
+    fn collections_file(n: u16) -> Vec<u8> {
+        let mut f = b"REDIS0009\xfe\x00".to_vec();
+        let len = |f: &mut Vec<u8>| f.extend_from_slice(&(0x4000 | n).to_be_bytes());
+        let text = |f: &mut Vec<u8>, s: String| {
+            f.push(s.len() as u8);
+            f.extend_from_slice(s.as_bytes());
+        };
+        for (ty, key) in [(4u8, "h"), (2, "s"), (1, "l"), (5, "z")] {
+            f.push(ty);
+            text(&mut f, key.into());
+            len(&mut f);
+            for i in 0..n {
+                match ty {
+                    4 if i == 7 => f.extend_from_slice(b"\xc0\x07\xc1\x07\x01"),
+                    4 => {
+                        text(&mut f, format!("field:{i}"));
+                        text(&mut f, format!("value:{}", u32::from(i) * 31));
+                    }
+                    5 => {
+                        text(&mut f, format!("member:{i}"));
+                        f.extend_from_slice(&f64::from(i).to_le_bytes());
+                    }
+                    _ => text(&mut f, format!("{key}:{i}")),
+                }
+            }
+        }
+        f.push(0xff);
+        f.extend([0; 8]);
+        f
+    }
+
+    /// Every item's strings, each with whether it lies in `within`.
+    fn strings(input: Bytes, within: Option<&'static [u8]>, chunk: usize) -> Vec<(Bytes, bool)> {
+        let mut config = Config::default();
+        config.chunk_threshold(chunk).chunk_size(chunk);
+        let mut dec = Decoder::with_config(config).input_within(within);
+        let mut src = input;
+        let mut out = Vec::new();
+        let mut add = |e: &Elem| {
+            let b = e.to_bytes();
+            let inside = within.is_some_and(|w| w.as_ptr_range().contains(&b.as_ptr()));
+            out.push((b, inside));
+        };
+        while let Some(item) = dec.decode_eof_inner(&mut src, None).unwrap() {
+            match item {
+                Item::Key(k) => match k.value {
+                    Value::Hash(v) => v
+                        .iter()
+                        .flat_map(|f| [&f.field, &f.value])
+                        .for_each(&mut add),
+                    Value::Set(v) | Value::List(v) => v.iter().for_each(&mut add),
+                    Value::SortedSet(v) => v.iter().for_each(|(m, _)| add(m)),
+                    _ => {}
+                },
+                Item::Chunk(Chunk::Hash(v)) => {
+                    v.iter()
+                        .flat_map(|f| [&f.field, &f.value])
+                        .for_each(&mut add);
+                }
+                Item::Chunk(Chunk::Set(v) | Chunk::List(v)) => v.iter().for_each(&mut add),
+                Item::Chunk(Chunk::SortedSet(v)) => v.iter().for_each(|(m, _)| add(m)),
+                _ => {}
+            }
+        }
+        assert!(dec.is_done());
+        out
+    }
+
+    /// Static bytes that say when they are dropped.
+    struct Owner(&'static [u8], Arc<AtomicBool>);
+
+    impl AsRef<[u8]> for Owner {
+        fn as_ref(&self) -> &[u8] {
+            self.0
+        }
+    }
+
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A decoder told that its input lives forever makes its members' strings in place
+    /// (`Bytes::from_static`): the same bytes as slices of the input give, at the input's
+    /// own addresses; input that lies elsewhere is sliced as ever.
+    #[test]
+    fn strings_made_in_place_are_the_inputs_own() {
+        let file = collections_file(300);
+        let whole: &'static [u8] = Box::leak(file.clone().into_boxed_slice());
+        let other: &'static [u8] = Box::leak(file.clone().into_boxed_slice());
+        for chunk in [1 << 20, 64, 7] {
+            let want = strings(Bytes::from(file.clone()), None, chunk);
+            assert_eq!(want.len(), 300 * 5);
+            assert!(want.iter().any(|(b, _)| &b[..] == b"field:299"));
+            // pieces within the input (each step's chunk of it lies further on): read from
+            // it, at their places
+            let got = strings(Bytes::from_static(whole), Some(whole), chunk);
+            assert_eq!(
+                got.iter().map(|x| &x.0).collect::<Vec<_>>(),
+                want.iter().map(|x| &x.0).collect::<Vec<_>>()
+            );
+            // every raw string lies in the input; the two integers do not
+            assert_eq!(got.iter().filter(|x| !x.1).count(), 2, "chunks of {chunk}");
+            // in place indeed: no string refers to the input's owner (slices would keep it)
+            let dropped = Arc::new(AtomicBool::new(false));
+            let owned = Bytes::from_owner(Owner(whole, dropped.clone()));
+            let got = strings(owned, Some(whole), chunk);
+            assert!(
+                dropped.load(Ordering::SeqCst),
+                "chunks of {chunk}: pieces refer to the input"
+            );
+            assert_eq!(got.len(), want.len());
+            let owned = Bytes::from_owner(Owner(whole, dropped.clone()));
+            dropped.store(false, Ordering::SeqCst);
+            let sliced = strings(owned, None, chunk);
+            assert!(!dropped.load(Ordering::SeqCst));
+            drop(sliced);
+            assert!(dropped.load(Ordering::SeqCst));
+            // input elsewhere than the memory named: sliced from the input as ever
+            let elsewhere = strings(Bytes::from_static(other), Some(whole), chunk);
+            assert_eq!(
+                elsewhere.iter().map(|x| &x.0).collect::<Vec<_>>(),
+                want.iter().map(|x| &x.0).collect::<Vec<_>>()
+            );
+            assert!(elsewhere.iter().all(|x| !x.1));
+        }
+    }
 
     /// Distinct, evenly spread 128-bit values (splitmix64 twice).
     fn values(n: usize, seed: u64) -> Vec<u128> {
