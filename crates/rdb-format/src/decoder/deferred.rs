@@ -55,7 +55,7 @@ impl MemberCheck {
             Deferred::Start(n) => {
                 // the last collection's table goes before the next one is made
                 self.seen = Seen::default();
-                self.seen = Seen::with_capacity(n);
+                self.seen = Seen::with_capacity(n).with_helper();
                 None
             }
             Deferred::Step(hashes) => Some(self.step(&hashes)),
