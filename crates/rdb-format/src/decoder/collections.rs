@@ -241,7 +241,7 @@ fn check_score(r: &RawEl, base: u64) -> Result<()> {
 }
 
 /// The kind of value whose members `kind`'s elements are, as errors name it.
-fn member_what(kind: SeqKind) -> &'static str {
+pub(super) fn member_what(kind: SeqKind) -> &'static str {
     match kind {
         SeqKind::Set => "set",
         SeqKind::Zset1 | SeqKind::Zset2 => "sorted set",
@@ -267,7 +267,41 @@ fn member_of(kind: SeqKind, r: &RawEl) -> Option<SRef> {
     }
 }
 
+/// The next element of a collection of `kind` (the general way: any encoding of its strings).
+fn parse_element(kind: SeqKind, c: &mut Cur<'_>) -> Result<RawEl, Stop> {
+    match kind {
+        SeqKind::List | SeqKind::Set => c.string().map(RawEl::One),
+        SeqKind::Zset1 => c
+            .string()
+            .and_then(|m| Ok(RawEl::Scored(m, c.text_double()?))),
+        SeqKind::Zset2 => c
+            .string()
+            .and_then(|m| Ok(RawEl::Scored(m, c.bin_double()?))),
+        SeqKind::Hash => c.string().and_then(|f| Ok(RawEl::Two(f, c.string()?))),
+        SeqKind::HashTtl(_) => c
+            .len()
+            .and_then(|ttl| Ok(RawEl::Ttl(ttl, c.string()?, c.string()?))),
+        SeqKind::ValkeyHash2 => valkey_hash2_field(c),
+        SeqKind::Quicklist1 => c.string().map(|s| RawEl::Node(2, s)),
+        SeqKind::Quicklist2 => c.len().and_then(|k| Ok(RawEl::Node(k, c.string()?))),
+        SeqKind::StreamNodes(_) => c.string().and_then(|id| Ok(RawEl::Stream(id, c.string()?))),
+        SeqKind::Array(_) => array_elem(c),
+    }
+}
+
 impl Decoder {
+    /// The member of the `n`-th element of a step's input `chunk` of a collection of `kind`
+    /// (which a step parsed whole before): found again for the error of a duplicate among
+    /// members checked elsewhere, rather than kept for every member.
+    pub(super) fn nth_member(&self, kind: SeqKind, chunk: &Bytes, n: usize) -> Option<SRef> {
+        let mut c = Cur::new(chunk, self.config.limits.max_string);
+        c.lenient = self.config.lenient;
+        for _ in 0..n {
+            parse_element(kind, &mut c).ok()?;
+        }
+        member_of(kind, &parse_element(kind, &mut c).ok()?)
+    }
+
     pub(super) fn step_seq<S: Source>(
         &mut self,
         src: &mut S,
@@ -328,27 +362,7 @@ impl Decoder {
                 // anything else goes the general way, from the element's start
                 c.p = at;
             }
-            let r = match seq.kind {
-                SeqKind::List | SeqKind::Set => c.string().map(RawEl::One),
-                SeqKind::Zset1 => c
-                    .string()
-                    .and_then(|m| Ok(RawEl::Scored(m, c.text_double()?))),
-                SeqKind::Zset2 => c
-                    .string()
-                    .and_then(|m| Ok(RawEl::Scored(m, c.bin_double()?))),
-                SeqKind::Hash => c.string().and_then(|f| Ok(RawEl::Two(f, c.string()?))),
-                SeqKind::HashTtl(_) => c
-                    .len()
-                    .and_then(|ttl| Ok(RawEl::Ttl(ttl, c.string()?, c.string()?))),
-                SeqKind::ValkeyHash2 => valkey_hash2_field(&mut c),
-                SeqKind::Quicklist1 => c.string().map(|s| RawEl::Node(2, s)),
-                SeqKind::Quicklist2 => c.len().and_then(|k| Ok(RawEl::Node(k, c.string()?))),
-                SeqKind::StreamNodes(_) => {
-                    c.string().and_then(|id| Ok(RawEl::Stream(id, c.string()?)))
-                }
-                SeqKind::Array(_) => array_elem(&mut c),
-            };
-            match r {
+            match parse_element(seq.kind, &mut c) {
                 Ok(r) => {
                     if !walk {
                         raws.push(r);
@@ -382,7 +396,9 @@ impl Decoder {
         let mut hashes = std::mem::take(&mut self.seq_hashes);
         hashes.clear();
         // members checked elsewhere: their hashes go there, a step at a time
-        let mut deferred = seq.deferred.then(DeferredStep::default);
+        let mut deferred = seq.deferred.then(|| DeferredStep {
+            hashes: Vec::with_capacity(raws.len()),
+        });
         if let Some(n) = seq.defer_start.take() {
             self.deferred.push_back(Deferred::Start(n));
         }
@@ -418,7 +434,7 @@ impl Decoder {
                 let e = e.with_context(&self.ctx);
                 if let Some(step) = deferred.take() {
                     // the members before it may hold a duplicate, which comes first
-                    self.issue_step(step, &chunk, start, member_what(seq.kind));
+                    self.issue_step(step, &chunk, start, seq.kind);
                     self.seq_hashes = hashes;
                     return Err(e);
                 }
@@ -430,7 +446,7 @@ impl Decoder {
             }
         }
         if let Some(step) = deferred {
-            self.issue_step(step, &chunk, start, member_what(seq.kind));
+            self.issue_step(step, &chunk, start, seq.kind);
         }
         raws.clear();
         self.seq_raws = raws;
@@ -652,7 +668,6 @@ impl Decoder {
             None => self.sref_hash(chunk, base, member)?,
         };
         step.hashes.push(h);
-        step.members.push(member);
         Ok(())
     }
 

@@ -104,10 +104,9 @@ pub(super) struct Kept {
     /// The input the step read, and its file offset.
     chunk: Bytes,
     base: u64,
-    /// The members, in the order of their hashes.
-    members: Vec<SRef>,
-    /// The kind of collection, as errors name it.
-    what: &'static str,
+    /// The kind of collection (whose elements the step parsed from `chunk`'s start, one
+    /// member and one hash each).
+    kind: SeqKind,
     ctx: Context,
 }
 
@@ -115,7 +114,6 @@ pub(super) struct Kept {
 #[derive(Debug, Default)]
 pub(super) struct DeferredStep {
     pub(super) hashes: Vec<u128>,
-    pub(super) members: Vec<SRef>,
 }
 
 impl Decoder {
@@ -161,9 +159,9 @@ impl Decoder {
     /// gives when it checks its members itself. The decoder is done after it.
     pub(crate) fn deferred_dup(&mut self, step: u64, index: usize) -> Error {
         let kept = self.kept.iter().find(|k| k.step == step);
-        let e = match kept.and_then(|k| Some((k, *k.members.get(index)?))) {
+        let e = match kept.and_then(|k| Some((k, self.nth_member(k.kind, &k.chunk, index)?))) {
             Some((k, member)) => self
-                .dup_error(k.what, &k.chunk, k.base, member)
+                .dup_error(member_what(k.kind), &k.chunk, k.base, member)
                 .with_context(&k.ctx),
             None => Error::new(
                 ErrorKind::Corrupt {
@@ -185,7 +183,7 @@ impl Decoder {
         step: DeferredStep,
         chunk: &Bytes,
         base: u64,
-        what: &'static str,
+        kind: SeqKind,
     ) {
         if step.hashes.is_empty() {
             return;
@@ -194,8 +192,7 @@ impl Decoder {
             step: self.issued,
             chunk: chunk.clone(),
             base,
-            members: step.members,
-            what,
+            kind,
             ctx: self.ctx.clone(),
         });
         self.deferred.push_back(Deferred::Step(step.hashes));
