@@ -395,14 +395,15 @@ impl Decoder {
         // some members ahead of its turn, so that the cache misses overlap.
         let mut hashes = std::mem::take(&mut self.seq_hashes);
         hashes.clear();
-        // members checked elsewhere: their hashes go there, a step at a time
+        // members checked elsewhere: their hashes go there, a step at a time, each hashed in
+        // its turn (not first, as for a table here: it would be written twice)
         let mut deferred = seq.deferred.then(|| DeferredStep {
             hashes: Vec::with_capacity(raws.len()),
         });
         if let Some(n) = seq.defer_start.take() {
             self.deferred.push_back(Deferred::Start(n));
         }
-        if (seq.seen.is_big() || deferred.is_some()) && seq.damaged.is_none() {
+        if seq.seen.is_big() && seq.damaged.is_none() {
             for r in &raws {
                 match member_of(seq.kind, r).map(|m| self.sref_hash(&chunk, start, m)) {
                     Some(Ok(h)) => hashes.push(h),
