@@ -17,6 +17,12 @@ use crate::event::CommandEvent;
 
 /// Writes a byte string as the spec says: a JSON string when UTF-8, else `{"base64": …}`.
 pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    json_text(out, b, json_base64);
+}
+
+/// [`json_bytes`], with `not_utf8` writing what stands for bytes that are not UTF-8.
+#[inline]
+fn json_text(out: &mut Vec<u8>, b: &[u8], not_utf8: fn(&mut Vec<u8>, &[u8])) {
     let mark = out.len();
     out.reserve(b.len() + 2);
     out.push(b'"');
@@ -33,7 +39,7 @@ pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
         escape_into(out, b);
         out.push(b'"');
     } else {
-        json_base64(out, b);
+        not_utf8(out, b);
     }
 }
 
@@ -84,10 +90,26 @@ fn escape_ascii(out: &mut Vec<u8>, b: &[u8]) -> bool {
         // look starts a word at the byte after the last one)
         let stop = loop {
             if i + 8 > b.len() {
-                break b[i..]
-                    .iter()
-                    .position(|&c| c >= 0x80 || is_escaped(c))
-                    .map_or(b.len(), |p| i + p);
+                if i >= b.len() {
+                    break b.len();
+                }
+                if b.len() < 8 {
+                    break b[i..]
+                        .iter()
+                        .position(|&c| c >= 0x80 || is_escaped(c))
+                        .map_or(b.len(), |p| i + p);
+                }
+                // the last 1-7 bytes: the string's last word, shifted for them to be its
+                // low bytes (the zero bytes shifted in above them are not looked at; a
+                // byte's mark only depends on the bytes below it)
+                let rest = b.len() - i;
+                let x = word(b, b.len() - 8) >> (8 * (8 - rest));
+                let marked = ((x & HI) | needs_escape(x)) & ((1u64 << (8 * rest)) - 1);
+                break if marked == 0 {
+                    b.len()
+                } else {
+                    i + (marked.trailing_zeros() / 8) as usize
+                };
             }
             let x = word(b, i);
             let marked = (x & HI) | needs_escape(x);
@@ -168,14 +190,16 @@ fn json_elem(out: &mut Vec<u8>, e: &Elem) {
 /// An object key: hash field names that are not UTF-8 become `"base64:<b64>"`.
 fn json_field_name(out: &mut Vec<u8>, e: &Elem) {
     match e {
-        Elem::Bytes(b) if !b.is_ascii() && std::str::from_utf8(b).is_err() => {
+        // (not looked at first for a byte past ASCII: that look was a second pass over
+        // every name)
+        Elem::Bytes(b) => json_text(out, b, |out, b| {
             let s = format!(
                 "base64:{}",
                 base64::engine::general_purpose::STANDARD.encode(b)
             );
             json_str(out, &s);
-        }
-        _ => json_elem(out, e),
+        }),
+        Elem::Int(_) => json_elem(out, e),
     }
 }
 
@@ -1021,11 +1045,19 @@ mod tests {
                 let at = next(b.len() + 1);
                 b.insert(at, 0xff);
             }
+            // as a hash field's name too
+            let mut name = Vec::new();
+            json_field_name(&mut name, &Elem::Bytes(bytes::Bytes::from(b.clone())));
+            let name = String::from_utf8(name).unwrap();
             match std::str::from_utf8(&b) {
-                Ok(s) => assert_eq!(j(&b), serde_json::to_string(s).unwrap(), "{s:?}"),
+                Ok(s) => {
+                    assert_eq!(j(&b), serde_json::to_string(s).unwrap(), "{s:?}");
+                    assert_eq!(name, serde_json::to_string(s).unwrap(), "{s:?}");
+                }
                 Err(_) => {
                     let want = base64::engine::general_purpose::STANDARD.encode(&b);
                     assert_eq!(j(&b), format!(r#"{{"base64":"{want}"}}"#), "{b:?}");
+                    assert_eq!(name, format!(r#""base64:{want}""#), "{b:?}");
                 }
             }
         }
