@@ -250,9 +250,7 @@ pub fn mmap_file(path: impl AsRef<std::path::Path>) -> std::io::Result<Bytes> {
 pub struct MappedFile {
     map: std::sync::Arc<memmap2::Mmap>,
     bytes: Bytes,
-    /// The mapping lives until the process ends ([`leak`](Self::leak)).
-    leaked: bool,
-    /// Its bytes, when it is leaked.
+    /// Its bytes, when the mapping lives until the process ends ([`leak`](Self::leak)).
     forever: Option<&'static [u8]>,
 }
 
@@ -279,7 +277,7 @@ impl std::fmt::Debug for MappedFile {
 #[cfg(feature = "mmap")]
 impl Drop for MappedFile {
     fn drop(&mut self) {
-        if self.leaked {
+        if self.is_leaked() {
             self.release(0, self.len());
         }
     }
@@ -321,7 +319,6 @@ impl MappedFile {
         Ok(Self {
             map,
             bytes,
-            leaked: false,
             forever: None,
         })
     }
@@ -347,7 +344,7 @@ impl MappedFile {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn leak(self) -> Self {
-        if self.leaked {
+        if self.is_leaked() {
             return self;
         }
         let map: &'static memmap2::Mmap = Box::leak(Box::new(self.map.clone()));
@@ -355,14 +352,13 @@ impl MappedFile {
         Self {
             map: self.map.clone(),
             bytes: Bytes::from_static(bytes),
-            leaked: true,
             forever: Some(bytes),
         }
     }
 
     /// True for a mapping kept until the process ends ([`leak`](Self::leak)).
     pub fn is_leaked(&self) -> bool {
-        self.leaked
+        self.forever.is_some()
     }
 
     /// The whole file (its bytes are the mapping's; slices of it copy nothing).
@@ -377,7 +373,7 @@ impl MappedFile {
     pub fn slice(&self, start: u64, end: u64) -> Bytes {
         let end = usize::try_from(end.min(self.len())).unwrap_or(usize::MAX);
         let start = usize::try_from(start).unwrap_or(usize::MAX).min(end);
-        if self.leaked {
+        if self.is_leaked() {
             return self.bytes.slice(start..end);
         }
         Bytes::from_owner(MapOwner(self.map.clone(), start..end))

@@ -111,7 +111,7 @@ pub(super) struct Kept {
 }
 
 /// A step of a collection whose members are checked elsewhere, while it is decoded.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct DeferredStep {
     pub(super) hashes: Vec<u128>,
 }
