@@ -636,8 +636,16 @@ impl Decoder {
         r: &RawEl,
         hashed: Option<u128>,
     ) -> Result<()> {
-        let Some((member, h)) = self.member_hash(seq.kind, chunk, base, r, hashed)? else {
+        // not through a function that returns the member and its hash, as `check_deferred`
+        // does not: that result, stored a word at a time, was loaded back whole (a stalled
+        // load a member, four fifths of this function's samples on a big hash)
+        check_score(r, base)?;
+        let Some(member) = member_of(seq.kind, r) else {
             return Ok(());
+        };
+        let h = match hashed {
+            Some(h) => h,
+            None => self.sref_hash(chunk, base, member)?,
         };
         let (dup, partial) = seq.seen.check(h, self.config.dup_check_limit);
         self.partial_checks += u64::from(partial);
@@ -658,8 +666,8 @@ impl Decoder {
         hashed: Option<u128>,
         step: &mut DeferredStep,
     ) -> Result<()> {
-        // not through `member_hash`: its result, stored a word at a time, was loaded back
-        // whole (a stalled load a member, a fifth of a big hash's decoding step)
+        // (as in `check_member`: no result of member and hash stored and loaded back whole,
+        // a fifth of a big hash's decoding step)
         check_score(r, base)?;
         let Some(member) = member_of(seq.kind, r) else {
             return Ok(());
@@ -670,27 +678,6 @@ impl Decoder {
         };
         step.hashes.push(h);
         Ok(())
-    }
-
-    /// An element's score checked (not NaN), and its member with the member's hash (`hashed`
-    /// when known already), if its kind of value has members.
-    fn member_hash(
-        &self,
-        kind: SeqKind,
-        chunk: &Bytes,
-        base: u64,
-        r: &RawEl,
-        hashed: Option<u128>,
-    ) -> Result<Option<(SRef, u128)>> {
-        check_score(r, base)?;
-        let Some(member) = member_of(kind, r) else {
-            return Ok(None);
-        };
-        let h = match hashed {
-            Some(h) => h,
-            None => self.sref_hash(chunk, base, member)?,
-        };
-        Ok(Some((member, h)))
     }
 
     /// The error for `member` (of a `what`, read from `chunk` at `base`), seen before.
