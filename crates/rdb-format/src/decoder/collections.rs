@@ -636,9 +636,9 @@ impl Decoder {
         r: &RawEl,
         hashed: Option<u128>,
     ) -> Result<()> {
-        // not through a function that returns the member and its hash, as `check_deferred`
-        // does not: that result, stored a word at a time, was loaded back whole (a stalled
-        // load a member, four fifths of this function's samples on a big hash)
+        // the member and its hash are found here, not returned together by a function: that
+        // result, stored a word at a time, was loaded back whole (a stalled load a member,
+        // four fifths of this function's samples on a big hash)
         check_score(r, base)?;
         let Some(member) = member_of(seq.kind, r) else {
             return Ok(());
@@ -666,8 +666,8 @@ impl Decoder {
         hashed: Option<u128>,
         step: &mut DeferredStep,
     ) -> Result<()> {
-        // (as in `check_member`: no result of member and hash stored and loaded back whole,
-        // a fifth of a big hash's decoding step)
+        // (found here, as in `check_member`: a result of both, loaded back whole, was a fifth
+        // of a big hash's decoding step)
         check_score(r, base)?;
         let Some(member) = member_of(seq.kind, r) else {
             return Ok(());
