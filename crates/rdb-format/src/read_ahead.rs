@@ -117,8 +117,8 @@ impl ReadAhead {
         }
         loop {
             let (dec, buf, eof) = (&mut self.dec, &mut self.buf, self.eof);
-            if let Some(answer) = turn(dec, buf, eof, &mut self.failed, visit.as_deref_mut())? {
-                return Ok(answer);
+            if let Some(answer) = turn(dec, buf, eof, &mut self.failed, visit.as_deref_mut()) {
+                return answer;
             }
             let block = match self.rx.recv() {
                 Ok(Ok(block)) => block,

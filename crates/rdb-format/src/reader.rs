@@ -11,9 +11,10 @@ use crate::value::{Item, StringRecord};
 
 const MIN_READ: usize = 64 * 1024;
 
-/// One turn of a driver's loop, the `decode` / `decode_eof` contract in one place:
-/// `Ok(Some(answer))` when the caller has its answer (an item, or `None` at a clean end),
-/// `Ok(None)` when more input is needed. An error marks the driver failed.
+/// One turn of a driver's loop, the `decode` / `decode_eof` contract in one place: the
+/// caller's answer (an item, `None` at a clean end, or an error, which marks the driver
+/// failed), or `None` when more input is needed. The answer is the decoder's own result, not
+/// wrapped again: an item is 176 bytes, and each wrapping copied it.
 #[inline]
 pub(crate) fn turn<S: Source>(
     dec: &mut Decoder,
@@ -21,22 +22,20 @@ pub(crate) fn turn<S: Source>(
     ended: bool,
     failed: &mut bool,
     visit: Visit<'_, '_>,
-) -> Result<Option<Option<Item>>> {
+) -> Option<Result<Option<Item>>> {
     let got = if ended {
         dec.decode_eof_inner(buf, visit)
     } else {
         dec.decode_inner(buf, visit)
     };
-    match got {
-        Ok(Some(item)) => Ok(Some(Some(item))),
+    match &got {
+        Ok(Some(_)) => {}
         // the end, or a visitor that asked to stop
-        Ok(None) if ended || dec.is_done() || dec.visit_broke() => Ok(Some(None)),
-        Ok(None) => Ok(None),
-        Err(e) => {
-            *failed = true;
-            Err(e)
-        }
+        Ok(None) if ended || dec.is_done() || dec.visit_broke() => {}
+        Ok(None) => return None,
+        Err(_) => *failed = true,
     }
+    Some(got)
 }
 
 /// Blocking driver: decodes items from any [`Read`] in bounded memory.
@@ -103,8 +102,8 @@ impl<R: Read> Reader<R> {
         }
         loop {
             let (dec, buf, eof) = (&mut self.dec, &mut self.buf, self.eof);
-            if let Some(answer) = turn(dec, buf, eof, &mut self.failed, visit.as_deref_mut())? {
-                return Ok(answer);
+            if let Some(answer) = turn(dec, buf, eof, &mut self.failed, visit.as_deref_mut()) {
+                return answer;
             }
             // Read at least as much again as is buffered, so a unit that straddles many reads
             // is rescanned a logarithmic number of times, not once per read.
@@ -535,10 +534,9 @@ impl MappedReader {
         loop {
             let ended = self.read_to >= self.map.len();
             let (dec, window) = (&mut self.dec, &mut self.window);
-            if let Some(answer) = turn(dec, window, ended, &mut self.failed, visit.as_deref_mut())?
-            {
+            if let Some(answer) = turn(dec, window, ended, &mut self.failed, visit.as_deref_mut()) {
                 self.handed = self.dec.offset();
-                return Ok(answer);
+                return answer;
             }
             // the next window, from what the decoder has not taken yet; at least as much
             // again as it holds, so that a record far bigger than a window is looked at a
@@ -649,8 +647,8 @@ impl<R: tokio::io::AsyncRead + Unpin> AsyncReader<R> {
                 self.eof,
                 &mut self.failed,
                 None,
-            )? {
-                return Ok(answer);
+            ) {
+                return answer;
             }
             self.buf.reserve(MIN_READ.max(self.buf.len()));
             let n = self.inner.read_buf(&mut self.buf).await.map_err(|e| {
