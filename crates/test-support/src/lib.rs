@@ -302,6 +302,38 @@ pub fn mapping_rss(addr: usize) -> u64 {
         << 10
 }
 
+/// The resident bytes of this process's mappings of the file `path` (the sum of their
+/// `Rss:` in `/proc/self/smaps`; 0 when it is not mapped), whatever else this process maps or
+/// runs meanwhile: unlike `RssFile:` of `/proc/self/status`, the pages of other tests' files
+/// and of the test binary's own code, faulted in by tests running at the same time, do not
+/// count (Linux).
+pub fn file_rss(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+    let path = path.to_str().expect("a UTF-8 path");
+    let mut inside = false;
+    let mut kib = 0u64;
+    for line in smaps.lines() {
+        // a mapping's first line: `start-end perms offset dev inode [pathname]`
+        let first = line.split_once(' ').is_some_and(|(range, _)| {
+            range.split_once('-').is_some_and(|(a, b)| {
+                usize::from_str_radix(a, 16).is_ok() && usize::from_str_radix(b, 16).is_ok()
+            })
+        });
+        if first {
+            inside = line.split_whitespace().nth(5) == Some(path);
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("Rss:").filter(|_| inside) {
+            kib += v
+                .trim()
+                .trim_end_matches(" kB")
+                .parse::<u64>()
+                .expect("Rss: in kB");
+        }
+    }
+    kib << 10
+}
+
 /// A fresh empty temp directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
