@@ -270,36 +270,52 @@ pub fn checkpoint_offset(path: &Path) -> Option<u64> {
         .ok()
 }
 
-/// The value of `field` (such as `"Rss:"` or `"VmFlags:"`, trimmed) in `/proc/self/smaps`
-/// for the mapping that holds `addr`, whatever other tests map meanwhile (Linux).
-pub fn smaps_field(addr: usize, field: &str) -> String {
+/// Each mapping of this process with the value of `field` (such as `"Rss:"`, trimmed) in
+/// `/proc/self/smaps`: its first line (`start-end perms offset dev inode [pathname]`), its
+/// address range, and the value (Linux).
+fn smaps_values(field: &str) -> Vec<(String, std::ops::Range<usize>, String)> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
-    let mut inside = false;
-    // a mapping's first line: `start-end perms ...`, in hex
+    // a mapping's first line starts with its range, in hex
     let range = |line: &str| {
         let (a, b) = line.split_once(' ')?.0.split_once('-')?;
         Some(usize::from_str_radix(a, 16).ok()?..usize::from_str_radix(b, 16).ok()?)
     };
+    let mut out = Vec::new();
+    let mut mapping = None;
     for line in smaps.lines() {
         if let Some(r) = range(line) {
-            inside = r.contains(&addr);
+            mapping = Some((line, r));
             continue;
         }
-        if let Some(v) = line.strip_prefix(field).filter(|_| inside) {
-            return v.trim().to_owned();
+        if let (Some(v), Some((head, r))) = (line.strip_prefix(field), &mapping) {
+            out.push(((*head).to_owned(), r.clone(), v.trim().to_owned()));
         }
     }
-    panic!("no mapping holds {addr:#x} with {field}")
+    out
+}
+
+/// The value of `field` (such as `"Rss:"` or `"VmFlags:"`, trimmed) in `/proc/self/smaps`
+/// for the mapping that holds `addr`, whatever other tests map meanwhile (Linux).
+pub fn smaps_field(addr: usize, field: &str) -> String {
+    smaps_values(field)
+        .into_iter()
+        .find(|(_, r, _)| r.contains(&addr))
+        .map(|(_, _, v)| v)
+        .unwrap_or_else(|| panic!("no mapping holds {addr:#x} with {field}"))
+}
+
+/// Bytes of an `Rss:` value (`"123 kB"`).
+fn kib_bytes(v: &str) -> u64 {
+    v.trim_end_matches(" kB")
+        .parse::<u64>()
+        .expect("Rss: in kB")
+        << 10
 }
 
 /// The resident bytes of this process's mapping that holds `addr` (`Rss:` of
 /// `/proc/self/smaps`), whatever other tests map meanwhile.
 pub fn mapping_rss(addr: usize) -> u64 {
-    let kb = smaps_field(addr, "Rss:");
-    kb.trim_end_matches(" kB")
-        .parse::<u64>()
-        .expect("Rss: in kB")
-        << 10
+    kib_bytes(&smaps_field(addr, "Rss:"))
 }
 
 /// The resident bytes of this process's mappings of the file `path` (the sum of their
@@ -308,30 +324,12 @@ pub fn mapping_rss(addr: usize) -> u64 {
 /// and of the test binary's own code, faulted in by tests running at the same time, do not
 /// count (Linux).
 pub fn file_rss(path: &Path) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
     let path = path.to_str().expect("a UTF-8 path");
-    let mut inside = false;
-    let mut kib = 0u64;
-    for line in smaps.lines() {
-        // a mapping's first line: `start-end perms offset dev inode [pathname]`
-        let first = line.split_once(' ').is_some_and(|(range, _)| {
-            range.split_once('-').is_some_and(|(a, b)| {
-                usize::from_str_radix(a, 16).is_ok() && usize::from_str_radix(b, 16).is_ok()
-            })
-        });
-        if first {
-            inside = line.split_whitespace().nth(5) == Some(path);
-            continue;
-        }
-        if let Some(v) = line.strip_prefix("Rss:").filter(|_| inside) {
-            kib += v
-                .trim()
-                .trim_end_matches(" kB")
-                .parse::<u64>()
-                .expect("Rss: in kB");
-        }
-    }
-    kib << 10
+    smaps_values("Rss:")
+        .iter()
+        .filter(|(head, _, _)| head.split_whitespace().nth(5) == Some(path))
+        .map(|(_, _, v)| kib_bytes(v))
+        .sum()
 }
 
 /// A fresh empty temp directory.
