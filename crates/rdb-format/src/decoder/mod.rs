@@ -893,6 +893,10 @@ pub struct Decoder {
     seq_raws: Vec<RawEl>,
     /// The members' hashes of a batch of elements bound for a big duplicate table.
     seq_hashes: Vec<u128>,
+    /// Absolute offset up to which a collection's steps asked for the input's lines: the
+    /// next step (often the next small collection) asks only for the lines past it, not
+    /// again for the [`WALK_AHEAD`] bytes it already asked for.
+    seq_ahead: u64,
     /// Reused list of the elements of a blob.
     blob_raws: std::cell::Cell<BlobScratch>,
     /// Reused list of key records decoded together.
@@ -978,6 +982,7 @@ impl Decoder {
             expect: "header",
             seq_raws: Vec::new(),
             seq_hashes: Vec::new(),
+            seq_ahead: 0,
             blob_raws: std::cell::Cell::new(BlobScratch::default()),
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
