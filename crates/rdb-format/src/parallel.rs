@@ -40,7 +40,7 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use bytes::{Bytes, BytesMut};
 
@@ -289,6 +289,9 @@ pub struct Batch<'f> {
     stale: bool,
     /// The batch holds the one big table allowed before its turn ([`Pipeline::big_first`]).
     holds_ahead: bool,
+    /// Its pipeline's shared checks, where its big collections' check goes
+    /// ([`Checker::Shared`]); without it (a batch on its own) the check runs on its thread.
+    helpers: Option<Arc<Helpers>>,
 }
 
 impl Drop for Batch<'_> {
@@ -347,78 +350,202 @@ const AHEAD_BYTES: u64 = 1 << 20;
 /// Steps the decoder may be ahead whatever their size.
 const AHEAD_LEAST: u64 = 2;
 
-/// The duplicate check of a batch's big collections ([`MemberCheck`]) on a thread of its
-/// own, so that it runs while the batch's decoder goes on: such a check is a cache miss a
-/// member, about half of what decoding the collection costs. Where no thread can be made,
-/// it runs on the batch's thread as the steps come.
+/// The duplicate check of a batch's big collections ([`MemberCheck`]): such a check is a
+/// cache miss a member, about half of what decoding the collection costs.
 #[derive(Debug)]
 enum Checker {
-    Thread {
-        tx: Option<mpsc::Sender<Deferred>>,
-        rx: mpsc::Receiver<Checked>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    },
+    /// On the batch's thread, as the steps come (a batch outside a pipeline).
     Here {
         check: MemberCheck,
         done: VecDeque<Checked>,
     },
+    /// Run by whichever thread has time for it: the caller's thread while it waits for
+    /// results ([`Helpers::help`]), a worker whose part waits for room, and the batch's own
+    /// thread when the others are behind ([`SHARED_BEHIND`]) or when it needs an outcome.
+    /// (A thread of its own beside the decoder and the caller's thread made three busy
+    /// threads on two cores: at each wake-up one of them waited for a core while the other
+    /// core idled, and the bench's big hash was printed at 1.5 cores.)
+    Shared {
+        shared: Arc<SharedCheck>,
+        helpers: Arc<Helpers>,
+    },
+}
+
+/// A [`Checker::Shared`]: the steps to check, their outcomes, and the check itself, which one
+/// thread at a time runs (the steps in order: a step is taken from the queue only under the
+/// check's lock).
+#[derive(Debug)]
+struct SharedCheck {
+    /// Steps not taken yet, and outcomes not taken yet.
+    queue: Mutex<(VecDeque<Deferred>, VecDeque<Checked>)>,
+    check: Mutex<MemberCheck>,
+}
+
+impl SharedCheck {
+    /// Runs the oldest step waiting, if any, with `check` (locked by the caller): true when
+    /// it ran one.
+    fn run_one(&self, check: &mut MemberCheck) -> bool {
+        let Some(msg) = self.queue.lock().ok().and_then(|mut q| q.0.pop_front()) else {
+            return false;
+        };
+        let out = check.take(msg);
+        if let (Some(c), Ok(mut q)) = (out, self.queue.lock()) {
+            q.1.push_back(c);
+        }
+        true
+    }
+
+    /// The oldest outcome not taken yet.
+    fn outcome(&self) -> Option<Checked> {
+        self.queue.lock().ok()?.1.pop_front()
+    }
+}
+
+/// The shared duplicate checks of a pipeline's batches ([`Checker::Shared`]), for the
+/// threads that wait to run them meanwhile.
+#[derive(Debug, Default)]
+struct Helpers {
+    checks: Mutex<Vec<Arc<SharedCheck>>>,
+    /// Checks registered: the caller's thread waits in short turns while there are any.
+    count: AtomicU64,
+}
+
+impl Helpers {
+    fn active(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Runs a step of a registered check that no other thread is running: true when it ran
+    /// one.
+    fn help(&self) -> bool {
+        if !self.active() {
+            return false;
+        }
+        let Ok(checks) = self.checks.lock().map(|c| c.clone()) else {
+            return false;
+        };
+        checks.iter().any(|c| {
+            c.check
+                .try_lock()
+                .is_ok_and(|mut check| c.run_one(&mut check))
+        })
+    }
+}
+
+/// Steps of a shared check that may wait for another thread before the batch's own thread
+/// runs the oldest itself. (With 1 the worker ran most of the check and the caller's thread
+/// idled; the default lead of [`AHEAD`] steps left it all to the caller's thread.)
+const SHARED_BEHIND: usize = 2;
+
+/// How long the caller's thread waits for a result before it looks again for a step to
+/// check, while some batch's check is shared.
+const HELP_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Waits for `rx`'s next message, running steps of the batches' shared duplicate checks
+/// meanwhile; `None` once every sender is gone.
+fn recv_helping<M>(rx: &mpsc::Receiver<M>, helpers: &Helpers) -> Option<M> {
+    loop {
+        if !helpers.active() {
+            return rx.recv().ok();
+        }
+        match rx.try_recv() {
+            Ok(m) => return Some(m),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        if helpers.help() {
+            continue;
+        }
+        match rx.recv_timeout(HELP_POLL) {
+            Ok(m) => return Some(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
 }
 
 impl Checker {
-    fn new(config: &Config) -> Self {
-        let mut check = MemberCheck::new(config);
-        let (tx, jobs) = mpsc::channel::<Deferred>();
-        let (done, rx) = mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("rdb-dup-check".into())
-            .spawn(move || {
-                for msg in jobs {
-                    if let Some(c) = check.take(msg) {
-                        if done.send(c).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        match spawned {
-            Ok(thread) => Self::Thread {
-                tx: Some(tx),
-                rx,
-                thread: Some(thread),
-            },
-            Err(_) => Self::Here {
-                check: MemberCheck::new(config),
-                done: VecDeque::new(),
-            },
+    /// A check on the batch's thread.
+    fn here(config: &Config) -> Self {
+        Self::Here {
+            check: MemberCheck::new(config),
+            done: VecDeque::new(),
         }
+    }
+
+    /// A check that the threads of `helpers`' pipeline run as they have time.
+    fn shared(config: &Config, helpers: Arc<Helpers>) -> Self {
+        let shared = Arc::new(SharedCheck {
+            queue: Mutex::new((VecDeque::new(), VecDeque::new())),
+            check: Mutex::new(MemberCheck::new(config)),
+        });
+        if let Ok(mut c) = helpers.checks.lock() {
+            c.push(shared.clone());
+            helpers.count.fetch_add(1, Ordering::Relaxed);
+        }
+        Self::Shared { shared, helpers }
     }
 
     fn send(&mut self, msg: Deferred) {
         match self {
-            Self::Thread { tx, .. } => {
-                // a check that ended early is found by `recv`
-                let _ = tx.as_ref().map(|tx| tx.send(msg));
-            }
             Self::Here { check, done } => done.extend(check.take(msg)),
+            Self::Shared { shared, .. } => {
+                let waiting = shared.queue.lock().map_or(0, |mut q| {
+                    q.0.push_back(msg);
+                    q.0.len()
+                });
+                // the others are behind: this thread runs the oldest step itself
+                if waiting > SHARED_BEHIND {
+                    if let Ok(mut check) = shared.check.try_lock() {
+                        shared.run_one(&mut check);
+                    }
+                }
+            }
         }
     }
 
-    /// The next step's outcome; `None` when the check's thread failed.
+    /// The next step's outcome, checked here if no other thread did or does; `None` when
+    /// there is none to wait for (or a thread failed while it ran the check).
     fn recv(&mut self) -> Option<Checked> {
         match self {
-            Self::Thread { rx, .. } => rx.recv().ok(),
             Self::Here { done, .. } => done.pop_front(),
+            Self::Shared { shared, .. } => loop {
+                if let Some(c) = shared.outcome() {
+                    return Some(c);
+                }
+                // (another thread running the step holds the lock: its outcome is there
+                // once this thread has it)
+                let mut check = shared.check.lock().ok()?;
+                if let Some(c) = shared.outcome() {
+                    return Some(c);
+                }
+                if !shared.run_one(&mut check) {
+                    return None;
+                }
+            },
+        }
+    }
+
+    /// An outcome another thread found already, without waiting.
+    fn try_recv(&mut self) -> Option<Checked> {
+        match self {
+            Self::Here { .. } => None,
+            Self::Shared { shared, .. } => shared.outcome(),
         }
     }
 }
 
 impl Drop for Checker {
     fn drop(&mut self) {
-        if let Self::Thread { tx, thread, .. } = self {
-            // its table goes before the next batch's check may make one
-            drop(tx.take());
-            if let Some(t) = thread.take() {
-                let _ = t.join();
+        if let Self::Shared { shared, helpers } = self {
+            if let Ok(mut c) = helpers.checks.lock() {
+                c.retain(|x| !Arc::ptr_eq(x, shared));
+                helpers.count.fetch_sub(1, Ordering::Relaxed);
+            }
+            // its table goes before the next batch's check may make one (once a thread
+            // still running one of its steps is done)
+            if let Ok(mut check) = shared.check.lock() {
+                check.release();
             }
         }
     }
@@ -464,6 +591,7 @@ impl<'f> Batch<'f> {
             failed: None,
             stale: false,
             holds_ahead: false,
+            helpers: None,
             file,
             at,
             released: span.start,
@@ -594,8 +722,16 @@ impl Batch<'_> {
                 || !self.held.is_empty()
                     && (self.dec.at_record_boundary()
                         || self.held.back().is_some_and(|(_, i, _)| i.is_err()));
-            if waiting > 0 && wait {
-                let got = self.check.as_mut().and_then(Checker::recv);
+            // an outcome the caller's thread found already is taken at once, for the items
+            // before it to go out ([`Checker::Shared`])
+            let got = if waiting == 0 {
+                None
+            } else if wait {
+                Some(self.check.as_mut().and_then(Checker::recv))
+            } else {
+                self.check.as_mut().and_then(Checker::try_recv).map(Some)
+            };
+            if let Some(got) = got {
                 if let Some(c) = &got {
                     self.partial += u64::from(c.partial);
                 }
@@ -654,7 +790,10 @@ impl Batch<'_> {
                 && !self.done
                 && (self.dec.has_deferred() || self.dec.awaits_big_turn());
             for m in self.dec.take_deferred() {
-                let check = self.check.get_or_insert_with(|| Checker::new(&self.config));
+                let check = self.check.get_or_insert_with(|| match &self.helpers {
+                    Some(h) => Checker::shared(&self.config, h.clone()),
+                    None => Checker::here(&self.config),
+                });
                 check.send(m);
             }
             let Some(item) = got else {
@@ -1023,6 +1162,8 @@ impl Pipeline {
         let big_rx = &big_rx;
         let big_first = self.big_first;
         let (out_tx, out_rx) = mpsc::channel::<Numbered<T>>();
+        let helpers = Arc::new(Helpers::default());
+        let helpers = &helpers;
         std::thread::scope(|s| {
             // named, for `top -H` and profilers
             let named = |name: &str| std::thread::Builder::new().name(name.into());
@@ -1083,6 +1224,9 @@ impl Pipeline {
                         let beside = checks_beside(ahead, own, others);
                         let mut batch = Batch::new(file, span, config, &at, beside);
                         batch.whole_pages = window <= WHOLE_WINDOW;
+                        if beside {
+                            batch.helpers = Some(helpers.clone());
+                        }
                         if spec.is_some() {
                             batch.turn = Some(Turn {
                                 gate,
@@ -1092,7 +1236,7 @@ impl Pipeline {
                             });
                         }
                         let mut spill = |t: T| {
-                            tx.send((t, None, at.load(Ordering::Relaxed)));
+                            tx.send_helping((t, None, at.load(Ordering::Relaxed)), helpers);
                         };
                         let t = work(&mut batch, &mut spill);
                         let tail = batch.finish();
@@ -1132,7 +1276,7 @@ impl Pipeline {
             let mut expect: Option<(u64, u64)> = None;
             let mut crc = 0u64;
             let result = 'run: loop {
-                let Ok((g, idx, msg)) = out_rx.recv() else {
+                let Some((g, idx, msg)) = recv_helping(&out_rx, helpers) else {
                     break Err(Error::io(
                         std::io::Error::other("a pipeline thread ended early"),
                         0,
@@ -1174,14 +1318,17 @@ impl Pipeline {
                         }
                         Msg::Parts(rx, spec) => {
                             let mut tail = None;
-                            let flow = rx.iter().try_for_each(|(t, last, at)| {
+                            let mut flow = ControlFlow::Continue(());
+                            while let Some((t, last, at)) = recv_helping(&rx, helpers) {
                                 tail = last;
-                                let flow = emit(Part::Done(t));
+                                flow = emit(Part::Done(t));
                                 // what `emit` read of a mapped file (a big key's pieces,
                                 // rendered here) was mapped again after its worker let it go
                                 file.release_whole(&mut released, at, RELEASE / 2);
-                                flow
-                            });
+                                if flow.is_break() {
+                                    break;
+                                }
+                            }
                             let Some(tail) = tail.filter(|_| flow.is_continue()) else {
                                 if flow.is_continue() {
                                     // the worker ended without its batch's last part (it
@@ -1754,6 +1901,24 @@ impl<T> PartTx<T> {
             Self::All(tx) => tx.send(part).map_err(drop),
         };
     }
+
+    /// As [`send`](Self::send), running steps of the shared duplicate checks while the
+    /// caller's thread has no room for the part.
+    fn send_helping(&self, mut part: Handed<T>, helpers: &Helpers) {
+        if let Self::Some(tx) = self {
+            while helpers.active() {
+                match tx.try_send(part) {
+                    Ok(()) => return,
+                    Err(mpsc::TrySendError::Disconnected(_)) => return,
+                    Err(mpsc::TrySendError::Full(p)) => part = p,
+                }
+                if !helpers.help() {
+                    break;
+                }
+            }
+        }
+        self.send(part);
+    }
 }
 
 /// A message to the caller's thread: the walker's generation, its place in file order.
@@ -2256,36 +2421,101 @@ mod tests {
         }
     }
 
-    /// Every item of the file, from a batch whose duplicate check runs on a thread beside it
-    /// (`here`: on the batch's own thread, as where no thread can be made), up to its first
-    /// error; and whether the check had a thread at the end.
-    fn batch_items(path: &Path, config: Config, here: bool) -> (Vec<String>, bool) {
+    /// Every item of the file, from a batch whose duplicate check is shared (`helper`: with
+    /// a thread that runs its steps whenever it can, as a pipeline's caller's thread does)
+    /// or runs on the batch's own thread, up to its first error; and whether the batch still
+    /// had its check at the end, and how many shared checks were left registered after it.
+    fn batch_items(path: &Path, config: Config, helper: Option<bool>) -> (Vec<String>, bool, u64) {
         let file = File::open(path).unwrap();
         let span = whole_file(file.metadata().unwrap().len(), None);
         let at = AtomicU64::new(0);
-        let mut batch = Batch::new(Src::File(&file), span, config, &at, true);
-        if here {
-            batch.check = Some(Checker::Here {
-                check: MemberCheck::new(&config),
-                done: VecDeque::new(),
-            });
-        }
+        let helpers = Arc::new(Helpers::default());
+        let stop = AtomicBool::new(false);
         let mut out = Vec::new();
-        for item in batch.by_ref() {
-            match item {
-                Ok(i) => out.push(format!("{i:?}")),
-                Err(e) => {
-                    out.push(format!("error: {e}"));
-                    break;
+        let mut kept = false;
+        let helped = std::thread::scope(|s| {
+            let helping = s.spawn(|| {
+                let mut steps = 0u64;
+                while helper == Some(true) && !stop.load(Ordering::Relaxed) {
+                    if helpers.help() {
+                        steps += 1;
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                steps
+            });
+            let mut batch = Batch::new(Src::File(&file), span, config, &at, true);
+            if helper.is_some() {
+                batch.helpers = Some(helpers.clone());
+            }
+            for item in batch.by_ref() {
+                match item {
+                    Ok(i) => out.push(format!("{i:?}")),
+                    Err(e) => {
+                        out.push(format!("error: {e}"));
+                        break;
+                    }
                 }
             }
+            kept = batch.check.is_some();
+            drop(batch);
+            stop.store(true, Ordering::Relaxed);
+            helping.join().unwrap()
+        });
+        if helper == Some(true) {
+            // (the helper may find none before the batch's thread runs them all: then the
+            // batch's own thread checked every step, which the other runs show)
+            eprintln!("the helper ran {helped} steps");
         }
-        let threaded = matches!(batch.check, Some(Checker::Thread { .. }));
-        (out, threaded)
+        (out, kept, helpers.count.load(Ordering::Relaxed))
     }
 
-    /// A big set's members are checked beside the batch's decoder, on a thread of its own
-    /// or (where none can be made) on the batch's: both give what one decoder gives.
+    /// A shared check's steps run in order on whichever thread takes them: another thread
+    /// that helps, or the batch's own when it waits for an outcome; a duplicate is found
+    /// where one decoder finds it, and the check is let go with its batch.
+    #[test]
+    fn a_shared_checks_steps_run_in_order_on_any_thread() {
+        let helpers = Arc::new(Helpers::default());
+        let mut check = Checker::shared(&Config::default(), helpers.clone());
+        assert!(helpers.active());
+        let step = |r: std::ops::Range<u128>| {
+            Deferred::Step(
+                r.map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
+                    .collect(),
+            )
+        };
+        check.send(Deferred::Start(100_000));
+        check.send(step(0..1_000));
+        // nobody ran them yet
+        assert!(check.try_recv().is_none());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(helpers.help(), "the table");
+                assert!(helpers.help(), "the step");
+                assert!(!helpers.help(), "nothing left");
+            })
+            .join()
+            .unwrap();
+        });
+        assert_eq!(check.try_recv().map(|c| c.dup), Some(None));
+        check.send(step(1_000..2_000));
+        // members 1,990..1,999 were in the step before: the first of them is at index 0
+        check.send(step(1_990..2_500));
+        assert!(check.try_recv().is_none());
+        // the batch's thread runs them itself as it waits
+        assert_eq!(check.recv().map(|c| c.dup), Some(None));
+        assert_eq!(check.recv().map(|c| c.dup), Some(Some(0)));
+        assert!(check.recv().is_none(), "no step left to wait for");
+        drop(check);
+        assert!(!helpers.active());
+        assert!(helpers.checks.lock().unwrap().is_empty());
+    }
+
+    /// A big set's members are checked beside the batch's decoder: shared with a thread that
+    /// runs steps as it can, shared with none (the batch's thread runs them all), or on the
+    /// batch's thread as they come. All give what one decoder gives, and a shared check is
+    /// let go with its batch.
     #[test]
     fn a_big_sets_check_beside_its_decoder_gives_what_one_decoder_gives() {
         let dir = test_support::temp_dir("rdb-deferred");
@@ -2312,13 +2542,13 @@ mod tests {
                     }
                 }
                 assert_eq!(want.last().unwrap().starts_with("error"), dup.is_some());
-                let (got, threaded) = batch_items(&path, config, false);
-                // (after a duplicate the check is gone: its thread was let go at once)
-                assert_eq!(threaded, dup.is_none(), "the check had a thread of its own");
-                assert_eq!(got, want, "dup {dup:?}, on its own thread");
-                let (got, threaded) = batch_items(&path, config, true);
-                assert!(!threaded);
-                assert_eq!(got, want, "dup {dup:?}, on the batch's thread");
+                for helper in [Some(true), Some(false), None] {
+                    let (got, kept, left) = batch_items(&path, config, helper);
+                    // (after a duplicate the check is gone at once)
+                    assert_eq!(kept, dup.is_none(), "the batch kept its check");
+                    assert_eq!(left, 0, "shared checks left registered");
+                    assert_eq!(got, want, "dup {dup:?}, helper {helper:?}");
+                }
             }
         }
         let _ = std::fs::remove_dir_all(&dir);

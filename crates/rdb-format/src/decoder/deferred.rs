@@ -49,6 +49,11 @@ impl MemberCheck {
         }
     }
 
+    /// Lets the last collection's table go.
+    pub(crate) fn release(&mut self) {
+        self.seen = Seen::default();
+    }
+
     /// Takes the next message; a step's outcome comes back.
     pub(crate) fn take(&mut self, msg: Deferred) -> Option<Checked> {
         match msg {
