@@ -131,7 +131,7 @@ impl Decoder {
     }
 
     /// Whether big collections' duplicate checks are handed over ([`Self::defer_member_checks`]).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "mmap"))]
     pub(crate) fn defers_member_checks(&self) -> bool {
         self.defer
     }
