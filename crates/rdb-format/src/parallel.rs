@@ -337,10 +337,11 @@ struct Tail {
 /// Steps of a big collection a batch's decoder may be ahead of their duplicate check: the
 /// check, the decoder and the caller's thread rendering the collection share the cores, and
 /// a lead of a few milliseconds (a step of small members is decoded in well under one)
-/// keeps the decoder busy while the check waits for a core. (With 4, the decoder of the
-/// bench's 2,000,000-field hash waited 24-65 ms for its check, while the other core idled:
-/// the caller's thread had nothing to render; with 8, `jsonl --threads 2` of the whole file
-/// took 0.61-0.66 s instead of 0.63-0.69, for 2-4 MiB more peak RSS.)
+/// keeps the decoder busy while another thread runs the check. (Measured when the check had
+/// a thread of its own: with 4, the decoder of the bench's 2,000,000-field hash waited
+/// 24-65 ms for its check, while the other core idled; with 8, `jsonl --threads 2` of the
+/// whole file took 0.61-0.66 s instead of 0.63-0.69, for 2-4 MiB more peak RSS. Once the check
+/// was shared, 32 steps changed nothing.)
 const AHEAD: u64 = 8;
 
 /// The input the steps ahead may have read: past it, the decoder waits once more than

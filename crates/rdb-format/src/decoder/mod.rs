@@ -349,8 +349,8 @@ impl Seen {
         }
     }
 
-    /// The same, its big table's pages written first on two threads: for a check on a thread
-    /// of its own, whose decoder waits for it meanwhile (a core would idle).
+    /// The same, its big table's pages written first on two threads: for a check beside a
+    /// batch's decoder, which may wait for it meanwhile (a core would idle).
     pub(super) fn with_helper(mut self) -> Self {
         self.helper = true;
         self
