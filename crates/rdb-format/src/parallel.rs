@@ -340,8 +340,8 @@ struct Tail {
 /// keeps the decoder busy while another thread runs the check. (Measured when the check had
 /// a thread of its own: with 4, the decoder of the bench's 2,000,000-field hash waited
 /// 24-65 ms for its check, while the other core idled; with 8, `jsonl --threads 2` of the
-/// whole file took 0.61-0.66 s instead of 0.63-0.69, for 2-4 MiB more peak RSS. Once the check
-/// was shared, 32 steps changed nothing.)
+/// whole file took 0.61-0.66 s instead of 0.63-0.69, for 2-4 MiB more peak RSS; 32 steps
+/// and 4 MiB changed nothing but peak RSS, 11 MiB more.)
 const AHEAD: u64 = 8;
 
 /// The input the steps ahead may have read: past it, the decoder waits once more than
