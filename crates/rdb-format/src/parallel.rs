@@ -407,7 +407,8 @@ impl SharedCheck {
 #[derive(Debug, Default)]
 struct Helpers {
     checks: Mutex<Vec<Arc<SharedCheck>>>,
-    /// Checks registered: the caller's thread waits in short turns while there are any.
+    /// How many `checks` holds, read without its lock: the caller's thread waits in short
+    /// turns while there are any.
     count: AtomicU64,
 }
 
@@ -2424,11 +2425,22 @@ mod tests {
         }
     }
 
-    /// Every item of the file, from a batch whose duplicate check is shared (`helper`: with
-    /// a thread that runs its steps whenever it can, as a pipeline's caller's thread does)
-    /// or runs on the batch's own thread, up to its first error; and whether the batch still
-    /// had its check at the end, and how many shared checks were left registered after it.
-    fn batch_items(path: &Path, config: Config, helper: Option<bool>) -> (Vec<String>, bool, u64) {
+    /// Where a test batch's duplicate check runs.
+    #[derive(Debug, Clone, Copy)]
+    enum CheckOn {
+        /// Shared, with a thread that runs its steps whenever it can, as a pipeline's
+        /// caller's thread does.
+        Helped,
+        /// Shared, with no other thread: the batch's own runs every step.
+        Shared,
+        /// On the batch's thread as the steps come.
+        Here,
+    }
+
+    /// Every item of the file from a batch whose duplicate check runs `on`, up to its first
+    /// error; whether the batch still had its check at the end; and how many shared checks
+    /// were left registered after it.
+    fn batch_items(path: &Path, config: Config, on: CheckOn) -> (Vec<String>, bool, u64) {
         let file = File::open(path).unwrap();
         let span = whole_file(file.metadata().unwrap().len(), None);
         let at = AtomicU64::new(0);
@@ -2436,20 +2448,18 @@ mod tests {
         let stop = AtomicBool::new(false);
         let mut out = Vec::new();
         let mut kept = false;
-        let helped = std::thread::scope(|s| {
-            let helping = s.spawn(|| {
-                let mut steps = 0u64;
-                while helper == Some(true) && !stop.load(Ordering::Relaxed) {
-                    if helpers.help() {
-                        steps += 1;
-                    } else {
-                        std::thread::yield_now();
+        std::thread::scope(|s| {
+            if matches!(on, CheckOn::Helped) {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        if !helpers.help() {
+                            std::thread::yield_now();
+                        }
                     }
-                }
-                steps
-            });
+                });
+            }
             let mut batch = Batch::new(Src::File(&file), span, config, &at, true);
-            if helper.is_some() {
+            if !matches!(on, CheckOn::Here) {
                 batch.helpers = Some(helpers.clone());
             }
             for item in batch.by_ref() {
@@ -2464,13 +2474,7 @@ mod tests {
             kept = batch.check.is_some();
             drop(batch);
             stop.store(true, Ordering::Relaxed);
-            helping.join().unwrap()
         });
-        if helper == Some(true) {
-            // (the helper may find none before the batch's thread runs them all: then the
-            // batch's own thread checked every step, which the other runs show)
-            eprintln!("the helper ran {helped} steps");
-        }
         (out, kept, helpers.count.load(Ordering::Relaxed))
     }
 
@@ -2545,12 +2549,12 @@ mod tests {
                     }
                 }
                 assert_eq!(want.last().unwrap().starts_with("error"), dup.is_some());
-                for helper in [Some(true), Some(false), None] {
-                    let (got, kept, left) = batch_items(&path, config, helper);
+                for on in [CheckOn::Helped, CheckOn::Shared, CheckOn::Here] {
+                    let (got, kept, left) = batch_items(&path, config, on);
                     // (after a duplicate the check is gone at once)
                     assert_eq!(kept, dup.is_none(), "the batch kept its check");
                     assert_eq!(left, 0, "shared checks left registered");
-                    assert_eq!(got, want, "dup {dup:?}, helper {helper:?}");
+                    assert_eq!(got, want, "dup {dup:?}, check {on:?}");
                 }
             }
         }

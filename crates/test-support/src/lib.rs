@@ -327,7 +327,14 @@ pub fn file_rss(path: &Path) -> u64 {
     let path = path.to_str().expect("a UTF-8 path");
     smaps_values("Rss:")
         .iter()
-        .filter(|(head, _, _)| head.split_whitespace().nth(5) == Some(path))
+        // the pathname follows five fields, padded with spaces (it may hold spaces itself)
+        .filter(|(head, _, _)| {
+            let mut rest = head.as_str();
+            for _ in 0..5 {
+                rest = rest.trim_start().split_once(' ').map_or("", |(_, r)| r);
+            }
+            rest.trim_start() == path
+        })
         .map(|(_, _, v)| kib_bytes(v))
         .sum()
 }

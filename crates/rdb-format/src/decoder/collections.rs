@@ -333,11 +333,10 @@ impl Decoder {
         };
         // the lines ahead are loaded before the loop gets to them, as a walker's run of
         // records does: each element's place depends on the lengths before it, so the CPU
-        // does not find it by itself (half of a walker's time in a big hash was that wait)
-        // (from where the last step stopped asking: a set of 20 members is a few lines, and
-        // asking again for 8 KiB at each was a quarter of `step` on a file of such sets)
-        // a mark behind the step or far past it (another batch's, or another buffer's) is
-        // not this input's
+        // does not find it by itself (half of a walker's time in a big hash was that wait).
+        // It goes on from where the last step stopped asking: a set of 20 members is a few
+        // lines, and asking again for 8 KiB at each was a quarter of `step` on a file of such
+        // sets. A mark behind the step or far past it is another batch's or buffer's.
         let mut ahead = match usize::try_from(self.seq_ahead.wrapping_sub(start)) {
             Ok(d) if d <= WALK_AHEAD + 64 => d,
             _ => 0,
