@@ -248,7 +248,7 @@ struct CheckArgs {
     #[arg(long)]
     lenient: bool,
     /// Members of one big set, hash or sorted set remembered to find duplicates (9 bytes
-    /// each, 16 for the first 65,536); past it the check is partial and says so.
+    /// each; 16 each in one of up to 65,536 members); past it the check is partial and says so.
     #[arg(long, value_name = "N", default_value_t = replicator::rdb::DUP_CHECK_LIMIT)]
     dup_check_limit: usize,
     /// AOF: cut the last file at its last valid command, after copying it to a backup.

@@ -63,7 +63,7 @@ pub(crate) struct MemoryArgs {
     #[arg(long)]
     relaxed_version: bool,
     /// Members of one big set, hash or sorted set remembered to find duplicates (9 bytes
-    /// each, 16 for the first 65,536). Lower than `check`'s default: a report needs no full duplicate check, and the
+    /// each; 16 each in one of up to 65,536 members). Lower than `check`'s default: a report needs no full duplicate check, and the
     /// report stays at about 20 MiB (run `check` for that).
     #[arg(long, value_name = "N", default_value_t = 1 << 16)]
     dup_check_limit: usize,
