@@ -2772,6 +2772,32 @@ mod tests {
         }
     }
 
+    /// A value that announces more than [`SEEN_FIRST`] members holds no more than
+    /// [`SEEN_MOVE`] of them in its `HashSet` before its table is made, and a member seen
+    /// before the move is found after it, at any distance; one that announces fewer keeps
+    /// them all in the `HashSet`.
+    #[test]
+    fn members_seen_before_the_move_into_the_big_table_are_found_after_it() {
+        let mut s = Seen::with_capacity(SEEN_FIRST + 1);
+        assert!(s.small.capacity() < 2 * SEEN_MOVE);
+        let vs = values(3 * SEEN_MOVE, 9);
+        for (i, &v) in vs.iter().enumerate() {
+            assert_eq!(s.is_big(), i >= SEEN_MOVE, "{i}");
+            assert!(s.insert(v), "{i}");
+        }
+        assert!(s.small.is_empty() && s.big.len == vs.len());
+        assert!(vs.iter().all(|&v| s.contains(v)));
+        // the first member, the last before the move and the first after it, again
+        for i in [0, SEEN_MOVE - 1, SEEN_MOVE] {
+            assert_eq!(s.check(vs[i], usize::MAX), (true, false), "{i}");
+        }
+        let mut small = Seen::with_capacity(SEEN_FIRST);
+        for (i, &v) in values(SEEN_FIRST, 10).iter().enumerate() {
+            assert!(small.insert(v), "{i}");
+        }
+        assert!(!small.is_big() && small.len() == SEEN_FIRST);
+    }
+
     /// Members go into a big table once [`SEEN_MOVE`] came of a value that announced more
     /// than [`SEEN_FIRST`]; past what it announced, beside it. Every one is found, in either
     /// place.
