@@ -423,14 +423,15 @@ impl Helpers {
         if !self.active() {
             return false;
         }
-        let Ok(checks) = self.checks.lock().map(|c| c.clone()) else {
-            return false;
-        };
-        checks.iter().any(|c| {
-            c.check
-                .try_lock()
-                .is_ok_and(|mut check| c.run_one(&mut check))
-        })
+        // each check is tried outside the list's lock (a step takes a while), taken from it
+        // one at a time rather than copying the list at each call
+        (0..)
+            .map_while(|i| self.checks.lock().ok()?.get(i).cloned())
+            .any(|c| {
+                c.check
+                    .try_lock()
+                    .is_ok_and(|mut check| c.run_one(&mut check))
+            })
     }
 }
 

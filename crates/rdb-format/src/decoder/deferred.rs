@@ -59,7 +59,7 @@ impl MemberCheck {
         match msg {
             Deferred::Start(n) => {
                 // the last collection's table goes before the next one is made
-                self.seen = Seen::default();
+                self.release();
                 self.seen = Seen::with_capacity(n).with_helper();
                 None
             }

@@ -2774,8 +2774,8 @@ mod tests {
 
     /// A value that announces more than [`SEEN_FIRST`] members holds no more than
     /// [`SEEN_MOVE`] of them in its `HashSet` before its table is made, and a member seen
-    /// before the move is found after it, at any distance; one that announces fewer keeps
-    /// them all in the `HashSet`.
+    /// before the move is found after it, at any distance; one that announces up to
+    /// [`SEEN_FIRST`] keeps them all in the `HashSet`.
     #[test]
     fn members_seen_before_the_move_into_the_big_table_are_found_after_it() {
         let mut s = Seen::with_capacity(SEEN_FIRST + 1);
