@@ -43,10 +43,67 @@ fn line(dst: &mut BytesMut, ty: u8, body: &[u8]) {
 }
 
 fn blob(dst: &mut BytesMut, ty: u8, body: &[u8]) {
+    if body.len() <= SHORT {
+        return short_blob(dst, ty, body);
+    }
     header(dst, ty, body.len());
     dst.reserve(body.len() + 2);
     dst.put_slice(body);
     dst.put_slice(b"\r\n");
+}
+
+/// The longest body [`short_blob`] writes.
+const SHORT: usize = 32;
+
+/// Room [`short_blob`] takes at once: a header of up to 5 bytes, a body of up to [`SHORT`],
+/// and CRLF.
+const SHORT_ROOM: usize = 48;
+
+/// [`blob`] of a body of at most [`SHORT`] bytes (most of a collection's elements): room for
+/// the longest such frame is appended at once and cut to length after, and the body copied
+/// in at most two moves of a fixed size. Header, body and CRLF appended one by one were
+/// three capacity checks and a call to copy a slice of unknown length (with the header, a
+/// seventh of printing a big hash as RESP).
+#[inline]
+fn short_blob(dst: &mut BytesMut, ty: u8, body: &[u8]) {
+    let n = body.len();
+    let at = dst.len();
+    dst.extend_from_slice(&[0; SHORT_ROOM]);
+    let out = &mut dst[at..];
+    let h = if n < 10 {
+        out[..4].copy_from_slice(&[ty, b'0' + n as u8, b'\r', b'\n']);
+        4
+    } else {
+        out[..5].copy_from_slice(&[
+            ty,
+            b'0' + (n / 10) as u8,
+            b'0' + (n % 10) as u8,
+            b'\r',
+            b'\n',
+        ]);
+        5
+    };
+    copy_short(&mut out[h..], body);
+    out[h + n..h + n + 2].copy_from_slice(b"\r\n");
+    dst.truncate(at + h + n + 2);
+}
+
+/// Copies `body` (at most [`SHORT`] bytes) to the front of `out`: two moves of the largest
+/// fixed size that fits, overlapping in the middle.
+#[inline]
+fn copy_short(out: &mut [u8], body: &[u8]) {
+    let n = body.len();
+    fn two<const K: usize>(out: &mut [u8], body: &[u8]) {
+        let n = body.len();
+        out[..K].copy_from_slice(&body[..K]);
+        out[n - K..n].copy_from_slice(&body[n - K..]);
+    }
+    match n {
+        16.. => two::<16>(out, body),
+        8.. => two::<8>(out, body),
+        4.. => two::<4>(out, body),
+        _ => out[..n].copy_from_slice(body),
+    }
 }
 
 /// Appends a header line: `*3\r\n` for `(b'*', 3)`, `$5\r\n` for `(b'$', 5)`; for writing a
@@ -203,5 +260,28 @@ mod tests {
             }
         }
         assert_eq!(&dst[..], &want[..]);
+    }
+
+    /// A bulk string of every length up to past [`SHORT`] is its header, its body and CRLF,
+    /// appended to what was there (into a buffer that has to grow, and into one that need
+    /// not), whatever its bytes.
+    #[test]
+    fn bulk_strings_of_every_short_length() {
+        for room in [0, 1 << 12] {
+            let mut dst = BytesMut::with_capacity(room);
+            dst.extend_from_slice(b"before");
+            let mut want = b"before".to_vec();
+            for n in 0..=SHORT + 9 {
+                for fill in [b'x', b'\r', 0xff] {
+                    // every byte differs from its neighbours', so a misplaced move shows
+                    let body: Vec<u8> = (0..n).map(|i| fill.wrapping_add(i as u8)).collect();
+                    encode_bulk(&body, &mut dst);
+                    want.extend_from_slice(format!("${n}\r\n").as_bytes());
+                    want.extend_from_slice(&body);
+                    want.extend_from_slice(b"\r\n");
+                    assert_eq!(&dst[..], &want[..], "a body of {n} bytes");
+                }
+            }
+        }
     }
 }
