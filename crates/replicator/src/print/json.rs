@@ -23,6 +23,14 @@ pub(crate) fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// [`json_bytes`], with `not_utf8` writing what stands for bytes that are not UTF-8.
 #[inline]
 fn json_text(out: &mut Vec<u8>, b: &[u8], not_utf8: fn(&mut Vec<u8>, &[u8])) {
+    if b.len() <= SHORT && short_text(out, b) {
+        return;
+    }
+    json_text_any(out, b, not_utf8);
+}
+
+/// [`json_text`] of any string, byte by byte where it must be.
+fn json_text_any(out: &mut Vec<u8>, b: &[u8], not_utf8: fn(&mut Vec<u8>, &[u8])) {
     let mark = out.len();
     out.reserve(b.len() + 2);
     out.push(b'"');
@@ -41,6 +49,54 @@ fn json_text(out: &mut Vec<u8>, b: &[u8], not_utf8: fn(&mut Vec<u8>, &[u8])) {
     } else {
         not_utf8(out, b);
     }
+}
+
+/// The longest string [`short_text`] writes.
+const SHORT: usize = 32;
+
+/// Writes `b` (at most [`SHORT`] bytes) as a JSON string when it is ASCII that needs no
+/// escape, as most keys and elements are; false, with nothing written, when it is not. Its
+/// bytes are looked at in at most four words, and room for the longest such string is
+/// appended at once, all quotes, and cut to length after the text is moved in (at most two
+/// moves of a fixed size): appended by the general way, the text was a call to copy a slice
+/// of unknown length and three capacity checks.
+#[inline]
+fn short_text(out: &mut Vec<u8>, b: &[u8]) -> bool {
+    let n = b.len();
+    let marked = |i: usize| {
+        let x = word(b, i);
+        (x & HI) | needs_escape(x)
+    };
+    // (words that overlap look at some bytes twice; a word with no byte to mark has no mark)
+    let plain = match n {
+        16.. => marked(0) | marked(8) | marked(n - 16) | marked(n - 8) == 0,
+        8.. => marked(0) | marked(n - 8) == 0,
+        _ => b.iter().all(|&c| c < 0x80 && !is_escaped(c)),
+    };
+    if !plain {
+        return false;
+    }
+    let at = out.len();
+    out.extend_from_slice(&[b'"'; SHORT + 2]);
+    let text = &mut out[at + 1..at + 1 + n];
+    match n {
+        16.. => {
+            text[..16].copy_from_slice(&b[..16]);
+            text[n - 16..].copy_from_slice(&b[n - 16..]);
+        }
+        8.. => {
+            text[..8].copy_from_slice(&b[..8]);
+            text[n - 8..].copy_from_slice(&b[n - 8..]);
+        }
+        4.. => {
+            text[..4].copy_from_slice(&b[..4]);
+            text[n - 4..].copy_from_slice(&b[n - 4..]);
+        }
+        _ => text.copy_from_slice(b),
+    }
+    // the quote after the text is one of those appended
+    out.truncate(at + n + 2);
+    true
 }
 
 /// Writes `{"base64":"<b64>"}`.
@@ -920,6 +976,43 @@ fn write_stream_meta(b: &mut Vec<u8>, m: &StreamMeta) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A short string that needs no escape is written as the general way writes it, and
+    /// any other (a byte to escape or past ASCII anywhere in it) is left to that way.
+    #[test]
+    fn short_strings_are_written_as_any_string_is() {
+        let mut short_ones = 0;
+        for n in 0..=SHORT + 8 {
+            // every byte differs from its neighbours', so a misplaced move shows
+            let plain: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut cases = vec![plain.clone()];
+            for at in 0..n {
+                for c in [b'"', b'\\', b'\n', 0x1f, 0x7f, 0x80, 0xc3, 0xff] {
+                    let mut b = plain.clone();
+                    b[at] = c;
+                    cases.push(b);
+                }
+            }
+            for b in cases {
+                let mut want = b"before".to_vec();
+                json_text_any(&mut want, &b, json_base64);
+                let mut got = b"before".to_vec();
+                json_bytes(&mut got, &b);
+                assert_eq!(got, want, "{b:?}");
+                let mut short = b"before".to_vec();
+                let took = n <= SHORT && short_text(&mut short, &b);
+                let plain = b
+                    .iter()
+                    .all(|&c| (0x20..0x80).contains(&c) && !b"\"\\".contains(&c));
+                assert_eq!(took, n <= SHORT && plain, "{b:?}");
+                if !took {
+                    assert_eq!(short, b"before", "nothing written for {b:?}");
+                }
+                short_ones += usize::from(took);
+            }
+        }
+        assert!(short_ones > SHORT, "the short way was taken");
+    }
 
     /// Scores print as `ryu` prints them, whether or not the short path takes them.
     #[test]
