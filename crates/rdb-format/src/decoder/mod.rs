@@ -134,14 +134,15 @@ pub fn crc64_combine(sum_a: u64, sum_b: u64, len_b: u64) -> u64 {
 }
 
 /// The running checksum of a decoder's input. Small pieces (a key, a length, a listpack of a
-/// few elements) are gathered and summed a block at a time: `crc-fast` spends a fixed few
-/// dozen cycles on each update, which on records of a few dozen bytes cost more than the sum.
+/// few elements) are gathered and summed a block at a time: `crc-fast` spends a fixed cost on
+/// each update, which on records of a few dozen bytes cost more than the sum.
 #[derive(Clone)]
 struct Crc {
     digest: crc_fast::Digest,
-    /// Input not summed yet, `buf[..len]`.
-    buf: [u8; CRC_BLOCK],
-    len: usize,
+    /// Input not summed yet. Its room is made at the first piece gathered: a decoder is made
+    /// for each place a pipeline's walker tries as a record's start, and room made with each
+    /// (cleared, and copied as the decoder moved) was most of that walker's time in a big hash.
+    buf: Vec<u8>,
 }
 
 /// Bytes [`Crc`] gathers before it sums them; a piece this long or longer is summed at once.
@@ -153,27 +154,28 @@ impl Crc {
     fn new() -> Self {
         Self {
             digest: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Redis),
-            buf: [0; CRC_BLOCK],
-            len: 0,
+            buf: Vec::new(),
         }
     }
 
     /// Adds `data` to the sum.
     fn update(&mut self, data: &[u8]) {
-        if self.len + data.len() > CRC_BLOCK {
+        if self.buf.len() + data.len() > CRC_BLOCK {
             self.flush();
         }
         if data.len() >= CRC_BLOCK {
             self.digest.update(data);
         } else {
-            self.buf[self.len..self.len + data.len()].copy_from_slice(data);
-            self.len += data.len();
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(CRC_BLOCK);
+            }
+            self.buf.extend_from_slice(data);
         }
     }
 
     fn flush(&mut self) {
-        self.digest.update(&self.buf[..self.len]);
-        self.len = 0;
+        self.digest.update(&self.buf);
+        self.buf.clear();
     }
 
     /// The sum of everything added so far.
@@ -185,7 +187,9 @@ impl Crc {
 
 impl std::fmt::Debug for Crc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Crc").field("gathered", &self.len).finish()
+        f.debug_struct("Crc")
+            .field("gathered", &self.buf.len())
+            .finish()
     }
 }
 
