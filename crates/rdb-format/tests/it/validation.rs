@@ -254,12 +254,32 @@ fn big_collections_are_checked_within_the_limit() {
     let f = set(&[b"a", b"b", b"c", b"d", b"e", b"a"]);
     let e = decode(&f, limited).unwrap_err();
     assert!(e.to_string().contains("duplicate member \"a\""), "{e}");
-    // `e` came after the limit: not remembered, the check is partial and says so
+    // `e` came after the limit: not remembered, the check is partial and says so, whether
+    // the values are built or only checked
     let f = set(&[b"a", b"b", b"c", b"d", b"e", b"e"]);
-    let mut dec = rdb_format::Decoder::with_config(limited);
-    let mut buf = Bytes::from(f.clone());
-    while dec.decode_eof(&mut buf).unwrap().is_some() {}
-    assert_eq!(dec.partial_checks(), 1);
+    let mut limited_check = limited;
+    limited_check.skip_values(true);
+    for c in [limited, limited_check] {
+        let mut dec = rdb_format::Decoder::with_config(c);
+        let mut buf = Bytes::from(f.clone());
+        while dec.decode_eof(&mut buf).unwrap().is_some() {}
+        assert_eq!(dec.partial_checks(), 1);
+    }
+    // a duplicate met just as the check goes partial is found, and counted once
+    let f = set(&[b"a", b"b", b"c", b"d", b"a"]);
+    for c in [limited, limited_check] {
+        let mut dec = rdb_format::Decoder::with_config(c);
+        let mut buf = Bytes::from(f.clone());
+        let e = loop {
+            match dec.decode_eof(&mut buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the duplicate was not found"),
+                Err(e) => break e,
+            }
+        };
+        assert!(e.to_string().contains("duplicate member \"a\""), "{e}");
+        assert_eq!(dec.partial_checks(), 1);
+    }
     // with the default limit it is found
     assert!(decode(&f, Config::default()).is_err());
     let mut ok = rdb_format::Decoder::new();
