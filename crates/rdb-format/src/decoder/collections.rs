@@ -423,10 +423,10 @@ impl Decoder {
                 seq.seen.touch(h);
             }
         }
-        let from = if seq.deferred || seq.damaged.is_some() {
+        let from = if seq.damaged.is_some() {
             0
         } else {
-            self.check_plain_members(&mut seq, &chunk, &raws, &hashes)
+            self.check_plain_members(&mut seq, &chunk, &raws, &hashes, deferred.as_mut())
         };
         // the elements are read where the parse put them: moved out one by one, each was
         // stored a word at a time and loaded back whole for the calls below (a stalled load)
@@ -644,13 +644,15 @@ impl Decoder {
     /// them is left to check but the member's duplicates. (Each one through both calls, the
     /// check of a set of short strings was 250 instructions a member.) Returns how many it
     /// checked: the rest, from one of another kind or one seen before (not added), go the
-    /// general way. `hashes` are the members' when their table is big (loaded ahead).
+    /// general way. `hashes` are the members' when their table is big (loaded ahead). When
+    /// the duplicate check is done elsewhere, the hashes go to its `step` instead.
     fn check_plain_members(
         &mut self,
         seq: &mut SeqState,
         chunk: &Bytes,
         raws: &[RawEl],
         hashes: &[u128],
+        mut step: Option<&mut DeferredStep>,
     ) -> usize {
         if !self.config.skip_values
             || self.config.packed_sizes
@@ -683,6 +685,10 @@ impl Decoder {
                 }
                 None => xxhash_rust::xxh3::xxh3_128(&chunk[a..b]),
             };
+            if let Some(step) = step.as_mut() {
+                step.hashes.push(h);
+                continue;
+            }
             let (dup, partial) = seq.seen.check(h, limit);
             self.partial_checks += u64::from(partial);
             if dup {
