@@ -298,6 +298,51 @@ pub(crate) fn parse_double_bytes(b: &[u8]) -> Option<f64> {
     Some(if neg { -v } else { v })
 }
 
+/// Whether [`parse_double_bytes`] reads `b`, for a score that is only checked. The short
+/// decimals most scores are (an optional `-`, then at most 8 digits and dots, one dot at
+/// most and a digit at least) are told in one word, without a number made of them (parsed
+/// byte by byte, a sorted set's scores were a sixth of checking a file of small ones);
+/// anything else is parsed.
+pub(crate) fn is_double(b: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    let n = digits.len();
+    if n == 0 || n > 8 {
+        return parse_double_bytes(b).is_some();
+    }
+    // the bytes in a word, low byte first, `0`s past them; overlapping loads put bytes that
+    // both hold in the same place, so or-ing them is harmless
+    let four = |i: usize| {
+        u64::from(u32::from_le_bytes(
+            digits[i..i + 4].try_into().expect("four bytes"),
+        ))
+    };
+    let two = |i: usize| u64::from(u16::from_le_bytes([digits[i], digits[i + 1]]));
+    let w = match n {
+        4.. => four(0) | four(n - 4) << (8 * (n - 4)),
+        2.. => two(0) | two(n - 2) << (8 * (n - 2)),
+        _ => u64::from(digits[0]),
+    };
+    let pad = if n == 8 {
+        0
+    } else {
+        (LO * u64::from(b'0')) << (8 * n)
+    };
+    let w = w | pad;
+    // a byte's high bit when it is not zero (no carry leaves a byte: each adds at most 0x7f
+    // to at most 0x7f)
+    let nonzero = |x: u64| ((x & !HI).wrapping_add(!HI & (LO * 0x7f)) | x) & HI;
+    // not a digit: its high nibble is not 3, or its low one is past 9
+    let t = w ^ (LO * u64::from(b'0'));
+    let other = nonzero((t & (LO * 0xf0)) | (((t & (LO * 0x0f)) + LO * 0x06) & (LO * 0x10)));
+    let dots = !nonzero(w ^ (LO * u64::from(b'.'))) & HI;
+    if other & !dots == 0 && dots.count_ones() <= 1 && n > dots.count_ones() as usize {
+        return true;
+    }
+    parse_double_bytes(b).is_some()
+}
+
 pub(crate) fn parse_double(t: &str) -> Option<f64> {
     match t {
         "inf" | "+inf" => Some(f64::INFINITY),
@@ -372,6 +417,7 @@ mod tests {
             texts.push(t);
         }
         for t in &texts {
+            assert_eq!(is_double(t.as_bytes()), parse_double(t).is_some(), "{t:?}");
             let want = parse_double(t).map(f64::to_bits);
             assert_eq!(
                 parse_double_bytes(t.as_bytes()).map(f64::to_bits),
@@ -379,5 +425,36 @@ mod tests {
                 "{t:?}"
             );
         }
+    }
+
+    /// [`is_double`] says what [`parse_double_bytes`] does of every string of up to 5 bytes
+    /// made of digits, dots, signs and bytes next to them, and of up to 9 bytes made of a
+    /// few of them.
+    #[test]
+    fn is_double_is_parse_double_bytes() {
+        let check = |t: &[u8]| {
+            assert_eq!(
+                is_double(t),
+                parse_double_bytes(t).is_some(),
+                "{:?}",
+                String::from_utf8_lossy(t)
+            );
+        };
+        let all = |alphabet: &[u8], longest: u32| {
+            for len in 0..=longest {
+                for mut i in 0..alphabet.len().pow(len) {
+                    let t: Vec<u8> = (0..len)
+                        .map(|_| {
+                            let c = alphabet[i % alphabet.len()];
+                            i /= alphabet.len();
+                            c
+                        })
+                        .collect();
+                    check(&t);
+                }
+            }
+        };
+        all(b"0159.-+e/:\x00\xff\xb0n", 5);
+        all(b"07.-/", 9);
     }
 }

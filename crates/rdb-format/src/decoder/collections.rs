@@ -131,7 +131,11 @@ pub(super) fn decode_blob(
         for c in raws.chunks_exact(per) {
             match ty {
                 12 | 17 => {
-                    score(c[1])?;
+                    if let encodings::Raw::Range(..) = c[1] {
+                        if !crate::cursor::is_double(c[1].bytes(blob)) {
+                            return Err(bad("score is not a number"));
+                        }
+                    }
                 }
                 23 | 25 => {
                     ttl(c[2])?;
