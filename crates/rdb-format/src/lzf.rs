@@ -14,6 +14,26 @@ pub(crate) fn decompress_into(input: &[u8], ulen: usize, out: &mut Vec<u8>) -> O
     }
 }
 
+/// Decompresses `input` into the front of `buf`, which grows to `ulen` bytes if it is
+/// shorter: a buffer kept from one string to the next is written over, not cleared first
+/// (only what it grows by is); the `ulen` bytes, or `None` if the data is malformed or does
+/// not decompress to exactly `ulen` bytes.
+pub(crate) fn decompress_to<'b>(
+    input: &[u8],
+    ulen: usize,
+    buf: &'b mut Vec<u8>,
+) -> Option<&'b [u8]> {
+    if buf.len() < ulen {
+        buf.resize(ulen, 0);
+    }
+    let dst = &mut buf[..ulen];
+    if decompress_slice(input, dst) {
+        Some(dst)
+    } else {
+        None
+    }
+}
+
 /// Decompresses `input` into all of `dst`: false if the data is malformed or does not fill
 /// `dst` exactly. Short copies move a fixed 32 or 16 bytes where both sides have room (one
 /// pair of vector moves instead of a call to `memcpy`); what they write past the run is
@@ -86,6 +106,31 @@ mod tests {
         let mut out = Vec::new();
         decompress_into(&data, 10, &mut out).unwrap();
         assert_eq!(out, b"aaaaaaaaaa");
+    }
+
+    /// A kept buffer is written over: what it held past the string is not read, and a
+    /// longer one it held before does not change the next string's bytes.
+    #[test]
+    fn a_kept_buffer_gives_each_string_its_own_bytes() {
+        let mut buf = Vec::new();
+        let ten_a = [0x00, b'a', (7 << 5), 9 - 2 - 7, 0x00];
+        assert_eq!(
+            decompress_to(&ten_a, 10, &mut buf),
+            Some(&b"aaaaaaaaaa"[..])
+        );
+        assert_eq!(
+            decompress_to(&[0x01, b'x', b'y'], 2, &mut buf),
+            Some(&b"xy"[..])
+        );
+        assert_eq!(buf.len(), 10);
+        // lies: too short, too long, a reference before the start
+        assert_eq!(decompress_to(&[0x05, b'a'], 6, &mut buf), None);
+        assert_eq!(decompress_to(&[0x00, b'a'], 5, &mut buf), None);
+        assert_eq!(decompress_to(&[0x20, 0x05], 3, &mut buf), None);
+        assert_eq!(
+            decompress_to(&[0x01, b'x', b'y'], 2, &mut buf),
+            Some(&b"xy"[..])
+        );
     }
 
     #[test]

@@ -25,12 +25,10 @@ pub(super) fn raw_text<'a>(
     }
 }
 
-pub(super) fn decode_blob(
-    ty: u8,
-    blob: &Bytes,
-    build: bool,
-    scratch: &mut BlobScratch,
-) -> Result<Option<Value>, BlobError> {
+/// Walks a blob-encoded value and checks it as [`decode_blob`] does, without building it:
+/// the blob may be any bytes (an LZF blob's, decompressed into a buffer kept for the next).
+/// Its elements are left in `scratch.raws`.
+pub(super) fn check_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Result<(), BlobError> {
     let BlobScratch { raws, hashes } = scratch;
     raws.clear();
     let push = |e| {
@@ -47,18 +45,9 @@ pub(super) fn decode_blob(
         11 => encodings::intset(blob, push)?,
         _ => encodings::listpack(blob, push)?,
     }
-    let bad = |why: &str| BlobError {
-        what: "element list",
-        why: why.into(),
-        pos: 0,
-    };
-    let per = match ty {
-        9 | 12 | 13 | 16 | 17 => 2,
-        23 | 25 => 3,
-        _ => 1,
-    };
+    let per = blob_per(ty);
     if raws.len() % per != 0 {
-        return Err(bad(match per {
+        return Err(bad_elements(match per {
             2 => "odd number of elements in a map or sorted set",
             _ => "hash listpack with TTLs is not made of triples",
         }));
@@ -114,37 +103,71 @@ pub(super) fn decode_blob(
             }
         }
     }
+    for c in raws.chunks_exact(per) {
+        match ty {
+            12 | 17 => {
+                if let encodings::Raw::Range(..) = c[1] {
+                    if !crate::cursor::is_double(c[1].bytes(blob)) {
+                        return Err(bad_elements("score is not a number"));
+                    }
+                }
+            }
+            23 | 25 => {
+                ttl(c[2], blob)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Elements a blob's entry of type `ty` is made of: 2 for a hash's or sorted set's, 3 for a
+/// hash's with TTLs, 1 for any other.
+pub(super) fn blob_per(ty: u8) -> usize {
+    match ty {
+        9 | 12 | 13 | 16 | 17 => 2,
+        23 | 25 => 3,
+        _ => 1,
+    }
+}
+
+/// An error in a blob's elements as a whole.
+fn bad_elements(why: &str) -> BlobError {
+    BlobError {
+        what: "element list",
+        why: why.into(),
+        pos: 0,
+    }
+}
+
+/// A hash field's TTL in a blob: 0 for none.
+fn ttl(r: encodings::Raw, blob: &[u8]) -> Result<Option<u64>, BlobError> {
+    let t = r
+        .as_int(blob)
+        .ok_or_else(|| bad_elements("field TTL is not an integer"))?;
+    Ok((t != 0).then_some(t as u64))
+}
+
+/// Walks a blob-encoded value and checks it ([`check_blob`]); builds the value when `build`.
+/// Buffers reused from one blob to the next.
+pub(super) fn decode_blob(
+    ty: u8,
+    blob: &Bytes,
+    build: bool,
+    scratch: &mut BlobScratch,
+) -> Result<Option<Value>, BlobError> {
+    check_blob(ty, blob, scratch)?;
+    if !build {
+        return Ok(None);
+    }
+    let raws = &scratch.raws;
     let score = |r: encodings::Raw| -> Result<f64, BlobError> {
         match r {
             encodings::Raw::Int(i) => Ok(i as f64),
             r => crate::cursor::parse_double_bytes(r.bytes(blob))
-                .ok_or_else(|| bad("score is not a number")),
+                .ok_or_else(|| bad_elements("score is not a number")),
         }
     };
-    let ttl = |r: encodings::Raw| -> Result<Option<u64>, BlobError> {
-        let t = r
-            .as_int(blob)
-            .ok_or_else(|| bad("field TTL is not an integer"))?;
-        Ok((t != 0).then_some(t as u64))
-    };
-    if !build {
-        for c in raws.chunks_exact(per) {
-            match ty {
-                12 | 17 => {
-                    if let encodings::Raw::Range(..) = c[1] {
-                        if !crate::cursor::is_double(c[1].bytes(blob)) {
-                            return Err(bad("score is not a number"));
-                        }
-                    }
-                }
-                23 | 25 => {
-                    ttl(c[2])?;
-                }
-                _ => {}
-            }
-        }
-        return Ok(None);
-    }
     let el = |r: encodings::Raw| r.elem(blob);
     Ok(Some(match ty {
         10 => Value::List(raws.iter().copied().map(el).collect()),
@@ -168,7 +191,7 @@ pub(super) fn decode_blob(
                 Ok(HashField {
                     field: el(c[0]),
                     value: el(c[1]),
-                    expire_ms: ttl(c[2])?,
+                    expire_ms: ttl(c[2], blob)?,
                 })
             }),
         )?),
@@ -793,12 +816,10 @@ impl Decoder {
             SRef::Int(i, _) => xxh3_128(itoa::Buffer::new().format(i).as_bytes()),
             SRef::Lzf(s, e, ulen) => {
                 let mut scratch = self.scratch.take();
-                scratch.clear();
-                let ok = crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut scratch);
-                let h = xxh3_128(&scratch);
+                let h = crate::lzf::decompress_to(&chunk[s..e], ulen as usize, &mut scratch)
+                    .map(xxh3_128);
                 self.scratch.set(scratch);
-                ok.ok_or_else(|| Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64))?;
-                h
+                h.ok_or_else(|| Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64))?
             }
         })
     }
@@ -808,10 +829,14 @@ impl Decoder {
     pub(super) fn check_sref(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<()> {
         if let SRef::Lzf(s, e, ulen) = r {
             let mut scratch = self.scratch.take();
-            scratch.clear();
-            let ok = crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut scratch);
+            let ok = crate::lzf::decompress_to(&chunk[s..e], ulen as usize, &mut scratch).is_some();
             self.scratch.set(scratch);
-            ok.ok_or_else(|| Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64))?;
+            if !ok {
+                return Err(Error::new(
+                    ErrorKind::Lzf { expected: ulen },
+                    base + s as u64,
+                ));
+            }
         }
         Ok(())
     }

@@ -2252,19 +2252,50 @@ impl Decoder {
                 self.emit_whole(head, Value::Module(ModuleValue { name, encver, raw }));
             }
             Whole::Blob(s) => {
-                let blob = self
-                    .mat_bytes(chunk, base, s)
-                    .map_err(|e| e.with_key(&head.key))?;
+                let build = !self.config.skip_values && self.config.build_packed;
                 let mut scratch = self.blob_raws.take();
-                let decoded = decode_blob(
-                    head.type_byte,
-                    &blob,
-                    !self.config.skip_values && self.config.build_packed,
-                    &mut scratch,
-                );
+                let (decoded, blob_len) = match s {
+                    // only checked: read where it lies, or decompressed into a buffer kept
+                    // for the next (into a fresh one each, its allocation, clearing and
+                    // reference count were a twentieth of checking small sorted sets)
+                    SRef::Raw(a, b) if !build => {
+                        let blob = &chunk[a..b];
+                        let checked = check_blob(head.type_byte, blob, &mut scratch);
+                        (checked.map(|()| None), blob.len())
+                    }
+                    SRef::Lzf(a, b, ulen) if !build => {
+                        let mut buf = self.scratch.take();
+                        let checked =
+                            crate::lzf::decompress_to(&chunk[a..b], ulen as usize, &mut buf)
+                                .map(|blob| check_blob(head.type_byte, blob, &mut scratch));
+                        self.scratch.set(buf);
+                        let Some(checked) = checked else {
+                            self.blob_raws.set(scratch);
+                            return Err(Error::new(
+                                ErrorKind::Lzf { expected: ulen },
+                                base + a as u64,
+                            )
+                            .with_key(&head.key));
+                        };
+                        (checked.map(|()| None), ulen as usize)
+                    }
+                    _ => {
+                        let blob = match self.mat_bytes(chunk, base, s) {
+                            Ok(blob) => blob,
+                            Err(e) => {
+                                self.blob_raws.set(scratch);
+                                return Err(e.with_key(&head.key));
+                            }
+                        };
+                        (
+                            decode_blob(head.type_byte, &blob, build, &mut scratch),
+                            blob.len(),
+                        )
+                    }
+                };
                 if self.config.packed_sizes && decoded.is_ok() {
                     let mut p = Box::<Packed>::default();
-                    p.add(blob.len() as u64, None);
+                    p.add(blob_len as u64, None);
                     let (n, largest) = blob_elements(head.type_byte, &scratch.raws);
                     p.elements(n, largest);
                     self.out.push_back(Item::Packed(p));
@@ -2342,11 +2373,7 @@ impl Decoder {
 /// Elements of a decoded blob and the longest one's text: hash fields (fields and values
 /// measured), sorted-set members (members measured), list items and set members.
 fn blob_elements(ty: u8, raws: &[encodings::Raw]) -> (u64, u64) {
-    let per = match ty {
-        9 | 12 | 13 | 16 | 17 => 2,
-        23 | 25 => 3,
-        _ => 1,
-    };
+    let per = blob_per(ty);
     let measured = match ty {
         12 | 17 => 1,
         9 | 13 | 16 | 23 | 25 => 2,

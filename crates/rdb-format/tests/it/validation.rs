@@ -413,6 +413,10 @@ fn errors_inside_lzf_blobs_point_at_the_blob() {
     assert_eq!(f[ty_at + 3], 0xC3, "the blob was LZF-compressed");
     let mut c = Config::default();
     c.verify_checksum(false);
+    // built or only checked (then decompressed into a buffer kept for the next blob), the
+    // same error at the same place
+    let mut only_checked = c;
+    only_checked.skip_values(true);
     let e = decode(&f, c).unwrap_err();
     assert!(e.to_string().contains("of the decompressed blob"), "{e}");
     // the compressed bytes start after the 0xC3 marker and two lengths
@@ -421,4 +425,20 @@ fn errors_inside_lzf_blobs_point_at_the_blob() {
         "{e}"
     );
     assert!(e.offset() < f.len() as u64);
+    let checked = decode(&f, only_checked).unwrap_err();
+    assert_eq!(checked.to_string(), e.to_string());
+    assert_eq!(checked.offset(), e.offset());
+    // a blob that does not decompress to the length it announces: the LZF error, at its
+    // compressed bytes, naming the key, either way
+    let mut short = f.clone();
+    // after the marker: the compressed length (one byte), the decompressed one (two: 91
+    // bytes, 0x40 0x5b), the compressed bytes
+    assert_eq!(&short[ty_at + 5..ty_at + 7], [0x40, 91]);
+    short[ty_at + 6] += 1;
+    for config in [c, only_checked] {
+        let e = decode(&short, config).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Lzf { expected: 92 }), "{e}");
+        assert_eq!(e.offset(), (ty_at + 7) as u64, "{e}");
+        assert!(e.to_string().contains("key \"s\""), "{e}");
+    }
 }
