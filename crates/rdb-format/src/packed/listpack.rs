@@ -57,6 +57,26 @@ pub(crate) fn listpack(b: &[u8], mut f: impl FnMut(Raw) -> R<()>) -> R<()> {
     loop {
         let start = pos;
         let enc = get(b, pos, 1, W)?[0];
+        // The common entries, a small integer or a string of under 64 bytes, whose
+        // back-length is one byte (the entry's length) that lies before the end byte: taken
+        // at once (through the general way below, the checks of each were eighty
+        // instructions). Any other, or one that fails a check, goes that way.
+        let short = match enc {
+            0..=0x7f => Some((1, Raw::Int(i64::from(enc)))),
+            0x80..=0xbf => {
+                let len = usize::from(enc & 0x3f);
+                Some((1 + len, Raw::Range(pos + 1, pos + 1 + len)))
+            }
+            _ => None,
+        };
+        if let Some((entry_len, elem)) = short {
+            if pos + entry_len < b.len() - 1 && usize::from(b[pos + entry_len]) == entry_len {
+                pos += entry_len + 1;
+                count += 1;
+                f(elem)?;
+                continue;
+            }
+        }
         let elem = if enc == 0xFF {
             if pos + 1 != b.len() {
                 return err(W, pos, "end marker before the end of the blob");
