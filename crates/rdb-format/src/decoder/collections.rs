@@ -29,6 +29,29 @@ pub(super) fn raw_text<'a>(
 /// the blob may be any bytes (an LZF blob's, decompressed into a buffer kept for the next).
 /// Its elements are left in `scratch.raws`.
 pub(super) fn check_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Result<(), BlobError> {
+    let per = walk_blob(ty, blob, scratch)?;
+    // what building the value checks of its scores and TTLs
+    for c in scratch.raws.chunks_exact(per) {
+        match ty {
+            12 | 17 => {
+                if let encodings::Raw::Range(..) = c[1] {
+                    if !crate::cursor::is_double(c[1].bytes(blob)) {
+                        return Err(bad_elements("score is not a number"));
+                    }
+                }
+            }
+            23 | 25 => {
+                ttl(c[2], blob)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Walks a blob-encoded value into `scratch.raws`, with the checks of its encoding and of its
+/// members' duplicates; returns how many elements an entry is ([`blob_per`]).
+fn walk_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Result<usize, BlobError> {
     let BlobScratch { raws, hashes } = scratch;
     raws.clear();
     let push = |e| {
@@ -103,22 +126,7 @@ pub(super) fn check_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Resu
             }
         }
     }
-    for c in raws.chunks_exact(per) {
-        match ty {
-            12 | 17 => {
-                if let encodings::Raw::Range(..) = c[1] {
-                    if !crate::cursor::is_double(c[1].bytes(blob)) {
-                        return Err(bad_elements("score is not a number"));
-                    }
-                }
-            }
-            23 | 25 => {
-                ttl(c[2], blob)?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    Ok(per)
 }
 
 /// Elements a blob's entry of type `ty` is made of: 2 for a hash's or sorted set's, 3 for a
@@ -148,18 +156,18 @@ fn ttl(r: encodings::Raw, blob: &[u8]) -> Result<Option<u64>, BlobError> {
     Ok((t != 0).then_some(t as u64))
 }
 
-/// Walks a blob-encoded value and checks it ([`check_blob`]); builds the value when `build`.
-/// Buffers reused from one blob to the next.
+/// Walks a blob-encoded value and checks it ([`check_blob`]); builds the value when `build`
+/// (its scores and TTLs checked as they are read). Buffers reused from one blob to the next.
 pub(super) fn decode_blob(
     ty: u8,
     blob: &Bytes,
     build: bool,
     scratch: &mut BlobScratch,
 ) -> Result<Option<Value>, BlobError> {
-    check_blob(ty, blob, scratch)?;
     if !build {
-        return Ok(None);
+        return check_blob(ty, blob, scratch).map(|()| None);
     }
+    walk_blob(ty, blob, scratch)?;
     let raws = &scratch.raws;
     let score = |r: encodings::Raw| -> Result<f64, BlobError> {
         match r {
