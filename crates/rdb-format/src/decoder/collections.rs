@@ -827,7 +827,7 @@ impl Decoder {
                 let h = crate::lzf::decompress_to(&chunk[s..e], ulen as usize, &mut scratch)
                     .map(xxh3_128);
                 self.scratch.set(scratch);
-                h.ok_or_else(|| Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64))?
+                h.ok_or_else(|| lzf_error(base, s, ulen))?
             }
         })
     }
@@ -840,10 +840,7 @@ impl Decoder {
             let ok = crate::lzf::decompress_to(&chunk[s..e], ulen as usize, &mut scratch).is_some();
             self.scratch.set(scratch);
             if !ok {
-                return Err(Error::new(
-                    ErrorKind::Lzf { expected: ulen },
-                    base + s as u64,
-                ));
+                return Err(lzf_error(base, s, ulen));
             }
         }
         Ok(())

@@ -1292,9 +1292,9 @@ impl Decoder {
             SRef::Int(i, _) => Elem::Int(i),
             SRef::Lzf(s, e, ulen) => {
                 let mut data = Vec::new();
-                crate::lzf::decompress_into(&chunk[s..e], ulen as usize, &mut data).ok_or_else(
-                    || Error::new(ErrorKind::Lzf { expected: ulen }, base + s as u64),
-                )?;
+                if crate::lzf::decompress_to(&chunk[s..e], ulen as usize, &mut data).is_none() {
+                    return Err(lzf_error(base, s, ulen));
+                }
                 Elem::Bytes(Bytes::from(data))
             }
         })
@@ -1769,12 +1769,10 @@ impl Decoder {
                 Ok(SRef::Raw(..)) => break,
                 Ok(SRef::Int(i, _)) => (ints.format(i).as_bytes(), Encoding::Int),
                 Ok(SRef::Lzf(s, e, ulen)) => {
-                    scratch.clear();
-                    if crate::lzf::decompress_into(&b[s..e], ulen as usize, &mut scratch).is_none()
-                    {
-                        break;
+                    match crate::lzf::decompress_to(&b[s..e], ulen as usize, &mut scratch) {
+                        Some(value) => (value, Encoding::Lzf),
+                        None => break,
                     }
-                    (&scratch, Encoding::Lzf)
                 }
                 Err(_) => break,
             };
@@ -2253,44 +2251,33 @@ impl Decoder {
             }
             Whole::Blob(s) => {
                 let build = !self.config.skip_values && self.config.build_packed;
-                let mut scratch = self.blob_raws.take();
-                let (decoded, blob_len) = match s {
+                let (decoded, blob_len, scratch) = match s {
                     // only checked: read where it lies, or decompressed into a buffer kept
                     // for the next (into a fresh one each, its allocation, clearing and
                     // reference count were a twentieth of checking small sorted sets)
                     SRef::Raw(a, b) if !build => {
                         let blob = &chunk[a..b];
+                        let mut scratch = self.blob_raws.take();
                         let checked = check_blob(head.type_byte, blob, &mut scratch);
-                        (checked.map(|()| None), blob.len())
+                        (checked.map(|()| None), blob.len(), scratch)
                     }
                     SRef::Lzf(a, b, ulen) if !build => {
-                        let mut buf = self.scratch.take();
-                        let checked =
-                            crate::lzf::decompress_to(&chunk[a..b], ulen as usize, &mut buf)
-                                .map(|blob| check_blob(head.type_byte, blob, &mut scratch));
-                        self.scratch.set(buf);
-                        let Some(checked) = checked else {
-                            self.blob_raws.set(scratch);
-                            return Err(Error::new(
-                                ErrorKind::Lzf { expected: ulen },
-                                base + a as u64,
-                            )
-                            .with_key(&head.key));
-                        };
-                        (checked.map(|()| None), ulen as usize)
+                        let mut kept = self.scratch.take();
+                        let blob =
+                            crate::lzf::decompress_to(&chunk[a..b], ulen as usize, &mut kept)
+                                .ok_or_else(|| lzf_error(base, a, ulen).with_key(&head.key))?;
+                        let mut scratch = self.blob_raws.take();
+                        let checked = check_blob(head.type_byte, blob, &mut scratch);
+                        self.scratch.set(kept);
+                        (checked.map(|()| None), ulen as usize, scratch)
                     }
                     _ => {
-                        let blob = match self.mat_bytes(chunk, base, s) {
-                            Ok(blob) => blob,
-                            Err(e) => {
-                                self.blob_raws.set(scratch);
-                                return Err(e.with_key(&head.key));
-                            }
-                        };
-                        (
-                            decode_blob(head.type_byte, &blob, build, &mut scratch),
-                            blob.len(),
-                        )
+                        let blob = self
+                            .mat_bytes(chunk, base, s)
+                            .map_err(|e| e.with_key(&head.key))?;
+                        let mut scratch = self.blob_raws.take();
+                        let decoded = decode_blob(head.type_byte, &blob, build, &mut scratch);
+                        (decoded, blob.len(), scratch)
                     }
                 };
                 if self.config.packed_sizes && decoded.is_ok() {
@@ -2368,6 +2355,12 @@ impl Decoder {
         };
         Ok(true)
     }
+}
+
+/// The error for LZF data at `chunk[at..]` (the chunk read at `base`) that does not
+/// decompress to the `ulen` bytes it says.
+pub(super) fn lzf_error(base: u64, at: usize, ulen: u64) -> Error {
+    Error::new(ErrorKind::Lzf { expected: ulen }, base + at as u64)
 }
 
 /// Elements of a decoded blob and the longest one's text: hash fields (fields and values
