@@ -1547,7 +1547,7 @@ impl Pipeline {
                 let mut config = self.config;
                 config.skip_values(true);
                 records_from(
-                    Decoder::resume(config, version, flavor, 0, 0),
+                    Decoder::resume_probe(config, version, flavor),
                     bytes.slice(i..),
                     len - at,
                 )

@@ -324,6 +324,184 @@ fn parse_element(kind: SeqKind, c: &mut Cur<'_>) -> Result<RawEl, Stop> {
     }
 }
 
+/// Walks a quicklist node's blob: how many elements it holds and the longest one's length,
+/// or what is wrong with it; `None` when the container is not one a quicklist of `kind` has.
+fn walk_node(kind: SeqKind, container: u64, blob: &[u8]) -> Option<Result<(u64, u64), BlobError>> {
+    let (mut n, mut largest) = (0u64, 0u64);
+    let count = |r: encodings::Raw| {
+        n += 1;
+        largest = largest.max(r.text_len());
+        Ok(())
+    };
+    let walked = match (kind, container) {
+        (SeqKind::Quicklist2, 1) => return Some(Ok((1, blob.len() as u64))),
+        (SeqKind::Quicklist2, 2) => encodings::listpack(blob, count),
+        (SeqKind::Quicklist1, _) => encodings::ziplist(blob, count),
+        _ => return None,
+    };
+    Some(walked.map(|()| (n, largest)))
+}
+
+/// Elements a collection has at most to be checked whole where it lies
+/// ([`Decoder::check_whole_seq`]).
+const WHOLE_SEQ: u64 = 1024;
+
+/// Whether two of `hashes` (64-bit hashes of members' texts) may be one member's: equal, or
+/// equal but for the lowest bit ([`any_equal`]). Reorders them.
+fn maybe_dup(hashes: &mut [u64]) -> bool {
+    if hashes.len() <= STACK_TABLE {
+        return any_equal(hashes.iter().copied(), &mut Vec::new());
+    }
+    for h in hashes.iter_mut() {
+        *h |= 1;
+    }
+    hashes.sort_unstable();
+    hashes.windows(2).any(|w| w[0] == w[1])
+}
+
+impl Decoder {
+    /// Whether a list, set, sorted set or hash (or quicklist) that is all in the input is
+    /// checked there whole, in the step that reads its key ([`check_whole_seq`]): when values
+    /// are only checked, and neither walked nor measured.
+    ///
+    /// [`check_whole_seq`]: Self::check_whole_seq
+    pub(super) fn checks_whole_seqs(&self) -> bool {
+        self.config.skip_values && !self.config.packed_sizes && !self.walk
+    }
+
+    /// Checks a collection of type `ty` (a list, set, sorted set, hash or quicklist) whose
+    /// value `c` is at, whole where it lies: true when all of it is there, it has at most
+    /// [`WHOLE_SEQ`] elements (and no more than the duplicate check's limit), and it passes
+    /// every check the step-by-step way makes (its strings decompress, its nodes walk, its
+    /// scores are numbers, no two members are equal), with `c` past it. The step-by-step way
+    /// made a state, a box and a table of its own for each such value, and went through the
+    /// decoder's loop three times (a third of checking a file of lists of 20). False for
+    /// anything else, with `c` anywhere: the value then goes the step-by-step way from its
+    /// start, which reports what is wrong with it (a member whose 64-bit hash is another's
+    /// is compared there, by its 128-bit hash).
+    pub(super) fn check_whole_seq(&self, c: &mut Cur<'_>, ty: u8) -> bool {
+        let Some(kind) = SeqKind::of_type(ty) else {
+            return false;
+        };
+        let Ok(n) = c.len() else {
+            return false;
+        };
+        let members = kind.checks_members();
+        if n == 0 || n > WHOLE_SEQ || (members && n > self.config.dup_check_limit as u64) {
+            return false;
+        }
+        let mut hashes = self.whole_hashes.take();
+        hashes.clear();
+        let ok =
+            self.check_whole_elems(c, kind, n, &mut hashes) && !(members && maybe_dup(&mut hashes));
+        self.whole_hashes.set(hashes);
+        ok
+    }
+
+    /// [`check_whole_seq`](Self::check_whole_seq)'s `n` elements, their members' hashes
+    /// pushed to `hashes`.
+    fn check_whole_elems(
+        &self,
+        c: &mut Cur<'_>,
+        kind: SeqKind,
+        n: u64,
+        hashes: &mut Vec<u64>,
+    ) -> bool {
+        let b = c.b;
+        let (hash, one) = match kind {
+            SeqKind::Hash => (true, false),
+            SeqKind::List | SeqKind::Set => (false, true),
+            _ => (false, false),
+        };
+        for _ in 0..n {
+            // short raw strings taken at once, as a step takes them
+            let at = c.p;
+            let short = if hash || one {
+                c.short_raw().and_then(|a| {
+                    let a = SRef::Raw(a.0, a.1);
+                    if one {
+                        Some(RawEl::One(a))
+                    } else {
+                        c.short_raw().map(|v| RawEl::Two(a, SRef::Raw(v.0, v.1)))
+                    }
+                })
+            } else {
+                None
+            };
+            let r = match short {
+                Some(r) => r,
+                None => {
+                    c.p = at;
+                    match parse_element(kind, c) {
+                        Ok(r) => r,
+                        Err(_) => return false,
+                    }
+                }
+            };
+            let ok = match r {
+                RawEl::One(s) if kind == SeqKind::Set => self.push_text_hash(b, s, hashes),
+                RawEl::One(s) => self.decompresses(b, s),
+                RawEl::Scored(m, score) => !score.is_nan() && self.push_text_hash(b, m, hashes),
+                RawEl::Two(f, v) => self.push_text_hash(b, f, hashes) && self.decompresses(b, v),
+                RawEl::Node(container, s) => self.node_walks(b, kind, container, s),
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Pushes the 64-bit hash of the text of string `s` of `b`; false when it is LZF data
+    /// that does not decompress.
+    fn push_text_hash(&self, b: &[u8], s: SRef, hashes: &mut Vec<u64>) -> bool {
+        use xxhash_rust::xxh3::xxh3_64;
+        let h = match s {
+            SRef::Raw(x, y) => xxh3_64(&b[x..y]),
+            SRef::Int(i, _) => xxh3_64(itoa::Buffer::new().format(i).as_bytes()),
+            SRef::Lzf(x, y, ulen) => {
+                let mut kept = self.scratch.take();
+                let h = crate::lzf::decompress_to(&b[x..y], ulen as usize, &mut kept).map(xxh3_64);
+                self.scratch.set(kept);
+                match h {
+                    Some(h) => h,
+                    None => return false,
+                }
+            }
+        };
+        hashes.push(h);
+        true
+    }
+
+    /// Whether string `s` of `b` is whole: only LZF data can be wrong once framed.
+    fn decompresses(&self, b: &[u8], s: SRef) -> bool {
+        let SRef::Lzf(x, y, ulen) = s else {
+            return true;
+        };
+        let mut kept = self.scratch.take();
+        let ok = crate::lzf::decompress_to(&b[x..y], ulen as usize, &mut kept).is_some();
+        self.scratch.set(kept);
+        ok
+    }
+
+    /// Whether quicklist node `s` of `b` walks ([`walk_node`]); false for an integer too
+    /// (which the step-by-step way reports).
+    fn node_walks(&self, b: &[u8], kind: SeqKind, container: u64, s: SRef) -> bool {
+        match s {
+            SRef::Raw(x, y) => matches!(walk_node(kind, container, &b[x..y]), Some(Ok(_))),
+            SRef::Lzf(x, y, ulen) => {
+                let mut kept = self.scratch.take();
+                let ok = crate::lzf::decompress_to(&b[x..y], ulen as usize, &mut kept)
+                    .is_some_and(|blob| matches!(walk_node(kind, container, blob), Some(Ok(_))));
+                self.scratch.set(kept);
+                ok
+            }
+            SRef::Int(..) => false,
+        }
+    }
+}
+
 impl Decoder {
     /// The member of the `n`-th element of a step's input `chunk` of a collection of `kind`
     /// (which a step parsed whole before): found again for the error of a duplicate among
@@ -640,36 +818,58 @@ impl Decoder {
                 self.check_sref(chunk, base, f)?;
                 self.check_sref(chunk, base, v)
             }
-            RawEl::Node(container, s) => {
-                let at = sref_at(s);
-                let blob = self.mat_bytes(chunk, base, s)?;
-                let (mut n, mut largest) = (0u64, 0u64);
-                let count = |r: encodings::Raw| {
-                    n += 1;
-                    largest = largest.max(r.text_len());
-                    Ok(())
-                };
-                match (seq.kind, container) {
-                    (SeqKind::Quicklist2, 1) => {
-                        n = 1;
-                        largest = blob.len() as u64;
-                        Ok(())
-                    }
-                    (SeqKind::Quicklist2, 2) => encodings::listpack(&blob, count),
-                    (SeqKind::Quicklist1, _) => encodings::ziplist(&blob, count),
-                    _ => return Err(bad_container(container, base + at as u64)),
-                }
-                .map_err(|e| blob_err(e, s))?;
-                if let Some(p) = seq.packed.as_mut() {
-                    p.elements(n, largest);
-                }
-                Ok(())
-            }
+            RawEl::Node(container, s) => self.with_blob(chunk, base, s, |blob| {
+                self.check_node(seq, base, container, s, blob)
+            }),
             RawEl::Stream(id, lp_ref) => {
                 let id = self.mat_bytes(chunk, base, id)?;
                 let lp = self.mat_bytes(chunk, base, lp_ref)?;
                 stream_node(&id, &lp, None).map_err(|e| blob_err(e, lp_ref))
             }
+        }
+    }
+
+    /// Checks a quicklist node's blob (read where it lies, or decompressed into a kept
+    /// buffer: [`with_blob`](Self::with_blob)).
+    fn check_node(
+        &self,
+        seq: &mut SeqState,
+        base: u64,
+        container: u64,
+        s: SRef,
+        blob: &[u8],
+    ) -> Result<()> {
+        let (n, largest) = walk_node(seq.kind, container, blob)
+            .ok_or_else(|| bad_container(container, base + sref_at(s) as u64))?
+            .map_err(|e| blob_error(e, base, s))?;
+        if let Some(p) = seq.packed.as_mut() {
+            p.elements(n, largest);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the bytes of the string `s` of `chunk`: where they lie when raw, else
+    /// decompressed into the decoder's kept buffer (a fresh one for each quicklist node
+    /// checked was an allocation, its clearing and its freeing), or an integer's text.
+    fn with_blob<R>(
+        &self,
+        chunk: &Bytes,
+        base: u64,
+        s: SRef,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        match s {
+            SRef::Raw(a, b) => f(&chunk[a..b]),
+            SRef::Lzf(a, b, ulen) => {
+                let mut kept = self.scratch.take();
+                let got = match crate::lzf::decompress_to(&chunk[a..b], ulen as usize, &mut kept) {
+                    Some(blob) => f(blob),
+                    None => Err(lzf_error(base, a, ulen)),
+                };
+                self.scratch.set(kept);
+                got
+            }
+            SRef::Int(..) => f(&self.mat_bytes(chunk, base, s)?),
         }
     }
 

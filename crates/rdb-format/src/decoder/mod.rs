@@ -214,6 +214,21 @@ enum SeqKind {
 
 impl SeqKind {
     /// Its members are checked for duplicates ([`Seen`]).
+    /// The kind of a list, set, sorted set, hash or quicklist of type `ty` (the collections
+    /// whose elements follow their count and nothing else).
+    fn of_type(ty: u8) -> Option<Self> {
+        Some(match ty {
+            1 => Self::List,
+            2 => Self::Set,
+            3 => Self::Zset1,
+            4 => Self::Hash,
+            5 => Self::Zset2,
+            14 => Self::Quicklist1,
+            18 => Self::Quicklist2,
+            _ => return None,
+        })
+    }
+
     fn checks_members(self) -> bool {
         matches!(
             self,
@@ -842,6 +857,8 @@ enum Whole {
     Blob(SRef),
     /// Module value: where it starts and ends in the unit, and its module ID.
     Module(usize, usize, u64),
+    /// A collection checked whole where it lies ([`Decoder::check_whole_seq`]).
+    Checked,
 }
 
 /// A raw element parsed from the input, turned into values once its bytes are consumed.
@@ -916,6 +933,8 @@ pub struct Decoder {
     blob_raws: std::cell::Cell<BlobScratch>,
     /// Reused list of key records decoded together.
     batch: Vec<BatchRec>,
+    /// The members' hashes of a collection checked whole ([`Decoder::check_whole_seq`]).
+    whole_hashes: std::cell::Cell<Vec<u64>>,
     /// Reused buffer for checking LZF strings without keeping them.
     scratch: std::cell::Cell<Vec<u8>>,
     /// Keys whose duplicate check stopped at the limit.
@@ -928,6 +947,9 @@ pub struct Decoder {
     walk: bool,
     /// A walker's runs of records skipped at once end past this many bytes.
     walk_run: usize,
+    /// Whole records decoded in the same step as one before them, at most (a probe's
+    /// decoder decodes one a step: it needs only a few).
+    run_records: usize,
     /// A big string being checked without its value ([`Config::skip_values`]): its
     /// [`Item::KeyChecked`] comes once it was read to its end, as every other key's does, so
     /// that a record boundary follows that item.
@@ -1001,10 +1023,12 @@ impl Decoder {
             blob_raws: std::cell::Cell::new(BlobScratch::default()),
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
+            whole_hashes: std::cell::Cell::new(Vec::new()),
             partial_checks: 0,
             big_tables: std::cell::Cell::new(0),
             walk: false,
             walk_run: 1 << 20,
+            run_records: 256,
             checked_string: None,
             sum: true,
             partial_sum: false,
@@ -1107,6 +1131,16 @@ impl Decoder {
         d.config.skip_values = true;
         d.walk = true;
         d.walk_run = 1;
+        d
+    }
+
+    /// A decoder [resumed](Self::resume) at a place that may or may not start a record, with
+    /// every check: it decodes a record a step (the pipeline's guess of where records start
+    /// needs only a few, and decoding runs of up to 256 at once, each guess checked up to
+    /// 256 KiB: a twentieth of `check`'s work on two threads, on the walker's thread).
+    pub(crate) fn resume_probe(config: Config, version: u32, flavor: Flavor) -> Self {
+        let mut d = Self::resume(config, version, flavor, 0, 0);
+        d.run_records = 0;
         d
     }
 
@@ -1427,6 +1461,7 @@ impl Decoder {
 
     fn step_top<S: Source>(&mut self, src: &mut S, visit: Visit<'_, '_>) -> Result<bool> {
         let start = self.pos;
+        let visiting = visit.is_some();
         if let Some(visit) = visit {
             // a string key's type byte
             if src.bytes().first() == Some(&0)
@@ -1700,8 +1735,15 @@ impl Decoder {
                 let mut batch = std::mem::take(&mut self.batch);
                 batch.clear();
                 if whole.is_some() {
-                    while batch.len() < 256 && c.p < RUN_BYTES {
+                    while batch.len() < self.run_records && c.p < RUN_BYTES {
                         let at = c.p;
+                        // a string key goes to the visitor, in the next steps (as items
+                        // here, the strings after each blob were a seventh of `check`)
+                        if visiting && meta_opcodes(&mut c, &mut Pending::default()) == Some(0) {
+                            c.p = at;
+                            break;
+                        }
+                        c.p = at;
                         match self.whole_record(&mut c) {
                             Some(rec) => batch.push(rec),
                             None => {
@@ -1982,7 +2024,9 @@ impl Decoder {
         let at = c.p;
         let mut meta = Pending::default();
         let ty = meta_opcodes(c, &mut meta)?;
-        if !matches!(ty, 0 | 7 | 9..=13 | 16 | 17 | 20 | 25) || self.check_type(ty).is_err() {
+        let whole = matches!(ty, 0 | 7 | 9..=13 | 16 | 17 | 20 | 25)
+            || (matches!(ty, 1..=5 | 14 | 18) && self.checks_whole_seqs());
+        if !whole || self.check_type(ty).is_err() {
             return None;
         }
         meta.start = Some(self.pos + at as u64);
@@ -2100,16 +2144,7 @@ impl Decoder {
             1 | 2 | 3 | 4 | 5 | 14 | 18 | 15 | 19 | 21 | 26 | 27 => {
                 let n = p!(c.len());
                 self.consume(src, c.p);
-                let kind = match ty {
-                    1 => SeqKind::List,
-                    2 => SeqKind::Set,
-                    3 => SeqKind::Zset1,
-                    4 => SeqKind::Hash,
-                    5 => SeqKind::Zset2,
-                    14 => SeqKind::Quicklist1,
-                    18 => SeqKind::Quicklist2,
-                    _ => SeqKind::StreamNodes(ty),
-                };
+                let kind = SeqKind::of_type(ty).unwrap_or(SeqKind::StreamNodes(ty));
                 self.start_seq(seq(kind, n, head));
             }
             28 => {
@@ -2209,6 +2244,9 @@ impl Decoder {
                 Whole::Blob(c.string()?)
             }
             23 if self.flavor == Flavor::Redis => Whole::Blob(c.string()?),
+            1..=5 | 14 | 18 if self.checks_whole_seqs() && self.check_whole_seq(c, ty) => {
+                Whole::Checked
+            }
             _ => return Ok(None),
         }))
     }
@@ -2243,6 +2281,8 @@ impl Decoder {
                     self.emit_whole(head, Value::String(v));
                 }
             }
+            // (only when values are only checked)
+            Whole::Checked => self.emit_checked(head),
             Whole::Module(..) if self.config.skip_values => self.emit_checked(head),
             Whole::Module(body, end, id) => {
                 let (name, encver) = module_name(id);

@@ -442,3 +442,251 @@ fn errors_inside_lzf_blobs_point_at_the_blob() {
         assert!(e.to_string().contains("key \"s\""), "{e}");
     }
 }
+
+/// Decodes `data` fed one byte at a time, so that no collection is ever whole in the input:
+/// its items, or the first error.
+fn split_decode(data: &[u8], config: Config) -> Result<Vec<Item>, rdb_format::Error> {
+    let mut dec = rdb_format::Decoder::with_config(config);
+    let mut buf = bytes::BytesMut::new();
+    let mut items = Vec::new();
+    for b in data {
+        buf.extend_from_slice(std::slice::from_ref(b));
+        while let Some(item) = dec.decode(&mut buf)? {
+            items.push(item);
+        }
+    }
+    while let Some(item) = dec.decode_eof(&mut buf)? {
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// An RDB string of LZF data that decompresses to `text` (one literal run, `text` under 33
+/// bytes); `says` is the length it claims decompressed (`text.len()` for valid data).
+fn lzf_string(text: &[u8], says: usize, out: &mut Vec<u8>) {
+    out.push(0xC3);
+    len(text.len() as u64 + 1, out);
+    len(says as u64, out);
+    out.push(text.len() as u8 - 1);
+    out.extend_from_slice(text);
+}
+
+/// A ziplist of strings (test-sized: entries under 64 bytes), its header's tail and count as
+/// they are, or the count `zllen` says.
+fn ziplist(items: &[&[u8]], zllen: u16) -> Vec<u8> {
+    let mut b = vec![0; 10];
+    let (mut prev, mut tail) = (0u8, 10u32);
+    for it in items {
+        tail = b.len() as u32;
+        let at = b.len();
+        b.push(prev);
+        b.push(it.len() as u8);
+        b.extend_from_slice(it);
+        prev = (b.len() - at) as u8;
+    }
+    b.push(0xFF);
+    let n = b.len() as u32;
+    b[..4].copy_from_slice(&n.to_le_bytes());
+    b[4..8].copy_from_slice(&tail.to_le_bytes());
+    b[8..10].copy_from_slice(&zllen.to_le_bytes());
+    b
+}
+
+/// A small list, set, sorted set, hash or quicklist that is all in the input is checked
+/// there whole, in the step that reads its key; split into pieces, it is checked step by
+/// step. Either way, every value gives the same verdict: the same keys, or the same error
+/// at the same offset (and the value built gives that verdict too). The values: good ones,
+/// and ones with a duplicate anywhere (raw, an integer and its text, LZF against raw, past
+/// the 64 members of the small table, past the 1,024 elements checked whole), a bad LZF
+/// member or value, a NaN or non-numeric score, a bad node or container.
+#[test]
+fn collections_checked_whole_give_what_the_step_by_step_way_gives() {
+    // a member as written: raw, an integer, LZF (good or lying about its length)
+    #[derive(Clone, Copy)]
+    enum M<'a> {
+        Raw(&'a [u8]),
+        Int(u8),
+        Lzf(&'a [u8]),
+        BadLzf(&'a [u8]),
+    }
+    let put = |m: M<'_>, v: &mut Vec<u8>| match m {
+        M::Raw(s) => string(s, v),
+        M::Int(i) => v.extend_from_slice(&[0xC0, i]),
+        M::Lzf(s) => lzf_string(s, s.len(), v),
+        M::BadLzf(s) => lzf_string(s, s.len() + 1, v),
+    };
+    let named: Vec<Vec<u8>> = (0..1100)
+        .map(|i| format!("member:{i}").into_bytes())
+        .collect();
+    let many = |n: usize, dup: Option<(usize, usize)>| -> Vec<M<'_>> {
+        let mut ms: Vec<M<'_>> = named[..n].iter().map(|s| M::Raw(s)).collect();
+        if let Some((from, to)) = dup {
+            ms[to] = ms[from];
+        }
+        ms
+    };
+    let lists: Vec<Vec<M<'_>>> = vec![
+        vec![M::Raw(b"a"), M::Raw(b"b"), M::Raw(b"c")],
+        vec![M::Raw(b"a"), M::Raw(b"b"), M::Raw(b"a")],
+        vec![M::Raw(b"a"), M::Raw(b"a")],
+        vec![M::Int(7), M::Raw(b"7")],
+        vec![M::Raw(b"7"), M::Int(8), M::Int(7)],
+        vec![M::Lzf(b"compressed member"), M::Raw(b"x")],
+        vec![
+            M::Raw(b"compressed member"),
+            M::Raw(b"x"),
+            M::Lzf(b"compressed member"),
+        ],
+        vec![M::Raw(b"x"), M::BadLzf(b"a bad one")],
+        vec![M::Raw(&[0xFF; 70])],
+        vec![M::Raw(b"")],
+        many(64, None),
+        many(64, Some((0, 63))),
+        many(65, Some((3, 64))),
+        many(200, Some((150, 199))),
+        many(200, None),
+        many(1024, Some((5, 1023))),
+        many(1025, Some((5, 1024))),
+        many(1025, None),
+    ];
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, ms) in lists.iter().enumerate() {
+        // a list, a set, a hash (each member a field; its value the next member)
+        for ty in [1u8, 2, 4] {
+            let mut v = Vec::new();
+            len(ms.len() as u64, &mut v);
+            for (j, &m) in ms.iter().enumerate() {
+                put(m, &mut v);
+                if ty == 4 {
+                    put(ms[(j + 1) % ms.len()], &mut v);
+                }
+            }
+            files.push((format!("type {ty}, members {i}"), one_key(ty, &v)));
+        }
+        // sorted sets: text scores (type 3) and binary ones (type 5)
+        for ty in [3u8, 5] {
+            let mut v = Vec::new();
+            len(ms.len() as u64, &mut v);
+            for (j, &m) in ms.iter().enumerate() {
+                put(m, &mut v);
+                if ty == 3 {
+                    string(format!("{j}.5").as_bytes(), &mut v);
+                } else {
+                    v.extend_from_slice(&(j as f64 + 0.5).to_le_bytes());
+                }
+            }
+            files.push((format!("type {ty}, members {i}"), one_key(ty, &v)));
+        }
+    }
+    // scores that are not numbers
+    for (ty, score) in [
+        (3u8, b"\x03nan".to_vec()),
+        (3, b"\x03abc".to_vec()),
+        (3, b"\x031.5".to_vec()),
+        (5, f64::NAN.to_le_bytes().to_vec()),
+        (5, 2.5f64.to_le_bytes().to_vec()),
+    ] {
+        let mut v = Vec::new();
+        len(2, &mut v);
+        string(b"m", &mut v);
+        v.extend_from_slice(&[0x03, b'1', b'.', b'5'][..if ty == 3 { 4 } else { 0 }]);
+        if ty == 5 {
+            v.extend_from_slice(&1.5f64.to_le_bytes());
+        }
+        string(b"n", &mut v);
+        v.extend_from_slice(&score);
+        files.push((format!("type {ty}, score {score:?}"), one_key(ty, &v)));
+    }
+    // quicklists: listpack nodes (18) plain, packed, LZF-compressed, bad; ziplist nodes (14)
+    let good = listpack(&[b"a", b"b", b"c"]);
+    // a count that lies, and an entry's back-length that does
+    let mut lying = good.clone();
+    lying[4] = 9;
+    let mut bad_backlen = good.clone();
+    bad_backlen[8] = 7;
+    // a node: its container, then its blob as written (raw, or LZF claiming `says` bytes)
+    let node = |container: u8, blob: &[u8], lzf: Option<usize>| {
+        let mut s = vec![container];
+        match lzf {
+            Some(says) => lzf_string(blob, says, &mut s),
+            None => string(blob, &mut s),
+        }
+        s
+    };
+    let nodes: Vec<(&str, Vec<u8>)> = vec![
+        ("listpack", node(2, &good, None)),
+        ("lzf listpack", node(2, &good, Some(good.len()))),
+        ("bad lzf listpack", node(2, &good, Some(good.len() + 3))),
+        ("lying listpack", node(2, &lying, None)),
+        ("lzf lying listpack", node(2, &lying, Some(lying.len()))),
+        ("bad back-length", node(2, &bad_backlen, None)),
+        ("plain", node(1, b"hello", None)),
+        ("container 3", node(3, &good, None)),
+        ("integer node", b"\x02\xc0\x07".to_vec()),
+    ];
+    for (what, node) in &nodes {
+        for n in [1, 3] {
+            let mut v = Vec::new();
+            len(n, &mut v);
+            for _ in 0..n {
+                v.extend_from_slice(node);
+            }
+            files.push((format!("quicklist2 {n} x {what}"), one_key(18, &v)));
+        }
+    }
+    for (what, zl) in [
+        ("ziplist", ziplist(&[b"a", b"b"], 2)),
+        ("lying ziplist", ziplist(&[b"a", b"b"], 5)),
+    ] {
+        let mut v = Vec::new();
+        len(2, &mut v);
+        for _ in 0..2 {
+            string(&zl, &mut v);
+        }
+        files.push((format!("quicklist1 {what}"), one_key(14, &v)));
+    }
+    // a key after each, so that the value is followed by a record
+    let (mut good_ones, mut bad_ones) = (0, 0);
+    for (what, f) in &files {
+        let mut two = f[..f.len() - 9].to_vec();
+        two.push(0);
+        string(b"after", &mut two);
+        string(b"v", &mut two);
+        eof_unchecked(&mut two);
+        for f in [f, &two] {
+            let whole = decode(f, checked());
+            let split = split_decode(f, checked());
+            let built = decode(f, Config::default());
+            match (&whole, &split) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b, "{what}");
+                    assert!(built.is_ok(), "{what}: {built:?}");
+                    good_ones += 1;
+                }
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.to_string(), b.to_string(), "{what}");
+                    assert_eq!(a.offset(), b.offset(), "{what}");
+                    let built = built.unwrap_err();
+                    assert_eq!(built.offset(), a.offset(), "{what}: {built}");
+                    bad_ones += 1;
+                }
+                _ => panic!("{what}: whole {whole:?}, split {split:?}"),
+            }
+        }
+    }
+    // the values that must pass and fail are each many
+    assert!(good_ones > 60 && bad_ones > 60, "{good_ones} {bad_ones}");
+    // more members than the duplicate check's limit: a partial check, whole or split
+    let mut v = Vec::new();
+    len(6, &mut v);
+    for m in [b"a", b"b", b"c", b"d", b"e", b"f"] {
+        string(m, &mut v);
+    }
+    let f = one_key(2, &v);
+    let mut limited = checked();
+    limited.dup_check_limit(4);
+    let mut dec = rdb_format::Decoder::with_config(limited);
+    let mut buf = Bytes::from(f);
+    while dec.decode_eof(&mut buf).unwrap().is_some() {}
+    assert_eq!(dec.partial_checks(), 1);
+}
