@@ -390,11 +390,12 @@ impl Decoder {
         if n == 0 || n > WHOLE_SEQ || (members && n > self.config.dup_check_limit as u64) {
             return false;
         }
-        let mut hashes = self.whole_hashes.take();
+        // the members' hashes, in the blobs' buffer (no blob is walked meanwhile)
+        let mut scratch = self.blob_raws.take();
+        let hashes = &mut scratch.hashes;
         hashes.clear();
-        let ok =
-            self.check_whole_elems(c, kind, n, &mut hashes) && !(members && maybe_dup(&mut hashes));
-        self.whole_hashes.set(hashes);
+        let ok = self.check_whole_elems(c, kind, n, hashes) && !(members && maybe_dup(hashes));
+        self.blob_raws.set(scratch);
         ok
     }
 
@@ -408,7 +409,7 @@ impl Decoder {
         hashes: &mut Vec<u64>,
     ) -> bool {
         let b = c.b;
-        let (hash, one) = match kind {
+        let (two, one) = match kind {
             SeqKind::Hash => (true, false),
             SeqKind::List | SeqKind::Set => (false, true),
             _ => (false, false),
@@ -416,7 +417,7 @@ impl Decoder {
         for _ in 0..n {
             // short raw strings taken at once, as a step takes them
             let at = c.p;
-            let short = if hash || one {
+            let short = if two || one {
                 c.short_raw().and_then(|a| {
                     let a = SRef::Raw(a.0, a.1);
                     if one {
@@ -438,12 +439,19 @@ impl Decoder {
                     }
                 }
             };
+            // a member's text hashed (and an LZF one decompressed), a value's LZF data
+            // decompressed, a node walked
+            let mut hash = |s: SRef| self.push_hash(b, s, hashes);
             let ok = match r {
-                RawEl::One(s) if kind == SeqKind::Set => self.push_text_hash(b, s, hashes),
-                RawEl::One(s) => self.decompresses(b, s),
-                RawEl::Scored(m, score) => !score.is_nan() && self.push_text_hash(b, m, hashes),
-                RawEl::Two(f, v) => self.push_text_hash(b, f, hashes) && self.decompresses(b, v),
-                RawEl::Node(container, s) => self.node_walks(b, kind, container, s),
+                RawEl::One(s) if kind == SeqKind::Set => hash(s),
+                RawEl::One(s) => self.check_sref(b, 0, s).is_ok(),
+                RawEl::Scored(m, score) => !score.is_nan() && hash(m),
+                RawEl::Two(f, v) => hash(f) && self.check_sref(b, 0, v).is_ok(),
+                RawEl::Node(container, s) => self
+                    .with_text(b, 0, s, |blob| {
+                        matches!(walk_node(kind, container, blob), Some(Ok(_)))
+                    })
+                    .unwrap_or(false),
                 _ => false,
             };
             if !ok {
@@ -451,54 +459,6 @@ impl Decoder {
             }
         }
         true
-    }
-
-    /// Pushes the 64-bit hash of the text of string `s` of `b`; false when it is LZF data
-    /// that does not decompress.
-    fn push_text_hash(&self, b: &[u8], s: SRef, hashes: &mut Vec<u64>) -> bool {
-        use xxhash_rust::xxh3::xxh3_64;
-        let h = match s {
-            SRef::Raw(x, y) => xxh3_64(&b[x..y]),
-            SRef::Int(i, _) => xxh3_64(itoa::Buffer::new().format(i).as_bytes()),
-            SRef::Lzf(x, y, ulen) => {
-                let mut kept = self.scratch.take();
-                let h = crate::lzf::decompress_to(&b[x..y], ulen as usize, &mut kept).map(xxh3_64);
-                self.scratch.set(kept);
-                match h {
-                    Some(h) => h,
-                    None => return false,
-                }
-            }
-        };
-        hashes.push(h);
-        true
-    }
-
-    /// Whether string `s` of `b` is whole: only LZF data can be wrong once framed.
-    fn decompresses(&self, b: &[u8], s: SRef) -> bool {
-        let SRef::Lzf(x, y, ulen) = s else {
-            return true;
-        };
-        let mut kept = self.scratch.take();
-        let ok = crate::lzf::decompress_to(&b[x..y], ulen as usize, &mut kept).is_some();
-        self.scratch.set(kept);
-        ok
-    }
-
-    /// Whether quicklist node `s` of `b` walks ([`walk_node`]); false for an integer too
-    /// (which the step-by-step way reports).
-    fn node_walks(&self, b: &[u8], kind: SeqKind, container: u64, s: SRef) -> bool {
-        match s {
-            SRef::Raw(x, y) => matches!(walk_node(kind, container, &b[x..y]), Some(Ok(_))),
-            SRef::Lzf(x, y, ulen) => {
-                let mut kept = self.scratch.take();
-                let ok = crate::lzf::decompress_to(&b[x..y], ulen as usize, &mut kept)
-                    .is_some_and(|blob| matches!(walk_node(kind, container, blob), Some(Ok(_))));
-                self.scratch.set(kept);
-                ok
-            }
-            SRef::Int(..) => false,
-        }
     }
 }
 
@@ -818,9 +778,11 @@ impl Decoder {
                 self.check_sref(chunk, base, f)?;
                 self.check_sref(chunk, base, v)
             }
-            RawEl::Node(container, s) => self.with_blob(chunk, base, s, |blob| {
-                self.check_node(seq, base, container, s, blob)
-            }),
+            RawEl::Node(container, s) => self
+                .with_text(chunk, base, s, |blob| {
+                    self.check_node(seq, base, container, s, blob)
+                })
+                .and_then(|checked| checked),
             RawEl::Stream(id, lp_ref) => {
                 let id = self.mat_bytes(chunk, base, id)?;
                 let lp = self.mat_bytes(chunk, base, lp_ref)?;
@@ -830,7 +792,7 @@ impl Decoder {
     }
 
     /// Checks a quicklist node's blob (read where it lies, or decompressed into a kept
-    /// buffer: [`with_blob`](Self::with_blob)).
+    /// buffer: [`with_text`](Self::with_text)).
     fn check_node(
         &self,
         seq: &mut SeqState,
@@ -846,31 +808,6 @@ impl Decoder {
             p.elements(n, largest);
         }
         Ok(())
-    }
-
-    /// Runs `f` on the bytes of the string `s` of `chunk`: where they lie when raw, else
-    /// decompressed into the decoder's kept buffer (a fresh one for each quicklist node
-    /// checked was an allocation, its clearing and its freeing), or an integer's text.
-    fn with_blob<R>(
-        &self,
-        chunk: &Bytes,
-        base: u64,
-        s: SRef,
-        f: impl FnOnce(&[u8]) -> Result<R>,
-    ) -> Result<R> {
-        match s {
-            SRef::Raw(a, b) => f(&chunk[a..b]),
-            SRef::Lzf(a, b, ulen) => {
-                let mut kept = self.scratch.take();
-                let got = match crate::lzf::decompress_to(&chunk[a..b], ulen as usize, &mut kept) {
-                    Some(blob) => f(blob),
-                    None => Err(lzf_error(base, a, ulen)),
-                };
-                self.scratch.set(kept);
-                got
-            }
-            SRef::Int(..) => f(&self.mat_bytes(chunk, base, s)?),
-        }
     }
 
     /// [`check_member`](Self::check_member) and [`push_raw`](Self::push_raw) of the first of
@@ -1017,33 +954,54 @@ impl Decoder {
     }
 
     /// The 128-bit hash of a string's text (integers as decimal, LZF decompressed and checked).
-    pub(super) fn sref_hash(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<u128> {
-        use xxhash_rust::xxh3::xxh3_128;
-        Ok(match r {
-            SRef::Raw(a, b) => xxh3_128(&chunk[a..b]),
-            SRef::Int(i, _) => xxh3_128(itoa::Buffer::new().format(i).as_bytes()),
-            SRef::Lzf(s, e, ulen) => {
-                let mut scratch = self.scratch.take();
-                let h = crate::lzf::decompress_to(&chunk[s..e], ulen as usize, &mut scratch)
-                    .map(xxh3_128);
-                self.scratch.set(scratch);
-                h.ok_or_else(|| lzf_error(base, s, ulen))?
+    /// Pushes the 64-bit hash of the text of string `s` of `b` to `hashes`; false when it is
+    /// LZF data that does not decompress.
+    #[inline(always)]
+    fn push_hash(&self, b: &[u8], s: SRef, hashes: &mut Vec<u64>) -> bool {
+        match self.with_text(b, 0, s, xxhash_rust::xxh3::xxh3_64) {
+            Ok(h) => {
+                hashes.push(h);
+                true
             }
-        })
+            Err(_) => false,
+        }
+    }
+
+    pub(super) fn sref_hash(&self, chunk: &[u8], base: u64, r: SRef) -> Result<u128> {
+        self.with_text(chunk, base, r, xxhash_rust::xxh3::xxh3_128)
+    }
+
+    /// Runs `f` on the text of string `r` of `chunk` (read at `base`): its bytes where they
+    /// lie when raw, an integer's decimal, or LZF data decompressed into the decoder's kept
+    /// buffer (a fresh one for each checked quicklist node was an allocation, its clearing
+    /// and its freeing); the LZF error when it does not decompress.
+    #[inline(always)]
+    pub(super) fn with_text<R>(
+        &self,
+        chunk: &[u8],
+        base: u64,
+        r: SRef,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        match r {
+            SRef::Raw(a, b) => Ok(f(&chunk[a..b])),
+            SRef::Int(i, _) => Ok(f(itoa::Buffer::new().format(i).as_bytes())),
+            SRef::Lzf(s, e, ulen) => {
+                let mut kept = self.scratch.take();
+                let got = crate::lzf::decompress_to(&chunk[s..e], ulen as usize, &mut kept).map(f);
+                self.scratch.set(kept);
+                got.ok_or_else(|| lzf_error(base, s, ulen))
+            }
+        }
     }
 
     /// Only LZF strings can be wrong once framed: decompress them (into a reused buffer) to
     /// be sure.
-    pub(super) fn check_sref(&self, chunk: &Bytes, base: u64, r: SRef) -> Result<()> {
-        if let SRef::Lzf(s, e, ulen) = r {
-            let mut scratch = self.scratch.take();
-            let ok = crate::lzf::decompress_to(&chunk[s..e], ulen as usize, &mut scratch).is_some();
-            self.scratch.set(scratch);
-            if !ok {
-                return Err(lzf_error(base, s, ulen));
-            }
+    pub(super) fn check_sref(&self, chunk: &[u8], base: u64, r: SRef) -> Result<()> {
+        match r {
+            SRef::Lzf(..) => self.with_text(chunk, base, r, |_| ()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub(super) fn push_raw(

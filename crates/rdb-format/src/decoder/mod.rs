@@ -933,8 +933,6 @@ pub struct Decoder {
     blob_raws: std::cell::Cell<BlobScratch>,
     /// Reused list of key records decoded together.
     batch: Vec<BatchRec>,
-    /// The members' hashes of a collection checked whole ([`Decoder::check_whole_seq`]).
-    whole_hashes: std::cell::Cell<Vec<u64>>,
     /// Reused buffer for checking LZF strings without keeping them.
     scratch: std::cell::Cell<Vec<u8>>,
     /// Keys whose duplicate check stopped at the limit.
@@ -1023,7 +1021,6 @@ impl Decoder {
             blob_raws: std::cell::Cell::new(BlobScratch::default()),
             batch: Vec::new(),
             scratch: std::cell::Cell::new(Vec::new()),
-            whole_hashes: std::cell::Cell::new(Vec::new()),
             partial_checks: 0,
             big_tables: std::cell::Cell::new(0),
             walk: false,
@@ -2025,7 +2022,7 @@ impl Decoder {
         let mut meta = Pending::default();
         let ty = meta_opcodes(c, &mut meta)?;
         let whole = matches!(ty, 0 | 7 | 9..=13 | 16 | 17 | 20 | 25)
-            || (matches!(ty, 1..=5 | 14 | 18) && self.checks_whole_seqs());
+            || (SeqKind::of_type(ty).is_some() && self.checks_whole_seqs());
         if !whole || self.check_type(ty).is_err() {
             return None;
         }
@@ -2244,9 +2241,8 @@ impl Decoder {
                 Whole::Blob(c.string()?)
             }
             23 if self.flavor == Flavor::Redis => Whole::Blob(c.string()?),
-            1..=5 | 14 | 18 if self.checks_whole_seqs() && self.check_whole_seq(c, ty) => {
-                Whole::Checked
-            }
+            // a list, set, sorted set, hash or quicklist, checked whole where it can be
+            _ if self.checks_whole_seqs() && self.check_whole_seq(c, ty) => Whole::Checked,
             _ => return Ok(None),
         }))
     }
