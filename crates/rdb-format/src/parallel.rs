@@ -103,9 +103,10 @@ enum Walked {
 enum Src<'f> {
     /// Read with `read`/`pread` into buffers of the pipeline's own.
     File(&'f File),
-    /// Mapped: read in place, its pages let go behind the readers.
+    /// Mapped: read in place, its pages let go behind the readers; with the file it maps,
+    /// which the walker's probes read with `pread` ([`Src::copy`]).
     #[cfg(feature = "mmap")]
-    Map(&'f MappedFile),
+    Map(&'f MappedFile, Option<&'f File>),
 }
 
 impl<'f> Src<'f> {
@@ -114,7 +115,7 @@ impl<'f> Src<'f> {
         match *self {
             Src::File(f) => Some(f),
             #[cfg(feature = "mmap")]
-            Src::Map(_) => None,
+            Src::Map(..) => None,
         }
     }
 
@@ -122,7 +123,7 @@ impl<'f> Src<'f> {
         match self {
             Src::File(f) => f.metadata().map_or(u64::MAX, |m| m.len()),
             #[cfg(feature = "mmap")]
-            Src::Map(m) => m.len(),
+            Src::Map(m, _) => m.len(),
         }
     }
 
@@ -135,7 +136,42 @@ impl<'f> Src<'f> {
             }
             #[cfg(feature = "mmap")]
             // a count of its own, not shared with other threads' slices
-            Src::Map(m) => (start <= end.min(m.len())).then(|| m.slice(start, end)),
+            Src::Map(m, _) => (start <= end.min(m.len())).then(|| m.slice(start, end)),
+        }
+    }
+
+    /// The bytes `start..end` (up to the file's end) read into a buffer of their own, for a
+    /// mapped file whose file is at hand: the walker's probes look there, far ahead of the
+    /// workers, without mapping pages that then had to be let go (each `madvise` that lets
+    /// pages go interrupts the other cores running the process: about 100 of them on two
+    /// threads for the bench's mixed file, one a probe). `None`: look at the mapping, if any.
+    fn copy(&self, start: u64, end: u64) -> Option<Bytes> {
+        match *self {
+            Src::File(_) => {
+                let _ = (start, end);
+                None
+            }
+            #[cfg(feature = "mmap")]
+            Src::Map(m, Some(f)) => {
+                let end = end.min(m.len());
+                let mut buf = vec![0; usize::try_from(end.checked_sub(start)?).ok()?];
+                f.read_exact_at(&mut buf, start).ok()?;
+                Some(Bytes::from(buf))
+            }
+            #[cfg(feature = "mmap")]
+            Src::Map(_, None) => None,
+        }
+    }
+
+    /// Maps the pages of `start..end` at once, before a worker reads them
+    /// (`MappedFile::populate`).
+    fn populate(&self, start: u64, end: u64) {
+        match self {
+            Src::File(_) => {
+                let _ = (start, end);
+            }
+            #[cfg(feature = "mmap")]
+            Src::Map(m, _) => m.populate(start, end),
         }
     }
 
@@ -144,7 +180,7 @@ impl<'f> Src<'f> {
         match self {
             Src::File(_) => false,
             #[cfg(feature = "mmap")]
-            Src::Map(m) => m.is_leaked(),
+            Src::Map(m, _) => m.is_leaked(),
         }
     }
 
@@ -153,7 +189,7 @@ impl<'f> Src<'f> {
         match self {
             Src::File(_) => None,
             #[cfg(feature = "mmap")]
-            Src::Map(m) => m.forever(),
+            Src::Map(m, _) => m.forever(),
         }
     }
 
@@ -179,7 +215,7 @@ impl<'f> Src<'f> {
                 let _ = (from, to, step, whole);
             }
             #[cfg(feature = "mmap")]
-            Src::Map(m) => m.release_behind(from, to, step, whole),
+            Src::Map(m, _) => m.release_behind(from, to, step, whole),
         }
     }
 }
@@ -571,7 +607,10 @@ impl<'f> Batch<'f> {
             .min(span.start.saturating_add(RELEASE / 2))
             .min(cut.unwrap_or(u64::MAX));
         let (mem, read_to) = match file.slice(span.start, window_end) {
-            Some(m) => (Some(m), window_end),
+            Some(m) => {
+                file.populate(span.start, window_end);
+                (Some(m), window_end)
+            }
             None => match span.data.take() {
                 Some(m) => (Some(m), span.end),
                 None => (None, span.start),
@@ -908,6 +947,7 @@ impl Batch<'_> {
                         _ => to,
                     };
                     self.mem = self.file.slice(from, to);
+                    self.file.populate(self.read_to, to);
                     self.read_to = to;
                     self.release(from, RELEASE / 2);
                 }
@@ -1138,7 +1178,7 @@ impl Pipeline {
             .map(|m| if self.leak_map { m.leak() } else { m });
         #[cfg(feature = "mmap")]
         let file = match &mapped {
-            Some(m) => Src::Map(m),
+            Some(m) => Src::Map(m, Some(&opened)),
             None => Src::File(&opened),
         };
         #[cfg(not(feature = "mmap"))]
@@ -1514,8 +1554,10 @@ impl Pipeline {
     }
 
     /// The first place in the [`PROBE_SCAN`] bytes from `target` from which records walk and
-    /// decode ([`Pipeline::probe`]), two records on; the pages read are let go after, where
-    /// `let_go` (far ahead of the workers).
+    /// decode ([`Pipeline::probe`]), two records on. Where `let_go` (far ahead of the
+    /// workers), the bytes are read into a buffer ([`Src::copy`]) where the file is at hand,
+    /// else looked at in the mapping and its pages let go after; else looked at in the
+    /// mapping, whose pages its workers then find mapped.
     fn probe_at(
         &self,
         file: Src<'_>,
@@ -1526,9 +1568,14 @@ impl Pipeline {
     ) -> Option<u64> {
         let len = file.len();
         let window_end = target.saturating_add(PROBE_SCAN + PROBE_BYTES);
-        let bytes = file.slice(target, window_end)?;
+        // (pages the workers soon read are mapped for them instead)
+        let copied = let_go.then(|| file.copy(target, window_end)).flatten();
+        let (bytes, mapped) = match copied {
+            Some(b) => (b, false),
+            None => (file.slice(target, window_end)?, true),
+        };
         let release = |file: Src<'_>| {
-            if let_go {
+            if let_go && mapped {
                 let mut from = target;
                 file.release(&mut from, window_end, 1);
             }
@@ -2361,7 +2408,22 @@ mod tests {
             let mut pipeline = Pipeline::new(Config::default());
             pipeline.batch_bytes(64 << 10);
             // from the set's record: the first probe is inside it
-            let (end, far) = pipeline.probe(Src::Map(&map), 16, 9, Flavor::Redis);
+            let src = Src::Map(&map, Some(&file));
+            let (end, far) = pipeline.probe(src, 16, 9, Flavor::Redis);
+            // the probes past the first, read with `pread`, find what they find in the mapping
+            let mapped = Src::Map(&map, None);
+            assert_eq!(pipeline.probe(mapped, 16, 9, Flavor::Redis), (end, far));
+            let len = f.len() as u64;
+            for (a, b) in [
+                (0, 10),
+                (7, 70_000),
+                (len - 100, len),
+                (len - 5, len + 1000),
+            ] {
+                let copied = src.copy(a, b).expect("read");
+                assert_eq!(Some(copied), mapped.slice(a, b.min(len)), "{a}..{b}");
+            }
+            assert!(mapped.copy(0, 10).is_none());
             assert!(far, "{n} members");
             let end = end.expect("a place after the set");
             if walked {
