@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 /// A server binary found on this machine.
 #[derive(Debug, Clone)]
@@ -682,6 +682,49 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(())
+    }
+
+    /// Promotes `replica` (a replica of the master that serves `key`) with `CLUSTER FAILOVER`
+    /// and waits until it serves `key` ([`Cluster::await_failover`]).
+    pub fn failover(&self, replica: u16, key: &str, within: Duration) -> Result<()> {
+        self.send_failover(replica)?;
+        self.await_failover(replica, key, within)
+    }
+
+    /// Waits until `replica`, sent `CLUSTER FAILOVER`, serves `key`, sending the command again
+    /// every 10 s until then: Redis gives a manual failover 5 s (`CLUSTER_MF_TIMEOUT`) and
+    /// drops it without a word when the master's pause and the replica's catch-up take
+    /// longer, as they can on a loaded machine (a test that sent it once waited 30 s in vain,
+    /// once in a CI run).
+    pub fn await_failover(&self, replica: u16, key: &str, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let attempt = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(10));
+            if self
+                .wait(attempt, |cl| cl.master_port_of(key).ok() == Some(replica))
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{replica} did not become the master of {key} within {within:?}");
+            }
+            self.send_failover(replica)?;
+        }
+    }
+
+    /// Sends `CLUSTER FAILOVER` to `replica`.
+    fn send_failover(&self, replica: u16) -> Result<()> {
+        let mut c = self
+            .node(replica)
+            .ok_or_else(|| anyhow!("no node on port {replica}"))?
+            .client()?;
+        match c.cmd(&["CLUSTER", "FAILOVER"])? {
+            Resp::Simple(ok) if ok == "OK" => Ok(()),
+            other => bail!("CLUSTER FAILOVER on {replica}: {other:?}"),
+        }
     }
 
     /// The node listening on `port`.

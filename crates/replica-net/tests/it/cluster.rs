@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use replica_net::cluster::{ClusterClient, ClusterConfig};
 use replica_net::{ClientConfig, History};
-use test_support::{Cluster, Resp};
+use test_support::Cluster;
 
 use crate::model::{Held, Model, wait_for};
 
@@ -131,15 +131,12 @@ async fn a_cluster_is_followed_through_a_failover_and_a_dead_master() {
         let old = cluster.master_port_of(&format!("{{{}}}", tags[0])).unwrap();
         let replica = replica_of(&cluster, old);
         write_rounds(&cluster, &tags, 20, 40);
-        let mut c = cluster.node(replica).unwrap().client().unwrap();
-        assert_eq!(
-            c.cmd(&["CLUSTER", "FAILOVER"]).unwrap(),
-            Resp::Simple("OK".into())
-        );
         cluster
-            .wait(Duration::from_secs(30), |c| {
-                c.master_port_of(&format!("{{{}}}", tags[0])).ok() == Some(replica)
-            })
+            .failover(
+                replica,
+                &format!("{{{}}}", tags[0]),
+                Duration::from_secs(60),
+            )
             .unwrap();
         write_rounds(&cluster, &tags, 40, 60);
         wait_for(&model, &tags, 60);

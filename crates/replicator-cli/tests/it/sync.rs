@@ -534,9 +534,7 @@ fn a_live_master_into_a_cluster_that_reshards_and_fails_over_ends_equal() {
     assert_eq!(rc.ok(&["CLUSTER", "FAILOVER"]).unwrap().text(), "OK");
     write(&mut c, 500, &mut round);
     cluster
-        .wait(Duration::from_secs(30), |cl| {
-            cl.master_port_of("{num}").ok() == Some(replica)
-        })
+        .await_failover(replica, "{num}", Duration::from_secs(60))
         .unwrap();
     // (the promoted replica may have missed the reshard's last slot: Redis' race, not ours)
     cluster
