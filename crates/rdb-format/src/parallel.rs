@@ -879,6 +879,13 @@ impl Batch<'_> {
         Some(item)
     }
 
+    /// A speculative batch's decoder is at or past the batch's guessed end, at a record
+    /// boundary: the batch ends there.
+    fn at_cut(&self) -> bool {
+        self.cut
+            .is_some_and(|cut| self.dec.offset() >= cut && self.dec.at_record_boundary())
+    }
+
     fn next_decoded(&mut self, mut visit: Visit<'_, '_>) -> Option<Result<Item>> {
         while !self.done {
             if self.span.one_record
@@ -888,10 +895,7 @@ impl Batch<'_> {
                 self.done = true;
                 break;
             }
-            if self
-                .cut
-                .is_some_and(|cut| self.dec.offset() >= cut && self.dec.at_record_boundary())
-            {
+            if self.at_cut() {
                 self.done = true;
                 break;
             }
@@ -929,12 +933,9 @@ impl Batch<'_> {
                     }
                     return Some(Ok(item));
                 }
-                // at its guessed end, at a record boundary: it ends there (above), without a
-                // window past it (the next batch's pages, mapped again for nothing)
-                Ok(None)
-                    if self.cut.is_some_and(|cut| {
-                        self.dec.offset() >= cut && self.dec.at_record_boundary()
-                    }) => {}
+                // it ends there (above), without a window past it (the next batch's pages,
+                // mapped again for nothing)
+                Ok(None) if self.at_cut() => {}
                 Ok(None) if self.read_to >= self.span.end => {
                     self.done = true;
                     // a speculative batch at the file's end was to end with its EOF

@@ -711,7 +711,8 @@ impl Cluster {
             if Instant::now() > deadline {
                 bail!("{replica} did not become the master of {key} within {within:?}");
             }
-            self.send_failover(replica)?;
+            // (refused by a node that became a master meanwhile, which the next look sees)
+            let _ = self.send_failover(replica);
         }
     }
 

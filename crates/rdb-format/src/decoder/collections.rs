@@ -953,7 +953,6 @@ impl Decoder {
         )
     }
 
-    /// The 128-bit hash of a string's text (integers as decimal, LZF decompressed and checked).
     /// Pushes the 64-bit hash of the text of string `s` of `b` to `hashes`; false when it is
     /// LZF data that does not decompress.
     #[inline(always)]
@@ -967,6 +966,7 @@ impl Decoder {
         }
     }
 
+    /// The 128-bit hash of a string's text (integers as decimal, LZF decompressed and checked).
     pub(super) fn sref_hash(&self, chunk: &[u8], base: u64, r: SRef) -> Result<u128> {
         self.with_text(chunk, base, r, xxhash_rust::xxh3::xxh3_128)
     }

@@ -213,7 +213,6 @@ enum SeqKind {
 }
 
 impl SeqKind {
-    /// Its members are checked for duplicates ([`Seen`]).
     /// The kind of a list, set, sorted set, hash or quicklist of type `ty` (the collections
     /// whose elements follow their count and nothing else).
     fn of_type(ty: u8) -> Option<Self> {
@@ -229,6 +228,7 @@ impl SeqKind {
         })
     }
 
+    /// Its members are checked for duplicates ([`Seen`]).
     fn checks_members(self) -> bool {
         matches!(
             self,
@@ -1736,11 +1736,12 @@ impl Decoder {
                         let at = c.p;
                         // a string key goes to the visitor, in the next steps (as items
                         // here, the strings after each blob were a seventh of `check`)
-                        if visiting && meta_opcodes(&mut c, &mut Pending::default()) == Some(0) {
-                            c.p = at;
+                        let string_next =
+                            visiting && meta_opcodes(&mut c, &mut Pending::default()) == Some(0);
+                        c.p = at;
+                        if string_next {
                             break;
                         }
-                        c.p = at;
                         match self.whole_record(&mut c) {
                             Some(rec) => batch.push(rec),
                             None => {
@@ -2430,24 +2431,28 @@ pub(crate) fn may_start_records(b: &[u8], lenient: bool) -> bool {
     let Some(ty) = meta_opcodes(&mut c, &mut Pending::default()) else {
         return true;
     };
-    if ty >= 0xF0 || ty == 107 {
-        return true;
+    if !may_start_record(ty) {
+        return false;
     }
     if ty > 30 {
-        return false;
+        // an opcode
+        return true;
     }
     let framed = c.string().and_then(|_| match ty {
         0 | 9..=13 | 16 | 17 | 20 => c.string().map(|_| true),
         _ => Ok(false),
     });
     match framed {
-        Ok(true) => {
-            c.b.get(c.p)
-                .is_none_or(|&t| t <= 30 || t >= 0xF0 || t == 107)
-        }
+        Ok(true) => c.b.get(c.p).is_none_or(|&t| may_start_record(t)),
         Ok(false) | Err(Stop::More) => true,
         Err(Stop::Bad(..)) => false,
     }
+}
+
+/// Whether a record may start with byte `b`: a value type (up to 30) or an opcode (from
+/// 0xF0, and 107, Redis Enterprise's `RAM_LRU`).
+fn may_start_record(b: u8) -> bool {
+    b <= 30 || b >= 0xF0 || b == 107
 }
 
 /// Reads a record's metadata opcodes (`EXPIRETIME`, `EXPIRETIME_MS`, `IDLE`, `FREQ`) into
