@@ -49,6 +49,61 @@ pub(super) fn check_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Resu
     Ok(())
 }
 
+/// Whether a small listpack of a hash (16), sorted set (17) or set (20) passes every check
+/// [`check_blob`] makes, told in one pass without its elements kept: `false` means only that
+/// [`check_blob`] must tell (anything but short strings and small integers, a count of
+/// 65535, more members than [`STACK_TABLE`], a possible duplicate, a score to parse, any
+/// damage), so its errors and their order are its own. Building a list of the elements, then
+/// hashing them and checking scores in passes of their own, was a sixth of checking a file of
+/// small hashes.
+pub(super) fn listpack_passes(ty: u8, blob: &[u8]) -> bool {
+    let per = match ty {
+        16 | 17 => 2,
+        20 => 1,
+        _ => return false,
+    };
+    let n = blob.len();
+    if n < 7 || blob[n - 1] != 0xFF || crate::packed::le(&blob[0..4]) as usize != n {
+        return false;
+    }
+    let numele = crate::packed::le(&blob[4..6]) as usize;
+    let members = numele / per;
+    if numele == 0xFFFF || numele % per != 0 || members > STACK_TABLE {
+        return false;
+    }
+    let mut table = StackTable::new(members);
+    let mut digits = itoa::Buffer::new();
+    let (mut pos, mut i) = (6, 0);
+    while pos < n - 1 {
+        let enc = blob[pos];
+        let (len, text): (usize, &[u8]) = match enc {
+            0..=0x7f => (1, digits.format(enc).as_bytes()),
+            0x80..=0xbf => {
+                let l = usize::from(enc & 0x3f);
+                if pos + 1 + l > n - 1 {
+                    return false;
+                }
+                (1 + l, &blob[pos + 1..pos + 1 + l])
+            }
+            _ => return false,
+        };
+        // the one-byte back-length, before the end byte
+        if pos + len >= n - 1 || usize::from(blob[pos + len]) != len {
+            return false;
+        }
+        if i % per == 0 {
+            if members > 1 && table.seen(xxhash_rust::xxh3::xxh3_64(text)) {
+                return false;
+            }
+        } else if ty == 17 && enc >= 0x80 && !crate::cursor::is_double(text) {
+            return false;
+        }
+        pos += len + 1;
+        i += 1;
+    }
+    pos == n - 1 && i == numele
+}
+
 /// Walks a blob-encoded value into `scratch.raws`, with the checks of its encoding and of its
 /// members' duplicates; returns how many elements an entry is ([`blob_per`]).
 fn walk_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Result<usize, BlobError> {
@@ -223,19 +278,44 @@ fn any_equal(it: impl ExactSizeIterator<Item = u64>, spill: &mut Vec<u64>) -> bo
         spill.sort_unstable();
         return spill.windows(2).any(|w| w[0] == w[1]);
     }
-    // 2^bits slots, at least twice the hashes; 0 marks an empty one (every hash kept is odd)
-    let bits = (2 * n).next_power_of_two().trailing_zeros().max(3);
-    let mask = (1usize << bits) - 1;
-    let mut table = [0u64; 2 * STACK_TABLE];
+    let mut table = StackTable::new(n);
     for h in it {
+        if table.seen(h) {
+            return true;
+        }
+    }
+    false
+}
+
+/// [`any_equal`]'s table, for up to [`STACK_TABLE`] hashes: open addressing, at most half
+/// full.
+struct StackTable {
+    slots: [u64; 2 * STACK_TABLE],
+    bits: u32,
+}
+
+impl StackTable {
+    /// A table for `n` hashes (at most [`STACK_TABLE`]).
+    fn new(n: usize) -> Self {
+        // 2^bits slots, at least twice the hashes; 0 marks an empty one (every hash kept is
+        // odd)
+        Self {
+            slots: [0; 2 * STACK_TABLE],
+            bits: (2 * n).next_power_of_two().trailing_zeros().max(3),
+        }
+    }
+
+    /// Whether `h` (or `h` but for its lowest bit) was added before; adds it if not.
+    fn seen(&mut self, h: u64) -> bool {
         let h = h | 1;
+        let mask = (1usize << self.bits) - 1;
         // the high bits pick the slot, the next ones on when it is taken
-        let mut at = (h >> (64 - bits)) as usize;
+        let mut at = (h >> (64 - self.bits)) as usize;
         loop {
-            let slot = &mut table[at];
+            let slot = &mut self.slots[at];
             if *slot == 0 {
                 *slot = h;
-                break;
+                return false;
             }
             if *slot == h {
                 return true;
@@ -243,7 +323,6 @@ fn any_equal(it: impl ExactSizeIterator<Item = u64>, spill: &mut Vec<u64>) -> bo
             at = (at + 1) & mask;
         }
     }
-    false
 }
 
 /// The `n` elements `it` gives, or its first error: allocated once (collecting `Result`s
@@ -1181,5 +1260,103 @@ mod tests {
         assert!(any_equal(again.iter().copied(), &mut spill));
         // two hashes that differ only in their lowest bit count as equal: the texts decide
         assert!(any_equal([4, 5].into_iter(), &mut spill));
+    }
+
+    /// A listpack of `members` members of type `ty` (16 hash, 17 sorted set, 20 set): every
+    /// third a small integer, the others short strings; `dup` repeats the first member last,
+    /// `bad_score` gives the last a score that is no number.
+    fn small_listpack(ty: u8, members: usize, dup: bool, bad_score: bool) -> Vec<u8> {
+        let mut lp = crate::packed::listpack::Listpack::new();
+        let member = |lp: &mut crate::packed::listpack::Listpack, m: usize| {
+            if m % 3 == 0 {
+                lp.int(m as i64);
+            } else {
+                lp.str(format!("member-{m}").as_bytes());
+            }
+        };
+        for m in 0..members {
+            member(&mut lp, if dup && m + 1 == members { 0 } else { m });
+            match ty {
+                16 => lp.str(format!("value {m}").as_bytes()),
+                17 if bad_score && m + 1 == members => lp.str(b"1.5x"),
+                17 if m % 2 == 0 => lp.int(m as i64),
+                17 => lp.str(format!("{m}.5").as_bytes()),
+                _ => {}
+            }
+        }
+        lp.finish()
+    }
+
+    /// [`listpack_passes`](super::listpack_passes) takes the small listpacks of hashes,
+    /// sorted sets and sets that pass [`check_blob`](super::check_blob), and says yes to no
+    /// blob that `check_blob` refuses: not to one with a duplicate or a bad score, nor to any
+    /// one-byte change or cut of them (where it says no, `check_blob` tells).
+    #[test]
+    fn a_listpack_passes_only_where_check_blob_passes_it() {
+        use super::{BlobScratch, check_blob, listpack_passes};
+        let mut scratch = BlobScratch::default();
+        let (mut changed, mut taken) = (0, 0);
+        for ty in [16u8, 17, 20] {
+            for members in [0, 1, 2, 3, 20, STACK_TABLE, STACK_TABLE + 1] {
+                let blob = small_listpack(ty, members, false, false);
+                assert!(
+                    check_blob(ty, &blob, &mut scratch).is_ok(),
+                    "{ty} {members}"
+                );
+                // up to the stack table's size it is taken here, past it `check_blob` tells
+                assert_eq!(
+                    listpack_passes(ty, &blob),
+                    members <= STACK_TABLE,
+                    "{ty} {members}"
+                );
+                let mut refused = vec![small_listpack(ty, members, true, false)];
+                if ty == 17 {
+                    refused.push(small_listpack(ty, members, false, true));
+                }
+                for bad in refused.into_iter().filter(|_| members >= 2) {
+                    assert!(
+                        check_blob(ty, &bad, &mut scratch).is_err(),
+                        "{ty} {members}"
+                    );
+                    assert!(!listpack_passes(ty, &bad), "{ty} {members}");
+                }
+                // every byte of a small one changed, every seventh of a bigger one; and cuts
+                let step = if members <= 20 { 1 } else { 7 };
+                let mut variants = Vec::new();
+                for at in (0..blob.len()).step_by(step) {
+                    for x in [
+                        0x00,
+                        0x01,
+                        0x3f,
+                        0x7f,
+                        0x80,
+                        0xbf,
+                        0xc0,
+                        0xff,
+                        blob[at] ^ 0x01,
+                    ] {
+                        let mut v = blob.clone();
+                        v[at] = x;
+                        variants.push(v);
+                    }
+                    variants.push(blob[..at].to_vec());
+                }
+                for v in variants {
+                    if v == blob {
+                        continue;
+                    }
+                    changed += 1;
+                    if listpack_passes(ty, &v) {
+                        taken += 1;
+                        assert!(
+                            check_blob(ty, &v, &mut scratch).is_ok(),
+                            "{ty} {members}: passed a blob check_blob refuses: {v:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // (some changes leave a valid listpack: another member, value or score)
+        assert!(taken > 0 && taken < changed, "{taken} of {changed}");
     }
 }

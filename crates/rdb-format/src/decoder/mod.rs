@@ -2288,6 +2288,8 @@ impl Decoder {
             }
             Whole::Blob(s) => {
                 let build = !self.config.skip_values && self.config.build_packed;
+                // (the elements are counted from `scratch` for their sizes)
+                let quick = !self.config.packed_sizes;
                 let (decoded, blob_len, scratch) = match s {
                     // only checked: read where it lies, or decompressed into a buffer kept
                     // for the next (into a fresh one each, its allocation, clearing and
@@ -2295,7 +2297,11 @@ impl Decoder {
                     SRef::Raw(a, b) if !build => {
                         let blob = &chunk[a..b];
                         let mut scratch = self.blob_raws.take();
-                        let checked = check_blob(head.type_byte, blob, &mut scratch);
+                        let checked = if quick && listpack_passes(head.type_byte, blob) {
+                            Ok(())
+                        } else {
+                            check_blob(head.type_byte, blob, &mut scratch)
+                        };
                         (checked.map(|()| None), blob.len(), scratch)
                     }
                     SRef::Lzf(a, b, ulen) if !build => {
@@ -2304,7 +2310,11 @@ impl Decoder {
                             crate::lzf::decompress_to(&chunk[a..b], ulen as usize, &mut kept)
                                 .ok_or_else(|| lzf_error(base, a, ulen).with_key(&head.key))?;
                         let mut scratch = self.blob_raws.take();
-                        let checked = check_blob(head.type_byte, blob, &mut scratch);
+                        let checked = if quick && listpack_passes(head.type_byte, blob) {
+                            Ok(())
+                        } else {
+                            check_blob(head.type_byte, blob, &mut scratch)
+                        };
                         self.scratch.set(kept);
                         (checked.map(|()| None), ulen as usize, scratch)
                     }
