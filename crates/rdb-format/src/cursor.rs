@@ -304,8 +304,6 @@ pub(crate) fn parse_double_bytes(b: &[u8]) -> Option<f64> {
 /// byte by byte, a sorted set's scores were a sixth of checking a file of small ones);
 /// anything else is parsed.
 pub(crate) fn is_double(b: &[u8]) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
     let digits = b.strip_prefix(b"-").unwrap_or(b);
     let n = digits.len();
     if n == 0 || n > 8 {
@@ -324,12 +322,32 @@ pub(crate) fn is_double(b: &[u8]) -> bool {
         2.. => two(0) | two(n - 2) << (8 * (n - 2)),
         _ => u64::from(digits[0]),
     };
-    let pad = if n == 8 {
-        0
-    } else {
-        (LO * u64::from(b'0')) << (8 * n)
-    };
-    let w = w | pad;
+    short_decimal(w, n) || parse_double_bytes(b).is_some()
+}
+
+/// [`is_double`] of `b[at..end]`, where `b` goes on past `end`: a score in a listpack, which
+/// its back-length and end byte follow. Its up to 8 bytes are loaded in one word where `b`
+/// has 8 from `at` on (no branch on the length).
+pub(crate) fn is_double_within(b: &[u8], at: usize, end: usize) -> bool {
+    let n = end - at;
+    match b.get(at..at + 8) {
+        Some(word) if (1..=8).contains(&n) && b[at] != b'-' => {
+            let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+            // the bytes past the text dropped (a shift by 64 - 8n, 0 for 8 bytes)
+            let w = w & (u64::MAX >> (64 - 8 * n));
+            short_decimal(w, n) || parse_double_bytes(&b[at..end]).is_some()
+        }
+        _ => is_double(&b[at..end]),
+    }
+}
+
+/// Whether the `n` bytes (1 to 8, low byte first) of `w`, zeros past them, are a short
+/// decimal: digits and at most one dot, a digit at least.
+fn short_decimal(w: u64, n: usize) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // `0`s past the bytes (none for 8: a shift by 64 in two steps)
+    let w = w | (LO * u64::from(b'0')) << (8 * n - 1) << 1;
     // a byte's high bit when it is not zero (no carry leaves a byte: each adds at most 0x7f
     // to at most 0x7f)
     let nonzero = |x: u64| ((x & !HI).wrapping_add(!HI & (LO * 0x7f)) | x) & HI;
@@ -337,10 +355,7 @@ pub(crate) fn is_double(b: &[u8]) -> bool {
     let t = w ^ (LO * u64::from(b'0'));
     let other = nonzero((t & (LO * 0xf0)) | (((t & (LO * 0x0f)) + LO * 0x06) & (LO * 0x10)));
     let dots = !nonzero(w ^ (LO * u64::from(b'.'))) & HI;
-    if other & !dots == 0 && dots.count_ones() <= 1 && n > dots.count_ones() as usize {
-        return true;
-    }
-    parse_double_bytes(b).is_some()
+    other & !dots == 0 && dots.count_ones() <= 1 && n > dots.count_ones() as usize
 }
 
 pub(crate) fn parse_double(t: &str) -> Option<f64> {
@@ -433,12 +448,27 @@ mod tests {
     #[test]
     fn is_double_is_parse_double_bytes() {
         let check = |t: &[u8]| {
-            assert_eq!(
-                is_double(t),
-                parse_double_bytes(t).is_some(),
-                "{:?}",
-                String::from_utf8_lossy(t)
-            );
+            let want = parse_double_bytes(t).is_some();
+            assert_eq!(is_double(t), want, "{:?}", String::from_utf8_lossy(t));
+            // within a buffer, whatever follows it (digits, dots, other bytes, nothing:
+            // read in one word where 8 bytes follow its start)
+            for after in [
+                &b""[..],
+                b"1",
+                b"11111111",
+                b"........",
+                b"9.9.9.9.9",
+                b"\x00\xff-",
+            ] {
+                let mut b = t.to_vec();
+                b.extend_from_slice(after);
+                assert_eq!(
+                    is_double_within(&b, 0, t.len()),
+                    want,
+                    "{:?} then {after:?}",
+                    String::from_utf8_lossy(t)
+                );
+            }
         };
         let all = |alphabet: &[u8], longest: u32| {
             for len in 0..=longest {

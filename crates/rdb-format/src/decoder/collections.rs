@@ -95,7 +95,10 @@ pub(super) fn listpack_passes(ty: u8, blob: &[u8]) -> bool {
             if members > 1 && table.seen(xxhash_rust::xxh3::xxh3_64(text)) {
                 return false;
             }
-        } else if ty == 17 && enc >= 0x80 && !crate::cursor::is_double(text) {
+        } else if ty == 17
+            && enc >= 0x80
+            && !crate::cursor::is_double_within(blob, pos + 1, pos + len)
+        {
             return false;
         }
         pos += len + 1;
