@@ -472,23 +472,31 @@ impl Decoder {
         if n == 0 || n > WHOLE_SEQ || (members && n > self.config.dup_check_limit as u64) {
             return false;
         }
-        // the members' hashes, in the blobs' buffer (no blob is walked meanwhile)
+        // the members' hashes: in a table on the stack as they come, as a small listpack's,
+        // else in the blobs' buffer (no blob is walked meanwhile), looked at in the end
+        if members && n <= STACK_TABLE as u64 {
+            let mut table = StackTable::new(n as usize);
+            return self.check_whole_elems(c, kind, n, |h| !table.seen(h));
+        }
         let mut scratch = self.blob_raws.take();
         let hashes = &mut scratch.hashes;
         hashes.clear();
-        let ok = self.check_whole_elems(c, kind, n, hashes) && !(members && maybe_dup(hashes));
+        let ok = self.check_whole_elems(c, kind, n, |h| {
+            hashes.push(h);
+            true
+        }) && !(members && maybe_dup(hashes));
         self.blob_raws.set(scratch);
         ok
     }
 
-    /// [`check_whole_seq`](Self::check_whole_seq)'s `n` elements, their members' hashes
-    /// pushed to `hashes`.
+    /// [`check_whole_seq`](Self::check_whole_seq)'s `n` elements, their members' 64-bit
+    /// hashes given to `member` (false: a duplicate).
     fn check_whole_elems(
         &self,
         c: &mut Cur<'_>,
         kind: SeqKind,
         n: u64,
-        hashes: &mut Vec<u64>,
+        mut member: impl FnMut(u64) -> bool,
     ) -> bool {
         let b = c.b;
         let (two, one) = match kind {
@@ -523,7 +531,10 @@ impl Decoder {
             };
             // a member's text hashed (and an LZF one decompressed), a value's LZF data
             // decompressed, a node walked
-            let mut hash = |s: SRef| self.push_hash(b, s, hashes);
+            let mut hash = |s: SRef| {
+                self.with_text(b, 0, s, xxhash_rust::xxh3::xxh3_64)
+                    .is_ok_and(&mut member)
+            };
             let ok = match r {
                 RawEl::One(s) if kind == SeqKind::Set => hash(s),
                 RawEl::One(s) => self.check_sref(b, 0, s).is_ok(),
@@ -1033,19 +1044,6 @@ impl Decoder {
             },
             base + sref_at(member) as u64,
         )
-    }
-
-    /// Pushes the 64-bit hash of the text of string `s` of `b` to `hashes`; false when it is
-    /// LZF data that does not decompress.
-    #[inline(always)]
-    fn push_hash(&self, b: &[u8], s: SRef, hashes: &mut Vec<u64>) -> bool {
-        match self.with_text(b, 0, s, xxhash_rust::xxh3::xxh3_64) {
-            Ok(h) => {
-                hashes.push(h);
-                true
-            }
-            Err(_) => false,
-        }
     }
 
     /// The 128-bit hash of a string's text (integers as decimal, LZF decompressed and checked).
