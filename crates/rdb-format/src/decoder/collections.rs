@@ -57,45 +57,59 @@ pub(super) fn check_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Resu
 /// hashing them and checking scores in passes of their own, was a sixth of checking a file of
 /// small hashes.
 pub(super) fn listpack_passes(ty: u8, blob: &[u8]) -> bool {
-    let per = match ty {
-        16 | 17 => 2,
-        20 => 1,
-        _ => return false,
-    };
+    match ty {
+        16 => quick_listpack::<2, true, false>(blob),
+        17 => quick_listpack::<2, true, true>(blob),
+        20 => quick_listpack::<1, true, false>(blob),
+        _ => false,
+    }
+}
+
+/// Whether a quicklist's listpack node walks as [`walk_node`] walks it, told the same way as
+/// [`listpack_passes`] (a list's elements have no duplicate check): `false` means only that
+/// `walk_node` must tell. Walked through `walk_node`, whose count and longest element a
+/// check does not need, it was a third of checking a file of small lists.
+pub(super) fn node_walks(blob: &[u8]) -> bool {
+    quick_listpack::<1, false, false>(blob)
+}
+
+/// [`listpack_passes`] and [`node_walks`]: entries of `PER` elements, the first of each a
+/// member whose duplicates are looked for when `DUPS`, the second a score when `SCORES`.
+fn quick_listpack<const PER: usize, const DUPS: bool, const SCORES: bool>(blob: &[u8]) -> bool {
     let n = blob.len();
     if n < 7 || blob[n - 1] != 0xFF || crate::packed::le(&blob[0..4]) as usize != n {
         return false;
     }
     let numele = crate::packed::le(&blob[4..6]) as usize;
-    let members = numele / per;
-    if numele == 0xFFFF || numele % per != 0 || members > STACK_TABLE {
+    let members = numele / PER;
+    if numele == 0xFFFF || numele % PER != 0 || (DUPS && members > STACK_TABLE) {
         return false;
     }
-    let mut table = StackTable::new(members);
-    let mut digits = itoa::Buffer::new();
+    let mut table = (DUPS && members > 1).then(|| StackTable::new(members));
     let (mut pos, mut i) = (6, 0);
     while pos < n - 1 {
         let enc = blob[pos];
-        let (len, text): (usize, &[u8]) = match enc {
-            0..=0x7f => (1, digits.format(enc).as_bytes()),
-            0x80..=0xbf => {
-                let l = usize::from(enc & 0x3f);
-                if pos + 1 + l > n - 1 {
-                    return false;
-                }
-                (1 + l, &blob[pos + 1..pos + 1 + l])
-            }
+        let len = match enc {
+            0..=0x7f => 1,
+            0x80..=0xbf => 1 + usize::from(enc & 0x3f),
             _ => return false,
         };
         // the one-byte back-length, before the end byte
         if pos + len >= n - 1 || usize::from(blob[pos + len]) != len {
             return false;
         }
-        if i % per == 0 {
-            if members > 1 && table.seen(xxhash_rust::xxh3::xxh3_64(text)) {
-                return false;
+        if i % PER == 0 {
+            if let Some(table) = &mut table {
+                let h = if enc < 0x80 {
+                    xxhash_rust::xxh3::xxh3_64(itoa::Buffer::new().format(enc).as_bytes())
+                } else {
+                    xxhash_rust::xxh3::xxh3_64(&blob[pos + 1..pos + len])
+                };
+                if table.seen(h) {
+                    return false;
+                }
             }
-        } else if ty == 17
+        } else if SCORES
             && enc >= 0x80
             && !crate::cursor::is_double_within(blob, pos + 1, pos + len)
         {
@@ -542,7 +556,8 @@ impl Decoder {
                 RawEl::Two(f, v) => hash(f) && self.check_sref(b, 0, v).is_ok(),
                 RawEl::Node(container, s) => self
                     .with_text(b, 0, s, |blob| {
-                        matches!(walk_node(kind, container, blob), Some(Ok(_)))
+                        (kind == SeqKind::Quicklist2 && container == 2 && node_walks(blob))
+                            || matches!(walk_node(kind, container, blob), Some(Ok(_)))
                     })
                     .unwrap_or(false),
                 _ => false,
@@ -1291,12 +1306,16 @@ mod tests {
     /// [`listpack_passes`](super::listpack_passes) takes the small listpacks of hashes,
     /// sorted sets and sets that pass [`check_blob`](super::check_blob), and says yes to no
     /// blob that `check_blob` refuses: not to one with a duplicate or a bad score, nor to any
-    /// one-byte change or cut of them (where it says no, `check_blob` tells).
+    /// one-byte change or cut of them (where it says no, `check_blob` tells). The same for
+    /// [`node_walks`](super::node_walks) and [`walk_node`](super::walk_node) on them as a
+    /// list's quicklist nodes.
     #[test]
     fn a_listpack_passes_only_where_check_blob_passes_it() {
-        use super::{BlobScratch, check_blob, listpack_passes};
+        use super::{BlobScratch, SeqKind, check_blob, listpack_passes, node_walks, walk_node};
+        // a quicklist's listpack node (any listpack holds a list's elements)
+        let node = |b: &[u8]| matches!(walk_node(SeqKind::Quicklist2, 2, b), Some(Ok(_)));
         let mut scratch = BlobScratch::default();
-        let (mut changed, mut taken) = (0, 0);
+        let (mut changed, mut taken, mut nodes) = (0, 0, 0);
         for ty in [16u8, 17, 20] {
             for members in [0, 1, 2, 3, 20, STACK_TABLE, STACK_TABLE + 1] {
                 let blob = small_listpack(ty, members, false, false);
@@ -1304,6 +1323,7 @@ mod tests {
                     check_blob(ty, &blob, &mut scratch).is_ok(),
                     "{ty} {members}"
                 );
+                assert!(node_walks(&blob) && node(&blob), "{ty} {members}");
                 // up to the stack table's size it is taken here, past it `check_blob` tells
                 assert_eq!(
                     listpack_passes(ty, &blob),
@@ -1347,6 +1367,10 @@ mod tests {
                         continue;
                     }
                     changed += 1;
+                    if node_walks(&v) {
+                        nodes += 1;
+                        assert!(node(&v), "{ty} {members}: walked a node walk_node refuses");
+                    }
                     if listpack_passes(ty, &v) {
                         taken += 1;
                         assert!(
@@ -1359,5 +1383,6 @@ mod tests {
         }
         // (some changes leave a valid listpack: another member, value or score)
         assert!(taken > 0 && taken < changed, "{taken} of {changed}");
+        assert!(nodes > taken && nodes < changed, "{nodes} of {changed}");
     }
 }
