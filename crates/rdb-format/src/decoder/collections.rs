@@ -49,6 +49,21 @@ pub(super) fn check_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Resu
     Ok(())
 }
 
+/// [`check_blob`], a small listpack told first in one pass ([`listpack_passes`]) unless its
+/// elements are wanted in `scratch.raws` afterwards (`keep`).
+#[inline]
+pub(super) fn check_blob_quick(
+    ty: u8,
+    blob: &[u8],
+    scratch: &mut BlobScratch,
+    keep: bool,
+) -> Result<(), BlobError> {
+    if !keep && listpack_passes(ty, blob) {
+        return Ok(());
+    }
+    check_blob(ty, blob, scratch)
+}
+
 /// Whether a small listpack of a hash (16), sorted set (17) or set (20) passes every check
 /// [`check_blob`] makes, told in one pass without its elements kept: `false` means only that
 /// [`check_blob`] must tell (anything but short strings and small integers, a count of
@@ -442,12 +457,10 @@ fn walk_node(kind: SeqKind, container: u64, blob: &[u8]) -> Option<Result<(u64, 
 /// ([`Decoder::check_whole_seq`]).
 const WHOLE_SEQ: u64 = 1024;
 
-/// Whether two of `hashes` (64-bit hashes of members' texts) may be one member's: equal, or
-/// equal but for the lowest bit ([`any_equal`]). Reorders them.
+/// Whether two of `hashes` (64-bit hashes of members' texts, more than [`STACK_TABLE`]: fewer
+/// go into a [`StackTable`] as they come) may be one member's: equal, or equal but for the
+/// lowest bit, as in [`any_equal`]. Sorts them where they are.
 fn maybe_dup(hashes: &mut [u64]) -> bool {
-    if hashes.len() <= STACK_TABLE {
-        return any_equal(hashes.iter().copied(), &mut Vec::new());
-    }
     for h in hashes.iter_mut() {
         *h |= 1;
     }

@@ -2289,7 +2289,7 @@ impl Decoder {
             Whole::Blob(s) => {
                 let build = !self.config.skip_values && self.config.build_packed;
                 // (the elements are counted from `scratch` for their sizes)
-                let quick = !self.config.packed_sizes;
+                let keep = self.config.packed_sizes;
                 let (decoded, blob_len, scratch) = match s {
                     // only checked: read where it lies, or decompressed into a buffer kept
                     // for the next (into a fresh one each, its allocation, clearing and
@@ -2297,11 +2297,7 @@ impl Decoder {
                     SRef::Raw(a, b) if !build => {
                         let blob = &chunk[a..b];
                         let mut scratch = self.blob_raws.take();
-                        let checked = if quick && listpack_passes(head.type_byte, blob) {
-                            Ok(())
-                        } else {
-                            check_blob(head.type_byte, blob, &mut scratch)
-                        };
+                        let checked = check_blob_quick(head.type_byte, blob, &mut scratch, keep);
                         (checked.map(|()| None), blob.len(), scratch)
                     }
                     SRef::Lzf(a, b, ulen) if !build => {
@@ -2310,11 +2306,7 @@ impl Decoder {
                             crate::lzf::decompress_to(&chunk[a..b], ulen as usize, &mut kept)
                                 .ok_or_else(|| lzf_error(base, a, ulen).with_key(&head.key))?;
                         let mut scratch = self.blob_raws.take();
-                        let checked = if quick && listpack_passes(head.type_byte, blob) {
-                            Ok(())
-                        } else {
-                            check_blob(head.type_byte, blob, &mut scratch)
-                        };
+                        let checked = check_blob_quick(head.type_byte, blob, &mut scratch, keep);
                         self.scratch.set(kept);
                         (checked.map(|()| None), ulen as usize, scratch)
                     }
