@@ -385,12 +385,14 @@ impl Seen {
     }
 
     /// Hashes held.
+    #[inline]
     fn len(&self) -> usize {
         self.small.len() + self.big.len
     }
 
     /// Starts loading what [`insert`](Self::insert) or [`contains`](Self::contains) of `h`
     /// will read.
+    #[inline]
     fn touch(&self, h: u128) {
         if self.partial {
             // past the limit: only searched for, and the filter tells most searches
@@ -404,6 +406,7 @@ impl Seen {
     }
 
     /// Whether `h` was added.
+    #[inline]
     fn contains(&self, h: u128) -> bool {
         self.big.contains(h) || self.small.contains(&h)
     }
@@ -411,6 +414,7 @@ impl Seen {
     /// Checks a member's hash against those seen and adds it, up to `limit` hashes; past
     /// it, only checks it (the check is partial from there on). Returns whether it was seen
     /// before, and whether the check went partial with this one.
+    #[inline]
     fn check(&mut self, h: u128, limit: usize) -> (bool, bool) {
         if self.len() < limit {
             return (!self.insert(h), false);
@@ -421,6 +425,7 @@ impl Seen {
     }
 
     /// Adds a member's hash; false when it was there already.
+    #[inline]
     fn insert(&mut self, h: u128) -> bool {
         if self.is_big() {
             return match self.big.insert(h) {
@@ -642,15 +647,12 @@ impl BigSeen {
         let t = tag(h);
         let mut line = self.home(h);
         for step in 1..=self.lines {
-            for &s in self.line(line) {
-                if s == t {
-                    return true;
-                }
-                if s == 0 {
-                    return false;
-                }
+            let (equal, empty) = line_marks(self.line(line), t);
+            // slots fill from a line's front: an empty one ends the probe
+            if equal != 0 {
+                return true;
             }
-            if !self.went_past(line) {
+            if empty != 0 || !self.went_past(line) {
                 return false;
             }
             line = self.next(line, step);
@@ -668,23 +670,37 @@ impl BigSeen {
         let mut line = self.home(h);
         // below the load limit a free slot lies on the probe: it visits every line
         for step in 1..=self.lines {
-            let at = self.skew + line * LINE;
-            for slot in &mut self.slots[at..at + LINE] {
-                if *slot == t {
-                    return Some(false);
-                }
-                if *slot == 0 {
-                    *slot = t;
-                    self.len += 1;
-                    self.note(h);
-                    return Some(true);
-                }
+            let (equal, empty) = line_marks(self.line(line), t);
+            if equal != 0 {
+                return Some(false);
+            }
+            if empty != 0 {
+                // slots fill from a line's front: the first empty one, and none after it, is
+                // where `t` goes
+                let at = self.skew + line * LINE + empty.trailing_zeros() as usize;
+                self.slots[at] = t;
+                self.len += 1;
+                self.note(h);
+                return Some(true);
             }
             self.passed[line / 64] |= 1 << (line % 64);
             line = self.next(line, step);
         }
         None
     }
+}
+
+/// A bit for each slot of `line` that holds `t`, and one for each empty slot: all eight
+/// compared at once, with no branch on where the line's first empty slot lies (its place is
+/// random: a slot at a time, its branch was mispredicted about once a member).
+#[inline]
+fn line_marks(line: &[u64; LINE], t: u64) -> (u32, u32) {
+    let (mut equal, mut empty) = (0, 0);
+    for (i, &s) in line.iter().enumerate() {
+        equal |= u32::from(s == t) << i;
+        empty |= u32::from(s == 0) << i;
+    }
+    (equal, empty)
 }
 
 /// Writes each page of `table` once (with what it holds: nothing changes), so that the kernel

@@ -306,6 +306,69 @@ fn set_body(n: u64, mut special: impl FnMut(u64, &mut Vec<u8>) -> bool) -> (Vec<
 }
 
 #[test]
+fn a_big_collection_with_a_duplicate_is_skipped_and_the_keys_after_it_are_not() {
+    // a set and a hash of 3,000 members (read a step at a time, not whole), each with a
+    // duplicate, then a good key: with `Recovery::Skip` the two are skipped, with the same
+    // error whether values are built or only checked, and the key after them comes whole
+    let n = 3_000u64;
+    let (set, _) = set_body(n, |i, v| {
+        let special = i == 2_500;
+        if special {
+            string(b"member:7", v);
+        }
+        special
+    });
+    let mut hash = Vec::new();
+    len(n, &mut hash);
+    for i in 0..n {
+        let field = if i == 1_200 { 3 } else { i };
+        string(format!("field:{field}").as_bytes(), &mut hash);
+        string(format!("value:{i}").as_bytes(), &mut hash);
+    }
+    let mut f = b"REDIS0011".to_vec();
+    for (ty, key, body) in [(2u8, &b"set"[..], &set), (4, b"hash", &hash)] {
+        f.push(ty);
+        string(key, &mut f);
+        f.extend_from_slice(body);
+    }
+    f.push(0);
+    string(b"after", &mut f);
+    string(b"value", &mut f);
+    eof_unchecked(&mut f);
+    let mut seen = Vec::new();
+    for mut c in [Config::default(), checked()] {
+        c.recovery(rdb_format::Recovery::Skip);
+        let items = decode(&f, c).unwrap();
+        let skipped: Vec<String> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Skipped { key, error } => {
+                    Some(format!("{key:?} {error} at {}", error.offset()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped[0].contains("duplicate member \"member:7\""),
+            "{skipped:?}"
+        );
+        assert!(
+            skipped[1].contains("duplicate field \"field:3\""),
+            "{skipped:?}"
+        );
+        let after = items.iter().any(|i| match i {
+            Item::Key(k) => &k.head.key[..] == b"after",
+            Item::KeyChecked(h) => &h.key[..] == b"after",
+            _ => false,
+        });
+        assert!(after, "the key after them");
+        seen.push(skipped);
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[test]
 fn a_big_collections_duplicate_is_found_in_the_big_table() {
     // 300,000 members: past the first table, into the one sized for all of them; the
     // duplicate of a member from before the move, and one from after it
