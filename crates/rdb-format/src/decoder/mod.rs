@@ -790,6 +790,21 @@ fn prefetch(line: &[u64; LINE]) {
     std::hint::black_box(line[0]);
 }
 
+/// How far ahead of a record's start [`prefetch_far`] loads the input.
+const RECORD_AHEAD: usize = 4096;
+
+/// Asks for the line [`RECORD_AHEAD`] bytes past `at`, once a record: in a run of records
+/// whose values are not read (a string's, only checked), nothing else loads the line of the
+/// next record's start before the decoder waits for it. One line a record: `check` of a file
+/// of 600,000 strings of 200 bytes took 0.031 s with it and 0.045 s without (medians of 7);
+/// 2 KiB ahead it gave 0.033 s, 8 KiB 0.030 s. Loading every line up to 8 KiB ahead, or only
+/// the first line of each page ahead, gained nothing.
+fn prefetch_far(b: &[u8], at: usize) {
+    if let Some(far) = b.get(at + RECORD_AHEAD) {
+        prefetch_byte(far);
+    }
+}
+
 /// How far ahead of a walker's position its input is loaded, in bytes.
 const WALK_AHEAD: usize = 8192;
 
@@ -1850,6 +1865,7 @@ impl Decoder {
             if end >= RUN_BYTES {
                 break;
             }
+            prefetch_far(b, end);
             // the next record, if it is a string key
             offset = self.pos + end as u64;
             (meta.expire_ms, meta.idle_s, meta.freq) = (None, None, None);
