@@ -176,9 +176,18 @@ fn files(bin: &Path, file: &Path) -> Result<()> {
     let b = bin.to_str().unwrap_or_default();
     let mut rows: Vec<(&str, Vec<&str>)> = vec![
         ("replicator check", vec![b, "check", f]),
+        // the target is a single core's
+        (
+            "replicator check --threads 1",
+            vec![b, "check", f, "--threads", "1"],
+        ),
         (
             "replicator dump --format count",
             vec![b, "dump", f, "--format", "count"],
+        ),
+        (
+            "replicator dump --format count --threads 1",
+            vec![b, "dump", f, "--format", "count", "--threads", "1"],
         ),
         (
             "replicator dump --format jsonl",
