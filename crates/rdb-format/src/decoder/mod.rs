@@ -143,6 +143,11 @@ struct Crc {
     /// for each place a pipeline's walker tries as a record's start, and room made with each
     /// (cleared, and copied as the decoder moved) was most of that walker's time in a big hash.
     buf: Vec<u8>,
+    /// Input not summed yet that lies in memory kept until the process ends (a leaked
+    /// mapping's, [`Decoder::input_within`]): pieces that follow each other there are summed
+    /// where they lie, a block at a time, instead of being copied into `buf` first (a copy
+    /// of most of a file of small records). At most one of `buf` and `run` holds bytes.
+    run: &'static [u8],
 }
 
 /// Bytes [`Crc`] gathers before it sums them; a piece this long or longer is summed at once.
@@ -155,11 +160,41 @@ impl Crc {
         Self {
             digest: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Redis),
             buf: Vec::new(),
+            run: &[],
+        }
+    }
+
+    /// Adds `data`, which lies within `whole` when that is `Some` and it ends there (else it is
+    /// gathered as [`update`](Self::update) does), to the sum.
+    fn update_within(&mut self, data: &[u8], whole: Option<&'static [u8]>) {
+        let Some(whole) = whole else {
+            return self.update(data);
+        };
+        let at = (data.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+        if at > whole.len() || data.len() > whole.len() - at {
+            return self.update(data);
+        }
+        let run_end = self.run.as_ptr() as usize + self.run.len();
+        let from = if !self.run.is_empty() && run_end == data.as_ptr() as usize {
+            // the run goes on (it lies within `whole` too: it was cut from it)
+            self.run.as_ptr() as usize - whole.as_ptr() as usize
+        } else {
+            self.flush();
+            at
+        };
+        self.run = &whole[from..at + data.len()];
+        if self.run.len() >= CRC_BLOCK {
+            self.digest.update(self.run);
+            self.run = &[];
         }
     }
 
     /// Adds `data` to the sum.
     fn update(&mut self, data: &[u8]) {
+        if !self.run.is_empty() {
+            self.digest.update(self.run);
+            self.run = &[];
+        }
         if self.buf.len() + data.len() > CRC_BLOCK {
             self.flush();
         }
@@ -174,8 +209,14 @@ impl Crc {
     }
 
     fn flush(&mut self) {
-        self.digest.update(&self.buf);
-        self.buf.clear();
+        if !self.buf.is_empty() {
+            self.digest.update(&self.buf);
+            self.buf.clear();
+        }
+        if !self.run.is_empty() {
+            self.digest.update(self.run);
+            self.run = &[];
+        }
     }
 
     /// The sum of everything added so far.
@@ -189,6 +230,7 @@ impl std::fmt::Debug for Crc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Crc")
             .field("gathered", &self.buf.len())
+            .field("in place", &self.run.len())
             .finish()
     }
 }
@@ -1342,7 +1384,7 @@ impl Decoder {
     fn consume<S: Source>(&mut self, src: &mut S, n: usize) -> Bytes {
         let b = src.split(n);
         if self.sum {
-            self.crc.update(&b);
+            self.crc.update_within(&b, self.forever);
         }
         self.pos += n as u64;
         b
@@ -1880,7 +1922,7 @@ impl Decoder {
             return false;
         }
         if self.sum {
-            self.crc.update(&b[..end]);
+            self.crc.update_within(&b[..end], self.forever);
         }
         src.advance(end);
         self.pos += end as u64;
@@ -3025,6 +3067,65 @@ mod tests {
             super::crc64_combine(ab, crc64(c), c.len() as u64),
             crc64(&data)
         );
+    }
+
+    #[test]
+    fn pieces_summed_in_place_give_the_checksum_of_what_was_added() {
+        // pieces of a process-long input, one after the other there (summed in place) or
+        // not (a gap, a step back), and pieces from elsewhere (gathered): the sum is that
+        // of everything added, in order, whatever the way each went
+        let whole: &'static [u8] = Box::leak(
+            values(6_000, 3)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into_boxed_slice(),
+        );
+        let elsewhere: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + 1) as u8).collect();
+        let mut crc = Crc::new();
+        let mut added = Vec::new();
+        let mut at = 0;
+        for (i, &n) in [5, 300, CRC_BLOCK, 1, CRC_BLOCK - 2, 7000, 0, 40, 9000, 3]
+            .iter()
+            .cycle()
+            .take(60)
+            .enumerate()
+        {
+            let n = n.min(whole.len() - at);
+            let piece: &[u8] = match i % 5 {
+                // from elsewhere
+                3 => &elsewhere[i * 100..i * 100 + n.min(5000)],
+                // a gap before it
+                4 => {
+                    at = (at + 17).min(whole.len() - n);
+                    &whole[at..at + n]
+                }
+                // a step back
+                2 if at > 50 => {
+                    at -= 50;
+                    &whole[at..at + n]
+                }
+                _ => &whole[at..at + n],
+            };
+            if i % 5 != 3 {
+                at += n;
+            }
+            crc.update_within(piece, Some(whole));
+            added.extend_from_slice(piece);
+            if i % 11 == 0 {
+                // a sum taken on the way does not change what comes after
+                assert_eq!(crc.finalize(), crc64(&added), "after piece {i}");
+            }
+            if at + 10_000 > whole.len() {
+                at = 0;
+            }
+        }
+        assert_eq!(crc.finalize(), crc64(&added));
+        // and pieces of memory that is not the input's go the gathering way
+        let mut crc = Crc::new();
+        crc.update_within(&elsewhere[..100], Some(whole));
+        crc.update_within(&elsewhere[100..], Some(whole));
+        assert_eq!(crc.finalize(), crc64(&elsewhere));
     }
 
     #[test]

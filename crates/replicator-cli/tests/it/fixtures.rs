@@ -141,6 +141,28 @@ fn check_reports_offset_of_corruption() {
 }
 
 #[test]
+fn check_finds_a_changed_value_byte_by_its_checksum_on_every_thread_count() {
+    // a byte of a string value changed: every structure still holds, only the checksum
+    // tells (summed in place from the mapping, on one thread and on several)
+    let rdb = testdata().join("redis-7.0-compact.rdb");
+    let mut data = std::fs::read(&rdb).unwrap();
+    let at = data
+        .windows(12)
+        .position(|w| w == b"non-utf8 key")
+        .expect("the fixture's value");
+    data[at + 4] = b'-';
+    let path = std::env::temp_dir().join(format!("replicator-badvalue-{}.rdb", std::process::id()));
+    std::fs::write(&path, &data).unwrap();
+    for threads in ["1", "2", "8"] {
+        let out = replicator(&["check", path.to_str().unwrap(), "--threads", threads]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{threads}: {err}");
+        assert!(err.contains("checksum mismatch"), "{threads}: {err}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn filters_select_keys() {
     let rdb = testdata().join("redis-7.0-compact.rdb");
     let rdb = rdb.to_str().unwrap();
