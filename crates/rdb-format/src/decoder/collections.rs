@@ -824,6 +824,8 @@ impl Decoder {
             self.deferred.push_back(Deferred::Start(n));
         }
         if seq.deferred {
+            // (the next step's hashes get room for as many at once)
+            self.seq_hashes = Vec::with_capacity(hashes.len());
             self.issue_step(DeferredStep { hashes }, &chunk, start, seq.kind);
             return Ok(true);
         }
