@@ -596,6 +596,21 @@ impl Decoder {
         member_of(kind, &parse_element(kind, &mut c).ok()?)
     }
 
+    /// The error for the duplicate that is the `n`-th member of a step's input `chunk` (at
+    /// `base`), found again there ([`nth_member`](Self::nth_member)).
+    pub(super) fn nth_dup_error(&self, kind: SeqKind, chunk: &Bytes, base: u64, n: usize) -> Error {
+        match self.nth_member(kind, chunk, n) {
+            Some(member) => self.dup_error(member_what(kind), chunk, base, member),
+            None => Error::new(
+                ErrorKind::Corrupt {
+                    what: "duplicate check",
+                    why: format!("no member {n} in the checked step's input"),
+                },
+                base,
+            ),
+        }
+    }
+
     pub(super) fn step_seq<S: Source>(
         &mut self,
         src: &mut S,
@@ -613,14 +628,9 @@ impl Decoder {
         let mut raws = std::mem::take(&mut self.seq_raws);
         raws.clear();
         let mut done_at = 0;
-        let room = if seq.started {
-            self.config.chunk_size
-        } else {
-            self.config.chunk_threshold.saturating_add(1)
-        };
         // Parse as many whole elements as the input holds (up to a chunk's worth), then
         // consume them at once.
-        let mut budget = room.saturating_sub(seq.acc.len()).max(1);
+        let mut budget = self.step_room(&seq).saturating_sub(seq.acc.len()).max(1);
         // elements parsed; a walker keeps none of them (it only needs where they end)
         let mut taken = 0u64;
         let walk = self.walk;
@@ -634,11 +644,8 @@ impl Decoder {
         // does not find it by itself (half of a walker's time in a big hash was that wait).
         // It goes on from where the last step stopped asking: a set of 20 members is a few
         // lines, and asking again for 8 KiB at each was a quarter of `step` on a file of such
-        // sets. A mark behind the step or far past it is another batch's or buffer's.
-        let mut ahead = match usize::try_from(self.seq_ahead.wrapping_sub(start)) {
-            Ok(d) if d <= WALK_AHEAD + 64 => d,
-            _ => 0,
-        };
+        // sets.
+        let mut ahead = self.step_ahead(start);
         while taken < seq.remaining && budget > 0 {
             prefetch_ahead(&c, &mut ahead);
             // the common elements (raw strings of under 64 bytes, all there) are put where
@@ -788,18 +795,10 @@ impl Decoder {
         let b = src.bytes();
         let mut c = Cur::new(b, self.config.limits.max_string);
         let pair = seq.kind == SeqKind::Hash;
-        let room = if seq.started {
-            self.config.chunk_size
-        } else {
-            self.config.chunk_threshold.saturating_add(1)
-        };
-        let mut budget = room.max(1);
+        let mut budget = self.step_room(seq).max(1);
         let mut hashes = std::mem::take(&mut self.seq_hashes);
         hashes.clear();
-        let mut ahead = match usize::try_from(self.seq_ahead.wrapping_sub(start)) {
-            Ok(d) if d <= WALK_AHEAD + 64 => d,
-            _ => 0,
-        };
+        let mut ahead = self.step_ahead(start);
         let mut done_at = 0;
         while (hashes.len() as u64) < seq.remaining && budget > 0 {
             prefetch_ahead(&c, &mut ahead);
@@ -845,17 +844,9 @@ impl Decoder {
             let (dup, partial) = seq.seen.check(h, limit);
             self.partial_checks += u64::from(partial);
             if dup {
-                let e = match self.nth_member(seq.kind, &chunk, i) {
-                    Some(m) => self.dup_error(member_what(seq.kind), &chunk, start, m),
-                    None => Error::new(
-                        ErrorKind::Corrupt {
-                            what: member_what(seq.kind),
-                            why: "a member seen before could not be read again".into(),
-                        },
-                        start,
-                    ),
-                }
-                .with_context(&self.ctx);
+                let e = self
+                    .nth_dup_error(seq.kind, &chunk, start, i)
+                    .with_context(&self.ctx);
                 if self.config.recovery == Recovery::Skip {
                     seq.damaged = Some(e);
                     break;
@@ -866,6 +857,26 @@ impl Decoder {
         }
         self.seq_hashes = hashes;
         Ok(true)
+    }
+
+    /// Elements a step of `seq` takes at most: up to the first chunk's threshold (one past
+    /// it), then a chunk's worth.
+    fn step_room(&self, seq: &SeqState) -> usize {
+        if seq.started {
+            self.config.chunk_size
+        } else {
+            self.config.chunk_threshold.saturating_add(1)
+        }
+    }
+
+    /// How far past `start` the last step asked for the input's lines
+    /// ([`prefetch_ahead`]): 0 for a mark behind it or far past it, another batch's or
+    /// buffer's.
+    fn step_ahead(&self, start: u64) -> usize {
+        match usize::try_from(self.seq_ahead.wrapping_sub(start)) {
+            Ok(d) if d <= WALK_AHEAD + 64 => d,
+            _ => 0,
+        }
     }
 
     /// What every step of a collection ends with, once its elements are taken: the chunks

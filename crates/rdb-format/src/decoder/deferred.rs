@@ -163,15 +163,14 @@ impl Decoder {
     /// The error for the duplicate found at `index` of step `step`: the one this decoder
     /// gives when it checks its members itself. The decoder is done after it.
     pub(crate) fn deferred_dup(&mut self, step: u64, index: usize) -> Error {
-        let kept = self.kept.iter().find(|k| k.step == step);
-        let e = match kept.and_then(|k| Some((k, self.nth_member(k.kind, &k.chunk, index)?))) {
-            Some((k, member)) => self
-                .dup_error(member_what(k.kind), &k.chunk, k.base, member)
+        let e = match self.kept.iter().find(|k| k.step == step) {
+            Some(k) => self
+                .nth_dup_error(k.kind, &k.chunk, k.base, index)
                 .with_context(&k.ctx),
             None => Error::new(
                 ErrorKind::Corrupt {
                     what: "duplicate check",
-                    why: format!("no member {index} in checked step {step}"),
+                    why: format!("no checked step {step}"),
                 },
                 self.pos,
             ),

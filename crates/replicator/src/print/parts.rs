@@ -648,7 +648,9 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Buffers [`Pool::put`] freed because it held [`Pool::KEEP`] already.
+    /// Buffers [`Pool::put`] freed because it held [`Pool::KEEP`] already, by every pool of
+    /// the process: only [`the_pool_keeps_the_buffers_in_flight`] prints in parallel in this
+    /// test binary, so what it counts is that test's.
     pub(super) static FREED_WHEN_FULL: AtomicUsize = AtomicUsize::new(0);
 
     /// An RDB 9 file (no checksum) of `n` string keys of 200 bytes.
