@@ -75,7 +75,7 @@ fn visited(data: &[u8], whole: &[rdb_format::Result<rdb_format::Item>]) {
     let mut got = Vec::new();
     loop {
         let mut keys = Vec::new();
-        let next = reader.next_item_with(&mut |r| {
+        let next = reader.next_item_with(&mut |r: &rdb_format::StringRecord<'_>| {
             keys.push(format!(
                 "{:?}",
                 Ok::<_, rdb_format::Error>(r.to_item(false))

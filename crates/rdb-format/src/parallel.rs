@@ -46,7 +46,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::decoder::{Checked, Config, Decoder, Deferred, MemberCheck, Visit};
 use crate::error::{Error, Result};
-use crate::value::{Flavor, Item, StringRecord};
+use crate::value::{Flavor, Item, Visitor};
 
 /// Bytes a worker reads from the file at a time.
 const READ: u64 = 256 << 10;
@@ -690,13 +690,10 @@ impl<'f> Batch<'f> {
 }
 
 impl Batch<'_> {
-    /// As [`Iterator::next`], with string keys handed to `visit`
-    /// ([`Decoder::decode_with`]): `None` at the batch's end, its first error, or when `visit`
+    /// As [`Iterator::next`], with string keys (and checked keys, to a visitor that takes
+    /// them) handed to `visit` ([`Decoder::decode_with`]): `None` at the batch's end, its first error, or when `visit`
     /// returned `Break` (the next call goes on after that key).
-    pub fn next_with(
-        &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
-    ) -> Option<Result<Item>> {
+    pub fn next_with(&mut self, visit: &mut dyn Visitor) -> Option<Result<Item>> {
         self.next_inner(Some(visit))
     }
 
@@ -2426,7 +2423,7 @@ mod tests {
                 let mut keys = 0;
                 loop {
                     let got = if visit {
-                        batch.next_with(&mut |_| {
+                        batch.next_with(&mut |_: &crate::StringRecord<'_>| {
                             keys += 1;
                             ControlFlow::Continue(())
                         })

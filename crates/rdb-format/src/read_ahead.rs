@@ -6,13 +6,12 @@
 //! room, so the decoder sees one contiguous buffer.
 
 use std::io::{self, Read};
-use std::ops::ControlFlow;
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use crate::decoder::{Config, Decoder, Visit};
 use crate::error::{Error, Result};
 use crate::reader::turn;
-use crate::value::{Item, StringRecord};
+use crate::value::{Item, Visitor};
 use bytes::{Buf, Bytes, BytesMut};
 
 const BLOCK: usize = 1 << 20;
@@ -100,13 +99,10 @@ impl ReadAhead {
         self.next_inner(None)
     }
 
-    /// As [`next_item`](Self::next_item), with string keys handed to `visit`
-    /// ([`Decoder::decode_with`]).
+    /// As [`next_item`](Self::next_item), with string keys (and checked keys, to a visitor
+    /// that takes them) handed to `visit` ([`Decoder::decode_with`]).
     #[inline]
-    pub fn next_item_with(
-        &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
-    ) -> Result<Option<Item>> {
+    pub fn next_item_with(&mut self, visit: &mut dyn Visitor) -> Result<Option<Item>> {
         self.next_inner(Some(visit))
     }
 

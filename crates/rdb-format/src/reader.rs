@@ -1,13 +1,12 @@
 //! Thin drivers over the [`Decoder`]: blocking `Read`, whole `Bytes` (zero-copy), mmap, async.
 
 use std::io::Read;
-use std::ops::ControlFlow;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::decoder::{Config, Decoder, Recovery, Source, Visit};
 use crate::error::{Error, Result};
-use crate::value::{Item, StringRecord};
+use crate::value::{Item, Visitor};
 
 const MIN_READ: usize = 64 * 1024;
 
@@ -87,12 +86,9 @@ impl<R: Read> Reader<R> {
         self.next_inner(None)
     }
 
-    /// As [`next_item`](Self::next_item), with string keys handed to `visit`
-    /// ([`Decoder::decode_with`]).
-    pub fn next_item_with(
-        &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
-    ) -> Result<Option<Item>> {
+    /// As [`next_item`](Self::next_item), with string keys (and checked keys, to a visitor
+    /// that takes them) handed to `visit` ([`Decoder::decode_with`]).
+    pub fn next_item_with(&mut self, visit: &mut dyn Visitor) -> Result<Option<Item>> {
         self.next_inner(Some(visit))
     }
 
@@ -189,12 +185,9 @@ impl BytesReader {
         self.next_inner(None)
     }
 
-    /// As [`next_item`](Self::next_item), with string keys handed to `visit`
-    /// ([`Decoder::decode_with`]).
-    pub fn next_item_with(
-        &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
-    ) -> Result<Option<Item>> {
+    /// As [`next_item`](Self::next_item), with string keys (and checked keys, to a visitor
+    /// that takes them) handed to `visit` ([`Decoder::decode_with`]).
+    pub fn next_item_with(&mut self, visit: &mut dyn Visitor) -> Result<Option<Item>> {
         self.next_inner(Some(visit))
     }
 
@@ -533,12 +526,9 @@ impl MappedReader {
         self.next_inner(None)
     }
 
-    /// As [`next_item`](Self::next_item), with string keys handed to `visit`
-    /// ([`Decoder::decode_with`]).
-    pub fn next_item_with(
-        &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
-    ) -> Result<Option<Item>> {
+    /// As [`next_item`](Self::next_item), with string keys (and checked keys, to a visitor
+    /// that takes them) handed to `visit` ([`Decoder::decode_with`]).
+    pub fn next_item_with(&mut self, visit: &mut dyn Visitor) -> Result<Option<Item>> {
         self.next_inner(Some(visit))
     }
 

@@ -1005,3 +1005,77 @@ impl StringRecord<'_> {
         }
     }
 }
+
+/// What a decoder hands keys to instead of making an [`Item`] of each
+/// ([`Decoder::decode_with`](crate::Decoder::decode_with) and the readers' and the
+/// pipeline's `next_with`): small string keys as borrowed [`StringRecord`]s, and, to a
+/// visitor that [takes them](Self::takes_checked), the heads of keys whose values were only
+/// checked ([`Config::skip_values`](crate::Config::skip_values)) and passed, each in place of
+/// the [`Item::KeyChecked`] it stands for. Visited keys and items come in file order
+/// together; a key the decoder cannot hand over so (it failed a check, it came in steps, it
+/// has key metadata) comes as an item.
+///
+/// Any `FnMut(&StringRecord) -> ControlFlow<()>` closure is a visitor of string keys only.
+/// `Break` from either method makes the decoder's call return `Ok(None)` right after that
+/// key; the next call goes on from there.
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use bytes::Bytes;
+/// use rdb_format::{Config, Decoder, Item, KeyHead, StringRecord, ValueType, Visitor};
+///
+/// /// Counts keys by type, strings and checked keys alike.
+/// #[derive(Default)]
+/// struct Count { strings: u64, others: Vec<ValueType> }
+/// impl Visitor for Count {
+///     fn string(&mut self, _: &StringRecord<'_>) -> ControlFlow<()> {
+///         self.strings += 1;
+///         ControlFlow::Continue(())
+///     }
+///     fn takes_checked(&self) -> bool {
+///         true
+///     }
+///     fn checked(&mut self, head: &KeyHead) -> ControlFlow<()> {
+///         self.others.push(head.value_type);
+///         ControlFlow::Continue(())
+///     }
+/// }
+///
+/// // RDB 9: "k" = "v", then a set "s" of one member "m" (type 2), then EOF without a checksum
+/// let mut file =
+///     Bytes::from_static(b"REDIS0009\x00\x01k\x01v\x02\x01s\x01\x01m\xff\0\0\0\0\0\0\0\0");
+/// let mut config = Config::default();
+/// config.skip_values(true);
+/// let mut dec = Decoder::with_config(config);
+/// let mut count = Count::default();
+/// let mut items = Vec::new();
+/// while let Some(item) = dec.decode_with(&mut file, &mut count).unwrap() {
+///     items.push(item);
+/// }
+/// assert_eq!((count.strings, &count.others[..]), (1, &[ValueType::Set][..]));
+/// assert!(matches!(items[..], [Item::Header { .. }, Item::Eof { .. }]));
+/// ```
+pub trait Visitor {
+    /// A string key, whole in the input, small, its value read and checked.
+    fn string(&mut self, rec: &StringRecord<'_>) -> std::ops::ControlFlow<()>;
+
+    /// Whether keys whose values were only checked come to [`checked`](Self::checked)
+    /// rather than as [`Item::KeyChecked`]s (false unless overridden).
+    fn takes_checked(&self) -> bool {
+        false
+    }
+
+    /// A key whose value was checked whole and passed, in place of its
+    /// [`Item::KeyChecked`] (`Item::KeyChecked(head.clone())` is that item). Only called when
+    /// [`takes_checked`](Self::takes_checked) is true.
+    fn checked(&mut self, head: &KeyHead) -> std::ops::ControlFlow<()> {
+        let _ = head;
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+impl<F: FnMut(&StringRecord<'_>) -> std::ops::ControlFlow<()>> Visitor for F {
+    fn string(&mut self, rec: &StringRecord<'_>) -> std::ops::ControlFlow<()> {
+        self(rec)
+    }
+}

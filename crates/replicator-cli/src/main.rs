@@ -22,8 +22,8 @@ use obs::{FileMetrics, Observed};
 use replicator::files::{self, FileEvents};
 use replicator::filter::Filter;
 use replicator::print::{
-    Count, Json, Jsonl, Keys, ParallelEnd, PartWriter, PrintParts, Printer, Rdb, Resp, Restore,
-    Sink, print_parallel,
+    Count, Json, Jsonl, Keys, ParallelEnd, PartWriter, PrintParts, PrintVisit, Printer, Rdb, Resp,
+    Restore, Sink, print_parallel,
 };
 use replicator::stats::Stats;
 use replicator::{Event, ValueType};
@@ -521,29 +521,27 @@ fn drive<S: Sink>(
         p.all(true);
     }
     let mut n = 0u64;
-    // a sink's error while printing a visited string key: the decoder stops at it
-    let mut sink_err = None;
     let failure = loop {
         let got = match strings {
-            Some(value) => events.next_event_with(&mut |rec| {
-                n += 1;
-                if n % 4096 == 0 {
-                    progress.set(rec.offset);
-                    metrics.set(p.keys(), rec.offset);
-                }
-                match p.string(rec, value) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(e) => {
-                        sink_err = Some(e);
-                        ControlFlow::Break(())
+            // string keys, and checked keys when values are skipped, are printed as they are
+            // handed over; a sink's error stops the decoder at that key
+            Some(value) => {
+                let mut visit = PrintVisit::new(&mut p, value, |p, offset| {
+                    n += 1;
+                    if n % 4096 == 0 {
+                        progress.set(offset);
+                        metrics.set(p.keys(), offset);
                     }
+                    false
+                });
+                let got = events.next_event_with(&mut visit);
+                if let Some(e) = visit.error {
+                    return Err(e.into());
                 }
-            }),
+                got
+            }
             None => events.next_event(),
         };
-        if let Some(e) = sink_err.take() {
-            return Err(e.into());
-        }
         match got {
             Ok(Some(ev)) => {
                 n += 1;
@@ -632,19 +630,17 @@ fn check_one(
     let mut tally = Stats::new();
     let mut n = 0u64;
     let result = loop {
-        // string keys are counted as borrowed records, without an item each
-        let visit = &mut |rec: &replicator::rdb::StringRecord<'_>| {
-            tally.string(rec);
-            n += 1;
-            if n % 4096 == 0 {
-                progress.set(rec.offset);
-                fm.set(tally.keys(), rec.offset);
-            }
-            ControlFlow::Continue(())
+        // string keys and checked keys are counted as they are handed over, without an item
+        // each
+        let mut visit = CheckVisit {
+            tally: &mut tally,
+            n: &mut n,
+            progress: &progress,
+            fm,
         };
         // (the item looked at where it was returned: moved out of it, its 176 bytes were
         // copied once more)
-        let got = events.next_event_with(visit);
+        let got = events.next_event_with(&mut visit);
         match &got {
             Ok(Some(Event::Rdb(item))) => {
                 n += 1;
@@ -662,6 +658,42 @@ fn check_one(
     progress.done();
     fm.finish(tally.keys(), events.offset(), result.is_ok());
     Ok((tally, result, events.partial_checks()))
+}
+
+/// `check`'s [`Visitor`](replicator::rdb::Visitor) on one thread: the keys it is handed
+/// counted, and the progress shown every 4096 keys.
+struct CheckVisit<'a> {
+    tally: &'a mut Stats,
+    n: &'a mut u64,
+    progress: &'a Progress,
+    fm: &'a FileMetrics,
+}
+
+impl CheckVisit<'_> {
+    fn counted(&mut self, offset: u64) -> ControlFlow<()> {
+        *self.n += 1;
+        if *self.n % 4096 == 0 {
+            self.progress.set(offset);
+            self.fm.set(self.tally.keys(), offset);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl replicator::rdb::Visitor for CheckVisit<'_> {
+    fn string(&mut self, rec: &replicator::rdb::StringRecord<'_>) -> ControlFlow<()> {
+        self.tally.string(rec);
+        self.counted(rec.offset)
+    }
+
+    fn takes_checked(&self) -> bool {
+        true
+    }
+
+    fn checked(&mut self, head: &replicator::KeyHead) -> ControlFlow<()> {
+        self.tally.checked(head);
+        self.counted(head.offset)
+    }
 }
 
 /// `check` of an RDB file on several threads (a [`Pipeline`](replicator::rdb::Pipeline)):
@@ -684,11 +716,8 @@ fn check_parallel(
         tally: &mut Stats,
         batch: &mut replicator::rdb::Batch<'_>,
     ) -> Option<replicator::rdb::Error> {
-        // string keys are counted as borrowed records
-        while let Some(item) = batch.next_with(&mut |rec| {
-            tally.string(rec);
-            ControlFlow::Continue(())
-        }) {
+        // string keys and checked keys are counted as they are handed over
+        while let Some(item) = batch.next_with(tally) {
             match item {
                 Ok(i) => tally.add(&i),
                 Err(e) => return Some(e),

@@ -3,10 +3,9 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::ops::ControlFlow;
 use std::path::Path;
 
-use rdb_format::{Config, Item, MappedReader, ReadAhead, Reader, StringRecord};
+use rdb_format::{Config, Item, MappedReader, ReadAhead, Reader, Visitor};
 
 use crate::error::{Error, Result};
 #[cfg(feature = "aof")]
@@ -79,7 +78,7 @@ enum Inner {
 }
 
 /// What [`FileEvents::next_event_with`] hands string keys to.
-type Visit<'v, 'f> = Option<&'v mut (dyn FnMut(&StringRecord<'_>) -> ControlFlow<()> + 'f)>;
+type Visit<'v, 'f> = Option<&'v mut (dyn Visitor + 'f)>;
 
 /// Events from a file; see [`open`] and [`open_with`].
 pub struct FileEvents {
@@ -240,13 +239,11 @@ impl FileEvents {
     }
 
     /// As [`next_event`](Self::next_event), but the string keys of an RDB go to `visit` as
-    /// borrowed records where the decoder can ([`rdb_format::Decoder::decode_with`]): the
+    /// borrowed records where the decoder can, and so do checked keys' heads to a visitor
+    /// that takes them ([`rdb_format::Decoder::decode_with`]): the
     /// fast way to look at every key once. The visited keys and the events are in file order
     /// together. An AOF's keys all come out as events.
-    pub fn next_event_with(
-        &mut self,
-        visit: &mut dyn FnMut(&StringRecord<'_>) -> ControlFlow<()>,
-    ) -> Result<Option<Event>> {
+    pub fn next_event_with(&mut self, visit: &mut dyn Visitor) -> Result<Option<Event>> {
         self.next_inner(Some(visit))
     }
 

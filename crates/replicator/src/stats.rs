@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use rdb_format::{Flavor, Item, KeyHead, StringRecord, ValueType};
+use rdb_format::{Flavor, Item, KeyHead, StringRecord, ValueType, Visitor};
 
 /// Type names in the order the report prints them.
 const TYPE_NAMES: [&str; 8] = [
@@ -117,6 +117,13 @@ impl Stats {
         self.last_key.extend_from_slice(&head.key);
     }
 
+    /// Counts a key whose value was only checked, handed over as its head (a
+    /// [`Visitor`]'s [`checked`](Visitor::checked)), as [`add`](Self::add) counts its
+    /// [`Item::KeyChecked`].
+    pub fn checked(&mut self, head: &KeyHead) {
+        self.key(head);
+    }
+
     /// Counts one item (a chunked key counts once, at its start).
     pub fn add(&mut self, item: &Item) {
         match item {
@@ -189,5 +196,42 @@ impl fmt::Display for Stats {
             f,
             "expires: {n} (already expired: {expired}, with a negative time: {negative})"
         )
+    }
+}
+
+/// A tally is a visitor of string keys and of checked keys: what it is handed counts as the
+/// items they stand for would.
+///
+/// ```
+/// use bytes::Bytes;
+/// use replicator::rdb::{Config, Decoder};
+/// use replicator::stats::Stats;
+///
+/// // RDB 9: "k" = "v", then a set "s" of one member "m", then EOF without a checksum
+/// let mut file =
+///     Bytes::from_static(b"REDIS0009\x00\x01k\x01v\x02\x01s\x01\x01m\xff\0\0\0\0\0\0\0\0");
+/// let mut config = Config::default();
+/// config.skip_values(true);
+/// let mut dec = Decoder::with_config(config);
+/// let mut tally = Stats::new();
+/// while let Some(item) = dec.decode_with(&mut file, &mut tally).unwrap() {
+///     tally.add(&item);
+/// }
+/// assert_eq!(tally.keys(), 2);
+/// assert!(tally.to_string().contains("db 0: 2 keys (set 1, string 1)"));
+/// ```
+impl Visitor for Stats {
+    fn string(&mut self, rec: &StringRecord<'_>) -> std::ops::ControlFlow<()> {
+        Self::string(self, rec);
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn takes_checked(&self) -> bool {
+        true
+    }
+
+    fn checked(&mut self, head: &KeyHead) -> std::ops::ControlFlow<()> {
+        Self::checked(self, head);
+        std::ops::ControlFlow::Continue(())
     }
 }

@@ -36,6 +36,30 @@ fn parallel_big_first(
     parallel_with(path, config, sizes, (visit, map, false), big_first)
 }
 
+/// A visitor that takes string keys and checked keys, turned back into the items they stand
+/// for.
+struct Back<'i> {
+    items: &'i mut Vec<Result<rdb_format::Item, rdb_format::Error>>,
+    skip: bool,
+}
+
+impl rdb_format::Visitor for Back<'_> {
+    fn string(&mut self, r: &rdb_format::StringRecord<'_>) -> ControlFlow<()> {
+        self.items.push(Ok(r.to_item(self.skip)));
+        ControlFlow::Continue(())
+    }
+
+    fn takes_checked(&self) -> bool {
+        true
+    }
+
+    fn checked(&mut self, head: &rdb_format::KeyHead) -> ControlFlow<()> {
+        self.items
+            .push(Ok(rdb_format::Item::KeyChecked(head.clone())));
+        ControlFlow::Continue(())
+    }
+}
+
 /// As [`parallel_big_first`]; `leak`: a mapped file's mapping is leaked
 /// ([`Pipeline::leak_map`]).
 fn parallel_with(
@@ -73,11 +97,12 @@ fn parallel_with(
                 let mut items = Vec::new();
                 let skip = b.skips_values();
                 loop {
-                    // string keys visited, when `visit`, come before the item that follows them
+                    // string keys and checked keys visited, when `visit`, come before the
+                    // item that follows them
                     let got = if visit {
-                        b.next_with(&mut |r| {
-                            items.push(Ok(r.to_item(skip)));
-                            ControlFlow::Continue(())
+                        b.next_with(&mut Back {
+                            items: &mut items,
+                            skip,
                         })
                     } else {
                         b.next()
@@ -550,7 +575,7 @@ fn mapped_from(
     loop {
         let mut visited = Vec::new();
         let got = if visit {
-            r.next_item_with(&mut |s| {
+            r.next_item_with(&mut |s: &rdb_format::StringRecord<'_>| {
                 visited.push(format!("{:?}", s.to_item(skip)));
                 ControlFlow::Continue(())
             })

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::ops::ControlFlow;
 
 use bytes::Bytes;
-use rdb_format::{BytesReader, Config, Reader, StringRecord, crc64};
+use rdb_format::{BytesReader, Config, Item, KeyHead, Reader, StringRecord, Visitor, crc64};
 
 /// Each item as text, up to and including the first error.
 pub(crate) fn plain(data: &[u8], config: &Config) -> Vec<String> {
@@ -36,25 +36,69 @@ impl Read for Trickle<'_> {
     }
 }
 
+/// What a visitor is handed, turned back into the items' text: string keys, and checked
+/// keys when it `takes` them; with how many of each it was handed.
+struct Back<'o> {
+    out: &'o mut Vec<String>,
+    skip: bool,
+    takes: bool,
+    strings: usize,
+    heads: usize,
+}
+
+impl Visitor for Back<'_> {
+    fn string(&mut self, r: &StringRecord<'_>) -> ControlFlow<()> {
+        self.strings += 1;
+        self.out.push(format!("{:?}", r.to_item(self.skip)));
+        ControlFlow::Continue(())
+    }
+
+    fn takes_checked(&self) -> bool {
+        self.takes
+    }
+
+    fn checked(&mut self, head: &KeyHead) -> ControlFlow<()> {
+        assert!(
+            self.takes,
+            "a checked key handed to a visitor that does not take them"
+        );
+        self.heads += 1;
+        self.out
+            .push(format!("{:?}", Item::KeyChecked(head.clone())));
+        ControlFlow::Continue(())
+    }
+}
+
 /// The same through `next_item_with`: `whole` reads from one `Bytes`, otherwise `trickle`
-/// bytes a read. Also gives how many keys were visited.
-fn visited(data: &[u8], config: &Config, whole: bool, trickle: usize) -> (Vec<String>, usize) {
+/// bytes a read; the visitor takes checked keys when `takes`. Also gives how many string
+/// keys and how many checked keys were visited.
+fn visited_by(
+    data: &[u8],
+    config: &Config,
+    whole: bool,
+    trickle: usize,
+    takes: bool,
+) -> (Vec<String>, usize, usize) {
     let skip = rdb_format::Decoder::with_config(*config).skips_values();
     let mut out = Vec::new();
-    let mut n = 0;
+    let (mut strings, mut heads) = (0, 0);
     let mut bytes_reader = BytesReader::with_config(Bytes::copy_from_slice(data), *config);
     let mut reader = Reader::with_config(Trickle(data, trickle), *config);
     loop {
-        let mut visit = |r: &StringRecord<'_>| {
-            n += 1;
-            out.push(format!("{:?}", r.to_item(skip)));
-            ControlFlow::Continue(())
+        let mut visit = Back {
+            out: &mut out,
+            skip,
+            takes,
+            strings: 0,
+            heads: 0,
         };
         let got = if whole {
             bytes_reader.next_item_with(&mut visit)
         } else {
             reader.next_item_with(&mut visit)
         };
+        strings += visit.strings;
+        heads += visit.heads;
         match got {
             Ok(Some(i)) => out.push(format!("{i:?}")),
             Ok(None) => break,
@@ -64,7 +108,13 @@ fn visited(data: &[u8], config: &Config, whole: bool, trickle: usize) -> (Vec<St
             }
         }
     }
-    (out, n)
+    (out, strings, heads)
+}
+
+/// [`visited_by`] a visitor of string keys only.
+fn visited(data: &[u8], config: &Config, whole: bool, trickle: usize) -> (Vec<String>, usize) {
+    let (out, strings, _) = visited_by(data, config, whole, trickle, false);
+    (out, strings)
 }
 
 fn configs() -> [Config; 2] {
@@ -95,6 +145,37 @@ fn every_file_gives_the_same_items() {
         }
     }
     assert!(visits > 1000, "only {visits} keys were visited");
+}
+
+/// A visitor that takes checked keys gets each where its `KeyChecked` item would have come:
+/// with the string keys and the items, it is what `decode` gives, up to the same first error,
+/// on every file, whole and a few bytes at a time. A visitor that does not take them is
+/// never handed one (its `checked` asserts so), with values built or skipped.
+#[test]
+fn every_file_gives_the_same_items_to_a_visitor_of_checked_keys() {
+    let files = test_support::every_rdb_file("visit-checked");
+    let (mut strings, mut heads) = (0, 0);
+    for path in &files {
+        let data = std::fs::read(path).unwrap();
+        for config in configs() {
+            let want = plain(&data, &config);
+            for (whole, trickle) in [(true, 0), (false, 1), (false, 4096)] {
+                for takes in [true, false] {
+                    let (got, s, h) = visited_by(&data, &config, whole, trickle, takes);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{} whole {whole} trickle {trickle} takes {takes}",
+                        path.display()
+                    );
+                    strings += s;
+                    heads += h;
+                }
+            }
+        }
+    }
+    assert!(strings > 1000, "only {strings} string keys were visited");
+    assert!(heads > 1000, "only {heads} checked keys were visited");
 }
 
 /// An RDB 11 file: `body` after the header, then EOF and its checksum (`Some(bad)`: wrong).
@@ -245,5 +326,126 @@ fn a_visitor_that_breaks_stops_the_call_at_once_and_the_next_call_goes_on() {
         assert_eq!(out, want, "whole {whole}");
         assert_eq!(late, 0, "keys visited after a break, whole {whole}");
         assert_eq!(breaks, 241 / 7, "whole {whole}");
+    }
+}
+
+/// Sets of one member, with a damaged sorted set among them: with `Recovery::Skip` its
+/// `Skipped` item comes in its place, and the checked keys after it in the same unit come
+/// after it, as items or visited, in file order either way.
+#[test]
+fn checked_keys_after_a_skipped_one_come_after_it() {
+    let mut body = vec![0xFE, 0x00];
+    for i in 0..50u32 {
+        let key = format!("s:{i}");
+        if i % 10 == 3 {
+            // a sorted set's listpack that does not end in 0xFF
+            body.push(17);
+            body.push(key.len() as u8);
+            body.extend_from_slice(key.as_bytes());
+            body.extend_from_slice(&[0x07, 0x07, 0, 0, 0, 0, 0, 0]);
+            continue;
+        }
+        body.push(2);
+        body.push(key.len() as u8);
+        body.extend_from_slice(key.as_bytes());
+        body.extend_from_slice(&[0x01, 0x01, b'm']);
+    }
+    let data = file(&body, false);
+    let mut config = Config::default();
+    config
+        .skip_values(true)
+        .recovery(rdb_format::Recovery::Skip);
+    let want = plain(&data, &config);
+    assert_eq!(
+        want.iter().filter(|i| i.starts_with("Skipped")).count(),
+        5,
+        "{want:?}"
+    );
+    assert!(want.last().unwrap().starts_with("Eof"), "{want:?}");
+    for (whole, trickle) in [(true, 0), (false, 1), (false, 1 << 16)] {
+        let (got, _, heads) = visited_by(&data, &config, whole, trickle, true);
+        assert_eq!(got, want, "whole {whole} trickle {trickle}");
+        if whole {
+            // all in one unit: the sets before the first damaged key are visited, and every
+            // key after it in that unit comes as an item
+            assert_eq!(heads, 3);
+        }
+    }
+}
+
+/// A visitor of string keys and checked keys that breaks every seventh key it is handed.
+struct Breaker {
+    out: Vec<String>,
+    n: usize,
+    broke: bool,
+    late: usize,
+}
+
+impl Breaker {
+    fn handed(&mut self, item: String) -> ControlFlow<()> {
+        if self.broke {
+            self.late += 1;
+        }
+        self.n += 1;
+        self.out.push(item);
+        self.broke = self.n % 7 == 0;
+        if self.broke {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+impl Visitor for Breaker {
+    fn string(&mut self, r: &StringRecord<'_>) -> ControlFlow<()> {
+        self.handed(format!("{:?}", r.to_item(true)))
+    }
+
+    fn takes_checked(&self) -> bool {
+        true
+    }
+
+    fn checked(&mut self, head: &KeyHead) -> ControlFlow<()> {
+        self.handed(format!("{:?}", Item::KeyChecked(head.clone())))
+    }
+}
+
+#[test]
+fn a_visitor_that_breaks_on_a_checked_key_stops_the_call_there_and_the_next_call_goes_on() {
+    let data = file(&strings_body(), false);
+    let mut config = small_pieces();
+    config.skip_values(true);
+    let want = plain(&data, &config);
+    for whole in [true, false] {
+        let mut bytes_reader = BytesReader::with_config(Bytes::copy_from_slice(&data), config);
+        let mut reader = Reader::with_config(Trickle(&data, 1 << 16), config);
+        let mut v = Breaker {
+            out: Vec::new(),
+            n: 0,
+            broke: false,
+            late: 0,
+        };
+        let mut breaks = 0;
+        loop {
+            let got = if whole {
+                bytes_reader.next_item_with(&mut v)
+            } else {
+                reader.next_item_with(&mut v)
+            };
+            match got.unwrap() {
+                Some(i) => v.out.push(format!("{i:?}")),
+                None if v.broke => {
+                    v.broke = false;
+                    breaks += 1;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(v.out, want, "whole {whole}");
+        assert_eq!(v.late, 0, "keys visited after a break, whole {whole}");
+        // the 241 small strings and the 60 sets
+        assert_eq!(v.n, 301, "whole {whole}");
+        assert_eq!(breaks, 301 / 7, "whole {whole}");
     }
 }

@@ -316,6 +316,18 @@ impl<S: Sink> Printer<S> {
         Ok(())
     }
 
+    /// A key whose value was only checked, handed over as its head (a
+    /// [`Visitor`](rdb_format::Visitor)'s [`checked`](rdb_format::Visitor::checked)): printed
+    /// as its [`Item::KeyChecked`] is.
+    pub fn checked(&mut self, head: &KeyHead) -> Result<()> {
+        if self.filter.pass_key(head) {
+            self.keys += 1;
+            self.sink.start(head)?;
+            self.sink.end(head)?;
+        }
+        Ok(())
+    }
+
     /// One RDB item.
     pub fn item(&mut self, item: Item) -> Result<()> {
         match item {
@@ -325,13 +337,7 @@ impl<S: Sink> Printer<S> {
                     self.sink.key(rec)?;
                 }
             }
-            Item::KeyChecked(head) => {
-                if self.filter.pass_key(&head) {
-                    self.keys += 1;
-                    self.sink.start(&head)?;
-                    self.sink.end(&head)?;
-                }
-            }
+            Item::KeyChecked(head) => self.checked(&head)?,
             Item::KeyStart(head) => {
                 if self.filter.pass_key(&head) {
                     self.keys += 1;
@@ -500,5 +506,88 @@ impl<W: Write> Sink for Count<W> {
     fn finish(&mut self) -> Result<()> {
         writeln!(self.w, "{}", self.n)?;
         Ok(self.w.flush()?)
+    }
+}
+
+/// A [`Visitor`](rdb_format::Visitor) that prints what the decoder hands it through a
+/// [`Printer`]: string keys, with their values when `value`, and, when values are skipped
+/// (`value` false), keys whose values were only checked. After each key `then` is told the
+/// printer and the key's offset, and stops the decoder's call when it returns true (a buffer
+/// to hand over); a sink's error stops it too and waits in [`error`](Self::error).
+///
+/// ```
+/// use bytes::Bytes;
+/// use replicator::print::{Count, Printer, PrintVisit};
+/// use replicator::rdb::{Config, Decoder};
+///
+/// // RDB 9: "k" = "v", then a set "s" of one member "m", then EOF without a checksum
+/// let mut file =
+///     Bytes::from_static(b"REDIS0009\x00\x01k\x01v\x02\x01s\x01\x01m\xff\0\0\0\0\0\0\0\0");
+/// let mut config = Config::default();
+/// config.skip_values(true);
+/// let mut dec = Decoder::with_config(config);
+/// let mut p = Printer::new(Count::new(Vec::new()));
+/// let mut offsets = Vec::new();
+/// loop {
+///     let mut v = PrintVisit::new(&mut p, false, |_, at| {
+///         offsets.push(at);
+///         false
+///     });
+///     let got = dec.decode_with(&mut file, &mut v).unwrap();
+///     assert!(v.error.is_none());
+///     match got {
+///         Some(item) => p.item(item).unwrap(),
+///         None => break,
+///     }
+/// }
+/// // both keys were handed over, none came as an item
+/// assert_eq!((p.keys(), &offsets[..]), (2, &[9, 14][..]));
+/// ```
+pub struct PrintVisit<'p, S, F> {
+    printer: &'p mut Printer<S>,
+    value: bool,
+    then: F,
+    /// The sink's error that stopped the decoder's call.
+    pub error: Option<crate::Error>,
+}
+
+impl<'p, S: Sink, F: FnMut(&Printer<S>, u64) -> bool> PrintVisit<'p, S, F> {
+    /// Prints into `printer`; `value`: string keys come with their values (the decoder builds
+    /// them), else checked keys are taken too.
+    pub fn new(printer: &'p mut Printer<S>, value: bool, then: F) -> Self {
+        Self {
+            printer,
+            value,
+            then,
+            error: None,
+        }
+    }
+
+    fn after(&mut self, printed: Result<()>, offset: u64) -> std::ops::ControlFlow<()> {
+        if let Err(e) = printed {
+            self.error = Some(e);
+            return std::ops::ControlFlow::Break(());
+        }
+        if (self.then)(self.printer, offset) {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+}
+
+impl<S: Sink, F: FnMut(&Printer<S>, u64) -> bool> rdb_format::Visitor for PrintVisit<'_, S, F> {
+    fn string(&mut self, rec: &StringRecord<'_>) -> std::ops::ControlFlow<()> {
+        let printed = self.printer.string(rec, self.value);
+        self.after(printed, rec.offset)
+    }
+
+    fn takes_checked(&self) -> bool {
+        !self.value
+    }
+
+    fn checked(&mut self, head: &KeyHead) -> std::ops::ControlFlow<()> {
+        let printed = self.printer.checked(head);
+        self.after(printed, head.offset)
     }
 }

@@ -437,17 +437,16 @@ pub fn print_parallel<S: PrintParts>(
         let value = !batch.skips_values();
         while error.is_none() {
             let mut broke = false;
-            let got = batch.next_with(&mut |rec| {
-                if let Err(e) = p.string(rec, value) {
-                    error = Some(e);
-                }
-                broke = error.is_some() || w.len() + p.sink().held() >= SPILL;
-                if broke {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
+            // (checked keys too, when values are skipped)
+            let mut visit = super::PrintVisit::new(&mut p, value, |p, _| {
+                broke = w.len() + p.sink().held() >= SPILL;
+                broke
             });
+            let got = batch.next_with(&mut visit);
+            if let Some(e) = visit.error {
+                error = Some(e);
+                broke = true;
+            }
             match got {
                 _ if error.is_some() => break,
                 // A big key is printed by the caller's thread as this one decodes it: its

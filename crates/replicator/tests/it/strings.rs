@@ -29,7 +29,7 @@ fn print<S: Sink>(
     let mut visited = 0;
     let err = loop {
         let got = if visit {
-            events.next_event_with(&mut |rec| {
+            events.next_event_with(&mut |rec: &replicator::rdb::StringRecord<'_>| {
                 visited += 1;
                 p.string(rec, value).unwrap();
                 ControlFlow::Continue(())
