@@ -691,8 +691,8 @@ impl<'f> Batch<'f> {
 
 impl Batch<'_> {
     /// As [`Iterator::next`], with string keys (and checked keys, to a visitor that takes
-    /// them) handed to `visit` ([`Decoder::decode_with`]): `None` at the batch's end, its first error, or when `visit`
-    /// returned `Break` (the next call goes on after that key).
+    /// them) handed to `visit` ([`Decoder::decode_with`]): `None` at the batch's end, its
+    /// first error, or when `visit` returned `Break` (the next call goes on after that key).
     pub fn next_with(&mut self, visit: &mut dyn Visitor) -> Option<Result<Item>> {
         self.next_inner(Some(visit))
     }

@@ -240,9 +240,9 @@ impl FileEvents {
 
     /// As [`next_event`](Self::next_event), but the string keys of an RDB go to `visit` as
     /// borrowed records where the decoder can, and so do checked keys' heads to a visitor
-    /// that takes them ([`rdb_format::Decoder::decode_with`]): the
-    /// fast way to look at every key once. The visited keys and the events are in file order
-    /// together. An AOF's keys all come out as events.
+    /// that takes them ([`rdb_format::Decoder::decode_with`]): the fast way to look at every
+    /// key once. The visited keys and the events are in file order together. An AOF's keys
+    /// all come out as events.
     pub fn next_event_with(&mut self, visit: &mut dyn Visitor) -> Result<Option<Event>> {
         self.next_inner(Some(visit))
     }
