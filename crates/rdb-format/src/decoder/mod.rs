@@ -63,7 +63,7 @@ impl Source for Bytes {
     }
 }
 
-/// What [`Decoder::decode_with`] hands string keys to.
+/// What [`Decoder::decode_with`] hands string keys (and checked keys) to.
 pub(crate) type Visit<'v, 'f> = Option<&'v mut (dyn Visitor + 'f)>;
 
 /// Bytes of small records decoded in one unit (one split, one checksum update).
@@ -1529,9 +1529,8 @@ impl Decoder {
         c.u64_le()
     }
 
-    fn step_top<S: Source>(&mut self, src: &mut S, visit: Visit<'_, '_>) -> Result<bool> {
+    fn step_top<S: Source>(&mut self, src: &mut S, mut visit: Visit<'_, '_>) -> Result<bool> {
         let start = self.pos;
-        let mut visit = visit;
         let visiting = visit.is_some();
         if let Some(visit) = visit.as_deref_mut() {
             // a string key's type byte
