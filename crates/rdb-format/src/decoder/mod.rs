@@ -1532,12 +1532,18 @@ impl Decoder {
     fn step_top<S: Source>(&mut self, src: &mut S, mut visit: Visit<'_, '_>) -> Result<bool> {
         let start = self.pos;
         let visiting = visit.is_some();
+        // whether checked keys go to the visitor in a run, as string keys do
+        let mut run_checked = false;
         if let Some(visit) = visit.as_deref_mut() {
-            // a string key's type byte
-            if src.bytes().first() == Some(&0)
+            run_checked = self.runs_checked(src.bytes(), visit);
+            // a string key's type byte, or a checked key's
+            if src
+                .bytes()
+                .first()
+                .is_some_and(|&ty| ty == 0 || (run_checked && runs_type(ty)))
                 && !self.walk
                 && self.pending.key_meta.is_none()
-                && self.visit_strings(src, start, visit)
+                && self.visit_run(src, start, visit, run_checked)
             {
                 return Ok(true);
             }
@@ -1804,7 +1810,8 @@ impl Decoder {
                 // checksum update for many small keys.
                 let mut batch = std::mem::take(&mut self.batch);
                 batch.clear();
-                if whole.is_some() {
+                // (with checked keys going to the visitor, the next step's run takes them)
+                if whole.is_some() && !run_checked {
                     while batch.len() < self.run_records && c.p < RUN_BYTES {
                         let at = c.p;
                         // a string key goes to the visitor, in the next steps (as items
@@ -1852,53 +1859,100 @@ impl Decoder {
         Ok(true)
     }
 
-    /// [`decode_with`](Self::decode_with)'s fast path, at a string key's type byte: hands the
-    /// string keys from here on to `visit` while they are whole in the input, small, and pass
-    /// their checks, and consumes them. False when the first one does not (it is decoded the
-    /// usual way, which reports what is wrong with it).
-    fn visit_strings<S: Source>(
+    /// Whether [`visit_run`](Self::visit_run) hands checked keys in the input `b` to
+    /// `visit`: it takes them, values are only checked (neither walked nor measured), and `b`
+    /// lies in memory that lives until the process ends ([`input_within`](Self::input_within)),
+    /// where the key of each can be borrowed for its head without a reference count.
+    #[inline]
+    fn runs_checked(&self, b: &[u8], visit: &(dyn Visitor + '_)) -> bool {
+        self.checks_whole_seqs()
+            && !self.visit_broke
+            && self.forever.is_some_and(|w| offset_within(w, b).is_some())
+            && visit.takes_checked()
+    }
+
+    /// [`decode_with`](Self::decode_with)'s fast path, at a string key's type byte (or, when
+    /// `checked`, at the type byte of a value checked whole, [`runs_type`]): hands the keys
+    /// from here on to `visit` while they are whole in the input, small, and pass their
+    /// checks, and consumes them, one split and one checksum update for the run. String keys
+    /// go to [`Visitor::string`]; when `checked` ([`runs_checked`](Self::runs_checked)),
+    /// keys whose values are only checked go to [`Visitor::checked`], with the same checks
+    /// as the step-by-step way's ([`parse_whole`](Self::parse_whole), [`check_blob_quick`]).
+    /// False when the first one does not pass (it is decoded the usual way, which reports
+    /// what is wrong with it).
+    ///
+    /// Each checked key went through the decoder's loop as a step of its own, or a record of
+    /// a batch: parsed into a record, its key head made with the context's bookkeeping,
+    /// then checked and handed over, about 700 instructions a key besides its checks (a
+    /// tenth of `check` of the bench's mixed file).
+    fn visit_run<S: Source>(
         &mut self,
         src: &mut S,
         start: u64,
         visit: &mut (dyn Visitor + '_),
+        checked: bool,
     ) -> bool {
         let b = src.bytes();
+        let forever = self
+            .forever
+            .and_then(|w| Some(&w[offset_within(w, b)?..][..b.len()]));
         let mut c = Cur::new(b, self.config.limits.max_string);
         c.lenient = self.config.lenient;
+        let mut ty = b[0];
         c.p = 1;
         // the first key's metadata opcodes were read in steps of their own
         let mut meta = std::mem::take(&mut self.pending);
         let mut offset = meta.start.unwrap_or(start);
+        // (a collection checked where it lies decompresses into the decoder's own buffer)
         let mut scratch = self.scratch.take();
         let mut ints = itoa::Buffer::new();
         let mut end = 0;
-        // `c` is past the type byte of a string key
+        // `c` is past the type byte of a string key, or of a checked key's when `checked`
         while let Ok(SRef::Raw(ks, ke)) = c.string() {
-            let (value, encoding): (&[u8], Encoding) = match c.string() {
-                // a string longer than a piece is streamed, the usual way
-                Ok(SRef::Raw(s, e)) if (e - s) as u64 <= self.config.string_piece => {
-                    (&b[s..e], Encoding::Raw)
-                }
-                Ok(SRef::Raw(..)) => break,
-                Ok(SRef::Int(i, _)) => (ints.format(i).as_bytes(), Encoding::Int),
-                Ok(SRef::Lzf(s, e, ulen)) => {
-                    match crate::lzf::decompress_to(&b[s..e], ulen as usize, &mut scratch) {
-                        Some(value) => (value, Encoding::Lzf),
-                        None => break,
+            let flow = if ty == 0 {
+                let (value, encoding): (&[u8], Encoding) = match c.string() {
+                    // a string longer than a piece is streamed, the usual way
+                    Ok(SRef::Raw(s, e)) if (e - s) as u64 <= self.config.string_piece => {
+                        (&b[s..e], Encoding::Raw)
                     }
+                    Ok(SRef::Int(i, _)) => (ints.format(i).as_bytes(), Encoding::Int),
+                    Ok(SRef::Lzf(s, e, ulen)) => {
+                        match crate::lzf::decompress_to(&b[s..e], ulen as usize, &mut scratch) {
+                            Some(value) => (value, Encoding::Lzf),
+                            None => break,
+                        }
+                    }
+                    _ => break,
+                };
+                visit.string(&StringRecord {
+                    db: self.db,
+                    key: &b[ks..ke],
+                    value,
+                    encoding,
+                    expire_ms: meta.expire_ms,
+                    idle_s: meta.idle_s,
+                    freq: meta.freq,
+                    offset,
+                })
+            } else {
+                let Some(forever) = forever else { break };
+                if !self.checks_whole(&mut c, ty, b, &mut scratch) {
+                    break;
                 }
-                Err(_) => break,
+                let (value_type, encoding) = type_info(ty, self.flavor);
+                visit.checked(&KeyHead {
+                    db: self.db,
+                    key: Bytes::from_static(&forever[ks..ke]),
+                    value_type,
+                    encoding,
+                    type_byte: ty,
+                    expire_ms: meta.expire_ms,
+                    idle_s: meta.idle_s,
+                    freq: meta.freq,
+                    offset,
+                    key_meta: Vec::new(),
+                })
             };
-            let flow = visit.string(&StringRecord {
-                db: self.db,
-                key: &b[ks..ke],
-                value,
-                encoding,
-                expire_ms: meta.expire_ms,
-                idle_s: meta.idle_s,
-                freq: meta.freq,
-                offset,
-            });
             end = c.p;
             if flow.is_break() {
                 self.visit_broke = true;
@@ -1908,11 +1962,13 @@ impl Decoder {
                 break;
             }
             prefetch_far(b, end);
-            // the next record, if it is a string key
+            // the next record, if it is a string key (or a checked one)
             offset = self.pos + end as u64;
             (meta.expire_ms, meta.idle_s, meta.freq) = (None, None, None);
-            if meta_opcodes(&mut c, &mut meta) != Some(0) {
-                break;
+            match meta_opcodes(&mut c, &mut meta) {
+                Some(0) => ty = 0,
+                Some(t) if checked && runs_type(t) => ty = t,
+                _ => break,
             }
         }
         self.scratch.set(scratch);
@@ -1929,6 +1985,31 @@ impl Decoder {
         self.pending = Pending::default();
         self.ctx = Context::default();
         true
+    }
+
+    /// Whether the value of type `ty` that `c` is at (in `b`, LZF data decompressed into `kept`) is whole there and passes every
+    /// check the step-by-step way makes of it when values are only checked (`c` past it), as
+    /// [`parse_whole`](Self::parse_whole) and [`emit_whole_raw`](Self::emit_whole_raw) check
+    /// it; false for anything else, with `c` anywhere.
+    #[inline]
+    fn checks_whole(&self, c: &mut Cur<'_>, ty: u8, b: &[u8], kept: &mut Vec<u8>) -> bool {
+        match self.parse_whole(c, ty) {
+            Ok(Some(Whole::Checked | Whole::Module(..))) => true,
+            Ok(Some(Whole::Blob(SRef::Raw(s, e)))) => {
+                let mut raws = self.blob_raws.take();
+                let ok = check_blob_quick(ty, &b[s..e], &mut raws, false).is_ok();
+                self.blob_raws.set(raws);
+                ok
+            }
+            Ok(Some(Whole::Blob(SRef::Lzf(s, e, ulen)))) => {
+                let mut raws = self.blob_raws.take();
+                let ok = crate::lzf::decompress_to(&b[s..e], ulen as usize, kept)
+                    .is_some_and(|blob| check_blob_quick(ty, blob, &mut raws, false).is_ok());
+                self.blob_raws.set(raws);
+                ok
+            }
+            _ => false,
+        }
     }
 
     /// A walker's fast path: skips the record whose type byte `ty` was just read, then as
@@ -2553,6 +2634,14 @@ pub(crate) fn may_start_records(b: &[u8], lenient: bool) -> bool {
 /// 0xF0, and 107, Redis Enterprise's `RAM_LRU`).
 fn may_start_record(b: u8) -> bool {
     b <= 30 || b >= 0xF0 || b == 107
+}
+
+/// Types of values a [`Decoder::visit_run`] may check whole and hand over as checked keys:
+/// those every version knows ([`Decoder::check_type`]) and [`Decoder::parse_whole`] may take
+/// whole (blobs, module values, and the collections checked where they lie), streams left out.
+#[inline(always)]
+fn runs_type(ty: u8) -> bool {
+    matches!(ty, 1..=5 | 7 | 9..=14 | 16..=18 | 20)
 }
 
 /// Reads a record's metadata opcodes (`EXPIRETIME`, `EXPIRETIME_MS`, `IDLE`, `FREQ`) into

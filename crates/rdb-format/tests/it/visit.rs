@@ -7,7 +7,10 @@ use std::io::Read;
 use std::ops::ControlFlow;
 
 use bytes::Bytes;
-use rdb_format::{BytesReader, Config, Item, KeyHead, Reader, StringRecord, Visitor, crc64};
+use rdb_format::{
+    BytesReader, Config, Item, KeyHead, MappedFile, MappedReader, Reader, StringRecord, Visitor,
+    crc64,
+};
 
 /// Each item as text, up to and including the first error.
 pub(crate) fn plain(data: &[u8], config: &Config) -> Vec<String> {
@@ -69,21 +72,73 @@ impl Visitor for Back<'_> {
     }
 }
 
-/// The same through `next_item_with`: `whole` reads from one `Bytes`, otherwise `trickle`
-/// bytes a read; the visitor takes checked keys when `takes`. Also gives how many string
-/// keys and how many checked keys were visited.
+/// How [`visited_by`] feeds a file to the decoder.
+#[derive(Clone, Copy)]
+enum Feed<'m> {
+    /// One `Bytes` ([`BytesReader`]).
+    Whole,
+    /// At most this many bytes a read ([`Reader`]).
+    Trickle(usize),
+    /// A mapping kept until the process ends, read in windows of this many bytes
+    /// ([`MappedReader`]): the decoder borrows keys from it in place, and only then hands
+    /// checked keys over in runs, as string keys are.
+    Mapped(&'m MappedFile, u64),
+}
+
+impl Feed<'_> {
+    /// The ways every file is fed: whole, a byte and 4 KiB at a time, and mapped in windows
+    /// of 4 KiB and of 2 MiB.
+    fn all(map: &MappedFile) -> [Feed<'_>; 5] {
+        [
+            Feed::Whole,
+            Feed::Trickle(1),
+            Feed::Trickle(4096),
+            Feed::Mapped(map, 4096),
+            Feed::Mapped(map, 2 << 20),
+        ]
+    }
+}
+
+impl std::fmt::Debug for Feed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Feed::Whole => write!(f, "whole"),
+            Feed::Trickle(n) => write!(f, "trickle {n}"),
+            Feed::Mapped(_, w) => write!(f, "mapped in windows of {w}"),
+        }
+    }
+}
+
+/// `data` in a file, mapped, the mapping kept until the process ends.
+fn leaked_map(data: &[u8]) -> MappedFile {
+    let dir = test_support::temp_dir("visit-mapped");
+    let path = dir.join("dump.rdb");
+    std::fs::write(&path, data).unwrap();
+    let map = MappedFile::open(&path).unwrap().leak();
+    std::fs::remove_dir_all(&dir).unwrap();
+    map
+}
+
+/// The same through `next_item_with`, fed as `feed` says; the visitor takes checked keys
+/// when `takes`. Also gives how many string keys and how many checked keys were visited.
 fn visited_by(
     data: &[u8],
     config: &Config,
-    whole: bool,
-    trickle: usize,
+    feed: Feed<'_>,
     takes: bool,
 ) -> (Vec<String>, usize, usize) {
     let skip = rdb_format::Decoder::with_config(*config).skips_values();
     let mut out = Vec::new();
     let (mut strings, mut heads) = (0, 0);
     let mut bytes_reader = BytesReader::with_config(Bytes::copy_from_slice(data), *config);
-    let mut reader = Reader::with_config(Trickle(data, trickle), *config);
+    let mut reader = Reader::with_config(
+        Trickle(data, if let Feed::Trickle(n) = feed { n } else { 0 }),
+        *config,
+    );
+    let mut mapped = match feed {
+        Feed::Mapped(map, window) => Some(MappedReader::with_window(map.clone(), *config, window)),
+        _ => None,
+    };
     loop {
         let mut visit = Back {
             out: &mut out,
@@ -92,10 +147,10 @@ fn visited_by(
             strings: 0,
             heads: 0,
         };
-        let got = if whole {
-            bytes_reader.next_item_with(&mut visit)
-        } else {
-            reader.next_item_with(&mut visit)
+        let got = match (&feed, &mut mapped) {
+            (Feed::Whole, _) => bytes_reader.next_item_with(&mut visit),
+            (_, Some(m)) => m.next_item_with(&mut visit),
+            _ => reader.next_item_with(&mut visit),
         };
         strings += visit.strings;
         heads += visit.heads;
@@ -111,9 +166,15 @@ fn visited_by(
     (out, strings, heads)
 }
 
-/// [`visited_by`] a visitor of string keys only.
+/// [`visited_by`] a visitor of string keys only: `whole` reads from one `Bytes`, otherwise
+/// `trickle` bytes a read.
 fn visited(data: &[u8], config: &Config, whole: bool, trickle: usize) -> (Vec<String>, usize) {
-    let (out, strings, _) = visited_by(data, config, whole, trickle, false);
+    let feed = if whole {
+        Feed::Whole
+    } else {
+        Feed::Trickle(trickle)
+    };
+    let (out, strings, _) = visited_by(data, config, feed, false);
     (out, strings)
 }
 
@@ -154,28 +215,31 @@ fn every_file_gives_the_same_items() {
 #[test]
 fn every_file_gives_the_same_items_to_a_visitor_of_checked_keys() {
     let files = test_support::every_rdb_file("visit-checked");
-    let (mut strings, mut heads) = (0, 0);
+    let (mut strings, mut heads, mut mapped_heads) = (0, 0, 0);
     for path in &files {
         let data = std::fs::read(path).unwrap();
+        let map = MappedFile::open(path).unwrap().leak();
         for config in configs() {
             let want = plain(&data, &config);
-            for (whole, trickle) in [(true, 0), (false, 1), (false, 4096)] {
+            for feed in Feed::all(&map) {
                 for takes in [true, false] {
-                    let (got, s, h) = visited_by(&data, &config, whole, trickle, takes);
-                    assert_eq!(
-                        got,
-                        want,
-                        "{} whole {whole} trickle {trickle} takes {takes}",
-                        path.display()
-                    );
+                    let (got, s, h) = visited_by(&data, &config, feed, takes);
+                    assert_eq!(got, want, "{} {feed:?} takes {takes}", path.display());
                     strings += s;
                     heads += h;
+                    if let Feed::Mapped(..) = feed {
+                        mapped_heads += h;
+                    }
                 }
             }
         }
     }
     assert!(strings > 1000, "only {strings} string keys were visited");
     assert!(heads > 1000, "only {heads} checked keys were visited");
+    assert!(
+        mapped_heads > 1000,
+        "only {mapped_heads} checked keys were visited in runs"
+    );
 }
 
 /// An RDB 11 file: `body` after the header, then EOF and its checksum (`Some(bad)`: wrong).
@@ -362,13 +426,17 @@ fn checked_keys_after_a_skipped_one_come_after_it() {
         "{want:?}"
     );
     assert!(want.last().unwrap().starts_with("Eof"), "{want:?}");
-    for (whole, trickle) in [(true, 0), (false, 1), (false, 1 << 16)] {
-        let (got, _, heads) = visited_by(&data, &config, whole, trickle, true);
-        assert_eq!(got, want, "whole {whole} trickle {trickle}");
-        if whole {
+    let map = leaked_map(&data);
+    for feed in Feed::all(&map) {
+        let (got, _, heads) = visited_by(&data, &config, feed, true);
+        assert_eq!(got, want, "{feed:?}");
+        match feed {
             // all in one unit: the sets before the first damaged key are visited, and every
             // key after it in that unit comes as an item
-            assert_eq!(heads, 3);
+            Feed::Whole => assert_eq!(heads, 3),
+            // in runs: each damaged key ends one, and the next begins after its item
+            Feed::Mapped(..) => assert_eq!(heads, 45, "{feed:?}"),
+            Feed::Trickle(_) => {}
         }
     }
 }
@@ -417,9 +485,15 @@ fn a_visitor_that_breaks_on_a_checked_key_stops_the_call_there_and_the_next_call
     let mut config = small_pieces();
     config.skip_values(true);
     let want = plain(&data, &config);
-    for whole in [true, false] {
+    let map = leaked_map(&data);
+    for feed in [
+        Feed::Whole,
+        Feed::Trickle(1 << 16),
+        Feed::Mapped(&map, 2 << 20),
+    ] {
         let mut bytes_reader = BytesReader::with_config(Bytes::copy_from_slice(&data), config);
         let mut reader = Reader::with_config(Trickle(&data, 1 << 16), config);
+        let mut mapped = MappedReader::with_window(map.clone(), config, 2 << 20);
         let mut v = Breaker {
             out: Vec::new(),
             n: 0,
@@ -428,10 +502,10 @@ fn a_visitor_that_breaks_on_a_checked_key_stops_the_call_there_and_the_next_call
         };
         let mut breaks = 0;
         loop {
-            let got = if whole {
-                bytes_reader.next_item_with(&mut v)
-            } else {
-                reader.next_item_with(&mut v)
+            let got = match feed {
+                Feed::Whole => bytes_reader.next_item_with(&mut v),
+                Feed::Mapped(..) => mapped.next_item_with(&mut v),
+                Feed::Trickle(_) => reader.next_item_with(&mut v),
             };
             match got.unwrap() {
                 Some(i) => v.out.push(format!("{i:?}")),
@@ -442,10 +516,10 @@ fn a_visitor_that_breaks_on_a_checked_key_stops_the_call_there_and_the_next_call
                 None => break,
             }
         }
-        assert_eq!(v.out, want, "whole {whole}");
-        assert_eq!(v.late, 0, "keys visited after a break, whole {whole}");
+        assert_eq!(v.out, want, "{feed:?}");
+        assert_eq!(v.late, 0, "keys visited after a break, {feed:?}");
         // the 241 small strings and the 60 sets
-        assert_eq!(v.n, 301, "whole {whole}");
-        assert_eq!(breaks, 301 / 7, "whole {whole}");
+        assert_eq!(v.n, 301, "{feed:?}");
+        assert_eq!(breaks, 301 / 7, "{feed:?}");
     }
 }
