@@ -1939,19 +1939,10 @@ impl Decoder {
                 if !self.checks_whole(&mut c, ty, b, &mut scratch) {
                     break;
                 }
-                let (value_type, encoding) = type_info(ty, self.flavor);
-                visit.checked(&KeyHead {
-                    db: self.db,
-                    key: Bytes::from_static(&forever[ks..ke]),
-                    value_type,
-                    encoding,
-                    type_byte: ty,
-                    expire_ms: meta.expire_ms,
-                    idle_s: meta.idle_s,
-                    freq: meta.freq,
-                    offset,
-                    key_meta: Vec::new(),
-                })
+                // (the run's records carry no key metadata: the next one's is read anew)
+                let meta = std::mem::take(&mut meta);
+                let key = Bytes::from_static(&forever[ks..ke]);
+                visit.checked(&self.head_of(key, ty, meta, offset))
             };
             end = c.p;
             if flow.is_break() {
@@ -2149,7 +2140,6 @@ impl Decoder {
         meta: Pending,
     ) -> Result<KeyHead> {
         let key = self.mat_bytes(chunk, start, k)?;
-        let (value_type, encoding) = type_info(ty, self.flavor);
         // the key goes into the context only where the value is read step by step
         // (`keyed_ctx`); a whole value's errors name it themselves
         self.ctx = Context {
@@ -2157,7 +2147,16 @@ impl Decoder {
             doing: Some(type_name(ty, self.flavor)),
             key: None,
         };
-        Ok(KeyHead {
+        let offset = meta.start.unwrap_or(start);
+        Ok(self.head_of(key, ty, meta, offset))
+    }
+
+    /// The head of key `key` of type `ty` in the current database, with the metadata `meta`
+    /// read before it, of the record at `offset`.
+    #[inline(always)]
+    fn head_of(&self, key: Bytes, ty: u8, meta: Pending, offset: u64) -> KeyHead {
+        let (value_type, encoding) = type_info(ty, self.flavor);
+        KeyHead {
             db: self.db,
             key,
             value_type,
@@ -2166,9 +2165,9 @@ impl Decoder {
             expire_ms: meta.expire_ms,
             idle_s: meta.idle_s,
             freq: meta.freq,
-            offset: meta.start.unwrap_or(start),
+            offset,
             key_meta: meta.key_meta.unwrap_or_default(),
-        })
+        }
     }
 
     /// Parses one more record made of metadata opcodes, a type byte, a key and a whole value,
