@@ -480,12 +480,21 @@ const SHARED_BEHIND: usize = 2;
 /// check, while some batch's check is shared.
 const HELP_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// How long the caller's thread waits for a result before it looks whether some batch's
+/// check became shared meanwhile.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Waits for `rx`'s next message, running steps of the batches' shared duplicate checks
 /// meanwhile; `None` once every sender is gone.
 fn recv_helping<M>(rx: &mpsc::Receiver<M>, helpers: &Helpers) -> Option<M> {
     loop {
         if !helpers.active() {
-            return rx.recv().ok();
+            // a check registered meanwhile cannot wake this thread: it looks again in a while
+            match rx.recv_timeout(IDLE_POLL) {
+                Ok(m) => return Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
         }
         match rx.try_recv() {
             Ok(m) => return Some(m),
@@ -2661,6 +2670,45 @@ mod tests {
         drop(check);
         assert!(!helpers.active());
         assert!(helpers.checks.lock().unwrap().is_empty());
+    }
+
+    /// A check shared after the caller's thread began to wait for a result (a big key met
+    /// in the batch it waits for) is helped by that thread all the same: it does not sleep
+    /// until the result comes. The worker here sends its result only once its step was run
+    /// by another thread (or after ten seconds: then the test fails).
+    #[test]
+    fn a_check_shared_while_the_caller_waits_is_helped() {
+        let helpers = Arc::new(Helpers::default());
+        let (tx, rx) = mpsc::channel();
+        let (helped, shared_at) = std::thread::scope(|s| {
+            let worker = s.spawn(|| {
+                // the caller's thread is waiting by now
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let mut check = Checker::shared(&Config::default(), helpers.clone());
+                let shared_at = std::time::Instant::now();
+                check.send(Deferred::Start(100_000));
+                check.send(Deferred::Step((1..1_000u128).collect()));
+                let mut helped = false;
+                let until = shared_at + std::time::Duration::from_secs(10);
+                while std::time::Instant::now() < until {
+                    if let Some(c) = check.try_recv() {
+                        assert_eq!(c.dup, None);
+                        helped = true;
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                tx.send(()).unwrap();
+                (helped, shared_at)
+            });
+            assert_eq!(recv_helping(&rx, &helpers), Some(()));
+            worker.join().unwrap()
+        });
+        assert!(
+            helped,
+            "the step waited {:?} for the caller's thread",
+            shared_at.elapsed()
+        );
     }
 
     /// A big set's members are checked beside the batch's decoder: shared with a thread that
