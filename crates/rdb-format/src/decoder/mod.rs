@@ -454,7 +454,7 @@ impl Seen {
     /// Checks a member's hash against those seen and adds it, up to `limit` hashes; past
     /// it, only checks it (the check is partial from there on). Returns whether it was seen
     /// before, and whether the check went partial with this one.
-    #[inline]
+    #[inline(always)]
     fn check(&mut self, h: u128, limit: usize) -> (bool, bool) {
         if self.len() < limit {
             return (!self.insert(h), false);
