@@ -464,15 +464,25 @@ impl Seen {
         (self.contains(h), went)
     }
 
-    /// Adds a member's hash; false when it was there already.
-    #[inline]
+    /// Adds a member's hash; false when it was there already. (The big table's insert is
+    /// made where its member is checked; the rest is a call.)
+    #[inline(always)]
     fn insert(&mut self, h: u128) -> bool {
         if self.is_big() {
-            return match self.big.insert(h) {
-                Some(new) => new,
-                // more members than the value announced
-                None => self.small.insert(h),
-            };
+            if let Some(new) = self.big.insert(h) {
+                return new;
+            }
+        }
+        self.insert_small(h)
+    }
+
+    /// [`insert`](Self::insert) into the `HashSet`: before the big table is made (moving
+    /// the members there once they are [`SEEN_MOVE`]), and past what the value announced.
+    #[inline(never)]
+    fn insert_small(&mut self, h: u128) -> bool {
+        if self.is_big() {
+            // more members than the value announced
+            return self.small.insert(h);
         }
         let new = self.small.insert(h);
         if self.small.len() >= SEEN_MOVE && self.want > SEEN_FIRST {
@@ -679,6 +689,12 @@ impl BigSeen {
         (line + step) & (self.lines - 1)
     }
 
+    /// [`insert`](Self::insert) into a full table.
+    #[cold]
+    fn insert_full(&self, h: u128) -> Option<bool> {
+        if self.contains(h) { Some(false) } else { None }
+    }
+
     /// Whether `h` was added.
     fn contains(&self, h: u128) -> bool {
         if self.lines == 0 || !self.may_hold(h) {
@@ -687,12 +703,13 @@ impl BigSeen {
         let t = tag(h);
         let mut line = self.home(h);
         for step in 1..=self.lines {
-            let (equal, empty) = line_marks(self.line(line), t);
-            // slots fill from a line's front: an empty one ends the probe
-            if equal != 0 {
+            let slots = self.line(line);
+            if line_holds(slots, t) {
                 return true;
             }
-            if empty != 0 || !self.went_past(line) {
+            // slots fill from a line's front: an empty one (the last one, if any is) ends
+            // the probe
+            if slots[LINE - 1] == 0 || !self.went_past(line) {
                 return false;
             }
             line = self.next(line, step);
@@ -702,22 +719,22 @@ impl BigSeen {
 
     /// Adds a member's hash: whether it is new (false when it was there already), or `None`
     /// when the table is full and it was not there.
+    #[inline(always)]
     fn insert(&mut self, h: u128) -> Option<bool> {
         if self.len >= self.capacity() {
-            return if self.contains(h) { Some(false) } else { None };
+            return self.insert_full(h);
         }
         let t = tag(h);
         let mut line = self.home(h);
         // below the load limit a free slot lies on the probe: it visits every line
         for step in 1..=self.lines {
-            let (equal, empty) = line_marks(self.line(line), t);
-            if equal != 0 {
+            let slots = self.line(line);
+            if line_holds(slots, t) {
                 return Some(false);
             }
-            if empty != 0 {
-                // slots fill from a line's front: the first empty one, and none after it, is
-                // where `t` goes
-                let at = self.skew + line * LINE + empty.trailing_zeros() as usize;
+            if slots[LINE - 1] == 0 {
+                // slots fill from a line's front: the first empty one is where `t` goes
+                let at = self.skew + line * LINE + first_empty(slots);
                 self.slots[at] = t;
                 self.len += 1;
                 self.note(h);
@@ -730,17 +747,22 @@ impl BigSeen {
     }
 }
 
-/// A bit for each slot of `line` that holds `t`, and one for each empty slot: all eight
-/// compared at once, with no branch on where the line's first empty slot lies (its place is
-/// random: a slot at a time, its branch was mispredicted about once a member).
+/// Whether `line` holds `t`: all eight slots compared at once, with no branch.
 #[inline]
-fn line_marks(line: &[u64; LINE], t: u64) -> (u32, u32) {
-    let (mut equal, mut empty) = (0, 0);
-    for (i, &s) in line.iter().enumerate() {
-        equal |= u32::from(s == t) << i;
-        empty |= u32::from(s == 0) << i;
-    }
-    (equal, empty)
+fn line_holds(line: &[u64; LINE], t: u64) -> bool {
+    line.iter().fold(false, |held, &s| held | (s == t))
+}
+
+/// The first empty slot of `line`, which has one (its last): its slots fill from the front,
+/// so the taken ones end where a search of three steps without a branch finds. (A mask of
+/// the empty slots, all eight compared, was a sixth of an insert's instructions; a slot at a
+/// time, the branch on where the first empty one lies was mispredicted about once a member.)
+#[inline]
+fn first_empty(line: &[u64; LINE]) -> usize {
+    debug_assert_eq!(line[LINE - 1], 0);
+    let mut at = 4 * usize::from(line[3] != 0);
+    at += 2 * usize::from(line[at + 1] != 0);
+    at + usize::from(line[at] != 0)
 }
 
 /// Writes each page of `table` once (with what it holds: nothing changes), so that the kernel
@@ -2741,7 +2763,7 @@ fn array_elem(c: &mut Cur<'_>) -> P<RawEl> {
 
 #[cfg(test)]
 mod tests {
-    use super::{BigSeen, CRC_BLOCK, Crc, Decoder, SEEN_FIRST, SEEN_MOVE, Seen, crc64};
+    use super::{BigSeen, CRC_BLOCK, Crc, Decoder, LINE, SEEN_FIRST, SEEN_MOVE, Seen, crc64};
     use crate::value::{Elem, Item, Value};
     use crate::{Chunk, Config};
     use bytes::Bytes;
@@ -2969,6 +2991,29 @@ mod tests {
             );
             assert!(values(10_000, 10).into_iter().all(|v| !t.contains(v)));
         }
+    }
+
+    /// A line's first empty slot is found after every count of taken ones before it, and a
+    /// tag is found in every slot it may be in.
+    #[test]
+    fn a_lines_first_empty_slot_and_its_tags_are_found() {
+        for taken in 0..LINE {
+            let mut line = [0u64; LINE];
+            for (i, s) in line.iter_mut().enumerate().take(taken) {
+                *s = 100 + i as u64;
+            }
+            assert_eq!(super::first_empty(&line), taken);
+            for i in 0..LINE {
+                let t = 100 + i as u64;
+                assert_eq!(
+                    super::line_holds(&line, t),
+                    i < taken,
+                    "{taken} taken, tag {t}"
+                );
+            }
+        }
+        assert!(super::line_holds(&[7; LINE], 7));
+        assert!(!super::line_holds(&[7; LINE], 8));
     }
 
     #[test]
