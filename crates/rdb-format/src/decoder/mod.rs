@@ -2000,10 +2000,11 @@ impl Decoder {
         true
     }
 
-    /// Whether the value of type `ty` that `c` is at (in `b`, LZF data decompressed into `kept`) is whole there and passes every
-    /// check the step-by-step way makes of it when values are only checked (`c` past it), as
-    /// [`parse_whole`](Self::parse_whole) and [`emit_whole_raw`](Self::emit_whole_raw) check
-    /// it; false for anything else, with `c` anywhere.
+    /// Whether the value of type `ty` that `c` is at (in `b`; LZF data is decompressed into
+    /// `kept`) is whole there and passes every check the step-by-step way makes of it when
+    /// values are only checked (`c` past it), as [`parse_whole`](Self::parse_whole) and
+    /// [`emit_whole_raw`](Self::emit_whole_raw) check it; false for anything else, with `c`
+    /// anywhere.
     #[inline]
     fn checks_whole(&self, c: &mut Cur<'_>, ty: u8, b: &[u8], kept: &mut Vec<u8>) -> bool {
         match self.parse_whole(c, ty) {
