@@ -1925,7 +1925,7 @@ impl Decoder {
         // the first key's metadata opcodes were read in steps of their own
         let mut meta = std::mem::take(&mut self.pending);
         let mut offset = meta.start.unwrap_or(start);
-        // (a collection checked where it lies decompresses into the decoder's own buffer)
+        // (a checked value decompresses into the decoder's own buffer, `with_text`)
         let mut scratch = self.scratch.take();
         let mut ints = itoa::Buffer::new();
         let mut end = 0;
@@ -1958,7 +1958,7 @@ impl Decoder {
                 })
             } else {
                 let Some(forever) = forever else { break };
-                if !self.checks_whole(&mut c, ty, b, &mut scratch) {
+                if !self.checks_whole(&mut c, ty, b) {
                     break;
                 }
                 // (the run's records carry no key metadata: the next one's is read anew)
@@ -2000,25 +2000,21 @@ impl Decoder {
         true
     }
 
-    /// Whether the value of type `ty` that `c` is at (in `b`; LZF data is decompressed into
-    /// `kept`) is whole there and passes every check the step-by-step way makes of it when
-    /// values are only checked (`c` past it), as [`parse_whole`](Self::parse_whole) and
-    /// [`emit_whole_raw`](Self::emit_whole_raw) check it; false for anything else, with `c`
-    /// anywhere.
+    /// Whether the value of type `ty` that `c` is at (in `b`) is whole there and passes every
+    /// check the step-by-step way makes of it when values are only checked (`c` past it), as
+    /// [`parse_whole`](Self::parse_whole) and [`emit_whole_raw`](Self::emit_whole_raw) check
+    /// it; false for anything else, with `c` anywhere.
     #[inline]
-    fn checks_whole(&self, c: &mut Cur<'_>, ty: u8, b: &[u8], kept: &mut Vec<u8>) -> bool {
+    fn checks_whole(&self, c: &mut Cur<'_>, ty: u8, b: &[u8]) -> bool {
         match self.parse_whole(c, ty) {
             Ok(Some(Whole::Checked | Whole::Module(..))) => true,
-            Ok(Some(Whole::Blob(SRef::Raw(s, e)))) => {
+            Ok(Some(Whole::Blob(s @ (SRef::Raw(..) | SRef::Lzf(..))))) => {
                 let mut raws = self.blob_raws.take();
-                let ok = check_blob_quick(ty, &b[s..e], &mut raws, false).is_ok();
-                self.blob_raws.set(raws);
-                ok
-            }
-            Ok(Some(Whole::Blob(SRef::Lzf(s, e, ulen)))) => {
-                let mut raws = self.blob_raws.take();
-                let ok = crate::lzf::decompress_to(&b[s..e], ulen as usize, kept)
-                    .is_some_and(|blob| check_blob_quick(ty, blob, &mut raws, false).is_ok());
+                let ok = self
+                    .with_text(b, 0, s, |blob| {
+                        check_blob_quick(ty, blob, &mut raws, false).is_ok()
+                    })
+                    .unwrap_or(false);
                 self.blob_raws.set(raws);
                 ok
             }
@@ -2472,21 +2468,21 @@ impl Decoder {
                     // only checked: read where it lies, or decompressed into a buffer kept
                     // for the next (into a fresh one each, its allocation, clearing and
                     // reference count were a twentieth of checking small sorted sets)
-                    SRef::Raw(a, b) if !build => {
-                        let blob = &chunk[a..b];
+                    SRef::Raw(..) | SRef::Lzf(..) if !build => {
                         let mut scratch = self.blob_raws.take();
-                        let checked = check_blob_quick(head.type_byte, blob, &mut scratch, keep);
-                        (checked.map(|()| None), blob.len(), scratch)
-                    }
-                    SRef::Lzf(a, b, ulen) if !build => {
-                        let mut kept = self.scratch.take();
-                        let blob =
-                            crate::lzf::decompress_to(&chunk[a..b], ulen as usize, &mut kept)
-                                .ok_or_else(|| lzf_error(base, a, ulen).with_key(&head.key))?;
-                        let mut scratch = self.blob_raws.take();
-                        let checked = check_blob_quick(head.type_byte, blob, &mut scratch, keep);
-                        self.scratch.set(kept);
-                        (checked.map(|()| None), ulen as usize, scratch)
+                        let checked = self.with_text(chunk, base, s, |blob| {
+                            let checked =
+                                check_blob_quick(head.type_byte, blob, &mut scratch, keep);
+                            (checked, blob.len())
+                        });
+                        let (checked, blob_len) = match checked {
+                            Ok(c) => c,
+                            Err(e) => {
+                                self.blob_raws.set(scratch);
+                                return Err(e.with_key(&head.key));
+                            }
+                        };
+                        (checked.map(|()| None), blob_len, scratch)
                     }
                     _ => {
                         let blob = self
