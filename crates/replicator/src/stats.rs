@@ -33,7 +33,7 @@ pub struct Stats {
     functions: u64,
     checksum: Option<Option<u64>>,
     /// a copy, so no key keeps the reader's buffer alive
-    last_key: Vec<u8>,
+    last_key: LastKey,
     now_ms: i64,
 }
 
@@ -57,7 +57,7 @@ impl Stats {
             aux: 0,
             functions: 0,
             checksum: None,
-            last_key: Vec::new(),
+            last_key: LastKey::default(),
             now_ms,
         }
     }
@@ -65,27 +65,36 @@ impl Stats {
     /// Counts a string key handed over as a borrowed record
     /// ([`FileEvents::next_event_with`](crate::files::FileEvents::next_event_with)), as
     /// [`add`](Self::add) counts its item.
+    #[inline]
     pub fn string(&mut self, rec: &StringRecord<'_>) {
         self.count(rec.db, 6, rec.expire_ms);
-        self.last_key.clear();
-        self.last_key.extend_from_slice(rec.key);
+        self.last_key.set(rec.key);
     }
 
     /// The counts of `db` (the last one's, most often).
-    #[inline]
+    #[inline(always)]
     fn types(&mut self, db: u64) -> &mut [u64; 8] {
         if self.per_db.get(self.cur).is_none_or(|e| e.0 != db) {
-            self.cur = match self.per_db.binary_search_by_key(&db, |e| e.0) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.per_db.insert(i, (db, [0; 8]));
-                    i
-                }
-            };
+            self.find_db(db);
         }
         &mut self.per_db[self.cur].1
     }
 
+    /// Makes `cur` the place of `db`'s counts, new ones where it has none yet.
+    #[cold]
+    fn find_db(&mut self, db: u64) {
+        self.cur = match self.per_db.binary_search_by_key(&db, |e| e.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.per_db.insert(i, (db, [0; 8]));
+                i
+            }
+        };
+    }
+
+    // (inlined into the visitor's calls, a key costs a few instructions: as a call, with the
+    // key's copy, counting was a fifth of checking a file of small strings)
+    #[inline(always)]
     fn count(&mut self, db: u64, t: usize, expire_ms: Option<i64>) {
         self.types(db)[t] += 1;
         if let Some(ms) = expire_ms {
@@ -95,6 +104,7 @@ impl Stats {
         }
     }
 
+    #[inline]
     fn key(&mut self, head: &KeyHead) {
         // the index in TYPE_NAMES
         let t = match head.value_type {
@@ -113,13 +123,13 @@ impl Stats {
                 .unwrap_or(0),
         };
         self.count(head.db, t, head.expire_ms);
-        self.last_key.clear();
-        self.last_key.extend_from_slice(&head.key);
+        self.last_key.set(&head.key);
     }
 
     /// Counts a key whose value was only checked, handed over as its head (a
     /// [`Visitor`]'s [`checked`](Visitor::checked)), as [`add`](Self::add) counts its
     /// [`Item::KeyChecked`].
+    #[inline]
     pub fn checked(&mut self, head: &KeyHead) {
         self.key(head);
     }
@@ -153,7 +163,7 @@ impl Stats {
         self.functions += later.functions;
         self.header = later.header.or(self.header);
         self.checksum = later.checksum.or(self.checksum);
-        if !later.last_key.is_empty() {
+        if !later.last_key.get().is_empty() {
             self.last_key.clone_from(&later.last_key);
         }
     }
@@ -170,7 +180,71 @@ impl Stats {
 
     /// The last key read (to say where a damaged file went wrong).
     pub fn last_key(&self) -> &[u8] {
-        &self.last_key
+        self.last_key.get()
+    }
+}
+
+/// Keys of up to this many bytes are kept by [`LastKey`] without an allocation.
+const SHORT_KEY: usize = 32;
+
+/// The last key read: a copy made for each key, in a few moves of fixed sizes where it is
+/// short (most keys), where a `Vec`'s `clear` and `extend_from_slice` called `memcpy`.
+#[derive(Debug, Clone)]
+struct LastKey {
+    short: [u8; SHORT_KEY],
+    /// The length of the key in `short`; `usize::MAX`: the key is in `long`.
+    len: usize,
+    long: Vec<u8>,
+}
+
+impl Default for LastKey {
+    fn default() -> Self {
+        Self {
+            short: [0; SHORT_KEY],
+            len: 0,
+            long: Vec::new(),
+        }
+    }
+}
+
+impl LastKey {
+    #[inline(always)]
+    fn set(&mut self, key: &[u8]) {
+        let n = key.len();
+        if n > SHORT_KEY {
+            return self.set_long(key);
+        }
+        let d = &mut self.short;
+        // two moves that overlap cover every length from the smaller size to the larger
+        if n >= 16 {
+            d[..16].copy_from_slice(&key[..16]);
+            d[n - 16..n].copy_from_slice(&key[n - 16..]);
+        } else if n >= 8 {
+            d[..8].copy_from_slice(&key[..8]);
+            d[n - 8..n].copy_from_slice(&key[n - 8..]);
+        } else if n >= 4 {
+            d[..4].copy_from_slice(&key[..4]);
+            d[n - 4..n].copy_from_slice(&key[n - 4..]);
+        } else {
+            for (d, k) in d.iter_mut().zip(key) {
+                *d = *k;
+            }
+        }
+        self.len = n;
+    }
+
+    #[cold]
+    fn set_long(&mut self, key: &[u8]) {
+        self.long.clear();
+        self.long.extend_from_slice(key);
+        self.len = usize::MAX;
+    }
+
+    fn get(&self) -> &[u8] {
+        match self.len {
+            usize::MAX => &self.long,
+            n => &self.short[..n],
+        }
     }
 }
 
@@ -233,5 +307,49 @@ impl Visitor for Stats {
     fn checked(&mut self, head: &KeyHead) -> std::ops::ControlFlow<()> {
         Self::checked(self, head);
         std::ops::ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The last key is the key itself at every length, short and long, whatever was kept
+    /// before it (longer or shorter), and after a merge.
+    #[test]
+    fn the_last_key_is_kept_whole_at_every_length() {
+        let mut s = Stats::new();
+        let keys: Vec<Vec<u8>> = (0..=70u8)
+            .map(|n| (0..n).map(|i| b'a' + (i * 7 + n) % 26).collect())
+            .collect();
+        // every length after every other length
+        for a in &keys {
+            for b in &keys {
+                for k in [a, b] {
+                    let rec = StringRecord {
+                        db: 0,
+                        key: k,
+                        value: b"v",
+                        encoding: rdb_format::Encoding::Raw,
+                        expire_ms: None,
+                        idle_s: None,
+                        freq: None,
+                        offset: 0,
+                    };
+                    s.string(&rec);
+                    assert_eq!(s.last_key(), &k[..], "{} after {}", b.len(), a.len());
+                }
+            }
+        }
+        let mut other = Stats::new();
+        other.merge(&s);
+        assert_eq!(other.last_key(), &keys[70][..]);
+        s.merge(&Stats::new());
+        assert_eq!(
+            s.last_key(),
+            &keys[70][..],
+            "an empty tally keeps the last key"
+        );
+        assert_eq!(s.keys(), 2 * 71 * 71);
     }
 }
