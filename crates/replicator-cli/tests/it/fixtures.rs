@@ -141,6 +141,45 @@ fn check_reports_offset_of_corruption() {
 }
 
 #[test]
+fn check_names_the_last_key_read_before_an_error_that_has_none() {
+    // string keys, the last one short or longer than the tally keeps without an allocation,
+    // then a wrong checksum (an error of no key): the last key read is named
+    for last in ["k:9", "a-key-that-is-longer-than-thirty-two-bytes:9"] {
+        let mut data = b"REDIS0009\xfe\x00".to_vec();
+        for i in 0..10 {
+            let key = if i == 9 {
+                last.to_owned()
+            } else {
+                format!("key-of-{}-bytes:{i}", 10 + 4 * i)
+            };
+            data.push(0);
+            data.push(key.len() as u8);
+            data.extend_from_slice(key.as_bytes());
+            data.extend_from_slice(b"\x05value");
+        }
+        data.push(0xff);
+        data.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let path = std::env::temp_dir().join(format!(
+            "replicator-lastkey-{}-{}.rdb",
+            std::process::id(),
+            last.len()
+        ));
+        std::fs::write(&path, &data).unwrap();
+        for threads in ["1", "2"] {
+            let out = replicator(&["check", path.to_str().unwrap(), "--threads", threads]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{threads}: {err}");
+            assert!(err.contains("checksum mismatch"), "{threads}: {err}");
+            assert!(
+                err.contains(&format!("Last key read: \"{last}\"\n")),
+                "{threads}: {err}"
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[test]
 fn check_finds_a_changed_value_byte_by_its_checksum_on_every_thread_count() {
     // a byte of a string value changed: every structure still holds, only the checksum
     // tells (summed in place from the mapping, on one thread and on several)
