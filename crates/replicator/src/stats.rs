@@ -319,8 +319,12 @@ mod tests {
     #[test]
     fn the_last_key_is_kept_whole_at_every_length() {
         let mut s = Stats::new();
-        let keys: Vec<Vec<u8>> = (0..=70u8)
-            .map(|n| (0..n).map(|i| b'a' + (i * 7 + n) % 26).collect())
+        let keys: Vec<Vec<u8>> = (0..=70usize)
+            .map(|n| {
+                (0..n)
+                    .map(|i| b"abcdefghijklmnopqrstuvwxyz"[(i * 7 + n) % 26])
+                    .collect()
+            })
             .collect();
         // every length after every other length
         for a in &keys {
