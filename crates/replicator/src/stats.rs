@@ -189,22 +189,12 @@ const SHORT_KEY: usize = 32;
 
 /// The last key read: a copy made for each key, in a few moves of fixed sizes where it is
 /// short (most keys), where a `Vec`'s `clear` and `extend_from_slice` called `memcpy`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct LastKey {
     short: [u8; SHORT_KEY],
     /// The length of the key in `short`; `usize::MAX`: the key is in `long`.
     len: usize,
     long: Vec<u8>,
-}
-
-impl Default for LastKey {
-    fn default() -> Self {
-        Self {
-            short: [0; SHORT_KEY],
-            len: 0,
-            long: Vec::new(),
-        }
-    }
 }
 
 impl LastKey {
