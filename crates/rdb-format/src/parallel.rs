@@ -209,6 +209,18 @@ impl<'f> Src<'f> {
         self.release_as(from, to, step, true);
     }
 
+    /// Whether [`release_as`](Self::release_as) would let pages go.
+    fn due(&self, from: u64, to: u64, step: u64, whole: bool) -> bool {
+        match self {
+            Src::File(_) => {
+                let _ = (from, to, step, whole);
+                false
+            }
+            #[cfg(feature = "mmap")]
+            Src::Map(..) => MappedFile::behind(from, to, step, whole).is_some(),
+        }
+    }
+
     fn release_as(&self, from: &mut u64, to: u64, step: u64, whole: bool) {
         match self {
             Src::File(_) => {
@@ -740,6 +752,10 @@ impl Batch<'_> {
 
     /// Lets the mapped file's pages go up to `to`, once they are `step` bytes or more.
     fn release(&mut self, to: u64, step: u64) {
+        // what the checksum holds in place is summed first: its pages are not read again
+        if self.file.due(self.released, to, step, self.whole_pages) {
+            self.dec.sum_pending();
+        }
         if self.whole_pages {
             self.file.release_whole(&mut self.released, to, step);
         } else {

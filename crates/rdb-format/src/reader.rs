@@ -427,13 +427,19 @@ impl MappedFile {
     /// With `whole`, only whole huge pages (2 MiB, at offsets they are aligned to) go: those
     /// at either edge stay for a reader of the bytes beside them to let go.
     pub(crate) fn release_behind(&self, released: &mut u64, to: u64, step: u64, whole: bool) {
-        let unit = if whole { HUGE } else { PAGE };
-        let to = to / unit * unit;
-        let from = released.div_ceil(unit).saturating_mul(unit);
-        if to > from && to - from >= step {
+        if let Some((from, to)) = Self::behind(*released, to, step, whole) {
             self.release(from, to);
             *released = to;
         }
+    }
+
+    /// The pages [`release_behind`](Self::release_behind) would let go, if any: a reader
+    /// that reads behind its offset (a checksum summed in place) settles that first.
+    pub(crate) fn behind(released: u64, to: u64, step: u64, whole: bool) -> Option<(u64, u64)> {
+        let unit = if whole { HUGE } else { PAGE };
+        let to = to / unit * unit;
+        let from = released.div_ceil(unit).saturating_mul(unit);
+        (to > from && to - from >= step).then_some((from, to))
     }
 }
 
@@ -537,8 +543,7 @@ impl MappedReader {
             return Ok(None);
         }
         // the program is done with the items it took before this call
-        self.map
-            .release_behind(&mut self.released, self.handed, 2 * self.step, false);
+        self.release_to(self.handed);
         loop {
             let ended = self.read_to >= self.map.len();
             let (dec, window) = (&mut self.dec, &mut self.window);
@@ -555,8 +560,20 @@ impl MappedReader {
             self.read_to = self.read_to.saturating_add(grow).min(self.map.len());
             self.map.populate(added, self.read_to);
             self.window = self.map.slice(from, self.read_to);
-            self.map
-                .release_behind(&mut self.released, from, 2 * self.step, false);
+            self.release_to(from);
+        }
+    }
+}
+
+#[cfg(feature = "mmap")]
+impl MappedReader {
+    /// Lets the pages before `to` go, a few MiB at a time, once the decoder read the last of
+    /// their bytes (its checksum sums them in place, after it went past them).
+    fn release_to(&mut self, to: u64) {
+        let step = 2 * self.step;
+        if MappedFile::behind(self.released, to, step, false).is_some() {
+            self.dec.sum_pending();
+            self.map.release_behind(&mut self.released, to, step, false);
         }
     }
 }

@@ -318,6 +318,22 @@ pub fn mapping_rss(addr: usize) -> u64 {
     kib_bytes(&smaps_field(addr, "Rss:"))
 }
 
+/// How many of the pages in `len` bytes from `addr` this process has mapped: the present
+/// bit of each page's entry in `/proc/self/pagemap` (Linux; pages of 4 KiB).
+pub fn present_pages(addr: usize, len: usize) -> usize {
+    use std::os::unix::fs::FileExt;
+    let pagemap = std::fs::File::open("/proc/self/pagemap").expect("/proc/self/pagemap");
+    let (first, end) = (addr / 4096, (addr + len).div_ceil(4096));
+    let mut entries = vec![0u8; (end - first) * 8];
+    pagemap
+        .read_exact_at(&mut entries, (first * 8) as u64)
+        .expect("reading /proc/self/pagemap");
+    entries
+        .chunks_exact(8)
+        .filter(|e| u64::from_le_bytes((*e).try_into().expect("8 bytes")) >> 63 == 1)
+        .count()
+}
+
 /// The resident bytes of this process's mappings of the file `path` (the sum of their
 /// `Rss:` in `/proc/self/smaps`; 0 when it is not mapped), whatever else this process maps or
 /// runs meanwhile: unlike `RssFile:` of `/proc/self/status`, the pages of other tests' files

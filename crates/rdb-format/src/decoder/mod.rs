@@ -1178,6 +1178,15 @@ impl Decoder {
         self.partial_sum = true;
     }
 
+    /// Sums the input read so far that the checksum holds in place (in a leaked mapping,
+    /// [`Decoder::input_within`]), so that nothing before the decoder's offset is read again:
+    /// what a reader calls before it lets the pages behind the decoder go. A page let go and
+    /// read again later is mapped again, and where the page cache holds the file in large
+    /// folios the kernel maps the whole folio (up to 2 MiB) that no later release covers.
+    pub(crate) fn sum_pending(&mut self) {
+        self.crc.flush();
+    }
+
     /// The checksum of the input decoded so far (from where it was kept).
     pub(crate) fn checksum_so_far(&mut self) -> u64 {
         self.crc.finalize()
