@@ -318,6 +318,22 @@ pub fn mapping_rss(addr: usize) -> u64 {
     kib_bytes(&smaps_field(addr, "Rss:"))
 }
 
+/// Drops `path` from the page cache (`dd iflag=nocache count=0`, which asks for
+/// `POSIX_FADV_DONTNEED` on the whole file; nothing where `dd` cannot). Read back through a
+/// mapping, a file may then be held in large folios (Linux 6.18 on ext4 reads a mapped file
+/// in 2 MiB folios), which the kernel maps whole, up to 2 MiB at a time, to a reader of any
+/// byte of one, rather than in the small folios it was written in.
+pub fn drop_from_page_cache(path: &Path) {
+    // written pages stay until they are on the disk
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+    }
+    let _ = std::process::Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status();
+}
+
 /// How many of the pages in `len` bytes from `addr` this process has mapped: the present
 /// bit of each page's entry in `/proc/self/pagemap` (Linux; pages of 4 KiB).
 pub fn present_pages(addr: usize, len: usize) -> usize {
