@@ -328,7 +328,7 @@ pub fn drop_from_page_cache(path: &Path) {
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.sync_all();
     }
-    let _ = std::process::Command::new("dd")
+    let _ = Command::new("dd")
         .arg(format!("if={}", path.display()))
         .args(["iflag=nocache", "count=0", "status=none"])
         .status();
