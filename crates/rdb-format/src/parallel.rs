@@ -1177,8 +1177,9 @@ impl Pipeline {
         self
     }
 
-    /// Batches in flight at most (default: two per worker and two more, at most 8, since each
-    /// holds its output until its turn).
+    /// Batches in flight at most (default: two per worker and two more, at most 6, since each
+    /// holds its output until its turn, and where the page cache holds the file in large
+    /// folios, the kernel maps up to two huge pages for each).
     pub fn window(&mut self, n: usize) -> &mut Self {
         self.window = n;
         self
@@ -1218,7 +1219,10 @@ impl Pipeline {
         #[cfg(not(feature = "mmap"))]
         let file = Src::File(&opened);
         let window = if self.window == 0 {
-            (self.threads * 2 + 2).min(8)
+            // (8 on four and eight threads held up to 65 MiB printing the bench's mixed
+            // file where the kernel mapped it 2 MiB at a time, 6 about 5 MiB less, as fast on
+            // eight threads and 2 % slower on four)
+            (self.threads * 2 + 2).min(6)
         } else {
             self.window
         } as u64;
