@@ -141,22 +141,14 @@ fn prepare(args: &[String]) -> Result<(std::path::PathBuf, std::path::PathBuf)> 
     Ok((bin, file))
 }
 
-/// Drops `file` from the page cache (`dd iflag=nocache`, `POSIX_FADV_DONTNEED`) and reads it
+/// Drops `file` from the page cache ([`test_support::drop_from_page_cache`]) and reads it
 /// back, so that every run finds it as a file read from the disk is held rather than as it
 /// was written: a kernel may hold a file read sequentially in large folios, which it maps up
-/// to 2 MiB at a time, and peak RSS is higher so (`check --threads 8` of the mixed file: 56.9
-/// MiB against 44.9 for the file as written). A later run's reading of it keeps that.
+/// to 2 MiB at a time, and peak RSS is higher so (`check --threads 8` of the mixed file with
+/// 4 MiB batches: 56.9 MiB against 44.9 for the file as written). Later runs' reading of it
+/// keeps that.
 fn page_cache_read_back(file: &Path) -> Result<()> {
-    let dropped = Command::new("dd")
-        .arg(format!("if={}", file.display()))
-        .args(["iflag=nocache", "count=0", "status=none"])
-        .status();
-    if !dropped.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "bench: could not drop {} from the page cache",
-            file.display()
-        );
-    }
+    test_support::drop_from_page_cache(file);
     warm(&[&file.to_string_lossy()])
 }
 
