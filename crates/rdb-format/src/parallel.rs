@@ -209,25 +209,27 @@ impl<'f> Src<'f> {
         self.release_as(from, to, step, true);
     }
 
-    /// Whether [`release_as`](Self::release_as) would let pages go.
-    fn due(&self, from: u64, to: u64, step: u64, whole: bool) -> bool {
-        match self {
-            Src::File(_) => {
-                let _ = (from, to, step, whole);
-                false
-            }
-            #[cfg(feature = "mmap")]
-            Src::Map(..) => MappedFile::behind(from, to, step, whole).is_some(),
-        }
+    fn release_as(&self, from: &mut u64, to: u64, step: u64, whole: bool) {
+        self.release_settled(from, to, step, whole, || {});
     }
 
-    fn release_as(&self, from: &mut u64, to: u64, step: u64, whole: bool) {
+    /// As [`release_as`](Self::release_as), calling `settle` first when pages go (a reader
+    /// whose checksum still holds bytes before `to` sums them, so that it does not read them
+    /// again once they went).
+    fn release_settled(
+        &self,
+        from: &mut u64,
+        to: u64,
+        step: u64,
+        whole: bool,
+        settle: impl FnOnce(),
+    ) {
         match self {
             Src::File(_) => {
-                let _ = (from, to, step, whole);
+                let _ = (from, to, step, whole, settle);
             }
             #[cfg(feature = "mmap")]
-            Src::Map(m, _) => m.release_behind(from, to, step, whole),
+            Src::Map(m, _) => m.release_behind(from, to, step, whole, settle),
         }
     }
 }
@@ -753,14 +755,10 @@ impl Batch<'_> {
     /// Lets the mapped file's pages go up to `to`, once they are `step` bytes or more.
     fn release(&mut self, to: u64, step: u64) {
         // what the checksum holds in place is summed first: its pages are not read again
-        if self.file.due(self.released, to, step, self.whole_pages) {
-            self.dec.sum_pending();
-        }
-        if self.whole_pages {
-            self.file.release_whole(&mut self.released, to, step);
-        } else {
-            self.file.release(&mut self.released, to, step);
-        }
+        let (file, dec) = (self.file, &mut self.dec);
+        file.release_settled(&mut self.released, to, step, self.whole_pages, || {
+            dec.sum_pending();
+        });
     }
 
     /// The next item once the members decoded before it were checked for duplicates: the

@@ -426,20 +426,24 @@ impl MappedFile {
     /// stands in stays).
     /// With `whole`, only whole huge pages (2 MiB, at offsets they are aligned to) go: those
     /// at either edge stay for a reader of the bytes beside them to let go.
-    pub(crate) fn release_behind(&self, released: &mut u64, to: u64, step: u64, whole: bool) {
-        if let Some((from, to)) = Self::behind(*released, to, step, whole) {
-            self.release(from, to);
-            *released = to;
-        }
-    }
-
-    /// The pages [`release_behind`](Self::release_behind) would let go, if any: a reader
-    /// that reads behind its offset (a checksum summed in place) settles that first.
-    pub(crate) fn behind(released: u64, to: u64, step: u64, whole: bool) -> Option<(u64, u64)> {
+    /// A reader that reads behind its offset (a checksum summed in place) settles that in
+    /// `settle`, called only when pages go.
+    pub(crate) fn release_behind(
+        &self,
+        released: &mut u64,
+        to: u64,
+        step: u64,
+        whole: bool,
+        settle: impl FnOnce(),
+    ) {
         let unit = if whole { HUGE } else { PAGE };
         let to = to / unit * unit;
         let from = released.div_ceil(unit).saturating_mul(unit);
-        (to > from && to - from >= step).then_some((from, to))
+        if to > from && to - from >= step {
+            settle();
+            self.release(from, to);
+            *released = to;
+        }
     }
 }
 
@@ -563,18 +567,15 @@ impl MappedReader {
             self.release_to(from);
         }
     }
-}
 
-#[cfg(feature = "mmap")]
-impl MappedReader {
     /// Lets the pages before `to` go, a few MiB at a time, once the decoder read the last of
     /// their bytes (its checksum sums them in place, after it went past them).
     fn release_to(&mut self, to: u64) {
-        let step = 2 * self.step;
-        if MappedFile::behind(self.released, to, step, false).is_some() {
-            self.dec.sum_pending();
-            self.map.release_behind(&mut self.released, to, step, false);
-        }
+        let dec = &mut self.dec;
+        self.map
+            .release_behind(&mut self.released, to, 2 * self.step, false, || {
+                dec.sum_pending();
+            });
     }
 }
 
@@ -710,16 +711,16 @@ mod tests {
 
         // from 1 MiB to 7 MiB: the huge pages 2..4 and 4..6 MiB go
         let mut released = 1 << 20;
-        map.release_behind(&mut released, 7 << 20, 1, true);
+        map.release_behind(&mut released, 7 << 20, 1, true, || {});
         assert_eq!(released, 6 << 20);
         assert_eq!(rss(addr), 4 << 20);
         // not a whole huge page more: nothing goes, the cursor stays
-        map.release_behind(&mut released, (8 << 20) - 1, 1, true);
+        map.release_behind(&mut released, (8 << 20) - 1, 1, true, || {});
         assert_eq!(released, 6 << 20);
         assert_eq!(rss(addr), 4 << 20);
         // a step asked for is a step of whole pages
         let mut from_start = 0;
-        map.release_behind(&mut from_start, 2 * HUGE - 1, HUGE + 1, true);
+        map.release_behind(&mut from_start, 2 * HUGE - 1, HUGE + 1, true, || {});
         assert_eq!((from_start, rss(addr)), (0, 4 << 20));
 
         // page by page, the same range lets 6 MiB go (and where the kernel mapped a huge
@@ -727,7 +728,7 @@ mod tests {
         // huge page whole rather than split it, and the next read of it faults it in again)
         assert_eq!(read_all(), sum);
         let mut released = 1 << 20;
-        map.release_behind(&mut released, 7 << 20, 1, false);
+        map.release_behind(&mut released, 7 << 20, 1, false, || {});
         assert_eq!(released, 7 << 20);
         assert!(rss(addr) <= 2 << 20, "{} bytes resident", rss(addr));
         drop(map);
