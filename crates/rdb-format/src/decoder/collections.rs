@@ -11,6 +11,10 @@ pub(super) struct BlobScratch {
     /// 64-bit hashes of the members' texts of a blob too big for [`any_equal`]'s table on
     /// the stack: sorted to find duplicates.
     pub(super) hashes: Vec<u64>,
+    /// A sorted set's scores and a hash's fields' TTLs, for a blob handed over borrowed
+    /// ([`PackedRecord`]).
+    pub(super) scores: Vec<f64>,
+    pub(super) ttls: Vec<Option<u64>>,
 }
 
 /// The text of a blob element (integers formatted into `buf`).
@@ -138,8 +142,12 @@ fn quick_listpack<const PER: usize, const DUPS: bool, const SCORES: bool>(blob: 
 
 /// Walks a blob-encoded value into `scratch.raws`, with the checks of its encoding and of its
 /// members' duplicates; returns how many elements an entry is ([`blob_per`]).
-fn walk_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Result<usize, BlobError> {
-    let BlobScratch { raws, hashes } = scratch;
+pub(super) fn walk_blob(
+    ty: u8,
+    blob: &[u8],
+    scratch: &mut BlobScratch,
+) -> Result<usize, BlobError> {
+    let BlobScratch { raws, hashes, .. } = scratch;
     raws.clear();
     let push = |e| {
         raws.push(e);
@@ -218,7 +226,7 @@ fn walk_blob(ty: u8, blob: &[u8], scratch: &mut BlobScratch) -> Result<usize, Bl
 
 /// Elements a blob's entry of type `ty` is made of: 2 for a hash's or sorted set's, 3 for a
 /// hash's with TTLs, 1 for any other.
-pub(super) fn blob_per(ty: u8) -> usize {
+pub(crate) fn blob_per(ty: u8) -> usize {
     match ty {
         9 | 12 | 13 | 16 | 17 => 2,
         23 | 25 => 3,
@@ -236,11 +244,20 @@ fn bad_elements(why: &str) -> BlobError {
 }
 
 /// A hash field's TTL in a blob: 0 for none.
-fn ttl(r: encodings::Raw, blob: &[u8]) -> Result<Option<u64>, BlobError> {
+pub(super) fn ttl(r: encodings::Raw, blob: &[u8]) -> Result<Option<u64>, BlobError> {
     let t = r
         .as_int(blob)
         .ok_or_else(|| bad_elements("field TTL is not an integer"))?;
     Ok((t != 0).then_some(t as u64))
+}
+
+/// A sorted set's score in a blob.
+pub(super) fn blob_score(r: encodings::Raw, blob: &[u8]) -> Result<f64, BlobError> {
+    match r {
+        encodings::Raw::Int(i) => Ok(i as f64),
+        r => crate::cursor::parse_double_bytes(r.bytes(blob))
+            .ok_or_else(|| bad_elements("score is not a number")),
+    }
 }
 
 /// Walks a blob-encoded value and checks it ([`check_blob`]); builds the value when `build`
@@ -256,13 +273,7 @@ pub(super) fn decode_blob(
     }
     walk_blob(ty, blob, scratch)?;
     let raws = &scratch.raws;
-    let score = |r: encodings::Raw| -> Result<f64, BlobError> {
-        match r {
-            encodings::Raw::Int(i) => Ok(i as f64),
-            r => crate::cursor::parse_double_bytes(r.bytes(blob))
-                .ok_or_else(|| bad_elements("score is not a number")),
-        }
-    };
+    let score = |r| blob_score(r, blob);
     let el = |r: encodings::Raw| r.elem(blob);
     Ok(Some(match ty {
         10 => Value::List(raws.iter().copied().map(el).collect()),

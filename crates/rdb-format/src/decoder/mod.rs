@@ -17,6 +17,7 @@ mod module;
 mod stream;
 mod types;
 
+pub(crate) use collections::blob_per;
 use collections::*;
 pub(crate) use deferred::{Checked, Deferred, MemberCheck};
 use deferred::{DeferredStep, Kept};
@@ -2471,6 +2472,12 @@ impl Decoder {
             }
             Whole::Blob(s) => {
                 let build = !self.config.skip_values && self.config.build_packed;
+                if build
+                    && !self.config.packed_sizes
+                    && self.visit_packed(&head, chunk, base, s, visit)
+                {
+                    return Ok(());
+                }
                 // (the elements are counted from `scratch` for their sizes)
                 let keep = self.config.packed_sizes;
                 let (decoded, blob_len, scratch) = match s {
@@ -2538,6 +2545,72 @@ impl Decoder {
             }
         }
         Ok(())
+    }
+
+    /// `head`'s blob (`s`, in `chunk` read at `base`) handed to `visit` with its elements
+    /// borrowed ([`PackedRecord`]), when it [takes them](Visitor::takes_packed), nothing
+    /// waits in `out` before it, the key has no key metadata, and the blob checks as
+    /// [`decode_blob`] checks it: true when it was. Anything else (a blob that fails a check
+    /// among them) goes the way that builds the value, which gives the error.
+    fn visit_packed(
+        &mut self,
+        head: &KeyHead,
+        chunk: &[u8],
+        base: u64,
+        s: SRef,
+        visit: &mut Visit<'_, '_>,
+    ) -> bool {
+        let Some(v) = visit.as_deref_mut() else {
+            return false;
+        };
+        if !v.takes_packed()
+            || !self.out.is_empty()
+            || self.visit_broke
+            || !head.key_meta.is_empty()
+            || matches!(s, SRef::Int(..))
+        {
+            return false;
+        }
+        let ty = head.type_byte;
+        let mut scratch = self.blob_raws.take();
+        let flow = self.with_text(chunk, base, s, |blob| {
+            walk_blob(ty, blob, &mut scratch).ok()?;
+            let BlobScratch {
+                raws, scores, ttls, ..
+            } = &mut scratch;
+            scores.clear();
+            ttls.clear();
+            match ty {
+                12 | 17 => {
+                    for c in raws.chunks_exact(2) {
+                        scores.push(blob_score(c[1], blob).ok()?);
+                    }
+                }
+                23 | 25 => {
+                    for c in raws.chunks_exact(3) {
+                        ttls.push(ttl(c[2], blob).ok()?);
+                    }
+                }
+                _ => {}
+            }
+            Some(v.packed(&PackedRecord {
+                head,
+                blob,
+                raws,
+                scores,
+                ttls,
+            }))
+        });
+        self.blob_raws.set(scratch);
+        let Ok(Some(flow)) = flow else {
+            return false;
+        };
+        if flow.is_break() {
+            self.visit_broke = true;
+        }
+        self.state = State::Top;
+        self.ctx = Context::default();
+        true
     }
 
     fn emit_checked(&mut self, head: KeyHead) {

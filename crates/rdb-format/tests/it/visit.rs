@@ -9,8 +9,8 @@ use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use rdb_format::{
-    BytesReader, Config, Item, KeyHead, MappedFile, MappedReader, Reader, StringRecord, Visitor,
-    crc64,
+    BytesReader, Config, Item, KeyHead, MappedFile, MappedReader, PackedRecord, Reader,
+    StringRecord, Value, Visitor, crc64,
 };
 
 /// Each item as text, up to and including the first error.
@@ -46,8 +46,11 @@ struct Back<'o> {
     out: &'o mut Vec<String>,
     skip: bool,
     takes: bool,
+    /// It takes keys whose value is one packed blob.
+    packs: bool,
     strings: usize,
     heads: usize,
+    packed: usize,
 }
 
 impl Visitor for Back<'_> {
@@ -69,6 +72,36 @@ impl Visitor for Back<'_> {
         self.heads += 1;
         self.out
             .push(format!("{:?}", Item::KeyChecked(head.clone())));
+        ControlFlow::Continue(())
+    }
+
+    fn takes_packed(&self) -> bool {
+        self.packs
+    }
+
+    fn packed(&mut self, rec: &PackedRecord<'_>) -> ControlFlow<()> {
+        assert!(
+            self.packs,
+            "a packed key handed to a visitor that does not take them"
+        );
+        assert!(
+            !self.skip,
+            "a packed key handed over while values are skipped"
+        );
+        let n = match rec.to_value() {
+            Value::List(v) | Value::Set(v) => v.len(),
+            Value::SortedSet(v) => v.len(),
+            Value::Hash(v) => v.len(),
+            v => panic!("a packed key of {v:?}"),
+        };
+        assert_eq!(
+            (rec.len(), rec.is_empty()),
+            (n, n == 0),
+            "{:?}",
+            rec.head.key
+        );
+        self.packed += 1;
+        self.out.push(format!("{:?}", Item::Key(rec.to_record())));
         ControlFlow::Continue(())
     }
 }
@@ -128,9 +161,22 @@ fn visited_by(
     feed: Feed<'_>,
     takes: bool,
 ) -> (Vec<String>, usize, usize) {
+    let (out, strings, heads, _) = visited_packed_by(data, config, feed, takes, false);
+    (out, strings, heads)
+}
+
+/// [`visited_by`], the visitor taking keys whose value is one packed blob when `packs`; also
+/// gives how many it was handed.
+fn visited_packed_by(
+    data: &[u8],
+    config: &Config,
+    feed: Feed<'_>,
+    takes: bool,
+    packs: bool,
+) -> (Vec<String>, usize, usize, usize) {
     let skip = rdb_format::Decoder::with_config(*config).skips_values();
     let mut out = Vec::new();
-    let (mut strings, mut heads) = (0, 0);
+    let (mut strings, mut heads, mut packed) = (0, 0, 0);
     let mut bytes_reader = BytesReader::with_config(Bytes::copy_from_slice(data), *config);
     let mut reader = Reader::with_config(
         Trickle(data, if let Feed::Trickle(n) = feed { n } else { 0 }),
@@ -145,8 +191,10 @@ fn visited_by(
             out: &mut out,
             skip,
             takes,
+            packs,
             strings: 0,
             heads: 0,
+            packed: 0,
         };
         let got = match (&feed, &mut mapped) {
             (Feed::Whole, _) => bytes_reader.next_item_with(&mut visit),
@@ -155,6 +203,7 @@ fn visited_by(
         };
         strings += visit.strings;
         heads += visit.heads;
+        packed += visit.packed;
         match got {
             Ok(Some(i)) => out.push(format!("{i:?}")),
             Ok(None) => break,
@@ -164,7 +213,7 @@ fn visited_by(
             }
         }
     }
-    (out, strings, heads)
+    (out, strings, heads, packed)
 }
 
 /// [`visited_by`] a visitor of string keys only: `whole` reads from one `Bytes`, otherwise
@@ -209,27 +258,40 @@ fn every_file_gives_the_same_items() {
     assert!(visits > 1000, "only {visits} keys were visited");
 }
 
-/// A visitor that takes checked keys gets each where its `KeyChecked` item would have come:
-/// with the string keys and the items, it is what `decode` gives, up to the same first error,
-/// on every file, whole and a few bytes at a time. A visitor that does not take them is
-/// never handed one (its `checked` asserts so), with values built or skipped.
+/// A visitor that takes checked keys gets each where its `KeyChecked` item would have come,
+/// and one that takes packed keys gets each, its elements borrowed, where its `Key` item would
+/// have come (what it was handed, built, is that item): with the string keys and the items,
+/// it is what `decode` gives, up to the same first error, on every file, whole, a few bytes at
+/// a time and mapped. A visitor that does not take them is never handed one (its `checked`
+/// and `packed` assert so), with values built or skipped.
 #[test]
-fn every_file_gives_the_same_items_to_a_visitor_of_checked_keys() {
+fn every_file_gives_the_same_items_to_a_visitor_of_checked_and_packed_keys() {
     let files = test_support::every_rdb_file("visit-checked");
     let (mut strings, mut heads, mut mapped_heads) = (0, 0, 0);
+    let (mut packed, mut ttls) = (0, 0);
     for path in &files {
         let data = std::fs::read(path).unwrap();
         let map = MappedFile::open(path).unwrap().leak();
         for config in configs() {
             let want = plain(&data, &config);
             for feed in Feed::all(&map) {
-                for takes in [true, false] {
-                    let (got, s, h) = visited_by(&data, &config, feed, takes);
-                    assert_eq!(got, want, "{} {feed:?} takes {takes}", path.display());
+                for (takes, packs) in [(true, false), (false, false), (true, true), (false, true)] {
+                    let (got, s, h, p) = visited_packed_by(&data, &config, feed, takes, packs);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{} {feed:?} takes {takes} packs {packs}",
+                        path.display()
+                    );
                     strings += s;
                     heads += h;
                     if let Feed::Mapped(..) = feed {
                         mapped_heads += h;
+                    }
+                    packed += p;
+                    if p > 0 {
+                        // (hash fields with TTLs among them)
+                        ttls += got.iter().filter(|i| i.contains("expire_ms: Some")).count();
                     }
                 }
             }
@@ -240,6 +302,11 @@ fn every_file_gives_the_same_items_to_a_visitor_of_checked_keys() {
     assert!(
         mapped_heads > 1000,
         "only {mapped_heads} checked keys were visited in runs"
+    );
+    assert!(packed > 1000, "only {packed} packed keys were visited");
+    assert!(
+        ttls > 0,
+        "no field with a TTL in the files whose packed keys were visited"
     );
 }
 

@@ -5,8 +5,9 @@ use std::io::Write;
 
 use base64::Engine;
 use rdb_format::{
-    ArrayItem, Chunk, Elem, Encoding, Function, HashField, Item, KeyHead, KeyMeta, ModuleItem,
-    ModuleValue, StreamEntry, StreamId, StreamMeta, StringRecord, ValueType,
+    ArrayItem, Chunk, Elem, ElemRef, Encoding, Function, HashField, Item, KeyHead, KeyMeta,
+    ModuleItem, ModuleValue, PackedRecord, StreamEntry, StreamId, StreamMeta, StringRecord,
+    ValueType,
 };
 
 use super::Sink;
@@ -232,30 +233,30 @@ fn escape_byte(out: &mut Vec<u8>, c: u8) {
     }
 }
 
-fn json_elem(out: &mut Vec<u8>, e: &Elem) {
+fn json_elem(out: &mut Vec<u8>, e: ElemRef<'_>) {
     match e {
-        Elem::Bytes(b) => json_bytes(out, b),
-        Elem::Int(i) => {
+        ElemRef::Bytes(b) => json_bytes(out, b),
+        ElemRef::Int(i) => {
             out.push(b'"');
-            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
             out.push(b'"');
         }
     }
 }
 
 /// An object key: hash field names that are not UTF-8 become `"base64:<b64>"`.
-fn json_field_name(out: &mut Vec<u8>, e: &Elem) {
+fn json_field_name(out: &mut Vec<u8>, e: ElemRef<'_>) {
     match e {
         // (not looked at first for a byte past ASCII: that look was a second pass over
         // every name)
-        Elem::Bytes(b) => json_text(out, b, |out, b| {
+        ElemRef::Bytes(b) => json_text(out, b, |out, b| {
             let s = format!(
                 "base64:{}",
                 base64::engine::general_purpose::STANDARD.encode(b)
             );
             json_str(out, &s);
         }),
-        Elem::Int(_) => json_elem(out, e),
+        ElemRef::Int(_) => json_elem(out, e),
     }
 }
 
@@ -402,6 +403,12 @@ macro_rules! delegate {
             fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {
                 self.0.string(rec, value)
             }
+            fn takes_packed(&self) -> bool {
+                self.0.takes_packed()
+            }
+            fn packed(&mut self, rec: &PackedRecord<'_>) -> Result<()> {
+                self.0.packed(rec)
+            }
             fn other(&mut self, item: &Item) -> Result<()> {
                 self.0.other(item)
             }
@@ -545,6 +552,47 @@ impl<W: Write> Sink for JsonSink<W> {
         self.end_record()
     }
 
+    fn takes_packed(&self) -> bool {
+        true
+    }
+
+    /// As [`key`](Sink::key) prints the built value: `start`, the value as one chunk, `end`.
+    fn packed(&mut self, rec: &PackedRecord<'_>) -> Result<()> {
+        let head = rec.head;
+        self.start(head)?;
+        match head.value_type {
+            ValueType::List | ValueType::Set => {
+                for e in rec.elements() {
+                    self.sep();
+                    json_elem(&mut self.buf, e);
+                }
+            }
+            ValueType::SortedSet => {
+                for (m, score) in rec.scored() {
+                    self.sep();
+                    self.buf.push(b'[');
+                    json_elem(&mut self.buf, m);
+                    self.buf.push(b',');
+                    json_score(&mut self.buf, score);
+                    self.buf.push(b']');
+                }
+            }
+            _ => {
+                for (field, value, expire_ms) in rec.fields() {
+                    self.sep();
+                    json_field_name(&mut self.buf, field);
+                    self.buf.push(b':');
+                    json_elem(&mut self.buf, value);
+                    if let Some(ms) = expire_ms {
+                        self.field_ttls.push((field.to_elem(), ms));
+                    }
+                }
+            }
+        }
+        self.flush_if_big()?;
+        self.end(head)
+    }
+
     fn start(&mut self, head: &KeyHead) -> Result<()> {
         self.record_head(HeadFields {
             db: head.db,
@@ -582,14 +630,14 @@ impl<W: Write> Sink for JsonSink<W> {
             Chunk::List(v) | Chunk::Set(v) => {
                 for e in v {
                     self.sep();
-                    json_elem(&mut self.buf, e);
+                    json_elem(&mut self.buf, e.as_ref());
                 }
             }
             Chunk::SortedSet(v) => {
                 for (m, s) in v {
                     self.sep();
                     self.buf.push(b'[');
-                    json_elem(&mut self.buf, m);
+                    json_elem(&mut self.buf, m.as_ref());
                     self.buf.push(b',');
                     json_score(&mut self.buf, *s);
                     self.buf.push(b']');
@@ -603,9 +651,9 @@ impl<W: Write> Sink for JsonSink<W> {
                 } in v
                 {
                     self.sep();
-                    json_field_name(&mut self.buf, field);
+                    json_field_name(&mut self.buf, field.as_ref());
                     self.buf.push(b':');
-                    json_elem(&mut self.buf, value);
+                    json_elem(&mut self.buf, value.as_ref());
                     if let Some(ms) = expire_ms {
                         self.field_ttls.push((field.clone(), *ms));
                     }
@@ -621,9 +669,9 @@ impl<W: Write> Sink for JsonSink<W> {
                         if i > 0 {
                             self.buf.push(b',');
                         }
-                        json_field_name(&mut self.buf, f);
+                        json_field_name(&mut self.buf, f.as_ref());
                         self.buf.push(b':');
-                        json_elem(&mut self.buf, val);
+                        json_elem(&mut self.buf, val.as_ref());
                     }
                     self.buf.extend_from_slice(b"}]");
                 }
@@ -672,7 +720,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 if i > 0 {
                     self.buf.push(b',');
                 }
-                json_field_name(&mut self.buf, f);
+                json_field_name(&mut self.buf, f.as_ref());
                 self.buf.push(b':');
                 self.buf
                     .extend_from_slice(itoa::Buffer::new().format(*ms).as_bytes());
@@ -1140,7 +1188,7 @@ mod tests {
             }
             // as a hash field's name too
             let mut name = Vec::new();
-            json_field_name(&mut name, &Elem::Bytes(bytes::Bytes::from(b.clone())));
+            json_field_name(&mut name, ElemRef::Bytes(&b));
             let name = String::from_utf8(name).unwrap();
             match std::str::from_utf8(&b) {
                 Ok(s) => {

@@ -31,7 +31,9 @@ mod spool;
 
 use std::io::Write;
 
-use rdb_format::{Chunk, Item, KeyHead, KeyRecord, ModuleValue, StringRecord, Value, ValueType};
+use rdb_format::{
+    Chunk, Item, KeyHead, KeyRecord, ModuleValue, PackedRecord, StringRecord, Value, ValueType,
+};
 
 use crate::error::Result;
 use crate::event::{CommandEvent, Event, SyncStart};
@@ -81,6 +83,18 @@ pub trait Sink {
         let head = rec.head();
         self.start(&head)?;
         self.end(&head)
+    }
+    /// Whether keys whose value is one packed blob come to [`packed`](Self::packed) when the
+    /// decoder can hand them over so (default: no, they come to [`key`](Self::key)).
+    fn takes_packed(&self) -> bool {
+        false
+    }
+    /// A key whose value is one packed blob, its elements borrowed from the decoder
+    /// ([`Printer::packed`]), printed as its [`Item::Key`] would be. The default builds the
+    /// value ([`PackedRecord::to_record`]) and goes the way of items; a sink that
+    /// [takes them](Self::takes_packed) writes them from the borrowed elements.
+    fn packed(&mut self, rec: &PackedRecord<'_>) -> Result<()> {
+        self.key(rec.to_record())
     }
     /// A non-key item (header, aux field, function, …).
     fn other(&mut self, item: &Item) -> Result<()>;
@@ -142,6 +156,15 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn key(&mut self, rec: KeyRecord) -> Result<()> {
         (**self).key(rec)
+    }
+    fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {
+        (**self).string(rec, value)
+    }
+    fn takes_packed(&self) -> bool {
+        (**self).takes_packed()
+    }
+    fn packed(&mut self, rec: &PackedRecord<'_>) -> Result<()> {
+        (**self).packed(rec)
     }
     fn other(&mut self, item: &Item) -> Result<()> {
         (**self).other(item)
@@ -312,6 +335,17 @@ impl<S: Sink> Printer<S> {
         if self.filter.pass(rec.db, ValueType::String, rec.key) {
             self.keys += 1;
             self.sink.string(rec, value)?;
+        }
+        Ok(())
+    }
+
+    /// A key whose value is one packed blob, its elements borrowed from the decoder (a
+    /// [`Visitor`](rdb_format::Visitor)'s [`packed`](rdb_format::Visitor::packed)): printed
+    /// as its [`Item::Key`] is.
+    pub fn packed(&mut self, rec: &PackedRecord<'_>) -> Result<()> {
+        if self.filter.pass_key(rec.head) {
+            self.keys += 1;
+            self.sink.packed(rec)?;
         }
         Ok(())
     }
@@ -510,8 +544,9 @@ impl<W: Write> Sink for Count<W> {
 }
 
 /// A [`Visitor`](rdb_format::Visitor) that prints what the decoder hands it through a
-/// [`Printer`]: string keys, with their values when `value`, and, when values are skipped
-/// (`value` false), keys whose values were only checked. After each key `then` is told the
+/// [`Printer`]: string keys, with their values when `value`; when values are skipped
+/// (`value` false), keys whose values were only checked; when they are built, keys whose
+/// value is one packed blob, where the sink [takes them](Sink::takes_packed). After each key `then` is told the
 /// printer and the key's offset, and stops the decoder's call when it returns true (a buffer
 /// to hand over); a sink's error stops it too and waits in [`error`](Self::error).
 ///
@@ -589,5 +624,14 @@ impl<S: Sink, F: FnMut(&Printer<S>, u64) -> bool> rdb_format::Visitor for PrintV
     fn checked(&mut self, head: &KeyHead) -> std::ops::ControlFlow<()> {
         let printed = self.printer.checked(head);
         self.after(printed, head.offset)
+    }
+
+    fn takes_packed(&self) -> bool {
+        self.value && self.printer.sink.takes_packed()
+    }
+
+    fn packed(&mut self, rec: &PackedRecord<'_>) -> std::ops::ControlFlow<()> {
+        let printed = self.printer.packed(rec);
+        self.after(printed, rec.head.offset)
     }
 }

@@ -4,7 +4,8 @@ use std::io::Write;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rdb_format::{
-    ArrayItem, Chunk, Elem, Item, KeyHead, ModuleValue, StreamId, StringRecord, Value, ValueType,
+    ArrayItem, Chunk, ElemRef, Item, KeyHead, ModuleValue, PackedRecord, StreamId, StringRecord,
+    Value, ValueType,
 };
 
 use super::Sink;
@@ -433,13 +434,26 @@ impl<W: Write> Resp<W> {
         key: &[u8],
         items: &[T],
         per: usize,
-        mut args: impl FnMut(&T, &mut BytesMut),
+        args: impl FnMut(&T, &mut BytesMut),
     ) -> Result<()> {
-        for group in items.chunks(self.batch) {
-            resp_codec::encode_header(b'*', 2 + group.len() * per, &mut self.buf);
+        self.batched_from(name, key, items.iter(), per, args)
+    }
+
+    /// As [`batched`](Self::batched), from the items an iterator gives.
+    fn batched_from<T>(
+        &mut self,
+        name: &[u8],
+        key: &[u8],
+        mut items: impl ExactSizeIterator<Item = T>,
+        per: usize,
+        mut args: impl FnMut(T, &mut BytesMut),
+    ) -> Result<()> {
+        while items.len() > 0 {
+            let group = items.len().min(self.batch);
+            resp_codec::encode_header(b'*', 2 + group * per, &mut self.buf);
             resp_codec::encode_bulk(name, &mut self.buf);
             resp_codec::encode_bulk(key, &mut self.buf);
-            for item in group {
+            for item in items.by_ref().take(group) {
                 args(item, &mut self.buf);
             }
             self.flush_if_big()?;
@@ -466,8 +480,11 @@ fn bytes_mut(v: Vec<u8>) -> BytesMut {
 }
 
 /// An element as one bulk string (an integer's text made on the stack).
-fn elem(e: &Elem, buf: &mut BytesMut) {
-    e.with_bytes(|b| resp_codec::encode_bulk(b, buf));
+fn elem(e: ElemRef<'_>, buf: &mut BytesMut) {
+    match e {
+        ElemRef::Bytes(b) => resp_codec::encode_bulk(b, buf),
+        ElemRef::Int(i) => resp_codec::encode_bulk(itoa::Buffer::new().format(i).as_bytes(), buf),
+    }
 }
 
 fn id_text(id: StreamId) -> Vec<u8> {
@@ -506,20 +523,20 @@ impl<W: Write> Sink for Resp<W> {
                     self.string_started = true;
                 }
             }
-            Chunk::List(v) => self.batched(b"RPUSH", key, v, 1, elem)?,
-            Chunk::Set(v) => self.batched(b"SADD", key, v, 1, elem)?,
+            Chunk::List(v) => self.batched(b"RPUSH", key, v, 1, |e, buf| elem(e.as_ref(), buf))?,
+            Chunk::Set(v) => self.batched(b"SADD", key, v, 1, |e, buf| elem(e.as_ref(), buf))?,
             Chunk::SortedSet(v) => {
                 let mut text = Vec::with_capacity(32);
                 self.batched(b"ZADD", key, v, 2, |(m, s), buf| {
                     score_text(*s, &mut text);
                     resp_codec::encode_bulk(&text, buf);
-                    elem(m, buf);
+                    elem(m.as_ref(), buf);
                 })?;
             }
             Chunk::Hash(v) => {
                 self.batched(b"HSET", key, v, 2, |f, buf| {
-                    elem(&f.field, buf);
-                    elem(&f.value, buf);
+                    elem(f.field.as_ref(), buf);
+                    elem(f.value.as_ref(), buf);
                 })?;
                 for f in v {
                     if let Some(ms) = f.expire_ms {
@@ -644,6 +661,47 @@ impl<W: Write> Sink for Resp<W> {
             self.cmd(&[b"PEXPIREAT", &head.key, ms.as_bytes()])?;
         }
         Ok(())
+    }
+
+    fn takes_packed(&self) -> bool {
+        true
+    }
+
+    /// What `start`, the built value's one chunk and `end` write.
+    fn packed(&mut self, rec: &PackedRecord<'_>) -> Result<()> {
+        let head = rec.head;
+        self.start(head)?;
+        let key = &head.key[..];
+        match head.value_type {
+            ValueType::List => self.batched_from(b"RPUSH", key, rec.elements(), 1, elem)?,
+            ValueType::Set => self.batched_from(b"SADD", key, rec.elements(), 1, elem)?,
+            ValueType::SortedSet => {
+                let mut text = Vec::with_capacity(32);
+                self.batched_from(b"ZADD", key, rec.scored(), 2, |(m, s), buf| {
+                    score_text(s, &mut text);
+                    resp_codec::encode_bulk(&text, buf);
+                    elem(m, buf);
+                })?;
+            }
+            _ => {
+                self.batched_from(b"HSET", key, rec.fields(), 2, |(f, v, _), buf| {
+                    elem(f, buf);
+                    elem(v, buf);
+                })?;
+                for (f, _, ttl) in rec.fields() {
+                    if let Some(ms) = ttl {
+                        let ms = ms.to_string();
+                        let mut int = itoa::Buffer::new();
+                        let field = match f {
+                            ElemRef::Bytes(b) => b,
+                            ElemRef::Int(i) => int.format(i).as_bytes(),
+                        };
+                        self.cmd(&[b"HPEXPIREAT", key, ms.as_bytes(), b"FIELDS", b"1", field])?;
+                    }
+                }
+            }
+        }
+        self.end(head)
     }
 
     fn string(&mut self, rec: &StringRecord<'_>, value: bool) -> Result<()> {

@@ -1,6 +1,7 @@
-//! String keys printed from borrowed records (`FileEvents::next_event_with`, `Printer::string`)
-//! come out byte for byte as their items do, in every format, with every kind of filter,
-//! whether the decoder builds values or skips them, read ahead or mapped.
+//! String keys printed from borrowed records (`FileEvents::next_event_with`, `Printer::string`),
+//! and keys whose value is one packed blob printed from its borrowed elements (`PrintVisit`,
+//! `Printer::packed`), come out byte for byte as their items do, in every format, with every
+//! kind of filter, whether the decoder builds values or skips them, read ahead or mapped.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -10,17 +11,31 @@ use std::rc::Rc;
 
 use replicator::files::{self, Options};
 use replicator::filter::Filter;
-use replicator::print::{Count, Json, Jsonl, Keys, Printer, Resp, Sink};
-use replicator::rdb::{Config, ValueType};
+use replicator::print::{Count, Json, Jsonl, Keys, PrintVisit, Printer, Resp, Sink};
+use replicator::rdb::{Config, KeyHead, PackedRecord, StringRecord, ValueType, Visitor};
 
-/// Prints `path` through `sink`; `visit`: string keys as borrowed records. Gives the output
-/// and the error text, if any.
+/// How [`print`] takes keys from the decoder.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Items only.
+    Items,
+    /// String keys as borrowed records (`FileEvents::next_event_with`, `Printer::string`);
+    /// with their values when `.0`.
+    Strings(bool),
+    /// A [`PrintVisit`]: string keys, and keys whose value is one packed blob where the sink
+    /// takes them (values built).
+    Visit,
+}
+
+/// Prints `path` through `sink`, taking keys `via` what it says. Gives the output, the error
+/// text, if any, and how many keys were visited (string keys for [`Via::Strings`], packed keys
+/// for [`Via::Visit`]).
 fn print<S: Sink>(
     path: &Path,
     opts: &Options,
     filter: &Filter,
     sink: fn(Shared) -> S,
-    (visit, value): (bool, bool),
+    via: Via,
 ) -> (Vec<u8>, String, u64) {
     let out = Shared::default();
     let mut events = files::open_with(path, opts).unwrap();
@@ -28,14 +43,23 @@ fn print<S: Sink>(
     p.filter(filter.clone());
     let mut visited = 0;
     let err = loop {
-        let got = if visit {
-            events.next_event_with(&mut |rec: &replicator::rdb::StringRecord<'_>| {
+        let got = match via {
+            Via::Items => events.next_event(),
+            Via::Strings(value) => events.next_event_with(&mut |rec: &StringRecord<'_>| {
                 visited += 1;
                 p.string(rec, value).unwrap();
                 ControlFlow::Continue(())
-            })
-        } else {
-            events.next_event()
+            }),
+            Via::Visit => {
+                let mut visit = Counted {
+                    inner: PrintVisit::new(&mut p, true, |_, _| false),
+                    packed: 0,
+                };
+                let got = events.next_event_with(&mut visit);
+                visited += visit.packed;
+                assert!(visit.inner.error.is_none(), "{:?}", visit.inner.error);
+                got
+            }
         };
         match got {
             Ok(Some(ev)) => p.event(ev).unwrap(),
@@ -91,8 +115,8 @@ fn visited_strings_print_as_their_items_do() {
             for filter in filters() {
                 macro_rules! same {
                     ($name:literal, $make:expr) => {{
-                        let want = print(path, &opts, &filter, $make, (false, !skip));
-                        let got = print(path, &opts, &filter, $make, (true, !skip));
+                        let want = print(path, &opts, &filter, $make, Via::Items);
+                        let got = print(path, &opts, &filter, $make, Via::Strings(!skip));
                         assert_eq!(
                             (String::from_utf8_lossy(&got.0), &got.1),
                             (String::from_utf8_lossy(&want.0), &want.1),
@@ -112,4 +136,73 @@ fn visited_strings_print_as_their_items_do() {
         }
     }
     assert!(visited > 10_000, "only {visited} keys were visited");
+}
+
+/// A visitor that counts the packed keys the one it wraps is handed.
+struct Counted<V> {
+    inner: V,
+    packed: u64,
+}
+
+impl<V: Visitor> Visitor for Counted<V> {
+    fn string(&mut self, rec: &StringRecord<'_>) -> ControlFlow<()> {
+        self.inner.string(rec)
+    }
+    fn takes_checked(&self) -> bool {
+        self.inner.takes_checked()
+    }
+    fn checked(&mut self, head: &KeyHead) -> ControlFlow<()> {
+        self.inner.checked(head)
+    }
+    fn takes_packed(&self) -> bool {
+        self.inner.takes_packed()
+    }
+    fn packed(&mut self, rec: &PackedRecord<'_>) -> ControlFlow<()> {
+        self.packed += 1;
+        self.inner.packed(rec)
+    }
+}
+
+/// Commands of at most two elements each: a packed key's elements go in several.
+fn resp_by_two(w: Shared) -> Resp<Shared> {
+    let mut r = Resp::new(w);
+    r.batch(2);
+    r
+}
+
+#[test]
+fn packed_keys_print_from_their_borrowed_elements_as_their_items_do() {
+    let files = test_support::every_rdb_file("packed");
+    assert!(files.len() > 20);
+    let mut packed = 0;
+    for path in &files {
+        for mmap in [false, true] {
+            let mut opts = Options::new();
+            opts.rdb(Config::default()).mmap(mmap);
+            for filter in filters() {
+                macro_rules! same {
+                    ($name:literal, $make:expr) => {{
+                        let want = print(path, &opts, &filter, $make, Via::Items);
+                        let got = print(path, &opts, &filter, $make, Via::Visit);
+                        assert_eq!(
+                            (String::from_utf8_lossy(&got.0), &got.1),
+                            (String::from_utf8_lossy(&want.0), &want.1),
+                            "{} {} mmap {mmap} filter {filter:?}",
+                            $name,
+                            path.display()
+                        );
+                        got.2
+                    }};
+                }
+                packed += same!("jsonl", Jsonl::new);
+                packed += same!("json", Json::new);
+                packed += same!("resp", Resp::new);
+                packed += same!("resp by two", resp_by_two);
+                // (these take none: their keys go the way of items)
+                assert_eq!(same!("keys", Keys::new), 0);
+                assert_eq!(same!("count", Count::new), 0);
+            }
+        }
+    }
+    assert!(packed > 10_000, "only {packed} packed keys were printed");
 }
