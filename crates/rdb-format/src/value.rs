@@ -1094,10 +1094,7 @@ pub struct PackedRecord<'a> {
 
 impl<'a> PackedRecord<'a> {
     fn elem(&self, r: crate::packed::Raw) -> ElemRef<'a> {
-        match r {
-            crate::packed::Raw::Range(a, b) => ElemRef::Bytes(&self.blob[a..b]),
-            crate::packed::Raw::Int(i) => ElemRef::Int(i),
-        }
+        r.elem_ref(self.blob)
     }
 
     /// Elements a member, field or list element is made of in the blob: 2 for a sorted set

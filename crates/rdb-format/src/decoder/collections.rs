@@ -244,7 +244,7 @@ fn bad_elements(why: &str) -> BlobError {
 }
 
 /// A hash field's TTL in a blob: 0 for none.
-pub(super) fn ttl(r: encodings::Raw, blob: &[u8]) -> Result<Option<u64>, BlobError> {
+fn ttl(r: encodings::Raw, blob: &[u8]) -> Result<Option<u64>, BlobError> {
     let t = r
         .as_int(blob)
         .ok_or_else(|| bad_elements("field TTL is not an integer"))?;
@@ -252,7 +252,7 @@ pub(super) fn ttl(r: encodings::Raw, blob: &[u8]) -> Result<Option<u64>, BlobErr
 }
 
 /// A sorted set's score in a blob.
-pub(super) fn blob_score(r: encodings::Raw, blob: &[u8]) -> Result<f64, BlobError> {
+fn blob_score(r: encodings::Raw, blob: &[u8]) -> Result<f64, BlobError> {
     match r {
         encodings::Raw::Int(i) => Ok(i as f64),
         r => crate::cursor::parse_double_bytes(r.bytes(blob))
@@ -260,8 +260,37 @@ pub(super) fn blob_score(r: encodings::Raw, blob: &[u8]) -> Result<f64, BlobErro
     }
 }
 
+/// The numbers among a walked blob's elements ([`walk_blob`], `scratch.raws`): a sorted
+/// set's scores into `scratch.scores`, a hash's field TTLs into `scratch.ttls`; the first
+/// that is not one is the error.
+pub(super) fn blob_numbers(
+    ty: u8,
+    blob: &[u8],
+    scratch: &mut BlobScratch,
+) -> Result<(), BlobError> {
+    let BlobScratch {
+        raws, scores, ttls, ..
+    } = scratch;
+    scores.clear();
+    ttls.clear();
+    match ty {
+        12 | 17 => {
+            for c in raws.chunks_exact(2) {
+                scores.push(blob_score(c[1], blob)?);
+            }
+        }
+        23 | 25 => {
+            for c in raws.chunks_exact(3) {
+                ttls.push(ttl(c[2], blob)?);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Walks a blob-encoded value and checks it ([`check_blob`]); builds the value when `build`
-/// (its scores and TTLs checked as they are read). Buffers reused from one blob to the next.
+/// (its scores and TTLs checked, [`blob_numbers`]). Buffers reused from one blob to the next.
 pub(super) fn decode_blob(
     ty: u8,
     blob: &Bytes,
@@ -272,35 +301,33 @@ pub(super) fn decode_blob(
         return check_blob(ty, blob, scratch).map(|()| None);
     }
     walk_blob(ty, blob, scratch)?;
-    let raws = &scratch.raws;
-    let score = |r| blob_score(r, blob);
+    blob_numbers(ty, blob, scratch)?;
+    let BlobScratch {
+        raws, scores, ttls, ..
+    } = &*scratch;
     let el = |r: encodings::Raw| r.elem(blob);
+    let field = |c: &[encodings::Raw], expire_ms| HashField {
+        field: el(c[0]),
+        value: el(c[1]),
+        expire_ms,
+    };
     Ok(Some(match ty {
         10 => Value::List(raws.iter().copied().map(el).collect()),
         11 | 20 => Value::Set(raws.iter().copied().map(el).collect()),
-        12 | 17 => Value::SortedSet(sized(
-            raws.len() / 2,
-            raws.chunks_exact(2).map(|c| Ok((el(c[0]), score(c[1])?))),
-        )?),
-        9 | 13 | 16 => Value::Hash(
-            raws.chunks_exact(2)
-                .map(|c| HashField {
-                    field: el(c[0]),
-                    value: el(c[1]),
-                    expire_ms: None,
-                })
+        12 | 17 => Value::SortedSet(
+            raws.iter()
+                .step_by(2)
+                .zip(scores)
+                .map(|(&m, &s)| (el(m), s))
                 .collect(),
         ),
-        23 | 25 => Value::Hash(sized(
-            raws.len() / 3,
-            raws.chunks_exact(3).map(|c| {
-                Ok(HashField {
-                    field: el(c[0]),
-                    value: el(c[1]),
-                    expire_ms: ttl(c[2], blob)?,
-                })
-            }),
-        )?),
+        9 | 13 | 16 => Value::Hash(raws.chunks_exact(2).map(|c| field(c, None)).collect()),
+        23 | 25 => Value::Hash(
+            raws.chunks_exact(3)
+                .zip(ttls)
+                .map(|(c, &t)| field(c, t))
+                .collect(),
+        ),
         _ => unreachable!("decode_blob is only called for blob types"),
     }))
 }
@@ -366,16 +393,6 @@ impl StackTable {
             at = (at + 1) & mask;
         }
     }
-}
-
-/// The `n` elements `it` gives, or its first error: allocated once (collecting `Result`s
-/// into a `Vec` knows no size ahead, so it grows by doubling).
-fn sized<T>(n: usize, it: impl Iterator<Item = Result<T, BlobError>>) -> Result<Vec<T>, BlobError> {
-    let mut v = Vec::with_capacity(n);
-    for x in it {
-        v.push(x?);
-    }
-    Ok(v)
 }
 
 /// How many members ahead of its turn a member's line in a big duplicate table is loaded.

@@ -2575,30 +2575,13 @@ impl Decoder {
         let mut scratch = self.blob_raws.take();
         let flow = self.with_text(chunk, base, s, |blob| {
             walk_blob(ty, blob, &mut scratch).ok()?;
-            let BlobScratch {
-                raws, scores, ttls, ..
-            } = &mut scratch;
-            scores.clear();
-            ttls.clear();
-            match ty {
-                12 | 17 => {
-                    for c in raws.chunks_exact(2) {
-                        scores.push(blob_score(c[1], blob).ok()?);
-                    }
-                }
-                23 | 25 => {
-                    for c in raws.chunks_exact(3) {
-                        ttls.push(ttl(c[2], blob).ok()?);
-                    }
-                }
-                _ => {}
-            }
+            blob_numbers(ty, blob, &mut scratch).ok()?;
             Some(v.packed(&PackedRecord {
                 head,
                 blob,
-                raws,
-                scores,
-                ttls,
+                raws: &scratch.raws,
+                scores: &scratch.scores,
+                ttls: &scratch.ttls,
             }))
         });
         self.blob_raws.set(scratch);

@@ -46,6 +46,13 @@ impl Raw {
         }
     }
 
+    pub(crate) fn elem_ref(self, blob: &[u8]) -> crate::value::ElemRef<'_> {
+        match self {
+            Self::Range(a, b) => crate::value::ElemRef::Bytes(&blob[a..b]),
+            Self::Int(i) => crate::value::ElemRef::Int(i),
+        }
+    }
+
     pub(crate) fn bytes(self, blob: &[u8]) -> &[u8] {
         match self {
             Self::Range(a, b) => &blob[a..b],

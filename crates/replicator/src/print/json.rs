@@ -460,6 +460,43 @@ impl<W: Write> JsonSink<W> {
         }
     }
 
+    /// A list's elements or a set's members, after those printed before.
+    fn elements<'a>(&mut self, elems: impl Iterator<Item = ElemRef<'a>>) {
+        for e in elems {
+            self.sep();
+            json_elem(&mut self.buf, e);
+        }
+    }
+
+    /// A sorted set's members and scores, after those printed before.
+    fn scored<'a>(&mut self, members: impl Iterator<Item = (ElemRef<'a>, f64)>) {
+        for (m, score) in members {
+            self.sep();
+            self.buf.push(b'[');
+            json_elem(&mut self.buf, m);
+            self.buf.push(b',');
+            json_score(&mut self.buf, score);
+            self.buf.push(b']');
+        }
+    }
+
+    /// A hash's fields and values, after those printed before; their TTLs are kept for the
+    /// record's end.
+    fn fields<'a>(
+        &mut self,
+        fields: impl Iterator<Item = (ElemRef<'a>, ElemRef<'a>, Option<u64>)>,
+    ) {
+        for (field, value, expire_ms) in fields {
+            self.sep();
+            json_field_name(&mut self.buf, field);
+            self.buf.push(b':');
+            json_elem(&mut self.buf, value);
+            if let Some(ms) = expire_ms {
+                self.field_ttls.push((field.to_elem(), ms));
+            }
+        }
+    }
+
     fn begin_record(&mut self) {
         if self.array {
             self.buf
@@ -561,33 +598,9 @@ impl<W: Write> Sink for JsonSink<W> {
         let head = rec.head;
         self.start(head)?;
         match head.value_type {
-            ValueType::List | ValueType::Set => {
-                for e in rec.elements() {
-                    self.sep();
-                    json_elem(&mut self.buf, e);
-                }
-            }
-            ValueType::SortedSet => {
-                for (m, score) in rec.scored() {
-                    self.sep();
-                    self.buf.push(b'[');
-                    json_elem(&mut self.buf, m);
-                    self.buf.push(b',');
-                    json_score(&mut self.buf, score);
-                    self.buf.push(b']');
-                }
-            }
-            _ => {
-                for (field, value, expire_ms) in rec.fields() {
-                    self.sep();
-                    json_field_name(&mut self.buf, field);
-                    self.buf.push(b':');
-                    json_elem(&mut self.buf, value);
-                    if let Some(ms) = expire_ms {
-                        self.field_ttls.push((field.to_elem(), ms));
-                    }
-                }
-            }
+            ValueType::List | ValueType::Set => self.elements(rec.elements()),
+            ValueType::SortedSet => self.scored(rec.scored()),
+            _ => self.fields(rec.fields()),
         }
         self.flush_if_big()?;
         self.end(head)
@@ -627,38 +640,16 @@ impl<W: Write> Sink for JsonSink<W> {
                 self.first_elem = false;
                 self.big_string.extend_from_slice(s);
             }
-            Chunk::List(v) | Chunk::Set(v) => {
-                for e in v {
-                    self.sep();
-                    json_elem(&mut self.buf, e.as_ref());
-                }
-            }
-            Chunk::SortedSet(v) => {
-                for (m, s) in v {
-                    self.sep();
-                    self.buf.push(b'[');
-                    json_elem(&mut self.buf, m.as_ref());
-                    self.buf.push(b',');
-                    json_score(&mut self.buf, *s);
-                    self.buf.push(b']');
-                }
-            }
-            Chunk::Hash(v) => {
-                for HashField {
+            Chunk::List(v) | Chunk::Set(v) => self.elements(v.iter().map(Elem::as_ref)),
+            Chunk::SortedSet(v) => self.scored(v.iter().map(|(m, s)| (m.as_ref(), *s))),
+            Chunk::Hash(v) => self.fields(v.iter().map(|f| {
+                let HashField {
                     field,
                     value,
                     expire_ms,
-                } in v
-                {
-                    self.sep();
-                    json_field_name(&mut self.buf, field.as_ref());
-                    self.buf.push(b':');
-                    json_elem(&mut self.buf, value.as_ref());
-                    if let Some(ms) = expire_ms {
-                        self.field_ttls.push((field.clone(), *ms));
-                    }
-                }
-            }
+                } = f;
+                (field.as_ref(), value.as_ref(), *expire_ms)
+            })),
             Chunk::StreamEntries(v) => {
                 for StreamEntry { id, fields } in v {
                     self.sep();

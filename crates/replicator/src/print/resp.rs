@@ -4,8 +4,8 @@ use std::io::Write;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rdb_format::{
-    ArrayItem, Chunk, ElemRef, Item, KeyHead, ModuleValue, PackedRecord, StreamId, StringRecord,
-    Value, ValueType,
+    ArrayItem, Chunk, Elem, ElemRef, Item, KeyHead, ModuleValue, PackedRecord, StreamId,
+    StringRecord, Value, ValueType,
 };
 
 use super::Sink;
@@ -432,18 +432,6 @@ impl<W: Write> Resp<W> {
         &mut self,
         name: &[u8],
         key: &[u8],
-        items: &[T],
-        per: usize,
-        args: impl FnMut(&T, &mut BytesMut),
-    ) -> Result<()> {
-        self.batched_from(name, key, items.iter(), per, args)
-    }
-
-    /// As [`batched`](Self::batched), from the items an iterator gives.
-    fn batched_from<T>(
-        &mut self,
-        name: &[u8],
-        key: &[u8],
         mut items: impl ExactSizeIterator<Item = T>,
         per: usize,
         mut args: impl FnMut(T, &mut BytesMut),
@@ -457,6 +445,44 @@ impl<W: Write> Resp<W> {
                 args(item, &mut self.buf);
             }
             self.flush_if_big()?;
+        }
+        Ok(())
+    }
+
+    /// A sorted set's members and scores (`ZADD`).
+    fn zadd<'a>(
+        &mut self,
+        key: &[u8],
+        members: impl ExactSizeIterator<Item = (ElemRef<'a>, f64)>,
+    ) -> Result<()> {
+        let mut text = Vec::with_capacity(32);
+        self.batched(b"ZADD", key, members, 2, |(m, s), buf| {
+            score_text(s, &mut text);
+            resp_codec::encode_bulk(&text, buf);
+            elem(m, buf);
+        })
+    }
+
+    /// A hash's fields and values (`HSET`), then their TTLs (`HPEXPIREAT`); `fields` gives
+    /// them, once for each.
+    fn hset<'a, I>(&mut self, key: &[u8], fields: impl Fn() -> I) -> Result<()>
+    where
+        I: ExactSizeIterator<Item = (ElemRef<'a>, ElemRef<'a>, Option<u64>)>,
+    {
+        self.batched(b"HSET", key, fields(), 2, |(f, v, _), buf| {
+            elem(f, buf);
+            elem(v, buf);
+        })?;
+        for (f, _, ttl) in fields() {
+            if let Some(ms) = ttl {
+                let ms = ms.to_string();
+                let mut int = itoa::Buffer::new();
+                let field = match f {
+                    ElemRef::Bytes(b) => b,
+                    ElemRef::Int(i) => int.format(i).as_bytes(),
+                };
+                self.cmd(&[b"HPEXPIREAT", key, ms.as_bytes(), b"FIELDS", b"1", field])?;
+            }
         }
         Ok(())
     }
@@ -523,29 +549,13 @@ impl<W: Write> Sink for Resp<W> {
                     self.string_started = true;
                 }
             }
-            Chunk::List(v) => self.batched(b"RPUSH", key, v, 1, |e, buf| elem(e.as_ref(), buf))?,
-            Chunk::Set(v) => self.batched(b"SADD", key, v, 1, |e, buf| elem(e.as_ref(), buf))?,
-            Chunk::SortedSet(v) => {
-                let mut text = Vec::with_capacity(32);
-                self.batched(b"ZADD", key, v, 2, |(m, s), buf| {
-                    score_text(*s, &mut text);
-                    resp_codec::encode_bulk(&text, buf);
-                    elem(m.as_ref(), buf);
-                })?;
-            }
-            Chunk::Hash(v) => {
-                self.batched(b"HSET", key, v, 2, |f, buf| {
-                    elem(f.field.as_ref(), buf);
-                    elem(f.value.as_ref(), buf);
-                })?;
-                for f in v {
-                    if let Some(ms) = f.expire_ms {
-                        let ms = ms.to_string();
-                        let field = f.field.to_bytes();
-                        self.cmd(&[b"HPEXPIREAT", key, ms.as_bytes(), b"FIELDS", b"1", &field])?;
-                    }
-                }
-            }
+            Chunk::List(v) => self.batched(b"RPUSH", key, v.iter().map(Elem::as_ref), 1, elem)?,
+            Chunk::Set(v) => self.batched(b"SADD", key, v.iter().map(Elem::as_ref), 1, elem)?,
+            Chunk::SortedSet(v) => self.zadd(key, v.iter().map(|(m, s)| (m.as_ref(), *s)))?,
+            Chunk::Hash(v) => self.hset(key, || {
+                v.iter()
+                    .map(|f| (f.field.as_ref(), f.value.as_ref(), f.expire_ms))
+            })?,
             Chunk::StreamEntries(v) => {
                 for e in v {
                     let id = id_text(e.id);
@@ -673,33 +683,10 @@ impl<W: Write> Sink for Resp<W> {
         self.start(head)?;
         let key = &head.key[..];
         match head.value_type {
-            ValueType::List => self.batched_from(b"RPUSH", key, rec.elements(), 1, elem)?,
-            ValueType::Set => self.batched_from(b"SADD", key, rec.elements(), 1, elem)?,
-            ValueType::SortedSet => {
-                let mut text = Vec::with_capacity(32);
-                self.batched_from(b"ZADD", key, rec.scored(), 2, |(m, s), buf| {
-                    score_text(s, &mut text);
-                    resp_codec::encode_bulk(&text, buf);
-                    elem(m, buf);
-                })?;
-            }
-            _ => {
-                self.batched_from(b"HSET", key, rec.fields(), 2, |(f, v, _), buf| {
-                    elem(f, buf);
-                    elem(v, buf);
-                })?;
-                for (f, _, ttl) in rec.fields() {
-                    if let Some(ms) = ttl {
-                        let ms = ms.to_string();
-                        let mut int = itoa::Buffer::new();
-                        let field = match f {
-                            ElemRef::Bytes(b) => b,
-                            ElemRef::Int(i) => int.format(i).as_bytes(),
-                        };
-                        self.cmd(&[b"HPEXPIREAT", key, ms.as_bytes(), b"FIELDS", b"1", field])?;
-                    }
-                }
-            }
+            ValueType::List => self.batched(b"RPUSH", key, rec.elements(), 1, elem)?,
+            ValueType::Set => self.batched(b"SADD", key, rec.elements(), 1, elem)?,
+            ValueType::SortedSet => self.zadd(key, rec.scored())?,
+            _ => self.hset(key, || rec.fields())?,
         }
         self.end(head)
     }
