@@ -74,6 +74,9 @@ const WHOLE_WINDOW: u64 = 8;
 /// further on instead. Walking costs a few nanoseconds a member (a hash of 2,000,000 fields:
 /// 10 ms), and the workers may wait for the batch meanwhile; a string is skipped whole.
 const WALK_PAST: u64 = BLOCK;
+/// Members of a big collection the speculating walker walks at least before it guesses
+/// from their size how far off its end is ([`Pipeline::walk_to`]).
+const WALK_LEAST: u64 = 1024;
 /// Records that must decode from a place for the speculating walker to start a batch there.
 const PROBE_RECORDS: u32 = 8;
 /// Records from such a place the batch starts after.
@@ -1653,8 +1656,9 @@ impl Pipeline {
     }
 
     /// The first record boundary at or past `target`, walking the records from `from` on,
-    /// a collection's members up to [`WALK_PAST`] bytes past `target`. The pages walked are
-    /// let go behind.
+    /// a collection's members up to [`WALK_PAST`] bytes past `target`, and not on from a
+    /// block's end where [`WALK_LEAST`] or more of them read say that its end is more than
+    /// that again further on. The pages walked are let go behind.
     fn walk_to(
         &self,
         file: Src<'_>,
@@ -1678,7 +1682,15 @@ impl Pipeline {
                 Ok(None) if read_to >= len => return Walked::Failed,
                 Ok(None) => {
                     let pos = from + dec.offset();
-                    if pos >= target.saturating_add(WALK_PAST) && dec.in_members() {
+                    let past = target.saturating_add(WALK_PAST);
+                    // (a collection that, by its members so far, ends well past that is not
+                    // walked on: 6 MiB of a hash of 2,000,000 fields were, 3-7 ms of the
+                    // walker's while the workers decode)
+                    let ends_far = || {
+                        dec.members_left_bytes(WALK_LEAST)
+                            .is_some_and(|left| pos.saturating_add(left) > past + WALK_PAST)
+                    };
+                    if dec.in_members() && (pos >= past || ends_far()) {
                         // the pages walked go too: the batch's worker is far behind
                         file.release(&mut released, pos, 1);
                         return Walked::Far(pos);
@@ -2484,7 +2496,14 @@ mod tests {
     #[test]
     fn the_walker_walks_a_big_collection_only_where_its_end_is_near() {
         let dir = test_support::temp_dir("rdb-walk-past");
-        for (n, walked) in [(100_000u32, true), (600_000, false), (0, true)] {
+        // (a member is 9 bytes: 400,000 of them end 3.6 MB on, more than `WALK_PAST` past the
+        // first probe but near enough to be walked to)
+        for (n, walked) in [
+            (100_000u32, true),
+            (400_000, true),
+            (600_000, false),
+            (0, true),
+        ] {
             // the set of `set_file` (or a string of 6 MB: `n` 0), then 1,500 keys of 4 KiB
             let mut f = set_file(n, None);
             f.truncate(f.len() - 14);
@@ -2528,6 +2547,14 @@ mod tests {
             }
             assert!(mapped.copy(0, 10).is_none());
             assert!(far, "{n} members");
+            // a set whose members so far say it ends far on is walked no further than the
+            // first block's end, not to `WALK_PAST` past the probe
+            let target = 16 + (64 << 10);
+            match pipeline.walk_to(src, 16, target, 9, Flavor::Redis) {
+                Walked::To(at) => assert!(walked && at == Some(set_end), "{n}: {at:?}"),
+                Walked::Far(at) => assert!(!walked && at <= 16 + BLOCK, "{n}: {at}"),
+                Walked::Failed => panic!("{n} members: the walk failed"),
+            }
             let end = end.expect("a place after the set");
             if walked {
                 assert_eq!(end, set_end, "{n} members: walked to the set's end");

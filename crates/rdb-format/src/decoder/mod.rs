@@ -1272,6 +1272,22 @@ impl Decoder {
         matches!(self.state, State::Seq(_))
     }
 
+    /// Among a collection's members, at least `least` of them read: how many bytes its
+    /// members still to come take if they are as big as those read, on average (its record
+    /// read so far counted).
+    pub(crate) fn members_left_bytes(&self, least: u64) -> Option<u64> {
+        let State::Seq(seq) = &self.state else {
+            return None;
+        };
+        let read = seq.total - seq.remaining;
+        if read < least.max(1) {
+            return None;
+        }
+        let bytes = self.pos.saturating_sub(seq.head.offset);
+        let per = u128::from(bytes) * u128::from(seq.remaining) / u128::from(read);
+        Some(u64::try_from(per).unwrap_or(u64::MAX))
+    }
+
     /// Counts a collection of `n` members in [`Decoder::big_tables`] when its check will
     /// need a big table (the caller knows its members are checked).
     fn note_members(&self, n: u64) {
