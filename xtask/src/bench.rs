@@ -362,8 +362,9 @@ fn encoder_rows(b: &str, file: &Path, mb: f64, keys: u64, load: f64) -> Result<(
 
 /// Rounds of the thread-count rows: each round runs every thread count once, one after
 /// another, so that each count's runs and the one-thread runs they are compared with happen
-/// side by side (the machine's speed drifts over a bench run).
-const THREAD_ROUNDS: usize = 5;
+/// side by side (the machine's speed drifts over a bench run). (With 5, two of the rounds
+/// falling in one of this VM's slow stretches moved a median by up to a tenth.)
+const THREAD_ROUNDS: usize = 9;
 
 /// `check`, `dump --format jsonl` and `--format resp` at 1, 2, 4 and 8 threads, alternated
 /// ([`THREAD_ROUNDS`] rounds): the best and the median time of each, and the median over the
