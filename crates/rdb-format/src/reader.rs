@@ -493,8 +493,7 @@ const PAGE: u64 = 4096;
 /// it, and each release stops every other core that runs one of the process's threads (a
 /// TLB shootdown, a VM exit in a virtual machine). The pipeline's workers and the caller's
 /// thread let pages go a whole huge page at a time.
-#[cfg(feature = "mmap")]
-const HUGE: u64 = 2 << 20;
+pub(crate) const HUGE: u64 = 2 << 20;
 
 /// Bytes a [`MappedReader`] adds to its window at a time, and lets go of at a time.
 #[cfg(feature = "mmap")]

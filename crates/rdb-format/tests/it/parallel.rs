@@ -208,6 +208,42 @@ fn nothing_after_a_failed_worker_is_given_out() {
     assert_eq!(seen, starts[..3], "given out");
 }
 
+/// A caller's `emit` that panics ends the run with its panic, on a file read through a
+/// mapping (the walker guessing where batches start) and on one it walks: the other threads
+/// stop. (The walker of a mapped file waited forever for the caller's thread to ask for more
+/// batches, and the run with it.) Each run is given a minute in a thread of its own.
+#[test]
+fn a_panic_in_emit_ends_the_run() {
+    let path = test_support::testdata().join("redis-7.0-plain.rdb");
+    for (map, threads) in [(true, 2), (true, 8), (false, 2)] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let mut parts = 0;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Pipeline::new(Config::default())
+                    .threads(threads)
+                    .map(map)
+                    .batch_bytes(1)
+                    .run(
+                        &p,
+                        |b, _| b.count(),
+                        |part| {
+                            if matches!(part, Part::Done(_)) {
+                                parts += 1;
+                                assert!(parts < 3, "the caller's emit fails");
+                            }
+                            ControlFlow::Continue(())
+                        },
+                    )
+            }));
+            let _ = tx.send(r.is_err());
+        });
+        let panicked = rx.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(panicked, Ok(true), "map {map}, {threads} threads");
+    }
+}
+
 /// A file of sets of `n` integer members (hashtable encoding) between string keys; `dup`
 /// repeats the first member of the last set at its end.
 fn big_sets_between_strings(n: u32, dup: bool) -> Vec<u8> {
@@ -481,6 +517,31 @@ fn a_mapped_file_is_let_go_behind_the_readers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `f` written as `name` in a fresh temp directory (`tag`), dropped from the page cache and
+/// read back through a mapping, as a file read from the disk may be held (large folios); the
+/// directory and the file's path.
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+fn written_and_read_back(
+    f: Vec<u8>,
+    tag: &str,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = test_support::temp_dir(tag);
+    let path = dir.join(name);
+    std::fs::write(&path, &f).unwrap();
+    drop(f);
+    test_support::drop_from_page_cache(&path);
+    let map = rdb_format::MappedFile::open(&path).unwrap();
+    let touched = map
+        .bytes()
+        .iter()
+        .step_by(4096)
+        .map(|&b| u64::from(b))
+        .sum::<u64>();
+    assert!(touched > 0);
+    (dir, path)
+}
+
 /// With a wide window (`check`'s: a batch's results are a few numbers) the workers run far
 /// ahead of a caller's thread that waits (for a big key's batch, say): each lets its batches'
 /// pages go as far as its decoder got, not only the whole huge pages inside them, so the
@@ -504,21 +565,7 @@ fn workers_far_ahead_of_the_caller_let_their_pages_go() {
     }
     f.extend([0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert!(f.len() > 60 << 20);
-    let dir = test_support::temp_dir("pipeline-far-ahead");
-    let path = dir.join("strings.rdb");
-    std::fs::write(&path, &f).unwrap();
-    drop(f);
-    // read back through a mapping, as a file read from the disk may be held (large folios)
-    test_support::drop_from_page_cache(&path);
-    let map = rdb_format::MappedFile::open(&path).unwrap();
-    let touched = map
-        .bytes()
-        .iter()
-        .step_by(4096)
-        .map(|&b| u64::from(b))
-        .sum::<u64>();
-    assert!(touched > 0);
-    drop(map);
+    let (dir, path) = written_and_read_back(f, "pipeline-far-ahead", "strings.rdb");
     let decoded = AtomicU64::new(0);
     let before = test_support::file_rss(&path);
     let mut waited = None;
@@ -561,6 +608,83 @@ fn workers_far_ahead_of_the_caller_let_their_pages_go() {
     // kept by the workers, the batches' pages would be the whole file, 64 MB
     let grew = waited.unwrap();
     assert!(grew < 24 << 20, "mapped pages grew by {} MiB", grew >> 20);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A big key's pieces may be handed over after the caller's thread let go of pages they lie
+/// in: a piece handed after another may lie before where the batch's decoder was when the
+/// other was handed (here each piece is handed one hand-over late). The pages such a piece
+/// maps again are let go again with the batch's next hand-over, not kept until the batch's
+/// end. (They were kept: up to 10 MiB of the bench's big hash where the page cache held it
+/// in 2 MiB folios.)
+#[cfg(all(feature = "mmap", target_os = "linux"))]
+#[test]
+fn a_big_keys_pages_mapped_again_behind_a_release_go_again() {
+    use rdb_format::{Chunk, Elem, Item};
+    const HUGE: usize = 2 << 20;
+    // 1,500,000 fields of 17 bytes: 25.5 MB
+    let f = big_collection(4, 1_500_000, &[]);
+    let (dir, path) = written_and_read_back(f, "pipeline-behind-release", "hash.rdb");
+    let (mut lo, mut hi, mut fields) = (usize::MAX, 0usize, 0usize);
+    // the first pages found mapped behind the reading, and how far behind it was looked at
+    let (mut behind, mut looked) = (None, 0usize);
+    let mut config = Config::default();
+    config.chunk_threshold(1000).chunk_size(1000);
+    Pipeline::new(config)
+        .threads(2)
+        .map(true)
+        // (slices of a leaked mapping are the mapping's bytes, and it stays to be looked at)
+        .leak_map(true)
+        .run(
+            &path,
+            |b, hand| {
+                let mut late: Vec<Item> = Vec::new();
+                for item in b.by_ref() {
+                    let item = item.unwrap();
+                    if matches!(item, Item::Chunk(_)) {
+                        hand(std::mem::take(&mut late));
+                        late.push(item);
+                    }
+                }
+                late
+            },
+            |part| {
+                if let Part::Done(items) = part {
+                    // the pages of what was read before, but for the last few huge pages
+                    // (the batch's worker lets go whole huge pages behind it)
+                    let (from, to) = (
+                        lo.div_ceil(HUGE).saturating_mul(HUGE),
+                        (hi / HUGE).saturating_sub(3) * HUGE,
+                    );
+                    if to > from {
+                        let mapped = test_support::present_pages(from, to - from);
+                        if mapped > 0 {
+                            behind.get_or_insert((mapped, from, to));
+                        }
+                        looked = looked.max(to - from);
+                    }
+                    for item in items {
+                        let Item::Chunk(Chunk::Hash(v)) = item else {
+                            continue;
+                        };
+                        // read as a printer reads them
+                        for field in &v {
+                            let Elem::Bytes(b) = &field.field else {
+                                continue;
+                            };
+                            lo = lo.min(b.as_ptr() as usize);
+                            hi = hi.max(b.as_ptr() as usize + b.len());
+                            fields += usize::from(b.contains(&b'-'));
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert_eq!(fields, 1_500_000);
+    assert!(looked >= 16 << 20, "looked at {looked} bytes");
+    assert_eq!(behind, None, "pages mapped behind (count, from, to)");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
