@@ -1408,19 +1408,24 @@ impl Pipeline {
                         Msg::Parts(rx, spec) => {
                             let mut tail = None;
                             let mut flow = ControlFlow::Continue(());
+                            // where the pages of the batch were let go from its start last
+                            let mut again = spec.map_or(u64::MAX, |(start, _)| start);
                             while let Some((t, last, at)) = recv_helping(&rx, helpers) {
                                 tail = last;
                                 flow = emit(Part::Done(t));
                                 // what `emit` read of a mapped file (a big key's pieces,
                                 // rendered here) was mapped again after its worker let it go;
-                                // in a big batch, from the huge page the batch starts in (the
-                                // batches before it are done): a piece handed after another
-                                // may lie before where the decoder was when the other was
-                                // handed, and the pages it mapped again behind this thread's
-                                // releases stayed (up to 10 MiB of the bench's big hash)
+                                // in a big batch, every 4 MiB from the huge page the batch
+                                // starts in (the batches before it are done): a piece handed
+                                // after another may lie before where the decoder was when the
+                                // other was handed, and the pages it mapped again behind this
+                                // thread's releases stayed (up to 10 MiB of the bench's big
+                                // hash; at every part, 90 more releases a run, each a TLB
+                                // shootdown)
                                 if let Some((start, _)) = spec {
-                                    if at.saturating_sub(start) > RELEASE {
+                                    if at.saturating_sub(again) > RELEASE {
                                         released = released.min(start / HUGE * HUGE);
+                                        again = at;
                                     }
                                 }
                                 file.release_whole(&mut released, at, RELEASE / 2);
