@@ -75,6 +75,28 @@ fn print<S: Sink>(
     (out.0.take(), err, visited)
 }
 
+/// Prints `path` through the sink `make` makes, taking keys `via` what it says, and asserts
+/// that it gives the output and the error that its items give (`case` names the print in the
+/// failure); how many keys were visited.
+fn same_as_items<S: Sink>(
+    path: &Path,
+    opts: &Options,
+    filter: &Filter,
+    make: fn(Shared) -> S,
+    via: Via,
+    case: String,
+) -> u64 {
+    let want = print(path, opts, filter, make, Via::Items);
+    let got = print(path, opts, filter, make, via);
+    assert_eq!(
+        (String::from_utf8_lossy(&got.0), &got.1),
+        (String::from_utf8_lossy(&want.0), &want.1),
+        "{case} {}",
+        path.display()
+    );
+    got.2
+}
+
 /// An output the test reads after the sink is done with it.
 #[derive(Default, Clone)]
 struct Shared(Rc<RefCell<Vec<u8>>>);
@@ -113,25 +135,14 @@ fn visited_strings_print_as_their_items_do() {
             let mut opts = Options::new();
             opts.rdb(config).mmap(mmap);
             for filter in filters() {
-                macro_rules! same {
-                    ($name:literal, $make:expr) => {{
-                        let want = print(path, &opts, &filter, $make, Via::Items);
-                        let got = print(path, &opts, &filter, $make, Via::Strings(!skip));
-                        assert_eq!(
-                            (String::from_utf8_lossy(&got.0), &got.1),
-                            (String::from_utf8_lossy(&want.0), &want.1),
-                            "{} {} skip {skip} mmap {mmap} filter {filter:?}",
-                            $name,
-                            path.display()
-                        );
-                        visited += got.2;
-                    }};
-                }
-                same!("jsonl", Jsonl::new);
-                same!("json", Json::new);
-                same!("resp", Resp::new);
-                same!("keys", Keys::new);
-                same!("count", Count::new);
+                let via = Via::Strings(!skip);
+                let case = |name| format!("{name} skip {skip} mmap {mmap} filter {filter:?}");
+                let (opts, filter) = (&opts, &filter);
+                visited += same_as_items(path, opts, filter, Jsonl::new, via, case("jsonl"));
+                visited += same_as_items(path, opts, filter, Json::new, via, case("json"));
+                visited += same_as_items(path, opts, filter, Resp::new, via, case("resp"));
+                visited += same_as_items(path, opts, filter, Keys::new, via, case("keys"));
+                visited += same_as_items(path, opts, filter, Count::new, via, case("count"));
             }
         }
     }
@@ -180,27 +191,17 @@ fn packed_keys_print_from_their_borrowed_elements_as_their_items_do() {
             let mut opts = Options::new();
             opts.rdb(Config::default()).mmap(mmap);
             for filter in filters() {
-                macro_rules! same {
-                    ($name:literal, $make:expr) => {{
-                        let want = print(path, &opts, &filter, $make, Via::Items);
-                        let got = print(path, &opts, &filter, $make, Via::Visit);
-                        assert_eq!(
-                            (String::from_utf8_lossy(&got.0), &got.1),
-                            (String::from_utf8_lossy(&want.0), &want.1),
-                            "{} {} mmap {mmap} filter {filter:?}",
-                            $name,
-                            path.display()
-                        );
-                        got.2
-                    }};
-                }
-                packed += same!("jsonl", Jsonl::new);
-                packed += same!("json", Json::new);
-                packed += same!("resp", Resp::new);
-                packed += same!("resp by two", resp_by_two);
+                let case = |name| format!("{name} mmap {mmap} filter {filter:?}");
+                let (opts, filter, via) = (&opts, &filter, Via::Visit);
+                packed += same_as_items(path, opts, filter, Jsonl::new, via, case("jsonl"));
+                packed += same_as_items(path, opts, filter, Json::new, via, case("json"));
+                packed += same_as_items(path, opts, filter, Resp::new, via, case("resp"));
+                packed += same_as_items(path, opts, filter, resp_by_two, via, case("resp by 2"));
                 // (these take none: their keys go the way of items)
-                assert_eq!(same!("keys", Keys::new), 0);
-                assert_eq!(same!("count", Count::new), 0);
+                let keys = same_as_items(path, opts, filter, Keys::new, via, case("keys"));
+                assert_eq!(keys, 0);
+                let count = same_as_items(path, opts, filter, Count::new, via, case("count"));
+                assert_eq!(count, 0);
             }
         }
     }
