@@ -1242,9 +1242,8 @@ impl Pipeline {
         } else {
             self.threads * 2
         };
-        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(queued);
-        let jobs_rx = Mutex::new(jobs_rx);
-        let jobs_rx = &jobs_rx;
+        let jobs = Jobs::new(queued);
+        let jobs = &jobs;
         let (big_tx, big_rx) = mpsc::channel::<(u64, Span)>();
         let big_tx = self.big_first.then_some(big_tx);
         let big_rx = Mutex::new(big_rx);
@@ -1265,7 +1264,7 @@ impl Pipeline {
                         // (and whether it is a big batch handed over ahead of its turn)
                         let (job, ahead) = match big() {
                             Some(job) => (job, true),
-                            None => match jobs_rx.lock().ok().and_then(|rx| rx.recv().ok()) {
+                            None => match jobs.recv() {
                                 Some(Some(job)) => (job, false),
                                 // a big batch was handed over (another worker may have
                                 // taken it already)
@@ -1347,6 +1346,7 @@ impl Pipeline {
                 return no_thread();
             }
             let walker = *self;
+            let jobs_tx = JobsTx(jobs);
             let spawned = named("rdb-walker").spawn_scoped(s, move || {
                 walker.walk_ahead(file, window, gate, (jobs_tx, big_tx), out_tx);
             });
@@ -1501,7 +1501,7 @@ impl Pipeline {
         file: Src<'_>,
         window: u64,
         gate: &Gate,
-        (jobs, big): (mpsc::SyncSender<Job>, Option<mpsc::Sender<(u64, Span)>>),
+        (jobs, big): (JobsTx<'_>, Option<mpsc::Sender<(u64, Span)>>),
         out: mpsc::Sender<Numbered<T>>,
     ) {
         let len = file.len();
@@ -1566,8 +1566,17 @@ impl Pipeline {
                 .fetch_add(span.queued_bytes(file.len()), Ordering::Relaxed);
             let sent = match &big {
                 // (with word in line with the others, for a worker waiting there)
-                Some(big) if far => big.send((idx, span)).is_ok() && jobs.send(None).is_ok(),
-                _ => jobs.send(Some((idx, span))).is_ok(),
+                Some(big) if far => {
+                    let sent = big.send((idx, span)).is_ok();
+                    if sent {
+                        jobs.send(None);
+                    }
+                    sent
+                }
+                _ => {
+                    jobs.send(Some((idx, span)));
+                    true
+                }
             };
             if !sent {
                 return;
@@ -1771,7 +1780,7 @@ impl Pipeline {
         file: Src<'_>,
         window: u64,
         gate: &Gate,
-        jobs: mpsc::SyncSender<Job>,
+        jobs: JobsTx<'_>,
         out: mpsc::Sender<Numbered<T>>,
     ) {
         let len = file.len();
@@ -1828,7 +1837,8 @@ impl Pipeline {
             if n >= gate.taken().saturating_add(hold) {
                 span.data = None;
             }
-            jobs.send(Some((n, span))).is_ok()
+            jobs.send(Some((n, span)));
+            true
         };
         loop {
             let got = if ended {
@@ -2046,6 +2056,111 @@ type Handed<T> = (T, Option<Box<Tail>>, u64);
 /// others, to be taken first ([`Pipeline::big_first`]).
 type Job = Option<(u64, Span)>;
 
+/// The batches cut by the walker, waiting for a worker: at most `room` of them (the walker
+/// waits for room). Its queue grows as batches come: an `mpsc::sync_channel` made room for
+/// them all at once, 4,096 for `check` (its window, [`Pipeline::big_first`]), and the
+/// caller's thread wrote 400 KiB of it before the walker started, about 100 page faults. And a
+/// worker that finds no batch waits on its own, not for another worker: with the `mpsc`
+/// receiver shared under a lock, a worker that took a batch woke the next one up only for it to
+/// wait again in the receiver.
+struct Jobs {
+    state: Mutex<JobsState>,
+    /// a batch was put, or the walker is done
+    put: Condvar,
+    /// a batch was taken
+    taken: Condvar,
+    room: usize,
+}
+
+#[derive(Default)]
+struct JobsState {
+    queue: VecDeque<Job>,
+    /// the walker is done: no batch comes after those queued
+    closed: bool,
+    /// workers waiting for a batch, and whether the walker waits for room (no wake-up is
+    /// sent where nobody waits)
+    idle: usize,
+    full: bool,
+}
+
+impl Jobs {
+    fn new(room: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            put: Condvar::new(),
+            taken: Condvar::new(),
+            room: room.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobsState> {
+        // (nothing panics under the lock: a poisoned one holds a consistent state)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a batch once there is room.
+    fn send(&self, job: Job) {
+        let mut state = self.lock();
+        while state.queue.len() >= self.room {
+            state.full = true;
+            state = self
+                .taken
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state.full = false;
+        state.queue.push_back(job);
+        let wake = state.idle > 0;
+        drop(state);
+        if wake {
+            self.put.notify_one();
+        }
+    }
+
+    /// The next batch; `None` once the walker is done and every batch was taken.
+    fn recv(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.queue.pop_front() {
+                let wake = state.full;
+                drop(state);
+                if wake {
+                    self.taken.notify_one();
+                }
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state.idle += 1;
+            state = self
+                .put
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.idle -= 1;
+        }
+    }
+}
+
+/// The walker's end of [`Jobs`]: the workers end once it is dropped (however the walker
+/// ends, or with the walker's thread that could not be started).
+struct JobsTx<'a>(&'a Jobs);
+
+impl JobsTx<'_> {
+    fn send(&self, job: Job) {
+        self.0.send(job);
+    }
+}
+
+impl Drop for JobsTx<'_> {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.put.notify_all();
+    }
+}
+
 /// Where a worker hands a batch's parts over: a few at a time, or (a batch that may be
 /// decoded ahead of its turn, [`Pipeline::big_first`]) all of them.
 enum PartTx<T> {
@@ -2251,6 +2366,99 @@ mod tests {
     thread_local! {
         /// Times the walker was told to cut again, by a pipeline run on this thread.
         pub(super) static RESTARTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A job numbered `n` for the [`Jobs`] tests.
+    fn job(n: u64) -> Job {
+        Some((
+            n,
+            Span {
+                start: n,
+                end: n + 1,
+                db: 0,
+                version: 9,
+                flavor: Flavor::Redis,
+                data: None,
+                big: false,
+                one_record: false,
+                spec: true,
+                generation: 0,
+            },
+        ))
+    }
+
+    #[test]
+    fn jobs_go_out_once_each_in_order_and_the_workers_end_with_the_walker() {
+        let jobs = Jobs::new(2);
+        let got: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(j) = jobs.recv() {
+                            mine.push(j.map_or(u64::MAX, |(n, _)| n));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            let tx = JobsTx(&jobs);
+            for n in 0..1000 {
+                tx.send(job(n));
+            }
+            tx.send(None);
+            drop(tx);
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        for mine in &got {
+            assert!(mine.is_sorted(), "taken out of order: {mine:?}");
+        }
+        let mut all: Vec<u64> = got.concat();
+        all.sort_unstable();
+        let want: Vec<u64> = (0..1000).chain([u64::MAX]).collect();
+        assert_eq!(all, want);
+        // none is left to wait for a walker that is gone
+        assert!(jobs.recv().is_none());
+    }
+
+    #[test]
+    fn the_walker_waits_for_room_and_no_room_is_made_before_it_is_needed() {
+        let jobs = Jobs::new(4096);
+        let tx = JobsTx(&jobs);
+        tx.send(job(0));
+        // (an `mpsc::sync_channel` wrote slots for all 4,096 at once)
+        assert!(jobs.lock().queue.capacity() < 64);
+        drop(tx);
+        assert_eq!(jobs.recv().flatten().map(|(n, _)| n), Some(0));
+        assert!(jobs.recv().is_none());
+
+        let jobs = Jobs::new(2);
+        let sent = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            let tx = JobsTx(&jobs);
+            let (jobs, sent) = (&jobs, &sent);
+            s.spawn(move || {
+                for n in 0..3 {
+                    tx.send(job(n));
+                    sent.store(n + 1, Ordering::SeqCst);
+                }
+            });
+            while sent.load(Ordering::SeqCst) < 2 {
+                std::thread::yield_now();
+            }
+            // the third waits for room
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert_eq!(sent.load(Ordering::SeqCst), 2);
+            assert_eq!(jobs.lock().queue.len(), 2);
+            assert_eq!(jobs.recv().flatten().map(|(n, _)| n), Some(0));
+            while sent.load(Ordering::SeqCst) < 3 {
+                std::thread::yield_now();
+            }
+        });
+        let left: Vec<_> = std::iter::from_fn(|| jobs.recv())
+            .map(|j| j.map(|(n, _)| n))
+            .collect();
+        assert_eq!(left, [Some(1), Some(2)]);
     }
 
     /// Every item of the RDB file `bytes` as one decoder gives them, up to its first error.
