@@ -2370,21 +2370,12 @@ mod tests {
 
     /// A job numbered `n` for the [`Jobs`] tests.
     fn job(n: u64) -> Job {
-        Some((
-            n,
-            Span {
-                start: n,
-                end: n + 1,
-                db: 0,
-                version: 9,
-                flavor: Flavor::Redis,
-                data: None,
-                big: false,
-                one_record: false,
-                spec: true,
-                generation: 0,
-            },
-        ))
+        let span = Span {
+            start: n,
+            end: n + 1,
+            ..whole_file(20, None)
+        };
+        Some((n, span))
     }
 
     #[test]
