@@ -738,7 +738,7 @@ impl Decoder {
         // members checked elsewhere: their hashes go there, a step at a time, each hashed in
         // its turn (not first, as for a table here: it would be written twice)
         let mut deferred = seq.deferred.then(|| DeferredStep {
-            hashes: Vec::with_capacity(raws.len()),
+            hashes: self.step_hashes(raws.len()),
         });
         if let Some(n) = seq.defer_start.take() {
             self.deferred.push_back(Deferred::Start(n));
@@ -852,7 +852,7 @@ impl Decoder {
         }
         if seq.deferred {
             // (the next step's hashes get room for as many at once)
-            self.seq_hashes = Vec::with_capacity(hashes.len());
+            self.seq_hashes = self.step_hashes(hashes.len());
             self.issue_step(DeferredStep { hashes }, &chunk, start, seq.kind);
             return Ok(true);
         }

@@ -30,6 +30,9 @@ pub(crate) struct Checked {
     /// The collection went past the duplicate check's limit in this step: its check is
     /// partial from there on ([`Decoder::partial_checks`]).
     pub(crate) partial: bool,
+    /// The step's hashes, for the decoder to hash another step into
+    /// ([`Decoder::recycle_step`]).
+    pub(crate) spent: Vec<u128>,
 }
 
 /// The duplicate check of the big collections of one decoder, as the decoder would do it:
@@ -63,7 +66,11 @@ impl MemberCheck {
                 self.seen = Seen::with_capacity(n).with_helper();
                 None
             }
-            Deferred::Step(hashes) => Some(self.step(&hashes)),
+            Deferred::Step(hashes) => {
+                let mut out = self.step(&hashes);
+                out.spent = hashes;
+                Some(out)
+            }
         }
     }
 
@@ -71,6 +78,7 @@ impl MemberCheck {
         let mut out = Checked {
             dup: None,
             partial: false,
+            spent: Vec::new(),
         };
         // each member's line is loaded some members ahead of its turn
         for &h in hashes.iter().take(TOUCH_AHEAD) {
@@ -115,6 +123,10 @@ pub(super) struct Kept {
     ctx: Context,
 }
 
+/// Spent steps' vectors a decoder keeps for the next steps: as many as may be checked while
+/// it decodes the next (the pipeline's lead, 8 steps) and a few more.
+pub(crate) const SPARE_STEPS: usize = 12;
+
 /// A step of a collection whose members are checked elsewhere, while it is decoded.
 #[derive(Debug)]
 pub(super) struct DeferredStep {
@@ -151,6 +163,34 @@ impl Decoder {
     /// may be given out once that many steps were checked without a duplicate.
     pub(crate) fn deferred_issued(&self) -> u64 {
         self.issued
+    }
+
+    /// Takes back a checked step's hashes ([`Checked::spent`]): the next steps hash into
+    /// them rather than into fresh vectors. (Each step's vector was allocated by the
+    /// decoder's thread and freed by the thread that checked it: memory going back and forth
+    /// between threads' heaps, and pages the decoder faulted in again.)
+    pub(crate) fn recycle_step(&mut self, spent: Vec<u128>) {
+        if self.spare_steps.len() < SPARE_STEPS && spent.capacity() > 0 {
+            self.spare_steps.push(spent);
+        }
+    }
+
+    /// How many spent steps' vectors wait to be used again.
+    #[cfg(test)]
+    pub(crate) fn spare_steps(&self) -> usize {
+        self.spare_steps.len()
+    }
+
+    /// An empty vector for a step of `n` members' hashes: a spent one when there is one.
+    pub(super) fn step_hashes(&mut self, n: usize) -> Vec<u128> {
+        match self.spare_steps.pop() {
+            Some(mut v) => {
+                v.clear();
+                v.reserve(n);
+                v
+            }
+            None => Vec::with_capacity(n),
+        }
     }
 
     /// The steps before `n` were checked: what was kept to report their duplicates goes.

@@ -19,6 +19,8 @@ mod types;
 
 pub(crate) use collections::blob_per;
 use collections::*;
+#[cfg(test)]
+pub(crate) use deferred::SPARE_STEPS;
 pub(crate) use deferred::{Checked, Deferred, MemberCheck};
 use deferred::{DeferredStep, Kept};
 pub(crate) use module::key_meta_len;
@@ -1064,6 +1066,8 @@ pub struct Decoder {
     issued: u64,
     /// What the steps not checked yet need to report a duplicate.
     kept: VecDeque<Kept>,
+    /// Checked steps' vectors, for the next steps' hashes ([`Decoder::recycle_step`]).
+    spare_steps: Vec<Vec<u128>>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -1129,6 +1133,7 @@ impl Decoder {
             deferred: VecDeque::new(),
             issued: 0,
             kept: VecDeque::new(),
+            spare_steps: Vec::new(),
         }
     }
 
