@@ -8,6 +8,7 @@ use std::ops::{ControlFlow, Range};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Mutex;
+use std::thread::ThreadId;
 
 use rdb_format::{Item, Part, Pipeline};
 
@@ -46,7 +47,7 @@ impl PartWriter {
     fn refill(&self, b: Vec<u8>, pool: &Pool) {
         match &mut *self.0.borrow_mut() {
             Target::Buffer(mine) if mine.capacity() == 0 => *mine = b,
-            _ => pool.put(b),
+            _ => pool.put(b, Some(std::thread::current().id())),
         }
     }
 
@@ -70,9 +71,11 @@ impl PartWriter {
 
 /// Buffers the workers print into, given back once their bytes are written: a worker's part
 /// neither grows its buffer from nothing (copying it at each doubling) nor allocates a fresh
-/// one that the kernel has to fault in.
+/// one that the kernel has to fault in. A worker gets back one it printed into before where
+/// there is one: another's was written last on the other's core, and each of its lines
+/// would move over as this one writes it.
 #[derive(Default)]
-struct Pool(Mutex<Vec<Vec<u8>>>);
+struct Pool(Mutex<Vec<(Option<ThreadId>, Vec<u8>)>>);
 
 impl Pool {
     /// Buffers kept at most: more than are in flight at once while parts wait for their turn
@@ -84,22 +87,30 @@ impl Pool {
     /// faults against 5,300 now.
     const KEEP: usize = 32;
 
-    /// An empty buffer that holds a part without growing.
+    /// An empty buffer that holds a part without growing: the last one this thread printed
+    /// into, else the last one given back.
     fn get(&self) -> Vec<u8> {
-        let got = self.0.lock().ok().and_then(|mut p| p.pop());
+        let me = std::thread::current().id();
+        let got = self.0.lock().ok().and_then(|mut p| {
+            let i = p.iter().rposition(|(by, _)| *by == Some(me));
+            match i {
+                Some(i) => Some(p.remove(i).1),
+                None => p.pop().map(|(_, b)| b),
+            }
+        });
         got.unwrap_or_else(|| Vec::with_capacity(SPILL + (SPILL >> 2)))
     }
 
-    /// Takes `b` back, unless it grew past what a part usually needs (a big record's), or
-    /// is too small to hold one.
-    fn put(&self, mut b: Vec<u8>) {
+    /// Takes `b` back, printed into by thread `by`, unless it grew past what a part usually
+    /// needs (a big record's), or is too small to hold one.
+    fn put(&self, mut b: Vec<u8>, by: Option<ThreadId>) {
         if b.capacity() > 4 * SPILL || b.capacity() < SPILL {
             return;
         }
         b.clear();
         if let Ok(mut p) = self.0.lock() {
             if p.len() < Self::KEEP {
-                p.push(b);
+                p.push((by, b));
             } else {
                 #[cfg(test)]
                 tests::FREED_WHEN_FULL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -278,6 +289,8 @@ struct Printed {
     items: Vec<Item>,
     /// For the last part: what the batch ended with.
     last: Option<Last>,
+    /// The worker that printed it, whose buffers go back to it ([`Pool`]).
+    by: Option<ThreadId>,
 }
 
 /// How a batch ended.
@@ -422,6 +435,8 @@ pub fn print_parallel<S: PrintParts>(
         (p, error)
     };
     let work = |batch: &mut rdb_format::Batch<'_>, hand: &mut dyn FnMut(Printed)| -> Printed {
+        let by = Some(std::thread::current().id());
+        let mut hand = |p: Printed| hand(Printed { by, ..p });
         let w = PartWriter::buffer();
         let (mut p, mut error) = fresh(&w, batch.header(), batch.db());
         let mut first = true;
@@ -472,6 +487,7 @@ pub fn print_parallel<S: PrintParts>(
                         summary: Some(summary),
                         items: vec![Item::KeyStart(head)],
                         last: None,
+                        by,
                     });
                     keys += p.keys();
                     (p, error) = fresh(&w, batch.header(), db);
@@ -544,6 +560,7 @@ pub fn print_parallel<S: PrintParts>(
                 partial: batch.partial_checks(),
                 error,
             }),
+            by,
         }
     };
     let (mut keys, mut partial) = (0u64, 0u64);
@@ -624,7 +641,7 @@ fn join<S: PrintParts>(
             }
             _ => w.write_all(bytes)?,
         }
-        pool.put(buf);
+        pool.put(buf, part.by);
     }
     if let Some(s) = &part.summary {
         main.sink_mut().join(s);
@@ -651,6 +668,26 @@ mod tests {
     /// the process: only [`the_pool_keeps_the_buffers_in_flight`] prints in parallel in this
     /// test binary, so what it counts is that test's.
     pub(super) static FREED_WHEN_FULL: AtomicUsize = AtomicUsize::new(0);
+
+    /// A thread gets back the buffer it printed into last, even where another thread's came
+    /// back after it; else the one given back last.
+    #[test]
+    fn a_worker_gets_back_its_own_buffer_first() {
+        let pool = Pool::default();
+        let (mine, theirs) = (pool.get(), pool.get());
+        let (at_mine, at_theirs) = (mine.as_ptr(), theirs.as_ptr());
+        let other = std::thread::spawn(|| std::thread::current().id())
+            .join()
+            .unwrap();
+        pool.put(mine, Some(std::thread::current().id()));
+        pool.put(theirs, Some(other));
+        let got = pool.get();
+        assert_eq!(got.as_ptr(), at_mine);
+        // none of its own is left: the other thread's
+        let next = pool.get();
+        assert_eq!(next.as_ptr(), at_theirs);
+        assert!(pool.get().capacity() >= SPILL);
+    }
 
     /// An RDB 9 file (no checksum) of `n` string keys of 200 bytes.
     fn strings_file(n: usize) -> tempfile::NamedTempFile {
