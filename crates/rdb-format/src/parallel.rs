@@ -2124,9 +2124,10 @@ impl Jobs {
     /// waits, the worker runs steps of the shared duplicate checks ([`Checker::Shared`]) as
     /// the caller's thread does when it waits: a worker idle because the window is full
     /// waits for the caller's thread, which prints a big collection that the other worker
-    /// decodes. Helping there took part of the check off both, and `dump --format jsonl`
-    /// and `--format resp --threads 2` of the bench's mixed file were 1.7 % and 2.7 %
-    /// faster (medians of 16 runs each, alternated; 0.381 s → 0.375 and 0.292 → 0.284).
+    /// decodes. Helping there takes part of the check off both: about 1 %, within this
+    /// VM's spread (`dump --format jsonl --threads 2` of the bench's mixed file, medians of
+    /// 16 alternated runs: 0.381 s → 0.375 in one hour, 0.404 → 0.400 in another; `resp`,
+    /// with the step vectors given back ([`Decoder::recycle_step`]), 0.301 → 0.298 over 270).
     /// (A worker that began to wait before the check was registered is not woken for it.)
     fn recv(&self, helpers: &Helpers) -> Option<Job> {
         let mut state = self.lock();
