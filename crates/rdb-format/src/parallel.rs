@@ -2132,21 +2132,6 @@ impl Jobs {
     fn recv(&self, helpers: &Helpers) -> Option<Job> {
         let mut state = self.lock();
         loop {
-            if state.queue.is_empty() && !state.closed && helpers.active() {
-                drop(state);
-                let helped = helpers.help();
-                state = self.lock();
-                if !helped && state.queue.is_empty() && !state.closed {
-                    // a batch wakes it up; a step waits for its next look
-                    state.idle += 1;
-                    state = self
-                        .put
-                        .wait_timeout(state, HELP_POLL)
-                        .map_or_else(|e| e.into_inner().0, |(s, _)| s);
-                    state.idle -= 1;
-                }
-                continue;
-            }
             if let Some(job) = state.queue.pop_front() {
                 let wake = state.full;
                 drop(state);
@@ -2158,11 +2143,27 @@ impl Jobs {
             if state.closed {
                 return None;
             }
+            let helping = helpers.active();
+            if helping {
+                drop(state);
+                let helped = helpers.help();
+                state = self.lock();
+                // (or a batch came meanwhile)
+                if helped || !state.queue.is_empty() || state.closed {
+                    continue;
+                }
+            }
+            // a batch wakes it up; a step waits for its next look
             state.idle += 1;
-            state = self
-                .put
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state = if helping {
+                self.put
+                    .wait_timeout(state, HELP_POLL)
+                    .map_or_else(|e| e.into_inner().0, |(s, _)| s)
+            } else {
+                self.put
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            };
             state.idle -= 1;
         }
     }

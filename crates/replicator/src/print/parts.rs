@@ -93,10 +93,8 @@ impl Pool {
         let me = std::thread::current().id();
         let got = self.0.lock().ok().and_then(|mut p| {
             let i = p.iter().rposition(|(by, _)| *by == Some(me));
-            match i {
-                Some(i) => Some(p.remove(i).1),
-                None => p.pop().map(|(_, b)| b),
-            }
+            let i = i.or(p.len().checked_sub(1))?;
+            Some(p.remove(i).1)
         });
         got.unwrap_or_else(|| Vec::with_capacity(SPILL + (SPILL >> 2)))
     }
@@ -486,8 +484,7 @@ pub fn print_parallel<S: PrintParts>(
                         first: first_select,
                         summary: Some(summary),
                         items: vec![Item::KeyStart(head)],
-                        last: None,
-                        by,
+                        ..Printed::default()
                     });
                     keys += p.keys();
                     (p, error) = fresh(&w, batch.header(), db);
