@@ -57,6 +57,10 @@ const BLOCK: u64 = 2 << 20;
 /// too. A printed batch of small keys is three or four parts, so that it can be printed whole
 /// while the batch before it is (with two, strings printed on two threads were 20 % slower).
 const PARTS: usize = 4;
+/// Bytes a probe far ahead of the workers reads first ([`Pipeline::probe_at`]): most places
+/// are found within them; the rest read all of theirs again. (Read all at once, they took
+/// about a third of the walker's time.)
+const PROBE_FIRST: u64 = 16 << 10;
 /// A batch gathered up to this size stays in the walker's memory for its worker; a bigger one
 /// (a big key) is read from the file again by its worker.
 const CARRY: u64 = 1 << 20;
@@ -147,23 +151,39 @@ impl<'f> Src<'f> {
         }
     }
 
-    /// The bytes `start..end` (up to the file's end) read into a buffer of their own, for a
-    /// mapped file whose file is at hand: the walker's probes look there, far ahead of the
-    /// workers, without mapping pages that then had to be let go (each `madvise` that lets
-    /// pages go interrupts the other cores running the process: about 100 of them on two
-    /// threads for the bench's mixed file, one a probe). `None`: look at the mapping, if any.
-    fn copy(&self, start: u64, end: u64) -> Option<Bytes> {
+    /// `f` of the bytes `start..end` (up to the file's end) read into a buffer, for a mapped
+    /// file whose file is at hand: the walker's probes look there, far ahead of the workers,
+    /// without mapping pages that then had to be let go (each `madvise` that lets pages go
+    /// interrupts the other cores running the process: about 100 of them on two threads for
+    /// the bench's mixed file, one a probe). The buffer is the thread's, kept for its next
+    /// read rather than made and zeroed for each (a quarter of the walker's time). `None`:
+    /// look at the mapping, if any.
+    fn copy_with<R>(&self, start: u64, end: u64, f: impl FnOnce(&Bytes) -> R) -> Option<R> {
+        thread_local! {
+            static READ: std::cell::RefCell<BytesMut> = std::cell::RefCell::default();
+        }
         match *self {
             Src::File(_) => {
-                let _ = (start, end);
+                let _ = (start, end, f);
                 None
             }
             #[cfg(feature = "mmap")]
-            Src::Map(m, Some(f)) => {
-                let end = end.min(m.len());
-                let mut buf = vec![0; usize::try_from(end.checked_sub(start)?).ok()?];
-                f.read_exact_at(&mut buf, start).ok()?;
-                Some(Bytes::from(buf))
+            Src::Map(m, Some(file)) => {
+                let n = usize::try_from(end.min(m.len()).checked_sub(start)?).ok()?;
+                READ.with(|kept| {
+                    let mut buf = kept.take();
+                    if buf.len() < n {
+                        buf.resize(n, 0);
+                    }
+                    file.read_exact_at(&mut buf[..n], start).ok()?;
+                    let buf = buf.freeze();
+                    let r = f(&buf.slice(..n));
+                    // (back unless `f` kept a piece of it)
+                    if let Ok(buf) = buf.try_into_mut() {
+                        kept.replace(buf);
+                    }
+                    Some(r)
+                })
             }
             #[cfg(feature = "mmap")]
             Src::Map(_, None) => None,
@@ -1755,9 +1775,10 @@ impl Pipeline {
 
     /// The first place in the [`PROBE_SCAN`] bytes from `target` from which records walk and
     /// decode ([`Pipeline::probe`]), two records on. Where `let_go` (far ahead of the
-    /// workers), the bytes are read into a buffer ([`Src::copy`]) where the file is at hand,
-    /// else looked at in the mapping and its pages let go after; else looked at in the
-    /// mapping, whose pages its workers then find mapped.
+    /// workers), the bytes are read into a buffer ([`Src::copy_with`]) where the file is at
+    /// hand, first [`PROBE_FIRST`] of them and all only where those do not tell; else looked
+    /// at in the mapping and its pages let go after; else looked at in the mapping, whose
+    /// pages its workers then find mapped.
     fn probe_at(
         &self,
         file: Src<'_>,
@@ -1767,24 +1788,64 @@ impl Pipeline {
         let_go: bool,
     ) -> Option<u64> {
         let len = file.len();
-        let window_end = target.saturating_add(PROBE_SCAN + PROBE_BYTES);
-        // (pages the workers soon read are mapped for them instead)
-        let copied = let_go.then(|| file.copy(target, window_end)).flatten();
-        let (bytes, mapped) = match copied {
-            Some(b) => (b, false),
-            None => (file.slice(target, window_end)?, true),
+        let window_end = target.saturating_add(PROBE_SCAN + PROBE_BYTES).min(len);
+        // places before `from` were looked at and are none
+        let mut from = 0;
+        let mut scan = |bytes: &Bytes| {
+            self.scan(
+                bytes,
+                &mut from,
+                target,
+                (len, window_end),
+                (version, flavor),
+            )
         };
-        let release = |file: Src<'_>| {
-            if let_go && mapped {
-                let mut from = target;
-                file.release(&mut from, window_end, 1);
+        if let_go {
+            let first = target.saturating_add(PROBE_FIRST).min(window_end);
+            // (pages the workers soon read are mapped for them instead)
+            match file.copy_with(target, first, &mut scan) {
+                Some(Found::At(at)) => return Some(at),
+                Some(Found::Not) => return None,
+                Some(Found::Short) => {
+                    if let Some(found) = file.copy_with(target, window_end, &mut scan) {
+                        return found.at();
+                    }
+                }
+                None => {}
             }
-        };
+        }
+        let bytes = file.slice(target, window_end)?;
+        let found = scan(&bytes).at();
+        if let_go {
+            let mut from = target;
+            file.release(&mut from, window_end, 1);
+        }
+        found
+    }
+
+    /// [`probe_at`](Self::probe_at)'s look at `bytes`, read from `target` on, at the places
+    /// from `*from` on: where they end before `window_end` (in a file of `len` bytes),
+    /// [`Found::Short`] when the place at `*from` might be one with more of them (the places
+    /// before it are none, whatever follows).
+    fn scan(
+        &self,
+        bytes: &Bytes,
+        from: &mut usize,
+        target: u64,
+        (len, window_end): (u64, u64),
+        (version, flavor): (u32, Flavor),
+    ) -> Found {
+        let whole = target + bytes.len() as u64 >= window_end;
         let scan = bytes.len().min(PROBE_SCAN as usize);
-        for i in 0..scan {
-            if !plausible_record(&bytes[i..])
-                || !crate::decoder::may_start_records(&bytes[i..], self.config.lenient)
-            {
+        for i in *from..scan {
+            *from = i;
+            match plausible_record(&bytes[i..]) {
+                Some(true) => {}
+                Some(false) => continue,
+                None if whole => continue,
+                None => return Found::Short,
+            }
+            if !crate::decoder::may_start_records(&bytes[i..], self.config.lenient) {
                 continue;
             }
             let at = target + i as u64;
@@ -1795,25 +1856,28 @@ impl Pipeline {
                 bytes.slice(i..),
                 len - at,
             );
-            let checked = walked.and_then(|_| {
-                let mut config = self.config;
-                config.skip_values(true);
-                records_from(
-                    Decoder::resume_probe(config, version, flavor),
-                    bytes.slice(i..),
-                    len - at,
-                )
-            });
-            if let Some(second) = checked {
+            let checked = match walked {
+                Found::At(_) => {
+                    let mut config = self.config;
+                    config.skip_values(true);
+                    records_from(
+                        Decoder::resume_probe(config, version, flavor),
+                        bytes.slice(i..),
+                        len - at,
+                    )
+                }
+                other => other,
+            };
+            match checked {
                 // a false start (inside a value) that decodes at all mostly runs into the
                 // file's own records within its first: where its second one ends is
                 // a record boundary either way
-                release(file);
-                return Some(at + second);
+                Found::At(second) => return Found::At(at + second),
+                Found::Short if !whole => return Found::Short,
+                Found::Short | Found::Not => {}
             }
         }
-        release(file);
-        None
+        Found::Not
     }
 
     /// The first record boundary at or past `target`, walking the records from `from` on,
@@ -2076,17 +2140,20 @@ impl Pipeline {
 /// when [`PROBE_RECORDS`] records decode from the start of `src` with `dec` (a decoder resumed
 /// at offset 0), or the records up to the EOF, `left` bytes from there being all the file has;
 /// `None` if they do not.
-fn records_from(mut dec: Decoder, mut src: Bytes, left: u64) -> Option<u64> {
+fn records_from(mut dec: Decoder, mut src: Bytes, left: u64) -> Found {
     let (mut records, mut second) = (0, None);
     loop {
         match dec.decode(&mut src) {
             // (a listpack ends with the EOF opcode's byte)
             Ok(Some(Item::Eof { .. })) => {
-                return (dec.offset() == left).then(|| second.unwrap_or(0));
+                return match dec.offset() == left {
+                    true => Found::At(second.unwrap_or(0)),
+                    false => Found::Not,
+                };
             }
             // runs of zeros (in a stream's entries, say) walk as records of empty keys, which
             // real files next to never hold
-            Ok(Some(Item::KeyChecked(h))) if h.key.is_empty() => return None,
+            Ok(Some(Item::KeyChecked(h))) if h.key.is_empty() => return Found::Not,
             // (a run of small records is decoded at once, its items come after)
             Ok(Some(_)) => {
                 records += 1;
@@ -2094,27 +2161,49 @@ fn records_from(mut dec: Decoder, mut src: Bytes, left: u64) -> Option<u64> {
                     if records >= PROBE_SKIP && second.is_none() {
                         second = Some(dec.offset());
                     }
-                    if records >= PROBE_RECORDS && second.is_some() {
-                        return second;
+                    if let Some(second) = second.filter(|_| records >= PROBE_RECORDS) {
+                        return Found::At(second);
                     }
                 }
             }
-            Ok(None) | Err(_) => return None,
+            // (the bytes ended first)
+            Ok(None) => return Found::Short,
+            Err(_) => return Found::Not,
+        }
+    }
+}
+
+/// What a look for a place records start at found: the place; none; or none in the bytes
+/// it had, which end before it could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    At(u64),
+    Not,
+    Short,
+}
+
+impl Found {
+    /// The place, if one was found.
+    fn at(self) -> Option<u64> {
+        match self {
+            Self::At(at) => Some(at),
+            Self::Not | Self::Short => None,
         }
     }
 }
 
 /// Whether `b` may start a record, as far as its first bytes tell: a value type followed by a
-/// key's length that fits in `b`, or an opcode (the probe decodes what passes).
-fn plausible_record(b: &[u8]) -> bool {
+/// key's length that fits in `b`, or an opcode (the probe decodes what passes). `None`: `b`
+/// ends before it can tell.
+fn plausible_record(b: &[u8]) -> Option<bool> {
     let (Some(&ty), Some(&len)) = (b.first(), b.get(1)) else {
-        return false;
+        return None;
     };
     if ty >= 0xF0 {
-        return true;
+        return Some(true);
     }
     if ty > 30 {
-        return false;
+        return Some(false);
     }
     let (head, n) = match len >> 6 {
         0 => (1, u64::from(len & 0x3F)),
@@ -2129,11 +2218,11 @@ fn plausible_record(b: &[u8]) -> bool {
             }),
         ),
         // a key kept as an integer, or compressed (its lengths follow)
-        3 if len <= 0xC3 => return true,
-        _ => return false,
+        3 if len <= 0xC3 => return Some(true),
+        _ => return Some(false),
     };
     // the key and at least a byte of its value
-    n.saturating_add(head + 2) <= b.len() as u64
+    (n.saturating_add(head + 2) <= b.len() as u64).then_some(true)
 }
 
 /// The bytes of `span` when `held_bytes` (read from `held_from` on) holds them all.
@@ -2902,6 +2991,62 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `f` ended (the EOF opcode and the checksum), written to `dir`, opened and mapped.
+    #[cfg(feature = "mmap")]
+    fn ended_and_mapped(dir: &Path, f: &mut Vec<u8>) -> (File, MappedFile) {
+        f.push(0xFF);
+        f.extend(crate::crc64(f).to_le_bytes());
+        let path = dir.join("f.rdb");
+        std::fs::write(&path, &f).unwrap();
+        let file = File::open(&path).unwrap();
+        let map = MappedFile::from_file(&file).unwrap();
+        (file, map)
+    }
+
+    /// A probe far ahead reads [`PROBE_FIRST`] bytes first, and all of its window only where
+    /// those do not tell: it finds what a look at the whole window in the mapping finds, at
+    /// every place of a file of strings of 10 B to 70 KiB, random bytes in which false starts
+    /// abound. Some places need the whole window (the test checks that it reads it).
+    #[cfg(feature = "mmap")]
+    #[test]
+    fn a_probe_that_reads_a_little_first_finds_what_one_that_reads_all_finds() {
+        let dir = test_support::temp_dir("rdb-probe-first");
+        let mut f = b"REDIS0009".to_vec();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..120u32 {
+            let key = format!("k{i}");
+            f.extend([0, key.len() as u8]);
+            f.extend_from_slice(key.as_bytes());
+            let n = [10u32, 300, 5_000, 20_000, 40_000, 70_000][i as usize % 6];
+            f.push(0x80);
+            f.extend(n.to_be_bytes());
+            f.extend((0..n).map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            }));
+        }
+        let (file, map) = ended_and_mapped(&dir, &mut f);
+        let pipeline = Pipeline::new(Config::default());
+        let (read, mapped) = (Src::Map(&map, Some(&file)), Src::Map(&map, None));
+        let len = f.len() as u64;
+        let (mut short, mut found) = (0, 0);
+        for target in (9..len).step_by(1_201) {
+            let first = read.copy_with(target, target + PROBE_FIRST, |b| {
+                let window_end = (target + PROBE_SCAN + PROBE_BYTES).min(len);
+                let one = (9, Flavor::Redis);
+                pipeline.scan(b, &mut 0, target, (len, window_end), one)
+            });
+            short += usize::from(first == Some(Found::Short));
+            let at = pipeline.probe_at(read, target, 9, Flavor::Redis, true);
+            let all = pipeline.probe_at(mapped, target, 9, Flavor::Redis, false);
+            assert_eq!(at, all, "at {target}");
+            found += usize::from(at.is_some());
+        }
+        assert!(short > 10 && found > 10, "{short} read all, {found} found");
+    }
+
     /// The speculating walker walks a big collection to its end only where that end is near
     /// ([`WALK_PAST`]): a set of 600,000 members (5.4 MB) is handed over without it, its
     /// batch ending past a place found by a probe after it, while a set of 100,000 ends where
@@ -2936,12 +3081,7 @@ mod tests {
                 f.extend([0x50, 0x00]);
                 f.extend(std::iter::repeat_n(b'v', 4096));
             }
-            f.push(0xFF);
-            f.extend(crate::crc64(&f).to_le_bytes());
-            let path = dir.join("f.rdb");
-            std::fs::write(&path, &f).unwrap();
-            let file = File::open(&path).unwrap();
-            let map = MappedFile::from_file(&file).unwrap();
+            let (file, map) = ended_and_mapped(&dir, &mut f);
             let mut pipeline = Pipeline::new(Config::default());
             pipeline.batch_bytes(64 << 10);
             // from the set's record: the first probe is inside it
@@ -2957,10 +3097,13 @@ mod tests {
                 (len - 100, len),
                 (len - 5, len + 1000),
             ] {
-                let copied = src.copy(a, b).expect("read");
+                let copied = src.copy_with(a, b, Bytes::clone).expect("read");
+                // (what a read before kept is not overwritten)
+                let again = src.copy_with(0, 3, Bytes::clone);
+                assert_eq!(again.as_deref(), Some(&b"RED"[..]));
                 assert_eq!(Some(copied), mapped.slice(a, b.min(len)), "{a}..{b}");
             }
-            assert!(mapped.copy(0, 10).is_none());
+            assert!(mapped.copy_with(0, 10, Bytes::clone).is_none());
             assert!(far, "{n} members");
             // a set whose members so far say it ends far on is walked no further than the
             // first block's end, not to `WALK_PAST` past the probe
