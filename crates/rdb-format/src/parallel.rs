@@ -78,7 +78,7 @@ const RELEASE: u64 = 4 << 20;
 /// worker letting its own batch's pages go 2 MiB at a time, `check --threads 2` of the bench's
 /// mixed file made 198 of them a run, 79 now; its system time went from 32.5 to 24.2 ms and
 /// its time from 89.5 to 88.2 ms (medians of 21 alternated runs; 89.2 → 86.3 over 30), for
-/// 3-9 MiB more peak RSS (16 MiB: about as fast, 12 MiB more).
+/// up to 4 MiB more peak RSS (16 MiB: about as fast, 12 MiB more).
 const LEAVE: u64 = 8 << 20;
 /// Batches in flight at most for the workers to let their pages go whole huge pages at a time
 /// (`Batch::whole_pages`): the default window of a printing pipeline.
