@@ -548,8 +548,8 @@ const HELP_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 /// ([`Checker::shared`]) wake it. (Waiting in the channel's own `recv`, it could not be woken
 /// for a check shared meanwhile and had to look again every millisecond: with that and the
 /// walker woken at each batch taken ([`Gate::wait_restart`]), `check --threads 2` of the
-/// bench's mixed file switched threads 600 times a run, 300 without, and took 0.0958 s
-/// rather than 0.0942, medians of 42 alternated runs.)
+/// bench's mixed file switched threads 524 times a run, 289 without, and took 0.0967 s
+/// rather than 0.0949, medians of 21 alternated runs.)
 fn recv_helping<M>(rx: &mpsc::Receiver<M>, helpers: &Helpers) -> Option<M> {
     debug_assert_eq!(std::thread::current().id(), helpers.caller.id());
     loop {
@@ -2167,7 +2167,7 @@ impl Pipeline {
 /// Where the [`PROBE_SKIP`]th record (or, the first, a run of records decoded at once) ends
 /// when [`PROBE_RECORDS`] records decode from the start of `src` with `dec` (a decoder resumed
 /// at offset 0), or the records up to the EOF, `left` bytes from there being all the file has;
-/// `None` if they do not.
+/// [`Found::Not`] if they do not, [`Found::Short`] if `src` ends before they can tell.
 fn records_from(mut dec: Decoder, mut src: Bytes, left: u64) -> Found {
     let (mut records, mut second) = (0, None);
     loop {
