@@ -618,8 +618,11 @@ fn workers_far_ahead_of_the_caller_let_their_pages_go() {
             assert!(grew < 24 << 20, "mapped pages grew by {} MiB", grew >> 20);
         }
         assert!(parts > 500, "{parts} batches");
+        // on the way: up to 8 MiB left to the caller's thread ahead of it and as much behind
+        // it not let go yet, and four workers' batches mapped in 2 MiB folios (10-15 MiB
+        // measured; with the caller's thread not letting them go, 60)
         assert!(
-            peak < 24 << 20,
+            peak < 32 << 20,
             "waiting {wait}: mapped pages grew by {} MiB on the way",
             peak >> 20
         );
