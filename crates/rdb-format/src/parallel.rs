@@ -1397,6 +1397,7 @@ impl Pipeline {
             for _ in 0..self.threads {
                 let out_tx = out_tx.clone();
                 let spawned = named("rdb-worker").spawn_scoped(s, move || {
+                    let _stop = StopOnPanic(gate, jobs);
                     loop {
                         let big = || big_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
                         // (and whether it is a big batch handed over ahead of its turn)
@@ -2331,6 +2332,13 @@ impl Jobs {
         }
     }
 
+    /// Drops the batches queued and wakes the walker if it waits for room (the workers
+    /// that would take them are gone: [`StopOnPanic`]).
+    fn abandon(&self) {
+        self.lock().queue.clear();
+        self.taken.notify_all();
+    }
+
     /// The next batch; `None` once the walker is done and every batch was taken. While none
     /// waits, the worker runs steps of the shared duplicate checks ([`Checker::Shared`]) as
     /// the caller's thread does when it waits: a worker idle because the window is full
@@ -2451,6 +2459,22 @@ struct Gate {
 
 /// Stops its gate when dropped ([`Gate::stop`]).
 struct StopOnDrop<'g>(&'g Gate);
+
+/// Stops the pipeline when a worker's thread unwinds (a caller's `work` that panicked): the
+/// batches it would have taken are dropped, and the walker and the other threads end, so
+/// that the caller's thread, which waited for them, gets to the panic. (Without it, a panic
+/// in a batch cut after a wrong guess left the walker cutting again for workers that were
+/// gone, and the caller's thread waiting for their batches, forever.)
+struct StopOnPanic<'g>(&'g Gate, &'g Jobs);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+            self.1.abandon();
+        }
+    }
+}
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
@@ -2849,6 +2873,52 @@ mod tests {
             // the guesses were wrong at times, and right at others
             assert!(restarts > 0, "{dbs} dbs: no wrong guess");
         }
+    }
+
+    /// A caller's `work` that panics ends the run, the panic going on to the caller's thread,
+    /// whatever batch it panicked in: one cut after a wrong guess included, whose results
+    /// would have been dropped and its part of the file cut again, for workers that were gone.
+    /// (That waited forever: the walker for workers to take its batches, the caller's thread
+    /// for their results.)
+    #[cfg(feature = "mmap")]
+    #[test]
+    fn a_panic_in_work_ends_the_run() {
+        let f = records_in_values(3000, 1, false);
+        let dir = test_support::temp_dir("rdb-panic");
+        let path = dir.join("f.rdb");
+        std::fs::write(&path, &f).unwrap();
+        for (threads, batch) in [(1, 3000), (2, 1), (2, 3000), (3, 20_000), (8, 20_000)] {
+            for after in [0, 1, 3] {
+                let (done, ended) = mpsc::channel();
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let seen = AtomicU64::new(0);
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        Pipeline::new(Config::default())
+                            .threads(threads)
+                            .batch_bytes(batch)
+                            .run(
+                                &path,
+                                |b, _| {
+                                    if seen.fetch_add(1, Ordering::Relaxed) >= after {
+                                        panic!("work panics");
+                                    }
+                                    b.count()
+                                },
+                                |_| ControlFlow::Continue(()),
+                            )
+                    }));
+                    let _ = done.send(r.is_err());
+                });
+                let panicked = ended.recv_timeout(std::time::Duration::from_secs(60));
+                assert_eq!(
+                    panicked,
+                    Ok(true),
+                    "{threads} threads, batches of {batch}, a panic after {after}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The workers' checksums of their batches, combined in file order, are the file's: a

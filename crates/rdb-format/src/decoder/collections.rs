@@ -919,10 +919,8 @@ impl Decoder {
         }
         if seq.started {
             // Chunks are cut at exact multiples of chunk_size, whatever the input's split.
-            while seq.acc.len() >= self.config.chunk_size {
-                let chunk = seq.acc.take_front(self.config.chunk_size, seq.remaining);
-                self.out.push_back(Item::Chunk(chunk));
-            }
+            seq.acc
+                .take_chunks(self.config.chunk_size, seq.remaining, &mut self.out);
         }
         if seq.remaining == 0 {
             if let SeqKind::StreamNodes(_) = seq.kind {
