@@ -82,6 +82,122 @@ fn decompress_slice(input: &[u8], dst: &mut [u8]) -> bool {
     op == end
 }
 
+/// How far back an LZF back reference reaches at most.
+const WINDOW: usize = 8192;
+
+/// LZF data decompressed a piece at a time ([`LzfStream::step`]), as its input comes: a
+/// back reference reaches at most [`WINDOW`] bytes back, so only that much of what was given
+/// out is kept. A string of hundreds of megabytes is checked and handed over in pieces of the
+/// size asked for, in the memory of one piece (decompressed whole, a string of 300 MB of
+/// zeros, 3.4 MB in the file, took 297 MiB to check and 583 MiB to print as RESP).
+#[derive(Debug)]
+pub(crate) struct LzfStream {
+    /// What was given out last (up to [`WINDOW`] bytes), then, from `hist`, what was made
+    /// since: the piece being made, and past a piece given out, what goes on into the next.
+    buf: Vec<u8>,
+    hist: usize,
+    /// Bytes of the piece at `hist` given out by the last step: history from the next.
+    handed: usize,
+    /// Bytes still to be made.
+    left: u64,
+    /// Bytes a piece holds (the last one: what is left).
+    piece: usize,
+}
+
+impl LzfStream {
+    /// A stream that makes `ulen` bytes in all, `piece` bytes a step.
+    pub(crate) fn new(ulen: u64, piece: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            hist: 0,
+            handed: 0,
+            left: ulen,
+            piece: piece.max(1),
+        }
+    }
+
+    /// True once every byte was made and given out.
+    pub(crate) fn done(&self) -> bool {
+        self.left == 0 && self.buf.len() == self.hist + self.handed
+    }
+
+    /// Decompresses the whole instructions at the front of `input` (the string's compressed
+    /// bytes from where the last step stopped; `last`: all of them) until a piece is made:
+    /// how many input bytes it read, and the piece, if one is made (the last one when the
+    /// data ends). `Err` if the data is malformed, refers before its start, makes more than
+    /// it said, or (`last`) ends before it made all of it.
+    pub(crate) fn step(&mut self, input: &[u8], last: bool) -> Result<(usize, Option<&[u8]>), ()> {
+        if self.handed > 0 {
+            // what was given out becomes history: its last WINDOW bytes are kept
+            let given = self.hist + self.handed;
+            let from = given.saturating_sub(WINDOW);
+            self.buf.drain(..from);
+            self.hist = given - from;
+            self.handed = 0;
+        }
+        let mut ip = 0;
+        while self.left > 0 && self.buf.len() - self.hist < self.piece {
+            let Some(&ctrl) = input.get(ip) else { break };
+            let ctrl = usize::from(ctrl);
+            if ctrl < 32 {
+                let n = ctrl + 1;
+                let Some(lit) = input.get(ip + 1..ip + 1 + n) else {
+                    break;
+                };
+                if n as u64 > self.left {
+                    return Err(());
+                }
+                self.buf.extend_from_slice(lit);
+                self.left -= n as u64;
+                ip += 1 + n;
+            } else {
+                let mut len = ctrl >> 5;
+                let mut at = ip + 1;
+                if len == 7 {
+                    let Some(&more) = input.get(at) else { break };
+                    len += usize::from(more);
+                    at += 1;
+                }
+                len += 2;
+                let Some(&low) = input.get(at) else { break };
+                let back = ((ctrl & 0x1F) << 8) + usize::from(low) + 1;
+                if back > self.buf.len() || len as u64 > self.left {
+                    return Err(());
+                }
+                // overlapping (`back` < `len`), the bytes from `from` on repeat every `back`
+                // bytes: each copy takes all there is from `from`, a multiple of `back`, and
+                // the next one twice as much
+                let from = self.buf.len() - back;
+                let mut more = len;
+                while more > 0 {
+                    let n = more.min(self.buf.len() - from);
+                    self.buf.extend_from_within(from..from + n);
+                    more -= n;
+                }
+                self.left -= len as u64;
+                ip = at + 1;
+            }
+        }
+        let made = self.buf.len() - self.hist;
+        if self.left == 0 && ip < input.len() {
+            // more data than the length it said
+            return Err(());
+        }
+        let n = if made >= self.piece {
+            self.piece
+        } else if self.left == 0 && made > 0 {
+            made
+        } else if last && self.left > 0 {
+            // the data ended (or was cut in an instruction) before all of it was made
+            return Err(());
+        } else {
+            return Ok((ip, None));
+        };
+        self.handed = n;
+        Ok((ip, Some(&self.buf[self.hist..self.hist + n])))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +231,83 @@ mod tests {
             decompress_to(&[0x01, b'x', b'y'], 2, &mut buf),
             Some(&b"xy"[..])
         );
+    }
+
+    /// Decompressed in pieces, fed a few bytes at a time or all at once, LZF data gives
+    /// the bytes that decompressing it whole gives, in pieces of exactly the size asked for
+    /// (the last one what is left); data that lies fails the same way whole or in pieces.
+    #[test]
+    fn a_stream_gives_what_decompressing_whole_gives() {
+        let text = |n: u32| {
+            let mut text = Vec::new();
+            for i in 0..n {
+                text.extend_from_slice(format!("{} ", i % 977).as_bytes());
+                if i % 5000 == 0 {
+                    text.extend(std::iter::repeat_n(b'z', 3000));
+                }
+            }
+            text
+        };
+        // (a piece of a byte moves the history at each: a smaller text for the small pieces)
+        let (small, big) = (text(6000), text(60_000));
+        for (text, piece, feed) in [1, 100, 4096, 65_536, 1 << 20]
+            .into_iter()
+            .flat_map(|p| [1, 7, 1000, usize::MAX].map(|f| (p, f)))
+            .map(|(p, f)| (if p < 4096 { &small } else { &big }, p, f))
+        {
+            let packed = compress(text, text.len()).unwrap();
+            {
+                let mut z = LzfStream::new(text.len() as u64, piece);
+                let (mut out, mut pieces, mut at) = (Vec::new(), Vec::new(), 0);
+                // (an instruction cut by the input's end waits for more: as a decoder's
+                // source does, more is given then)
+                let mut more = feed;
+                while !z.done() {
+                    let end = at + more.min(packed.len() - at);
+                    let (used, got) = z.step(&packed[at..end], end == packed.len()).unwrap();
+                    more = if used == 0 && got.is_none() {
+                        more.saturating_mul(2)
+                    } else {
+                        feed
+                    };
+                    at += used;
+                    if let Some(p) = got {
+                        pieces.push(p.len());
+                        out.extend_from_slice(p);
+                    }
+                }
+                assert_eq!(at, packed.len());
+                assert!(&out == text, "pieces of {piece}, fed {feed}");
+                let last = pieces.pop().unwrap();
+                assert!(pieces.iter().all(|&n| n == piece) && last <= piece);
+            }
+        }
+        let run = |data: &[u8], ulen: u64| -> Result<Vec<u8>, ()> {
+            let mut z = LzfStream::new(ulen, 3);
+            let (mut out, mut at) = (Vec::new(), 0);
+            while !z.done() {
+                let (used, got) = z.step(&data[at..], true)?;
+                at += used;
+                out.extend_from_slice(got.ok_or(())?);
+            }
+            if at < data.len() { Err(()) } else { Ok(out) }
+        };
+        assert_eq!(
+            run(&[0x00, b'a', (7 << 5), 9 - 2 - 7, 0x00], 10).unwrap(),
+            b"aaaaaaaaaa"
+        );
+        // too short, a reference before the start, too long, cut in an instruction
+        for (data, ulen) in [
+            (&[0x05, b'a'][..], 6),
+            (&[0x20, 0x05], 3),
+            (&[0x00, b'a'], 5),
+            (&[0x01, b'a', b'b', 0x00, b'c'], 2),
+            (&[0x00, b'a', 0xE0], 12),
+        ] {
+            assert!(run(data, ulen).is_err(), "{data:?}");
+            let mut buf = Vec::new();
+            assert!(decompress_to(data, ulen as usize, &mut buf).is_none());
+        }
     }
 
     #[test]

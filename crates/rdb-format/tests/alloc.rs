@@ -96,6 +96,7 @@ fn allocations_stay_within_the_bound() {
     big_keys_cost_the_pipeline_and_the_encoder_no_more_than_small_ones();
     big_duplicate_tables_are_held_one_at_a_time_on_any_number_of_threads();
     lists_of_big_nodes_are_cut_into_chunks_in_bounded_memory();
+    big_lzf_strings_are_decompressed_a_piece_at_a_time();
 }
 
 /// A file with one list of `n` elements (and a few small keys around it).
@@ -203,7 +204,6 @@ fn big_keys_cost_the_pipeline_and_the_encoder_no_more_than_small_ones() {
 /// this list in memory and on two threads, 7.7 MB now, and a list of 8,000,000 elements
 /// that Redis wrote was printed in 74 MiB, in 19 MiB now.)
 fn lists_of_big_nodes_are_cut_into_chunks_in_bounded_memory() {
-    use std::ops::ControlFlow;
     let path = file_with_a_list_of_nodes(1_000_000, usize::MAX);
     let one = peak_during(|| {
         for i in rdb_format::Reader::new(std::fs::File::open(&path).unwrap()) {
@@ -216,15 +216,63 @@ fn lists_of_big_nodes_are_cut_into_chunks_in_bounded_memory() {
             i.unwrap();
         }
     });
-    let threads = peak_during(|| {
-        rdb_format::Pipeline::new(Default::default())
-            .threads(2)
-            .run(&path, |b, _| b.count(), |_| ControlFlow::Continue(()))
-            .unwrap();
-    });
+    let threads = peak_on_two_threads(&path);
     assert!(
         one < 4 << 20 && whole < 12 << 20 && threads < 12 << 20,
         "one thread {one}, in memory {whole}, two threads {threads}"
+    );
+}
+
+/// Peak bytes of a pipeline of two threads through `path`, its items dropped as they come.
+fn peak_on_two_threads(path: &std::path::Path) -> usize {
+    peak_during(|| {
+        rdb_format::Pipeline::new(Default::default())
+            .threads(2)
+            .run(
+                path,
+                |b, _| b.count(),
+                |_| std::ops::ControlFlow::Continue(()),
+            )
+            .unwrap();
+    })
+}
+
+/// A string of 64 MiB of zeros, 0.7 MB in the file LZF-compressed, read on one thread (from a
+/// file and in memory) and on two: it is decompressed a piece at a time, never whole.
+/// (Decompressed whole, a string of 300 MB of zeros took 297 MiB to check.)
+fn big_lzf_strings_are_decompressed_a_piece_at_a_time() {
+    use rdb_format::{EncodeConfig, Encoder, KeyRecord, Value};
+    let mut enc = Encoder::new(Vec::new(), EncodeConfig::new(11).unwrap()).unwrap();
+    let zeros = Value::String(vec![0u8; 64 << 20].into());
+    enc.key(&KeyRecord::new(0, "zeros".into(), zeros)).unwrap();
+    let file = enc.finish().unwrap();
+    assert!(file.len() < 1 << 20, "{}", file.len());
+    let path = test_support::temp_dir("alloc").join("zeros.rdb");
+    std::fs::write(&path, &file).unwrap();
+    let data = Bytes::from(file);
+    let mut pieces = 0;
+    let one = peak_during(|| {
+        for i in rdb_format::Reader::new(std::fs::File::open(&path).unwrap()) {
+            pieces += usize::from(matches!(i.unwrap(), rdb_format::Item::Chunk(_)));
+        }
+    });
+    let whole = peak_during(|| {
+        for i in rdb_format::BytesReader::new(data.clone()) {
+            i.unwrap();
+        }
+    });
+    let mut checked = rdb_format::Config::default();
+    checked.skip_values(true);
+    let check = peak_during(|| {
+        for i in rdb_format::BytesReader::with_config(data.clone(), checked) {
+            i.unwrap();
+        }
+    });
+    let threads = peak_on_two_threads(&path);
+    assert_eq!(pieces, 64);
+    assert!(
+        one < 8 << 20 && whole < 8 << 20 && check < 8 << 20 && threads < 12 << 20,
+        "one thread {one}, in memory {whole}, checked {check}, two threads {threads}"
     );
 }
 

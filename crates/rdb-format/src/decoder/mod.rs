@@ -941,8 +941,23 @@ enum State {
     Seq(Box<SeqState>),
     StreamTail(Box<SeqState>),
     BigString { remaining: u64 },
+    BigLzf(Box<BigLzf>),
     Done,
     Failed(Error),
+}
+
+/// An LZF-compressed string value that decompresses to more than a piece
+/// ([`Config::string_piece`]): decompressed as its input comes and handed over a piece at a
+/// time, as a raw one is.
+#[derive(Debug)]
+struct BigLzf {
+    stream: crate::lzf::LzfStream,
+    /// Compressed bytes not read yet.
+    left: u64,
+    /// Where the compressed bytes start in the file, and the length they decompress to: an
+    /// error is reported as decompressing the string whole reports it.
+    at: u64,
+    ulen: u64,
 }
 
 /// Metadata opcodes seen before a key's type byte.
@@ -1522,6 +1537,7 @@ impl Decoder {
             State::Seq(seq) => self.step_seq(src, seq),
             State::StreamTail(seq) => self.step_stream_tail(src, seq),
             State::BigString { remaining } => self.step_big_string(src, remaining),
+            State::BigLzf(z) => self.step_big_lzf(src, z),
             State::Done => Ok(false),
             State::Failed(e) => {
                 self.state = State::Failed(e);
@@ -2416,19 +2432,34 @@ impl Decoder {
                     self.emit_whole_raw(*head, &chunk, start, w, &mut None)?;
                 }
                 None => {
-                    // a raw string longer than a piece: stream it
-                    let StrHead::Raw(n) = p!(c.string_header()) else {
-                        unreachable!("parse_whole only declines big raw strings")
+                    // a string longer than a piece, raw or decompressed: stream it
+                    let (encoding, state) = match p!(c.string_header()) {
+                        StrHead::Raw(n) => (Encoding::Raw, State::BigString { remaining: n }),
+                        StrHead::Lzf(clen, ulen) => (
+                            Encoding::Lzf,
+                            State::BigLzf(Box::new(BigLzf {
+                                stream: crate::lzf::LzfStream::new(
+                                    ulen,
+                                    usize::try_from(self.config.string_piece).unwrap_or(1 << 20),
+                                ),
+                                left: clen,
+                                at: self.pos + c.p as u64,
+                                ulen,
+                            })),
+                        ),
+                        StrHead::Int(_) => {
+                            unreachable!("parse_whole only declines big strings")
+                        }
                     };
                     self.consume(src, c.p);
                     let mut head = head;
-                    head.encoding = Encoding::Raw;
+                    head.encoding = encoding;
                     if self.config.skip_values {
                         self.checked_string = Some(head);
                     } else {
                         self.out.push_back(Item::KeyStart(*head));
                     }
-                    self.state = State::BigString { remaining: n };
+                    self.state = state;
                 }
             },
         }
@@ -2441,7 +2472,7 @@ impl Decoder {
         Ok(Some(match ty {
             0 => {
                 let at = c.p;
-                if let StrHead::Raw(n) = c.string_header()? {
+                if let StrHead::Raw(n) | StrHead::Lzf(_, n) = c.string_header()? {
                     if n > self.config.string_piece {
                         c.p = at;
                         return Ok(None);
@@ -2693,6 +2724,48 @@ impl Decoder {
             remaining: remaining - want,
         };
         Ok(true)
+    }
+}
+
+impl Decoder {
+    /// A step of a big LZF-compressed string ([`BigLzf`]): the next piece decompressed from
+    /// the input there is, handed over (or only checked, when values are skipped); its end
+    /// once all of it was, its compressed bytes all read.
+    fn step_big_lzf<S: Source>(&mut self, src: &mut S, mut z: Box<BigLzf>) -> Result<bool> {
+        self.expect = "string value";
+        let avail = src.bytes();
+        let take = avail
+            .len()
+            .min(usize::try_from(z.left).unwrap_or(usize::MAX));
+        let last = take as u64 == z.left;
+        let Ok((used, piece)) = z.stream.step(&avail[..take], last) else {
+            return Err(lzf_error(z.at, 0, z.ulen));
+        };
+        let made = piece.is_some();
+        let piece = piece
+            .filter(|_| !self.config.skip_values)
+            .map(Bytes::copy_from_slice);
+        if used > 0 {
+            self.consume(src, used);
+            z.left -= used as u64;
+        }
+        if let Some(p) = piece {
+            self.out.push_back(Item::Chunk(Chunk::String(p)));
+        }
+        if z.stream.done() {
+            if z.left > 0 {
+                // compressed bytes past what makes its length
+                return Err(lzf_error(z.at, 0, z.ulen));
+            }
+            self.out.push_back(match self.checked_string.take() {
+                Some(head) => Item::KeyChecked(*head),
+                None => Item::KeyEnd,
+            });
+            self.state = State::Top;
+            return Ok(true);
+        }
+        self.state = State::BigLzf(z);
+        Ok(used > 0 || made)
     }
 }
 

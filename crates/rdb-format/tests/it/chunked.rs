@@ -116,3 +116,120 @@ fn a_chunk_of_another_type_is_refused() {
     let w = ValueWriter::new(&rec.head, &cfg).unwrap();
     assert!(w.finish(&mut Vec::new()).is_err());
 }
+
+/// Reads at most a few bytes at a time: the decoder sees its input come in odd pieces.
+struct Dribble<'a>(&'a [u8], usize);
+
+impl std::io::Read for Dribble<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.1).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+/// What `file`'s items are, strings in pieces of `piece` bytes, read whole or a few bytes at
+/// a time: each string key's encoding, its pieces' sizes and its bytes; or the first error's
+/// kind and offset.
+fn strings(file: &[u8], piece: u64, dribble: Option<usize>) -> Result<Vec<String>, String> {
+    let mut dc = rdb_format::Config::default();
+    dc.string_piece(piece);
+    let items: Box<dyn Iterator<Item = rdb_format::Result<Item>>> = match dribble {
+        Some(n) => Box::new(rdb_format::Reader::with_config(Dribble(file, n), dc)),
+        None => Box::new(rdb_format::BytesReader::with_config(
+            Bytes::copy_from_slice(file),
+            dc,
+        )),
+    };
+    let mut out = Vec::new();
+    let mut text = Vec::new();
+    let mut sizes = Vec::new();
+    for i in items {
+        match i.map_err(|e| format!("{:?} at {}", e.kind(), e.offset()))? {
+            Item::Key(k) => match k.value {
+                Value::String(s) => out.push(format!("{:?} whole {:?}", k.head.encoding, s)),
+                v => out.push(format!("{v:?}")),
+            },
+            Item::KeyStart(h) => out.push(format!("{:?} in pieces", h.encoding)),
+            Item::Chunk(rdb_format::Chunk::String(s)) => {
+                sizes.push(s.len());
+                text.extend_from_slice(&s);
+            }
+            Item::KeyEnd => {
+                out.push(format!(
+                    "{sizes:?} {:?}",
+                    Bytes::from(std::mem::take(&mut text))
+                ));
+                sizes.clear();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// An LZF-compressed string longer than a piece comes in pieces, as a raw one does, each of
+/// exactly the piece's size but the last, whatever way the input comes: its bytes are those
+/// decompressing it whole gives. Damaged, it fails where and as decompressing it whole fails.
+#[test]
+fn lzf_strings_longer_than_a_piece_come_in_pieces() {
+    let text: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("{} ", i % 1013).into_bytes())
+        .collect();
+    let mut enc = Encoder::new(Vec::new(), EncodeConfig::new(11).unwrap()).unwrap();
+    enc.key(&KeyRecord::new(
+        0,
+        "big".into(),
+        Value::String(text.clone().into()),
+    ))
+    .unwrap();
+    enc.key(&KeyRecord::new(
+        0,
+        "small".into(),
+        Value::String("x".repeat(90).into()),
+    ))
+    .unwrap();
+    let file = enc.finish().unwrap();
+    let whole = strings(&file, u64::MAX, None).unwrap();
+    assert!(whole[0].starts_with("Lzf whole"), "{}", &whole[0][..20]);
+    assert!(file.len() < text.len() / 2);
+    for piece in [1000, 65_536, text.len() as u64 - 1] {
+        let n = piece as usize;
+        let mut sizes = vec![n; text.len() / n];
+        if text.len() % n > 0 {
+            sizes.push(text.len() % n);
+        }
+        let want = vec![
+            "Lzf in pieces".to_string(),
+            format!("{sizes:?} {:?}", Bytes::from(text.clone())),
+            whole[1].clone(),
+        ];
+        for dribble in [None, Some(1), Some(777)] {
+            let got = strings(&file, piece, dribble).unwrap();
+            assert!(got == want, "pieces of {piece}, read {dribble:?} at a time");
+        }
+    }
+    // damaged anywhere in its compressed bytes, which start at byte 27 (a damaged length
+    // fails too, but where the input ends or where the bytes stop making sense, as it goes)
+    let mut failed = 0;
+    for at in (40..file.len() - 120).step_by(997) {
+        let mut bad = file.clone();
+        bad[at] ^= 0x5a;
+        let whole = strings(&bad, u64::MAX, None).map(|w| w[0].clone());
+        let got = strings(&bad, 65_536, Some(4096)).map(|w| w[1].clone());
+        match (&whole, &got) {
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b, "damaged at {at}");
+                failed += 1;
+            }
+            (Ok(w), Ok(g)) => assert_eq!(
+                w.split_once(" whole ").map(|x| x.1),
+                g.split_once("] ").map(|x| x.1),
+                "damaged at {at}"
+            ),
+            _ => panic!("damaged at {at}: {whole:?} against {got:?}"),
+        }
+    }
+    assert!(failed > 10, "{failed}");
+}
