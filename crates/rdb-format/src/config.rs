@@ -28,7 +28,7 @@ pub struct Limits {
 impl Limits {
     /// Largest string (key, element, blob, compressed or decompressed) accepted, in bytes.
     /// Raw string *values* above [`Config::string_piece`] are streamed in pieces instead and are
-    /// not limited by this. Default 512 MiB, like Redis' `proto-max-bulk-len`.
+    /// not limited by this (an LZF one still is: its length is checked before it is read). Default 512 MiB, like Redis' `proto-max-bulk-len`.
     pub fn max_string(&mut self, n: u64) -> &mut Self {
         self.max_string = n;
         self
@@ -108,7 +108,8 @@ impl Config {
         self
     }
 
-    /// Raw string values longer than this come out in pieces of at most this many bytes.
+    /// String values longer than this (raw, or once LZF-decompressed) come out in pieces of
+    /// this many bytes (the last one what is left): `KeyStart`, `Chunk::String`s, `KeyEnd`.
     pub fn string_piece(&mut self, n: u64) -> &mut Self {
         self.string_piece = n.max(1);
         self
