@@ -238,13 +238,25 @@ fn peak_on_two_threads(path: &std::path::Path) -> usize {
 }
 
 /// A string of 64 MiB of zeros, 0.7 MB in the file LZF-compressed, read on one thread (from a
-/// file and in memory) and on two: it is decompressed a piece at a time, never whole.
-/// (Decompressed whole, a string of 300 MB of zeros took 297 MiB to check.)
+/// file, in memory, its string keys handed to a visitor) and on two: it is decompressed a
+/// piece at a time, never whole. (Decompressed whole, a string of 300 MB of zeros took
+/// 297 MiB to check; one of 100 MB among small keys, 677 MiB to print as `jsonl`, where its
+/// keys went to a visitor.)
 fn big_lzf_strings_are_decompressed_a_piece_at_a_time() {
     use rdb_format::{EncodeConfig, Encoder, KeyRecord, Value};
     let mut enc = Encoder::new(Vec::new(), EncodeConfig::new(11).unwrap()).unwrap();
+    // (among small string keys: a visitor is handed runs of them, the big one not among them)
+    let small = |enc: &mut Encoder<Vec<u8>>, at: usize| {
+        for i in at..at + 50 {
+            let v = Value::String(format!("value-{i}").into_bytes().into());
+            enc.key(&KeyRecord::new(0, format!("k{i}").into_bytes().into(), v))
+                .unwrap();
+        }
+    };
+    small(&mut enc, 0);
     let zeros = Value::String(vec![0u8; 64 << 20].into());
     enc.key(&KeyRecord::new(0, "zeros".into(), zeros)).unwrap();
+    small(&mut enc, 50);
     let file = enc.finish().unwrap();
     assert!(file.len() < 1 << 20, "{}", file.len());
     let path = test_support::temp_dir("alloc").join("zeros.rdb");
@@ -261,6 +273,19 @@ fn big_lzf_strings_are_decompressed_a_piece_at_a_time() {
             i.unwrap();
         }
     });
+    struct Strings(usize);
+    impl rdb_format::Visitor for Strings {
+        fn string(&mut self, _: &rdb_format::StringRecord<'_>) -> std::ops::ControlFlow<()> {
+            self.0 += 1;
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut visited = Strings(0);
+    let visit = peak_during(|| {
+        let mut r = rdb_format::BytesReader::new(data.clone());
+        while r.next_item_with(&mut visited).unwrap().is_some() {}
+    });
+    assert!(visited.0 >= 90, "{}", visited.0);
     let mut checked = rdb_format::Config::default();
     checked.skip_values(true);
     let check = peak_during(|| {
@@ -271,8 +296,13 @@ fn big_lzf_strings_are_decompressed_a_piece_at_a_time() {
     let threads = peak_on_two_threads(&path);
     assert_eq!(pieces, 64);
     assert!(
-        one < 8 << 20 && whole < 8 << 20 && check < 8 << 20 && threads < 12 << 20,
-        "one thread {one}, in memory {whole}, checked {check}, two threads {threads}"
+        one < 8 << 20
+            && whole < 8 << 20
+            && visit < 8 << 20
+            && check < 8 << 20
+            && threads < 12 << 20,
+        "one thread {one}, in memory {whole}, visited {visit}, checked {check}, \
+         two threads {threads}"
     );
 }
 

@@ -2002,7 +2002,7 @@ impl Decoder {
                         (&b[s..e], Encoding::Raw)
                     }
                     Ok(SRef::Int(i, _)) => (ints.format(i).as_bytes(), Encoding::Int),
-                    Ok(SRef::Lzf(s, e, ulen)) => {
+                    Ok(SRef::Lzf(s, e, ulen)) if ulen <= self.config.string_piece => {
                         match crate::lzf::decompress_to(&b[s..e], ulen as usize, &mut scratch) {
                             Some(value) => (value, Encoding::Lzf),
                             None => break,
