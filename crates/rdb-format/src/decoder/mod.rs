@@ -334,19 +334,32 @@ impl Acc {
             if whole == 0 {
                 return;
             }
+            // room for the next chunk's worth, and for what is left
+            let room = |left: usize| {
+                n.min(left.saturating_add(usize::try_from(coming).unwrap_or(n)))
+                    .max(left)
+            };
+            if whole == n && v.capacity() <= 2 * n {
+                // one chunk, in an allocation about its size: the chunk is that allocation
+                // and what is left moves to a fresh one (copied into vectors of their own,
+                // the 2,000,000 fields of the bench's big hash were written twice)
+                let mut rest = Vec::with_capacity(room(v.len() - n));
+                rest.extend(v.drain(n..));
+                put(std::mem::replace(v, rest));
+                return;
+            }
             let mut taken = v.drain(..whole);
             while taken.len() > 0 {
                 put(taken.by_ref().take(n).collect());
             }
             drop(taken);
-            let left = v.len();
-            let room = n.min(left.saturating_add(usize::try_from(coming).unwrap_or(n)));
-            if v.capacity() > room.max(left).saturating_mul(2) {
-                let mut rest = Vec::with_capacity(room.max(left));
+            let (left, room) = (v.len(), room(v.len()));
+            if v.capacity() > room.saturating_mul(2) {
+                let mut rest = Vec::with_capacity(room);
                 rest.append(v);
                 *v = rest;
             } else {
-                v.reserve(room.saturating_sub(left));
+                v.reserve(room - left);
             }
         }
         let mut put = |c: Chunk| out.push_back(Item::Chunk(c));
