@@ -371,36 +371,71 @@ const THREAD_ROUNDS: usize = 9;
 /// rounds of one thread's time over this count's in the same round. Each round also runs two
 /// one-thread processes at once: what two cores of this machine give over one when nothing is
 /// shared (on a VM, two busy vCPUs may each run slower than one alone), the ceiling for two
-/// threads.
+/// threads. Before and after each round a cache line's round trip between two threads is
+/// timed ([`cores`](crate::cores)): the last column has the medians over the rounds whose
+/// cores were near each other throughout.
 fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
     let f = file.to_str().unwrap_or_default();
-    println!();
-    println!(
-        "| threads | what | best s | median s | MB/s (best) | peak RSS MiB | × 1 thread (median of {THREAD_ROUNDS} rounds) |"
-    );
-    println!("|---|---|---|---|---|---|---|");
     let counts = ["1", "2", "4", "8"];
-    for (name, args) in [
+    let modes = [
         ("check", vec!["check", f]),
         ("dump --format jsonl", vec!["dump", f, "--format", "jsonl"]),
         ("dump --format resp", vec!["dump", f, "--format", "resp"]),
-    ] {
-        // runs[count][round]: (seconds, peak KiB)
+    ];
+    // per mode: runs[count][round] (seconds, peak KiB), and per round the pair's seconds
+    // (two one-thread runs at once) and the round trips before and after it
+    let mut all = Vec::new();
+    for (_, args) in &modes {
         let mut runs = vec![Vec::new(); counts.len()];
-        // per round: two one-thread runs at once, seconds for both
         let mut pairs = Vec::new();
+        let mut trips = Vec::new();
         for _ in 0..THREAD_ROUNDS {
+            let before = crate::cores::round_trip_ns();
             for (i, t) in counts.iter().enumerate() {
                 let mut cmd = vec![b];
-                cmd.extend(&args);
+                cmd.extend(args);
                 cmd.extend(["--threads", t]);
                 runs[i].push(measure(&cmd)?);
             }
             let mut cmd = vec![b];
-            cmd.extend(&args);
+            cmd.extend(args);
             cmd.extend(["--threads", "1"]);
             pairs.push(measure_pair(&cmd)?);
+            trips.push(
+                [before, crate::cores::round_trip_ns()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<f64>>(),
+            );
         }
+        all.push((runs, pairs, trips));
+    }
+    // near or not against the lowest round trip of the whole table
+    let trips: Vec<Vec<f64>> = all.iter().flat_map(|m| m.2.clone()).collect();
+    let near_all = crate::cores::near_rounds(&trips);
+    let near_count = near_all.iter().filter(|&&n| n).count();
+    println!();
+    println!(
+        "| threads | what | best s | median s | MB/s (best) | peak RSS MiB | × 1 thread (median of {THREAD_ROUNDS} rounds) | × 1 thread, rounds with the cores near |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (m, ((name, _), (runs, pairs, _))) in modes.iter().zip(&all).enumerate() {
+        let near = &near_all[m * THREAD_ROUNDS..(m + 1) * THREAD_ROUNDS];
+        // the median of `ratios` over all rounds, and over the near ones (with their count)
+        let both = |ratios: &[f64]| {
+            let near: Vec<f64> = ratios
+                .iter()
+                .zip(near)
+                .filter(|&(_, &n)| n)
+                .map(|(r, _)| *r)
+                .collect();
+            let near = if near.is_empty() {
+                "— (0)".to_string()
+            } else {
+                format!("{:.2} ({})", median(&near), near.len())
+            };
+            (median(ratios), near)
+        };
         for (i, t) in counts.iter().enumerate() {
             let secs: Vec<f64> = runs[i].iter().map(|r| r.0).collect();
             let ratios: Vec<f64> = (runs[0].iter().zip(&runs[i]))
@@ -408,31 +443,46 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
                 .collect();
             let best = secs.iter().copied().fold(f64::MAX, f64::min);
             let rss = runs[i].iter().map(|r| r.1).max().unwrap_or(0);
+            let (all_rounds, near_median) = both(&ratios);
             println!(
-                "| {t} | {name} | {best:.2} | {:.2} | {:.0} | {:.1} | {:.2} |",
+                "| {t} | {name} | {best:.2} | {:.2} | {:.0} | {:.1} | {all_rounds:.2} | {near_median} |",
                 median(&secs),
                 mb / best,
                 rss as f64 / 1024.0,
-                median(&ratios)
             );
         }
         // two files' work in the pair's time against one file's in one run's
-        let ratios: Vec<f64> = (runs[0].iter().zip(&pairs))
+        let ratios: Vec<f64> = (runs[0].iter().zip(pairs))
             .map(|(one, pair)| 2.0 * one.0 / pair)
             .collect();
         let best = pairs.iter().copied().fold(f64::MAX, f64::min);
+        let (all_rounds, near_median) = both(&ratios);
         println!(
-            "| 2 × 1, two processes at once (the machine's ceiling) | {name} | {best:.2} | {:.2} | {:.0} | — | {:.2} |",
-            median(&pairs),
+            "| 2 × 1, two processes at once (the machine's ceiling) | {name} | {best:.2} | {:.2} | {:.0} | — | {all_rounds:.2} | {near_median} |",
+            median(pairs),
             2.0 * mb / best,
-            median(&ratios)
+        );
+    }
+    let flat: Vec<f64> = trips.iter().flatten().copied().collect();
+    if flat.is_empty() {
+        println!("\nNo round trip timed (one core): no round counts as near.");
+    } else {
+        let lowest = flat.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = flat.iter().copied().fold(0.0, f64::max);
+        println!(
+            "\nA cache line's round trip between two threads, before and after each round: lowest \
+             {lowest:.0} ns, median {:.0}, highest {highest:.0}. {near_count} of {} rounds had none \
+             over twice the lowest (the cores near each other); in the others two threads that \
+             hand data to each other pay more for it than two processes that do not.",
+            median(&flat),
+            near_all.len(),
         );
     }
     Ok(())
 }
 
 /// The median of `v` (the mean of the middle two for an even count; 0 when empty).
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {

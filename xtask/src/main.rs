@@ -14,6 +14,7 @@ mod aof_fixtures;
 mod bench;
 mod bench_repl;
 mod bench_sync;
+mod cores;
 mod differential;
 mod fixtures;
 
