@@ -8,8 +8,9 @@
 //! (`memory --format csv|json|html`) (wall time, MB/s,
 //! keys/s, peak RSS from `getrusage` of the child) next to redis-server's own load time of the
 //! same file (from its log) and redis-check-rdb; `dump --format rdb` and `--restore` next to
-//! redis-server's `SAVE`; `check` and `dump` at 1, 2, 4 and 8 threads (alternated, five
-//! rounds); and a small-strings file (`DEBUG POPULATE`) next to the `rdb` 0.4 crate's CLI.
+//! redis-server's `SAVE`; `check` and `dump` at 1, 2, 4 and 8 threads (alternated rounds,
+//! with how near each other the cores were in each); and a small-strings file
+//! (`DEBUG POPULATE`) next to the `rdb` 0.4 crate's CLI.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -363,17 +364,18 @@ fn encoder_rows(b: &str, file: &Path, mb: f64, keys: u64, load: f64) -> Result<(
 /// Rounds of the thread-count rows: each round runs every thread count once, one after
 /// another, so that each count's runs and the one-thread runs they are compared with happen
 /// side by side (the machine's speed drifts over a bench run). (With 5, two of the rounds
-/// falling in one of this VM's slow stretches moved a median by up to a tenth.)
-const THREAD_ROUNDS: usize = 9;
+/// falling in one of this VM's slow stretches moved a median by up to a tenth. With 9, the
+/// rounds with the cores near each other were 2 to 6 of a mode's.)
+const THREAD_ROUNDS: usize = 15;
 
 /// `check`, `dump --format jsonl` and `--format resp` at 1, 2, 4 and 8 threads, alternated
 /// ([`THREAD_ROUNDS`] rounds): the best and the median time of each, and the median over the
 /// rounds of one thread's time over this count's in the same round. Each round also runs two
 /// one-thread processes at once: what two cores of this machine give over one when nothing is
 /// shared (on a VM, two busy vCPUs may each run slower than one alone), the ceiling for two
-/// threads. Before and after each round a cache line's round trip between two threads is
-/// timed ([`cores`](crate::cores)): the last column has the medians over the rounds whose
-/// cores were near each other throughout.
+/// threads. Before each run and after the last of a round, a cache line's round trip between
+/// two threads is timed ([`cores`](crate::cores)): the last column has the medians over the
+/// rounds whose cores were near each other throughout.
 fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
     let f = file.to_str().unwrap_or_default();
     let counts = ["1", "2", "4", "8"];
@@ -390,23 +392,22 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
         let mut pairs = Vec::new();
         let mut trips = Vec::new();
         for _ in 0..THREAD_ROUNDS {
-            let before = crate::cores::round_trip_ns();
+            // a round trip before each run and after the last
+            let mut round = Vec::new();
             for (i, t) in counts.iter().enumerate() {
+                round.extend(crate::cores::round_trip_ns());
                 let mut cmd = vec![b];
                 cmd.extend(args);
                 cmd.extend(["--threads", t]);
                 runs[i].push(measure(&cmd)?);
             }
+            round.extend(crate::cores::round_trip_ns());
             let mut cmd = vec![b];
             cmd.extend(args);
             cmd.extend(["--threads", "1"]);
             pairs.push(measure_pair(&cmd)?);
-            trips.push(
-                [before, crate::cores::round_trip_ns()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<f64>>(),
-            );
+            round.extend(crate::cores::round_trip_ns());
+            trips.push(round);
         }
         all.push((runs, pairs, trips));
     }
@@ -470,7 +471,7 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
         let lowest = flat.iter().copied().fold(f64::INFINITY, f64::min);
         let highest = flat.iter().copied().fold(0.0, f64::max);
         println!(
-            "\nA cache line's round trip between two threads, before and after each round: lowest \
+            "\nA cache line's round trip between two threads, before each run and after each round's last: lowest \
              {lowest:.0} ns, median {:.0}, highest {highest:.0}. {near_count} of {} rounds had none \
              over twice the lowest (the cores near each other); in the others two threads that \
              hand data to each other pay more for it than two processes that do not.",
