@@ -2,9 +2,9 @@
 //! go from one core to another and back. Two threads of one process that hand data to each
 //! other pay it for each line handed over; two processes that share nothing do not.
 //!
-//! On the bench's 2-vCPU VM it was about 90 ns most of the time and about 390 ns for stretches
-//! of seconds to minutes (the host ran the two vCPUs on cores without a shared cache, as far
-//! as a guest can tell), and `dump --format resp --threads 2` of the mixed file took 0.27-0.30 s
+//! On the bench's 2-vCPU VM this probe gave 43-60 ns most of the time and 370-570 ns for
+//! stretches of seconds to minutes (the host ran the two vCPUs on cores without a shared
+//! cache, as far as a guest can tell), and `dump --format resp --threads 2` of the mixed file took 0.27-0.30 s
 //! in the first state and 0.33-0.37 s in the second, against 0.50-0.52 s on one thread in both
 //! (`docs/bench.md`, the twenty-fourth session). The thread-count rows report their ratios
 //! over all rounds and over the rounds the cores were near in.
@@ -69,7 +69,7 @@ fn wait_for(line: &AtomicU64, v: u64) {
     }
 }
 
-/// Which rounds had their cores near: each round's round trips (before and after it), against
+/// Which rounds had their cores near: each round's round trips (those timed in it), against
 /// the lowest of all of them. A round is near when none of its own is more than twice that.
 pub(crate) fn near_rounds(trips: &[Vec<f64>]) -> Vec<bool> {
     let lowest = trips
@@ -107,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn a_round_trip_takes_some_time_and_less_than_a_millisecond() {
+    fn a_round_trip_takes_some_time_and_less_than_a_time_slice() {
         // (two cores are there wherever the tests run in parallel; one core gives none)
         let Some(ns) = round_trip_ns() else {
             assert_eq!(
@@ -117,6 +117,7 @@ mod tests {
             return;
         };
         assert!(ns.is_finite() && ns > 1.0, "{ns} ns");
-        assert!(ns < 1_000_000.0, "{ns} ns");
+        // (tens to hundreds of ns; a busy machine may make each wait for a switch)
+        assert!(ns < 50_000_000.0, "{ns} ns");
     }
 }

@@ -318,10 +318,11 @@ impl Acc {
         }
     }
 
-    /// Takes every whole chunk of `n` elements from the front, in order, each in a vector
-    /// of its own that holds `n`. What stays gets room for the next chunk's worth at once,
-    /// `n` or the `coming` elements still to come if fewer: grown from nothing by doubling,
-    /// its last steps were past `malloc`'s threshold for mapping memory of its own (a chunk of
+    /// Takes every whole chunk of `n` elements from the front, in order: one chunk in an
+    /// allocation at most twice its size is that allocation itself, more are each copied
+    /// into a vector of its own that holds `n`. What stays gets room for the next chunk's
+    /// worth at once, `n` or the `coming` elements still to come if fewer: grown from nothing
+    /// by doubling, its last steps were past `malloc`'s threshold for mapping memory of its own (a chunk of
     /// hash fields is about 300 KB), each a `mremap` and page faults, on every chunk of a big
     /// collection. (It is called once `n` elements came, so room for `n` more is never more
     /// than what the input really held.) A step that read many elements at once (quicklist
