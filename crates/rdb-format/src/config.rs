@@ -28,7 +28,8 @@ pub struct Limits {
 impl Limits {
     /// Largest string (key, element, blob, compressed or decompressed) accepted, in bytes.
     /// Raw string *values* above [`Config::string_piece`] are streamed in pieces instead and are
-    /// not limited by this (an LZF one still is: its length is checked before it is read). Default 512 MiB, like Redis' `proto-max-bulk-len`.
+    /// not limited by this (an LZF one still is: its length is checked before it is read).
+    /// Default 512 MiB, like Redis' `proto-max-bulk-len`.
     pub fn max_string(&mut self, n: u64) -> &mut Self {
         self.max_string = n;
         self

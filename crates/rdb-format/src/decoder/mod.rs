@@ -322,13 +322,13 @@ impl Acc {
     /// allocation at most twice its size is that allocation itself, more are each copied
     /// into a vector of its own that holds `n`. What stays gets room for the next chunk's
     /// worth at once, `n` or the `coming` elements still to come if fewer: grown from nothing
-    /// by doubling, its last steps were past `malloc`'s threshold for mapping memory of its own (a chunk of
-    /// hash fields is about 300 KB), each a `mremap` and page faults, on every chunk of a big
-    /// collection. (It is called once `n` elements came, so room for `n` more is never more
-    /// than what the input really held.) A step that read many elements at once (quicklist
-    /// nodes of a thousand elements each) is cut in one pass: cut a chunk at a time, each
-    /// chunk kept the whole accumulator's allocation and each cut copied all that was left
-    /// (a list of 8,000,000 elements printed in 74 MiB).
+    /// by doubling, its last steps were past `malloc`'s threshold for mapping memory of its
+    /// own (a chunk of hash fields is about 300 KB), each a `mremap` and page faults, on every
+    /// chunk of a big collection. (It is called once `n` elements came, so room for `n` more
+    /// is never more than what the input really held.) A step that read many elements at once
+    /// (quicklist nodes of a thousand elements each) is cut in one pass: cut a chunk at a
+    /// time, each chunk kept the whole accumulator's allocation and each cut copied all that
+    /// was left (a list of 8,000,000 elements printed in 74 MiB).
     fn take_chunks(&mut self, n: usize, coming: u64, out: &mut VecDeque<Item>) {
         fn cut<T>(v: &mut Vec<T>, n: usize, coming: u64, mut put: impl FnMut(Vec<T>)) {
             let whole = v.len() / n * n;
