@@ -420,6 +420,8 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
         "| threads | what | best s | median s | MB/s (best) | peak RSS MiB | × 1 thread (median of {THREAD_ROUNDS} rounds) | × 1 thread, rounds with the cores near |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+    // per mode: two threads against the machine's ceiling in the same rounds
+    let mut against = Vec::new();
     for (m, ((name, _), (runs, pairs, _))) in modes.iter().zip(&all).enumerate() {
         let near = &near_all[m * THREAD_ROUNDS..(m + 1) * THREAD_ROUNDS];
         // the median of `ratios` over all rounds, and over the near ones (with their count)
@@ -463,7 +465,19 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
             median(pairs),
             2.0 * mb / best,
         );
+        // (two threads ÷ one) ÷ (the pair ÷ one) of each round: the pair's time against two
+        // of the two-thread run's
+        let ratios: Vec<f64> = (runs[1].iter().zip(pairs))
+            .map(|(two, pair)| pair / (2.0 * two.0))
+            .collect();
+        let (all_rounds, near_median) = both(&ratios);
+        against.push(format!("`{name}` {all_rounds:.2}, near {near_median}"));
     }
+    println!(
+        "\nTwo threads against the ceiling, each round's two-thread ratio over its pair's \
+         (medians, all rounds and near rounds): {}.",
+        against.join("; ")
+    );
     let flat: Vec<f64> = trips.iter().flatten().copied().collect();
     if flat.is_empty() {
         println!("\nNo round trip timed (one core): no round counts as near.");
