@@ -465,10 +465,8 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
             median(pairs),
             2.0 * mb / best,
         );
-        // (two threads ÷ one) ÷ (the pair ÷ one) of each round: the pair's time against two
-        // of the two-thread run's
         let ratios: Vec<f64> = (runs[1].iter().zip(pairs))
-            .map(|(two, pair)| pair / (2.0 * two.0))
+            .map(|(two, pair)| against_ceiling(two.0, *pair))
             .collect();
         let (all_rounds, near_median) = both(&ratios);
         against.push(format!("`{name}` {all_rounds:.2}, near {near_median}"));
@@ -494,6 +492,14 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A round's two-thread ratio over its ceiling's: (one ÷ two threads) ÷ (two files' work in
+/// the pair's time ÷ one file's in one run's), in which the one-thread time cancels out: the
+/// pair's seconds against twice the two-thread run's. 1 where two threads do as well as two
+/// processes that share nothing.
+fn against_ceiling(two_threads: f64, pair: f64) -> f64 {
+    pair / (2.0 * two_threads)
 }
 
 /// The median of `v` (the mean of the middle two for an even count; 0 when empty).
@@ -675,4 +681,22 @@ fn fill(c: &mut test_support::Client, keys: u64, fields: u64) -> Result<()> {
         flush(c, &mut pending, 50)?;
     }
     flush(c, &mut pending, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_threads_against_the_ceiling_is_their_ratio_over_the_pairs() {
+        // one thread 1.0 s, two threads 0.55 s (1.82 ×), the pair 1.05 s (1.90 ×)
+        let (one, two, pair) = (1.0, 0.55, 1.05);
+        let expected = (one / two) / (2.0 * one / pair);
+        assert!((against_ceiling(two, pair) - expected).abs() < 1e-12);
+        assert!((against_ceiling(two, pair) - 0.954_545).abs() < 1e-6);
+        // as fast as two processes: 1; slower: below
+        assert_eq!(against_ceiling(0.5, 1.0), 1.0);
+        assert!(against_ceiling(0.6, 1.0) < 1.0);
+        assert_eq!(median(&[0.9, 0.8, 1.0]), 0.9);
+    }
 }
