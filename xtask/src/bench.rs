@@ -391,21 +391,16 @@ fn threads_rows(b: &str, file: &Path, mb: f64) -> Result<()> {
         let mut runs = vec![Vec::new(); counts.len()];
         let mut pairs = Vec::new();
         let mut trips = Vec::new();
+        let on = |threads| [&[b][..], args, &["--threads", threads]].concat();
         for _ in 0..THREAD_ROUNDS {
             // a round trip before each run and after the last
             let mut round = Vec::new();
             for (i, t) in counts.iter().enumerate() {
                 round.extend(crate::cores::round_trip_ns());
-                let mut cmd = vec![b];
-                cmd.extend(args);
-                cmd.extend(["--threads", t]);
-                runs[i].push(measure(&cmd)?);
+                runs[i].push(measure(&on(t))?);
             }
             round.extend(crate::cores::round_trip_ns());
-            let mut cmd = vec![b];
-            cmd.extend(args);
-            cmd.extend(["--threads", "1"]);
-            pairs.push(measure_pair(&cmd)?);
+            pairs.push(measure_pair(&on("1"))?);
             round.extend(crate::cores::round_trip_ns());
             trips.push(round);
         }

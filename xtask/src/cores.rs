@@ -4,10 +4,10 @@
 //!
 //! On the bench's 2-vCPU VM this probe gave 43-60 ns most of the time and 370-570 ns for
 //! stretches of seconds to minutes (the host ran the two vCPUs on cores without a shared
-//! cache, as far as a guest can tell), and `dump --format resp --threads 2` of the mixed file took 0.27-0.30 s
-//! in the first state and 0.33-0.37 s in the second, against 0.50-0.52 s on one thread in both
-//! (`docs/bench.md`, the twenty-fourth session). The thread-count rows report their ratios
-//! over all rounds and over the rounds the cores were near in.
+//! cache, as far as a guest can tell), and `dump --format resp --threads 2` of the mixed file
+//! took 0.27-0.30 s in the first state and 0.33-0.37 s in the second, against 0.50-0.52 s on
+//! one thread in both (`docs/bench.md`, the twenty-fourth session). The thread-count rows
+//! report their ratios over all rounds and over the rounds the cores were near in.
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU64, Ordering};
